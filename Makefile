@@ -1,0 +1,28 @@
+# Sealpost: the two commands a newcomer runs are `make demo` and `make test`.
+# Each first installs what is missing (scripts/deps.sh), then builds and acts.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+
+.PHONY: all deps build test demo bench fmt
+
+all: build
+
+deps:
+	@scripts/deps.sh
+
+build: deps
+	$(CARGO) build --workspace --locked
+
+# One profile (dev, with optimised dependencies) shared by unit and end-to-end tests.
+test: deps
+	$(CARGO) test --workspace --locked
+
+demo: deps
+	scripts/demo.sh
+
+bench: deps
+	scripts/bench.sh
+
+fmt:
+	$(CARGO) fmt --all

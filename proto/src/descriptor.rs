@@ -1,0 +1,97 @@
+//! The node descriptor: a node's URL, identity key, encryption certificate and limits,
+//! self-signed with the node's Ed25519 key. Served at `/.well-known/sealpost/node`.
+
+use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use sequoia_openpgp::Cert;
+
+use crate::codec::{Codec, Reader, Writer, tag};
+use crate::error::Error;
+use crate::identity::cert_from_bytes;
+use crate::limits::{MAX_CERT_BYTES, MAX_SIGNED_BODY_BYTES, MAX_SOFTWARE_BYTES, MAX_URL_BYTES};
+use crate::types::NodeUrl;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeDescriptor {
+    pub url: NodeUrl,
+    /// Ed25519 public key: the node's identity, pinned by peers and listed in records.
+    pub node_key: [u8; 32],
+    /// OpenPGP certificate (binary) whose X25519 subkey hop payloads are encrypted to.
+    pub encryption_cert: Vec<u8>,
+    /// Largest envelope the node accepts, in bytes.
+    pub max_envelope: u32,
+    /// Free-form software name and version, e.g. `sealpost-node/0.1.0`.
+    pub software: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+impl Codec for NodeDescriptor {
+    const WHAT: &'static str = "node descriptor";
+
+    fn encode_to(&self, w: &mut Writer) {
+        w.header(tag::DESCRIPTOR_BODY);
+        w.bytes16(self.url.as_str().as_bytes());
+        w.fixed(&self.node_key);
+        w.bytes32(&self.encryption_cert);
+        w.u32(self.max_envelope);
+        w.bytes16(self.software.as_bytes());
+        w.u64(self.created);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
+        r.header(tag::DESCRIPTOR_BODY)?;
+        let url = NodeUrl::parse(r.str16("url", MAX_URL_BYTES)?)?;
+        let node_key = r.array()?;
+        let encryption_cert = r.bytes32("encryption certificate", MAX_CERT_BYTES)?.to_vec();
+        let max_envelope = r.u32()?;
+        let software = r.str16("software", MAX_SOFTWARE_BYTES)?.to_string();
+        let created = r.u64()?;
+        Ok(NodeDescriptor { url, node_key, encryption_cert, max_envelope, software, created })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedDescriptor {
+    pub body: Vec<u8>,
+    pub signature: [u8; 64],
+}
+
+impl Codec for SignedDescriptor {
+    const WHAT: &'static str = "signed descriptor";
+
+    fn encode_to(&self, w: &mut Writer) {
+        w.header(tag::SIGNED_DESCRIPTOR);
+        w.bytes32(&self.body);
+        w.fixed(&self.signature);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
+        r.header(tag::SIGNED_DESCRIPTOR)?;
+        let body = r.bytes32("descriptor body", MAX_SIGNED_BODY_BYTES)?.to_vec();
+        let signature = r.array()?;
+        Ok(SignedDescriptor { body, signature })
+    }
+}
+
+/// Domain separation: what an Ed25519 descriptor signature covers.
+const DESCRIPTOR_CONTEXT: &[u8] = b"sealpost node descriptor v1\0";
+
+impl SignedDescriptor {
+    pub fn sign(desc: &NodeDescriptor, key: &SigningKey) -> Self {
+        let body = desc.encode();
+        let signature = key.sign(&[DESCRIPTOR_CONTEXT, &body].concat()).to_bytes();
+        SignedDescriptor { body, signature }
+    }
+
+    /// Checks the self-signature; returns the descriptor and its encryption certificate.
+    /// The caller compares `node_key` with the key it pinned or found in a record.
+    pub fn verify(&self) -> Result<(NodeDescriptor, Cert), Error> {
+        let desc = NodeDescriptor::decode(&self.body)?;
+        let vk = VerifyingKey::from_bytes(&desc.node_key)
+            .map_err(|_| Error::InvalidField { what: "node key", reason: "not an Ed25519 public key".into() })?;
+        vk.verify(&[DESCRIPTOR_CONTEXT, &self.body].concat(), &Signature::from_bytes(&self.signature))
+            .map_err(|_| Error::BadObjectSignature("node descriptor"))?;
+        let cert = cert_from_bytes(&desc.encryption_cert)?;
+        Ok((desc, cert))
+    }
+}

@@ -1,0 +1,251 @@
+//! The plaintext letter and its RFC 5322/MIME form. Building uses mail-builder, parsing uses
+//! mail-parser, so that after decryption any mail tool can read a letter.
+
+use mail_builder::MessageBuilder;
+use mail_builder::headers::address::Address as MbAddress;
+use mail_builder::headers::raw::Raw;
+use mail_parser::{MessageParser, MimeHeaders};
+
+use crate::error::Error;
+use crate::limits::{MAX_ATTACHMENTS, MAX_LETTER_BYTES, MAX_RECIPIENTS, MAX_SUBJECT_BYTES};
+use crate::padding::PAD_HEADER;
+use crate::types::Address;
+
+/// Header that marks a letter that entered Sealpost through the SMTP gateway.
+pub const LEGACY_HEADER: &str = "X-Sealpost-Legacy";
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attachment {
+    pub name: String,
+    pub media_type: String,
+    pub data: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Letter {
+    pub from: Address,
+    pub to: Vec<Address>,
+    pub cc: Vec<Address>,
+    pub subject: String,
+    /// Seconds since the Unix epoch, as written by the sender.
+    pub date: i64,
+    /// Without angle brackets.
+    pub message_id: String,
+    /// Without angle brackets.
+    pub in_reply_to: Option<String>,
+    pub body: String,
+    pub attachments: Vec<Attachment>,
+    /// Set by the gateway: how this letter entered Sealpost when it came through legacy SMTP.
+    pub legacy: Option<String>,
+}
+
+impl Letter {
+    /// A new letter with a fresh message id.
+    pub fn new(from: Address, to: Vec<Address>, subject: impl Into<String>, body: impl Into<String>, date: i64) -> Self {
+        let message_id = format!("{}@{}", hex::encode(rand::random::<[u8; 16]>()), from.domain());
+        Letter {
+            from,
+            to,
+            cc: Vec::new(),
+            subject: subject.into(),
+            date,
+            message_id,
+            in_reply_to: None,
+            body: body.into(),
+            attachments: Vec::new(),
+            legacy: None,
+        }
+    }
+
+    /// Checks the limits that apply before a letter is sealed.
+    pub fn validate(&self) -> Result<(), Error> {
+        let bad = |what, reason: &str| Error::InvalidField { what, reason: reason.to_string() };
+        if self.to.is_empty() && self.cc.is_empty() {
+            return Err(bad("letter", "no recipients"));
+        }
+        if self.to.len() + self.cc.len() > MAX_RECIPIENTS {
+            return Err(Error::TooLong { what: "recipients", len: self.to.len() + self.cc.len(), max: MAX_RECIPIENTS });
+        }
+        if self.attachments.len() > MAX_ATTACHMENTS {
+            return Err(Error::TooLong { what: "attachments", len: self.attachments.len(), max: MAX_ATTACHMENTS });
+        }
+        if self.subject.len() > MAX_SUBJECT_BYTES {
+            return Err(Error::TooLong { what: "subject", len: self.subject.len(), max: MAX_SUBJECT_BYTES });
+        }
+        if self.subject.contains(['\r', '\n']) {
+            return Err(bad("subject", "contains a line break"));
+        }
+        for id in std::iter::once(&self.message_id).chain(self.in_reply_to.iter()) {
+            if id.is_empty() || id.len() > 250 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>') {
+                return Err(bad("message id", "must be 1-250 printable ASCII characters without < >"));
+            }
+        }
+        for a in &self.attachments {
+            if a.name.is_empty() || a.name.len() > 255 || a.name.contains(['/', '\\', '\0', '\r', '\n']) {
+                return Err(bad("attachment name", "must be 1-255 bytes without path separators or line breaks"));
+            }
+            let mt_ok = a.media_type.len() <= 127
+                && a.media_type.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
+                && a.media_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+-.".contains(&b));
+            if !mt_ok {
+                return Err(bad("attachment media type", "must look like type/subtype"));
+            }
+        }
+        if let Some(l) = &self.legacy {
+            if l.len() > 2000 || l.contains(['\r', '\n']) {
+                return Err(bad("legacy label", "must be one line of at most 2000 bytes"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The RFC 5322/MIME encoding of the letter.
+    pub fn to_rfc5322(&self) -> Result<Vec<u8>, Error> {
+        self.validate()?;
+        fn addrs(v: &[Address]) -> MbAddress<'_> {
+            MbAddress::new_list(v.iter().map(|a| MbAddress::new_address(None::<&str>, a.as_str())).collect())
+        }
+        let mut b = MessageBuilder::new()
+            .from(MbAddress::new_address(None::<&str>, self.from.as_str()))
+            .subject(self.subject.as_str())
+            .date(self.date)
+            .message_id(self.message_id.as_str())
+            .text_body(self.body.as_str());
+        if !self.to.is_empty() {
+            b = b.to(addrs(&self.to));
+        }
+        if !self.cc.is_empty() {
+            b = b.cc(addrs(&self.cc));
+        }
+        if let Some(irt) = &self.in_reply_to {
+            b = b.in_reply_to(irt.as_str());
+        }
+        if let Some(l) = &self.legacy {
+            b = b.header(LEGACY_HEADER, Raw::new(l.as_str()));
+        }
+        for a in &self.attachments {
+            b = b.attachment(a.media_type.as_str(), a.name.as_str(), a.data.as_slice());
+        }
+        let out = b.write_to_vec().map_err(|e| Error::LetterParse(e.to_string()))?;
+        if out.len() > MAX_LETTER_BYTES {
+            return Err(Error::LetterTooLarge { len: out.len(), max: MAX_LETTER_BYTES });
+        }
+        Ok(out)
+    }
+
+    /// Parses an RFC 5322/MIME message. The padding header of a sealed letter is ignored.
+    pub fn from_rfc5322(bytes: &[u8]) -> Result<Self, Error> {
+        if bytes.len() > MAX_LETTER_BYTES + crate::limits::MAX_SEALED_BYTES {
+            return Err(Error::LetterTooLarge { len: bytes.len(), max: MAX_LETTER_BYTES });
+        }
+        let msg = MessageParser::default()
+            .parse(bytes)
+            .ok_or_else(|| Error::LetterParse("no message found".into()))?;
+        if msg.headers().is_empty() || msg.from().is_none() {
+            return Err(Error::LetterParse("missing From header".into()));
+        }
+        let first_addr = |a: Option<&mail_parser::Address<'_>>| -> Option<String> {
+            a.and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string)
+        };
+        let from_raw = first_addr(msg.from()).ok_or_else(|| Error::LetterParse("From has no address".into()))?;
+        let from = Address::parse(&from_raw)?;
+        let list = |a: Option<&mail_parser::Address<'_>>| -> Result<Vec<Address>, Error> {
+            let mut out = Vec::new();
+            if let Some(a) = a {
+                for addr in a.iter() {
+                    if let Some(s) = addr.address() {
+                        out.push(Address::parse(s)?);
+                    }
+                }
+            }
+            Ok(out)
+        };
+        let to = list(msg.to())?;
+        let cc = list(msg.cc())?;
+        if to.len() + cc.len() > MAX_RECIPIENTS {
+            return Err(Error::TooLong { what: "recipients", len: to.len() + cc.len(), max: MAX_RECIPIENTS });
+        }
+        let attachments: Vec<Attachment> = msg
+            .attachments()
+            .take(MAX_ATTACHMENTS + 1)
+            .map(|p| Attachment {
+                name: p.attachment_name().unwrap_or("attachment").to_string(),
+                media_type: p
+                    .content_type()
+                    .map(|ct| match ct.subtype() {
+                        Some(s) => format!("{}/{}", ct.ctype(), s),
+                        None => ct.ctype().to_string(),
+                    })
+                    .unwrap_or_else(|| "application/octet-stream".into())
+                    .to_ascii_lowercase(),
+                data: p.contents().to_vec(),
+            })
+            .collect();
+        if attachments.len() > MAX_ATTACHMENTS {
+            return Err(Error::TooLong { what: "attachments", len: attachments.len(), max: MAX_ATTACHMENTS });
+        }
+        let legacy = msg.header_raw(LEGACY_HEADER).map(|s| s.trim().to_string());
+        let _ = PAD_HEADER; // the padding header carries nothing and is simply not read
+        Ok(Letter {
+            from,
+            to,
+            cc,
+            subject: msg.subject().unwrap_or("").to_string(),
+            date: msg.date().map(|d| d.to_timestamp()).unwrap_or(0),
+            message_id: msg.message_id().unwrap_or("").to_string(),
+            in_reply_to: msg.in_reply_to().as_text().map(str::to_string),
+            body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+            attachments,
+            legacy,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    pub(crate) fn sample() -> Letter {
+        let mut l = Letter::new(addr("alice@alpha.test"), vec![addr("bob@beta.test")], "Hello, Bob", "Hi Bob,\r\nsee attached.\r\n", 1_700_000_000);
+        l.cc = vec![addr("carol@gamma.test")];
+        l.in_reply_to = Some("earlier@beta.test".into());
+        l.attachments.push(Attachment { name: "notes.bin".into(), media_type: "application/octet-stream".into(), data: (0..=255u8).collect() });
+        l
+    }
+
+    #[test]
+    fn letter_round_trips_through_rfc5322() {
+        let l = sample();
+        let bytes = l.to_rfc5322().unwrap();
+        let back = Letter::from_rfc5322(&bytes).unwrap();
+        assert_eq!(back, l);
+    }
+
+    #[test]
+    fn legacy_label_round_trips() {
+        let mut l = sample();
+        l.legacy = Some("arrived via legacy SMTP, not end-to-end; mail from=<x@y.example>".into());
+        let back = Letter::from_rfc5322(&l.to_rfc5322().unwrap()).unwrap();
+        assert_eq!(back.legacy, l.legacy);
+    }
+
+    #[test]
+    fn header_injection_is_refused() {
+        let mut l = sample();
+        l.subject = "hi\r\nBcc: eve@evil.test".into();
+        assert!(matches!(l.to_rfc5322(), Err(Error::InvalidField { what: "subject", .. })));
+        let mut l = sample();
+        l.attachments[0].name = "../../etc/passwd".into();
+        assert!(l.to_rfc5322().is_err());
+    }
+
+    #[test]
+    fn not_a_letter() {
+        assert!(Letter::from_rfc5322(b"").is_err());
+        assert!(Letter::from_rfc5322(b"just some text without headers").is_err());
+    }
+}

@@ -1,0 +1,28 @@
+//! Sealpost wire format and cryptography, free of I/O.
+//!
+//! Everything here takes bytes (and, where it matters, the current time) and returns bytes,
+//! values or typed errors. No sockets, no files, no async runtime: the node, the client and
+//! the tests drive it. The normative description is `spec/protocol.md`.
+
+pub mod auth;
+pub mod codec;
+pub mod descriptor;
+pub mod envelope;
+pub mod error;
+pub mod httpsig;
+pub mod identity;
+pub mod letter;
+pub mod limits;
+pub mod padding;
+pub mod record;
+pub mod seal;
+pub mod types;
+
+pub use error::Error;
+pub use types::{Address, EnvelopeId, MailboxId, NodeUrl};
+
+/// Re-exported so that callers use the same OpenPGP types as this crate.
+pub use sequoia_openpgp as openpgp;
+
+/// Result type of this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

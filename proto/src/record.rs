@@ -1,0 +1,180 @@
+//! The mailbox record: which nodes a user is homed on, signed by the user's key.
+
+use std::io::Write;
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::packet::Signature;
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper};
+use openpgp::serialize::stream::{Message, Signer};
+use openpgp::{Cert, KeyHandle};
+
+use crate::codec::{Codec, Reader, Writer, tag};
+use crate::error::Error;
+use crate::identity::{Keyring, cert_addresses, cert_from_bytes, policy};
+use crate::limits::{MAX_ADDRESS_BYTES, MAX_CERT_BYTES, MAX_HOMES, MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES, MAX_URL_BYTES};
+use crate::types::{Address, MailboxId, NodeUrl};
+
+/// One home node of a mailbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Home {
+    pub url: NodeUrl,
+    /// The node's Ed25519 public key (its identity; see [`crate::descriptor`]).
+    pub node_key: [u8; 32],
+    /// The mailbox id on that node.
+    pub mailbox: MailboxId,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MailboxRecord {
+    pub address: Address,
+    /// The user's public certificate, binary OpenPGP.
+    pub cert: Vec<u8>,
+    pub homes: Vec<Home>,
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds; a record past this is refused.
+    pub expires: u64,
+    /// Increases with every new record for the same address; older ones are refused.
+    pub sequence: u64,
+}
+
+impl Codec for MailboxRecord {
+    const WHAT: &'static str = "mailbox record";
+
+    fn encode_to(&self, w: &mut Writer) {
+        w.header(tag::RECORD_BODY);
+        w.bytes16(self.address.as_str().as_bytes());
+        w.bytes32(&self.cert);
+        w.u8(u8::try_from(self.homes.len()).expect("invariant: homes bounded by MAX_HOMES"));
+        for h in &self.homes {
+            w.bytes16(h.url.as_str().as_bytes());
+            w.fixed(&h.node_key);
+            w.fixed(h.mailbox.as_bytes());
+        }
+        w.u64(self.created);
+        w.u64(self.expires);
+        w.u64(self.sequence);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
+        r.header(tag::RECORD_BODY)?;
+        let address = Address::parse(r.str16("address", MAX_ADDRESS_BYTES)?)?;
+        let cert = r.bytes32("certificate", MAX_CERT_BYTES)?.to_vec();
+        let n = r.u8()? as usize;
+        if n == 0 || n > MAX_HOMES {
+            return Err(Error::InvalidField { what: "homes", reason: format!("{n} homes; must be 1 to {MAX_HOMES}") });
+        }
+        let mut homes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let url = NodeUrl::parse(r.str16("home url", MAX_URL_BYTES)?)?;
+            let node_key = r.array()?;
+            let mailbox = MailboxId(r.array()?);
+            homes.push(Home { url, node_key, mailbox });
+        }
+        let created = r.u64()?;
+        let expires = r.u64()?;
+        let sequence = r.u64()?;
+        Ok(MailboxRecord { address, cert, homes, created, expires, sequence })
+    }
+}
+
+/// A record body and the user's detached OpenPGP signature over exactly those bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignedRecord {
+    pub body: Vec<u8>,
+    pub signature: Vec<u8>,
+}
+
+impl Codec for SignedRecord {
+    const WHAT: &'static str = "signed record";
+
+    fn encode_to(&self, w: &mut Writer) {
+        w.header(tag::SIGNED_RECORD);
+        w.bytes32(&self.body);
+        w.bytes16(&self.signature);
+    }
+
+    fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
+        r.header(tag::SIGNED_RECORD)?;
+        let body = r.bytes32("record body", MAX_SIGNED_BODY_BYTES)?.to_vec();
+        let signature = r.bytes16("record signature", MAX_SIGNATURE_BYTES)?.to_vec();
+        Ok(SignedRecord { body, signature })
+    }
+}
+
+impl SignedRecord {
+    /// Signs `record` with the user's keys. The record's certificate must be the signer's.
+    pub fn sign(record: &MailboxRecord, keys: &Keyring) -> Result<Self, Error> {
+        let rec_cert = cert_from_bytes(&record.cert)?;
+        if rec_cert.fingerprint() != keys.fingerprint() {
+            return Err(Error::InvalidField { what: "record certificate", reason: "is not the signer's".into() });
+        }
+        let body = record.encode();
+        let signature = sign_detached(&body, keys)?;
+        Ok(SignedRecord { body, signature })
+    }
+
+    /// Checks the signature against the certificate inside, that the certificate names the
+    /// address, and that the record has not expired. Returns the record and its certificate.
+    pub fn verify(&self, now: u64) -> Result<(MailboxRecord, Cert), Error> {
+        let record = MailboxRecord::decode(&self.body)?;
+        let cert = cert_from_bytes(&record.cert)?;
+        verify_detached(&self.body, &self.signature, &cert).map_err(|_| Error::BadObjectSignature("mailbox record"))?;
+        if !cert_addresses(&cert).iter().any(|a| a == record.address.as_str()) {
+            return Err(Error::InvalidField { what: "mailbox record", reason: "certificate does not name the address".into() });
+        }
+        if record.expires <= now {
+            return Err(Error::Expired { what: "mailbox record", expires: record.expires, now });
+        }
+        Ok((record, cert))
+    }
+}
+
+/// A detached OpenPGP signature (binary) over `data`.
+pub fn sign_detached(data: &[u8], keys: &Keyring) -> Result<Vec<u8>, Error> {
+    let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
+    let mut sink = Vec::new();
+    {
+        let m = Message::new(&mut sink);
+        let mut m = Signer::new(m, keys.signer.clone()).map_err(internal)?.detached().build().map_err(internal)?;
+        m.write_all(data).map_err(|e| Error::Key(e.to_string()))?;
+        m.finalize().map_err(internal)?;
+    }
+    Ok(sink)
+}
+
+/// Verifies a detached signature made by `cert` over `data`.
+pub fn verify_detached(data: &[u8], signature: &[u8], cert: &Cert) -> Result<(), Error> {
+    if signature.len() > MAX_SIGNATURE_BYTES {
+        return Err(Error::TooLong { what: "signature", len: signature.len(), max: MAX_SIGNATURE_BYTES });
+    }
+    // Only a single signature packet is accepted.
+    if Signature::from_bytes(signature).is_err() {
+        return Err(Error::Malformed("not a signature packet".into()));
+    }
+    struct H<'a> {
+        cert: &'a Cert,
+        good: bool,
+    }
+    impl VerificationHelper for H<'_> {
+        fn get_certs(&mut self, _ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+            Ok(vec![self.cert.clone()])
+        }
+        fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+            for layer in structure.into_iter() {
+                if let MessageLayer::SignatureGroup { results } = layer {
+                    self.good = !results.is_empty() && results.iter().all(|r| r.is_ok());
+                }
+            }
+            Ok(())
+        }
+    }
+    let mut v = DetachedVerifierBuilder::from_bytes(signature)
+        .map_err(|e| Error::Malformed(e.to_string()))?
+        .with_policy(policy(), None, H { cert, good: false })
+        .map_err(|_| Error::BadSignature)?;
+    v.verify_bytes(data).map_err(|_| Error::BadSignature)?;
+    if v.into_helper().good { Ok(()) } else { Err(Error::BadSignature) }
+}

@@ -1,0 +1,336 @@
+//! Sealing and opening letters: sign with the sender's key, pad to a size bucket, encrypt to
+//! the recipient with a hidden (wildcard) recipient key id, SEIPDv1, no compression.
+//!
+//! Also the plain encrypt/decrypt used for hop wrappers (an envelope encrypted to a node).
+
+use std::io::{Read, Write};
+
+use sequoia_openpgp as openpgp;
+
+use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::packet::{PKESK, SKESK};
+use openpgp::parse::Parse;
+use openpgp::parse::stream::{
+    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationError,
+    VerificationHelper,
+};
+use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
+use openpgp::types::{Features, SymmetricAlgorithm};
+use openpgp::{Cert, Fingerprint, KeyHandle};
+
+use crate::error::Error;
+use crate::identity::{Keyring, cert_addresses, policy};
+use crate::letter::Letter;
+use crate::limits::{MAX_LETTER_BYTES, MAX_SEALED_BYTES};
+use crate::padding::{MIN_PAD, bucket, pad_header};
+
+/// How a letter's signature checked out. Only `Good` means the letter is from its `From`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SignatureStatus {
+    /// Signed by `signer`, whose certificate names the letter's `From` address.
+    Good { signer: Fingerprint },
+    /// No signature at all.
+    Missing,
+    /// Signed, but by a key we have no certificate for.
+    UnknownSigner { issuer: String },
+    /// A signature that does not verify.
+    Bad,
+    /// A good signature by a known key whose certificate does not name the `From` address.
+    SenderMismatch { signer: Fingerprint, signer_addresses: Vec<String> },
+}
+
+impl SignatureStatus {
+    pub fn is_good(&self) -> bool {
+        matches!(self, SignatureStatus::Good { .. })
+    }
+}
+
+/// An opened letter and what its signature said.
+#[derive(Clone, Debug)]
+pub struct Opened {
+    pub letter: Letter,
+    pub signature: SignatureStatus,
+}
+
+/// Attempts to land exactly on the bucket before giving up.
+const PAD_ATTEMPTS: usize = 16;
+
+/// Seals `letter` from `sender` to `recipient`. The result is exactly a bucket size long.
+pub fn seal(letter: &Letter, sender: &Keyring, recipient: &Cert) -> Result<Vec<u8>, Error> {
+    seal_rfc5322(&letter.to_rfc5322()?, sender, recipient)
+}
+
+/// Seals an already encoded RFC 5322 message (the gateway seals what arrived over SMTP).
+pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Result<Vec<u8>, Error> {
+    if message.len() > MAX_LETTER_BYTES {
+        return Err(Error::LetterTooLarge { len: message.len(), max: MAX_LETTER_BYTES });
+    }
+    let recipients = encryption_keys(recipient)?;
+    // Seal once with the least padding to learn the real overhead, then grow the padding
+    // until the ciphertext is exactly the bucket the first attempt falls into.
+    let mut pad = MIN_PAD;
+    let mut target = 0usize;
+    let mut last = 0usize;
+    for attempt in 0..PAD_ATTEMPTS {
+        let sealed = sign_encrypt(&pad_header(pad), message, &sender.signer, &recipients, target)?;
+        if attempt == 0 {
+            target = bucket(sealed.len());
+        }
+        if sealed.len() == target {
+            return Ok(sealed);
+        }
+        // The size grows with `pad`, but signature encodings vary by a byte and packet
+        // length headers step: move by the difference, then nudge one byte at a time.
+        let diff = target as isize - sealed.len() as isize;
+        let step = if sealed.len() == last || attempt > 4 { diff.signum() } else { diff };
+        last = sealed.len();
+        let next = pad as isize + step;
+        if next < MIN_PAD as isize {
+            return Err(Error::Padding);
+        }
+        pad = next as usize;
+    }
+    Err(Error::Padding)
+}
+
+fn encryption_keys(cert: &Cert) -> Result<Vec<openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>>, Error> {
+    let valid = cert.with_policy(policy(), None).map_err(|e| Error::Key(e.to_string()))?;
+    let keys: Vec<_> = valid
+        .keys()
+        .supported()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .map(|ka| ka.key().clone().role_into_unspecified())
+        .collect();
+    if keys.is_empty() {
+        return Err(Error::NoUsableKey("encryption"));
+    }
+    Ok(keys)
+}
+
+fn recipients_of<'a>(keys: &'a [openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>]) -> Vec<Recipient<'a>> {
+    // No key handle: a wildcard recipient, so the ciphertext does not say whom it is for.
+    keys.iter().map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k)).collect()
+}
+
+fn sign_encrypt(
+    pad: &[u8],
+    message: &[u8],
+    signer: &KeyPair,
+    keys: &[openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>],
+    capacity: usize,
+) -> Result<Vec<u8>, Error> {
+    let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
+    let mut sink = Vec::with_capacity(capacity + 64);
+    {
+        let m = Message::new(&mut sink);
+        let m = Encryptor::for_recipients(m, recipients_of(keys)).build().map_err(internal)?;
+        let m = Signer::new(m, signer.clone()).map_err(internal)?.build().map_err(internal)?;
+        let mut m = LiteralWriter::new(m).build().map_err(internal)?;
+        m.write_all(pad).map_err(|e| Error::Key(e.to_string()))?;
+        m.write_all(message).map_err(|e| Error::Key(e.to_string()))?;
+        m.finalize().map_err(internal)?;
+    }
+    Ok(sink)
+}
+
+/// Encrypts `data` to `cert` without signing (hop wrappers: the envelope for a node).
+pub fn encrypt_to(data: &[u8], cert: &Cert) -> Result<Vec<u8>, Error> {
+    let keys = encryption_keys(cert)?;
+    let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
+    let mut sink = Vec::with_capacity(data.len() + 256);
+    {
+        let m = Message::new(&mut sink);
+        let m = Encryptor::for_recipients(m, recipients_of(&keys)).build().map_err(internal)?;
+        let mut m = LiteralWriter::new(m).build().map_err(internal)?;
+        m.write_all(data).map_err(|e| Error::Key(e.to_string()))?;
+        m.finalize().map_err(internal)?;
+    }
+    Ok(sink)
+}
+
+/// Decrypts what [`encrypt_to`] made; refuses plaintext over `max` bytes.
+pub fn decrypt_with(data: &[u8], keys: &Keyring, max: usize) -> Result<Vec<u8>, Error> {
+    let helper = Helper { decryptors: &keys.decryptors, lookup: &|_| None, status: None, encrypted: false };
+    let (plain, _) = decrypt_inner(data, helper, max)?;
+    Ok(plain)
+}
+
+/// Opens a sealed letter: decrypts with `recipient`'s keys, verifies the signature with the
+/// certificate `lookup` returns for the signer's key handle, parses the letter.
+pub fn open(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> Option<Cert>) -> Result<Opened, Error> {
+    if sealed.len() > MAX_SEALED_BYTES {
+        return Err(Error::TooLong { what: "sealed letter", len: sealed.len(), max: MAX_SEALED_BYTES });
+    }
+    let helper = Helper { decryptors: &recipient.decryptors, lookup, status: None, encrypted: false };
+    let (plain, status) = decrypt_inner(sealed, helper, MAX_SEALED_BYTES)?;
+    let letter = Letter::from_rfc5322(&plain)?;
+    let signature = match status {
+        SignatureStatus::Good { signer } => {
+            let cert = lookup(&KeyHandle::from(signer.clone()));
+            let addresses = cert.as_ref().map(cert_addresses).unwrap_or_default();
+            if addresses.iter().any(|a| a == letter.from.as_str()) {
+                SignatureStatus::Good { signer }
+            } else {
+                SignatureStatus::SenderMismatch { signer, signer_addresses: addresses }
+            }
+        }
+        other => other,
+    };
+    Ok(Opened { letter, signature })
+}
+
+/// [`open`], turning every signature status but `Good` into its error.
+pub fn open_verified(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> Option<Cert>) -> Result<(Letter, Fingerprint), Error> {
+    let opened = open(sealed, recipient, lookup)?;
+    match opened.signature {
+        SignatureStatus::Good { signer } => Ok((opened.letter, signer)),
+        SignatureStatus::Missing => Err(Error::MissingSignature),
+        SignatureStatus::UnknownSigner { issuer } => Err(Error::UnknownSigner(issuer)),
+        SignatureStatus::Bad => Err(Error::BadSignature),
+        SignatureStatus::SenderMismatch { signer_addresses, .. } => Err(Error::SenderMismatch {
+            claimed: opened.letter.from.to_string(),
+            signer: signer_addresses.join(", "),
+        }),
+    }
+}
+
+fn decrypt_inner(data: &[u8], helper: Helper<'_>, max: usize) -> Result<(Vec<u8>, SignatureStatus), Error> {
+    // Binary OpenPGP packets start with a byte whose top bit is set.
+    if data.first().is_none_or(|b| b & 0x80 == 0) {
+        return Err(Error::Malformed("not a binary OpenPGP message".into()));
+    }
+    let mut dec = DecryptorBuilder::from_bytes(data)
+        .map_err(classify)?
+        .with_policy(policy(), None, helper)
+        .map_err(classify)?;
+    let mut plain = Vec::new();
+    (&mut dec).take(max as u64 + 1).read_to_end(&mut plain).map_err(|e| classify(e.into()))?;
+    if plain.len() > max {
+        return Err(Error::TooLong { what: "decrypted message", len: plain.len(), max });
+    }
+    // Drain to the end so that the integrity check and signature verification run.
+    let mut rest = [0u8; 1];
+    if dec.read(&mut rest).map_err(|e| classify(e.into()))? != 0 {
+        return Err(Error::TooLong { what: "decrypted message", len: max + 1, max });
+    }
+    if !dec.message_processed() {
+        return Err(Error::TruncatedMessage);
+    }
+    let helper = dec.into_helper();
+    if !helper.encrypted {
+        return Err(Error::Malformed("message is not encrypted".into()));
+    }
+    Ok((plain, helper.status.unwrap_or(SignatureStatus::Missing)))
+}
+
+/// Maps sequoia's errors to ours.
+fn classify(e: openpgp::anyhow::Error) -> Error {
+    for cause in e.chain() {
+        if let Some(oe) = cause.downcast_ref::<openpgp::Error>() {
+            match oe {
+                openpgp::Error::ManipulatedMessage => return Error::Tampered,
+                openpgp::Error::MissingSessionKey(_) => return Error::NotForRecipient,
+                _ => {}
+            }
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::UnexpectedEof {
+                return Error::TruncatedMessage;
+            }
+            if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<openpgp::Error>()) {
+                match inner {
+                    openpgp::Error::ManipulatedMessage => return Error::Tampered,
+                    openpgp::Error::MissingSessionKey(_) => return Error::NotForRecipient,
+                    _ => {}
+                }
+            }
+        }
+    }
+    let text = e.to_string();
+    if text.contains("Truncated") || text.contains("truncated") || text.contains("EOF") {
+        return Error::TruncatedMessage;
+    }
+    Error::Malformed(text)
+}
+
+struct Helper<'a> {
+    decryptors: &'a [KeyPair],
+    lookup: &'a dyn Fn(&KeyHandle) -> Option<Cert>,
+    status: Option<SignatureStatus>,
+    encrypted: bool,
+}
+
+impl VerificationHelper for Helper<'_> {
+    fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
+        let mut certs: Vec<Cert> = Vec::new();
+        for id in ids {
+            if let Some(c) = (self.lookup)(id) {
+                if !certs.iter().any(|k| k.fingerprint() == c.fingerprint()) {
+                    certs.push(c);
+                }
+            }
+        }
+        Ok(certs)
+    }
+
+    fn check(&mut self, structure: MessageStructure) -> openpgp::Result<()> {
+        for layer in structure.into_iter() {
+            match layer {
+                MessageLayer::Encryption { .. } => self.encrypted = true,
+                MessageLayer::Compression { .. } => {}
+                MessageLayer::SignatureGroup { results } => {
+                    // Every signature must verify; one bad signature makes the letter bad.
+                    let mut status = None;
+                    for r in results {
+                        let s = match r {
+                            Ok(good) => SignatureStatus::Good { signer: good.ka.cert().fingerprint() },
+                            Err(VerificationError::MissingKey { sig }) => SignatureStatus::UnknownSigner {
+                                issuer: sig.get_issuers().first().map(|h| h.to_hex()).unwrap_or_default(),
+                            },
+                            Err(_) => SignatureStatus::Bad,
+                        };
+                        status = Some(match (status, s) {
+                            (None, s) => s,
+                            (Some(SignatureStatus::Good { signer }), SignatureStatus::Good { .. }) => SignatureStatus::Good { signer },
+                            (Some(SignatureStatus::Bad), _) | (_, SignatureStatus::Bad) => SignatureStatus::Bad,
+                            (Some(prev @ SignatureStatus::UnknownSigner { .. }), _) => prev,
+                            (_, s) => s,
+                        });
+                    }
+                    if status.is_some() && self.status.is_none() {
+                        self.status = status;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DecryptionHelper for Helper<'_> {
+    fn decrypt(
+        &mut self,
+        pkesks: &[PKESK],
+        _skesks: &[SKESK],
+        sym_algo: Option<SymmetricAlgorithm>,
+        decrypt: &mut dyn FnMut(Option<SymmetricAlgorithm>, &SessionKey) -> bool,
+    ) -> openpgp::Result<Option<Cert>> {
+        // Recipients are hidden: try every key of ours on every PKESK.
+        for pkesk in pkesks {
+            for pair in self.decryptors {
+                let mut pair = pair.clone();
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
+                    if decrypt(algo, &sk) {
+                        return Ok(None);
+                    }
+                }
+            }
+        }
+        Err(openpgp::Error::MissingSessionKey("no key of ours decrypts this message".into()).into())
+    }
+}
+
+#[cfg(test)]
+mod tests;
