@@ -14,8 +14,10 @@ deps:
 build: deps
 	$(CARGO) build --workspace --locked
 
-# One profile (dev, with optimised dependencies) shared by unit and end-to-end tests.
+# One profile (dev, with optimised dependencies) shared by unit and end-to-end tests. The
+# binaries are built first because the end-to-end suite runs them as real processes.
 test: deps
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
 demo: deps
