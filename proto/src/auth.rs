@@ -9,8 +9,18 @@ pub const NONCE_BYTES: usize = 32;
 
 /// The exact bytes a user signs to answer a challenge. Binding the node URL stops a
 /// signature made for one node from being replayed at another.
-pub fn challenge_statement(node: &NodeUrl, mailbox: &MailboxId, nonce: &[u8; NONCE_BYTES]) -> Vec<u8> {
-    format!("sealpost-auth-v1\nnode={}\nmailbox={}\nnonce={}\n", node, mailbox, hex::encode(nonce)).into_bytes()
+pub fn challenge_statement(
+    node: &NodeUrl,
+    mailbox: &MailboxId,
+    nonce: &[u8; NONCE_BYTES],
+) -> Vec<u8> {
+    format!(
+        "sealpost-auth-v1\nnode={}\nmailbox={}\nnonce={}\n",
+        node,
+        mailbox,
+        hex::encode(nonce)
+    )
+    .into_bytes()
 }
 
 #[cfg(test)]
@@ -25,7 +35,11 @@ mod tests {
         let s = challenge_statement(&n1, &m, &[7; 32]);
         assert_eq!(
             String::from_utf8(s.clone()).unwrap(),
-            format!("sealpost-auth-v1\nnode=http://a.test\nmailbox={}\nnonce={}\n", "01".repeat(16), "07".repeat(32))
+            format!(
+                "sealpost-auth-v1\nnode=http://a.test\nmailbox={}\nnonce={}\n",
+                "01".repeat(16),
+                "07".repeat(32)
+            )
         );
         assert_ne!(s, challenge_statement(&n2, &m, &[7; 32]));
         assert_ne!(s, challenge_statement(&n1, &MailboxId([2; 16]), &[7; 32]));

@@ -48,7 +48,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn with_capacity(n: usize) -> Self {
-        Writer { buf: Vec::with_capacity(n) }
+        Writer {
+            buf: Vec::with_capacity(n),
+        }
     }
     pub fn into_bytes(self) -> Vec<u8> {
         self.buf
@@ -70,7 +72,8 @@ impl Writer {
     }
     /// Writes a field with a 16-bit length. The caller's types guarantee the bound.
     pub fn bytes16(&mut self, v: &[u8]) {
-        let len = u16::try_from(v.len()).expect("invariant: field bounded below 64 KiB by its type");
+        let len =
+            u16::try_from(v.len()).expect("invariant: field bounded below 64 KiB by its type");
         self.u16(len);
         self.fixed(v);
     }
@@ -103,7 +106,10 @@ impl<'a> Reader<'a> {
 
     pub fn take(&mut self, n: usize) -> Result<&'a [u8], Error> {
         if self.remaining() < n {
-            return Err(Error::Truncated { what: self.what, needed: n - self.remaining() });
+            return Err(Error::Truncated {
+                what: self.what,
+                needed: n - self.remaining(),
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -142,7 +148,11 @@ impl<'a> Reader<'a> {
 
     fn bounded(&mut self, field: &'static str, len: usize, max: usize) -> Result<&'a [u8], Error> {
         if len > max {
-            return Err(Error::TooLong { what: field, len, max });
+            return Err(Error::TooLong {
+                what: field,
+                len,
+                max,
+            });
         }
         let what = self.what;
         self.what = field;
@@ -160,11 +170,17 @@ impl<'a> Reader<'a> {
     pub fn header(&mut self, tag: u8) -> Result<(), Error> {
         let t = self.u8()?;
         if t != tag {
-            return Err(Error::WrongTag { what: self.what, tag: t });
+            return Err(Error::WrongTag {
+                what: self.what,
+                tag: t,
+            });
         }
         let v = self.u8()?;
         if v != VERSION {
-            return Err(Error::UnknownVersion { what: self.what, version: v });
+            return Err(Error::UnknownVersion {
+                what: self.what,
+                version: v,
+            });
         }
         Ok(())
     }
@@ -172,7 +188,10 @@ impl<'a> Reader<'a> {
     pub fn finish(&self) -> Result<(), Error> {
         match self.remaining() {
             0 => Ok(()),
-            count => Err(Error::TrailingBytes { what: self.what, count }),
+            count => Err(Error::TrailingBytes {
+                what: self.what,
+                count,
+            }),
         }
     }
 }
@@ -189,7 +208,11 @@ mod tests {
         let mut r = Reader::new(&bytes, "test");
         assert_eq!(
             r.bytes16("field", 100),
-            Err(Error::TooLong { what: "field", len: 500, max: 100 })
+            Err(Error::TooLong {
+                what: "field",
+                len: 500,
+                max: 100
+            })
         );
     }
 
@@ -199,6 +222,12 @@ mod tests {
         w.bytes16(b"hello");
         let bytes = w.into_bytes();
         let mut r = Reader::new(&bytes[..5], "test");
-        assert_eq!(r.bytes16("greeting", 100), Err(Error::Truncated { what: "greeting", needed: 2 }));
+        assert_eq!(
+            r.bytes16("greeting", 100),
+            Err(Error::Truncated {
+                what: "greeting",
+                needed: 2
+            })
+        );
     }
 }

@@ -42,11 +42,20 @@ impl Codec for NodeDescriptor {
         r.header(tag::DESCRIPTOR_BODY)?;
         let url = NodeUrl::parse(r.str16("url", MAX_URL_BYTES)?)?;
         let node_key = r.array()?;
-        let encryption_cert = r.bytes32("encryption certificate", MAX_CERT_BYTES)?.to_vec();
+        let encryption_cert = r
+            .bytes32("encryption certificate", MAX_CERT_BYTES)?
+            .to_vec();
         let max_envelope = r.u32()?;
         let software = r.str16("software", MAX_SOFTWARE_BYTES)?.to_string();
         let created = r.u64()?;
-        Ok(NodeDescriptor { url, node_key, encryption_cert, max_envelope, software, created })
+        Ok(NodeDescriptor {
+            url,
+            node_key,
+            encryption_cert,
+            max_envelope,
+            software,
+            created,
+        })
     }
 }
 
@@ -67,7 +76,9 @@ impl Codec for SignedDescriptor {
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
         r.header(tag::SIGNED_DESCRIPTOR)?;
-        let body = r.bytes32("descriptor body", MAX_SIGNED_BODY_BYTES)?.to_vec();
+        let body = r
+            .bytes32("descriptor body", MAX_SIGNED_BODY_BYTES)?
+            .to_vec();
         let signature = r.array()?;
         Ok(SignedDescriptor { body, signature })
     }
@@ -87,10 +98,15 @@ impl SignedDescriptor {
     /// The caller compares `node_key` with the key it pinned or found in a record.
     pub fn verify(&self) -> Result<(NodeDescriptor, Cert), Error> {
         let desc = NodeDescriptor::decode(&self.body)?;
-        let vk = VerifyingKey::from_bytes(&desc.node_key)
-            .map_err(|_| Error::InvalidField { what: "node key", reason: "not an Ed25519 public key".into() })?;
-        vk.verify(&[DESCRIPTOR_CONTEXT, &self.body].concat(), &Signature::from_bytes(&self.signature))
-            .map_err(|_| Error::BadObjectSignature("node descriptor"))?;
+        let vk = VerifyingKey::from_bytes(&desc.node_key).map_err(|_| Error::InvalidField {
+            what: "node key",
+            reason: "not an Ed25519 public key".into(),
+        })?;
+        vk.verify(
+            &[DESCRIPTOR_CONTEXT, &self.body].concat(),
+            &Signature::from_bytes(&self.signature),
+        )
+        .map_err(|_| Error::BadObjectSignature("node descriptor"))?;
         let cert = cert_from_bytes(&desc.encryption_cert)?;
         Ok((desc, cert))
     }

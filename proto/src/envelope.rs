@@ -5,7 +5,9 @@ use sequoia_openpgp::Cert;
 use crate::codec::{Codec, Reader, Writer, tag};
 use crate::error::Error;
 use crate::identity::Keyring;
-use crate::limits::{MAX_ENVELOPE_BYTES, MAX_HOP_PAYLOAD_BYTES, MAX_SEALED_BYTES, MAX_TOKEN_BYTES, MAX_URL_BYTES};
+use crate::limits::{
+    MAX_ENVELOPE_BYTES, MAX_HOP_PAYLOAD_BYTES, MAX_SEALED_BYTES, MAX_TOKEN_BYTES, MAX_URL_BYTES,
+};
 use crate::seal::{decrypt_with, encrypt_to};
 use crate::types::{EnvelopeId, MailboxId, NodeUrl};
 
@@ -38,10 +40,18 @@ impl Codec for Envelope {
         let mailbox = MailboxId(r.array()?);
         let sealed = r.bytes32("sealed letter", MAX_SEALED_BYTES)?.to_vec();
         if sealed.is_empty() {
-            return Err(Error::InvalidField { what: "sealed letter", reason: "empty".into() });
+            return Err(Error::InvalidField {
+                what: "sealed letter",
+                reason: "empty".into(),
+            });
         }
         let token = r.bytes16("token", MAX_TOKEN_BYTES)?.to_vec();
-        Ok(Envelope { id, mailbox, sealed, token })
+        Ok(Envelope {
+            id,
+            mailbox,
+            sealed,
+            token,
+        })
     }
 }
 
@@ -49,7 +59,11 @@ impl Envelope {
     /// Reads only the id and mailbox of an encoded envelope, without copying the letter.
     pub fn peek_ids(bytes: &[u8]) -> Result<(EnvelopeId, MailboxId), Error> {
         if bytes.len() > MAX_ENVELOPE_BYTES {
-            return Err(Error::TooLong { what: "envelope", len: bytes.len(), max: MAX_ENVELOPE_BYTES });
+            return Err(Error::TooLong {
+                what: "envelope",
+                len: bytes.len(),
+                max: MAX_ENVELOPE_BYTES,
+            });
         }
         let mut r = Reader::new(bytes, Self::WHAT);
         r.header(tag::ENVELOPE)?;
@@ -80,16 +94,29 @@ impl Codec for HopWrapper {
         let destination = NodeUrl::parse(r.str16("destination", MAX_URL_BYTES)?)?;
         let payload = r.bytes32("hop payload", MAX_HOP_PAYLOAD_BYTES)?.to_vec();
         if payload.is_empty() {
-            return Err(Error::InvalidField { what: "hop payload", reason: "empty".into() });
+            return Err(Error::InvalidField {
+                what: "hop payload",
+                reason: "empty".into(),
+            });
         }
-        Ok(HopWrapper { destination, payload })
+        Ok(HopWrapper {
+            destination,
+            payload,
+        })
     }
 }
 
 impl HopWrapper {
     /// Wraps `envelope` for the node at `destination` whose encryption certificate is `node_cert`.
-    pub fn wrap(envelope: &Envelope, destination: NodeUrl, node_cert: &Cert) -> Result<Self, Error> {
-        Ok(HopWrapper { destination, payload: encrypt_to(&envelope.encode(), node_cert)? })
+    pub fn wrap(
+        envelope: &Envelope,
+        destination: NodeUrl,
+        node_cert: &Cert,
+    ) -> Result<Self, Error> {
+        Ok(HopWrapper {
+            destination,
+            payload: encrypt_to(&envelope.encode(), node_cert)?,
+        })
     }
 
     /// The destination node's side: decrypts a hop payload into its envelope.

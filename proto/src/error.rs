@@ -15,7 +15,11 @@ pub enum Error {
     #[error("{what}: wrong type tag {tag:#04x}")]
     WrongTag { what: &'static str, tag: u8 },
     #[error("{what}: length {len} exceeds the limit of {max}")]
-    TooLong { what: &'static str, len: usize, max: usize },
+    TooLong {
+        what: &'static str,
+        len: usize,
+        max: usize,
+    },
     #[error("{what}: not valid UTF-8")]
     InvalidUtf8 { what: &'static str },
     #[error("{what}: {reason}")]
@@ -69,5 +73,9 @@ pub enum Error {
     #[error("{0}: signature does not verify")]
     BadObjectSignature(&'static str),
     #[error("{what} expired at {expires} (now {now})")]
-    Expired { what: &'static str, expires: u64, now: u64 },
+    Expired {
+        what: &'static str,
+        expires: u64,
+        now: u64,
+    },
 }

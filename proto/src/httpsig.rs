@@ -41,7 +41,14 @@ fn signature_base(method: &str, authority: &str, path: &str, digest: &str, param
 }
 
 /// Signs a request. `created` is Unix seconds.
-pub fn sign_request(key: &SigningKey, method: &str, authority: &str, path: &str, body: &[u8], created: u64) -> SignatureHeaders {
+pub fn sign_request(
+    key: &SigningKey,
+    method: &str,
+    authority: &str,
+    path: &str,
+    body: &[u8],
+    created: u64,
+) -> SignatureHeaders {
     let digest = content_digest(body);
     let keyid = B64.encode(key.verifying_key().to_bytes());
     let params = format!("{COMPONENTS};created={created};keyid=\"{keyid}\";alg=\"ed25519\"");
@@ -71,7 +78,10 @@ pub enum SigError {
 
 impl From<SigError> for Error {
     fn from(e: SigError) -> Error {
-        Error::InvalidField { what: "request signature", reason: e.to_string() }
+        Error::InvalidField {
+            what: "request signature",
+            reason: e.to_string(),
+        }
     }
 }
 
@@ -98,12 +108,16 @@ pub fn verify_request(
         .strip_prefix(LABEL)
         .and_then(|s| s.strip_prefix('='))
         .ok_or(SigError::Malformed("Signature-Input"))?;
-    let rest = params.strip_prefix(COMPONENTS).ok_or(SigError::Malformed("Signature-Input"))?;
+    let rest = params
+        .strip_prefix(COMPONENTS)
+        .ok_or(SigError::Malformed("Signature-Input"))?;
     let mut created = None;
     let mut keyid = None;
     let mut alg = None;
     for p in rest.split(';').skip(1) {
-        let (k, v) = p.split_once('=').ok_or(SigError::Malformed("Signature-Input"))?;
+        let (k, v) = p
+            .split_once('=')
+            .ok_or(SigError::Malformed("Signature-Input"))?;
         match k {
             "created" => created = v.parse::<u64>().ok(),
             "keyid" => keyid = v.strip_prefix('"').and_then(|v| v.strip_suffix('"')),
@@ -132,9 +146,11 @@ pub fn verify_request(
         .ok()
         .and_then(|s| s.try_into().ok())
         .ok_or(SigError::Malformed("Signature"))?;
-    let vk = VerifyingKey::from_bytes(&key_bytes).map_err(|_| SigError::Malformed("Signature-Input"))?;
+    let vk =
+        VerifyingKey::from_bytes(&key_bytes).map_err(|_| SigError::Malformed("Signature-Input"))?;
     let base = signature_base(method, authority, path, digest, params);
-    vk.verify(base.as_bytes(), &Signature::from_bytes(&sig_bytes)).map_err(|_| SigError::BadSignature)?;
+    vk.verify(base.as_bytes(), &Signature::from_bytes(&sig_bytes))
+        .map_err(|_| SigError::BadSignature)?;
     Ok(key_bytes)
 }
 
@@ -146,29 +162,98 @@ mod tests {
         SigningKey::from_bytes(&[9u8; 32])
     }
 
-    fn verify(h: &SignatureHeaders, method: &str, authority: &str, path: &str, body: &[u8], now: u64) -> Result<[u8; 32], SigError> {
-        verify_request(method, authority, path, body, Some(&h.content_digest), Some(&h.signature_input), Some(&h.signature), now, 300)
+    fn verify(
+        h: &SignatureHeaders,
+        method: &str,
+        authority: &str,
+        path: &str,
+        body: &[u8],
+        now: u64,
+    ) -> Result<[u8; 32], SigError> {
+        verify_request(
+            method,
+            authority,
+            path,
+            body,
+            Some(&h.content_digest),
+            Some(&h.signature_input),
+            Some(&h.signature),
+            now,
+            300,
+        )
     }
 
     #[test]
     fn signed_request_verifies_and_names_the_signer() {
-        let h = sign_request(&key(), "POST", "b.test:8080", "/v1/deliver", b"payload", 1000);
-        assert_eq!(verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payload", 1100), Ok(key().verifying_key().to_bytes()));
+        let h = sign_request(
+            &key(),
+            "POST",
+            "b.test:8080",
+            "/v1/deliver",
+            b"payload",
+            1000,
+        );
+        assert_eq!(
+            verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payload", 1100),
+            Ok(key().verifying_key().to_bytes())
+        );
     }
 
     #[test]
     fn any_change_is_refused() {
-        let h = sign_request(&key(), "POST", "b.test:8080", "/v1/deliver", b"payload", 1000);
-        assert_eq!(verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payloaX", 1000), Err(SigError::DigestMismatch));
-        assert_eq!(verify(&h, "POST", "c.test:8080", "/v1/deliver", b"payload", 1000), Err(SigError::BadSignature));
-        assert_eq!(verify(&h, "PUT", "b.test:8080", "/v1/deliver", b"payload", 1000), Err(SigError::BadSignature));
-        assert_eq!(verify(&h, "POST", "b.test:8080", "/v1/other", b"payload", 1000), Err(SigError::BadSignature));
-        assert_eq!(verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payload", 2000), Err(SigError::Stale { created: 1000, now: 2000 }));
+        let h = sign_request(
+            &key(),
+            "POST",
+            "b.test:8080",
+            "/v1/deliver",
+            b"payload",
+            1000,
+        );
+        assert_eq!(
+            verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payloaX", 1000),
+            Err(SigError::DigestMismatch)
+        );
+        assert_eq!(
+            verify(&h, "POST", "c.test:8080", "/v1/deliver", b"payload", 1000),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            verify(&h, "PUT", "b.test:8080", "/v1/deliver", b"payload", 1000),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            verify(&h, "POST", "b.test:8080", "/v1/other", b"payload", 1000),
+            Err(SigError::BadSignature)
+        );
+        assert_eq!(
+            verify(&h, "POST", "b.test:8080", "/v1/deliver", b"payload", 2000),
+            Err(SigError::Stale {
+                created: 1000,
+                now: 2000
+            })
+        );
         let mut forged = h.clone();
         let other = SigningKey::from_bytes(&[3u8; 32]);
-        let o = sign_request(&other, "POST", "b.test:8080", "/v1/deliver", b"payload", 1000);
+        let o = sign_request(
+            &other,
+            "POST",
+            "b.test:8080",
+            "/v1/deliver",
+            b"payload",
+            1000,
+        );
         forged.signature = o.signature; // signature by another key, keyid still ours
-        assert_eq!(verify(&forged, "POST", "b.test:8080", "/v1/deliver", b"payload", 1000), Err(SigError::BadSignature));
+        assert_eq!(
+            verify(
+                &forged,
+                "POST",
+                "b.test:8080",
+                "/v1/deliver",
+                b"payload",
+                1000
+            ),
+            Err(SigError::BadSignature)
+        );
         assert_eq!(
             verify_request("POST", "b", "/", b"", None, None, None, 0, 300),
             Err(SigError::Missing("Content-Digest"))

@@ -53,7 +53,9 @@ impl SecretIdentity {
             .set_primary_key_flags(KeyFlags::empty().set_certification().set_signing())
             .add_userid(userid)
             .add_subkey(
-                KeyFlags::empty().set_transport_encryption().set_storage_encryption(),
+                KeyFlags::empty()
+                    .set_transport_encryption()
+                    .set_storage_encryption(),
                 None,
                 None,
             )
@@ -75,12 +77,20 @@ impl SecretIdentity {
 
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = Vec::new();
-        self.tsk.as_tsk().serialize(&mut out).expect("invariant: serializing to a Vec cannot fail");
+        self.tsk
+            .as_tsk()
+            .serialize(&mut out)
+            .expect("invariant: serializing to a Vec cannot fail");
         out
     }
 
     pub fn to_armored(&self) -> String {
-        let bytes = self.tsk.as_tsk().armored().to_vec().expect("invariant: serializing to a Vec cannot fail");
+        let bytes = self
+            .tsk
+            .as_tsk()
+            .armored()
+            .to_vec()
+            .expect("invariant: serializing to a Vec cannot fail");
         String::from_utf8(bytes).expect("invariant: armor is ASCII")
     }
 
@@ -95,14 +105,21 @@ impl SecretIdentity {
 
     /// Whether a passphrase is needed to use the secret keys.
     pub fn is_locked(&self) -> bool {
-        self.tsk.keys().secret().any(|ka| !ka.key().has_unencrypted_secret())
+        self.tsk
+            .keys()
+            .secret()
+            .any(|ka| !ka.key().has_unencrypted_secret())
     }
 
     /// Decrypts the secret keys into usable key pairs.
     pub fn unlock(&self, passphrase: Option<&str>) -> Result<Keyring, Error> {
         let p = policy();
         let password = passphrase.map(Password::from);
-        let unlock_one = |key: openpgp::packet::Key<openpgp::packet::key::SecretParts, openpgp::packet::key::UnspecifiedRole>| -> Result<KeyPair, Error> {
+        let unlock_one = |key: openpgp::packet::Key<
+            openpgp::packet::key::SecretParts,
+            openpgp::packet::key::UnspecifiedRole,
+        >|
+         -> Result<KeyPair, Error> {
             let key = if key.has_unencrypted_secret() {
                 key
             } else {
@@ -125,13 +142,22 @@ impl SecretIdentity {
             .role_into_unspecified();
         let signer = unlock_one(signer_key)?;
         let mut decryptors = Vec::new();
-        for ka in valid.keys().secret().for_transport_encryption().for_storage_encryption() {
+        for ka in valid
+            .keys()
+            .secret()
+            .for_transport_encryption()
+            .for_storage_encryption()
+        {
             decryptors.push(unlock_one(ka.key().clone().role_into_unspecified())?);
         }
         if decryptors.is_empty() {
             return Err(Error::NoUsableKey("encryption"));
         }
-        Ok(Keyring { cert: self.public_cert(), signer, decryptors })
+        Ok(Keyring {
+            cert: self.public_cert(),
+            signer,
+            decryptors,
+        })
     }
 }
 
@@ -155,9 +181,15 @@ impl Keyring {
 /// The certificate must be valid now and have a signing and an encryption key.
 pub fn cert_from_bytes(bytes: &[u8]) -> Result<Cert, Error> {
     if bytes.len() > MAX_CERT_BYTES * 2 {
-        return Err(Error::TooLong { what: "certificate", len: bytes.len(), max: MAX_CERT_BYTES * 2 });
+        return Err(Error::TooLong {
+            what: "certificate",
+            len: bytes.len(),
+            max: MAX_CERT_BYTES * 2,
+        });
     }
-    let cert = Cert::from_bytes(bytes).map_err(key_err)?.strip_secret_key_material();
+    let cert = Cert::from_bytes(bytes)
+        .map_err(key_err)?
+        .strip_secret_key_material();
     check_usable(&cert)?;
     Ok(cert)
 }
@@ -165,10 +197,24 @@ pub fn cert_from_bytes(bytes: &[u8]) -> Result<Cert, Error> {
 fn check_usable(cert: &Cert) -> Result<(), Error> {
     let valid = cert.with_policy(policy(), None).map_err(key_err)?;
     valid.alive().map_err(key_err)?;
-    if valid.keys().alive().revoked(false).for_signing().next().is_none() {
+    if valid
+        .keys()
+        .alive()
+        .revoked(false)
+        .for_signing()
+        .next()
+        .is_none()
+    {
         return Err(Error::NoUsableKey("signing"));
     }
-    if valid.keys().alive().revoked(false).for_transport_encryption().next().is_none() {
+    if valid
+        .keys()
+        .alive()
+        .revoked(false)
+        .for_transport_encryption()
+        .next()
+        .is_none()
+    {
         return Err(Error::NoUsableKey("encryption"));
     }
     Ok(())
@@ -176,21 +222,33 @@ fn check_usable(cert: &Cert) -> Result<(), Error> {
 
 /// Binary encoding of a public certificate.
 pub fn cert_to_bytes(cert: &Cert) -> Vec<u8> {
-    cert.to_vec().expect("invariant: serializing to a Vec cannot fail")
+    cert.to_vec()
+        .expect("invariant: serializing to a Vec cannot fail")
 }
 
 /// ASCII-armored public certificate, as `gpg --import` reads it.
 pub fn cert_to_armored(cert: &Cert) -> String {
-    let bytes = cert.armored().to_vec().expect("invariant: serializing to a Vec cannot fail");
+    let bytes = cert
+        .armored()
+        .to_vec()
+        .expect("invariant: serializing to a Vec cannot fail");
     String::from_utf8(bytes).expect("invariant: armor is ASCII")
 }
 
 /// The e-mail addresses named in a certificate's valid User IDs, lower-cased.
 pub fn cert_addresses(cert: &Cert) -> Vec<String> {
-    let Ok(valid) = cert.with_policy(policy(), None) else { return Vec::new() };
+    let Ok(valid) = cert.with_policy(policy(), None) else {
+        return Vec::new();
+    };
     valid
         .userids()
-        .filter_map(|ua| ua.userid().email().ok().flatten().map(|e| e.to_ascii_lowercase()))
+        .filter_map(|ua| {
+            ua.userid()
+                .email()
+                .ok()
+                .flatten()
+                .map(|e| e.to_ascii_lowercase())
+        })
         .collect()
 }
 
@@ -220,7 +278,10 @@ mod tests {
         let public = cert_from_bytes(cert_to_armored(&cert).as_bytes()).unwrap();
         assert_eq!(public.fingerprint(), id.fingerprint());
         assert!(!public.is_tsk());
-        assert!(SecretIdentity::from_bytes(&cert_to_bytes(&cert)).is_err(), "public cert is no secret key");
+        assert!(
+            SecretIdentity::from_bytes(&cert_to_bytes(&cert)).is_err(),
+            "public cert is no secret key"
+        );
     }
 
     #[test]
@@ -229,7 +290,10 @@ mod tests {
         let id = SecretIdentity::generate(&addr, Some("correct horse")).unwrap();
         assert!(id.is_locked());
         assert!(matches!(id.unlock(None), Err(Error::KeyLocked)));
-        assert!(matches!(id.unlock(Some("wrong")), Err(Error::WrongPassphrase)));
+        assert!(matches!(
+            id.unlock(Some("wrong")),
+            Err(Error::WrongPassphrase)
+        ));
         let ring = id.unlock(Some("correct horse")).unwrap();
         assert_eq!(ring.fingerprint(), id.fingerprint());
     }

@@ -41,8 +41,18 @@ pub struct Letter {
 
 impl Letter {
     /// A new letter with a fresh message id.
-    pub fn new(from: Address, to: Vec<Address>, subject: impl Into<String>, body: impl Into<String>, date: i64) -> Self {
-        let message_id = format!("{}@{}", hex::encode(rand::random::<[u8; 16]>()), from.domain());
+    pub fn new(
+        from: Address,
+        to: Vec<Address>,
+        subject: impl Into<String>,
+        body: impl Into<String>,
+        date: i64,
+    ) -> Self {
+        let message_id = format!(
+            "{}@{}",
+            hex::encode(rand::random::<[u8; 16]>()),
+            from.domain()
+        );
         Letter {
             from,
             to,
@@ -59,41 +69,77 @@ impl Letter {
 
     /// Checks the limits that apply before a letter is sealed.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |what, reason: &str| Error::InvalidField { what, reason: reason.to_string() };
+        let bad = |what, reason: &str| Error::InvalidField {
+            what,
+            reason: reason.to_string(),
+        };
         if self.to.is_empty() && self.cc.is_empty() {
             return Err(bad("letter", "no recipients"));
         }
         if self.to.len() + self.cc.len() > MAX_RECIPIENTS {
-            return Err(Error::TooLong { what: "recipients", len: self.to.len() + self.cc.len(), max: MAX_RECIPIENTS });
+            return Err(Error::TooLong {
+                what: "recipients",
+                len: self.to.len() + self.cc.len(),
+                max: MAX_RECIPIENTS,
+            });
         }
         if self.attachments.len() > MAX_ATTACHMENTS {
-            return Err(Error::TooLong { what: "attachments", len: self.attachments.len(), max: MAX_ATTACHMENTS });
+            return Err(Error::TooLong {
+                what: "attachments",
+                len: self.attachments.len(),
+                max: MAX_ATTACHMENTS,
+            });
         }
         if self.subject.len() > MAX_SUBJECT_BYTES {
-            return Err(Error::TooLong { what: "subject", len: self.subject.len(), max: MAX_SUBJECT_BYTES });
+            return Err(Error::TooLong {
+                what: "subject",
+                len: self.subject.len(),
+                max: MAX_SUBJECT_BYTES,
+            });
         }
         if self.subject.contains(['\r', '\n']) {
             return Err(bad("subject", "contains a line break"));
         }
         for id in std::iter::once(&self.message_id).chain(self.in_reply_to.iter()) {
-            if id.is_empty() || id.len() > 250 || !id.bytes().all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>') {
-                return Err(bad("message id", "must be 1-250 printable ASCII characters without < >"));
+            if id.is_empty()
+                || id.len() > 250
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+            {
+                return Err(bad(
+                    "message id",
+                    "must be 1-250 printable ASCII characters without < >",
+                ));
             }
         }
         for a in &self.attachments {
-            if a.name.is_empty() || a.name.len() > 255 || a.name.contains(['/', '\\', '\0', '\r', '\n']) {
-                return Err(bad("attachment name", "must be 1-255 bytes without path separators or line breaks"));
+            if a.name.is_empty()
+                || a.name.len() > 255
+                || a.name.contains(['/', '\\', '\0', '\r', '\n'])
+            {
+                return Err(bad(
+                    "attachment name",
+                    "must be 1-255 bytes without path separators or line breaks",
+                ));
             }
             let mt_ok = a.media_type.len() <= 127
-                && a.media_type.split_once('/').is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
-                && a.media_type.bytes().all(|b| b.is_ascii_alphanumeric() || b"/+-.".contains(&b));
+                && a.media_type
+                    .split_once('/')
+                    .is_some_and(|(t, s)| !t.is_empty() && !s.is_empty())
+                && a.media_type
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"/+-.".contains(&b));
             if !mt_ok {
                 return Err(bad("attachment media type", "must look like type/subtype"));
             }
         }
         if let Some(l) = &self.legacy {
             if l.len() > 2000 || l.contains(['\r', '\n']) {
-                return Err(bad("legacy label", "must be one line of at most 2000 bytes"));
+                return Err(bad(
+                    "legacy label",
+                    "must be one line of at most 2000 bytes",
+                ));
             }
         }
         Ok(())
@@ -103,7 +149,11 @@ impl Letter {
     pub fn to_rfc5322(&self) -> Result<Vec<u8>, Error> {
         self.validate()?;
         fn addrs(v: &[Address]) -> MbAddress<'_> {
-            MbAddress::new_list(v.iter().map(|a| MbAddress::new_address(None::<&str>, a.as_str())).collect())
+            MbAddress::new_list(
+                v.iter()
+                    .map(|a| MbAddress::new_address(None::<&str>, a.as_str()))
+                    .collect(),
+            )
         }
         let mut b = MessageBuilder::new()
             .from(MbAddress::new_address(None::<&str>, self.from.as_str()))
@@ -126,9 +176,14 @@ impl Letter {
         for a in &self.attachments {
             b = b.attachment(a.media_type.as_str(), a.name.as_str(), a.data.as_slice());
         }
-        let out = b.write_to_vec().map_err(|e| Error::LetterParse(e.to_string()))?;
+        let out = b
+            .write_to_vec()
+            .map_err(|e| Error::LetterParse(e.to_string()))?;
         if out.len() > MAX_LETTER_BYTES {
-            return Err(Error::LetterTooLarge { len: out.len(), max: MAX_LETTER_BYTES });
+            return Err(Error::LetterTooLarge {
+                len: out.len(),
+                max: MAX_LETTER_BYTES,
+            });
         }
         Ok(out)
     }
@@ -136,7 +191,10 @@ impl Letter {
     /// Parses an RFC 5322/MIME message. The padding header of a sealed letter is ignored.
     pub fn from_rfc5322(bytes: &[u8]) -> Result<Self, Error> {
         if bytes.len() > MAX_LETTER_BYTES + crate::limits::MAX_SEALED_BYTES {
-            return Err(Error::LetterTooLarge { len: bytes.len(), max: MAX_LETTER_BYTES });
+            return Err(Error::LetterTooLarge {
+                len: bytes.len(),
+                max: MAX_LETTER_BYTES,
+            });
         }
         let msg = MessageParser::default()
             .parse(bytes)
@@ -145,9 +203,12 @@ impl Letter {
             return Err(Error::LetterParse("missing From header".into()));
         }
         let first_addr = |a: Option<&mail_parser::Address<'_>>| -> Option<String> {
-            a.and_then(|a| a.first()).and_then(|a| a.address()).map(str::to_string)
+            a.and_then(|a| a.first())
+                .and_then(|a| a.address())
+                .map(str::to_string)
         };
-        let from_raw = first_addr(msg.from()).ok_or_else(|| Error::LetterParse("From has no address".into()))?;
+        let from_raw = first_addr(msg.from())
+            .ok_or_else(|| Error::LetterParse("From has no address".into()))?;
         let from = Address::parse(&from_raw)?;
         let list = |a: Option<&mail_parser::Address<'_>>| -> Result<Vec<Address>, Error> {
             let mut out = Vec::new();
@@ -163,7 +224,11 @@ impl Letter {
         let to = list(msg.to())?;
         let cc = list(msg.cc())?;
         if to.len() + cc.len() > MAX_RECIPIENTS {
-            return Err(Error::TooLong { what: "recipients", len: to.len() + cc.len(), max: MAX_RECIPIENTS });
+            return Err(Error::TooLong {
+                what: "recipients",
+                len: to.len() + cc.len(),
+                max: MAX_RECIPIENTS,
+            });
         }
         let attachments: Vec<Attachment> = msg
             .attachments()
@@ -182,7 +247,11 @@ impl Letter {
             })
             .collect();
         if attachments.len() > MAX_ATTACHMENTS {
-            return Err(Error::TooLong { what: "attachments", len: attachments.len(), max: MAX_ATTACHMENTS });
+            return Err(Error::TooLong {
+                what: "attachments",
+                len: attachments.len(),
+                max: MAX_ATTACHMENTS,
+            });
         }
         let legacy = msg.header_raw(LEGACY_HEADER).map(|s| s.trim().to_string());
         let _ = PAD_HEADER; // the padding header carries nothing and is simply not read
@@ -210,10 +279,20 @@ mod tests {
     }
 
     pub(crate) fn sample() -> Letter {
-        let mut l = Letter::new(addr("alice@alpha.test"), vec![addr("bob@beta.test")], "Hello, Bob", "Hi Bob,\r\nsee attached.\r\n", 1_700_000_000);
+        let mut l = Letter::new(
+            addr("alice@alpha.test"),
+            vec![addr("bob@beta.test")],
+            "Hello, Bob",
+            "Hi Bob,\r\nsee attached.\r\n",
+            1_700_000_000,
+        );
         l.cc = vec![addr("carol@gamma.test")];
         l.in_reply_to = Some("earlier@beta.test".into());
-        l.attachments.push(Attachment { name: "notes.bin".into(), media_type: "application/octet-stream".into(), data: (0..=255u8).collect() });
+        l.attachments.push(Attachment {
+            name: "notes.bin".into(),
+            media_type: "application/octet-stream".into(),
+            data: (0..=255u8).collect(),
+        });
         l
     }
 
@@ -237,7 +316,13 @@ mod tests {
     fn header_injection_is_refused() {
         let mut l = sample();
         l.subject = "hi\r\nBcc: eve@evil.test".into();
-        assert!(matches!(l.to_rfc5322(), Err(Error::InvalidField { what: "subject", .. })));
+        assert!(matches!(
+            l.to_rfc5322(),
+            Err(Error::InvalidField {
+                what: "subject",
+                ..
+            })
+        ));
         let mut l = sample();
         l.attachments[0].name = "../../etc/passwd".into();
         assert!(l.to_rfc5322().is_err());

@@ -39,7 +39,10 @@ const FIRST_LINE_CHARS: usize = 60;
 /// An RFC 5322 header field of exactly `n` bytes (`n >= MIN_PAD`), folded into lines of at
 /// most 78 bytes, that readers ignore. It is placed before the letter's own headers.
 pub fn pad_header(n: usize) -> Vec<u8> {
-    assert!(n >= MIN_PAD, "invariant: caller asks for at least MIN_PAD bytes");
+    assert!(
+        n >= MIN_PAD,
+        "invariant: caller asks for at least MIN_PAD bytes"
+    );
     let mut out = Vec::with_capacity(n);
     out.extend_from_slice(PAD_HEADER.as_bytes());
     out.extend_from_slice(b": ");

@@ -4,16 +4,20 @@ use std::io::Write;
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::packet::Signature;
 use openpgp::parse::Parse;
-use openpgp::parse::stream::{DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper};
+use openpgp::parse::stream::{
+    DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper,
+};
 use openpgp::serialize::stream::{Message, Signer};
 use openpgp::{Cert, KeyHandle};
 
 use crate::codec::{Codec, Reader, Writer, tag};
 use crate::error::Error;
 use crate::identity::{Keyring, cert_addresses, cert_from_bytes, policy};
-use crate::limits::{MAX_ADDRESS_BYTES, MAX_CERT_BYTES, MAX_HOMES, MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES, MAX_URL_BYTES};
+use crate::limits::{
+    MAX_ADDRESS_BYTES, MAX_CERT_BYTES, MAX_HOMES, MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES,
+    MAX_URL_BYTES,
+};
 use crate::types::{Address, MailboxId, NodeUrl};
 
 /// One home node of a mailbox.
@@ -64,19 +68,33 @@ impl Codec for MailboxRecord {
         let cert = r.bytes32("certificate", MAX_CERT_BYTES)?.to_vec();
         let n = r.u8()? as usize;
         if n == 0 || n > MAX_HOMES {
-            return Err(Error::InvalidField { what: "homes", reason: format!("{n} homes; must be 1 to {MAX_HOMES}") });
+            return Err(Error::InvalidField {
+                what: "homes",
+                reason: format!("{n} homes; must be 1 to {MAX_HOMES}"),
+            });
         }
         let mut homes = Vec::with_capacity(n);
         for _ in 0..n {
             let url = NodeUrl::parse(r.str16("home url", MAX_URL_BYTES)?)?;
             let node_key = r.array()?;
             let mailbox = MailboxId(r.array()?);
-            homes.push(Home { url, node_key, mailbox });
+            homes.push(Home {
+                url,
+                node_key,
+                mailbox,
+            });
         }
         let created = r.u64()?;
         let expires = r.u64()?;
         let sequence = r.u64()?;
-        Ok(MailboxRecord { address, cert, homes, created, expires, sequence })
+        Ok(MailboxRecord {
+            address,
+            cert,
+            homes,
+            created,
+            expires,
+            sequence,
+        })
     }
 }
 
@@ -109,7 +127,10 @@ impl SignedRecord {
     pub fn sign(record: &MailboxRecord, keys: &Keyring) -> Result<Self, Error> {
         let rec_cert = cert_from_bytes(&record.cert)?;
         if rec_cert.fingerprint() != keys.fingerprint() {
-            return Err(Error::InvalidField { what: "record certificate", reason: "is not the signer's".into() });
+            return Err(Error::InvalidField {
+                what: "record certificate",
+                reason: "is not the signer's".into(),
+            });
         }
         let body = record.encode();
         let signature = sign_detached(&body, keys)?;
@@ -121,12 +142,23 @@ impl SignedRecord {
     pub fn verify(&self, now: u64) -> Result<(MailboxRecord, Cert), Error> {
         let record = MailboxRecord::decode(&self.body)?;
         let cert = cert_from_bytes(&record.cert)?;
-        verify_detached(&self.body, &self.signature, &cert).map_err(|_| Error::BadObjectSignature("mailbox record"))?;
-        if !cert_addresses(&cert).iter().any(|a| a == record.address.as_str()) {
-            return Err(Error::InvalidField { what: "mailbox record", reason: "certificate does not name the address".into() });
+        verify_detached(&self.body, &self.signature, &cert)
+            .map_err(|_| Error::BadObjectSignature("mailbox record"))?;
+        if !cert_addresses(&cert)
+            .iter()
+            .any(|a| a == record.address.as_str())
+        {
+            return Err(Error::InvalidField {
+                what: "mailbox record",
+                reason: "certificate does not name the address".into(),
+            });
         }
         if record.expires <= now {
-            return Err(Error::Expired { what: "mailbox record", expires: record.expires, now });
+            return Err(Error::Expired {
+                what: "mailbox record",
+                expires: record.expires,
+                now,
+            });
         }
         Ok((record, cert))
     }
@@ -138,7 +170,11 @@ pub fn sign_detached(data: &[u8], keys: &Keyring) -> Result<Vec<u8>, Error> {
     let mut sink = Vec::new();
     {
         let m = Message::new(&mut sink);
-        let mut m = Signer::new(m, keys.signer.clone()).map_err(internal)?.detached().build().map_err(internal)?;
+        let mut m = Signer::new(m, keys.signer.clone())
+            .map_err(internal)?
+            .detached()
+            .build()
+            .map_err(internal)?;
         m.write_all(data).map_err(|e| Error::Key(e.to_string()))?;
         m.finalize().map_err(internal)?;
     }
@@ -148,11 +184,19 @@ pub fn sign_detached(data: &[u8], keys: &Keyring) -> Result<Vec<u8>, Error> {
 /// Verifies a detached signature made by `cert` over `data`.
 pub fn verify_detached(data: &[u8], signature: &[u8], cert: &Cert) -> Result<(), Error> {
     if signature.len() > MAX_SIGNATURE_BYTES {
-        return Err(Error::TooLong { what: "signature", len: signature.len(), max: MAX_SIGNATURE_BYTES });
+        return Err(Error::TooLong {
+            what: "signature",
+            len: signature.len(),
+            max: MAX_SIGNATURE_BYTES,
+        });
     }
     // Only a single signature packet is accepted.
-    if Signature::from_bytes(signature).is_err() {
-        return Err(Error::Malformed("not a signature packet".into()));
+    let single_signature = openpgp::PacketPile::from_bytes(signature).is_ok_and(|p| {
+        p.children().count() == 1
+            && matches!(p.children().next(), Some(openpgp::Packet::Signature(_)))
+    });
+    if !single_signature {
+        return Err(Error::Malformed("not a single signature packet".into()));
     }
     struct H<'a> {
         cert: &'a Cert,
@@ -176,5 +220,24 @@ pub fn verify_detached(data: &[u8], signature: &[u8], cert: &Cert) -> Result<(),
         .with_policy(policy(), None, H { cert, good: false })
         .map_err(|_| Error::BadSignature)?;
     v.verify_bytes(data).map_err(|_| Error::BadSignature)?;
-    if v.into_helper().good { Ok(()) } else { Err(Error::BadSignature) }
+    if v.into_helper().good {
+        Ok(())
+    } else {
+        Err(Error::BadSignature)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::identity::SecretIdentity;
+
+    #[test]
+    fn detached_signature_round_trip() {
+        let id = SecretIdentity::generate(&Address::parse("a@b.test").unwrap(), None).unwrap();
+        let keys = id.unlock(None).unwrap();
+        let sig = sign_detached(b"data", &keys).unwrap();
+        verify_detached(b"data", &sig, &id.public_cert()).unwrap();
+        assert!(verify_detached(b"datb", &sig, &id.public_cert()).is_err());
+    }
 }

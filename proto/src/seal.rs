@@ -36,7 +36,10 @@ pub enum SignatureStatus {
     /// A signature that does not verify.
     Bad,
     /// A good signature by a known key whose certificate does not name the `From` address.
-    SenderMismatch { signer: Fingerprint, signer_addresses: Vec<String> },
+    SenderMismatch {
+        signer: Fingerprint,
+        signer_addresses: Vec<String>,
+    },
 }
 
 impl SignatureStatus {
@@ -63,7 +66,10 @@ pub fn seal(letter: &Letter, sender: &Keyring, recipient: &Cert) -> Result<Vec<u
 /// Seals an already encoded RFC 5322 message (the gateway seals what arrived over SMTP).
 pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Result<Vec<u8>, Error> {
     if message.len() > MAX_LETTER_BYTES {
-        return Err(Error::LetterTooLarge { len: message.len(), max: MAX_LETTER_BYTES });
+        return Err(Error::LetterTooLarge {
+            len: message.len(),
+            max: MAX_LETTER_BYTES,
+        });
     }
     let recipients = encryption_keys(recipient)?;
     // Seal once with the least padding to learn the real overhead, then grow the padding
@@ -72,7 +78,13 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
     let mut target = 0usize;
     let mut last = 0usize;
     for attempt in 0..PAD_ATTEMPTS {
-        let sealed = sign_encrypt(&pad_header(pad), message, &sender.signer, &recipients, target)?;
+        let sealed = sign_encrypt(
+            &pad_header(pad),
+            message,
+            &sender.signer,
+            &recipients,
+            target,
+        )?;
         if attempt == 0 {
             target = bucket(sealed.len());
         }
@@ -82,7 +94,11 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
         // The size grows with `pad`, but signature encodings vary by a byte and packet
         // length headers step: move by the difference, then nudge one byte at a time.
         let diff = target as isize - sealed.len() as isize;
-        let step = if sealed.len() == last || attempt > 4 { diff.signum() } else { diff };
+        let step = if sealed.len() == last || attempt > 4 {
+            diff.signum()
+        } else {
+            diff
+        };
         last = sealed.len();
         let next = pad as isize + step;
         if next < MIN_PAD as isize {
@@ -93,8 +109,20 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
     Err(Error::Padding)
 }
 
-fn encryption_keys(cert: &Cert) -> Result<Vec<openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>>, Error> {
-    let valid = cert.with_policy(policy(), None).map_err(|e| Error::Key(e.to_string()))?;
+fn encryption_keys(
+    cert: &Cert,
+) -> Result<
+    Vec<
+        openpgp::packet::Key<
+            openpgp::packet::key::PublicParts,
+            openpgp::packet::key::UnspecifiedRole,
+        >,
+    >,
+    Error,
+> {
+    let valid = cert
+        .with_policy(policy(), None)
+        .map_err(|e| Error::Key(e.to_string()))?;
     let keys: Vec<_> = valid
         .keys()
         .supported()
@@ -109,27 +137,43 @@ fn encryption_keys(cert: &Cert) -> Result<Vec<openpgp::packet::Key<openpgp::pack
     Ok(keys)
 }
 
-fn recipients_of<'a>(keys: &'a [openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>]) -> Vec<Recipient<'a>> {
+fn recipients_of<'a>(
+    keys: &'a [openpgp::packet::Key<
+        openpgp::packet::key::PublicParts,
+        openpgp::packet::key::UnspecifiedRole,
+    >],
+) -> Vec<Recipient<'a>> {
     // No key handle: a wildcard recipient, so the ciphertext does not say whom it is for.
-    keys.iter().map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k)).collect()
+    keys.iter()
+        .map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k))
+        .collect()
 }
 
 fn sign_encrypt(
     pad: &[u8],
     message: &[u8],
     signer: &KeyPair,
-    keys: &[openpgp::packet::Key<openpgp::packet::key::PublicParts, openpgp::packet::key::UnspecifiedRole>],
+    keys: &[openpgp::packet::Key<
+        openpgp::packet::key::PublicParts,
+        openpgp::packet::key::UnspecifiedRole,
+    >],
     capacity: usize,
 ) -> Result<Vec<u8>, Error> {
     let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
     let mut sink = Vec::with_capacity(capacity + 64);
     {
         let m = Message::new(&mut sink);
-        let m = Encryptor::for_recipients(m, recipients_of(keys)).build().map_err(internal)?;
-        let m = Signer::new(m, signer.clone()).map_err(internal)?.build().map_err(internal)?;
+        let m = Encryptor::for_recipients(m, recipients_of(keys))
+            .build()
+            .map_err(internal)?;
+        let m = Signer::new(m, signer.clone())
+            .map_err(internal)?
+            .build()
+            .map_err(internal)?;
         let mut m = LiteralWriter::new(m).build().map_err(internal)?;
         m.write_all(pad).map_err(|e| Error::Key(e.to_string()))?;
-        m.write_all(message).map_err(|e| Error::Key(e.to_string()))?;
+        m.write_all(message)
+            .map_err(|e| Error::Key(e.to_string()))?;
         m.finalize().map_err(internal)?;
     }
     Ok(sink)
@@ -142,7 +186,9 @@ pub fn encrypt_to(data: &[u8], cert: &Cert) -> Result<Vec<u8>, Error> {
     let mut sink = Vec::with_capacity(data.len() + 256);
     {
         let m = Message::new(&mut sink);
-        let m = Encryptor::for_recipients(m, recipients_of(&keys)).build().map_err(internal)?;
+        let m = Encryptor::for_recipients(m, recipients_of(&keys))
+            .build()
+            .map_err(internal)?;
         let mut m = LiteralWriter::new(m).build().map_err(internal)?;
         m.write_all(data).map_err(|e| Error::Key(e.to_string()))?;
         m.finalize().map_err(internal)?;
@@ -152,18 +198,36 @@ pub fn encrypt_to(data: &[u8], cert: &Cert) -> Result<Vec<u8>, Error> {
 
 /// Decrypts what [`encrypt_to`] made; refuses plaintext over `max` bytes.
 pub fn decrypt_with(data: &[u8], keys: &Keyring, max: usize) -> Result<Vec<u8>, Error> {
-    let helper = Helper { decryptors: &keys.decryptors, lookup: &|_| None, status: None, encrypted: false };
+    let helper = Helper {
+        decryptors: &keys.decryptors,
+        lookup: &|_| None,
+        status: None,
+        encrypted: false,
+    };
     let (plain, _) = decrypt_inner(data, helper, max)?;
     Ok(plain)
 }
 
 /// Opens a sealed letter: decrypts with `recipient`'s keys, verifies the signature with the
 /// certificate `lookup` returns for the signer's key handle, parses the letter.
-pub fn open(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> Option<Cert>) -> Result<Opened, Error> {
+pub fn open(
+    sealed: &[u8],
+    recipient: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> Result<Opened, Error> {
     if sealed.len() > MAX_SEALED_BYTES {
-        return Err(Error::TooLong { what: "sealed letter", len: sealed.len(), max: MAX_SEALED_BYTES });
+        return Err(Error::TooLong {
+            what: "sealed letter",
+            len: sealed.len(),
+            max: MAX_SEALED_BYTES,
+        });
     }
-    let helper = Helper { decryptors: &recipient.decryptors, lookup, status: None, encrypted: false };
+    let helper = Helper {
+        decryptors: &recipient.decryptors,
+        lookup,
+        status: None,
+        encrypted: false,
+    };
     let (plain, status) = decrypt_inner(sealed, helper, MAX_SEALED_BYTES)?;
     let letter = Letter::from_rfc5322(&plain)?;
     let signature = match status {
@@ -173,7 +237,10 @@ pub fn open(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> O
             if addresses.iter().any(|a| a == letter.from.as_str()) {
                 SignatureStatus::Good { signer }
             } else {
-                SignatureStatus::SenderMismatch { signer, signer_addresses: addresses }
+                SignatureStatus::SenderMismatch {
+                    signer,
+                    signer_addresses: addresses,
+                }
             }
         }
         other => other,
@@ -182,21 +249,31 @@ pub fn open(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> O
 }
 
 /// [`open`], turning every signature status but `Good` into its error.
-pub fn open_verified(sealed: &[u8], recipient: &Keyring, lookup: &dyn Fn(&KeyHandle) -> Option<Cert>) -> Result<(Letter, Fingerprint), Error> {
+pub fn open_verified(
+    sealed: &[u8],
+    recipient: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> Result<(Letter, Fingerprint), Error> {
     let opened = open(sealed, recipient, lookup)?;
     match opened.signature {
         SignatureStatus::Good { signer } => Ok((opened.letter, signer)),
         SignatureStatus::Missing => Err(Error::MissingSignature),
         SignatureStatus::UnknownSigner { issuer } => Err(Error::UnknownSigner(issuer)),
         SignatureStatus::Bad => Err(Error::BadSignature),
-        SignatureStatus::SenderMismatch { signer_addresses, .. } => Err(Error::SenderMismatch {
+        SignatureStatus::SenderMismatch {
+            signer_addresses, ..
+        } => Err(Error::SenderMismatch {
             claimed: opened.letter.from.to_string(),
             signer: signer_addresses.join(", "),
         }),
     }
 }
 
-fn decrypt_inner(data: &[u8], helper: Helper<'_>, max: usize) -> Result<(Vec<u8>, SignatureStatus), Error> {
+fn decrypt_inner(
+    data: &[u8],
+    helper: Helper<'_>,
+    max: usize,
+) -> Result<(Vec<u8>, SignatureStatus), Error> {
     // Binary OpenPGP packets start with a byte whose top bit is set.
     if data.first().is_none_or(|b| b & 0x80 == 0) {
         return Err(Error::Malformed("not a binary OpenPGP message".into()));
@@ -206,14 +283,25 @@ fn decrypt_inner(data: &[u8], helper: Helper<'_>, max: usize) -> Result<(Vec<u8>
         .with_policy(policy(), None, helper)
         .map_err(classify)?;
     let mut plain = Vec::new();
-    (&mut dec).take(max as u64 + 1).read_to_end(&mut plain).map_err(|e| classify(e.into()))?;
+    (&mut dec)
+        .take(max as u64 + 1)
+        .read_to_end(&mut plain)
+        .map_err(|e| classify(e.into()))?;
     if plain.len() > max {
-        return Err(Error::TooLong { what: "decrypted message", len: plain.len(), max });
+        return Err(Error::TooLong {
+            what: "decrypted message",
+            len: plain.len(),
+            max,
+        });
     }
     // Drain to the end so that the integrity check and signature verification run.
     let mut rest = [0u8; 1];
     if dec.read(&mut rest).map_err(|e| classify(e.into()))? != 0 {
-        return Err(Error::TooLong { what: "decrypted message", len: max + 1, max });
+        return Err(Error::TooLong {
+            what: "decrypted message",
+            len: max + 1,
+            max,
+        });
     }
     if !dec.message_processed() {
         return Err(Error::TruncatedMessage);
@@ -239,7 +327,10 @@ fn classify(e: openpgp::anyhow::Error) -> Error {
             if io.kind() == std::io::ErrorKind::UnexpectedEof {
                 return Error::TruncatedMessage;
             }
-            if let Some(inner) = io.get_ref().and_then(|i| i.downcast_ref::<openpgp::Error>()) {
+            if let Some(inner) = io
+                .get_ref()
+                .and_then(|i| i.downcast_ref::<openpgp::Error>())
+            {
                 match inner {
                     openpgp::Error::ManipulatedMessage => return Error::Tampered,
                     openpgp::Error::MissingSessionKey(_) => return Error::NotForRecipient,
@@ -285,16 +376,29 @@ impl VerificationHelper for Helper<'_> {
                     let mut status = None;
                     for r in results {
                         let s = match r {
-                            Ok(good) => SignatureStatus::Good { signer: good.ka.cert().fingerprint() },
-                            Err(VerificationError::MissingKey { sig }) => SignatureStatus::UnknownSigner {
-                                issuer: sig.get_issuers().first().map(|h| h.to_hex()).unwrap_or_default(),
+                            Ok(good) => SignatureStatus::Good {
+                                signer: good.ka.cert().fingerprint(),
                             },
+                            Err(VerificationError::MissingKey { sig }) => {
+                                SignatureStatus::UnknownSigner {
+                                    issuer: sig
+                                        .get_issuers()
+                                        .first()
+                                        .map(|h| h.to_hex())
+                                        .unwrap_or_default(),
+                                }
+                            }
                             Err(_) => SignatureStatus::Bad,
                         };
                         status = Some(match (status, s) {
                             (None, s) => s,
-                            (Some(SignatureStatus::Good { signer }), SignatureStatus::Good { .. }) => SignatureStatus::Good { signer },
-                            (Some(SignatureStatus::Bad), _) | (_, SignatureStatus::Bad) => SignatureStatus::Bad,
+                            (
+                                Some(SignatureStatus::Good { signer }),
+                                SignatureStatus::Good { .. },
+                            ) => SignatureStatus::Good { signer },
+                            (Some(SignatureStatus::Bad), _) | (_, SignatureStatus::Bad) => {
+                                SignatureStatus::Bad
+                            }
                             (Some(prev @ SignatureStatus::UnknownSigner { .. }), _) => prev,
                             (_, s) => s,
                         });

@@ -20,12 +20,17 @@ pub struct Address {
 
 impl Address {
     pub fn parse(input: &str) -> Result<Self, Error> {
-        let bad = |reason| Error::InvalidAddress { input: truncate_for_error(input), reason };
+        let bad = |reason| Error::InvalidAddress {
+            input: truncate_for_error(input),
+            reason,
+        };
         if input.len() > MAX_ADDRESS_BYTES {
             return Err(bad("longer than 254 bytes"));
         }
         if !input.is_ascii() {
-            return Err(bad("non-ASCII; write an internationalised domain as xn-- (punycode)"));
+            return Err(bad(
+                "non-ASCII; write an internationalised domain as xn-- (punycode)",
+            ));
         }
         let full = input.to_ascii_lowercase();
         let at = full.rfind('@').ok_or_else(|| bad("missing '@'"))?;
@@ -40,7 +45,9 @@ impl Address {
             return Err(bad("misplaced '.' in local part"));
         }
         if !local.bytes().all(is_local_char) {
-            return Err(bad("local part may hold only letters, digits and . _ + - = '"));
+            return Err(bad(
+                "local part may hold only letters, digits and . _ + - = '",
+            ));
         }
         validate_domain(domain).map_err(bad)?;
         Ok(Address { full, at })
@@ -76,7 +83,10 @@ pub fn validate_domain(domain: &str) -> Result<(), &'static str> {
         if label.starts_with('-') || label.ends_with('-') {
             return Err("domain label starts or ends with '-'");
         }
-        if !label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if !label
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        {
             return Err("domain may hold only letters, digits, '-' and '.'");
         }
     }
@@ -124,8 +134,10 @@ macro_rules! id16 {
             }
             pub fn from_hex(s: &str) -> Result<Self, Error> {
                 let mut out = [0u8; 16];
-                hex::decode_to_slice(s, &mut out)
-                    .map_err(|_| Error::InvalidId { what: $what, expected: 32 })?;
+                hex::decode_to_slice(s, &mut out).map_err(|_| Error::InvalidId {
+                    what: $what,
+                    expected: 32,
+                })?;
                 Ok($name(out))
             }
         }
@@ -174,7 +186,10 @@ pub struct NodeUrl(String);
 
 impl NodeUrl {
     pub fn parse(input: &str) -> Result<Self, Error> {
-        let bad = |reason| Error::InvalidUrl { input: truncate_for_error(input), reason };
+        let bad = |reason| Error::InvalidUrl {
+            input: truncate_for_error(input),
+            reason,
+        };
         if input.len() > MAX_URL_BYTES {
             return Err(bad("longer than 2048 bytes"));
         }
@@ -308,11 +323,20 @@ mod tests {
             ("alice", "missing '@'"),
             ("@alpha.test", "empty local part"),
             ("alice@", "empty domain"),
-            ("al ice@alpha.test", "local part may hold only letters, digits and . _ + - = '"),
+            (
+                "al ice@alpha.test",
+                "local part may hold only letters, digits and . _ + - = '",
+            ),
             ("a..b@alpha.test", "misplaced '.' in local part"),
             ("alice@-alpha.test", "domain label starts or ends with '-'"),
-            ("alice@alpha..test", "domain label empty or longer than 63 bytes"),
-            ("alice@bücher.example", "non-ASCII; write an internationalised domain as xn-- (punycode)"),
+            (
+                "alice@alpha..test",
+                "domain label empty or longer than 63 bytes",
+            ),
+            (
+                "alice@bücher.example",
+                "non-ASCII; write an internationalised domain as xn-- (punycode)",
+            ),
         ] {
             match Address::parse(input) {
                 Err(Error::InvalidAddress { reason: r, .. }) => assert_eq!(r, reason, "{input}"),
@@ -334,7 +358,15 @@ mod tests {
         let u = NodeUrl::parse("https://Mail.Example/sealpost/").unwrap();
         assert_eq!(u.as_str(), "https://mail.example/sealpost");
         assert!(NodeUrl::parse("http://[::1]:9000").is_ok());
-        for bad in ["ftp://x", "http://", "http://a:0", "http://a:99999", "http://u@a", "http://a/?q", "http://a b"] {
+        for bad in [
+            "ftp://x",
+            "http://",
+            "http://a:0",
+            "http://a:99999",
+            "http://u@a",
+            "http://a/?q",
+            "http://a b",
+        ] {
             assert!(NodeUrl::parse(bad).is_err(), "{bad}");
         }
     }

@@ -16,16 +16,28 @@ struct Gpg {
 
 impl Gpg {
     fn new() -> Gpg {
-        let home = tempfile::Builder::new().prefix("gpg").tempdir_in("/tmp").unwrap();
+        let home = tempfile::Builder::new()
+            .prefix("gpg")
+            .tempdir_in("/tmp")
+            .unwrap();
         Gpg { home }
     }
 
     fn run(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         use std::io::Write;
         let mut cmd = Command::new("gpg");
-        cmd.arg("--homedir").arg(self.home.path()).args(["--batch", "--no-tty", "--pinentry-mode", "loopback", "--passphrase", ""]);
+        cmd.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
         cmd.args(args);
-        cmd.stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+        cmd.stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
         let mut child = cmd.spawn().expect("gpg is installed (make deps)");
         if let Some(input) = stdin {
             child.stdin.take().unwrap().write_all(input).unwrap();
@@ -36,7 +48,11 @@ impl Gpg {
 
     fn ok(&self, args: &[&str], stdin: Option<&[u8]>) -> Output {
         let out = self.run(args, stdin);
-        assert!(out.status.success(), "gpg {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "gpg {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         out
     }
 
@@ -47,7 +63,11 @@ impl Gpg {
 
 impl Drop for Gpg {
     fn drop(&mut self) {
-        let _ = Command::new("gpgconf").arg("--homedir").arg(self.home.path()).args(["--kill", "gpg-agent"]).output();
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
     }
 }
 
@@ -59,7 +79,13 @@ fn addr(s: &str) -> Address {
 fn gpg_decrypts_and_verifies_a_sealed_letter() {
     let alice = SecretIdentity::generate(&addr("alice@alpha.test"), None).unwrap();
     let bob = SecretIdentity::generate(&addr("bob@beta.test"), None).unwrap();
-    let letter = Letter::new(addr("alice@alpha.test"), vec![addr("bob@beta.test")], "Interop", "Read me with gpg.\r\n", 1_700_000_000);
+    let letter = Letter::new(
+        addr("alice@alpha.test"),
+        vec![addr("bob@beta.test")],
+        "Interop",
+        "Read me with gpg.\r\n",
+        1_700_000_000,
+    );
     let sealed = seal(&letter, &alice.unlock(None).unwrap(), &bob.public_cert()).unwrap();
 
     let gpg = Gpg::new();
@@ -69,24 +95,40 @@ fn gpg_decrypts_and_verifies_a_sealed_letter() {
     gpg.ok(&["--import", &gpg.path("bob.sec")], None);
     gpg.ok(&["--import", &gpg.path("alice.asc")], None);
 
-    let out = gpg.ok(&["--status-fd", "2", "--decrypt", &gpg.path("letter.gpg")], None);
+    let out = gpg.ok(
+        &["--status-fd", "2", "--decrypt", &gpg.path("letter.gpg")],
+        None,
+    );
     let status = String::from_utf8_lossy(&out.stderr);
     let plain = String::from_utf8_lossy(&out.stdout);
     assert!(plain.contains("Read me with gpg."), "{plain}");
     assert!(plain.contains("Subject: Interop"), "{plain}");
     let fpr = alice.fingerprint().to_hex();
     assert!(status.contains("[GNUPG:] GOODSIG"), "{status}");
-    assert!(status.contains(&format!("[GNUPG:] VALIDSIG {fpr}")), "{status}");
+    assert!(
+        status.contains(&format!("[GNUPG:] VALIDSIG {fpr}")),
+        "{status}"
+    );
     assert!(status.contains("[GNUPG:] DECRYPTION_OKAY"), "{status}");
     // The recipient is hidden: gpg reports a wildcard key id.
     assert!(status.contains("ENC_TO 0000000000000000"), "{status}");
 }
 
 fn gpg_generate(gpg: &Gpg, uid: &str) -> String {
-    gpg.ok(&["--quick-gen-key", uid, "ed25519", "sign,cert", "never"], None);
+    gpg.ok(
+        &["--quick-gen-key", uid, "ed25519", "sign,cert", "never"],
+        None,
+    );
     let out = gpg.ok(&["--with-colons", "--list-keys", uid], None);
     let listing = String::from_utf8_lossy(&out.stdout);
-    let fpr = listing.lines().find(|l| l.starts_with("fpr:")).unwrap().split(':').nth(9).unwrap().to_string();
+    let fpr = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .unwrap()
+        .split(':')
+        .nth(9)
+        .unwrap()
+        .to_string();
     gpg.ok(&["--quick-add-key", &fpr, "cv25519", "encr", "never"], None);
     fpr
 }
@@ -102,18 +144,40 @@ fn open_gpg_message(hidden_recipient: bool) {
     std::fs::write(gpg.path("letter.eml"), eml).unwrap();
     let rflag = if hidden_recipient { "-R" } else { "-r" };
     gpg.ok(
-        &["--trust-model", "always", rflag, "bob@beta.test", "-u", &fpr, "--sign", "--encrypt", "-o", &gpg.path("out.gpg"), &gpg.path("letter.eml")],
+        &[
+            "--trust-model",
+            "always",
+            rflag,
+            "bob@beta.test",
+            "-u",
+            &fpr,
+            "--sign",
+            "--encrypt",
+            "-o",
+            &gpg.path("out.gpg"),
+            &gpg.path("letter.eml"),
+        ],
         None,
     );
     let carol_pub = gpg.ok(&["--export", &fpr], None).stdout;
     let carol = cert_from_bytes(&carol_pub).unwrap();
     let msg = std::fs::read(gpg.path("out.gpg")).unwrap();
 
-    let lookup = |h: &openpgp::KeyHandle| carol.keys().any(|k| k.key().key_handle().aliases(h)).then(|| carol.clone());
+    let lookup = |h: &openpgp::KeyHandle| {
+        carol
+            .keys()
+            .any(|k| k.key().key_handle().aliases(h))
+            .then(|| carol.clone())
+    };
     let opened = open(&msg, &bob.unlock(None).unwrap(), &lookup).unwrap();
     assert_eq!(opened.letter.subject, "from gpg");
     assert_eq!(opened.letter.body.trim_end(), "Hello from GnuPG.");
-    assert_eq!(opened.signature, SignatureStatus::Good { signer: carol.fingerprint() });
+    assert_eq!(
+        opened.signature,
+        SignatureStatus::Good {
+            signer: carol.fingerprint()
+        }
+    );
     assert!(Path::new(&gpg.path("out.gpg")).exists());
 }
 

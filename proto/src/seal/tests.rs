@@ -25,12 +25,20 @@ fn addr(s: &str) -> Address {
 }
 
 fn letter(body: &str) -> Letter {
-    Letter::new(addr("alice@alpha.test"), vec![addr("bob@beta.test")], "test", body, 1_700_000_000)
+    Letter::new(
+        addr("alice@alpha.test"),
+        vec![addr("bob@beta.test")],
+        "test",
+        body,
+        1_700_000_000,
+    )
 }
 
 fn lookup_alice(h: &KeyHandle) -> Option<Cert> {
     let c = people().alice.public_cert();
-    c.keys().any(|k| k.key().key_handle().aliases(h)).then_some(c)
+    c.keys()
+        .any(|k| k.key().key_handle().aliases(h))
+        .then_some(c)
 }
 
 fn sealed_by_alice(l: &Letter) -> Vec<u8> {
@@ -48,10 +56,19 @@ fn round_trip_for_many_sizes_lands_on_buckets() {
         let body: String = "x".repeat(size);
         let l = letter(&body);
         let sealed = sealed_by_alice(&l);
-        assert_eq!(sealed.len(), bucket(sealed.len()), "size {size}: {} is not a bucket", sealed.len());
+        assert_eq!(
+            sealed.len(),
+            bucket(sealed.len()),
+            "size {size}: {} is not a bucket",
+            sealed.len()
+        );
         let (back, signer) = open_as_bob(&sealed).unwrap();
         assert_eq!(signer, people().alice.fingerprint());
-        assert_eq!(back.body.trim_end_matches(['\r', '\n']), body, "size {size}");
+        assert_eq!(
+            back.body.trim_end_matches(['\r', '\n']),
+            body,
+            "size {size}"
+        );
         assert_eq!(back.subject, "test");
     }
 }
@@ -67,9 +84,19 @@ fn small_letters_share_one_size() {
 #[test]
 fn attachments_survive_byte_for_byte() {
     let mut l = letter("see attached");
-    let data: Vec<u8> = (0..(1 << 20)).map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
-    l.attachments.push(Attachment { name: "blob.bin".into(), media_type: "application/octet-stream".into(), data: data.clone() });
-    l.attachments.push(Attachment { name: "empty.txt".into(), media_type: "text/plain".into(), data: Vec::new() });
+    let data: Vec<u8> = (0..(1 << 20))
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    l.attachments.push(Attachment {
+        name: "blob.bin".into(),
+        media_type: "application/octet-stream".into(),
+        data: data.clone(),
+    });
+    l.attachments.push(Attachment {
+        name: "empty.txt".into(),
+        media_type: "text/plain".into(),
+        data: Vec::new(),
+    });
     let sealed = sealed_by_alice(&l);
     let (back, _) = open_as_bob(&sealed).unwrap();
     assert_eq!(back.attachments.len(), 2);
@@ -84,7 +111,10 @@ fn the_ciphertext_hides_the_recipient_key_id() {
     for k in bob.keys() {
         let id = k.key().keyid();
         let needle = id.as_bytes();
-        assert!(!sealed.windows(needle.len()).any(|w| w == needle), "key id {id} appears in the ciphertext");
+        assert!(
+            !sealed.windows(needle.len()).any(|w| w == needle),
+            "key id {id} appears in the ciphertext"
+        );
     }
 }
 
@@ -99,7 +129,12 @@ fn tampered_ciphertext_is_refused() {
 #[test]
 fn wrong_recipient_is_refused() {
     let sealed = sealed_by_alice(&letter("hello"));
-    let err = open_verified(&sealed, &people().mallory.unlock(None).unwrap(), &lookup_alice).unwrap_err();
+    let err = open_verified(
+        &sealed,
+        &people().mallory.unlock(None).unwrap(),
+        &lookup_alice,
+    )
+    .unwrap_err();
     assert_eq!(err, Error::NotForRecipient);
 }
 
@@ -107,19 +142,32 @@ fn wrong_recipient_is_refused() {
 fn unknown_signer_is_reported_not_accepted() {
     let p = people();
     // Mallory writes "from alice" and signs with her own key.
-    let sealed = seal(&letter("trust me"), &p.mallory.unlock(None).unwrap(), &p.bob.public_cert()).unwrap();
+    let sealed = seal(
+        &letter("trust me"),
+        &p.mallory.unlock(None).unwrap(),
+        &p.bob.public_cert(),
+    )
+    .unwrap();
     match open_as_bob(&sealed) {
         Err(Error::UnknownSigner(_)) => {}
         other => panic!("{other:?}"),
     }
     let opened = open(&sealed, &p.bob.unlock(None).unwrap(), &lookup_alice).unwrap();
-    assert!(matches!(opened.signature, SignatureStatus::UnknownSigner { .. }));
+    assert!(matches!(
+        opened.signature,
+        SignatureStatus::UnknownSigner { .. }
+    ));
 }
 
 #[test]
 fn known_signer_for_another_address_is_a_mismatch() {
     let p = people();
-    let sealed = seal(&letter("trust me"), &p.mallory.unlock(None).unwrap(), &p.bob.public_cert()).unwrap();
+    let sealed = seal(
+        &letter("trust me"),
+        &p.mallory.unlock(None).unwrap(),
+        &p.bob.public_cert(),
+    )
+    .unwrap();
     let lookup_mallory = |_: &KeyHandle| Some(p.mallory.public_cert());
     match open_verified(&sealed, &p.bob.unlock(None).unwrap(), &lookup_mallory) {
         Err(Error::SenderMismatch { claimed, signer }) => {
@@ -142,9 +190,15 @@ fn unsigned_letter_is_reported_missing() {
 fn truncated_message_is_refused() {
     let sealed = sealed_by_alice(&letter("hello"));
     let err = open_as_bob(&sealed[..sealed.len() / 2]).unwrap_err();
-    assert!(matches!(err, Error::TruncatedMessage | Error::Tampered), "{err:?}");
+    assert!(
+        matches!(err, Error::TruncatedMessage | Error::Tampered),
+        "{err:?}"
+    );
     let err = open_as_bob(&sealed[..sealed.len() - 1]).unwrap_err();
-    assert!(matches!(err, Error::TruncatedMessage | Error::Tampered), "{err:?}");
+    assert!(
+        matches!(err, Error::TruncatedMessage | Error::Tampered),
+        "{err:?}"
+    );
 }
 
 #[test]
@@ -161,12 +215,18 @@ fn unencrypted_signed_message_is_refused() {
     let mut sink = Vec::new();
     {
         let m = Message::new(&mut sink);
-        let m = Signer::new(m, keys.signer.clone()).unwrap().build().unwrap();
+        let m = Signer::new(m, keys.signer.clone())
+            .unwrap()
+            .build()
+            .unwrap();
         let mut m = LiteralWriter::new(m).build().unwrap();
         m.write_all(&bytes).unwrap();
         m.finalize().unwrap();
     }
-    assert!(matches!(open_as_bob(&sink).unwrap_err(), Error::Malformed(_)));
+    assert!(matches!(
+        open_as_bob(&sink).unwrap_err(),
+        Error::Malformed(_)
+    ));
 }
 
 #[test]
@@ -174,7 +234,16 @@ fn hop_payload_round_trips_for_the_node_only() {
     let p = people();
     let data = b"an encoded envelope".to_vec();
     let ct = encrypt_to(&data, &p.bob.public_cert()).unwrap();
-    assert_eq!(decrypt_with(&ct, &p.bob.unlock(None).unwrap(), 1024).unwrap(), data);
-    assert_eq!(decrypt_with(&ct, &p.alice.unlock(None).unwrap(), 1024).unwrap_err(), Error::NotForRecipient);
-    assert!(matches!(decrypt_with(&ct, &p.bob.unlock(None).unwrap(), 4), Err(Error::TooLong { .. })));
+    assert_eq!(
+        decrypt_with(&ct, &p.bob.unlock(None).unwrap(), 1024).unwrap(),
+        data
+    );
+    assert_eq!(
+        decrypt_with(&ct, &p.alice.unlock(None).unwrap(), 1024).unwrap_err(),
+        Error::NotForRecipient
+    );
+    assert!(matches!(
+        decrypt_with(&ct, &p.bob.unlock(None).unwrap(), 4),
+        Err(Error::TooLong { .. })
+    ));
 }
