@@ -16,6 +16,7 @@ pub mod limits;
 pub mod padding;
 pub mod record;
 pub mod seal;
+pub mod smtp;
 pub mod types;
 
 pub use error::Error;

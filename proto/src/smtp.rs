@@ -1,0 +1,558 @@
+//! A sans-IO ESMTP server session for the gateway: bytes in, replies and events out.
+//!
+//! Commands are parsed with Stalwart's `smtp-proto`; the DATA phase uses its
+//! `DataReceiver` (end of data only at `<CR><LF>.<CR><LF>`), and this module then refuses any
+//! bare `<LF>` or `<CR>` in the message, which closes the SMTP smuggling holes
+//! (CVE-2023-51764/5/6: `<LF>.<LF>` and friends). The driver (tokio, in the node) feeds
+//! bytes, writes replies, answers recipient checks and deliveries, upgrades to TLS and
+//! enforces timeouts. A session never blocks and never panics on input.
+
+use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
+use smtp_proto::{Error as ParseError, MAIL_BODY_8BITMIME, Request};
+
+/// Limits and identity of the SMTP service.
+#[derive(Clone, Debug)]
+pub struct SmtpConfig {
+    /// Name in the greeting and EHLO reply.
+    pub hostname: String,
+    /// Largest message accepted, in bytes (advertised as SIZE).
+    pub max_message_bytes: usize,
+    /// Most recipients per transaction.
+    pub max_recipients: usize,
+    /// Longest command line, with CRLF (RFC 5321 §4.5.3.1.4 is 512; extensions need more).
+    pub max_command_line: usize,
+    /// Longest line in message data, with CRLF (RFC 5321 §4.5.3.1.6: 1000).
+    pub max_data_line: usize,
+    /// Whether STARTTLS is offered (the driver has a certificate).
+    pub starttls: bool,
+    /// Errors after which the session is closed.
+    pub max_errors: usize,
+}
+
+impl Default for SmtpConfig {
+    fn default() -> Self {
+        SmtpConfig {
+            hostname: "localhost".into(),
+            max_message_bytes: 20 * 1024 * 1024,
+            max_recipients: 50,
+            max_command_line: 1000,
+            max_data_line: 1000,
+            starttls: false,
+            max_errors: 10,
+        }
+    }
+}
+
+/// One mail transaction, complete.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub helo: String,
+    /// Reverse path; empty for `MAIL FROM:<>`.
+    pub mail_from: String,
+    /// Accepted recipients, as given.
+    pub rcpt_to: Vec<String>,
+    /// The message, dot-unstuffed, with CRLF line ends, without the final `.` line.
+    pub data: Vec<u8>,
+    /// Whether the message was declared `BODY=8BITMIME`.
+    pub eight_bit: bool,
+}
+
+/// What the driver must do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Write these bytes to the client.
+    Reply(Vec<u8>),
+    /// Start TLS now (the `220` reply was already emitted); then call
+    /// [`Session::tls_established`]. Buffered plaintext input has been discarded.
+    StartTls,
+    /// Decide whether this recipient is accepted; answer with [`Session::recipient_verdict`].
+    CheckRecipient(String),
+    /// Store this message durably; answer with [`Session::delivery_result`].
+    Deliver(Transaction),
+    /// Close the connection (after writing any replies before it).
+    Close,
+}
+
+/// The driver's answer to [`Output::CheckRecipient`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RcptVerdict {
+    Accept,
+    /// A local domain, but no such user.
+    UnknownUser,
+    /// Not a domain we receive for: refusing keeps us from being an open relay.
+    RelayDenied,
+    /// Try later (e.g. the directory is unavailable).
+    TempFail,
+}
+
+/// The driver's answer to [`Output::Deliver`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DeliveryResult {
+    /// Stored durably; the id goes into the 250 reply.
+    Stored(String),
+    /// Storage is full or read-only: 452, the client retries later.
+    NoStorage,
+    /// Some other transient failure: 451.
+    TempFail,
+    /// Refused for good, with a reason for the 554 reply (one line, no CR/LF).
+    Rejected(String),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    /// Waiting for EHLO/HELO.
+    Fresh,
+    /// Greeted; no transaction.
+    Ready,
+    /// MAIL given.
+    Mail,
+    /// Receiving message data.
+    Data,
+    /// Waiting for the driver's answer to CheckRecipient.
+    AwaitRcpt,
+    /// Waiting for the driver's answer to Deliver.
+    AwaitDelivery,
+    /// QUIT or too many errors.
+    Closed,
+}
+
+pub struct Session {
+    cfg: SmtpConfig,
+    state: State,
+    inbuf: Vec<u8>,
+    /// After an over-long command line: drop input up to the next LF.
+    skipping_line: bool,
+    helo: String,
+    mail_from: String,
+    eight_bit: bool,
+    rcpt_to: Vec<String>,
+    pending_rcpt: Option<String>,
+    data_rx: DataReceiver,
+    data: Vec<u8>,
+    /// Message outgrew the limit: keep reading to the end, but store nothing.
+    oversize: Option<DummyDataReceiver>,
+    errors: usize,
+    tls_active: bool,
+}
+
+fn reply(code: u16, text: &str) -> Output {
+    Output::Reply(format!("{code} {text}\r\n").into_bytes())
+}
+
+impl Session {
+    /// A new session and its greeting.
+    pub fn new(cfg: SmtpConfig) -> (Session, Output) {
+        let greeting = reply(220, &format!("{} ESMTP Sealpost gateway", cfg.hostname));
+        let s = Session {
+            cfg,
+            state: State::Fresh,
+            inbuf: Vec::new(),
+            skipping_line: false,
+            helo: String::new(),
+            mail_from: String::new(),
+            eight_bit: false,
+            rcpt_to: Vec::new(),
+            pending_rcpt: None,
+            data_rx: DataReceiver::new(),
+            data: Vec::new(),
+            oversize: None,
+            errors: 0,
+            tls_active: false,
+        };
+        (s, greeting)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// Whether the session waits for the driver (a recipient check or a delivery).
+    pub fn is_waiting(&self) -> bool {
+        matches!(self.state, State::AwaitRcpt | State::AwaitDelivery)
+    }
+
+    /// Feeds bytes from the client; returns what to do, in order.
+    pub fn feed(&mut self, input: &[u8]) -> Vec<Output> {
+        if self.state == State::Closed {
+            return Vec::new();
+        }
+        self.inbuf.extend_from_slice(input);
+        let mut out = Vec::new();
+        self.process(&mut out);
+        out
+    }
+
+    /// Answers a [`Output::CheckRecipient`]; processing resumes with buffered input.
+    pub fn recipient_verdict(&mut self, verdict: RcptVerdict) -> Vec<Output> {
+        let mut out = Vec::new();
+        let Some(rcpt) = self.pending_rcpt.take() else {
+            return out;
+        };
+        if self.state != State::AwaitRcpt {
+            return out;
+        }
+        self.state = State::Mail;
+        out.push(match verdict {
+            RcptVerdict::Accept => {
+                self.rcpt_to.push(rcpt);
+                reply(250, "2.1.5 OK")
+            }
+            RcptVerdict::UnknownUser => self.error(550, "5.1.1 No such user here"),
+            RcptVerdict::RelayDenied => self.error(
+                550,
+                "5.7.1 Relaying denied: not a domain this gateway serves",
+            ),
+            RcptVerdict::TempFail => reply(451, "4.3.0 Temporary failure, try again later"),
+        });
+        self.process(&mut out);
+        out
+    }
+
+    /// Answers a [`Output::Deliver`]; processing resumes with buffered input.
+    pub fn delivery_result(&mut self, result: DeliveryResult) -> Vec<Output> {
+        let mut out = Vec::new();
+        if self.state != State::AwaitDelivery {
+            return out;
+        }
+        self.reset_transaction();
+        self.state = State::Ready;
+        out.push(match result {
+            DeliveryResult::Stored(id) => {
+                reply(250, &format!("2.0.0 OK: stored as {}", sanitize(&id)))
+            }
+            DeliveryResult::NoStorage => {
+                reply(452, "4.3.1 Insufficient system storage, try again later")
+            }
+            DeliveryResult::TempFail => reply(451, "4.3.0 Temporary failure, try again later"),
+            DeliveryResult::Rejected(why) => {
+                reply(554, &format!("5.6.0 Message refused: {}", sanitize(&why)))
+            }
+        });
+        self.process(&mut out);
+        out
+    }
+
+    /// The driver finished the TLS handshake: the session starts over (RFC 3207 §4.2).
+    pub fn tls_established(&mut self) {
+        self.tls_active = true;
+        self.reset_transaction();
+        self.helo.clear();
+        self.inbuf.clear();
+        self.state = State::Fresh;
+    }
+
+    fn reset_transaction(&mut self) {
+        self.mail_from.clear();
+        self.eight_bit = false;
+        self.rcpt_to.clear();
+        self.pending_rcpt = None;
+        self.data.clear();
+        self.data_rx = DataReceiver::new();
+        self.oversize = None;
+    }
+
+    fn error(&mut self, code: u16, text: &str) -> Output {
+        self.errors += 1;
+        reply(code, text)
+    }
+
+    fn process(&mut self, out: &mut Vec<Output>) {
+        loop {
+            if self.errors >= self.cfg.max_errors && self.state != State::Closed {
+                out.push(reply(
+                    421,
+                    &format!(
+                        "4.7.0 {} Too many errors, closing connection",
+                        self.cfg.hostname
+                    ),
+                ));
+                out.push(Output::Close);
+                self.state = State::Closed;
+            }
+            match self.state {
+                State::Closed | State::AwaitRcpt | State::AwaitDelivery => return,
+                State::Data => {
+                    if !self.process_data(out) {
+                        return;
+                    }
+                }
+                _ => {
+                    if !self.process_line(out) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Consumes data bytes; returns whether the end of data was reached.
+    fn process_data(&mut self, out: &mut Vec<Output>) -> bool {
+        let input = std::mem::take(&mut self.inbuf);
+        let mut iter = input.iter();
+        let done = if let Some(dummy) = self.oversize.as_mut() {
+            dummy.ingest(&mut iter)
+        } else {
+            let done = self.data_rx.ingest(&mut iter, &mut self.data);
+            if !done && self.data.len() > self.cfg.max_message_bytes {
+                // Keep looking for the end of data, but stop storing.
+                self.oversize = Some(DummyDataReceiver::new_data(&self.data_rx));
+                self.data = Vec::new();
+            }
+            done
+        };
+        self.inbuf = iter.as_slice().to_vec();
+        if !done {
+            return false;
+        }
+        if self.oversize.is_some() || self.data.len() > self.cfg.max_message_bytes {
+            self.reset_transaction();
+            self.state = State::Ready;
+            out.push(self.error(
+                552,
+                &format!(
+                    "5.3.4 Message too big: the limit is {} bytes",
+                    self.cfg.max_message_bytes
+                ),
+            ));
+            return true;
+        }
+        if let Some(problem) = check_line_endings(&self.data, self.cfg.max_data_line) {
+            self.reset_transaction();
+            self.state = State::Ready;
+            out.push(self.error(problem.0, problem.1));
+            return true;
+        }
+        let tx = Transaction {
+            helo: self.helo.clone(),
+            mail_from: self.mail_from.clone(),
+            rcpt_to: self.rcpt_to.clone(),
+            data: std::mem::take(&mut self.data),
+            eight_bit: self.eight_bit,
+        };
+        self.state = State::AwaitDelivery;
+        out.push(Output::Deliver(tx));
+        true
+    }
+
+    /// Handles one command line; returns whether a line was consumed.
+    fn process_line(&mut self, out: &mut Vec<Output>) -> bool {
+        let Some(pos) = self.inbuf.iter().position(|&b| b == b'\n') else {
+            if self.inbuf.len() > self.cfg.max_command_line {
+                if !self.skipping_line {
+                    out.push(self.error(500, "5.5.2 Line too long"));
+                }
+                self.skipping_line = true;
+                self.inbuf.clear();
+            }
+            return false;
+        };
+        let line: Vec<u8> = self.inbuf.drain(..=pos).collect();
+        if std::mem::take(&mut self.skipping_line) {
+            return true; // the tail of an over-long line, already answered
+        }
+        if line.len() > self.cfg.max_command_line {
+            out.push(self.error(500, "5.5.2 Line too long"));
+            return true;
+        }
+        let parsed = Request::parse(&mut line.iter());
+        let o = match parsed {
+            Ok(req) => self.command(req, out),
+            Err(ParseError::UnknownCommand) => self.error(500, "5.5.1 Unrecognized command"),
+            Err(ParseError::InvalidSenderAddress) => {
+                self.error(501, "5.1.7 Bad sender address syntax")
+            }
+            Err(ParseError::InvalidRecipientAddress) => {
+                self.error(501, "5.1.3 Bad recipient address syntax")
+            }
+            Err(ParseError::SyntaxError { syntax }) => {
+                self.error(501, &format!("5.5.4 Syntax: {syntax}"))
+            }
+            Err(ParseError::InvalidParameter { param }) => {
+                self.error(501, &format!("5.5.4 Invalid parameter {}", sanitize(param)))
+            }
+            Err(ParseError::UnsupportedParameter { param }) => self.error(
+                555,
+                &format!("5.5.4 Unsupported parameter {}", sanitize(&param)),
+            ),
+            Err(_) => self.error(500, "5.5.2 Syntax error"),
+        };
+        // A command that already queued its outputs (RCPT) returns an empty reply.
+        if o != Output::Reply(Vec::new()) {
+            out.push(o);
+        }
+        true
+    }
+
+    fn command(
+        &mut self,
+        req: Request<std::borrow::Cow<'_, str>>,
+        out: &mut Vec<Output>,
+    ) -> Output {
+        match req {
+            Request::Ehlo { host } => {
+                self.reset_transaction();
+                self.helo = sanitize(&host);
+                self.state = State::Ready;
+                let mut lines = vec![
+                    self.cfg.hostname.clone(),
+                    "PIPELINING".into(),
+                    format!("SIZE {}", self.cfg.max_message_bytes),
+                    "8BITMIME".into(),
+                    "ENHANCEDSTATUSCODES".into(),
+                ];
+                if self.cfg.starttls && !self.tls_active {
+                    lines.push("STARTTLS".into());
+                }
+                let mut text = String::new();
+                for (i, l) in lines.iter().enumerate() {
+                    let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+                    text.push_str(&format!("250{sep}{l}\r\n"));
+                }
+                Output::Reply(text.into_bytes())
+            }
+            Request::Helo { host } => {
+                self.reset_transaction();
+                self.helo = sanitize(&host);
+                self.state = State::Ready;
+                reply(250, &self.cfg.hostname)
+            }
+            Request::Lhlo { .. } => self.error(500, "5.5.1 This is SMTP, not LMTP"),
+            Request::Mail { from } => {
+                if self.state == State::Fresh {
+                    return self.error(503, "5.5.1 Say EHLO first");
+                }
+                if self.state == State::Mail {
+                    return self.error(503, "5.5.1 Nested MAIL command");
+                }
+                if from.size > self.cfg.max_message_bytes {
+                    return self.error(
+                        552,
+                        &format!(
+                            "5.3.4 Message too big: the limit is {} bytes",
+                            self.cfg.max_message_bytes
+                        ),
+                    );
+                }
+                self.reset_transaction();
+                self.mail_from = sanitize(&from.address);
+                self.eight_bit = from.flags & MAIL_BODY_8BITMIME != 0;
+                self.state = State::Mail;
+                reply(250, "2.1.0 OK")
+            }
+            Request::Rcpt { to } => {
+                if self.state != State::Mail {
+                    return self.error(503, "5.5.1 Need MAIL before RCPT");
+                }
+                if self.rcpt_to.len() >= self.cfg.max_recipients {
+                    return reply(452, "4.5.3 Too many recipients");
+                }
+                if to.address.is_empty() {
+                    return self.error(501, "5.1.3 Bad recipient address syntax");
+                }
+                self.pending_rcpt = Some(to.address.to_string());
+                self.state = State::AwaitRcpt;
+                // The verdict produces the reply; nothing to send yet.
+                out.push(Output::CheckRecipient(to.address.to_string()));
+                Output::Reply(Vec::new())
+            }
+            Request::Data => {
+                if self.state != State::Mail {
+                    return self.error(503, "5.5.1 Need MAIL before DATA");
+                }
+                if self.rcpt_to.is_empty() {
+                    return self.error(554, "5.5.1 No valid recipients");
+                }
+                self.state = State::Data;
+                self.data.clear();
+                self.data_rx = DataReceiver::new();
+                reply(354, "End data with <CR><LF>.<CR><LF>")
+            }
+            Request::Rset => {
+                self.reset_transaction();
+                if self.state != State::Fresh {
+                    self.state = State::Ready;
+                }
+                reply(250, "2.0.0 OK")
+            }
+            Request::Noop { .. } => reply(250, "2.0.0 OK"),
+            Request::Quit => {
+                self.state = State::Closed;
+                out.push(reply(221, "2.0.0 Bye"));
+                Output::Close
+            }
+            Request::Vrfy { .. } => reply(
+                252,
+                "2.5.0 Cannot VRFY user; send mail and it will be delivered if the user exists",
+            ),
+            Request::Expn { .. } => reply(502, "5.5.1 EXPN not available"),
+            Request::Help { .. } => reply(214, "2.0.0 See RFC 5321"),
+            Request::StartTls => {
+                if !self.cfg.starttls {
+                    return self.error(502, "5.5.1 STARTTLS not available");
+                }
+                if self.tls_active {
+                    return self.error(503, "5.5.1 TLS already active");
+                }
+                if self.state == State::Mail {
+                    return self.error(503, "5.5.1 STARTTLS not allowed inside a transaction");
+                }
+                // Anything pipelined after STARTTLS was sent in the clear: drop it
+                // (CVE-2011-0411 command injection).
+                self.inbuf.clear();
+                out.push(reply(220, "2.0.0 Ready to start TLS"));
+                Output::StartTls
+            }
+            Request::Auth { .. } => self.error(
+                502,
+                "5.5.1 AUTH not available: this gateway only receives mail for its users",
+            ),
+            Request::Bdat { .. } => self.error(502, "5.5.1 CHUNKING not available"),
+            _ => self.error(502, "5.5.1 Command not implemented"),
+        }
+    }
+}
+
+/// Checks CRLF discipline and line length. Returns the reply for the first problem.
+fn check_line_endings(data: &[u8], max_line: usize) -> Option<(u16, &'static str)> {
+    let mut line_len = 0usize;
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' => {
+                if data.get(i + 1) != Some(&b'\n') {
+                    return Some((550, "5.5.2 Message refused: bare <CR> received"));
+                }
+                if line_len + 2 > max_line {
+                    return Some((
+                        550,
+                        "5.5.2 Message refused: line longer than 998 characters",
+                    ));
+                }
+                line_len = 0;
+                i += 2;
+                continue;
+            }
+            b'\n' => return Some((550, "5.5.2 Message refused: bare <LF> received")),
+            _ => line_len += 1,
+        }
+        i += 1;
+    }
+    if line_len + 2 > max_line {
+        return Some((
+            550,
+            "5.5.2 Message refused: line longer than 998 characters",
+        ));
+    }
+    None
+}
+
+/// Text from the client, made safe to echo in a reply or log: printable ASCII, bounded.
+fn sanitize(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic() || *c == ' ')
+        .take(256)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
