@@ -4,6 +4,7 @@
 //! Also the plain encrypt/decrypt used for hop wrappers (an envelope encrypted to a node).
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sequoia_openpgp as openpgp;
 
@@ -55,6 +56,9 @@ pub struct Opened {
     pub signature: SignatureStatus,
 }
 
+/// Overhead of the last seal per size class (bit length of the letter size).
+static OVERHEAD_BY_SIZE_CLASS: [AtomicUsize; 65] = [const { AtomicUsize::new(0) }; 65];
+
 /// Attempts to land exactly on the bucket before giving up.
 const PAD_ATTEMPTS: usize = 16;
 
@@ -72,10 +76,17 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
         });
     }
     let recipients = encryption_keys(recipient)?;
-    // Seal once with the least padding to learn the real overhead, then grow the padding
-    // until the ciphertext is exactly the bucket the first attempt falls into.
-    let mut pad = MIN_PAD;
-    let mut target = 0usize;
+    // The OpenPGP overhead (PKESK, framing, signature) is nearly constant for a size class,
+    // so the first attempt uses the overhead measured last time and normally lands exactly.
+    // Without a measurement, seal once with the least padding to learn it.
+    let class = (usize::BITS - message.len().leading_zeros()) as usize;
+    let cached = OVERHEAD_BY_SIZE_CLASS[class].load(Ordering::Relaxed);
+    let (mut pad, mut target) = if cached > 0 {
+        let t = bucket(message.len() + MIN_PAD + cached);
+        (t - message.len() - cached, t)
+    } else {
+        (MIN_PAD, 0)
+    };
     let mut last = 0usize;
     for attempt in 0..PAD_ATTEMPTS {
         let sealed = sign_encrypt(
@@ -85,9 +96,13 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
             &recipients,
             target,
         )?;
-        if attempt == 0 {
+        if target == 0 {
             target = bucket(sealed.len());
         }
+        OVERHEAD_BY_SIZE_CLASS[class].store(
+            sealed.len().saturating_sub(message.len() + pad),
+            Ordering::Relaxed,
+        );
         if sealed.len() == target {
             return Ok(sealed);
         }
@@ -102,6 +117,11 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
         last = sealed.len();
         let next = pad as isize + step;
         if next < MIN_PAD as isize {
+            // The cached overhead chose a bucket the letter does not fit: measure afresh.
+            if attempt == 0 && cached > 0 {
+                (pad, target) = (MIN_PAD, 0);
+                continue;
+            }
             return Err(Error::Padding);
         }
         pad = next as usize;
