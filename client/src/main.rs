@@ -1,1 +1,3 @@
-fn main() { println!("sealpost (not yet)"); }
+fn main() {
+    println!("sealpost (not yet)");
+}

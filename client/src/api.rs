@@ -1,0 +1,535 @@
+//! The node HTTP API (`spec/api.md`) from the client's side: descriptors, accounts, records,
+//! challenge/token authentication (tokens cached in memory for the run), submit, and the
+//! mailbox. Every body read is bounded.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use base64::Engine;
+use bytes::Bytes;
+use reqwest::{Method, StatusCode};
+use serde::Deserialize;
+use serde_json::json;
+
+use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
+use sealpost_proto::codec::Codec;
+use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
+use sealpost_proto::identity::Keyring;
+use sealpost_proto::limits::{MAX_ENVELOPE_BYTES, MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES};
+use sealpost_proto::openpgp::Cert;
+use sealpost_proto::record::{SignedRecord, sign_detached};
+use sealpost_proto::{Address, EnvelopeId, MailboxId, NodeUrl};
+
+use crate::error::{Error, Result, one_line};
+use crate::progress::{NoTransfer, ProgressBody, Transfer};
+
+/// Largest JSON answer we read from a node.
+const MAX_JSON_BYTES: usize = 256 * 1024;
+/// Largest signed record or descriptor answer.
+const MAX_SIGNED_BYTES: usize = MAX_SIGNED_BODY_BYTES + MAX_SIGNATURE_BYTES + 64;
+/// A token is renewed this long before the node says it expires.
+const TOKEN_MARGIN_SECS: u64 = 30;
+/// Page size of mailbox listings (the spec's maximum).
+pub const LIST_LIMIT: u32 = 1000;
+
+/// Network settings of one run.
+#[derive(Clone, Copy, Debug)]
+pub struct NetConfig {
+    /// Connecting, and each control request as a whole.
+    pub timeout: Duration,
+}
+
+impl Default for NetConfig {
+    fn default() -> Self {
+        NetConfig {
+            timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What `POST /v1/accounts` answers.
+#[derive(Clone, Debug, Deserialize)]
+pub struct Registration {
+    pub mailbox: MailboxId,
+    pub node_key: String,
+    pub url: String,
+}
+
+/// One item of a mailbox listing.
+#[derive(Clone, Debug, Deserialize, PartialEq, Eq)]
+pub struct ListItem {
+    pub seq: u64,
+    pub id: EnvelopeId,
+    pub size: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct Listing {
+    items: Vec<ListItem>,
+    #[serde(default)]
+    next: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ApiError {
+    error: ApiErrorBody,
+}
+
+#[derive(Deserialize)]
+struct ApiErrorBody {
+    code: String,
+    #[serde(default)]
+    message: String,
+}
+
+#[derive(Deserialize)]
+struct Challenge {
+    nonce: String,
+}
+
+#[derive(Deserialize)]
+struct Token {
+    token: String,
+    expires: u64,
+}
+
+/// A verified node descriptor and its encryption certificate.
+#[derive(Clone, Debug)]
+pub struct VerifiedNode {
+    pub descriptor: NodeDescriptor,
+    pub cert: Cert,
+    pub signed: SignedDescriptor,
+}
+
+/// HTTP access to nodes, with the run's token cache.
+pub struct Net {
+    http: reqwest::Client,
+    config: NetConfig,
+    tokens: Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>,
+}
+
+fn now() -> u64 {
+    crate::now()
+}
+
+/// The error chain of `e` on one line, each cause once.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !parts.iter().any(|p| p.contains(&s)) {
+            parts.push(s);
+        }
+        cur = c.source();
+    }
+    one_line(&parts.join(": "))
+}
+
+impl Net {
+    pub fn new(config: NetConfig) -> Result<Self> {
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.timeout)
+            .read_timeout(config.timeout)
+            .user_agent(concat!("sealpost/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| Error::Unreachable {
+                url: "-".into(),
+                reason: chain(&e),
+            })?;
+        Ok(Net {
+            http,
+            config,
+            tokens: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn config(&self) -> NetConfig {
+        self.config
+    }
+
+    fn unreachable(url: &NodeUrl, e: reqwest::Error) -> Error {
+        let e = e.without_url();
+        let reason = if e.is_timeout() {
+            "timed out".to_string()
+        } else {
+            chain(&e)
+        };
+        Error::Unreachable {
+            url: url.to_string(),
+            reason,
+        }
+    }
+
+    async fn send(
+        &self,
+        node: &NodeUrl,
+        req: reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        req.send().await.map_err(|e| Self::unreachable(node, e))
+    }
+
+    /// Reads at most `max` bytes of body, reporting progress.
+    async fn body(
+        &self,
+        node: &NodeUrl,
+        mut resp: reqwest::Response,
+        max: usize,
+        t: &dyn Transfer,
+    ) -> Result<Vec<u8>> {
+        if let Some(len) = resp.content_length() {
+            if len > max as u64 {
+                return Err(Error::protocol(
+                    node,
+                    format!("answer of {len} bytes exceeds the limit of {max}"),
+                ));
+            }
+        }
+        let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
+        while let Some(chunk) = resp.chunk().await.map_err(|e| Self::unreachable(node, e))? {
+            if out.len() + chunk.len() > max {
+                return Err(Error::protocol(
+                    node,
+                    format!("answer exceeds the limit of {max} bytes"),
+                ));
+            }
+            out.extend_from_slice(&chunk);
+            t.advance(chunk.len() as u64);
+        }
+        t.finish();
+        Ok(out)
+    }
+
+    /// Turns a non-success answer into [`Error::Node`].
+    async fn check(&self, node: &NodeUrl, resp: reqwest::Response) -> Result<reqwest::Response> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let bytes = self
+            .body(node, resp, MAX_JSON_BYTES, &NoTransfer)
+            .await
+            .unwrap_or_default();
+        let (code, message) = match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(e) => (one_line(&e.error.code), one_line(&e.error.message)),
+            Err(_) => (
+                format!("http_{}", status.as_u16()),
+                one_line(&String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
+            ),
+        };
+        Err(Error::Node {
+            url: node.to_string(),
+            status: status.as_u16(),
+            code,
+            message,
+        })
+    }
+
+    async fn json<T: for<'de> Deserialize<'de>>(
+        &self,
+        node: &NodeUrl,
+        resp: reqwest::Response,
+    ) -> Result<T> {
+        let bytes = self.body(node, resp, MAX_JSON_BYTES, &NoTransfer).await?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| Error::protocol(node, format!("unexpected JSON: {e}")))
+    }
+
+    /// `GET /.well-known/sealpost/node`, verified. The caller compares the node key.
+    pub async fn descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
+        let req = self
+            .http
+            .get(node.join("/.well-known/sealpost/node"))
+            .timeout(self.config.timeout);
+        let resp = self.check(node, self.send(node, req).await?).await?;
+        let bytes = self.body(node, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
+        let signed = SignedDescriptor::decode(&bytes)
+            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
+        let (descriptor, cert) = signed
+            .verify()
+            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
+        Ok(VerifiedNode {
+            descriptor,
+            cert,
+            signed,
+        })
+    }
+
+    /// `POST /v1/accounts`.
+    pub async fn register(
+        &self,
+        node: &NodeUrl,
+        cert_armored: &str,
+        invite: Option<&str>,
+    ) -> Result<Registration> {
+        let mut body = json!({ "cert": cert_armored });
+        if let Some(code) = invite {
+            body["invite"] = json!(code);
+        }
+        let req = self
+            .http
+            .post(node.join("/v1/accounts"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
+            .timeout(self.config.timeout);
+        let resp = self.check(node, self.send(node, req).await?).await?;
+        self.json(node, resp).await
+    }
+
+    /// `PUT /v1/records/{address}`.
+    pub async fn publish_record(
+        &self,
+        node: &NodeUrl,
+        address: &Address,
+        record: &SignedRecord,
+    ) -> Result<()> {
+        let req = self
+            .http
+            .put(node.join(&format!("/v1/records/{address}")))
+            .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+            .body(record.encode())
+            .timeout(self.config.timeout);
+        self.check(node, self.send(node, req).await?).await?;
+        Ok(())
+    }
+
+    /// `GET /v1/records/{address}`; `unknown_address` becomes [`Error::UnknownAddress`].
+    pub async fn get_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
+        let req = self
+            .http
+            .get(node.join(&format!("/v1/records/{address}")))
+            .timeout(self.config.timeout);
+        let resp = match self.check(node, self.send(node, req).await?).await {
+            Err(Error::Node { status: 404, .. }) => {
+                return Err(Error::UnknownAddress {
+                    address: address.to_string(),
+                    node: node.to_string(),
+                });
+            }
+            other => other?,
+        };
+        let bytes = self.body(node, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
+        SignedRecord::decode(&bytes).map_err(|e| Error::BadRecord {
+            what: "mailbox record",
+            address: address.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A bearer token for `mailbox` on `node`, from the cache or a fresh challenge.
+    async fn token(&self, node: &NodeUrl, mailbox: MailboxId, keys: &Keyring) -> Result<String> {
+        let key = (node.clone(), mailbox);
+        if let Some((t, exp)) = self
+            .tokens
+            .lock()
+            .expect("invariant: token cache lock not poisoned")
+            .get(&key)
+        {
+            if *exp > now() + TOKEN_MARGIN_SECS {
+                return Ok(t.clone());
+            }
+        }
+        let req = self
+            .http
+            .post(node.join("/v1/auth/challenge"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(json!({ "mailbox": mailbox.to_hex() }).to_string())
+            .timeout(self.config.timeout);
+        let resp = self.check(node, self.send(node, req).await?).await?;
+        let challenge: Challenge = self.json(node, resp).await?;
+        let mut nonce = [0u8; NONCE_BYTES];
+        hex::decode_to_slice(&challenge.nonce, &mut nonce)
+            .map_err(|_| Error::protocol(node, "challenge nonce is not 64 hex digits"))?;
+        let statement = challenge_statement(node, &mailbox, &nonce);
+        let signature = sign_detached(&statement, keys)?;
+        let req = self
+            .http
+            .post(node.join("/v1/auth/token"))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(
+                json!({
+                    "mailbox": mailbox.to_hex(),
+                    "nonce": challenge.nonce,
+                    "signature": base64::engine::general_purpose::STANDARD.encode(signature),
+                })
+                .to_string(),
+            )
+            .timeout(self.config.timeout);
+        let resp = self.check(node, self.send(node, req).await?).await?;
+        let token: Token = self.json(node, resp).await?;
+        if token.token.is_empty() || !token.token.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err(Error::protocol(node, "token is not printable ASCII"));
+        }
+        self.tokens
+            .lock()
+            .expect("invariant: token cache lock not poisoned")
+            .insert(key, (token.token.clone(), token.expires));
+        Ok(token.token)
+    }
+
+    /// Sends an authenticated request built by `build`; on `401` renews the token once.
+    async fn authed(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        build: &dyn Fn(&str) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        for attempt in 0..2 {
+            let token = self.token(node, mailbox, keys).await?;
+            let resp = self.send(node, build(&token)).await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                self.tokens
+                    .lock()
+                    .expect("invariant: token cache lock not poisoned")
+                    .remove(&(node.clone(), mailbox));
+                continue;
+            }
+            return self.check(node, resp).await;
+        }
+        unreachable!("the loop returns on its second attempt")
+    }
+
+    fn request(&self, method: Method, url: String, token: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, url).bearer_auth(token)
+    }
+
+    /// `POST /v1/submit` of an encoded hop wrapper; returns the node's queue id.
+    pub async fn submit(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        hop: Bytes,
+        progress: &(dyn Fn() -> Box<dyn Transfer> + Sync),
+    ) -> Result<String> {
+        #[derive(Deserialize)]
+        struct Queued {
+            queued: String,
+        }
+        let url = node.join("/v1/submit");
+        let build = |token: &str| {
+            self.request(Method::POST, url.clone(), token)
+                .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
+                .body(reqwest::Body::wrap(ProgressBody::new(
+                    hop.clone(),
+                    progress(),
+                )))
+        };
+        let resp = self.authed(node, mailbox, keys, &build).await?;
+        let q: Queued = self.json(node, resp).await?;
+        Ok(q.queued)
+    }
+
+    /// Every item in `mailbox`, oldest first (all pages).
+    pub async fn list_all(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+    ) -> Result<Vec<ListItem>> {
+        let mut out: Vec<ListItem> = Vec::new();
+        let mut after = 0u64;
+        loop {
+            let url = node.join(&format!(
+                "/v1/mailbox/{mailbox}?after={after}&limit={LIST_LIMIT}"
+            ));
+            let timeout = self.config.timeout;
+            let build = |token: &str| {
+                self.request(Method::GET, url.clone(), token)
+                    .timeout(timeout)
+            };
+            let resp = self.authed(node, mailbox, keys, &build).await?;
+            let page: Listing = self.json(node, resp).await?;
+            let Some(last) = page.items.iter().map(|i| i.seq).max() else {
+                break;
+            };
+            // A node that does not move forward would keep us here for ever.
+            if last <= after {
+                return Err(Error::protocol(node, "mailbox listing does not advance"));
+            }
+            let full = page.items.len() >= LIST_LIMIT as usize;
+            out.extend(page.items);
+            after = page.next.filter(|n| *n >= last).unwrap_or(last);
+            if !full {
+                break;
+            }
+        }
+        Ok(out)
+    }
+
+    /// `GET /v1/mailbox/{mailbox}/{seq}`: the encoded envelope.
+    pub async fn get_envelope(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        seq: u64,
+        transfer: &dyn Transfer,
+    ) -> Result<Vec<u8>> {
+        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let build = |token: &str| self.request(Method::GET, url.clone(), token);
+        let resp = self.authed(node, mailbox, keys, &build).await?;
+        self.body(node, resp, MAX_ENVELOPE_BYTES, transfer).await
+    }
+
+    /// `DELETE /v1/mailbox/{mailbox}/{seq}`: the ack.
+    pub async fn delete(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        seq: u64,
+    ) -> Result<()> {
+        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let timeout = self.config.timeout;
+        let build = |token: &str| {
+            self.request(Method::DELETE, url.clone(), token)
+                .timeout(timeout)
+        };
+        self.authed(node, mailbox, keys, &build).await?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_json_parses() {
+        let l: Listing = serde_json::from_str(
+            r#"{"items":[{"seq":7,"id":"000102030405060708090a0b0c0d0e0f","size":8234}],"next":7}"#,
+        )
+        .unwrap();
+        assert_eq!(l.items[0].seq, 7);
+        assert_eq!(
+            l.items[0].id,
+            EnvelopeId([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15])
+        );
+        assert_eq!(l.next, Some(7));
+        let e: ApiError =
+            serde_json::from_str(r#"{"error":{"code":"unknown_mailbox","message":"no"}}"#).unwrap();
+        assert_eq!(e.error.code, "unknown_mailbox");
+    }
+
+    #[tokio::test]
+    async fn unreachable_node_is_a_network_error() {
+        // A port that was just free: nothing listens there.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let net = Net::new(NetConfig {
+            timeout: Duration::from_secs(5),
+        })
+        .unwrap();
+        let url = NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
+        let e = net.descriptor(&url).await.err().unwrap();
+        assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+        assert_eq!(e.exit_code(), 2);
+        assert!(!e.to_string().contains('\n'));
+    }
+}

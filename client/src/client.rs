@@ -1,0 +1,394 @@
+//! [`Client`]: an open profile plus the network, and what changes the user's own identity:
+//! `init` (keys, accounts on every home node, one signed record listing them all),
+//! re-publishing the record, and trusting, untrusting or adding home nodes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use sealpost_proto::identity::{
+    Keyring, SecretIdentity, cert_addresses, cert_to_armored, cert_to_bytes,
+};
+use sealpost_proto::limits::MAX_HOMES;
+use sealpost_proto::record::{MailboxRecord, SignedRecord};
+use sealpost_proto::{Address, NodeUrl};
+
+use crate::api::{Net, NetConfig, VerifiedNode};
+use crate::contacts::ContactStore;
+use crate::directory::NodeCache;
+use crate::error::{Error, Result};
+use crate::outbox::Outbox;
+use crate::profile::{Config, HomeEntry, PROFILE_VERSION, Profile};
+use crate::resolve::Resolver;
+use crate::store::MessageStore;
+use crate::{join_all, now, now_millis};
+
+/// How long a published record is valid.
+pub const RECORD_VALIDITY_SECS: u64 = 365 * 24 * 3600;
+
+/// Settings of one run that do not live in the profile.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// `--resolve DOMAIN=URL` entries; they override the profile's table.
+    pub resolve: Vec<(String, NodeUrl)>,
+    pub net: NetConfig,
+}
+
+/// What `init` needs.
+#[derive(Clone)]
+pub struct InitOptions {
+    pub address: Address,
+    pub nodes: Vec<NodeUrl>,
+    /// Locks the new secret key (or unlocks an imported one).
+    pub passphrase: Option<String>,
+    /// For nodes whose registration policy is `invite`.
+    pub invite: Option<String>,
+    /// Use this secret key (a backup) instead of generating one.
+    pub identity: Option<SecretIdentity>,
+}
+
+/// The result of publishing the record on each home.
+#[derive(Clone, Debug)]
+pub struct PublishReport {
+    pub sequence: u64,
+    pub results: Vec<(NodeUrl, std::result::Result<(), String>)>,
+}
+
+/// An open profile and the means to talk to nodes.
+pub struct Client {
+    pub profile: Profile,
+    pub net: Net,
+    pub resolver: Resolver,
+    pub contacts: ContactStore,
+    pub messages: MessageStore,
+    pub outbox: Outbox,
+    pub(crate) nodes: Mutex<NodeCache>,
+}
+
+impl Client {
+    /// Opens the profile in `dir` (and takes its lock).
+    pub fn open(dir: &Path, options: &Options) -> Result<Client> {
+        let profile = Profile::open(dir)?;
+        Self::with_profile(profile, options)
+    }
+
+    fn with_profile(profile: Profile, options: &Options) -> Result<Client> {
+        let resolver = Resolver::new(&profile.config.resolve, &options.resolve);
+        let dir = profile.dir().to_path_buf();
+        Ok(Client {
+            net: Net::new(options.net)?,
+            resolver,
+            contacts: ContactStore::new(&dir),
+            messages: MessageStore::new(&dir),
+            outbox: Outbox::new(&dir),
+            nodes: Mutex::new(NodeCache::load(&dir)?),
+            profile,
+        })
+    }
+
+    /// Creates a profile: keys (or the given ones), an account on every node, one signed
+    /// record listing every home, published to each. Nothing is written locally unless
+    /// all of that worked.
+    pub async fn init(dir: &Path, init: InitOptions, options: &Options) -> Result<Client> {
+        let mut nodes: Vec<NodeUrl> = Vec::new();
+        for n in &init.nodes {
+            if !nodes.contains(n) {
+                nodes.push(n.clone());
+            }
+        }
+        if nodes.is_empty() {
+            return Err(Error::input("nodes", "give at least one --node URL"));
+        }
+        if nodes.len() > MAX_HOMES {
+            return Err(Error::input(
+                "nodes",
+                format!("{} nodes; a record lists at most {MAX_HOMES}", nodes.len()),
+            ));
+        }
+        crate::profile::check_free(dir)?;
+        let passphrase = init.passphrase.as_deref();
+        let identity = match init.identity {
+            Some(id) => id,
+            None => SecretIdentity::generate(&init.address, passphrase)?,
+        };
+        let keys = identity.unlock(passphrase)?;
+        let cert = identity.public_cert();
+        if !cert_addresses(&cert)
+            .iter()
+            .any(|a| a == init.address.as_str())
+        {
+            return Err(Error::input(
+                "secret key",
+                format!("its certificate does not name {}", init.address),
+            ));
+        }
+        let net = Net::new(options.net)?;
+        let armored = cert_to_armored(&cert);
+
+        let registered = join_all(
+            nodes
+                .iter()
+                .map(|url| register(&net, url, &armored, init.invite.as_deref()))
+                .collect(),
+        )
+        .await;
+        let mut homes: Vec<HomeEntry> = Vec::new();
+        let mut seen: Vec<VerifiedNode> = Vec::new();
+        for r in registered {
+            let (home, node) = r?;
+            if !homes.iter().any(|h| h.url == home.url) {
+                homes.push(home);
+                seen.push(node);
+            }
+        }
+        let signed = sign_record(&init.address, &keys, &homes, None)?;
+        let published = join_all(
+            homes
+                .iter()
+                .map(|h| net.publish_record(&h.url, &init.address, &signed))
+                .collect(),
+        )
+        .await;
+        for r in published {
+            r?;
+        }
+        let config = Config {
+            version: PROFILE_VERSION,
+            address: init.address.clone(),
+            fingerprint: identity.fingerprint().to_hex(),
+            homes,
+            resolve: BTreeMap::new(),
+        };
+        let profile = Profile::create(dir, config, &identity, &signed)?;
+        let client = Self::with_profile(profile, options)?;
+        {
+            let mut cache = client
+                .nodes
+                .lock()
+                .expect("invariant: node cache lock not poisoned");
+            for n in &seen {
+                cache.put(n);
+            }
+            cache.save()?;
+        }
+        Ok(client)
+    }
+
+    pub fn unlock(&self, passphrase: Option<&str>) -> Result<Keyring> {
+        self.profile.unlock(passphrase)
+    }
+
+    /// Signs a new record from the configured homes and publishes it on each of them. The
+    /// local copy is replaced when at least one node took it.
+    pub async fn publish(&mut self, keys: &Keyring) -> Result<PublishReport> {
+        let prev = self.profile.record_body()?.sequence;
+        let signed = sign_record(
+            self.profile.address(),
+            keys,
+            &self.profile.config.homes,
+            Some(prev),
+        )?;
+        let sequence = sealpost_proto::codec::Codec::decode(&signed.body)
+            .map(|r: MailboxRecord| r.sequence)?;
+        let address = self.profile.address().clone();
+        let urls: Vec<NodeUrl> = self
+            .profile
+            .config
+            .homes
+            .iter()
+            .map(|h| h.url.clone())
+            .collect();
+        let answers = join_all(
+            urls.iter()
+                .map(|u| self.net.publish_record(u, &address, &signed))
+                .collect(),
+        )
+        .await;
+        let results: Vec<_> = urls
+            .into_iter()
+            .zip(answers)
+            .map(|(u, r)| (u, r.map_err(|e| e.to_string())))
+            .collect();
+        if results.iter().all(|(_, r)| r.is_err()) {
+            let details = results
+                .iter()
+                .map(|(u, r)| {
+                    format!(
+                        "{u}: {}",
+                        r.as_ref().err().map(String::as_str).unwrap_or("")
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; ");
+            return Err(Error::NoNodeAnswered { details });
+        }
+        self.profile.save_record(signed)?;
+        Ok(PublishReport { sequence, results })
+    }
+
+    /// Trusts `url` again if it is a home; otherwise registers there, adds it to the
+    /// record and publishes the record everywhere. Returns the report when it published.
+    pub async fn trust_node(
+        &mut self,
+        url: &NodeUrl,
+        keys: &Keyring,
+        invite: Option<&str>,
+    ) -> Result<Option<PublishReport>> {
+        if let Some(h) = self.profile.config.homes.iter_mut().find(|h| &h.url == url) {
+            h.trusted = true;
+            self.profile.save_config()?;
+            return Ok(None);
+        }
+        if self.profile.config.homes.len() >= MAX_HOMES {
+            return Err(Error::input(
+                "node",
+                format!("a record lists at most {MAX_HOMES} homes"),
+            ));
+        }
+        let armored = cert_to_armored(&self.profile.cert());
+        let (home, node) = register(&self.net, url, &armored, invite).await?;
+        if let Some(h) = self
+            .profile
+            .config
+            .homes
+            .iter_mut()
+            .find(|h| h.url == home.url)
+        {
+            // The URL given was another name of a home we have.
+            h.trusted = true;
+            self.profile.save_config()?;
+            return Ok(None);
+        }
+        let before = self.profile.config.clone();
+        self.profile.config.homes.push(home);
+        match self.publish(keys).await {
+            Ok(report) => {
+                self.profile.save_config()?;
+                let mut cache = self
+                    .nodes
+                    .lock()
+                    .expect("invariant: node cache lock not poisoned");
+                cache.put(&node);
+                cache.save()?;
+                Ok(Some(report))
+            }
+            Err(e) => {
+                self.profile.config = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stops fetching from and submitting through `url`. With `drop`, also removes it from
+    /// the record and publishes the record on the remaining homes.
+    pub async fn untrust_node(
+        &mut self,
+        url: &NodeUrl,
+        drop: bool,
+        keys: &Keyring,
+    ) -> Result<Option<PublishReport>> {
+        let Some(pos) = self.profile.config.homes.iter().position(|h| &h.url == url) else {
+            return Err(Error::NotFound {
+                what: "home node",
+                id: url.to_string(),
+            });
+        };
+        let others_trusted = self
+            .profile
+            .config
+            .homes
+            .iter()
+            .enumerate()
+            .any(|(i, h)| i != pos && h.trusted);
+        if !others_trusted {
+            return Err(Error::input(
+                "node",
+                format!("{url} is the last trusted home; trust or add another first"),
+            ));
+        }
+        let before = self.profile.config.clone();
+        if !drop {
+            self.profile.config.homes[pos].trusted = false;
+            self.profile.save_config()?;
+            return Ok(None);
+        }
+        self.profile.config.homes.remove(pos);
+        match self.publish(keys).await {
+            Ok(report) => {
+                self.profile.save_config()?;
+                Ok(Some(report))
+            }
+            Err(e) => {
+                self.profile.config = before;
+                Err(e)
+            }
+        }
+    }
+
+    /// Adds or replaces a persistent resolve entry.
+    pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<()> {
+        self.profile.config.resolve.insert(domain, url);
+        self.profile.save_config()
+    }
+
+    pub fn unset_resolve(&mut self, domain: &str) -> Result<bool> {
+        let had = self.profile.config.resolve.remove(domain).is_some();
+        if had {
+            self.profile.save_config()?;
+        }
+        Ok(had)
+    }
+}
+
+/// Fetches and verifies `url`'s descriptor, registers our certificate there, and returns
+/// the home (under the node's own URL) for the record.
+async fn register(
+    net: &Net,
+    url: &NodeUrl,
+    cert_armored: &str,
+    invite: Option<&str>,
+) -> Result<(HomeEntry, VerifiedNode)> {
+    let node = net.descriptor(url).await?;
+    let home_url = node.descriptor.url.clone();
+    let reg = net.register(&home_url, cert_armored, invite).await?;
+    let key_hex = hex::encode(node.descriptor.node_key);
+    if !reg.node_key.eq_ignore_ascii_case(&key_hex) {
+        return Err(Error::NodeKeyMismatch {
+            url: home_url.to_string(),
+            expected: key_hex,
+            found: reg.node_key,
+        });
+    }
+    Ok((
+        HomeEntry {
+            url: home_url,
+            node_key: key_hex,
+            mailbox: reg.mailbox,
+            trusted: true,
+        },
+        node,
+    ))
+}
+
+/// A signed record for `homes`, valid for [`RECORD_VALIDITY_SECS`], with a sequence above
+/// `prev` (milliseconds since the epoch, so a re-init also goes above an old record).
+fn sign_record(
+    address: &Address,
+    keys: &Keyring,
+    homes: &[HomeEntry],
+    prev: Option<u64>,
+) -> Result<SignedRecord> {
+    let now = now();
+    let record = MailboxRecord {
+        address: address.clone(),
+        cert: cert_to_bytes(keys.cert()),
+        homes: homes
+            .iter()
+            .map(HomeEntry::to_home)
+            .collect::<Result<_>>()?,
+        created: now,
+        expires: now + RECORD_VALIDITY_SECS,
+        sequence: now_millis().max(prev.map_or(0, |p| p + 1)),
+    };
+    Ok(SignedRecord::sign(&record, keys)?)
+}

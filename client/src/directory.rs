@@ -1,0 +1,279 @@
+//! Finding people and nodes: a contact's signed mailbox record (from the node its domain
+//! resolves to, or, when that node is down, from the homes of the record seen last), trust
+//! on first use of its certificate, and the verified descriptors of home nodes (cached, so
+//! that mail for a node that is down can still be wrapped for it and queued).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+
+use sealpost_proto::codec::Codec;
+use sealpost_proto::descriptor::SignedDescriptor;
+use sealpost_proto::openpgp::Cert;
+use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
+use sealpost_proto::{Address, NodeUrl};
+
+use crate::api::VerifiedNode;
+use crate::client::Client;
+use crate::contacts::{Contact, PinOutcome, PinSource, key_changed, pin};
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::now;
+use crate::profile::to_json;
+
+pub const NODES_FILE: &str = "nodes.json";
+
+/// Verified node descriptors seen, by node URL (`nodes.json`).
+pub struct NodeCache {
+    path: PathBuf,
+    map: BTreeMap<String, String>,
+    dirty: bool,
+}
+
+impl NodeCache {
+    pub fn load(profile_dir: &Path) -> Result<Self> {
+        let path = profile_dir.join(NODES_FILE);
+        let map = match fsutil::read_optional(&path)? {
+            Some(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, e))?,
+            None => BTreeMap::new(),
+        };
+        Ok(NodeCache {
+            path,
+            map,
+            dirty: false,
+        })
+    }
+
+    pub fn put(&mut self, node: &VerifiedNode) {
+        let v = base64::engine::general_purpose::STANDARD.encode(node.signed.encode());
+        if self.map.get(node.descriptor.url.as_str()) != Some(&v) {
+            self.map.insert(node.descriptor.url.to_string(), v);
+            self.dirty = true;
+        }
+    }
+
+    /// The cached descriptor of `url`, verified again.
+    pub fn get(&self, url: &NodeUrl) -> Option<VerifiedNode> {
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(self.map.get(url.as_str())?)
+            .ok()?;
+        let signed = SignedDescriptor::decode(&bytes).ok()?;
+        let (descriptor, cert) = signed.verify().ok()?;
+        (&descriptor.url == url).then_some(VerifiedNode {
+            descriptor,
+            cert,
+            signed,
+        })
+    }
+
+    pub fn save(&mut self) -> Result<()> {
+        if self.dirty {
+            fsutil::write_atomic(&self.path, &to_json(&self.map))?;
+            self.dirty = false;
+        }
+        Ok(())
+    }
+}
+
+/// A recipient, ready to be sealed to and wrapped for.
+#[derive(Debug)]
+pub struct Recipient {
+    pub address: Address,
+    pub cert: Cert,
+    pub record: MailboxRecord,
+    /// `None` for ourselves; otherwise the pin to save once the letter is queued.
+    pub pin: Option<PinOutcome>,
+    /// The record came from the local cache because no node that serves it answered.
+    pub from_cache: bool,
+}
+
+/// A looked-up record: the signed bytes, the body, its certificate, and whether it is the
+/// cached copy.
+pub struct FoundRecord {
+    pub signed: SignedRecord,
+    pub record: MailboxRecord,
+    pub cert: Cert,
+    pub from_cache: bool,
+}
+
+fn check_record(
+    address: &Address,
+    signed: SignedRecord,
+    now: u64,
+) -> Result<(SignedRecord, MailboxRecord, Cert)> {
+    let bad = |reason: String| Error::BadRecord {
+        what: "mailbox record",
+        address: address.to_string(),
+        reason,
+    };
+    let (record, cert) = signed.verify(now).map_err(|e| bad(e.to_string()))?;
+    if &record.address != address {
+        return Err(bad(format!("it is the record of {}", record.address)));
+    }
+    Ok((signed, record, cert))
+}
+
+impl Client {
+    /// Finds and verifies the record of `address`: from the node its domain resolves to,
+    /// else from the homes listed in `cached`, else `cached` itself while it is valid. A
+    /// fetched record older than `cached` (same key) loses to it: no rollback.
+    pub async fn lookup_record(
+        &self,
+        address: &Address,
+        cached: Option<&SignedRecord>,
+    ) -> Result<FoundRecord> {
+        let now = now();
+        let cached = cached.and_then(|c| check_record(address, c.clone(), now).ok());
+        let mut sources = vec![self.resolver.node_for(address.domain())?];
+        if let Some((_, body, _)) = &cached {
+            for h in &body.homes {
+                if !sources.contains(&h.url) {
+                    sources.push(h.url.clone());
+                }
+            }
+        }
+        let mut first_err: Option<Error> = None;
+        for src in &sources {
+            let found = match self.net.get_record(src, address).await {
+                Ok(signed) => check_record(address, signed, now),
+                Err(e) => Err(e),
+            };
+            match found {
+                Ok((signed, record, cert)) => {
+                    if let Some((cs, cr, cc)) = &cached {
+                        if cc.fingerprint() == cert.fingerprint() && cr.sequence > record.sequence {
+                            return Ok(FoundRecord {
+                                signed: cs.clone(),
+                                record: cr.clone(),
+                                cert: cc.clone(),
+                                from_cache: false,
+                            });
+                        }
+                    }
+                    return Ok(FoundRecord {
+                        signed,
+                        record,
+                        cert,
+                        from_cache: false,
+                    });
+                }
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some((signed, record, cert)) = cached {
+            return Ok(FoundRecord {
+                signed,
+                record,
+                cert,
+                from_cache: true,
+            });
+        }
+        Err(first_err.expect("invariant: at least one source was asked"))
+    }
+
+    /// Looks up `address` and applies TOFU. Nothing is saved, except a key change, which
+    /// is recorded as pending (so that `contact accept` can take it) and refused.
+    pub async fn resolve_recipient(&self, address: &Address) -> Result<Recipient> {
+        if address == self.profile.address() {
+            return Ok(Recipient {
+                address: address.clone(),
+                cert: self.profile.cert(),
+                record: self.profile.record_body()?,
+                pin: None,
+                from_cache: false,
+            });
+        }
+        let existing = self.contacts.get(address)?;
+        let cached = existing.as_ref().and_then(Contact::cached_record);
+        let found = self.lookup_record(address, cached.as_ref()).await?;
+        let outcome = pin(
+            existing,
+            address,
+            &found.cert,
+            Some((&found.signed, found.record.sequence)),
+            PinSource::Record,
+            now(),
+        );
+        if let PinOutcome::Changed(c) = &outcome {
+            self.contacts.save(c)?;
+            return Err(key_changed(c));
+        }
+        let cert = outcome.contact().parsed_cert()?;
+        Ok(Recipient {
+            address: address.clone(),
+            cert,
+            record: found.record,
+            pin: Some(outcome),
+            from_cache: found.from_cache,
+        })
+    }
+
+    /// Saves the pin a [`Recipient`] carries.
+    pub fn commit_pin(&self, r: &Recipient) -> Result<()> {
+        match &r.pin {
+            Some(p) => self.contacts.save(p.contact()),
+            None => Ok(()),
+        }
+    }
+
+    /// `contact add`: looks up, pins (or refreshes) and saves.
+    pub async fn add_contact(&self, address: &Address) -> Result<Recipient> {
+        if address == self.profile.address() {
+            return Err(Error::input("contact", "that is your own address"));
+        }
+        let r = self.resolve_recipient(address).await?;
+        self.commit_pin(&r)?;
+        Ok(r)
+    }
+
+    /// The verified descriptor of a recipient's home; it must carry the node key the
+    /// record names. When the node cannot be reached, the cached descriptor serves (the
+    /// hop is then queued by our node until that node is back).
+    pub async fn home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        let fresh = self.net.descriptor(&home.url).await;
+        let node = match fresh {
+            Ok(n) => n,
+            Err(e @ (Error::Unreachable { .. } | Error::Node { .. })) => {
+                let cached = self
+                    .nodes
+                    .lock()
+                    .expect("invariant: node cache lock not poisoned")
+                    .get(&home.url);
+                match cached {
+                    Some(n) if n.descriptor.node_key == home.node_key => n,
+                    _ => return Err(e),
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        if node.descriptor.node_key != home.node_key {
+            return Err(Error::NodeKeyMismatch {
+                url: home.url.to_string(),
+                expected: hex::encode(home.node_key),
+                found: hex::encode(node.descriptor.node_key),
+            });
+        }
+        if node.descriptor.url != home.url {
+            return Err(Error::protocol(
+                &home.url,
+                format!("its descriptor names another URL ({})", node.descriptor.url),
+            ));
+        }
+        self.nodes
+            .lock()
+            .expect("invariant: node cache lock not poisoned")
+            .put(&node);
+        Ok(node)
+    }
+
+    /// Writes the node cache if it changed.
+    pub fn save_nodes(&self) -> Result<()> {
+        self.nodes
+            .lock()
+            .expect("invariant: node cache lock not poisoned")
+            .save()
+    }
+}

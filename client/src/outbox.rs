@@ -1,0 +1,186 @@
+//! The outbox: hop wrappers, sealed and wrapped, that no node of ours has accepted yet.
+//! `send` writes every hop here first (durably) and removes each one once a node answers
+//! `202`, so a letter survives a crash or every home node being down; the next `send`,
+//! `fetch` or `outbox flush` retries it. Resubmitting is harmless: nodes dedupe by
+//! envelope id.
+
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+
+use sealpost_proto::codec::Codec;
+use sealpost_proto::envelope::HopWrapper;
+use sealpost_proto::{Address, EnvelopeId, NodeUrl};
+
+use crate::error::{Error, Result};
+use crate::fsutil;
+use crate::profile::to_json;
+
+pub const OUTBOX_DIR: &str = "outbox";
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxEntry {
+    /// 32 hex digits, random.
+    pub id: String,
+    pub created: u64,
+    pub recipient: Address,
+    /// Destination node (a home of the recipient); also inside the hop.
+    pub destination: NodeUrl,
+    pub envelope_id: EnvelopeId,
+    /// Message id of the letter, to tell the user which letter is waiting.
+    pub message_id: String,
+    /// The encoded hop wrapper, base64.
+    pub hop: String,
+    pub attempts: u32,
+    pub last_error: Option<String>,
+}
+
+impl OutboxEntry {
+    pub fn new(
+        recipient: &Address,
+        envelope_id: EnvelopeId,
+        message_id: &str,
+        hop: &HopWrapper,
+        now: u64,
+    ) -> Self {
+        OutboxEntry {
+            id: hex::encode(rand::random::<[u8; 16]>()),
+            created: now,
+            recipient: recipient.clone(),
+            destination: hop.destination.clone(),
+            envelope_id,
+            message_id: message_id.to_string(),
+            hop: base64::engine::general_purpose::STANDARD.encode(hop.encode()),
+            attempts: 0,
+            last_error: None,
+        }
+    }
+
+    /// The encoded hop, checked to decode.
+    pub fn hop_bytes(&self) -> Result<Vec<u8>> {
+        let path = format!("{OUTBOX_DIR}/{}.json", self.id);
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(&self.hop)
+            .map_err(|e| Error::corrupt(&path, e))?;
+        HopWrapper::decode(&bytes).map_err(|e| Error::corrupt(&path, e))?;
+        Ok(bytes)
+    }
+}
+
+pub struct Outbox {
+    dir: PathBuf,
+}
+
+impl Outbox {
+    pub fn new(profile_dir: &Path) -> Self {
+        Outbox {
+            dir: profile_dir.join(OUTBOX_DIR),
+        }
+    }
+
+    fn path(&self, id: &str) -> PathBuf {
+        self.dir.join(format!("{id}.json"))
+    }
+
+    pub fn put(&self, e: &OutboxEntry) -> Result<()> {
+        fsutil::create_private_dir(&self.dir)?;
+        fsutil::write_atomic(&self.path(&e.id), &to_json(e))
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        fsutil::remove_durable(&self.path(id))
+    }
+
+    /// Every entry, oldest first.
+    pub fn all(&self) -> Result<Vec<OutboxEntry>> {
+        let mut out = Vec::new();
+        for path in fsutil::list_files(&self.dir, ".json")? {
+            let bytes = std::fs::read(&path).map_err(|e| Error::profile_io(&path, e))?;
+            let e: OutboxEntry =
+                serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(&path, e))?;
+            out.push(e);
+        }
+        out.sort_by(|a, b| (a.created, &a.id).cmp(&(b.created, &b.id)));
+        Ok(out)
+    }
+
+    /// Removes the entries whose id starts with `prefix`; returns how many.
+    pub fn drop_matching(&self, prefix: &str) -> Result<usize> {
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.len() < 4 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::input(
+                "outbox id",
+                format!("{prefix:?} is not at least 4 hex digits"),
+            ));
+        }
+        let hits: Vec<_> = self
+            .all()?
+            .into_iter()
+            .filter(|e| e.id.starts_with(&p))
+            .collect();
+        if hits.is_empty() {
+            return Err(Error::NotFound {
+                what: "outbox entry",
+                id: prefix.to_string(),
+            });
+        }
+        for e in &hits {
+            self.remove(&e.id)?;
+        }
+        Ok(hits.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(t: u64) -> OutboxEntry {
+        let hop = HopWrapper {
+            destination: NodeUrl::parse("http://127.0.0.1:5").unwrap(),
+            payload: vec![0x85, 1, 2],
+        };
+        OutboxEntry::new(
+            &Address::parse("bob@beta.test").unwrap(),
+            EnvelopeId([t as u8; 16]),
+            "m@alpha.test",
+            &hop,
+            t,
+        )
+    }
+
+    #[test]
+    fn entries_survive_reopen_in_order_and_are_removed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ob = Outbox::new(tmp.path());
+        assert!(ob.all().unwrap().is_empty());
+        let (a, b) = (entry(2), entry(1));
+        ob.put(&a).unwrap();
+        ob.put(&b).unwrap();
+        let again = Outbox::new(tmp.path());
+        let all = again.all().unwrap();
+        assert_eq!(all, vec![b.clone(), a.clone()]);
+        let hop = HopWrapper::decode(&all[0].hop_bytes().unwrap()).unwrap();
+        assert_eq!(hop.payload, vec![0x85, 1, 2]);
+        again.remove(&b.id).unwrap();
+        assert_eq!(again.all().unwrap(), vec![a.clone()]);
+        assert_eq!(again.drop_matching(&a.id[..6]).unwrap(), 1);
+        assert!(again.all().unwrap().is_empty());
+        assert!(again.drop_matching("zz").is_err());
+    }
+
+    #[test]
+    fn a_damaged_hop_is_a_profile_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let ob = Outbox::new(tmp.path());
+        let mut e = entry(1);
+        e.hop = "!!".into();
+        ob.put(&e).unwrap();
+        assert_eq!(
+            ob.all().unwrap()[0].hop_bytes().err().unwrap().exit_code(),
+            4
+        );
+    }
+}

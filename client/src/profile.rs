@@ -1,0 +1,437 @@
+//! The profile directory: the user's secret key, configuration (address, home nodes, resolve
+//! table) and the published mailbox record. Contacts, messages and the outbox live in
+//! sub-directories owned by their own modules.
+//!
+//! ```text
+//! PROFILE/
+//!   config.json     address, fingerprint, home nodes (+ trusted flag), resolve table
+//!   secret.key      armored OpenPGP secret key (0600; locked when a passphrase was given)
+//!   record.bin      the signed mailbox record last published
+//!   nodes.json      verified node descriptors seen, by URL (used when a node is down)
+//!   contacts/       ADDRESS.json: pinned certificates (TOFU)
+//!   messages/       ID.sealed (the sealed letter as received) + ID.json (what list shows)
+//!   outbox/         ID.json: hop wrappers not yet accepted by one of our nodes
+//!   tmp/            editor drafts
+//!   lock            flock: one sealpost process per profile at a time
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use sealpost_proto::codec::Codec;
+use sealpost_proto::identity::{Keyring, SecretIdentity};
+use sealpost_proto::openpgp::Cert;
+use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
+use sealpost_proto::{Address, MailboxId, NodeUrl};
+
+use crate::error::{Error, Result};
+use crate::fsutil::{self, ProfileLock};
+
+/// Version of the profile layout this code reads and writes.
+pub const PROFILE_VERSION: u32 = 1;
+
+pub const CONFIG_FILE: &str = "config.json";
+pub const SECRET_FILE: &str = "secret.key";
+pub const RECORD_FILE: &str = "record.bin";
+
+/// One of the user's home nodes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HomeEntry {
+    pub url: NodeUrl,
+    /// The node's Ed25519 key, 64 hex digits, as in its descriptor and our record.
+    pub node_key: String,
+    pub mailbox: MailboxId,
+    /// Fetch from and submit through this node. An untrusted home stays in the record until
+    /// the user drops it.
+    pub trusted: bool,
+}
+
+impl HomeEntry {
+    pub fn node_key_bytes(&self) -> Result<[u8; 32]> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&self.node_key, &mut out).map_err(|_| {
+            Error::corrupt(
+                CONFIG_FILE,
+                format!("node key of {} is not 64 hex digits", self.url),
+            )
+        })?;
+        Ok(out)
+    }
+
+    pub fn to_home(&self) -> Result<Home> {
+        Ok(Home {
+            url: self.url.clone(),
+            node_key: self.node_key_bytes()?,
+            mailbox: self.mailbox,
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub version: u32,
+    pub address: Address,
+    /// Fingerprint of the user's key, upper-case hex without spaces.
+    pub fingerprint: String,
+    pub homes: Vec<HomeEntry>,
+    /// Persistent domain → node URL table; `--resolve` entries override it for one run.
+    #[serde(default)]
+    pub resolve: BTreeMap<String, NodeUrl>,
+}
+
+impl Config {
+    pub fn trusted_homes(&self) -> impl Iterator<Item = &HomeEntry> {
+        self.homes.iter().filter(|h| h.trusted)
+    }
+
+    pub fn home(&self, url: &NodeUrl) -> Option<&HomeEntry> {
+        self.homes.iter().find(|h| &h.url == url)
+    }
+
+    fn check(&self, path: &Path) -> Result<()> {
+        if self.version != PROFILE_VERSION {
+            return Err(Error::corrupt(
+                path,
+                format!(
+                    "layout version {} (this sealpost reads {PROFILE_VERSION})",
+                    self.version
+                ),
+            ));
+        }
+        if self.homes.is_empty() {
+            return Err(Error::corrupt(path, "lists no home node"));
+        }
+        for h in &self.homes {
+            h.node_key_bytes().map_err(|_| {
+                Error::corrupt(path, format!("node key of {} is not 64 hex digits", h.url))
+            })?;
+        }
+        Ok(())
+    }
+}
+
+/// An open profile. Holds the profile lock for as long as it lives.
+pub struct Profile {
+    dir: PathBuf,
+    _lock: ProfileLock,
+    pub config: Config,
+    identity: SecretIdentity,
+    record: SignedRecord,
+}
+
+/// `$XDG_DATA_HOME/sealpost`, or `~/.local/share/sealpost`.
+pub fn default_dir() -> Result<PathBuf> {
+    if let Some(x) = std::env::var_os("XDG_DATA_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        return Ok(x.join("sealpost"));
+    }
+    match std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+    {
+        Some(home) => Ok(home.join(".local/share/sealpost")),
+        None => Err(Error::NoProfileDir),
+    }
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).map_err(|e| Error::profile_io(path, e))?;
+    serde_json::from_slice(&bytes).map_err(|e| Error::corrupt(path, e))
+}
+
+pub(crate) fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(v).expect("invariant: profile types serialize to JSON");
+    out.push(b'\n');
+    out
+}
+
+impl Profile {
+    /// Opens the profile in `dir` and takes its lock.
+    pub fn open(dir: &Path) -> Result<Profile> {
+        let config_path = dir.join(CONFIG_FILE);
+        if !config_path.exists() {
+            return Err(Error::NoProfile {
+                dir: dir.to_path_buf(),
+            });
+        }
+        let lock = ProfileLock::acquire(dir)?;
+        let config: Config = read_json(&config_path)?;
+        config.check(&config_path)?;
+
+        let secret_path = dir.join(SECRET_FILE);
+        let secret = std::fs::read(&secret_path).map_err(|e| Error::profile_io(&secret_path, e))?;
+        let identity =
+            SecretIdentity::from_bytes(&secret).map_err(|e| Error::corrupt(&secret_path, e))?;
+        if identity.fingerprint().to_hex() != config.fingerprint {
+            return Err(Error::corrupt(
+                &secret_path,
+                "holds another key than config.json names",
+            ));
+        }
+
+        let record_path = dir.join(RECORD_FILE);
+        let bytes = std::fs::read(&record_path).map_err(|e| Error::profile_io(&record_path, e))?;
+        let record = SignedRecord::decode(&bytes).map_err(|e| Error::corrupt(&record_path, e))?;
+        let body =
+            MailboxRecord::decode(&record.body).map_err(|e| Error::corrupt(&record_path, e))?;
+        if body.address != config.address {
+            return Err(Error::corrupt(
+                &record_path,
+                "is for another address than config.json names",
+            ));
+        }
+        Ok(Profile {
+            dir: dir.to_path_buf(),
+            _lock: lock,
+            config,
+            identity,
+            record,
+        })
+    }
+
+    /// Creates a profile in `dir`, which must not exist or be empty. Everything is written
+    /// into a staging directory next to it and renamed into place, so a failed `init`
+    /// leaves nothing behind.
+    pub fn create(
+        dir: &Path,
+        config: Config,
+        identity: &SecretIdentity,
+        record: &SignedRecord,
+    ) -> Result<Profile> {
+        check_free(dir)?;
+        let parent = dir
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        fsutil::create_private_dir(parent)?;
+        let name = dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("profile");
+        let staging = parent.join(format!(
+            ".{name}.init-{}-{:08x}",
+            std::process::id(),
+            rand::random::<u32>()
+        ));
+        let result = (|| -> Result<()> {
+            fsutil::create_private_dir(&staging)?;
+            fsutil::write_atomic(&staging.join(SECRET_FILE), identity.to_armored().as_bytes())?;
+            fsutil::write_atomic(&staging.join(RECORD_FILE), &record.encode())?;
+            fsutil::write_atomic(&staging.join(CONFIG_FILE), &to_json(&config))?;
+            // rename(2) replaces an empty directory, and fails on a non-empty one, so a
+            // concurrent init cannot be overwritten.
+            std::fs::rename(&staging, dir).map_err(|e| match e.kind() {
+                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                    Error::ProfileExists {
+                        dir: dir.to_path_buf(),
+                    }
+                }
+                _ => Error::profile_io(dir, e),
+            })?;
+            fsutil::sync_dir(parent)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_dir_all(&staging);
+            return Err(e);
+        }
+        Profile::open(dir)
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.join(rel)
+    }
+
+    pub fn identity(&self) -> &SecretIdentity {
+        &self.identity
+    }
+
+    pub fn cert(&self) -> Cert {
+        self.identity.public_cert()
+    }
+
+    pub fn address(&self) -> &Address {
+        &self.config.address
+    }
+
+    pub fn record(&self) -> &SignedRecord {
+        &self.record
+    }
+
+    pub fn record_body(&self) -> Result<MailboxRecord> {
+        MailboxRecord::decode(&self.record.body)
+            .map_err(|e| Error::corrupt(self.path(RECORD_FILE), e))
+    }
+
+    /// Unlocks the secret key; `passphrase` is needed when the key is locked.
+    pub fn unlock(&self, passphrase: Option<&str>) -> Result<Keyring> {
+        Ok(self.identity.unlock(passphrase)?)
+    }
+
+    pub fn save_config(&self) -> Result<()> {
+        fsutil::write_atomic(&self.path(CONFIG_FILE), &to_json(&self.config))
+    }
+
+    pub fn save_record(&mut self, record: SignedRecord) -> Result<()> {
+        fsutil::write_atomic(&self.path(RECORD_FILE), &record.encode())?;
+        self.record = record;
+        Ok(())
+    }
+
+    /// The mailbox id this profile has on `url`, if it is one of our homes.
+    pub fn mailbox_on(&self, url: &NodeUrl) -> Option<MailboxId> {
+        self.config.home(url).map(|h| h.mailbox)
+    }
+}
+
+/// Refuses a directory that already holds anything.
+pub(crate) fn check_free(dir: &Path) -> Result<()> {
+    match std::fs::read_dir(dir) {
+        Ok(mut entries) => {
+            if entries.next().is_some() {
+                return Err(Error::ProfileExists {
+                    dir: dir.to_path_buf(),
+                });
+            }
+            Ok(())
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::profile_io(dir, e)),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use sealpost_proto::record::SignedRecord;
+    use std::os::unix::fs::PermissionsExt;
+
+    pub(crate) fn sample(dir: &Path, address: &str, passphrase: Option<&str>) -> Profile {
+        let address = Address::parse(address).unwrap();
+        let identity = SecretIdentity::generate(&address, passphrase).unwrap();
+        let keys = identity.unlock(passphrase).unwrap();
+        let home = HomeEntry {
+            url: NodeUrl::parse("http://127.0.0.1:9").unwrap(),
+            node_key: "11".repeat(32),
+            mailbox: MailboxId([3; 16]),
+            trusted: true,
+        };
+        let record = MailboxRecord {
+            address: address.clone(),
+            cert: sealpost_proto::identity::cert_to_bytes(&identity.public_cert()),
+            homes: vec![home.to_home().unwrap()],
+            created: 1,
+            expires: u64::MAX,
+            sequence: 1,
+        };
+        let signed = SignedRecord::sign(&record, &keys).unwrap();
+        let config = Config {
+            version: PROFILE_VERSION,
+            address,
+            fingerprint: identity.fingerprint().to_hex(),
+            homes: vec![home],
+            resolve: BTreeMap::new(),
+        };
+        Profile::create(dir, config, &identity, &signed).unwrap()
+    }
+
+    #[test]
+    fn create_then_open() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("p");
+        let p = sample(&dir, "alice@alpha.test", None);
+        let fp = p.config.fingerprint.clone();
+        let mode = std::fs::metadata(dir.join(SECRET_FILE))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        assert!(
+            matches!(Profile::open(&dir), Err(Error::ProfileLocked { .. })),
+            "lock is held"
+        );
+        drop(p);
+        let p = Profile::open(&dir).unwrap();
+        assert_eq!(p.config.fingerprint, fp);
+        assert_eq!(p.address().as_str(), "alice@alpha.test");
+        assert!(p.unlock(None).is_ok());
+        // No staging directory left next to it.
+        assert_eq!(std::fs::read_dir(tmp.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn create_refuses_an_existing_profile_and_accepts_an_empty_dir() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = sample(tmp.path(), "alice@alpha.test", None);
+        drop(p);
+        let address = Address::parse("bob@beta.test").unwrap();
+        let identity = SecretIdentity::generate(&address, None).unwrap();
+        let record = Profile::open(tmp.path()).unwrap().record().clone();
+        let config = Profile::open(tmp.path()).unwrap().config.clone();
+        assert!(matches!(
+            Profile::create(tmp.path(), config, &identity, &record),
+            Err(Error::ProfileExists { .. })
+        ));
+    }
+
+    #[test]
+    fn missing_and_corrupt_profiles_are_profile_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        assert!(matches!(
+            Profile::open(tmp.path()),
+            Err(Error::NoProfile { .. })
+        ));
+        let dir = tmp.path().join("p");
+        drop(sample(&dir, "alice@alpha.test", None));
+        std::fs::write(dir.join(CONFIG_FILE), b"{ not json").unwrap();
+        let e = Profile::open(&dir).err().unwrap();
+        assert!(matches!(e, Error::ProfileCorrupt { .. }), "{e}");
+        assert_eq!(e.exit_code(), 4);
+
+        drop(sample(&tmp.path().join("q"), "alice@alpha.test", None));
+        std::fs::write(tmp.path().join("q").join(SECRET_FILE), b"garbage").unwrap();
+        assert!(matches!(
+            Profile::open(&tmp.path().join("q")),
+            Err(Error::ProfileCorrupt { .. })
+        ));
+
+        drop(sample(&tmp.path().join("r"), "alice@alpha.test", None));
+        std::fs::write(tmp.path().join("r").join(RECORD_FILE), b"\x04\x01").unwrap();
+        assert!(matches!(
+            Profile::open(&tmp.path().join("r")),
+            Err(Error::ProfileCorrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn passphrase_protects_the_key_on_disk() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = sample(tmp.path(), "alice@alpha.test", Some("s3cret"));
+        assert!(p.identity().is_locked());
+        assert!(p.unlock(None).is_err());
+        assert!(p.unlock(Some("s3cret")).is_ok());
+        let on_disk = std::fs::read_to_string(tmp.path().join(SECRET_FILE)).unwrap();
+        assert!(on_disk.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    }
+
+    #[test]
+    fn default_dir_follows_xdg() {
+        // Only reads the environment; the values here are whatever the test runner has.
+        if let Ok(d) = default_dir() {
+            assert!(d.ends_with("sealpost"));
+        }
+    }
+}
