@@ -1,0 +1,14 @@
+//! The bridge to legacy SMTP, linked into `sealpost-node` when `[gateway]` is enabled.
+//!
+//! - [`smtp_in`]: the tokio driver around the sans-IO ESMTP session of
+//!   `sealpost_proto::smtp`: timeouts, connection cap, STARTTLS, and a [`Backend`] that
+//!   decides recipients and stores messages durably before the `250`.
+//! - [`label`]: what the recipient is told about mail that came through SMTP.
+//! - [`smtp_out`]: building RFC 5322 from a letter, DKIM-signing it, sending it to the
+//!   smarthost with lettre, and telling transient from permanent failures.
+
+pub mod label;
+pub mod smtp_in;
+pub mod smtp_out;
+
+pub use smtp_in::{Backend, Inbound, InboundConfig, serve};

@@ -1,0 +1,237 @@
+//! The inbound ESMTP server: a thin tokio driver around `sealpost_proto::smtp::Session`.
+//!
+//! The driver owns what needs I/O or time: reading with a per-command timeout and a
+//! session deadline (slowloris), a cap on concurrent connections, the TLS upgrade, asking
+//! the [`Backend`] about recipients, and storing each message before its `250`.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sealpost_proto::Address;
+use sealpost_proto::smtp::{DeliveryResult, Output, RcptVerdict, Session, SmtpConfig, Transaction};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::{Instant, timeout_at};
+use tokio_rustls::TlsAcceptor;
+
+use crate::label::{Arrival, labelled};
+
+#[derive(Clone, Debug)]
+pub struct InboundConfig {
+    pub smtp: SmtpConfig,
+    /// The one domain this gateway receives for; every other domain is a relay attempt.
+    pub domain: String,
+    /// Longest wait for the next bytes from the client.
+    pub command_timeout: Duration,
+    /// Longest whole session.
+    pub session_timeout: Duration,
+    /// Most concurrent sessions; more are answered `421` and closed.
+    pub max_connections: usize,
+}
+
+/// A message accepted for local users, labelled, ready to seal.
+#[derive(Clone, Debug)]
+pub struct Inbound {
+    pub recipients: Vec<Address>,
+    /// The message as it arrived, with the `X-Sealpost-Legacy` label prepended.
+    pub message: Vec<u8>,
+    pub arrival: Arrival,
+}
+
+/// What the node provides to the gateway.
+pub trait Backend: Send + Sync + 'static {
+    /// Whether `rcpt` (in the gateway's domain) is a user of this node. `Err` = try later.
+    fn is_local_user(&self, rcpt: &Address) -> impl Future<Output = Result<bool, ()>> + Send;
+    /// Seals the message to every recipient and stores it durably; only then `Stored`.
+    fn deliver(&self, mail: Inbound) -> impl Future<Output = DeliveryResult> + Send;
+}
+
+/// Serves SMTP on `listener` until `shutdown` resolves; sessions in progress finish.
+pub async fn serve<B: Backend>(
+    listener: TcpListener,
+    cfg: Arc<InboundConfig>,
+    tls: Option<TlsAcceptor>,
+    backend: Arc<B>,
+    shutdown: impl Future<Output = ()>,
+) {
+    let slots = Arc::new(Semaphore::new(cfg.max_connections));
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = &mut shutdown => return,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "smtp accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(async move {
+                let mut s = stream;
+                let _ = s
+                    .write_all(b"421 4.7.0 Too many connections, try again later\r\n")
+                    .await;
+            });
+            continue;
+        };
+        let (cfg, tls, backend) = (cfg.clone(), tls.clone(), backend.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            if let Err(e) = session(stream, peer, &cfg, tls, &*backend).await {
+                tracing::debug!(error = %e, "smtp session ended with an error");
+            }
+        });
+    }
+}
+
+async fn session<B: Backend>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    cfg: &InboundConfig,
+    tls: Option<TlsAcceptor>,
+    backend: &B,
+) -> std::io::Result<()> {
+    let mut smtp = cfg.smtp.clone();
+    smtp.starttls = tls.is_some();
+    let (mut session, greeting) = Session::new(smtp);
+    let deadline = Instant::now() + cfg.session_timeout;
+    let mut plain = stream;
+    let mut ctx = Ctx {
+        peer,
+        cfg,
+        backend,
+        deadline,
+        tls: false,
+    };
+    if let Output::Reply(b) = greeting {
+        plain.write_all(&b).await?;
+    }
+    match ctx.drive(&mut plain, &mut session).await? {
+        Next::Done => Ok(()),
+        Next::StartTls => {
+            let Some(acceptor) = tls else { return Ok(()) };
+            let mut secure = acceptor.accept(plain).await?;
+            session.tls_established();
+            ctx.tls = true;
+            ctx.drive(&mut secure, &mut session).await.map(|_| ())
+        }
+    }
+}
+
+enum Next {
+    Done,
+    StartTls,
+}
+
+struct Ctx<'a, B> {
+    peer: SocketAddr,
+    cfg: &'a InboundConfig,
+    backend: &'a B,
+    deadline: Instant,
+    tls: bool,
+}
+
+impl<B: Backend> Ctx<'_, B> {
+    async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
+        &mut self,
+        io: &mut S,
+        session: &mut Session,
+    ) -> std::io::Result<Next> {
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let read_deadline = (Instant::now() + self.cfg.command_timeout).min(self.deadline);
+            let n = match timeout_at(read_deadline, io.read(&mut buf)).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    io.write_all(b"421 4.4.2 Timeout, closing connection\r\n")
+                        .await?;
+                    return Ok(Next::Done);
+                }
+            };
+            if n == 0 {
+                return Ok(Next::Done);
+            }
+            let mut pending = session.feed(&buf[..n]);
+            let mut out = Vec::new();
+            while !pending.is_empty() {
+                let o = pending.remove(0);
+                match o {
+                    Output::Reply(b) => out.extend_from_slice(&b),
+                    Output::Close => {
+                        io.write_all(&out).await?;
+                        io.flush().await?;
+                        return Ok(Next::Done);
+                    }
+                    Output::StartTls => {
+                        io.write_all(&out).await?;
+                        io.flush().await?;
+                        return Ok(Next::StartTls);
+                    }
+                    Output::CheckRecipient(rcpt) => {
+                        let verdict = self.check(&rcpt).await;
+                        let more = session.recipient_verdict(verdict);
+                        pending.splice(0..0, more);
+                    }
+                    Output::Deliver(tx) => {
+                        // Everything answered so far goes out before the (slower) store.
+                        io.write_all(&out).await?;
+                        out.clear();
+                        let result = self.deliver(tx).await;
+                        let more = session.delivery_result(result);
+                        pending.splice(0..0, more);
+                    }
+                }
+            }
+            if !out.is_empty() {
+                io.write_all(&out).await?;
+                io.flush().await?;
+            }
+        }
+    }
+
+    async fn check(&self, rcpt: &str) -> RcptVerdict {
+        let Ok(addr) = Address::parse(rcpt) else {
+            return RcptVerdict::UnknownUser;
+        };
+        if addr.domain() != self.cfg.domain {
+            tracing::info!(client = %self.peer.ip(), "refused relay attempt");
+            return RcptVerdict::RelayDenied;
+        }
+        match self.backend.is_local_user(&addr).await {
+            Ok(true) => RcptVerdict::Accept,
+            Ok(false) => RcptVerdict::UnknownUser,
+            Err(()) => RcptVerdict::TempFail,
+        }
+    }
+
+    async fn deliver(&self, tx: Transaction) -> DeliveryResult {
+        let arrival = Arrival {
+            mail_from: tx.mail_from,
+            client_ip: self.peer.ip(),
+            helo: tx.helo,
+            tls: self.tls,
+        };
+        let message = match labelled(&arrival, &tx.data) {
+            Ok(m) => m,
+            Err(why) => return DeliveryResult::Rejected(format!("cannot read the message: {why}")),
+        };
+        let recipients: Vec<Address> = tx
+            .rcpt_to
+            .iter()
+            .filter_map(|r| Address::parse(r).ok())
+            .collect();
+        self.backend
+            .deliver(Inbound {
+                recipients,
+                message,
+                arrival,
+            })
+            .await
+    }
+}

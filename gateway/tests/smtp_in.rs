@@ -1,0 +1,244 @@
+//! The inbound gateway on loopback, driven by swaks (a real SMTP client) and raw sockets,
+//! with an in-memory backend standing in for the node's store.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sealpost_gateway::{Backend, Inbound, InboundConfig, serve};
+use sealpost_proto::Address;
+use sealpost_proto::letter::Letter;
+use sealpost_proto::smtp::{DeliveryResult, SmtpConfig};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+
+#[derive(Default)]
+struct Memory {
+    stored: Mutex<Vec<Inbound>>,
+}
+
+impl Backend for Memory {
+    async fn is_local_user(&self, rcpt: &Address) -> Result<bool, ()> {
+        Ok(matches!(rcpt.local(), "bob" | "dave"))
+    }
+    async fn deliver(&self, mail: Inbound) -> DeliveryResult {
+        let mut s = self.stored.lock().unwrap();
+        s.push(mail);
+        DeliveryResult::Stored(format!("m{}", s.len()))
+    }
+}
+
+struct Gateway {
+    addr: SocketAddr,
+    backend: Arc<Memory>,
+    rt: tokio::runtime::Runtime,
+}
+
+fn start(max_connections: usize, command_timeout: Duration) -> Gateway {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = Arc::new(Memory::default());
+    let cfg = Arc::new(InboundConfig {
+        smtp: SmtpConfig {
+            hostname: "gw.test".into(),
+            max_message_bytes: 200_000,
+            ..SmtpConfig::default()
+        },
+        domain: "gw.test".into(),
+        command_timeout,
+        session_timeout: Duration::from_secs(60),
+        max_connections,
+    });
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let b = backend.clone();
+    rt.spawn(serve(listener, cfg, None, b, std::future::pending()));
+    Gateway { addr, backend, rt }
+}
+
+fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            &addr.ip().to_string(),
+            "--port",
+            &addr.port().to_string(),
+            "--helo",
+            "mx.legacy.test",
+            "--from",
+            "carol@legacy.test",
+        ])
+        .args(args)
+        .output()
+        .expect("swaks is installed (make deps)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Sends raw lines and returns everything the server answered until it closes or goes quiet.
+async fn raw(addr: SocketAddr, chunks: &[&[u8]]) -> String {
+    let s = TcpStream::connect(addr).await.unwrap();
+    let (r, mut w) = s.into_split();
+    let mut r = BufReader::new(r);
+    let mut out = String::new();
+    r.read_line(&mut out).await.unwrap();
+    for c in chunks {
+        w.write_all(c).await.unwrap();
+    }
+    loop {
+        let mut line = String::new();
+        match tokio::time::timeout(Duration::from_secs(5), r.read_line(&mut line)).await {
+            Ok(Ok(0)) | Err(_) => break,
+            Ok(Ok(_)) => out.push_str(&line),
+            Ok(Err(_)) => break,
+        }
+        if line.starts_with("221") {
+            break;
+        }
+    }
+    out
+}
+
+#[test]
+fn legacy_mail_with_attachment_is_labelled_and_stored() {
+    let g = start(10, Duration::from_secs(30));
+    let dir = tempfile::tempdir().unwrap();
+    let att = dir.path().join("report.pdf");
+    let data: Vec<u8> = (0..50_000u32).map(|i| (i * 7 % 251) as u8).collect();
+    std::fs::write(&att, &data).unwrap();
+    let (ok, log) = swaks(
+        g.addr,
+        &[
+            "--to",
+            "bob@gw.test",
+            "--header",
+            "Subject: quarterly numbers",
+            "--body",
+            "See the report.",
+            "--attach",
+            &format!("@{}", att.display()),
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(log.contains("250 2.0.0 OK: stored as m1"), "{log}");
+    let stored = g.backend.stored.lock().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].recipients,
+        [Address::parse("bob@gw.test").unwrap()]
+    );
+    assert_eq!(stored[0].arrival.mail_from, "carol@legacy.test");
+    let letter = Letter::from_rfc5322(&stored[0].message).unwrap();
+    assert_eq!(letter.subject, "quarterly numbers");
+    assert_eq!(letter.from.as_str(), "carol@legacy.test");
+    assert!(letter.body.contains("See the report."));
+    assert!(letter.legacy.as_deref().unwrap().starts_with("arrived via legacy SMTP, not end-to-end; mail-from=<carol@legacy.test>; client=127.0.0.1; helo=mx.legacy.test"));
+    assert_eq!(letter.attachments.len(), 1);
+    assert_eq!(letter.attachments[0].data, data);
+    drop(stored);
+    drop(g.rt);
+}
+
+#[test]
+fn relay_unknown_users_and_oversize_are_refused_and_nothing_is_stored() {
+    let g = start(10, Duration::from_secs(30));
+    let (ok, log) = swaks(g.addr, &["--to", "eve@elsewhere.test"]);
+    assert!(!ok);
+    assert!(log.contains("550 5.7.1 Relaying denied"), "{log}");
+    let (ok, log) = swaks(g.addr, &["--to", "nobody@gw.test"]);
+    assert!(!ok);
+    assert!(log.contains("550 5.1.1"), "{log}");
+    let dir = tempfile::tempdir().unwrap();
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, ("x".repeat(900) + "\n").repeat(300)).unwrap();
+    let (ok, log) = swaks(
+        g.addr,
+        &[
+            "--to",
+            "bob@gw.test",
+            "--body",
+            &format!("@{}", big.display()),
+        ],
+    );
+    assert!(!ok);
+    assert!(log.contains("552 5.3.4"), "{log}");
+    assert!(g.backend.stored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn smuggling_and_overlong_lines_are_refused() {
+    let g = start(10, Duration::from_secs(30));
+    let head: &[u8] =
+        b"EHLO x\r\nMAIL FROM:<carol@legacy.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n";
+    let cases: [&[u8]; 3] = [
+        b"From: carol@legacy.test\r\n\r\nhi\n.\nMAIL FROM:<x@gw.test>\r\nRCPT TO:<dave@gw.test>\r\nDATA\r\nFrom: admin@gw.test\r\n\r\nsmuggled\r\n.\r\nQUIT\r\n",
+        b"From: carol@legacy.test\r\n\r\nhi\r\n.\nMAIL FROM:<x@gw.test>\r\n.\r\nQUIT\r\n",
+        b"From: carol@legacy.test\r\n\r\nhi\n.\r\nQUIT\r\n.\r\nQUIT\r\n",
+    ];
+    g.rt.block_on(async {
+        for body in cases {
+            let out = raw(g.addr, &[head, body]).await;
+            assert!(out.contains("550 5.5.2 Message refused: bare <"), "{out}");
+        }
+        let long = format!("EHLO {}\r\nQUIT\r\n", "h".repeat(5000));
+        let out = raw(g.addr, &[long.as_bytes()]).await;
+        assert!(out.contains("500 5.5.2 Line too long"), "{out}");
+        let mut data = b"From: carol@legacy.test\r\n\r\n".to_vec();
+        data.extend(std::iter::repeat_n(b'y', 1500));
+        data.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+        let out = raw(g.addr, &[head, &data]).await;
+        assert!(
+            out.contains("550 5.5.2 Message refused: line longer than 998"),
+            "{out}"
+        );
+    });
+    assert!(
+        g.backend.stored.lock().unwrap().is_empty(),
+        "nothing smuggled or refused was stored"
+    );
+}
+
+#[test]
+fn idle_clients_time_out_and_connections_are_capped() {
+    let g = start(2, Duration::from_millis(300));
+    g.rt.block_on(async {
+        // An idle client (slowloris) is told 421 and dropped after the command timeout.
+        let mut s = TcpStream::connect(g.addr).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        let text = String::from_utf8_lossy(&buf);
+        assert!(text.starts_with("220 "), "{text}");
+        assert!(text.contains("421 4.4.2 Timeout"), "{text}");
+
+        // Two sessions hold both slots; a third is refused at once.
+        let a = TcpStream::connect(g.addr).await.unwrap();
+        let b = TcpStream::connect(g.addr).await.unwrap();
+        let mut ra = BufReader::new(a);
+        let mut line = String::new();
+        ra.read_line(&mut line).await.unwrap();
+        assert!(line.starts_with("220"));
+        let mut rb = BufReader::new(b);
+        line.clear();
+        rb.read_line(&mut line).await.unwrap();
+        let mut c = TcpStream::connect(g.addr).await.unwrap();
+        let mut buf = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), c.read_to_end(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(
+            String::from_utf8_lossy(&buf).starts_with("421 4.7.0 Too many connections"),
+            "{}",
+            String::from_utf8_lossy(&buf)
+        );
+    });
+}
