@@ -1,0 +1,98 @@
+//! `GET /v1/mailbox/{mailbox}` (list from a cursor), `GET`/`DELETE /v1/mailbox/{mailbox}/{seq}`:
+//! for the mailbox's owner only.
+
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::{Request, StatusCode};
+use serde::Serialize;
+
+use super::auth::bearer_for;
+use super::{Resp, binary, empty, json};
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::node::Node;
+use crate::store::ListItem;
+
+/// Items per page unless the request says otherwise, and at most.
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 1000;
+
+#[derive(Serialize)]
+struct Listing {
+    items: Vec<ListItem>,
+    next: u64,
+}
+
+fn parse_seq(s: &str) -> Result<u64, ApiError> {
+    s.parse()
+        .map_err(|_| ApiError::BadRequest(format!("sequence number {s:?} is not a number")))
+}
+
+pub async fn list(
+    node: &Arc<Node>,
+    mailbox: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let (mut after, mut limit) = (0u64, DEFAULT_LIMIT);
+    for pair in req
+        .uri()
+        .query()
+        .unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+    {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        match k {
+            "after" => after = parse_seq(v)?,
+            "limit" => {
+                limit = v
+                    .parse()
+                    .map_err(|_| ApiError::BadRequest(format!("limit {v:?} is not a number")))?;
+                if limit == 0 {
+                    return Err(ApiError::BadRequest("limit must be at least 1".into()));
+                }
+                limit = limit.min(MAX_LIMIT);
+            }
+            _ => {
+                return Err(ApiError::BadRequest(format!(
+                    "unknown query parameter {k:?}"
+                )));
+            }
+        }
+    }
+    let items = node.store.list(mailbox, after, limit).await?;
+    let next = items.last().map(|i| i.seq).unwrap_or(after);
+    Ok(json(StatusCode::OK, &Listing { items, next }))
+}
+
+pub async fn get(
+    node: &Arc<Node>,
+    mailbox: &str,
+    seq: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let seq = parse_seq(seq)?;
+    let bytes = node
+        .store
+        .envelope(mailbox, seq)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    Ok(binary(bytes))
+}
+
+pub async fn ack(
+    node: &Arc<Node>,
+    mailbox: &str,
+    seq: &str,
+    req: Request<Incoming>,
+) -> Result<Resp, ApiError> {
+    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let seq = parse_seq(seq)?;
+    if node.store.ack(mailbox, seq).await? {
+        Metrics::inc(&node.metrics.envelopes_acked);
+    }
+    Ok(empty(StatusCode::NO_CONTENT))
+}

@@ -1,0 +1,315 @@
+//! The HTTP API of `spec/api.md`: routing, bounded body reading, JSON and binary answers,
+//! the JSON error body. One module per group of endpoints.
+
+mod accounts;
+mod auth;
+mod mailbox;
+mod records;
+mod transfer;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::metrics::Route;
+use crate::node::Node;
+
+pub type Resp = Response<Full<Bytes>>;
+
+/// Largest JSON request body.
+const MAX_JSON_BODY: usize = 256 * 1024;
+/// Room for the OpenPGP layer around an envelope in a hop payload
+/// (`MAX_HOP_PAYLOAD_BYTES - MAX_ENVELOPE_BYTES` in the protocol limits).
+pub const HOP_OVERHEAD: usize =
+    sealpost_proto::limits::MAX_HOP_PAYLOAD_BYTES - sealpost_proto::limits::MAX_ENVELOPE_BYTES;
+
+/// Answers one request. Never fails: errors become their JSON body.
+pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
+    let (route, result) = dispatch(&node, req).await;
+    let resp = result.unwrap_or_else(|e| error_response(route, &e));
+    node.metrics.request(route, resp.status().as_u16());
+    resp
+}
+
+async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Resp, ApiError>) {
+    let path = req.uri().path().to_owned();
+    let path = path
+        .strip_prefix(path_prefix(&node.url))
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(&path);
+    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let method = req.method().clone();
+    let only = |m: Method| {
+        if method == m {
+            Ok(())
+        } else {
+            Err(ApiError::MethodNotAllowed)
+        }
+    };
+    match segs.as_slice() {
+        [".well-known", "sealpost", "node"] => (
+            Route::Descriptor,
+            only(Method::GET).map(|_| {
+                let mut r = binary(node.descriptor.clone());
+                r.headers_mut().insert(
+                    header::CACHE_CONTROL,
+                    HeaderValue::from_static("max-age=300"),
+                );
+                r
+            }),
+        ),
+        ["healthz"] => (
+            Route::Health,
+            only(Method::GET).map(|_| text(StatusCode::OK, "ok\n".into())),
+        ),
+        ["metrics"] => (
+            Route::Metrics,
+            only(Method::GET).map(|_| {
+                let mut r = text(StatusCode::OK, node.metrics.render(node.store.stats()));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                r
+            }),
+        ),
+        ["v1", "accounts"] => (
+            Route::Register,
+            run(only(Method::POST), accounts::register(node, req)).await,
+        ),
+        ["v1", "records", address] => {
+            let address = address.to_string();
+            match method {
+                Method::PUT => (Route::PutRecord, records::put(node, &address, req).await),
+                Method::GET => (Route::GetRecord, records::get(node, &address).await),
+                _ => (Route::PutRecord, Err(ApiError::MethodNotAllowed)),
+            }
+        }
+        ["v1", "auth", "challenge"] => (
+            Route::Challenge,
+            run(only(Method::POST), auth::challenge(node, req)).await,
+        ),
+        ["v1", "auth", "token"] => (
+            Route::Token,
+            run(only(Method::POST), auth::token(node, req)).await,
+        ),
+        ["v1", "submit"] => (
+            Route::Submit,
+            run(only(Method::POST), transfer::submit(node, req)).await,
+        ),
+        ["v1", "deliver"] => (
+            Route::Deliver,
+            run(only(Method::POST), transfer::deliver(node, req)).await,
+        ),
+        ["v1", "mailbox", mailbox] => {
+            let mailbox = mailbox.to_string();
+            (
+                Route::List,
+                run(only(Method::GET), mailbox::list(node, &mailbox, req)).await,
+            )
+        }
+        ["v1", "mailbox", mailbox, seq] => {
+            let (mailbox, seq) = (mailbox.to_string(), seq.to_string());
+            match method {
+                Method::GET => (
+                    Route::GetEnvelope,
+                    mailbox::get(node, &mailbox, &seq, req).await,
+                ),
+                Method::DELETE => (Route::Ack, mailbox::ack(node, &mailbox, &seq, req).await),
+                _ => (Route::GetEnvelope, Err(ApiError::MethodNotAllowed)),
+            }
+        }
+        _ => (Route::Unknown, Err(ApiError::NotFound)),
+    }
+}
+
+/// Runs `f` if the method check passed.
+async fn run(
+    check: Result<(), ApiError>,
+    f: impl Future<Output = Result<Resp, ApiError>>,
+) -> Result<Resp, ApiError> {
+    check?;
+    f.await
+}
+
+/// The path part of a node URL (`""` or e.g. `/sealpost`).
+pub fn path_prefix(url: &sealpost_proto::NodeUrl) -> &str {
+    let s = url.as_str();
+    let rest = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
+    rest.find('/').map(|i| &rest[i..]).unwrap_or("")
+}
+
+fn error_response(route: Route, e: &ApiError) -> Resp {
+    let status = e.status();
+    match e {
+        ApiError::Internal(detail) => {
+            tracing::error!(route = route.label(), error = %detail, "internal error")
+        }
+        _ if status.is_server_error() => {
+            tracing::warn!(route = route.label(), code = e.code(), "request failed")
+        }
+        _ => tracing::debug!(route = route.label(), code = e.code(), error = %e, "request refused"),
+    }
+    let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } });
+    let mut r = json(status, &body);
+    if let ApiError::RateLimited { retry_after } = e {
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
+    }
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut()
+            .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    }
+    if status == StatusCode::METHOD_NOT_ALLOWED
+        || status == StatusCode::PAYLOAD_TOO_LARGE
+        || status == StatusCode::REQUEST_TIMEOUT
+    {
+        // The rest of the body was not read; do not reuse the connection.
+        r.headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    r
+}
+
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, v: &T) -> Resp {
+    let body = serde_json::to_vec(v).expect("invariant: response types serialise");
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+pub fn binary(bytes: Bytes) -> Resp {
+    let mut r = Response::new(Full::new(bytes));
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    r
+}
+
+pub fn text(status: StatusCode, s: String) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::from(s)));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    r
+}
+
+pub fn empty(status: StatusCode) -> Resp {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = status;
+    r
+}
+
+/// Reads a request body of at most `max` bytes within the body timeout. A declared
+/// `Content-Length` above `max` is refused before reading anything.
+pub async fn read_body(
+    node: &Node,
+    req: Request<Incoming>,
+    max: usize,
+    what: &'static str,
+) -> Result<(HeaderMap, hyper::Uri, Bytes), ApiError> {
+    let (parts, body) = req.into_parts();
+    let declared = parts
+        .headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if let Some(len) = declared {
+        if len > max as u64 {
+            return Err(ApiError::TooLarge {
+                what,
+                len,
+                max: max as u64,
+            });
+        }
+    }
+    let collect = Limited::new(body, max).collect();
+    let collected = tokio::time::timeout(node.config.limits.body_timeout.get(), collect)
+        .await
+        .map_err(|_| ApiError::Timeout)?
+        .map_err(|e| {
+            if e.downcast_ref::<LengthLimitError>().is_some() {
+                ApiError::TooLarge {
+                    what,
+                    len: max as u64 + 1,
+                    max: max as u64,
+                }
+            } else {
+                ApiError::BadRequest(format!("reading the body: {e}"))
+            }
+        })?;
+    Ok((parts.headers, parts.uri, collected.to_bytes()))
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes).map_err(|e| ApiError::BadRequest(format!("JSON body: {e}")))
+}
+
+/// Reads and parses a JSON request body.
+pub async fn json_body<T: DeserializeOwned>(
+    node: &Node,
+    req: Request<Incoming>,
+) -> Result<T, ApiError> {
+    let (_, _, body) = read_body(node, req, MAX_JSON_BODY, "JSON body").await?;
+    parse_json(&body)
+}
+
+/// Decodes `%XX` escapes in a path segment.
+pub fn percent_decode(s: &str) -> Result<String, ApiError> {
+    let bad = || ApiError::BadRequest("bad percent-encoding in path".into());
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = b
+                .get(i + 1..i + 3)
+                .and_then(|h| std::str::from_utf8(h).ok())
+                .ok_or_else(bad)?;
+            out.push(u8::from_str_radix(h, 16).map_err(|_| bad())?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).map_err(|_| bad())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(
+            percent_decode("alice%40alpha.test").unwrap(),
+            "alice@alpha.test"
+        );
+        assert_eq!(percent_decode("plain@x.test").unwrap(), "plain@x.test");
+        assert!(percent_decode("bad%4").is_err());
+        assert!(percent_decode("bad%zz").is_err());
+    }
+
+    #[test]
+    fn path_prefixes() {
+        let u = sealpost_proto::NodeUrl::parse("http://127.0.0.1:9").unwrap();
+        assert_eq!(path_prefix(&u), "");
+        let u = sealpost_proto::NodeUrl::parse("https://x.example/sealpost/").unwrap();
+        assert_eq!(path_prefix(&u), "/sealpost");
+    }
+}

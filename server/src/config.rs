@@ -1,0 +1,702 @@
+//! `node.toml`: every setting of a node, with a default that works, read with serde
+//! (`deny_unknown_fields` catches typos). `spec/node.md` is the reference for each field;
+//! [`template`] writes the commented file `sealpost-node init` leaves behind.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use sealpost_proto::NodeUrl;
+use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// A duration written in seconds; fractions allowed (`0.2`), so tests can use short values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Secs(pub Duration);
+
+impl Secs {
+    pub const fn from_secs(s: u64) -> Self {
+        Secs(Duration::from_secs(s))
+    }
+    pub fn get(self) -> Duration {
+        self.0
+    }
+}
+
+impl Serialize for Secs {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.0.subsec_nanos() == 0 {
+            s.serialize_u64(self.0.as_secs())
+        } else {
+            s.serialize_f64(self.0.as_secs_f64())
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Secs {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Secs;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a number of seconds")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<Secs, E> {
+                Ok(Secs(Duration::from_secs(v)))
+            }
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<Secs, E> {
+                u64::try_from(v)
+                    .map(Secs::from_secs)
+                    .map_err(|_| E::custom("seconds must not be negative"))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<Secs, E> {
+                Duration::try_from_secs_f64(v)
+                    .map(Secs)
+                    .map_err(|_| E::custom("seconds must be a finite, non-negative number"))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// Who may create an account.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RegistrationPolicy {
+    /// Anyone.
+    Open,
+    /// Only with one of the configured invite codes (each works once).
+    Invite,
+    /// Nobody.
+    Closed,
+}
+
+impl fmt::Display for RegistrationPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            RegistrationPolicy::Open => "open",
+            RegistrationPolicy::Invite => "invite",
+            RegistrationPolicy::Closed => "closed",
+        })
+    }
+}
+
+/// What to do when a peer's descriptor names a different key than the one pinned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyChangePolicy {
+    /// Log loudly at warn, pin the new key, carry on.
+    Warn,
+    /// Log loudly at warn and refuse to deliver to the peer until an operator acts.
+    Refuse,
+}
+
+/// Which peers may deliver to this node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AcceptPolicy {
+    /// Any node that signs its request (except `blocked` ones).
+    Any,
+    /// Only the nodes in `[[peers.pinned]]`.
+    Listed,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// The URL other nodes and clients reach this node at; derived from the bound address
+    /// when unset.
+    pub public_url: Option<NodeUrl>,
+    /// RocksDB directory (relative paths are relative to the config file's directory).
+    pub data_dir: PathBuf,
+    /// How long in-flight requests and writes may take to finish at shutdown.
+    pub shutdown_grace: Secs,
+    pub keys: KeysConfig,
+    pub tls: TlsConfig,
+    pub registration: RegistrationConfig,
+    pub limits: LimitsConfig,
+    pub relay: RelayConfig,
+    pub peers: PeersConfig,
+    pub storage: StorageConfig,
+    pub log: LogConfig,
+    /// Directory that relative paths resolve against: the config file's directory.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeysConfig {
+    /// Ed25519 signing key (hex seed): descriptor and node-to-node request signatures.
+    pub signing_key: PathBuf,
+    /// OpenPGP secret key (armored): decrypts hop payloads, signs bounces.
+    pub identity: PathBuf,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM certificate chain; TLS is on when this and `key` are set.
+    pub cert: Option<PathBuf>,
+    /// PEM private key.
+    pub key: Option<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RegistrationConfig {
+    pub policy: RegistrationPolicy,
+    /// Invite codes for policy `invite`; each registers one account.
+    pub invites: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Largest envelope accepted, in bytes (announced in the descriptor).
+    pub max_envelope: u32,
+    /// Bytes of envelopes one mailbox may hold.
+    pub mailbox_quota: u64,
+    /// Envelopes one mailbox may hold.
+    pub mailbox_max_envelopes: u64,
+    /// Hops one user may submit per minute (0: no limit), and the burst above that rate.
+    pub submit_per_minute: u32,
+    pub submit_burst: u32,
+    /// Deliveries one peer node may make per minute (0: no limit), and the burst.
+    pub deliver_per_minute: u32,
+    pub deliver_burst: u32,
+    /// Open client connections; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// Time to read a request's headers.
+    pub header_timeout: Secs,
+    /// Time to read a request's body.
+    pub body_timeout: Secs,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RelayConfig {
+    /// After this long in the queue a hop is given up and the sender gets a bounce.
+    pub give_up_after: Secs,
+    /// First retry delay; doubles per attempt up to `retry_max`, with jitter.
+    pub retry_base: Secs,
+    pub retry_max: Secs,
+    /// Deliveries in flight at once.
+    pub concurrency: usize,
+    /// Time for one delivery request (connect, send, answer).
+    pub request_timeout: Secs,
+    pub connect_timeout: Secs,
+    /// Extra PEM CA certificates to trust for outgoing TLS (besides the web PKI roots).
+    pub ca_certs: Vec<PathBuf>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PeersConfig {
+    /// How long a fetched peer descriptor is trusted before it is fetched again.
+    pub descriptor_ttl: Secs,
+    pub key_change: KeyChangePolicy,
+    pub accept: AcceptPolicy,
+    /// Ed25519 node keys (hex) whose deliveries are refused.
+    pub blocked: Vec<String>,
+    /// Peers whose key is known in advance (pinned from the start).
+    pub pinned: Vec<PinnedPeer>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PinnedPeer {
+    pub url: NodeUrl,
+    /// Ed25519 node key, 64 hex digits.
+    pub node_key: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// RocksDB block cache, MiB.
+    pub cache_mb: usize,
+    /// Memtable budget for all column families together, MiB.
+    pub write_buffer_mb: usize,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `tracing` filter (`RUST_LOG` syntax); the `RUST_LOG` variable overrides it.
+    pub filter: String,
+}
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: DEFAULT_LISTEN
+                .parse()
+                .expect("invariant: constant address parses"),
+            public_url: None,
+            data_dir: PathBuf::from("data"),
+            shutdown_grace: Secs::from_secs(10),
+            keys: KeysConfig::default(),
+            tls: TlsConfig::default(),
+            registration: RegistrationConfig::default(),
+            limits: LimitsConfig::default(),
+            relay: RelayConfig::default(),
+            peers: PeersConfig::default(),
+            storage: StorageConfig::default(),
+            log: LogConfig::default(),
+            base_dir: PathBuf::from("."),
+        }
+    }
+}
+
+impl Default for KeysConfig {
+    fn default() -> Self {
+        KeysConfig {
+            signing_key: PathBuf::from("keys/node.ed25519"),
+            identity: PathBuf::from("keys/node-identity.asc"),
+        }
+    }
+}
+
+impl Default for RegistrationConfig {
+    fn default() -> Self {
+        RegistrationConfig {
+            policy: RegistrationPolicy::Open,
+            invites: Vec::new(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        LimitsConfig {
+            max_envelope: MAX_ENVELOPE_BYTES as u32,
+            mailbox_quota: 1 << 30,
+            mailbox_max_envelopes: 100_000,
+            submit_per_minute: 600,
+            submit_burst: 100,
+            deliver_per_minute: 6000,
+            deliver_burst: 1000,
+            max_connections: 1024,
+            header_timeout: Secs::from_secs(10),
+            body_timeout: Secs::from_secs(120),
+        }
+    }
+}
+
+impl Default for RelayConfig {
+    fn default() -> Self {
+        RelayConfig {
+            give_up_after: Secs::from_secs(5 * 24 * 3600),
+            retry_base: Secs::from_secs(30),
+            retry_max: Secs::from_secs(3600),
+            concurrency: 32,
+            request_timeout: Secs::from_secs(120),
+            connect_timeout: Secs::from_secs(10),
+            ca_certs: Vec::new(),
+        }
+    }
+}
+
+impl Default for PeersConfig {
+    fn default() -> Self {
+        PeersConfig {
+            descriptor_ttl: Secs::from_secs(3600),
+            key_change: KeyChangePolicy::Warn,
+            accept: AcceptPolicy::Any,
+            blocked: Vec::new(),
+            pinned: Vec::new(),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        StorageConfig {
+            cache_mb: 32,
+            write_buffer_mb: 64,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            filter: "info".into(),
+        }
+    }
+}
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("--set {0}: expected KEY=VALUE with a dotted key such as relay.give_up_after=2")]
+    BadOverride(String),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Reads `path`; relative paths inside resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_with(path, &[])
+    }
+
+    /// Reads `path` and applies `KEY=VALUE` overrides (dotted keys, TOML values; a value
+    /// that is not valid TOML is taken as a string).
+    pub fn load_with(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        let parse_err = |source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        };
+        let mut value: toml::Table = toml::from_str(&text).map_err(parse_err)?;
+        for o in overrides {
+            apply_override(&mut value, o)?;
+        }
+        let mut config: Config = toml::Value::Table(value).try_into().map_err(parse_err)?;
+        config.base_dir = path
+            .parent()
+            .map(Path::to_owned)
+            .unwrap_or_else(|| PathBuf::from("."));
+        if config.base_dir.as_os_str().is_empty() {
+            config.base_dir = PathBuf::from(".");
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what serde cannot: ranges and keys.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |s: String| Err(ConfigError::Invalid(s));
+        if self.limits.max_envelope as usize > MAX_ENVELOPE_BYTES || self.limits.max_envelope < 4096
+        {
+            return bad(format!(
+                "limits.max_envelope must be 4096 to {MAX_ENVELOPE_BYTES}"
+            ));
+        }
+        if self.limits.max_connections == 0 {
+            return bad("limits.max_connections must be at least 1".into());
+        }
+        if self.relay.concurrency == 0 {
+            return bad("relay.concurrency must be at least 1".into());
+        }
+        if self.relay.retry_base.get().is_zero() || self.relay.retry_max < self.relay.retry_base {
+            return bad("relay.retry_base must be above 0 and at most relay.retry_max".into());
+        }
+        if self.tls.cert.is_some() != self.tls.key.is_some() {
+            return bad("tls.cert and tls.key must be set together".into());
+        }
+        for k in &self.peers.blocked {
+            parse_node_key(k).map_err(|e| ConfigError::Invalid(format!("peers.blocked: {e}")))?;
+        }
+        for p in &self.peers.pinned {
+            parse_node_key(&p.node_key)
+                .map_err(|e| ConfigError::Invalid(format!("peers.pinned {}: {e}", p.url)))?;
+        }
+        Ok(())
+    }
+
+    /// `p` made absolute against the config file's directory.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    pub fn tls_enabled(&self) -> bool {
+        self.tls.cert.is_some()
+    }
+}
+
+/// Parses a 64-hex-digit Ed25519 node key.
+pub fn parse_node_key(s: &str) -> Result<[u8; 32], String> {
+    let mut out = [0u8; 32];
+    hex::decode_to_slice(s.trim(), &mut out).map_err(|_| format!("{s:?} is not 64 hex digits"))?;
+    Ok(out)
+}
+
+fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
+    let (key, raw) = o
+        .split_once('=')
+        .ok_or_else(|| ConfigError::BadOverride(o.into()))?;
+    let parts: Vec<&str> = key.trim().split('.').collect();
+    if parts.iter().any(|p| p.is_empty()) {
+        return Err(ConfigError::BadOverride(o.into()));
+    }
+    let value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_string()));
+    let (last, path) = parts
+        .split_last()
+        .ok_or_else(|| ConfigError::BadOverride(o.into()))?;
+    let mut t = table;
+    for p in path {
+        let entry = t
+            .entry(p.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        t = entry
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::BadOverride(o.into()))?;
+    }
+    t.insert(last.to_string(), value);
+    Ok(())
+}
+
+/// What `init` writes into the template.
+pub struct TemplateValues<'a> {
+    pub listen: SocketAddr,
+    pub public_url: Option<&'a NodeUrl>,
+    pub policy: RegistrationPolicy,
+    pub invites: &'a [String],
+}
+
+/// The commented `node.toml` that `sealpost-node init` writes. Every field is present with
+/// its default, so that the file documents itself.
+pub fn template(v: &TemplateValues<'_>) -> String {
+    let d = Config::default();
+    let public_url = match v.public_url {
+        Some(u) => format!("public_url = \"{u}\""),
+        None => "# public_url = \"https://node.example\"".to_string(),
+    };
+    let invites = v
+        .invites
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let l = &d.limits;
+    let r = &d.relay;
+    let p = &d.peers;
+    format!(
+        r#"# sealpost-node configuration. Every field has a working default; spec/node.md
+# describes each one. Relative paths are relative to this file's directory.
+
+# Address to listen on. Port 0 picks a free port.
+listen = "{listen}"
+# URL that clients and other nodes use to reach this node, as published in the node
+# descriptor and in mailbox records. Unset: http(s)://<bound address>.
+{public_url}
+# RocksDB directory.
+data_dir = "data"
+# Seconds that in-flight requests and writes get to finish at shutdown.
+shutdown_grace = {grace}
+
+[keys]
+# Ed25519 signing key (hex): signs the node descriptor and node-to-node requests. Mode 0600.
+signing_key = "keys/node.ed25519"
+# OpenPGP secret key (armored): decrypts hop payloads, signs bounces. Mode 0600.
+identity = "keys/node-identity.asc"
+
+[tls]
+# PEM certificate chain and private key. When both are set the node speaks HTTPS only.
+# cert = "tls/cert.pem"
+# key = "tls/key.pem"
+
+[registration]
+# Who may create an account: "open", "invite" (a code from `invites`, each usable once)
+# or "closed".
+policy = "{policy}"
+invites = [{invites}]
+
+[limits]
+# Largest envelope accepted, bytes (at most {max_env}).
+max_envelope = {max_env}
+# Bytes and envelopes one mailbox may hold; beyond either, deliveries get 507.
+mailbox_quota = {quota}
+mailbox_max_envelopes = {max_count}
+# Hops one user may submit per minute (0 = unlimited), and the burst allowed above it.
+submit_per_minute = {spm}
+submit_burst = {sb}
+# Deliveries one peer node may make per minute (0 = unlimited), and the burst.
+deliver_per_minute = {dpm}
+deliver_burst = {db}
+# Open connections; further ones wait in the listen backlog.
+max_connections = {maxc}
+# Seconds to receive a request's headers, and its body.
+header_timeout = {ht}
+body_timeout = {bt}
+
+[relay]
+# Seconds after submission when an undelivered hop is given up and bounced to its sender.
+give_up_after = {gua}
+# Retry delay: starts at retry_base seconds, doubles per attempt up to retry_max, jittered.
+retry_base = {rb}
+retry_max = {rm}
+# Deliveries in flight at once.
+concurrency = {conc}
+# Seconds for one delivery request, and for connecting.
+request_timeout = {rt}
+connect_timeout = {ct}
+# Extra PEM CA certificates trusted for outgoing HTTPS, besides the web PKI roots.
+ca_certs = []
+
+[peers]
+# Seconds a fetched peer descriptor is used before it is fetched again.
+descriptor_ttl = {ttl}
+# A peer whose key differs from the pinned one: "warn" (log, re-pin) or "refuse".
+key_change = "warn"
+# Who may deliver here: "any" signed node, or only "listed" ([[peers.pinned]]) ones.
+accept = "any"
+# Ed25519 node keys (hex) whose deliveries are refused.
+blocked = []
+# Peers known in advance:
+# [[peers.pinned]]
+# url = "https://beta.example"
+# node_key = "<64 hex digits>"
+
+[storage]
+# RocksDB block cache and total memtable budget, MiB.
+cache_mb = {cache}
+write_buffer_mb = {wb}
+
+[log]
+# tracing filter; the RUST_LOG environment variable overrides it.
+filter = "info"
+"#,
+        listen = v.listen,
+        grace = d.shutdown_grace.get().as_secs(),
+        policy = v.policy,
+        max_env = l.max_envelope,
+        quota = l.mailbox_quota,
+        max_count = l.mailbox_max_envelopes,
+        spm = l.submit_per_minute,
+        sb = l.submit_burst,
+        dpm = l.deliver_per_minute,
+        db = l.deliver_burst,
+        maxc = l.max_connections,
+        ht = l.header_timeout.get().as_secs(),
+        bt = l.body_timeout.get().as_secs(),
+        gua = r.give_up_after.get().as_secs(),
+        rb = r.retry_base.get().as_secs(),
+        rm = r.retry_max.get().as_secs(),
+        conc = r.concurrency,
+        rt = r.request_timeout.get().as_secs(),
+        ct = r.connect_timeout.get().as_secs(),
+        ttl = p.descriptor_ttl.get().as_secs(),
+        cache = d.storage.cache_mb,
+        wb = d.storage.write_buffer_mb,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("node.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    #[test]
+    fn template_parses_to_the_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let listen: SocketAddr = DEFAULT_LISTEN.parse().unwrap();
+        let text = template(&TemplateValues {
+            listen,
+            public_url: None,
+            policy: RegistrationPolicy::Open,
+            invites: &[],
+        });
+        let c = Config::load(&write(dir.path(), &text)).unwrap();
+        let mut expected = Config::default();
+        expected.base_dir = dir.path().to_owned();
+        assert_eq!(c, expected);
+    }
+
+    #[test]
+    fn template_carries_init_values() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = NodeUrl::parse("http://alpha.test:9000").unwrap();
+        let invites = vec!["abc".to_string(), "def".to_string()];
+        let text = template(&TemplateValues {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_url: Some(&url),
+            policy: RegistrationPolicy::Invite,
+            invites: &invites,
+        });
+        let c = Config::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(c.public_url, Some(url));
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.registration.policy, RegistrationPolicy::Invite);
+        assert_eq!(c.registration.invites, invites);
+    }
+
+    #[test]
+    fn empty_file_is_all_defaults_and_typos_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(dir.path(), "")).unwrap();
+        assert_eq!(c.relay, RelayConfig::default());
+        let err = Config::load(&write(dir.path(), "[relay]\ngive_up_afterr = 3\n")).unwrap_err();
+        assert!(err.to_string().contains("give_up_afterr"), "{err}");
+        assert!(Config::load(&write(dir.path(), "lisen = \"1.2.3.4:5\"\n")).is_err());
+    }
+
+    #[test]
+    fn seconds_accept_integers_and_fractions() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = Config::load(&write(
+            dir.path(),
+            "[relay]\ngive_up_after = 2\nretry_base = 0.05\n",
+        ))
+        .unwrap();
+        assert_eq!(c.relay.give_up_after.get(), Duration::from_secs(2));
+        assert_eq!(c.relay.retry_base.get(), Duration::from_millis(50));
+        assert!(Config::load(&write(dir.path(), "[relay]\nretry_base = -1\n")).is_err());
+    }
+
+    #[test]
+    fn overrides_apply_dotted_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), "listen = \"127.0.0.1:1\"\n");
+        let c = Config::load_with(
+            &p,
+            &[
+                "relay.give_up_after=3".into(),
+                "listen=127.0.0.1:0".into(),
+                "registration.policy=closed".into(),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.relay.give_up_after.get(), Duration::from_secs(3));
+        assert_eq!(c.listen.port(), 0);
+        assert_eq!(c.registration.policy, RegistrationPolicy::Closed);
+        assert!(Config::load_with(&p, &["nonsense".into()]).is_err());
+        assert!(Config::load_with(&p, &["relay.nope=1".into()]).is_err());
+    }
+
+    #[test]
+    fn invalid_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        for bad in [
+            "[limits]\nmax_envelope = 100\n",
+            "[relay]\nretry_base = 10\nretry_max = 1\n",
+            "[tls]\ncert = \"c.pem\"\n",
+            "[peers]\nblocked = [\"xyz\"]\n",
+        ] {
+            assert!(Config::load(&write(dir.path(), bad)).is_err(), "{bad}");
+        }
+    }
+}

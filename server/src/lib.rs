@@ -1,0 +1,27 @@
+//! `sealpost-node`: a Sealpost mailbox node. It serves the HTTP API of `spec/api.md`
+//! (hyper 1, optional rustls), stores envelopes, accounts, records and its outbound queue in
+//! RocksDB with group-committed durable writes, and relays hops to other nodes.
+//!
+//! Tour: [`config`] (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys),
+//! [`server`] (accept loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and
+//! RocksDB), [`relay`] (outbound queue worker, bounces), [`peers`] (descriptor cache, key
+//! pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod init;
+pub mod keys;
+pub mod metrics;
+pub mod node;
+pub mod peers;
+pub mod ratelimit;
+pub mod relay;
+pub mod server;
+pub mod sessions;
+pub mod store;
+
+pub use config::Config;
+pub use error::ApiError;
+pub use init::{InitOptions, init_node};
+pub use server::{Ready, run, run_with};

@@ -1,0 +1,238 @@
+//! The running node's shared state: configuration, keys, the signed descriptor, the store,
+//! caches and limiters. Also the one operation two paths share: accepting a hop payload
+//! into a local mailbox (from `/v1/deliver`, and from the relay for hops to this node).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use sealpost_proto::codec::Codec;
+use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
+use sealpost_proto::envelope::Envelope;
+use sealpost_proto::identity::{cert_from_bytes, cert_to_bytes};
+use sealpost_proto::openpgp::{Cert, Fingerprint};
+use sealpost_proto::seal::decrypt_with;
+use sealpost_proto::{Address, MailboxId, NodeUrl};
+use tokio::sync::mpsc;
+
+use crate::config::{Config, parse_node_key};
+use crate::error::ApiError;
+use crate::keys::NodeKeys;
+use crate::metrics::Metrics;
+use crate::peers::Peers;
+use crate::ratelimit::RateLimiter;
+use crate::relay::Job;
+use crate::sessions::Sessions;
+use crate::store::{DeliverOutcome, NewEnvelope, Quota, Store};
+
+/// Unix seconds now.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Unix milliseconds now.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Software name in the descriptor.
+pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
+
+/// Hop payloads above this size are decrypted on the blocking pool.
+const INLINE_DECRYPT_MAX: usize = 64 * 1024;
+/// Parsed account certificates kept in memory.
+const ACCOUNT_CACHE: usize = 20_000;
+
+/// An account with its certificate parsed once.
+pub struct CachedAccount {
+    pub mailbox: MailboxId,
+    pub cert: Cert,
+    pub fingerprint: Fingerprint,
+}
+
+pub struct Node {
+    pub config: Config,
+    /// The effective public URL (configured, or derived from the bound address).
+    pub url: NodeUrl,
+    pub keys: NodeKeys,
+    /// The encoded, signed descriptor served at `/.well-known/sealpost/node`.
+    pub descriptor: Bytes,
+    pub store: Arc<dyn Store>,
+    pub sessions: Sessions,
+    pub submit_limit: RateLimiter<MailboxId>,
+    pub deliver_limit: RateLimiter<[u8; 32]>,
+    pub metrics: Metrics,
+    pub peers: Peers,
+    pub postmaster: Address,
+    pub quota: Quota,
+    relay_tx: mpsc::UnboundedSender<Job>,
+    accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
+    blocked: HashSet<[u8; 32]>,
+    listed: HashSet<[u8; 32]>,
+    invites: HashSet<String>,
+}
+
+impl Node {
+    pub fn new(
+        config: Config,
+        url: NodeUrl,
+        keys: NodeKeys,
+        store: Arc<dyn Store>,
+        peers: Peers,
+        relay_tx: mpsc::UnboundedSender<Job>,
+    ) -> Node {
+        let desc = NodeDescriptor {
+            url: url.clone(),
+            node_key: keys.node_key(),
+            encryption_cert: cert_to_bytes(keys.keyring.cert()),
+            max_envelope: config.limits.max_envelope,
+            software: SOFTWARE.into(),
+            created: now_secs(),
+        };
+        let descriptor = Bytes::from(SignedDescriptor::sign(&desc, &keys.signing).encode());
+        let keyset = |v: &[String]| {
+            v.iter()
+                .filter_map(|k| parse_node_key(k).ok())
+                .collect::<HashSet<_>>()
+        };
+        let listed = config
+            .peers
+            .pinned
+            .iter()
+            .filter_map(|p| parse_node_key(&p.node_key).ok())
+            .collect();
+        let l = &config.limits;
+        Node {
+            url: url.clone(),
+            descriptor,
+            store,
+            sessions: Sessions::default(),
+            submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
+            deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
+            metrics: Metrics::default(),
+            peers,
+            postmaster: keys.postmaster(&url),
+            quota: Quota {
+                max_bytes: l.mailbox_quota,
+                max_envelopes: l.mailbox_max_envelopes,
+            },
+            relay_tx,
+            accounts: RwLock::new(HashMap::new()),
+            blocked: keyset(&config.peers.blocked),
+            listed,
+            invites: config.registration.invites.iter().cloned().collect(),
+            keys,
+            config,
+        }
+    }
+
+    /// The account with its parsed certificate, from memory when possible.
+    pub async fn account(
+        &self,
+        mailbox: MailboxId,
+    ) -> Result<Option<Arc<CachedAccount>>, ApiError> {
+        if let Some(a) = self
+            .accounts
+            .read()
+            .ok()
+            .and_then(|m| m.get(&mailbox).cloned())
+        {
+            return Ok(Some(a));
+        }
+        let Some(acc) = self.store.account(mailbox).await? else {
+            return Ok(None);
+        };
+        let cert = cert_from_bytes(&acc.cert)
+            .map_err(|e| ApiError::Internal(format!("stored certificate: {e}")))?;
+        let cached = Arc::new(CachedAccount {
+            mailbox,
+            fingerprint: cert.fingerprint(),
+            cert,
+        });
+        if let Ok(mut m) = self.accounts.write() {
+            if m.len() >= ACCOUNT_CACHE {
+                // Cheap bounded cache: forget an arbitrary entry.
+                if let Some(k) = m.keys().next().copied() {
+                    m.remove(&k);
+                }
+            }
+            m.insert(mailbox, cached.clone());
+        }
+        Ok(Some(cached))
+    }
+
+    pub fn is_invite(&self, code: &str) -> bool {
+        self.invites.contains(code)
+    }
+
+    /// Whether a peer with this key may deliver here.
+    pub fn peer_allowed(&self, key: &[u8; 32]) -> bool {
+        if self.blocked.contains(key) {
+            return false;
+        }
+        match self.config.peers.accept {
+            crate::config::AcceptPolicy::Any => true,
+            crate::config::AcceptPolicy::Listed => self.listed.contains(key),
+        }
+    }
+
+    /// Tells the relay about a newly queued hop.
+    pub fn schedule(&self, job: Job) {
+        if self.relay_tx.send(job).is_err() {
+            // The relay has stopped (shutdown); the hop is in the queue and is picked up
+            // again at the next start.
+            tracing::debug!("relay stopped; queued hop waits for the next start");
+        }
+    }
+
+    /// Decrypts a hop payload addressed to this node and stores its envelope.
+    pub async fn accept_hop_payload(&self, payload: Bytes) -> Result<DeliverOutcome, ApiError> {
+        let max = self.config.limits.max_envelope as usize;
+        let keyring = self.keys.keyring.clone();
+        let len = payload.len();
+        let decrypt = move || decrypt_with(&payload, &keyring, max);
+        let plain = if len > INLINE_DECRYPT_MAX {
+            tokio::task::spawn_blocking(decrypt)
+                .await
+                .map_err(|e| ApiError::Internal(e.to_string()))?
+        } else {
+            decrypt()
+        };
+        let plain = plain.map_err(|e| match e {
+            sealpost_proto::Error::TooLong { len, max, .. } => ApiError::TooLarge {
+                what: "envelope",
+                len: len as u64,
+                max: max as u64,
+            },
+            other => ApiError::MalformedBody(format!("hop payload: {other}")),
+        })?;
+        let env = Envelope::decode(&plain).map_err(ApiError::from_body)?;
+        let (id, mailbox) = (env.id, env.mailbox);
+        drop(env);
+        let outcome = self
+            .store
+            .deliver(
+                NewEnvelope {
+                    mailbox,
+                    id,
+                    bytes: Bytes::from(plain),
+                    received: now_secs(),
+                },
+                self.quota,
+            )
+            .await?;
+        match outcome {
+            DeliverOutcome::Stored { .. } => Metrics::inc(&self.metrics.envelopes_stored),
+            DeliverOutcome::Duplicate { .. } => Metrics::inc(&self.metrics.envelopes_duplicate),
+            _ => {}
+        }
+        Ok(outcome)
+    }
+}

@@ -1,0 +1,336 @@
+//! The relay: works through the persistent outbound queue. Each hop is POSTed to
+//! `{destination}/v1/deliver`, signed per RFC 9421; `2xx` finishes it, another `4xx` than
+//! `429` fails it for good, anything else is retried with exponential backoff and jitter
+//! until `relay.give_up_after`; a failed hop becomes a sealed bounce in the sender's mailbox.
+//!
+//! The queue lives in the store; this task keeps only a schedule (id and due time) in
+//! memory, plus the payload of a fresh submission for its first attempt.
+
+mod bounce;
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sealpost_proto::NodeUrl;
+use sealpost_proto::httpsig::sign_request;
+use tokio::sync::{mpsc, watch};
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::api::path_prefix;
+use crate::metrics::{Metrics, RelayOutcome};
+use crate::node::{Node, now_ms, now_secs};
+use crate::store::{DeliverOutcome, OutboundItem};
+
+/// A hop to attempt: its queue entry and, when still in memory, its payload.
+pub struct Job {
+    pub item: OutboundItem,
+    pub payload: Option<Bytes>,
+}
+
+/// How an attempt ended.
+enum Attempt {
+    Delivered {
+        duplicate: bool,
+    },
+    /// Retry later (no connection, 429, 5xx, ...).
+    Temporary(String),
+    /// The destination refused the hop for good (4xx).
+    Permanent(String),
+}
+
+/// The delay before retry number `attempts` (1 for the first retry): `base · 2^(n-1)` capped
+/// at `max`, then "equal jitter": half of it fixed, half random, so that hops that failed
+/// together do not retry together.
+pub fn backoff(attempts: u32, base: Duration, max: Duration) -> Duration {
+    let factor = 1u32 << attempts.saturating_sub(1).min(20);
+    let d = base.saturating_mul(factor).min(max);
+    let half = d / 2;
+    half + half.mul_f64(rand::random::<f64>())
+}
+
+/// Starts the relay with the queue as stored (`queued`, read before the node accepts
+/// submissions, so that no hop is scheduled twice).
+pub fn spawn(
+    node: Arc<Node>,
+    queued: Vec<OutboundItem>,
+    rx: mpsc::UnboundedReceiver<Job>,
+    stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(run(node, queued, rx, stop))
+}
+
+async fn run(
+    node: Arc<Node>,
+    queued: Vec<OutboundItem>,
+    mut rx: mpsc::UnboundedReceiver<Job>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut schedule: BinaryHeap<Reverse<(u64, [u8; 16])>> = BinaryHeap::new();
+    let mut waiting: HashMap<[u8; 16], Job> = HashMap::new();
+    let mut inflight: JoinSet<Option<Job>> = JoinSet::new();
+    if !queued.is_empty() {
+        tracing::info!(hops = queued.len(), "resuming outbound queue");
+    }
+    node.metrics
+        .outbound_queue
+        .fetch_add(queued.len() as i64, Ordering::Relaxed);
+    for item in queued {
+        schedule.push(Reverse((item.next_attempt_ms, item.id)));
+        waiting.insert(
+            item.id,
+            Job {
+                item,
+                payload: None,
+            },
+        );
+    }
+    let concurrency = node.config.relay.concurrency;
+    loop {
+        let now = now_ms();
+        while inflight.len() < concurrency {
+            match schedule.peek() {
+                Some(Reverse((due, _))) if *due <= now => {}
+                _ => break,
+            }
+            let Some(Reverse((_, id))) = schedule.pop() else {
+                break;
+            };
+            if let Some(job) = waiting.remove(&id) {
+                inflight.spawn(attempt(node.clone(), job));
+            }
+        }
+        let next_due = schedule.peek().map(|Reverse((due, _))| *due);
+        let sleep_for = match next_due {
+            Some(due) if inflight.len() < concurrency => {
+                Duration::from_millis(due.saturating_sub(now))
+            }
+            _ => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => break,
+            Some(job) = rx.recv() => {
+                schedule.push(Reverse((job.item.next_attempt_ms, job.item.id)));
+                waiting.insert(job.item.id, job);
+            }
+            Some(done) = inflight.join_next(), if !inflight.is_empty() => {
+                match done {
+                    Ok(Some(job)) => {
+                        schedule.push(Reverse((job.item.next_attempt_ms, job.item.id)));
+                        waiting.insert(job.item.id, job);
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(error = %e, "relay attempt panicked; the hop is retried at the next start"),
+                }
+            }
+            _ = tokio::time::sleep(sleep_for) => {}
+        }
+    }
+    // Attempts in flight get the grace period; what does not finish stays queued (the
+    // destination deduplicates a repeated delivery by envelope id).
+    let grace = node.config.shutdown_grace.get();
+    if tokio::time::timeout(grace, async {
+        while inflight.join_next().await.is_some() {}
+    })
+    .await
+    .is_err()
+    {
+        inflight.abort_all();
+        while inflight.join_next().await.is_some() {}
+    }
+}
+
+async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
+    let id = job.item.queue_id();
+    let payload = match job.payload.take() {
+        Some(p) => p,
+        None => match node.store.outbound_payload(id).await {
+            Ok(Some(p)) => p,
+            Ok(None) => {
+                tracing::warn!(queue_id = %id.to_hex(), "queued hop has no payload; dropping it");
+                let _ = node.store.finish(id, None).await;
+                node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
+                return None;
+            }
+            Err(e) => return retry(&node, job, format!("reading the queue: {e}")).await,
+        },
+    };
+    let destination = job.item.destination.clone();
+    let result = if destination == node.url {
+        deliver_local(&node, payload).await
+    } else {
+        deliver_remote(&node, &destination, payload).await
+    };
+    match result {
+        Attempt::Delivered { duplicate } => {
+            node.metrics.relay(if duplicate {
+                RelayOutcome::Duplicate
+            } else {
+                RelayOutcome::Delivered
+            });
+            tracing::debug!(queue_id = %id.to_hex(), duplicate, "hop delivered");
+            if let Err(e) = node.store.finish(id, None).await {
+                // Delivered but not dequeued: it is delivered again later and deduplicated.
+                return retry(&node, job, format!("dequeuing: {e}")).await;
+            }
+            node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
+            None
+        }
+        Attempt::Permanent(reason) => {
+            node.metrics.relay(RelayOutcome::Failed);
+            job.item.attempts += 1;
+            job.item.last_error = reason;
+            give_up(&node, job.item).await
+        }
+        Attempt::Temporary(reason) => {
+            node.metrics.relay(RelayOutcome::Retry);
+            job.item.attempts += 1;
+            retry(&node, job, reason).await
+        }
+    }
+}
+
+/// Schedules the next attempt, or gives up once the deadline has passed.
+async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
+    let relay = &node.config.relay;
+    tracing::debug!(queue_id = %job.item.queue_id().to_hex(), attempts = job.item.attempts, reason = %reason, "hop not delivered yet");
+    job.item.last_error = reason;
+    let deadline = job
+        .item
+        .submitted
+        .saturating_mul(1000)
+        .saturating_add(relay.give_up_after.get().as_millis() as u64);
+    let now = now_ms();
+    if now >= deadline {
+        return give_up(node, job.item).await;
+    }
+    let delay = backoff(
+        job.item.attempts.max(1),
+        relay.retry_base.get(),
+        relay.retry_max.get(),
+    );
+    // The last attempt happens at the deadline itself.
+    job.item.next_attempt_ms = now.saturating_add(delay.as_millis() as u64).min(deadline);
+    job.payload = None;
+    if let Err(e) = node.store.reschedule(job.item.clone()).await {
+        tracing::warn!(error = %e, "could not store the retry schedule; keeping it in memory");
+    }
+    Some(job)
+}
+
+async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
+    let id = item.queue_id();
+    tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
+        reason = %item.last_error, "giving up on hop; bouncing to its sender");
+    let envelope = match bounce::bounce_envelope(node, &item).await {
+        Ok(e) => Some(e),
+        Err(e) => {
+            tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not seal a bounce; dropping the hop without one");
+            None
+        }
+    };
+    let bounced = envelope.is_some();
+    if let Err(e) = node.store.finish(id, envelope).await {
+        tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not remove the failed hop; it is retried at the next start");
+        return None;
+    }
+    if bounced {
+        Metrics::inc(&node.metrics.bounces);
+    }
+    node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
+    None
+}
+
+async fn deliver_local(node: &Node, payload: Bytes) -> Attempt {
+    match node.accept_hop_payload(payload).await {
+        Ok(DeliverOutcome::Stored { .. }) => Attempt::Delivered { duplicate: false },
+        Ok(DeliverOutcome::Duplicate { .. }) => Attempt::Delivered { duplicate: true },
+        Ok(DeliverOutcome::UnknownMailbox) => {
+            Attempt::Permanent("unknown_mailbox: no such mailbox on this node".into())
+        }
+        Ok(DeliverOutcome::QuotaExceeded) => {
+            Attempt::Temporary("quota_exceeded: the mailbox is full".into())
+        }
+        Err(e) if e.status().is_client_error() => Attempt::Permanent(format!("{}: {e}", e.code())),
+        Err(e) => Attempt::Temporary(format!("{}: {e}", e.code())),
+    }
+}
+
+async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> Attempt {
+    if let Err(e) = node.check_peer(destination).await {
+        return Attempt::Temporary(e.to_string());
+    }
+    let path = format!("{}/v1/deliver", path_prefix(destination));
+    let sig = sign_request(
+        &node.keys.signing,
+        "POST",
+        destination.authority(),
+        &path,
+        &payload,
+        now_secs(),
+    );
+    let resp = node
+        .peers
+        .http()
+        .post(destination.join("/v1/deliver"))
+        .header("content-type", "application/octet-stream")
+        .header("content-digest", sig.content_digest)
+        .header("signature-input", sig.signature_input)
+        .header("signature", sig.signature)
+        .body(payload)
+        .send()
+        .await;
+    let resp = match resp {
+        Ok(r) => r,
+        Err(e) => return Attempt::Temporary(format!("no answer: {}", e.without_url())),
+    };
+    let status = resp.status();
+    let body = resp.bytes().await.unwrap_or_default();
+    if status.is_success() {
+        let duplicate = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("stored").and_then(|s| s.as_bool()))
+            .is_some_and(|stored| !stored);
+        return Attempt::Delivered { duplicate };
+    }
+    let detail = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| {
+            let e = v.get("error")?;
+            Some(format!(
+                "{}: {}",
+                e.get("code")?.as_str()?,
+                e.get("message")?.as_str()?
+            ))
+        })
+        .unwrap_or_default();
+    let reason = format!("HTTP {} {detail}", status.as_u16())
+        .trim_end()
+        .to_string();
+    if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
+        Attempt::Permanent(reason)
+    } else {
+        Attempt::Temporary(reason)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_with_bounded_jitter() {
+        let base = Duration::from_secs(10);
+        let max = Duration::from_secs(100);
+        for (n, full) in [(1, 10), (2, 20), (3, 40), (4, 80), (5, 100), (40, 100)] {
+            for _ in 0..50 {
+                let d = backoff(n, base, max);
+                let full = Duration::from_secs(full);
+                assert!(d >= full / 2 && d <= full, "attempt {n}: {d:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,316 @@
+//! Serving: [`run`] takes a bound listener, a configuration and a shutdown future (so tests
+//! bind port 0), opens the store, starts the relay, accepts connections (TLS when
+//! configured) up to `limits.max_connections`, and on shutdown stops accepting, lets
+//! in-flight requests and writes finish within `shutdown_grace`, and closes the store.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io::BufReader;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, bail};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use sealpost_proto::NodeUrl;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+
+use crate::api;
+use crate::config::Config;
+use crate::keys::NodeKeys;
+use crate::metrics::Metrics;
+use crate::node::{Node, SOFTWARE};
+use crate::peers::Peers;
+use crate::relay;
+use crate::store::{RocksStore, Store};
+
+/// What a started node tells its caller once it accepts connections.
+#[derive(Clone, Debug)]
+pub struct Ready {
+    pub addr: SocketAddr,
+    pub url: NodeUrl,
+    pub node_key: [u8; 32],
+}
+
+/// Serves until `shutdown` resolves, then shuts down gracefully.
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+) -> anyhow::Result<()> {
+    run_with(listener, config, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_ready` once the node accepts connections.
+pub async fn run_with(
+    listener: TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Ready),
+) -> anyhow::Result<()> {
+    config.validate()?;
+    let addr = listener.local_addr()?;
+    let tls = tls_acceptor(&config)?;
+    let url = match &config.public_url {
+        Some(u) => u.clone(),
+        None => derived_url(addr, tls.is_some())?,
+    };
+    let keys = NodeKeys::load(
+        &config.resolve(&config.keys.signing_key),
+        &config.resolve(&config.keys.identity),
+    )
+    .context("loading the node's keys (run `sealpost-node init` first?)")?;
+    let data = config.resolve(&config.data_dir);
+    let store = RocksStore::open(&data, &config.storage)
+        .with_context(|| format!("opening {}", data.display()))?;
+    let result = serve(
+        listener,
+        config,
+        url,
+        keys,
+        store.clone(),
+        tls,
+        shutdown,
+        on_ready,
+    )
+    .await;
+    let _ = store.close().await;
+    // Everything that held the store has finished; dropping the last handle closes RocksDB.
+    if Arc::try_unwrap(store).is_err() {
+        tracing::warn!("store still referenced at shutdown; it closes when the last user ends");
+    }
+    tracing::info!("stopped");
+    result
+}
+
+/// `http(s)://ADDR` for a node without a configured `public_url`.
+fn derived_url(addr: SocketAddr, tls: bool) -> anyhow::Result<NodeUrl> {
+    if addr.ip().is_unspecified() {
+        tracing::warn!(%addr, "listening on an unspecified address without public_url; set public_url");
+    }
+    let scheme = if tls { "https" } else { "http" };
+    Ok(NodeUrl::parse(&format!("{scheme}://{addr}"))?)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    listener: TcpListener,
+    config: Config,
+    url: NodeUrl,
+    keys: NodeKeys,
+    store: Arc<RocksStore>,
+    tls: Option<TlsAcceptor>,
+    shutdown: impl Future<Output = ()>,
+    on_ready: impl FnOnce(&Ready),
+) -> anyhow::Result<()> {
+    let http = http_client(&config)?;
+    let pins = store.peer_pins().await?;
+    let queued = store.outbound().await?;
+    let peers = Peers::new(http, &config.peers, pins);
+    let (relay_tx, relay_rx) = mpsc::unbounded_channel();
+    let node = Arc::new(Node::new(
+        config,
+        url,
+        keys,
+        store as Arc<dyn Store>,
+        peers,
+        relay_tx,
+    ));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
+    let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
+
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, url = %node.url, node_key = %hex::encode(node.keys.node_key()),
+        tls = tls.is_some(), software = SOFTWARE, "sealpost-node listening");
+    on_ready(&Ready {
+        addr,
+        url: node.url.clone(),
+        node_key: node.keys.node_key(),
+    });
+
+    let permits = Arc::new(Semaphore::new(node.config.limits.max_connections));
+    let mut conns = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.context("connection semaphore closed")?,
+            _ = &mut shutdown => break,
+        };
+        let (stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    // Out of file descriptors and the like: back off briefly, keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        while conns.try_join_next().is_some() {}
+        let node = node.clone();
+        let tls = tls.clone();
+        let stop = stop_rx.clone();
+        conns.spawn(async move {
+            let _permit = permit;
+            Metrics::inc(&node.metrics.connections_total);
+            node.metrics
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            serve_connection(node.clone(), stream, tls, stop).await;
+            node.metrics
+                .connections_open
+                .fetch_sub(1, Ordering::Relaxed);
+            tracing::trace!(%peer, "connection closed");
+        });
+    }
+    drop(listener);
+    tracing::info!("shutting down: no new connections; finishing requests in flight");
+    let _ = stop_tx.send(true);
+    let grace = node.config.shutdown_grace.get();
+    if tokio::time::timeout(grace, async { while conns.join_next().await.is_some() {} })
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = conns.len(),
+            "grace period over; closing the remaining connections"
+        );
+        conns.abort_all();
+        while conns.join_next().await.is_some() {}
+    }
+    let _ = relay.await;
+    let _ = janitor.await;
+    drop(node);
+    Ok(())
+}
+
+async fn serve_connection(
+    node: Arc<Node>,
+    stream: TcpStream,
+    tls: Option<TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    match tls {
+        None => serve_io(node, TokioIo::new(stream), stop).await,
+        Some(acceptor) => {
+            let timeout = node.config.limits.header_timeout.get();
+            match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => serve_io(node, TokioIo::new(s), stop).await,
+                Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
+                Err(_) => tracing::debug!("TLS handshake timed out"),
+            }
+        }
+    }
+}
+
+async fn serve_io<I>(node: Arc<Node>, io: I, mut stop: watch::Receiver<bool>)
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc_node = node.clone();
+    let svc = service_fn(move |req| {
+        let node = svc_node.clone();
+        async move { Ok::<_, Infallible>(api::handle(node, req).await) }
+    });
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(node.config.limits.header_timeout.get());
+    let conn = builder.serve_connection(io, svc);
+    tokio::pin!(conn);
+    tokio::select! {
+        r = conn.as_mut() => {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        }
+        _ = crate::server::stopped(&mut stop) => {
+            conn.as_mut().graceful_shutdown();
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "connection ended with an error during shutdown");
+            }
+        }
+    }
+}
+
+/// Resolves once the stop flag is set (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`: drop it here, not in the caller.
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Periodically forgets expired sessions and refilled rate-limit buckets.
+async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = crate::server::stopped(&mut stop) => return,
+            _ = tick.tick() => {
+                node.sessions.sweep(crate::node::now_secs());
+                let now = std::time::Instant::now();
+                node.submit_limit.sweep(now);
+                node.deliver_limit.sweep(now);
+            }
+        }
+    }
+}
+
+fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+    let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
+        return Ok(None);
+    };
+    let (cert, key) = (config.resolve(cert), config.resolve(key));
+    let open = |p: &std::path::Path| -> anyhow::Result<BufReader<std::fs::File>> {
+        Ok(BufReader::new(
+            std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
+        ))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .with_context(|| format!("reading certificates from {}", cert.display()))?;
+    if certs.is_empty() {
+        bail!("{}: no PEM certificate found", cert.display());
+    }
+    let key = rustls_pemfile::private_key(&mut open(&key)?)
+        .with_context(|| format!("reading the private key from {}", key.display()))?
+        .with_context(|| format!("{}: no PEM private key found", key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .context("TLS certificate and key do not fit together")?;
+    sc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Some(TlsAcceptor::from(Arc::new(sc))))
+}
+
+/// The client the relay uses for descriptors and deliveries.
+fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+    let r = &config.relay;
+    let mut b = reqwest::Client::builder()
+        .user_agent(SOFTWARE)
+        .timeout(r.request_timeout.get())
+        .connect_timeout(r.connect_timeout.get())
+        .pool_max_idle_per_host(r.concurrency)
+        .tcp_nodelay(true)
+        .no_proxy();
+    for ca in &r.ca_certs {
+        let p = config.resolve(ca);
+        let pem = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        for cert in reqwest::Certificate::from_pem_bundle(&pem)
+            .with_context(|| format!("{}: not PEM", p.display()))?
+        {
+            b = b.add_root_certificate(cert);
+        }
+    }
+    Ok(b.build()?)
+}

@@ -1,0 +1,213 @@
+//! Storage behind a trait, so that a SQL backend can come later. The default is
+//! [`rocks::RocksStore`]: RocksDB with column families, one writer thread that
+//! group-commits every write with a synced WAL (see `spec/node.md` §Storage).
+//!
+//! Every write future resolves only once the write is durable. The store makes the
+//! decisions that need a consistent view (per-mailbox sequence numbers, envelope-id dedupe,
+//! quotas, record sequence, invite use) inside the write, so callers hold no locks.
+
+pub mod rocks;
+mod writer;
+
+use std::future::Future;
+use std::pin::Pin;
+
+use bytes::Bytes;
+use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use serde::{Deserialize, Serialize};
+
+pub use rocks::RocksStore;
+
+/// A boxed future, so that `Store` is object safe.
+pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The write did not become durable (disk full, read-only, I/O error).
+    #[error("storage not writable: {0}")]
+    Unavailable(String),
+    /// A read failed.
+    #[error("storage read failed: {0}")]
+    Read(String),
+    /// Stored bytes do not decode: a bug or a damaged database.
+    #[error("stored data is damaged: {0}")]
+    Corrupt(String),
+    /// The store is shutting down.
+    #[error("storage is shut down")]
+    Closed,
+}
+
+/// A queue id: names a submitted hop in the sender node's outbound queue.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct QueueId(pub [u8; 16]);
+
+impl QueueId {
+    pub fn random() -> Self {
+        QueueId(rand::random())
+    }
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub mailbox: MailboxId,
+    /// Binary OpenPGP public certificate.
+    pub cert: Vec<u8>,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+/// A registration: the certificate and its fingerprint (the idempotency key).
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub fingerprint: Vec<u8>,
+    pub cert: Vec<u8>,
+    pub created: u64,
+    /// Invite code to consume, for policy `invite`.
+    pub invite: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RegisterOutcome {
+    Created(MailboxId),
+    /// The certificate already has this mailbox; nothing was written.
+    Existing(MailboxId),
+    /// The invite code was used before.
+    InviteUsed,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordOutcome {
+    Stored,
+    /// The stored record's sequence is not below the new one.
+    Stale {
+        stored: u64,
+    },
+}
+
+/// Per-mailbox limits, checked inside the write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quota {
+    pub max_bytes: u64,
+    pub max_envelopes: u64,
+}
+
+/// An envelope to store: its id and mailbox (read from `bytes`) and the encoded envelope.
+#[derive(Clone, Debug)]
+pub struct NewEnvelope {
+    pub mailbox: MailboxId,
+    pub id: EnvelopeId,
+    pub bytes: Bytes,
+    /// Unix seconds.
+    pub received: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeliverOutcome {
+    Stored {
+        seq: u64,
+    },
+    /// This envelope id was stored for this mailbox before (perhaps acked since).
+    Duplicate {
+        seq: u64,
+    },
+    UnknownMailbox,
+    QuotaExceeded,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct ListItem {
+    pub seq: u64,
+    pub id: EnvelopeId,
+    pub size: u64,
+}
+
+/// A hop in the outbound queue (without its payload, which is stored beside it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboundItem {
+    #[serde(with = "hex16")]
+    pub id: [u8; 16],
+    pub destination: NodeUrl,
+    /// The submitting account: where a bounce goes.
+    pub sender: MailboxId,
+    /// Unix seconds.
+    pub submitted: u64,
+    pub attempts: u32,
+    /// Unix milliseconds.
+    pub next_attempt_ms: u64,
+    pub size: u64,
+    /// Why the last attempt failed, for the bounce.
+    pub last_error: String,
+}
+
+impl OutboundItem {
+    pub fn queue_id(&self) -> QueueId {
+        QueueId(self.id)
+    }
+}
+
+mod hex16 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8; 16], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 16], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 16];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// A peer's key as pinned on first contact.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PeerPin {
+    pub node_key: [u8; 32],
+    pub pinned_at: u64,
+}
+
+/// Counters of the write path, for `/metrics`.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct StoreStats {
+    pub batches: u64,
+    pub ops: u64,
+    pub failed_batches: u64,
+    pub batch_bytes: u64,
+}
+
+pub trait Store: Send + Sync {
+    // --- writes: resolved once durable ---
+    fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome>;
+    fn put_record(
+        &self,
+        address: String,
+        sequence: u64,
+        signed: Vec<u8>,
+    ) -> StoreFuture<'_, RecordOutcome>;
+    fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome>;
+    /// Deletes an envelope; `false` when there was none at `seq`.
+    fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool>;
+    fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()>;
+    fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()>;
+    /// Removes a hop from the queue; with `bounce`, stores it in the same write (no quota).
+    fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()>;
+    fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()>;
+
+    // --- reads ---
+    fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
+    /// The mailbox registered for a certificate fingerprint.
+    fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>>;
+    /// The stored signed record (encoded `SignedRecord`).
+    fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
+    fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
+    fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>>;
+    fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
+    fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
+
+    fn stats(&self) -> StoreStats;
+    /// Stops accepting writes, finishes those already queued, and waits for the writer.
+    fn close(&self) -> StoreFuture<'_, ()>;
+}

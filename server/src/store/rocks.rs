@@ -1,0 +1,446 @@
+//! The RocksDB store: column families, key layout, reads. Writes go to the single writer
+//! thread in [`super::writer`], which group-commits them.
+//!
+//! Key layout (`spec/node.md` §Storage; integers big-endian so keys sort numerically):
+//!
+//! | column family | key | value |
+//! |---|---|---|
+//! | `envelopes` | mailbox ‖ seq | encoded envelope |
+//! | `index` | mailbox ‖ seq | envelope id ‖ size ‖ received |
+//! | `dedupe` | mailbox ‖ envelope id | seq ‖ received |
+//! | `accounts` | `a` ‖ mailbox | created ‖ certificate |
+//! | | `f` ‖ cert fingerprint | mailbox |
+//! | | `s` ‖ mailbox | next seq ‖ bytes ‖ count |
+//! | `records` | address | sequence ‖ signed record |
+//! | `outbound` | `m` ‖ queue id | JSON [`OutboundItem`] |
+//! | | `p` ‖ queue id | hop payload |
+//! | `peers` | node URL | node key ‖ pinned at |
+//! | `meta` | `schema` | version |
+//! | | `i` ‖ sha256(invite) | used at ‖ mailbox |
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use bytes::Bytes;
+use rocksdb::{
+    BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
+    Direction, IteratorMode, Options,
+};
+use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use tokio::sync::{mpsc, oneshot};
+
+use super::writer::{Op, Reply, Writer};
+use super::*;
+use crate::config::StorageConfig;
+
+pub const CF_ENVELOPES: &str = "envelopes";
+pub const CF_INDEX: &str = "index";
+pub const CF_DEDUPE: &str = "dedupe";
+pub const CF_ACCOUNTS: &str = "accounts";
+pub const CF_RECORDS: &str = "records";
+pub const CF_OUTBOUND: &str = "outbound";
+pub const CF_PEERS: &str = "peers";
+pub const CF_META: &str = "meta";
+/// Every column family, in creation order.
+pub const COLUMN_FAMILIES: [&str; 8] = [
+    CF_ENVELOPES,
+    CF_INDEX,
+    CF_DEDUPE,
+    CF_ACCOUNTS,
+    CF_RECORDS,
+    CF_OUTBOUND,
+    CF_PEERS,
+    CF_META,
+];
+
+/// Version of the key layout above.
+pub const SCHEMA_VERSION: u8 = 1;
+
+/// Operations waiting for the writer; senders wait (backpressure) beyond this.
+const WRITE_QUEUE: usize = 8192;
+
+pub(super) mod key {
+    use super::*;
+
+    pub fn mailbox_seq(mailbox: &MailboxId, seq: u64) -> [u8; 24] {
+        let mut k = [0u8; 24];
+        k[..16].copy_from_slice(mailbox.as_bytes());
+        k[16..].copy_from_slice(&seq.to_be_bytes());
+        k
+    }
+    pub fn dedupe(mailbox: &MailboxId, id: &EnvelopeId) -> [u8; 32] {
+        let mut k = [0u8; 32];
+        k[..16].copy_from_slice(mailbox.as_bytes());
+        k[16..].copy_from_slice(id.as_bytes());
+        k
+    }
+    pub fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
+        let mut k = Vec::with_capacity(1 + rest.len());
+        k.push(prefix);
+        k.extend_from_slice(rest);
+        k
+    }
+    pub const ACCOUNT: u8 = b'a';
+    pub const FINGERPRINT: u8 = b'f';
+    pub const STATE: u8 = b's';
+    pub const QUEUE_META: u8 = b'm';
+    pub const QUEUE_PAYLOAD: u8 = b'p';
+    pub const INVITE: u8 = b'i';
+    pub const SCHEMA: &[u8] = b"schema";
+}
+
+pub(super) fn u64_at(v: &[u8], at: usize) -> Option<u64> {
+    v.get(at..at + 8)
+        .and_then(|s| s.try_into().ok())
+        .map(u64::from_be_bytes)
+}
+
+pub(super) fn cf<'a>(db: &'a DB, name: &str) -> &'a ColumnFamily {
+    db.cf_handle(name)
+        .expect("invariant: every column family is opened with the database")
+}
+
+/// Write-path counters, shared with the writer thread.
+#[derive(Default)]
+pub(super) struct SharedStats {
+    pub batches: AtomicU64,
+    pub ops: AtomicU64,
+    pub failed_batches: AtomicU64,
+    pub batch_bytes: AtomicU64,
+}
+
+pub struct RocksStore {
+    db: Arc<DB>,
+    tx: RwLock<Option<mpsc::Sender<Op>>>,
+    stats: Arc<SharedStats>,
+    writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+}
+
+fn read_err(e: rocksdb::Error) -> StoreError {
+    StoreError::Read(e.to_string())
+}
+
+impl RocksStore {
+    /// Opens (or creates) the database in `dir` and starts the writer thread.
+    pub fn open(dir: &Path, cfg: &StorageConfig) -> Result<Arc<RocksStore>, StoreError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| StoreError::Unavailable(format!("{}: {e}", dir.display()));
+        std::fs::create_dir_all(dir).map_err(|e| unavailable(&e))?;
+        let mut opts = Options::default();
+        opts.create_if_missing(true);
+        opts.create_missing_column_families(true);
+        opts.set_max_background_jobs(2);
+        opts.set_db_write_buffer_size(cfg.write_buffer_mb.max(4) << 20);
+        // With several column families the WAL is kept until each has flushed; bound it.
+        opts.set_max_total_wal_size(((cfg.write_buffer_mb.max(4) as u64) << 20) * 2);
+        opts.set_keep_log_file_num(3);
+        opts.set_max_log_file_size(8 << 20);
+        let cache = Cache::new_lru_cache(cfg.cache_mb.max(1) << 20);
+        let descriptors = COLUMN_FAMILIES.iter().map(|name| {
+            let mut o = Options::default();
+            let mut table = BlockBasedOptions::default();
+            table.set_block_cache(&cache);
+            match *name {
+                // Sealed letters are encrypted and padded: compression gains nothing. Big
+                // values go to blob files so that compaction does not rewrite them.
+                CF_ENVELOPES | CF_OUTBOUND => {
+                    o.set_compression_type(DBCompressionType::None);
+                    o.set_enable_blob_files(true);
+                    o.set_min_blob_size(4096);
+                    o.set_blob_compression_type(DBCompressionType::None);
+                }
+                CF_DEDUPE | CF_ACCOUNTS | CF_RECORDS => {
+                    table.set_bloom_filter(10.0, false);
+                    o.set_compression_type(DBCompressionType::Lz4);
+                }
+                _ => o.set_compression_type(DBCompressionType::Lz4),
+            }
+            o.set_block_based_table_factory(&table);
+            ColumnFamilyDescriptor::new(*name, o)
+        });
+        let db = DB::open_cf_descriptors(&opts, dir, descriptors).map_err(|e| unavailable(&e))?;
+        let db = Arc::new(db);
+        match db.get_cf(cf(&db, CF_META), key::SCHEMA).map_err(read_err)? {
+            None => {
+                let mut wo = rocksdb::WriteOptions::default();
+                wo.set_sync(true);
+                db.put_cf_opt(cf(&db, CF_META), key::SCHEMA, [SCHEMA_VERSION], &wo)
+                    .map_err(|e| unavailable(&e))?;
+            }
+            Some(v) if v.as_slice() == [SCHEMA_VERSION] => {}
+            Some(v) => {
+                return Err(StoreError::Corrupt(format!(
+                    "database schema {v:?}, this node speaks {SCHEMA_VERSION}"
+                )));
+            }
+        }
+        let stats = Arc::new(SharedStats::default());
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE);
+        let (done_tx, done_rx) = oneshot::channel();
+        let writer = Writer::new(db.clone(), stats.clone());
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || {
+                writer.run(rx);
+                let _ = done_tx.send(());
+            })
+            .map_err(|e| unavailable(&e))?;
+        Ok(Arc::new(RocksStore {
+            db,
+            tx: RwLock::new(Some(tx)),
+            stats,
+            writer_done: Mutex::new(Some(done_rx)),
+        }))
+    }
+
+    fn submit<T: Send + 'static>(&self, make: impl FnOnce(Reply<T>) -> Op) -> StoreFuture<'_, T> {
+        // Clone the sender and let go of the lock before awaiting.
+        let tx = self.tx.read().ok().and_then(|g| g.clone());
+        let (reply, answer) = oneshot::channel();
+        let op = make(reply);
+        Box::pin(async move {
+            let tx = tx.ok_or(StoreError::Closed)?;
+            tx.send(op).await.map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
+        })
+    }
+
+    fn ready<T: Send + 'static>(r: Result<T, StoreError>) -> StoreFuture<'static, T> {
+        Box::pin(std::future::ready(r))
+    }
+
+    fn get(&self, cf_name: &str, k: &[u8]) -> Result<Option<Bytes>, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(cf(&self.db, cf_name), k)
+            .map_err(read_err)?
+            .map(|v| Bytes::copy_from_slice(&v)))
+    }
+
+    fn read_account(&self, mailbox: MailboxId) -> Result<Option<Account>, StoreError> {
+        let Some(v) = self.get(
+            CF_ACCOUNTS,
+            &key::prefixed(key::ACCOUNT, mailbox.as_bytes()),
+        )?
+        else {
+            return Ok(None);
+        };
+        let created =
+            u64_at(&v, 0).ok_or_else(|| StoreError::Corrupt("account value too short".into()))?;
+        Ok(Some(Account {
+            mailbox,
+            cert: v[8..].to_vec(),
+            created,
+        }))
+    }
+
+    fn read_list(
+        &self,
+        mailbox: MailboxId,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<ListItem>, StoreError> {
+        let start = key::mailbox_seq(&mailbox, after.saturating_add(1));
+        let mut out = Vec::new();
+        if after == u64::MAX {
+            return Ok(out);
+        }
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_INDEX),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(read_err)?;
+            if out.len() >= limit || k.len() != 24 || &k[..16] != mailbox.as_bytes() {
+                break;
+            }
+            let seq = u64_at(&k, 16).ok_or_else(|| StoreError::Corrupt("index key".into()))?;
+            let id: [u8; 16] = v
+                .get(..16)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("index value".into()))?;
+            let size = u64_at(&v, 16).ok_or_else(|| StoreError::Corrupt("index value".into()))?;
+            out.push(ListItem {
+                seq,
+                id: EnvelopeId(id),
+                size,
+            });
+        }
+        Ok(out)
+    }
+
+    fn read_outbound(&self) -> Result<Vec<OutboundItem>, StoreError> {
+        let mut out = Vec::new();
+        let prefix = [key::QUEUE_META];
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_OUTBOUND),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(read_err)?;
+            if k.first() != Some(&key::QUEUE_META) {
+                break;
+            }
+            let item: OutboundItem = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("outbound item: {e}")))?;
+            out.push(item);
+        }
+        Ok(out)
+    }
+
+    fn read_pins(&self) -> Result<Vec<(NodeUrl, PeerPin)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .db
+            .iterator_cf(cf(&self.db, CF_PEERS), IteratorMode::Start)
+        {
+            let (k, v) = kv.map_err(read_err)?;
+            let url = std::str::from_utf8(&k)
+                .ok()
+                .and_then(|s| NodeUrl::parse(s).ok())
+                .ok_or_else(|| StoreError::Corrupt("peer url".into()))?;
+            let node_key: [u8; 32] = v
+                .get(..32)
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| StoreError::Corrupt("peer pin".into()))?;
+            let pinned_at = u64_at(&v, 32).unwrap_or(0);
+            out.push((
+                url,
+                PeerPin {
+                    node_key,
+                    pinned_at,
+                },
+            ));
+        }
+        Ok(out)
+    }
+}
+
+impl Store for RocksStore {
+    fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome> {
+        self.submit(|reply| Op::Register { account, reply })
+    }
+    fn put_record(
+        &self,
+        address: String,
+        sequence: u64,
+        signed: Vec<u8>,
+    ) -> StoreFuture<'_, RecordOutcome> {
+        self.submit(|reply| Op::PutRecord {
+            address,
+            sequence,
+            signed,
+            reply,
+        })
+    }
+    fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
+        self.submit(|reply| Op::Deliver {
+            envelope,
+            quota,
+            reply,
+        })
+    }
+    fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool> {
+        self.submit(|reply| Op::Ack {
+            mailbox,
+            seq,
+            reply,
+        })
+    }
+    fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()> {
+        self.submit(|reply| Op::Enqueue {
+            item,
+            payload,
+            reply,
+        })
+    }
+    fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()> {
+        self.submit(|reply| Op::Reschedule { item, reply })
+    }
+    fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
+        self.submit(|reply| Op::Finish { id, bounce, reply })
+    }
+    fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
+        self.submit(|reply| Op::PinPeer { url, pin, reply })
+    }
+
+    fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>> {
+        Self::ready(self.read_account(mailbox))
+    }
+    fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>> {
+        Self::ready(
+            self.get(CF_ACCOUNTS, &key::prefixed(key::FINGERPRINT, &fingerprint))
+                .and_then(|v| match v {
+                    Some(v) => {
+                        let m: [u8; 16] = v[..]
+                            .try_into()
+                            .map_err(|_| StoreError::Corrupt("fingerprint index".into()))?;
+                        Ok(Some(MailboxId(m)))
+                    }
+                    None => Ok(None),
+                }),
+        )
+    }
+    fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>> {
+        Self::ready(
+            self.get(CF_RECORDS, address.as_bytes())
+                .and_then(|v| match v {
+                    Some(v) if v.len() > 8 => Ok(Some(v.slice(8..))),
+                    Some(_) => Err(StoreError::Corrupt("record value too short".into())),
+                    None => Ok(None),
+                }),
+        )
+    }
+    fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>> {
+        Self::ready(self.read_list(mailbox, after, limit))
+    }
+    fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>> {
+        Self::ready(self.get(CF_ENVELOPES, &key::mailbox_seq(&mailbox, seq)))
+    }
+    fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
+        Self::ready(self.read_outbound())
+    }
+    fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
+        Self::ready(self.get(CF_OUTBOUND, &key::prefixed(key::QUEUE_PAYLOAD, &id.0)))
+    }
+    fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>> {
+        Self::ready(self.read_pins())
+    }
+
+    fn stats(&self) -> StoreStats {
+        StoreStats {
+            batches: self.stats.batches.load(Ordering::Relaxed),
+            ops: self.stats.ops.load(Ordering::Relaxed),
+            failed_batches: self.stats.failed_batches.load(Ordering::Relaxed),
+            batch_bytes: self.stats.batch_bytes.load(Ordering::Relaxed),
+        }
+    }
+
+    fn close(&self) -> StoreFuture<'_, ()> {
+        // Dropping our sender closes the channel once in-flight senders are done; the writer
+        // then drains what is queued, commits it and exits.
+        if let Ok(mut g) = self.tx.write() {
+            g.take();
+        }
+        let done = self.writer_done.lock().ok().and_then(|mut g| g.take());
+        Box::pin(async move {
+            if let Some(done) = done {
+                let _ = done.await;
+            }
+            Ok(())
+        })
+    }
+}
+
+/// Visits every key and value of every column family of a node's database (opened read
+/// only; the node must be stopped). For tests and audits of what a node stores.
+pub fn scan_all(dir: &Path, mut visit: impl FnMut(&str, &[u8], &[u8])) -> Result<(), StoreError> {
+    let opts = Options::default();
+    let db = DB::open_cf_for_read_only(&opts, dir, COLUMN_FAMILIES, false).map_err(read_err)?;
+    for name in COLUMN_FAMILIES {
+        for kv in db.iterator_cf(cf(&db, name), IteratorMode::Start) {
+            let (k, v) = kv.map_err(read_err)?;
+            visit(name, &k, &v);
+        }
+    }
+    Ok(())
+}
