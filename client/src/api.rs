@@ -113,18 +113,13 @@ fn now() -> u64 {
     crate::now()
 }
 
-/// The error chain of `e` on one line, each cause once.
+/// The most specific cause of `e` (e.g. "Connection refused (os error 111)"), on one line.
 fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(c) = cur {
-        let s = c.to_string();
-        if !parts.iter().any(|p| p.contains(&s)) {
-            parts.push(s);
-        }
-        cur = c.source();
+    let mut cur: &(dyn std::error::Error + 'static) = e;
+    while let Some(next) = cur.source() {
+        cur = next;
     }
-    one_line(&parts.join(": "))
+    one_line(&cur.to_string())
 }
 
 impl Net {

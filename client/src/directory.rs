@@ -219,14 +219,27 @@ impl Client {
         }
     }
 
-    /// `contact add`: looks up, pins (or refreshes) and saves.
-    pub async fn add_contact(&self, address: &Address) -> Result<Recipient> {
+    /// `contact add`: looks up, pins (or refreshes) and saves. Also returns the homes whose
+    /// descriptor could not be checked, and why.
+    pub async fn add_contact(
+        &self,
+        address: &Address,
+    ) -> Result<(Recipient, Vec<(NodeUrl, String)>)> {
         if address == self.profile.address() {
             return Err(Error::input("contact", "that is your own address"));
         }
         let r = self.resolve_recipient(address).await?;
+        // Check each home now and keep its descriptor, so that mail can still be wrapped
+        // for a home that is down later. A home that does not answer is not an error here.
+        let mut unchecked = Vec::new();
+        for home in &r.record.homes {
+            if let Err(e) = self.home_node(home).await {
+                unchecked.push((home.url.clone(), e.to_string()));
+            }
+        }
         self.commit_pin(&r)?;
-        Ok(r)
+        self.save_nodes()?;
+        Ok((r, unchecked))
     }
 
     /// The verified descriptor of a recipient's home; it must carry the node key the

@@ -163,7 +163,7 @@ impl Error {
         self.kind().exit_code()
     }
 
-    pub(crate) fn input(what: &'static str, reason: impl Into<String>) -> Self {
+    pub fn input(what: &'static str, reason: impl Into<String>) -> Self {
         Error::InvalidInput {
             what,
             reason: reason.into(),

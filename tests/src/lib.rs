@@ -1,1 +1,619 @@
-//! placeholder
+//! End-to-end harness: real `sealpost-node` processes on loopback and the real `sealpost`
+//! CLI, each with its own temporary directory.
+//!
+//! - [`Node::start`] runs `sealpost-node init` (port 0) and `sealpost-node run`, and waits
+//!   for its `sealpost-node listening on http://IP:PORT` line (with a deadline, no sleeps).
+//!   [`Node::stop`] kills it; [`Node::restart`] runs it again on the same port and data.
+//! - [`User`] is a `sealpost` profile; [`User::run`] runs one command with the world's
+//!   `--resolve` entries and returns exit code, stdout and stderr.
+//!
+//! Node processes die with the test process: they are spawned from one long-lived thread
+//! with `PR_SET_PDEATHSIG`, and an `atexit` handler kills what is left and removes the
+//! temporary directories of fixtures kept in statics (which are never dropped).
+
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// How long a node may take to start.
+pub const START_DEADLINE: Duration = Duration::from_secs(60);
+
+/// `target/debug` (or whichever profile built this test binary).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    // target/debug/deps/client_e2e-HASH → target/debug
+    let deps = exe.parent().expect("test binary has a directory");
+    let dir = if deps.ends_with("deps") {
+        deps.parent().expect("deps has a parent")
+    } else {
+        deps
+    };
+    dir.to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let p = bin_dir().join(name);
+    assert!(
+        p.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (make test does)",
+        p.display()
+    );
+    p
+}
+
+pub fn node_bin() -> PathBuf {
+    binary("sealpost-node")
+}
+
+pub fn cli_bin() -> PathBuf {
+    binary("sealpost")
+}
+
+// ---------------------------------------------------------------------------------------
+// Process hygiene
+
+struct Registry {
+    pids: Vec<i32>,
+    dirs: Vec<PathBuf>,
+}
+
+fn registry() -> &'static Mutex<Registry> {
+    static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
+    REG.get_or_init(|| {
+        extern "C" fn cleanup() {
+            if let Ok(reg) = registry().try_lock() {
+                for pid in &reg.pids {
+                    // SAFETY: signalling and reaping child processes we started; reaping
+                    // here keeps them from lingering as zombies of an init that does not.
+                    unsafe {
+                        libc::kill(*pid, libc::SIGKILL);
+                        libc::waitpid(*pid, std::ptr::null_mut(), 0);
+                    }
+                }
+                for d in &reg.dirs {
+                    let _ = std::fs::remove_dir_all(d);
+                }
+            }
+        }
+        // SAFETY: registers a plain function without captured state.
+        unsafe { libc::atexit(cleanup) };
+        Mutex::new(Registry {
+            pids: Vec::new(),
+            dirs: Vec::new(),
+        })
+    })
+}
+
+fn register_pid(pid: u32) {
+    registry().lock().unwrap().pids.push(pid as i32);
+}
+
+fn unregister_pid(pid: u32) {
+    registry().lock().unwrap().pids.retain(|p| *p != pid as i32);
+}
+
+/// A temporary directory removed on drop and, for fixtures in statics, at exit.
+pub struct TempDir(tempfile::TempDir);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let t = tempfile::Builder::new()
+            .prefix(&format!("sealpost-{prefix}-"))
+            .tempdir()
+            .expect("tempdir");
+        registry().lock().unwrap().dirs.push(t.path().to_path_buf());
+        TempDir(t)
+    }
+    pub fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Spawns `cmd` from a thread that lives as long as the process, so that
+/// `PR_SET_PDEATHSIG` (which fires when the *thread* that forked exits) kills the child
+/// only when the test process goes away.
+fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
+    let tx = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::Builder::new()
+            .name("node-spawner".into())
+            .spawn(move || {
+                for (mut cmd, reply) in rx {
+                    // SAFETY: prctl in the child between fork and exec; async-signal-safe.
+                    unsafe {
+                        cmd.pre_exec(|| {
+                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                            Ok(())
+                        });
+                    }
+                    let _ = reply.send(cmd.spawn());
+                }
+            })
+            .expect("spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    // Setting stdio etc. was done by the caller; only the spawn moves threads.
+    let _ = &mut cmd;
+    tx.lock()
+        .unwrap()
+        .send((cmd, reply_tx))
+        .expect("spawner thread alive");
+    reply_rx.recv().expect("spawner thread answers")
+}
+
+// ---------------------------------------------------------------------------------------
+// Nodes
+
+/// A running (or stopped) `sealpost-node`.
+pub struct Node {
+    pub name: String,
+    dir: TempDir,
+    child: Option<Child>,
+    /// `http://127.0.0.1:PORT`, stable across restarts.
+    pub url: String,
+    pub port: u16,
+    run_args: Vec<String>,
+}
+
+/// Relay retries fast in tests, so a node that comes back gets its mail soon.
+pub const FAST_RELAY: &[&str] = &["--set", "relay.retry_base=1", "--set", "relay.retry_max=2"];
+
+impl Node {
+    /// Initialises a node directory and starts the node on a free loopback port.
+    pub fn start(name: &str) -> Node {
+        Self::start_with(name, FAST_RELAY)
+    }
+
+    pub fn start_with(name: &str, run_args: &[&str]) -> Node {
+        let dir = TempDir::new(&format!("node-{name}"));
+        let out = Command::new(node_bin())
+            .args(["init", "--dir"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0"])
+            .output()
+            .expect("run sealpost-node init");
+        assert!(
+            out.status.success(),
+            "sealpost-node init failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mut node = Node {
+            name: name.to_string(),
+            dir,
+            child: None,
+            url: String::new(),
+            port: 0,
+            run_args: run_args.iter().map(|s| s.to_string()).collect(),
+        };
+        node.launch(None);
+        node
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("node.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("node.log")
+    }
+
+    /// The node's log so far (its stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn launch(&mut self, port: Option<u16>) {
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            match self.try_launch(port, deadline) {
+                Ok(()) => return,
+                // The old port can be taken by someone else for a moment; try again.
+                Err(e) if port.is_some() && Instant::now() < deadline => {
+                    eprintln!("node {} restart: {e}; retrying", self.name);
+                    std::thread::yield_now();
+                }
+                Err(e) => panic!(
+                    "node {} did not start: {e}\n--- log ---\n{}",
+                    self.name,
+                    self.log()
+                ),
+            }
+        }
+    }
+
+    fn try_launch(&mut self, port: Option<u16>, deadline: Instant) -> Result<(), String> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log_path())
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(node_bin());
+        cmd.arg("run").arg("--config").arg(self.config_path());
+        if let Some(p) = port {
+            cmd.args(["--listen", &format!("127.0.0.1:{p}")]);
+        }
+        cmd.args(&self.run_args);
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log));
+        let mut child = spawn_tied(cmd).map_err(|e| format!("spawn: {e}"))?;
+        register_pid(child.id());
+        let stdout = child.stdout.take().expect("stdout is piped");
+        let (tx, rx) = mpsc::channel::<String>();
+        // Reads the ready line, then keeps draining stdout so the node never blocks on it.
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+        let prefix = "sealpost-node listening on ";
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(url) = line.trim().strip_prefix(prefix) {
+                        let url = url.trim_end_matches('/').to_string();
+                        let port: u16 = url
+                            .rsplit(':')
+                            .next()
+                            .and_then(|p| p.parse().ok())
+                            .ok_or(format!("no port in {url}"))?;
+                        self.url = url;
+                        self.port = port;
+                        self.child = Some(child);
+                        return Ok(());
+                    }
+                }
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+                    unregister_pid(child.id());
+                    return Err(format!("no ready line (exit: {status})"));
+                }
+            }
+        }
+    }
+
+    /// Kills the node (like a crash or a network cut).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+            unregister_pid(c.id());
+        }
+    }
+
+    /// Starts the node again on the same port, data and keys.
+    pub fn restart(&mut self) {
+        self.stop();
+        let port = self.port;
+        let url = self.url.clone();
+        self.launch(Some(port));
+        assert_eq!(self.url, url, "restarted node must keep its URL");
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// CLI
+
+/// What a CLI run produced.
+#[derive(Debug, Clone)]
+pub struct Out {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Out {
+    pub fn ok(&self) -> bool {
+        self.code == 0
+    }
+
+    /// stdout as JSON.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {self:?}"))
+    }
+
+    /// The one error line (asserts that there is exactly one line and no panic).
+    pub fn error_line(&self) -> &str {
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        let lines: Vec<&str> = self
+            .stderr
+            .lines()
+            .filter(|l| !l.trim().is_empty())
+            .collect();
+        let errors: Vec<&&str> = lines
+            .iter()
+            .filter(|l| l.starts_with("sealpost: error: "))
+            .collect();
+        assert_eq!(errors.len(), 1, "want one error line: {:?}", self.stderr);
+        assert_eq!(
+            lines.last(),
+            errors.last().copied(),
+            "the error is the last line: {:?}",
+            self.stderr
+        );
+        errors[0]
+    }
+}
+
+/// The `--resolve` entries of a test world: domain → node URL.
+#[derive(Clone, Debug, Default)]
+pub struct Resolve(pub Vec<(String, String)>);
+
+impl Resolve {
+    pub fn add(&mut self, domain: &str, url: &str) {
+        self.0.push((domain.to_string(), url.to_string()));
+    }
+    fn args(&self) -> Vec<String> {
+        self.0
+            .iter()
+            .flat_map(|(d, u)| ["--resolve".to_string(), format!("{d}={u}")])
+            .collect()
+    }
+}
+
+/// One `sealpost` profile.
+pub struct User {
+    pub address: String,
+    home: TempDir,
+    pub resolve: Resolve,
+    /// Extra environment, e.g. SEALPOST_PASSPHRASE.
+    pub env: Vec<(String, String)>,
+}
+
+impl User {
+    /// A profile directory that does not exist yet (`init` creates it).
+    pub fn new(address: &str, resolve: &Resolve) -> User {
+        let local = address.split('@').next().unwrap_or("user");
+        User {
+            address: address.to_string(),
+            home: TempDir::new(&format!("user-{local}")),
+            resolve: resolve.clone(),
+            env: Vec::new(),
+        }
+    }
+
+    /// `init ADDRESS --node URL...`; panics unless it succeeds.
+    pub fn init(address: &str, nodes: &[&Node], resolve: &Resolve) -> User {
+        let u = User::new(address, resolve);
+        let mut args = vec!["init".to_string(), address.to_string()];
+        for n in nodes {
+            args.push("--node".into());
+            args.push(n.url.clone());
+        }
+        let out = u.run_owned(&args, b"");
+        assert!(out.ok(), "init {address}: {out:?}");
+        u
+    }
+
+    pub fn profile(&self) -> PathBuf {
+        self.home.path().join("profile")
+    }
+
+    /// A scratch directory of this user's (for attachments, saved files).
+    pub fn scratch(&self) -> PathBuf {
+        let p = self.home.path().join("scratch");
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let owned: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        self.run_owned(&owned, stdin)
+    }
+
+    pub fn run_owned(&self, args: &[String], stdin: &[u8]) -> Out {
+        run_cli(&self.profile(), &self.resolve, &self.env, args, stdin)
+    }
+
+    /// Runs and asserts success.
+    pub fn ok(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let out = self.run(args, stdin);
+        assert!(out.ok(), "{} {args:?} failed: {out:?}", self.address);
+        out
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.ok(&["fingerprint"], b"").stdout.trim().to_string()
+    }
+
+    /// Runs `fetch --json` until `done` says so (or the deadline passes); returns every
+    /// fetch report seen.
+    pub fn fetch_until(
+        &self,
+        deadline: Duration,
+        mut done: impl FnMut(&[serde_json::Value]) -> bool,
+    ) -> Vec<serde_json::Value> {
+        let end = Instant::now() + deadline;
+        let mut seen = Vec::new();
+        loop {
+            let out = self.ok(&["fetch", "--json"], b"");
+            seen.push(out.json());
+            if done(&seen) {
+                return seen;
+            }
+            assert!(
+                Instant::now() < end,
+                "{}: condition not met by the deadline; fetches: {seen:#?}",
+                self.address
+            );
+            // Relay between nodes is asynchronous; give it a moment without busy-spinning.
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    /// Every file of the profile and its bytes (the lock file aside): to check that a
+    /// failing command changed nothing.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        snapshot(&self.profile())
+    }
+}
+
+pub fn snapshot(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    fn walk(base: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(base, &p, out);
+            } else if p.file_name().is_some_and(|n| n != "lock") {
+                out.push((
+                    p.strip_prefix(base).unwrap().to_path_buf(),
+                    std::fs::read(&p).unwrap_or_default(),
+                ));
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// Runs the CLI with a profile and resolve entries; stdin is a pipe (never a terminal).
+pub fn run_cli(
+    profile: &Path,
+    resolve: &Resolve,
+    env: &[(String, String)],
+    args: &[String],
+    stdin: &[u8],
+) -> Out {
+    let mut cmd = Command::new(cli_bin());
+    cmd.arg("--profile")
+        .arg(profile)
+        .args(resolve.args())
+        .args(args);
+    cmd.env_remove("SEALPOST_PASSPHRASE")
+        .env_remove("SEALPOST_PROFILE")
+        .env("EDITOR", "false")
+        .env("VISUAL", "false");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn sealpost");
+    let mut input = child.stdin.take().expect("stdin is piped");
+    let data = stdin.to_vec();
+    // Written from a thread: a large body must not deadlock against a full stdout pipe.
+    let writer = std::thread::spawn(move || {
+        let _ = input.write_all(&data);
+    });
+    let out = child.wait_with_output().expect("wait for sealpost");
+    let _ = writer.join();
+    Out {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// A loopback URL where nothing listens (a port that was just free).
+pub fn dead_url() -> String {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    format!("http://127.0.0.1:{port}")
+}
+
+/// Deterministic pseudo-random bytes (xorshift), for attachments.
+pub fn pseudo_random_bytes(len: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// gpg
+
+/// A throw-away GnuPG home; its agent is stopped on drop.
+pub struct Gpg {
+    home: TempDir,
+}
+
+impl Gpg {
+    pub fn new() -> Gpg {
+        Gpg {
+            home: TempDir::new("gpg"),
+        }
+    }
+
+    pub fn home(&self) -> &Path {
+        self.home.path()
+    }
+
+    pub fn run(&self, args: &[&str], stdin: &[u8]) -> Out {
+        let mut cmd = Command::new("gpg");
+        cmd.arg("--homedir").arg(self.home.path()).args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        cmd.args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("gpg is installed (make deps)");
+        let mut input = child.stdin.take().unwrap();
+        let data = stdin.to_vec();
+        let writer = std::thread::spawn(move || {
+            let _ = input.write_all(&data);
+        });
+        let out = child.wait_with_output().unwrap();
+        let _ = writer.join();
+        Out {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Default for Gpg {
+    fn default() -> Self {
+        Gpg::new()
+    }
+}
+
+impl Drop for Gpg {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .arg("--homedir")
+            .arg(self.home.path())
+            .args(["--kill", "gpg-agent"])
+            .output();
+    }
+}

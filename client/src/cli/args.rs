@@ -1,0 +1,306 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+pub const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  usage or input error (bad arguments, unknown address or message, unreadable file)
+  2  network or node error (node unreachable or refusing; mail kept in the outbox)
+  3  crypto or verification problem (changed key, bad signature, wrong passphrase)
+  4  profile error (missing, corrupt, locked or unwritable profile)
+
+Environment:
+  SEALPOST_PROFILE     profile directory (like --profile)
+  SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file)
+  EDITOR, VISUAL       editor for the body when stdin is a terminal";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "sealpost",
+    version,
+    about = "Sealpost: end-to-end encrypted, email-like messaging",
+    after_help = EXIT_CODES,
+    propagate_version = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Profile directory [default: $XDG_DATA_HOME/sealpost or ~/.local/share/sealpost]
+    #[arg(long, global = true, value_name = "DIR", env = "SEALPOST_PROFILE")]
+    pub profile: Option<PathBuf>,
+    /// Use URL as the node of DOMAIN for this run (repeatable), like curl --resolve
+    #[arg(long, global = true, value_name = "DOMAIN=URL")]
+    pub resolve: Vec<String>,
+    /// Read the secret key's passphrase from FILE (first line)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Machine-readable output (list, read, fetch, whoami, contact list/show, node list, outbox list)
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Seconds to wait for a node to connect or answer
+    #[arg(long, global = true, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    pub timeout: u64,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create keys, register on every node, publish one signed record listing them all
+    Init {
+        /// Your address, e.g. alice@alpha.example
+        address: String,
+        /// A home node (repeat for several homes)
+        #[arg(long = "node", value_name = "URL", required = true)]
+        nodes: Vec<String>,
+        /// Invitation code for nodes that register by invitation
+        #[arg(long, value_name = "CODE")]
+        invite: Option<String>,
+        /// Use this secret key (e.g. from `export-key --secret`) instead of making one
+        #[arg(long, value_name = "FILE")]
+        import_key: Option<PathBuf>,
+    },
+    /// Show your address, fingerprint and home nodes
+    Whoami,
+    /// Print your key's fingerprint (40 hex digits)
+    Fingerprint,
+    /// Pinned contacts
+    #[command(subcommand)]
+    Contact(ContactCommand),
+    /// Send a letter; the body is read from stdin (or $EDITOR when stdin is a terminal)
+    Send(SendArgs),
+    /// Fetch new mail from every trusted home node (and retry the outbox)
+    Fetch,
+    /// List stored letters
+    List,
+    /// Show a letter (ID: a unique prefix of at least 4 hex digits)
+    Read {
+        id: String,
+        /// Write the attachments into DIR
+        #[arg(long, value_name = "DIR")]
+        save_attachments: Option<PathBuf>,
+    },
+    /// Reply to a letter; the body is read like `send`'s
+    Reply {
+        id: String,
+        /// Copy everyone else the letter went to
+        #[arg(long)]
+        all: bool,
+        /// Attach a file (repeatable)
+        #[arg(long = "attach", value_name = "FILE")]
+        attach: Vec<PathBuf>,
+    },
+    /// Print your public key (armored OpenPGP, for gpg --import)
+    ExportKey {
+        /// Print the secret key instead (backup; locked if the profile has a passphrase)
+        #[arg(long)]
+        secret: bool,
+        /// Write to FILE (created 0600) instead of stdout
+        #[arg(long, short, value_name = "FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Import someone's public key (OpenPGP, e.g. from gpg --export) as a pinned contact
+    ImportKey {
+        /// File to read, or - for stdin
+        file: PathBuf,
+        /// The address to pin it for, when the key names several
+        #[arg(long, value_name = "ADDR")]
+        address: Option<String>,
+    },
+    /// Your home nodes
+    #[command(subcommand)]
+    Node(NodeCommand),
+    /// Sign and publish your mailbox record again (renews its expiry)
+    Publish,
+    /// Letters not yet accepted by one of your nodes
+    #[command(subcommand)]
+    Outbox(OutboxCommand),
+    /// The profile's persistent domain → node table
+    #[command(subcommand)]
+    Resolve(ResolveCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Recipient (repeatable)
+    #[arg(long = "to", value_name = "ADDR", required = true)]
+    pub to: Vec<String>,
+    /// Copy recipient (repeatable)
+    #[arg(long = "cc", value_name = "ADDR")]
+    pub cc: Vec<String>,
+    #[arg(long, short, default_value = "")]
+    pub subject: String,
+    /// Attach a file (repeatable)
+    #[arg(long = "attach", value_name = "FILE")]
+    pub attach: Vec<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContactCommand {
+    /// Look up ADDR's record and pin its key (or refresh it)
+    Add { address: String },
+    /// List pinned contacts
+    List,
+    /// Show a contact's key, state and homes
+    Show { address: String },
+    /// Mark a contact verified after comparing the fingerprint with them out of band
+    Verify {
+        address: String,
+        fingerprint: String,
+    },
+    /// Accept a contact's changed key (pinning the new one)
+    Accept {
+        address: String,
+        /// Only accept if the new key has this fingerprint
+        #[arg(long, value_name = "FPR")]
+        fingerprint: Option<String>,
+    },
+    /// Forget a contact
+    Remove { address: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// List your home nodes
+    List,
+    /// Trust a home again, or register on a new node and add it to your record
+    Trust {
+        url: String,
+        #[arg(long, value_name = "CODE")]
+        invite: Option<String>,
+    },
+    /// Stop fetching from and submitting through a home
+    Untrust {
+        url: String,
+        /// Also remove it from your record and publish the record on the other homes
+        #[arg(long)]
+        drop: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OutboxCommand {
+    /// List waiting deliveries
+    List,
+    /// Submit them now
+    Flush,
+    /// Give up on a waiting delivery (ID prefix)
+    Drop { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ResolveCommand {
+    List,
+    /// Add or replace an entry
+    Add {
+        #[arg(value_name = "DOMAIN=URL")]
+        entry: String,
+    },
+    Remove {
+        domain: String,
+    },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("sealpost").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn send_takes_repeated_recipients_and_attachments() {
+        let cli = parse(&[
+            "--profile",
+            "/tmp/p",
+            "send",
+            "--to",
+            "a@b.test",
+            "--to",
+            "c@d.test",
+            "--cc",
+            "e@f.test",
+            "--subject",
+            "hi",
+            "--attach",
+            "x.bin",
+            "--attach",
+            "y.bin",
+            "--resolve",
+            "b.test=http://127.0.0.1:1",
+        ])
+        .unwrap();
+        let Command::Send(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.to, ["a@b.test", "c@d.test"]);
+        assert_eq!(s.cc, ["e@f.test"]);
+        assert_eq!(s.attach.len(), 2);
+        assert_eq!(cli.global.resolve, ["b.test=http://127.0.0.1:1"]);
+        assert_eq!(
+            cli.global.profile.as_deref(),
+            Some(std::path::Path::new("/tmp/p"))
+        );
+    }
+
+    #[test]
+    fn init_needs_a_node_and_send_a_recipient() {
+        assert!(parse(&["init", "alice@alpha.test"]).is_err());
+        assert!(
+            parse(&[
+                "init",
+                "alice@alpha.test",
+                "--node",
+                "http://a",
+                "--node",
+                "http://b"
+            ])
+            .is_ok()
+        );
+        assert!(parse(&["send", "--subject", "x"]).is_err());
+        assert!(parse(&["read"]).is_err());
+    }
+
+    #[test]
+    fn no_passphrase_on_the_command_line() {
+        assert!(parse(&["--passphrase", "x", "whoami"]).is_err());
+        assert!(parse(&["--passphrase-file", "/tmp/pw", "whoami"]).is_ok());
+    }
+
+    #[test]
+    fn help_documents_exit_codes() {
+        let help = Cli::command().render_long_help().to_string();
+        for code in [
+            "0  success",
+            "1  usage",
+            "2  network",
+            "3  crypto",
+            "4  profile",
+        ] {
+            assert!(help.contains(code), "{code} missing from --help");
+        }
+    }
+
+    #[test]
+    fn timeout_is_bounded() {
+        assert!(parse(&["--timeout", "0", "fetch"]).is_err());
+        assert_eq!(
+            parse(&["--timeout", "5", "fetch"]).unwrap().global.timeout,
+            5
+        );
+    }
+}

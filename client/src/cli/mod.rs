@@ -1,0 +1,8 @@
+//! The `sealpost` command line: argument parsing, input, output and progress bars over the
+//! `sealpost_client` library.
+
+pub mod args;
+pub mod bars;
+pub mod input;
+pub mod output;
+pub mod run;
