@@ -621,8 +621,10 @@ mod tests {
             invites: &[],
         });
         let c = Config::load(&write(dir.path(), &text)).unwrap();
-        let mut expected = Config::default();
-        expected.base_dir = dir.path().to_owned();
+        let expected = Config {
+            base_dir: dir.path().to_owned(),
+            ..Config::default()
+        };
         assert_eq!(c, expected);
     }
 

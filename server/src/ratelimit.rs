@@ -61,7 +61,7 @@ impl<K: Eq + Hash> RateLimiter<K> {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn tracked(&self) -> usize {
         self.buckets.lock().map(|m| m.len()).unwrap_or(0)
     }
 }
@@ -82,7 +82,7 @@ mod tests {
         assert_eq!(l.check("a", t + Duration::from_millis(1000)), Ok(()));
         assert!(l.check("a", t + Duration::from_millis(1000)).is_err());
         l.sweep(t + Duration::from_secs(10));
-        assert_eq!(l.len(), 0);
+        assert_eq!(l.tracked(), 0);
     }
 
     #[test]

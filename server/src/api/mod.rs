@@ -228,14 +228,14 @@ pub async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(len) = declared {
-        if len > max as u64 {
-            return Err(ApiError::TooLarge {
-                what,
-                len,
-                max: max as u64,
-            });
-        }
+    if let Some(len) = declared
+        && len > max as u64
+    {
+        return Err(ApiError::TooLarge {
+            what,
+            len,
+            max: max as u64,
+        });
     }
     let collect = Limited::new(body, max).collect();
     let collected = tokio::time::timeout(node.config.limits.body_timeout.get(), collect)

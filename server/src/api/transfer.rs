@@ -51,7 +51,7 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         id: id.0,
         destination: hop.destination,
         sender,
-        submitted: now_secs(),
+        submitted_ms: now_ms(),
         attempts: 0,
         next_attempt_ms: now_ms(),
         size: hop.payload.len() as u64,

@@ -54,7 +54,7 @@ pub async fn bounce_envelope(
          The node {node} gave up on it. This node never saw the message's content, so it\r\n\
          is not attached; the queue id is the one the node answered when you sent it.\r\n",
         dest = item.destination,
-        submitted = item.submitted,
+        submitted = item.submitted_ms / 1000,
         qid = item.queue_id().to_hex(),
         attempts = item.attempts,
         error = if item.last_error.is_empty() {

@@ -200,8 +200,7 @@ async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
     job.item.last_error = reason;
     let deadline = job
         .item
-        .submitted
-        .saturating_mul(1000)
+        .submitted_ms
         .saturating_add(relay.give_up_after.get().as_millis() as u64);
     let now = now_ms();
     if now >= deadline {

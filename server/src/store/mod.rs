@@ -132,8 +132,8 @@ pub struct OutboundItem {
     pub destination: NodeUrl,
     /// The submitting account: where a bounce goes.
     pub sender: MailboxId,
-    /// Unix seconds.
-    pub submitted: u64,
+    /// Unix milliseconds.
+    pub submitted_ms: u64,
     pub attempts: u32,
     /// Unix milliseconds.
     pub next_attempt_ms: u64,

@@ -334,11 +334,11 @@ impl Writer {
             .invite
             .as_ref()
             .map(|code| -> [u8; 32] { Sha256::digest(code.as_bytes()).into() });
-        if let Some(h) = &invite_key {
-            if b.invites.contains(h) || self.get(CF_META, &key::prefixed(key::INVITE, h))?.is_some()
-            {
-                return Ok(RegisterOutcome::InviteUsed);
-            }
+        if let Some(h) = &invite_key
+            && (b.invites.contains(h)
+                || self.get(CF_META, &key::prefixed(key::INVITE, h))?.is_some())
+        {
+            return Ok(RegisterOutcome::InviteUsed);
         }
         let mailbox = MailboxId::random();
         let accounts = cf(&self.db, CF_ACCOUNTS);
@@ -383,10 +383,10 @@ impl Writer {
                 .get(CF_RECORDS, address.as_bytes())?
                 .and_then(|v| u64_at(&v, 0)),
         };
-        if let Some(stored) = stored {
-            if stored >= sequence {
-                return Ok(RecordOutcome::Stale { stored });
-            }
+        if let Some(stored) = stored
+            && stored >= sequence
+        {
+            return Ok(RecordOutcome::Stale { stored });
         }
         let mut v = Vec::with_capacity(8 + signed.len());
         v.extend_from_slice(&sequence.to_be_bytes());
@@ -669,7 +669,7 @@ mod tests {
             id: [4; 16],
             destination: NodeUrl::parse("http://b.test").unwrap(),
             sender: MailboxId([1; 16]),
-            submitted: 10,
+            submitted_ms: 10,
             attempts: 0,
             next_attempt_ms: 0,
             size: 3,

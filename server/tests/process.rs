@@ -1,0 +1,170 @@
+//! The real `sealpost-node` binary: `init`, `run` (the ready line on stdout), SIGKILL right
+//! after a delivery was answered and a restart on the same port (the envelope is there: it
+//! was durable before the answer), overrides from the command line, and SIGTERM.
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use common::*;
+use reqwest::StatusCode;
+use sealpost_proto::NodeUrl;
+use sealpost_proto::codec::Codec;
+
+const BIN: &str = env!("CARGO_BIN_EXE_sealpost-node");
+
+/// A running node process and the URL from its ready line.
+struct Proc {
+    child: Child,
+    url: NodeUrl,
+}
+
+fn start(dir: &Path, extra: &[&str]) -> Proc {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("stderr.log"))
+        .unwrap();
+    let mut child = Command::new(BIN)
+        .args(["run", "--config"])
+        .arg(dir.join("node.toml"))
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(log))
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(DEADLINE).unwrap_or_else(|_| {
+        panic!(
+            "no ready line; stderr:\n{}",
+            std::fs::read_to_string(dir.join("stderr.log")).unwrap_or_default()
+        )
+    });
+    let url = line
+        .strip_prefix("sealpost-node listening on ")
+        .unwrap_or_else(|| panic!("ready line: {line:?}"));
+    Proc {
+        child,
+        url: NodeUrl::parse(url).unwrap(),
+    }
+}
+
+/// Waits for the process to exit, with a deadline.
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let start = Instant::now();
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(start.elapsed() < DEADLINE, "process did not exit");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_node_keeps_what_it_acknowledged() {
+    let api = Api::default();
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--registration", "open"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "init: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("node.toml"));
+    for key in ["keys/node.ed25519", "keys/node-identity.asc", "node.toml"] {
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{key}");
+    }
+    let again = Command::new(BIN)
+        .args(["init", "--dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!again.status.success(), "init does not overwrite a node");
+
+    let mut node = start(dir.path(), &[]);
+    assert!(
+        node.url.as_str().starts_with("http://127.0.0.1:"),
+        "{}",
+        node.url
+    );
+    let bob = User::new("bob@beta.test");
+    let bob_mb = api.mailbox(&node.url, &bob).await;
+    let (_, node_cert) = api.descriptor(&node.url).await;
+    let env = envelope(
+        &User::new("alice@alpha.test"),
+        &bob,
+        bob_mb,
+        "durable",
+        "still here?",
+    );
+    let a = api
+        .deliver(
+            &node.url,
+            &peer_key(),
+            hop(&env, &node.url, &node_cert).payload,
+        )
+        .await;
+    assert_eq!(a, (StatusCode::OK, serde_json::json!({ "stored": true })));
+
+    // SIGKILL: no shutdown path runs.
+    node.child.kill().unwrap();
+    wait_exit(&mut node.child);
+
+    let port = node.url.authority().rsplit_once(':').unwrap().1.to_string();
+    let listen = format!("127.0.0.1:{port}");
+    let mut node = start(
+        dir.path(),
+        &["--listen", &listen, "--set", "limits.max_envelope=65536"],
+    );
+    assert_eq!(node.url.authority(), listen, "same port, same derived URL");
+    let (desc, _) = api.descriptor(&node.url).await;
+    assert_eq!(desc.max_envelope, 65536, "--set overrides the config file");
+    let token = api.token(&node.url, &bob_mb, &bob.keys).await;
+    assert_eq!(
+        api.items(&node.url, &bob_mb, &token).await,
+        vec![(1, env.id.to_hex())]
+    );
+    let got = api
+        .get(&node.url, &bob_mb, 1, Some(&token))
+        .await
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(got.to_vec(), env.encode());
+
+    // SIGTERM: a clean exit, and the database is closed (it opens again at once).
+    assert_eq!(
+        unsafe { libc::kill(node.child.id() as i32, libc::SIGTERM) },
+        0
+    );
+    let status = wait_exit(&mut node.child);
+    assert!(status.success(), "exit after SIGTERM: {status:?}");
+    let mut envelopes = 0;
+    sealpost_server::store::rocks::scan_all(&dir.path().join("data"), |cf, _, _| {
+        envelopes += usize::from(cf == "envelopes");
+    })
+    .unwrap();
+    assert_eq!(envelopes, 1);
+}
