@@ -108,7 +108,10 @@ impl Client {
         crate::profile::check_free(dir)?;
         let passphrase = init.passphrase.as_deref();
         let identity = match init.identity {
-            Some(id) => id,
+            Some(id) => match passphrase {
+                Some(p) if !id.is_locked() => crate::profile::lock_identity(&id, p)?,
+                _ => id,
+            },
             None => SecretIdentity::generate(&init.address, passphrase)?,
         };
         let keys = identity.unlock(passphrase)?;

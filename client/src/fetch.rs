@@ -3,7 +3,7 @@
 //! (delete) it on every home that holds it. A node that does not answer is reported and
 //! asked again next time; what it holds is still there.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
@@ -53,6 +53,28 @@ pub struct ReadMessage {
     pub meta: StoredMessage,
     /// `None` when it could not be opened.
     pub letter: Option<Letter>,
+}
+
+/// Every place (home index, listing item) an envelope id was listed at.
+pub(crate) type Places = Vec<(usize, ListItem)>;
+
+/// Groups the listings of several homes by envelope id, in the order ids were first seen:
+/// one letter delivered to two homes is one entry with two places (the dedupe of fetch).
+pub(crate) fn group_by_envelope(
+    listings: Vec<(usize, Vec<ListItem>)>,
+) -> Vec<(EnvelopeId, Places)> {
+    let mut out: Vec<(EnvelopeId, Places)> = Vec::new();
+    let mut index: HashMap<EnvelopeId, usize> = HashMap::new();
+    for (home, items) in listings {
+        for item in items {
+            let at = *index.entry(item.id).or_insert_with(|| {
+                out.push((item.id, Vec::new()));
+                out.len() - 1
+            });
+            out[at].1.push((home, item));
+        }
+    }
+    out
 }
 
 /// Signature context of one run: certificates to check against and what is pinned.
@@ -114,9 +136,7 @@ impl Client {
         )
         .await;
 
-        // Where each envelope id can be found, in the order first seen.
-        let mut order: Vec<EnvelopeId> = Vec::new();
-        let mut found: BTreeMap<EnvelopeId, Vec<(usize, ListItem)>> = BTreeMap::new();
+        let mut answered = Vec::new();
         for (i, (h, listing)) in homes.iter().zip(listings).enumerate() {
             let mut nr = NodeReport {
                 url: h.url.clone(),
@@ -128,13 +148,7 @@ impl Client {
             match listing {
                 Ok(items) => {
                     nr.listed = items.len();
-                    for item in items {
-                        let places = found.entry(item.id).or_default();
-                        if places.is_empty() {
-                            order.push(item.id);
-                        }
-                        places.push((i, item));
-                    }
+                    answered.push((i, items));
                 }
                 Err(e) => nr.error = Some(e.to_string()),
             }
@@ -152,8 +166,8 @@ impl Client {
 
         let mut judge = self.judge_state()?;
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
-        for id in order {
-            let places = &found[&id];
+        for (id, places) in &group_by_envelope(answered) {
+            let id = *id;
             if self.messages.contains(&id) {
                 report.duplicates += 1;
                 self.note_nodes(&id, places.iter().map(|(i, _)| &homes[*i].url))?;
@@ -364,5 +378,32 @@ impl Client {
             meta,
             letter: Some(opened.letter),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(seq: u64, id: u8) -> ListItem {
+        ListItem {
+            seq,
+            id: EnvelopeId([id; 16]),
+            size: 4096,
+        }
+    }
+
+    #[test]
+    fn one_letter_on_two_homes_is_one_entry() {
+        let groups = group_by_envelope(vec![
+            (0, vec![item(1, 0xa), item(2, 0xb)]),
+            (2, vec![item(7, 0xb), item(8, 0xc), item(9, 0xa)]),
+        ]);
+        let ids: Vec<u8> = groups.iter().map(|(id, _)| id.0[0]).collect();
+        assert_eq!(ids, vec![0xa, 0xb, 0xc], "first-seen order");
+        assert_eq!(groups[0].1, vec![(0, item(1, 0xa)), (2, item(9, 0xa))]);
+        assert_eq!(groups[1].1, vec![(0, item(2, 0xb)), (2, item(7, 0xb))]);
+        assert_eq!(groups[2].1, vec![(2, item(8, 0xc))]);
+        assert!(group_by_envelope(vec![(0, vec![]), (1, vec![])]).is_empty());
     }
 }

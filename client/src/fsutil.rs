@@ -105,7 +105,24 @@ pub struct ProfileLock {
     _file: File,
 }
 
+/// How long a command waits for another sealpost process on the same profile to finish.
+pub const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 impl ProfileLock {
+    /// Takes the lock, waiting up to `wait` for another process to release it.
+    pub fn acquire_waiting(dir: &Path, wait: std::time::Duration) -> Result<Self> {
+        let deadline = std::time::Instant::now() + wait;
+        loop {
+            match Self::acquire(dir) {
+                Err(Error::ProfileLocked { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Takes the lock or fails at once with [`Error::ProfileLocked`].
     pub fn acquire(dir: &Path) -> Result<Self> {
         let path = dir.join("lock");
         let file = OpenOptions::new()
@@ -159,8 +176,11 @@ mod tests {
             ProfileLock::acquire(dir.path()),
             Err(Error::ProfileLocked { .. })
         ));
+        let waited =
+            ProfileLock::acquire_waiting(dir.path(), std::time::Duration::from_millis(100));
+        assert!(matches!(waited, Err(Error::ProfileLocked { .. })));
         drop(first);
-        ProfileLock::acquire(dir.path()).unwrap();
+        drop(ProfileLock::acquire_waiting(dir.path(), std::time::Duration::from_secs(5)).unwrap());
     }
 
     #[test]

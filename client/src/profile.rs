@@ -160,7 +160,7 @@ impl Profile {
                 dir: dir.to_path_buf(),
             });
         }
-        let lock = ProfileLock::acquire(dir)?;
+        let lock = ProfileLock::acquire_waiting(dir, fsutil::LOCK_WAIT)?;
         let config: Config = read_json(&config_path)?;
         config.check(&config_path)?;
 
@@ -293,6 +293,36 @@ impl Profile {
     }
 }
 
+/// `identity` with every unencrypted secret key encrypted with `passphrase` (an imported
+/// backup that had none gets the one the user chose).
+pub fn lock_identity(identity: &SecretIdentity, passphrase: &str) -> Result<SecretIdentity> {
+    use sealpost_proto::openpgp::crypto::Password;
+    use sealpost_proto::openpgp::packet::Packet;
+    use sealpost_proto::openpgp::parse::Parse;
+    use sealpost_proto::openpgp::serialize::Serialize;
+    let key_err = |e: sealpost_proto::openpgp::anyhow::Error| {
+        Error::from(sealpost_proto::Error::Key(e.to_string()))
+    };
+    let cert = Cert::from_bytes(&identity.to_bytes()).map_err(key_err)?;
+    let password = Password::from(passphrase);
+    let mut packets: Vec<Packet> = Vec::new();
+    for ka in cert.keys().secret() {
+        let key = ka.key().clone();
+        if key.has_unencrypted_secret() {
+            let locked = key.encrypt_secret(&password).map_err(key_err)?;
+            packets.push(if ka.key().fingerprint() == cert.fingerprint() {
+                locked.role_into_primary().into()
+            } else {
+                locked.role_into_subordinate().into()
+            });
+        }
+    }
+    let (cert, _) = cert.insert_packets(packets).map_err(key_err)?;
+    let mut bytes = Vec::new();
+    cert.as_tsk().serialize(&mut bytes).map_err(key_err)?;
+    Ok(SecretIdentity::from_bytes(&bytes)?)
+}
+
 /// Refuses a directory that already holds anything.
 pub(crate) fn check_free(dir: &Path) -> Result<()> {
     match std::fs::read_dir(dir) {
@@ -359,10 +389,7 @@ pub(crate) mod tests {
             std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
             0o700
         );
-        assert!(
-            matches!(Profile::open(&dir), Err(Error::ProfileLocked { .. })),
-            "lock is held"
-        );
+        assert!(ProfileLock::acquire(&dir).is_err(), "lock is held");
         drop(p);
         let p = Profile::open(&dir).unwrap();
         assert_eq!(p.config.fingerprint, fp);
@@ -425,6 +452,17 @@ pub(crate) mod tests {
         assert!(p.unlock(Some("s3cret")).is_ok());
         let on_disk = std::fs::read_to_string(tmp.path().join(SECRET_FILE)).unwrap();
         assert!(on_disk.starts_with("-----BEGIN PGP PRIVATE KEY BLOCK-----"));
+    }
+
+    #[test]
+    fn an_imported_key_can_be_locked() {
+        let address = Address::parse("alice@alpha.test").unwrap();
+        let open = SecretIdentity::generate(&address, None).unwrap();
+        let locked = lock_identity(&open, "pw").unwrap();
+        assert_eq!(locked.fingerprint(), open.fingerprint());
+        assert!(locked.is_locked());
+        assert!(locked.unlock(None).is_err());
+        assert!(locked.unlock(Some("pw")).is_ok());
     }
 
     #[test]

@@ -386,6 +386,24 @@ fn keys_move_between_sealpost_and_gpg() {
         "{secrets}"
     );
 
+    // The secret export is a backup: a new profile made from it has the same key.
+    let backup = grace.scratch().join("grace-secret.asc");
+    std::fs::write(&backup, &secret).unwrap();
+    let restored = User::new("grace@alpha.test", &w.resolve);
+    let out = restored.run(
+        &[
+            "init",
+            "grace@alpha.test",
+            "--node",
+            &w.b.url,
+            "--import-key",
+            backup.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(restored.fingerprint(), fpr);
+
     // A key made by gpg becomes a contact.
     let gpg3 = Gpg::new();
     let out = gpg3.run(
@@ -429,6 +447,47 @@ fn keys_move_between_sealpost_and_gpg() {
         .unwrap();
     assert_eq!(heidi["fingerprint"], Value::String(heidi_fpr));
     assert_eq!(heidi["source"], "import");
+
+    // And a gpg user can bring their own secret key to sealpost.
+    let heidi_secret = gpg3
+        .run(&["--armor", "--export-secret-keys", "heidi@beta.test"], b"")
+        .stdout;
+    let file = grace.scratch().join("heidi-secret.asc");
+    std::fs::write(&file, heidi_secret).unwrap();
+    let heidi_user = User::new("heidi@beta.test", &w.resolve);
+    let out = heidi_user.run(
+        &[
+            "init",
+            "heidi@beta.test",
+            "--node",
+            &w.b.url,
+            "--import-key",
+            file.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert!(out.ok(), "{out:?}");
+    assert_eq!(
+        heidi_user.fingerprint(),
+        heidi["fingerprint"].as_str().unwrap()
+    );
+    heidi_user.ok(
+        &[
+            "send",
+            "--to",
+            "grace@alpha.test",
+            "--subject",
+            "from gpg land",
+        ],
+        b"hello\n",
+    );
+    let fetches = grace.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
+    let letters = new_letters(&fetches);
+    assert_eq!(letters[0]["header"]["from"], "heidi@beta.test");
+    assert_eq!(
+        letters[0]["verified"], true,
+        "signed by the imported, pinned gpg key"
+    );
 }
 
 #[test]

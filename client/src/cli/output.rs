@@ -185,6 +185,63 @@ mod tests {
         assert_eq!(date(-86_400), "1969-12-31 00:00");
     }
 
+    fn legacy_message() -> ReadMessage {
+        use sealpost_client::store::Header;
+        use sealpost_proto::letter::Letter;
+        use sealpost_proto::{Address, EnvelopeId, NodeUrl};
+        let mut letter = Letter::new(
+            Address::parse("someone@legacy.example").unwrap(),
+            vec![Address::parse("alice@alpha.test").unwrap()],
+            "Old world",
+            "Hello from SMTP\n",
+            1_700_000_000,
+        );
+        letter.legacy = Some("arrived via legacy SMTP, not end-to-end; spf=pass".into());
+        let meta = StoredMessage {
+            id: EnvelopeId([9; 16]),
+            received_at: 1_700_000_100,
+            nodes: vec![NodeUrl::parse("http://127.0.0.1:1").unwrap()],
+            size: 4096,
+            trust: Trust::Unverified {
+                reason: "signed by unknown key ABCD".into(),
+            },
+            seen: false,
+            header: Some(Header::of(&letter)),
+        };
+        ReadMessage {
+            meta,
+            letter: Some(letter),
+        }
+    }
+
+    #[test]
+    fn gateway_mail_is_labelled_not_end_to_end() {
+        let r = legacy_message();
+        let text = read_text(&r, &[], false);
+        assert!(text.contains(LEGACY_LABEL), "{text}");
+        assert!(text.contains("spf=pass"), "{text}");
+        assert!(text.contains("Signature: UNVERIFIED"), "{text}");
+        assert!(list_line(&r.meta).contains("[legacy, not e2e]"));
+        let v = read_json(&r, &[]);
+        assert_eq!(v["legacy"], true);
+        assert_eq!(v["verified"], false);
+        assert!(
+            v["legacy_label"]
+                .as_str()
+                .unwrap()
+                .contains("NOT end-to-end")
+        );
+    }
+
+    #[test]
+    fn verified_mail_says_how_the_key_was_pinned() {
+        let t = Trust::Verified {
+            signer: "AB".repeat(20),
+        };
+        assert!(trust_line(&t, Some("bob@b.test"), false).contains("pinned on first use"));
+        assert!(trust_line(&t, Some("bob@b.test"), true).contains("fingerprint checked"));
+    }
+
     #[test]
     fn terminal_escapes_are_stripped() {
         assert_eq!(clean("a\x1b[2Jb\nc"), "a [2Jb c");
