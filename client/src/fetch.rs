@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
-use sealpost_proto::identity::Keyring;
+use sealpost_proto::identity::{Keyring, cert_addresses};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
 use sealpost_proto::seal::{SignatureStatus, open};
@@ -81,7 +81,31 @@ pub(crate) fn group_by_envelope(
 struct Judge {
     certs: Certs,
     pinned: BTreeMap<Address, String>,
+    /// Certificates of our own home nodes by the address they name (`postmaster@HOST`):
+    /// a node's bounces are signed with it (`spec/api.md` §Relay). Several nodes on one
+    /// host share the address, hence a list.
+    nodes: BTreeMap<Address, Vec<String>>,
     looked_up: HashSet<Address>,
+}
+
+impl Judge {
+    /// The key `from` must have signed with: the pinned one, or, for the postmaster of one
+    /// of our homes, whichever of their keys did sign.
+    fn expected_signer(&self, from: &Address, status: &SignatureStatus) -> Option<String> {
+        if let Some(p) = self.pinned.get(from) {
+            return Some(p.clone());
+        }
+        match status {
+            SignatureStatus::Good { signer } => {
+                let hex = signer.to_hex();
+                self.nodes
+                    .get(from)
+                    .filter(|keys| keys.contains(&hex))
+                    .map(|_| hex)
+            }
+            _ => None,
+        }
+    }
 }
 
 impl Client {
@@ -96,9 +120,34 @@ impl Client {
             certs.push(c.parsed_cert()?);
             pinned.insert(c.address.clone(), c.fingerprint.clone());
         }
+        let mut nodes: BTreeMap<Address, Vec<String>> = BTreeMap::new();
+        {
+            let cache = self
+                .nodes
+                .lock()
+                .expect("invariant: node cache lock not poisoned");
+            for h in &self.profile.config.homes {
+                let Some(node) = cache.get(&h.url) else {
+                    continue;
+                };
+                if node.descriptor.node_key != h.node_key_bytes()? {
+                    continue;
+                }
+                for a in cert_addresses(&node.cert) {
+                    if let Ok(a) = Address::parse(&a) {
+                        nodes
+                            .entry(a)
+                            .or_default()
+                            .push(node.cert.fingerprint().to_hex());
+                    }
+                }
+                certs.push(node.cert);
+            }
+        }
         Ok(Judge {
             certs,
             pinned,
+            nodes,
             looked_up: HashSet::new(),
         })
     }
@@ -325,6 +374,7 @@ impl Client {
         let from = opened.letter.from.clone();
         let mut status = opened.signature.clone();
         if matches!(status, SignatureStatus::UnknownSigner { .. })
+            && !judge_state.nodes.contains_key(&from)
             && judge_state.looked_up.insert(from.clone())
         {
             match self.resolve_recipient(&from).await {
@@ -353,11 +403,8 @@ impl Client {
                     .push(format!("could not look up the sender {from}: {e}")),
             }
         }
-        let trust = judge(
-            &status,
-            &from,
-            judge_state.pinned.get(&from).map(String::as_str),
-        );
+        let expected = judge_state.expected_signer(&from, &status);
+        let trust = judge(&status, &from, expected.as_deref());
         (trust, Some(Header::of(&opened.letter)))
     }
 

@@ -225,6 +225,49 @@ fn outbox_keeps_mail_while_the_own_node_is_down() {
 }
 
 #[test]
+fn a_bounce_from_the_own_node_is_verified() {
+    let sender_node = Node::start_with(
+        "bounce-s",
+        &[
+            "--set",
+            "relay.retry_base=1",
+            "--set",
+            "relay.retry_max=1",
+            "--set",
+            "relay.give_up_after=2",
+        ],
+    );
+    let mut r = Node::start("bounce-r");
+    let mut resolve = Resolve::default();
+    resolve.add("sigma.test", &sender_node.url);
+    resolve.add("rho.test", &r.url);
+    let kim = User::init("kim@sigma.test", &[&sender_node], &resolve);
+    User::init("lee@rho.test", &[&r], &resolve);
+    kim.ok(&["contact", "add", "lee@rho.test"], b"");
+    r.stop();
+    kim.ok(
+        &["send", "--to", "lee@rho.test", "--subject", "Into the void"],
+        b"Anyone there?\n",
+    );
+    let fetches = kim.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
+    let bounce = &new_letters(&fetches)[0];
+    assert!(
+        s(&bounce["header"]["subject"]).starts_with("Undeliverable: "),
+        "{bounce:#}"
+    );
+    assert!(
+        s(&bounce["header"]["from"]).starts_with("postmaster@"),
+        "{bounce:#}"
+    );
+    assert_eq!(
+        bounce["verified"], true,
+        "signed by our own node's key: {bounce:#}"
+    );
+    let text = kim.ok(&["read", s(&bounce["id"])], b"").stdout;
+    assert!(text.contains("could not be delivered"), "{text}");
+}
+
+#[test]
 fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
     let w = world();
     let carol = User::init("carol@gamma.test", &[&w.c], &w.resolve);
