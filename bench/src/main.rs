@@ -1,0 +1,112 @@
+//! `sealpost-bench`: measures Sealpost against peers run on the same machine in the same run
+//! (Postfix for ingest, gpg and raw sequoia for crypto) and prints a table of ratios, plus
+//! JSON. `make bench` runs it in release mode; `--quick` is the smoke run `make test` uses.
+
+mod crypto;
+mod ingest;
+mod latency;
+mod node;
+mod postfix;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::Result;
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(
+    name = "sealpost-bench",
+    about = "Benchmarks as ratios against Postfix and gpg measured in the same run"
+)]
+struct Args {
+    /// Tiny sizes: checks that the harness works, measures nothing worth reporting.
+    #[arg(long)]
+    quick: bool,
+    /// Write the rows as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// The repository (for scripts/postfix-private.sh).
+    #[arg(long, default_value = ".")]
+    repo: PathBuf,
+    /// Concurrent senders for the ingest runs.
+    #[arg(long, default_value_t = 20)]
+    clients: usize,
+    /// Which sections to run (default: all): ingest, latency, crypto.
+    #[arg(long = "only")]
+    only: Vec<String>,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let work = tempfile::Builder::new()
+        .prefix("sealpost-bench")
+        .tempdir()?;
+    let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
+    let mut rows = Vec::new();
+
+    if want("ingest") {
+        let p = if args.quick {
+            ingest::Params {
+                count: 50,
+                size: 10 * 1024,
+                clients: 4,
+            }
+        } else {
+            ingest::Params {
+                count: 5000,
+                size: 10 * 1024,
+                clients: args.clients,
+            }
+        };
+        eprintln!(
+            "bench: durable ingest ({} messages, {} clients) ...",
+            p.count, p.clients
+        );
+        rows.extend(rt.block_on(ingest::run(&args.repo, work.path(), &p))?);
+    }
+    if want("latency") {
+        let p = if args.quick {
+            latency::Params {
+                rate: 50,
+                seconds: 1,
+            }
+        } else {
+            latency::Params {
+                rate: 500,
+                seconds: 10,
+            }
+        };
+        eprintln!(
+            "bench: end-to-end latency ({} letters/s for {} s) ...",
+            p.rate, p.seconds
+        );
+        rows.extend(rt.block_on(latency::run(work.path(), &p))?);
+    }
+    if want("crypto") {
+        let p = if args.quick {
+            crypto::Params {
+                small_iters: 5,
+                large_iters: 1,
+                gpg_iters: 1,
+            }
+        } else {
+            crypto::Params {
+                small_iters: 500,
+                large_iters: 20,
+                gpg_iters: 20,
+            }
+        };
+        eprintln!("bench: crypto ...");
+        rows.extend(crypto::run(&p)?);
+    }
+
+    println!("{}", report::markdown(&rows));
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
+    }
+    Ok(())
+}
