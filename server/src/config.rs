@@ -319,7 +319,7 @@ impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
             cache_mb: 32,
-            write_buffer_mb: 64,
+            write_buffer_mb: 32,
         }
     }
 }
