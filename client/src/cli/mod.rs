@@ -4,5 +4,8 @@
 pub mod args;
 pub mod bars;
 pub mod input;
+pub mod keys;
+pub mod mail;
+pub mod manage;
 pub mod output;
 pub mod run;

@@ -1,0 +1,330 @@
+//! Identity and contact commands: init, whoami, contact, export-key, import-key.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use serde_json::json;
+
+use sealpost_client::contacts::{
+    PinOutcome, PinSource, address_for_cert, display_fingerprint, key_changed, pin,
+};
+use sealpost_client::{Client, Error, InitOptions, now};
+use sealpost_proto::identity::{SecretIdentity, cert_from_bytes, cert_to_armored};
+use sealpost_proto::{Address, NodeUrl};
+
+use super::args::*;
+use super::input;
+use super::output;
+use super::run::{Ctx, print_json, warn};
+
+pub(super) async fn init(
+    ctx: &Ctx,
+    address: String,
+    nodes: Vec<String>,
+    invite: Option<String>,
+    import_key: Option<PathBuf>,
+) -> anyhow::Result<()> {
+    let address = Address::parse(address.trim()).map_err(Error::from)?;
+    let nodes = nodes
+        .iter()
+        .map(|n| NodeUrl::parse(n.trim()).map_err(Error::from))
+        .collect::<Result<Vec<_>, _>>()?;
+    let passphrase = input::passphrase(ctx.global.passphrase_file.as_deref())?;
+    let identity = match &import_key {
+        Some(p) => {
+            Some(SecretIdentity::from_bytes(&input::read_key_file(p)?).map_err(Error::from)?)
+        }
+        None => None,
+    };
+    let client = Client::init(
+        &ctx.dir,
+        InitOptions {
+            address,
+            nodes,
+            passphrase,
+            invite,
+            identity,
+        },
+        &ctx.options,
+    )
+    .await?;
+    let config = &client.profile.config;
+    if ctx.global.json {
+        print_json(&json!({
+            "address": config.address,
+            "fingerprint": config.fingerprint,
+            "profile": ctx.dir,
+            "homes": config.homes,
+        }));
+    } else {
+        println!("profile:     {}", ctx.dir.display());
+        println!("address:     {}", config.address);
+        println!("fingerprint: {}", display_fingerprint(&config.fingerprint));
+        for h in &config.homes {
+            println!("home:        {} (mailbox {})", h.url, h.mailbox);
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn whoami(ctx: &Ctx) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let config = &c.profile.config;
+    let record = c.profile.record_body()?;
+    if ctx.global.json {
+        print_json(&json!({
+            "address": config.address,
+            "fingerprint": config.fingerprint,
+            "locked": c.profile.identity().is_locked(),
+            "homes": config.homes,
+            "record": { "sequence": record.sequence, "expires": record.expires },
+        }));
+        return Ok(());
+    }
+    println!("address:     {}", config.address);
+    println!("fingerprint: {}", display_fingerprint(&config.fingerprint));
+    println!(
+        "passphrase:  {}",
+        if c.profile.identity().is_locked() {
+            "yes"
+        } else {
+            "no"
+        }
+    );
+    println!(
+        "record:      sequence {}, expires {} UTC",
+        record.sequence,
+        output::date(record.expires as i64)
+    );
+    for h in &config.homes {
+        println!(
+            "home:        {} (mailbox {}){}",
+            h.url,
+            h.mailbox,
+            if h.trusted { "" } else { " [untrusted]" }
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    match cmd {
+        ContactCommand::Add { address } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let (r, unchecked) = c.add_contact(&address).await?;
+            for (url, why) in &unchecked {
+                warn(format!(
+                    "home {url} of {address} could not be checked: {why}"
+                ));
+            }
+            let contact = r
+                .pin
+                .as_ref()
+                .map(PinOutcome::contact)
+                .expect("invariant: contacts are never ourselves");
+            let what = if matches!(r.pin, Some(PinOutcome::New(_))) {
+                "pinned"
+            } else {
+                "already pinned, refreshed"
+            };
+            println!(
+                "{what} {address}: {}",
+                display_fingerprint(&contact.fingerprint)
+            );
+            if r.from_cache {
+                warn(format!(
+                    "the node of {} did not answer; used the record seen last",
+                    address.domain()
+                ));
+            }
+        }
+        ContactCommand::List => {
+            let all = c.contacts.all()?;
+            if ctx.global.json {
+                print_json(&serde_json::to_value(&all)?);
+                return Ok(());
+            }
+            for k in all {
+                let state = if k.verified { "checked" } else { "tofu   " };
+                let pending = if k.pending.is_some() {
+                    "  [KEY CHANGED: see contact show]"
+                } else {
+                    ""
+                };
+                println!(
+                    "{:<32}  {state}  {}{pending}",
+                    k.address.as_str(),
+                    display_fingerprint(&k.fingerprint)
+                );
+            }
+        }
+        ContactCommand::Show { address } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let k = c.contacts.get(&address)?.ok_or_else(|| Error::NotFound {
+                what: "contact",
+                id: address.to_string(),
+            })?;
+            if ctx.global.json {
+                print_json(&serde_json::to_value(&k)?);
+                return Ok(());
+            }
+            println!("address:     {}", k.address);
+            println!("fingerprint: {}", display_fingerprint(&k.fingerprint));
+            println!(
+                "checked:     {}",
+                if k.verified {
+                    "yes, fingerprint compared out of band".to_string()
+                } else {
+                    format!(
+                        "no (trust on first use); compare it, then: sealpost contact verify {} FINGERPRINT",
+                        k.address
+                    )
+                }
+            );
+            let source = match k.source {
+                PinSource::Record => "from their record",
+                PinSource::Import => "imported",
+                PinSource::Accepted => "key change accepted",
+            };
+            println!(
+                "pinned:      {} UTC, {source}",
+                output::date(k.pinned_at as i64)
+            );
+            if let Some(r) = k
+                .cached_record()
+                .and_then(|r| sealpost_proto::codec::Codec::decode(&r.body).ok())
+            {
+                let r: sealpost_proto::record::MailboxRecord = r;
+                for h in &r.homes {
+                    println!("home:        {}", h.url);
+                }
+            }
+            if let Some(p) = &k.pending {
+                println!(
+                    "KEY CHANGED: a record with key {} was seen {} UTC",
+                    display_fingerprint(&p.fingerprint),
+                    output::date(p.seen_at as i64)
+                );
+                println!(
+                    "             check it with {} out of band, then: sealpost contact accept {}",
+                    k.address, k.address
+                );
+            }
+        }
+        ContactCommand::Verify {
+            address,
+            fingerprint,
+        } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let k = c.contacts.verify(&address, &fingerprint)?;
+            println!(
+                "verified {}: {}",
+                k.address,
+                display_fingerprint(&k.fingerprint)
+            );
+        }
+        ContactCommand::Accept {
+            address,
+            fingerprint,
+        } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let k = c.contacts.accept(&address, fingerprint.as_deref(), now())?;
+            println!(
+                "accepted the new key of {}: {}",
+                k.address,
+                display_fingerprint(&k.fingerprint)
+            );
+        }
+        ContactCommand::Remove { address } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            if !c.contacts.remove(&address)? {
+                return Err(Error::NotFound {
+                    what: "contact",
+                    id: address.to_string(),
+                }
+                .into());
+            }
+            println!("removed {address}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn export_key(ctx: &Ctx, secret: bool, output: Option<&Path>) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let text = if secret {
+        c.profile.identity().to_armored()
+    } else {
+        cert_to_armored(&c.profile.cert())
+    };
+    match output {
+        Some(path) => {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(path)
+                .map_err(|e| Error::WriteOutput {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+            f.write_all(text.as_bytes())
+                .and_then(|_| f.sync_all())
+                .map_err(|e| Error::WriteOutput {
+                    path: path.to_path_buf(),
+                    source: e,
+                })?;
+        }
+        None => {
+            let mut out = std::io::stdout().lock();
+            out.write_all(text.as_bytes())
+                .context("writing to stdout")?;
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let chosen = address
+        .map(|a| Address::parse(a.trim()))
+        .transpose()
+        .map_err(Error::from)?;
+    let bytes = input::read_key_file(file)?;
+    let cert = cert_from_bytes(&bytes).map_err(|e| Error::input("key file", e.to_string()))?;
+    if cert.fingerprint().to_hex() == c.profile.config.fingerprint {
+        return Err(Error::input("key file", "that is your own key").into());
+    }
+    let address = address_for_cert(&cert, chosen.as_ref())?;
+    if &address == c.profile.address() {
+        return Err(Error::input("key file", format!("{address} is your own address")).into());
+    }
+    match pin(
+        c.contacts.get(&address)?,
+        &address,
+        &cert,
+        None,
+        PinSource::Import,
+        now(),
+    ) {
+        PinOutcome::New(k) => {
+            c.contacts.save(&k)?;
+            println!("pinned {address}: {}", display_fingerprint(&k.fingerprint));
+        }
+        PinOutcome::Same(k) => {
+            c.contacts.save(&k)?;
+            println!(
+                "already pinned {address}: {} (certificate updated)",
+                display_fingerprint(&k.fingerprint)
+            );
+        }
+        PinOutcome::Changed(k) => {
+            c.contacts.save(&k)?;
+            return Err(key_changed(&k).into());
+        }
+    }
+    Ok(())
+}

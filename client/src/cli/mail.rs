@@ -1,0 +1,261 @@
+//! Mail commands: send, reply, fetch, list, read.
+
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use serde_json::json;
+
+use sealpost_client::Error;
+use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_name};
+use sealpost_client::fetch::ReadMessage;
+use sealpost_client::send::SendReport;
+
+use super::args::*;
+use super::bars::Bars;
+use super::input;
+use super::output;
+use super::run::{Ctx, addresses, note, print_json, warn};
+
+pub(super) fn read_attachments(
+    paths: &[PathBuf],
+) -> Result<Vec<sealpost_proto::letter::Attachment>, Error> {
+    paths.iter().map(|p| read_attachment(p)).collect()
+}
+
+/// Prints what a send did; fails when a hop of this letter is still waiting.
+pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
+    for r in &report.recipients {
+        if r.newly_pinned {
+            note(format!(
+                "new contact {} pinned on first use; compare its fingerprint with `sealpost contact show {}`",
+                r.address, r.address
+            ));
+        }
+        if r.record_from_cache {
+            warn(format!(
+                "the node of {} did not answer; used the record seen last",
+                r.address.domain()
+            ));
+        }
+        for (url, why) in &r.skipped {
+            warn(format!(
+                "not delivering to {}'s home {url}: {why}",
+                r.address
+            ));
+        }
+    }
+    let earlier = report
+        .flush
+        .submitted
+        .saturating_sub(report.queued.len() - report.unsubmitted());
+    if earlier > 0 {
+        note(format!(
+            "also submitted {earlier} earlier waiting deliveries from the outbox"
+        ));
+    }
+    let pending = report.unsubmitted();
+    if pending > 0 {
+        return Err(Error::Unsubmitted {
+            pending,
+            total: report.queued.len(),
+            last: report.flush.errors.last().cloned().unwrap_or_default(),
+        }
+        .into());
+    }
+    for r in &report.recipients {
+        println!(
+            "sent to {} ({} home{})",
+            r.address,
+            r.homes.len(),
+            if r.homes.len() == 1 { "" } else { "s" }
+        );
+    }
+    Ok(())
+}
+
+pub(super) async fn send(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let draft_to = addresses(&args.to)?;
+    let draft_cc = addresses(&args.cc)?;
+    let attachments = read_attachments(&args.attach)?;
+    let keys = ctx.keys(&c)?;
+    let body = input::body(&c.profile.path("tmp"), None)?;
+    let draft = Draft {
+        to: draft_to,
+        cc: draft_cc,
+        subject: args.subject,
+        body,
+        attachments,
+        in_reply_to: None,
+    };
+    let report = c.send(&draft, &keys, &Bars::new()).await?;
+    send_report(&report)
+}
+
+pub(super) async fn reply(
+    ctx: &Ctx,
+    id: &str,
+    all: bool,
+    attach: &[PathBuf],
+) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let id = c.messages.find(id)?;
+    let attachments = read_attachments(attach)?;
+    let keys = ctx.keys(&c)?;
+    let original = c.read(&id, &keys)?;
+    let letter = original.letter.ok_or_else(|| {
+        Error::input(
+            "message",
+            "it could not be opened; there is nothing to reply to",
+        )
+    })?;
+    if !original.meta.trust.is_verified() {
+        warn(format!(
+            "replying to {}, which is not verified as the sender",
+            letter.from
+        ));
+    }
+    let body = input::body(&c.profile.path("tmp"), None)?;
+    let mut draft: Draft = reply_draft(&letter, c.profile.address(), all, body);
+    draft.attachments = attachments;
+    let report = c.send(&draft, &keys, &Bars::new()).await?;
+    send_report(&report)
+}
+
+pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let keys = ctx.keys(&c)?;
+    let report = c.fetch(&keys, &Bars::new()).await?;
+    for n in &report.nodes {
+        if let Some(e) = &n.error {
+            warn(e);
+        }
+        for e in &n.ack_errors {
+            warn(format!(
+                "{}: could not remove a fetched letter (will retry): {e}",
+                n.url
+            ));
+        }
+    }
+    for w in &report.warnings {
+        warn(w);
+    }
+    for a in &report.new_contacts {
+        note(format!(
+            "new contact {a} pinned on first use; compare its fingerprint with `sealpost contact show {a}`"
+        ));
+    }
+    if !report.flush.pending.is_empty() {
+        warn(format!(
+            "{} deliveries still wait in the outbox: {}",
+            report.flush.pending.len(),
+            report.flush.errors.last().cloned().unwrap_or_default()
+        ));
+    }
+    if ctx.global.json {
+        print_json(&json!({
+            "new": report.new.iter().map(output::message_json).collect::<Vec<_>>(),
+            "duplicates": report.duplicates,
+            "nodes": report.nodes.iter().map(|n| json!({
+                "url": n.url, "ok": n.error.is_none(), "error": n.error,
+                "listed": n.listed, "acked": n.acked, "ack_errors": n.ack_errors,
+            })).collect::<Vec<_>>(),
+            "new_contacts": report.new_contacts,
+            "warnings": report.warnings,
+            "outbox": { "submitted": report.flush.submitted, "pending": report.flush.pending.len() },
+        }));
+        return Ok(());
+    }
+    println!(
+        "{} new letter{}",
+        report.new.len(),
+        if report.new.len() == 1 { "" } else { "s" }
+    );
+    for m in &report.new {
+        println!("{}", output::list_line(m));
+    }
+    Ok(())
+}
+
+pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let all = c.messages.list()?;
+    if ctx.global.json {
+        print_json(&json!(
+            all.iter().map(output::message_json).collect::<Vec<_>>()
+        ));
+        return Ok(());
+    }
+    for m in &all {
+        println!("{}", output::list_line(m));
+    }
+    Ok(())
+}
+
+pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    let id = c.messages.find(id)?;
+    let keys = ctx.keys(&c)?;
+    let r = c.read(&id, &keys)?;
+    let saved = match (save, &r.letter) {
+        (Some(dir), Some(_)) => save_attachments(&r, dir)?,
+        _ => Vec::new(),
+    };
+    if ctx.global.json {
+        print_json(&output::read_json(&r, &saved));
+    } else {
+        let from = r.meta.header.as_ref().map(|h| &h.from);
+        let checked = match from {
+            Some(a) if a == c.profile.address() => true,
+            Some(a) => c.contacts.get(a)?.is_some_and(|k| k.verified),
+            None => false,
+        };
+        print!("{}", output::read_text(&r, &saved, checked));
+    }
+    Ok(())
+}
+
+/// Writes each attachment into `dir` under a safe name that does not overwrite anything.
+pub(super) fn save_attachments(r: &ReadMessage, dir: &Path) -> Result<Vec<String>, Error> {
+    let Some(letter) = &r.letter else {
+        return Ok(Vec::new());
+    };
+    std::fs::create_dir_all(dir).map_err(|e| Error::WriteOutput {
+        path: dir.to_path_buf(),
+        source: e,
+    })?;
+    let mut out = Vec::new();
+    for a in &letter.attachments {
+        let base = safe_file_name(&a.name);
+        let mut n = 0;
+        loop {
+            let name = if n == 0 {
+                base.clone()
+            } else {
+                format!("{n}-{base}")
+            };
+            let path = dir.join(&name);
+            match std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&path)
+            {
+                Ok(mut f) => {
+                    f.write_all(&a.data)
+                        .and_then(|_| f.sync_all())
+                        .map_err(|e| Error::WriteOutput {
+                            path: path.clone(),
+                            source: e,
+                        })?;
+                    out.push(path.display().to_string());
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && n < 1000 => n += 1,
+                Err(e) => return Err(Error::WriteOutput { path, source: e }),
+            }
+        }
+    }
+    Ok(out)
+}

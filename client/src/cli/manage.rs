@@ -1,0 +1,155 @@
+//! Housekeeping commands: node, outbox, resolve.
+
+use serde_json::json;
+
+use sealpost_client::Error;
+use sealpost_client::resolve::parse_entry;
+use sealpost_proto::NodeUrl;
+
+use super::args::*;
+use super::bars::Bars;
+use super::output;
+use super::run::{Ctx, print_json, warn};
+
+pub(super) async fn node(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<()> {
+    let mut c = ctx.open()?;
+    match cmd {
+        NodeCommand::List => {
+            let homes = &c.profile.config.homes;
+            if ctx.global.json {
+                print_json(&serde_json::to_value(homes)?);
+                return Ok(());
+            }
+            for h in homes {
+                println!(
+                    "{}  {}  mailbox {}  node key {}",
+                    h.url,
+                    if h.trusted { "trusted  " } else { "untrusted" },
+                    h.mailbox,
+                    h.node_key
+                );
+            }
+        }
+        NodeCommand::Trust { url, invite } => {
+            let url = NodeUrl::parse(url.trim()).map_err(Error::from)?;
+            let keys = ctx.keys(&c)?;
+            match c.trust_node(&url, &keys, invite.as_deref()).await? {
+                None => println!("trusted {url}"),
+                Some(report) => {
+                    println!("added home {url}; record sequence {}", report.sequence);
+                    for (u, r) in &report.results {
+                        if let Err(e) = r {
+                            warn(format!("record not published on {u}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+        NodeCommand::Untrust { url, drop } => {
+            let url = NodeUrl::parse(url.trim()).map_err(Error::from)?;
+            let keys = ctx.keys(&c)?;
+            match c.untrust_node(&url, drop, &keys).await? {
+                None => println!("untrusted {url} (still in your record; --drop removes it)"),
+                Some(report) => {
+                    println!(
+                        "dropped {url} from your record; sequence {}",
+                        report.sequence
+                    );
+                    for (u, r) in &report.results {
+                        if let Err(e) = r {
+                            warn(format!("record not published on {u}: {e}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> {
+    let c = ctx.open()?;
+    match cmd {
+        OutboxCommand::List => {
+            let all = c.outbox.all()?;
+            if ctx.global.json {
+                let v: Vec<_> = all
+                    .iter()
+                    .map(|e| json!({
+                        "id": e.id, "created": e.created, "recipient": e.recipient, "destination": e.destination,
+                        "envelope_id": e.envelope_id, "message_id": e.message_id, "attempts": e.attempts,
+                        "last_error": e.last_error,
+                    }))
+                    .collect();
+                print_json(&json!(v));
+                return Ok(());
+            }
+            for e in all {
+                println!(
+                    "{}  {}  to {} via {}  attempts {}{}",
+                    &e.id[..12],
+                    output::date(e.created as i64),
+                    e.recipient,
+                    e.destination,
+                    e.attempts,
+                    e.last_error
+                        .map(|l| format!("  last error: {l}"))
+                        .unwrap_or_default()
+                );
+            }
+        }
+        OutboxCommand::Flush => {
+            let keys = ctx.keys(&c)?;
+            let r = c.flush_outbox(&keys, &Bars::new()).await?;
+            println!("submitted {}, waiting {}", r.submitted, r.pending.len());
+            if !r.pending.is_empty() {
+                return Err(Error::Unsubmitted {
+                    pending: r.pending.len(),
+                    total: r.pending.len() + r.submitted,
+                    last: r.errors.last().cloned().unwrap_or_default(),
+                }
+                .into());
+            }
+        }
+        OutboxCommand::Drop { id } => {
+            let n = c.outbox.drop_matching(&id)?;
+            println!(
+                "dropped {n} waiting deliver{}",
+                if n == 1 { "y" } else { "ies" }
+            );
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn resolve_cmd(ctx: &Ctx, cmd: ResolveCommand) -> anyhow::Result<()> {
+    let mut c = ctx.open()?;
+    match cmd {
+        ResolveCommand::List => {
+            if ctx.global.json {
+                print_json(&serde_json::to_value(&c.profile.config.resolve)?);
+                return Ok(());
+            }
+            for (d, u) in &c.profile.config.resolve {
+                println!("{d}={u}");
+            }
+        }
+        ResolveCommand::Add { entry } => {
+            let (d, u) = parse_entry(&entry)?;
+            println!("{d}={u}");
+            c.set_resolve(d, u)?;
+        }
+        ResolveCommand::Remove { domain } => {
+            let d = domain.trim().to_ascii_lowercase();
+            if !c.unset_resolve(&d)? {
+                return Err(Error::NotFound {
+                    what: "resolve entry",
+                    id: d,
+                }
+                .into());
+            }
+            println!("removed {d}");
+        }
+    }
+    Ok(())
+}
