@@ -301,6 +301,8 @@ fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .timeout(r.request_timeout.get())
         .connect_timeout(r.connect_timeout.get())
         .pool_max_idle_per_host(r.concurrency)
+        // Below the default header timeout, which also closes idle connections on the peer.
+        .pool_idle_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .no_proxy();
     for ca in &r.ca_certs {

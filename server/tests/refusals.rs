@@ -18,6 +18,8 @@ use sealpost_proto::{MailboxId, NodeUrl};
 use sealpost_server::config::Secs;
 
 const MAX_ENVELOPE: u32 = 16 * 1024;
+/// A peer this node refuses.
+const BLOCKED_SEED: [u8; 32] = [42; 32];
 
 /// Changes the version byte (the second byte) of an encoded object.
 fn bump_version(mut bytes: Vec<u8>) -> Vec<u8> {
@@ -36,6 +38,8 @@ async fn refusals_have_documented_codes_and_store_nothing() {
         c.limits.submit_per_minute = 1;
         c.limits.submit_burst = 4;
         c.limits.body_timeout = Secs(Duration::from_millis(300));
+        let blocked = ed25519_dalek::SigningKey::from_bytes(&BLOCKED_SEED);
+        c.peers.blocked = vec![hex::encode(blocked.verifying_key().to_bytes())];
     })
     .await;
     let url = node.url.clone();

@@ -181,3 +181,129 @@ async fn undeliverable_hops_bounce_to_the_sender() {
     alpha.stop().await;
     beta.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_keys_are_pinned_and_changes_are_caught() {
+    let api = Api::default();
+    let mut beta = TestNode::start(|_| {}).await;
+    // Alpha trusts on first use and re-checks the descriptor before every delivery.
+    let mut alpha = TestNode::start(|c| {
+        quick_retries(c);
+        c.peers.descriptor_ttl = Secs::from_secs(0);
+    })
+    .await;
+    // Gamma was told beta's key in advance, and is told a wrong one.
+    let beta_url = beta.url.clone();
+    let mut gamma = TestNode::start(|c| {
+        quick_retries(c);
+        c.peers.pinned = vec![sealpost_server::config::PinnedPeer {
+            url: beta_url,
+            node_key: "11".repeat(32),
+        }];
+    })
+    .await;
+    let alice = User::new("alice@alpha.test");
+    let bob = User::new("bob@beta.test");
+    let alice_alpha = api.mailbox(&alpha.url, &alice).await;
+    let alice_gamma = api.mailbox(&gamma.url, &alice).await;
+    let bob_mb = api.mailbox(&beta.url, &bob).await;
+    let bob_token = api.token(&beta.url, &bob_mb, &bob.keys).await;
+    let count =
+        |api: Api, url: NodeUrl, t: String| async move { api.items(&url, &bob_mb, &t).await.len() };
+
+    let (_, beta_cert) = api.descriptor(&beta.url).await;
+    let first = envelope(&alice, &bob, bob_mb, "first", "x");
+    let t = api.token(&alpha.url, &alice_alpha, &alice.keys).await;
+    assert_eq!(
+        api.submit(
+            &alpha.url,
+            Some(&t),
+            hop(&first, &beta.url, &beta_cert).encode()
+        )
+        .await
+        .0,
+        StatusCode::ACCEPTED
+    );
+    eventually("the first hop", || {
+        let f = count(api.clone(), beta.url.clone(), bob_token.clone());
+        async move { (f.await == 1).then_some(()) }
+    })
+    .await;
+
+    // Beta gets new keys at the same URL.
+    beta.stop().await;
+    for k in [&beta.config.keys.signing_key, &beta.config.keys.identity] {
+        std::fs::remove_file(beta.config.resolve(k)).unwrap();
+    }
+    let keys = sealpost_server::keys::NodeKeys::generate("beta.test").unwrap();
+    keys.save(
+        &beta.config.resolve(&beta.config.keys.signing_key),
+        &beta.config.resolve(&beta.config.keys.identity),
+    )
+    .unwrap();
+    beta.restart().await;
+    assert_eq!(beta.node_key, keys.node_key());
+    let (_, new_cert) = api.descriptor(&beta.url).await;
+    let bob_token = api.token(&beta.url, &bob_mb, &bob.keys).await;
+
+    // Alpha (policy "warn") notices, counts it, and still delivers.
+    let second = envelope(&alice, &bob, bob_mb, "second", "x");
+    assert_eq!(
+        api.submit(
+            &alpha.url,
+            Some(&t),
+            hop(&second, &beta.url, &new_cert).encode()
+        )
+        .await
+        .0,
+        StatusCode::ACCEPTED
+    );
+    eventually("the second hop", || {
+        let f = count(api.clone(), beta.url.clone(), bob_token.clone());
+        async move { (f.await == 2).then_some(()) }
+    })
+    .await;
+    assert_eq!(
+        api.metric(&alpha.url, "sealpost_peer_key_changes_total")
+            .await,
+        1.0
+    );
+
+    // Gamma's configured key does not match: it refuses to deliver and keeps retrying.
+    let third = envelope(&alice, &bob, bob_mb, "third", "x");
+    let t = api.token(&gamma.url, &alice_gamma, &alice.keys).await;
+    assert_eq!(
+        api.submit(
+            &gamma.url,
+            Some(&t),
+            hop(&third, &beta.url, &new_cert).encode()
+        )
+        .await
+        .0,
+        StatusCode::ACCEPTED
+    );
+    eventually("gamma to refuse the mismatched key", || {
+        let (api, url) = (api.clone(), gamma.url.clone());
+        async move {
+            let retries = api
+                .metric(&url, "sealpost_relay_attempts_total{result=\"retry\"}")
+                .await;
+            (retries >= 2.0).then_some(())
+        }
+    })
+    .await;
+    assert!(
+        api.metric(&gamma.url, "sealpost_peer_key_changes_total")
+            .await
+            >= 1.0
+    );
+    assert_eq!(api.metric(&gamma.url, "sealpost_outbound_queue").await, 1.0);
+    assert_eq!(
+        count(api.clone(), beta.url.clone(), bob_token.clone()).await,
+        2,
+        "nothing from gamma"
+    );
+    alpha.stop().await;
+    beta.stop().await;
+    gamma.stop().await;
+}
