@@ -49,10 +49,8 @@ async fn acknowledged_deliveries_survive_a_shutdown_under_load() {
                     .body(payload)
                     .send()
                     .await;
-                if let Ok(resp) = sent {
-                    if resp.status() == StatusCode::OK {
-                        ok.push(id);
-                    }
+                if sent.is_ok_and(|resp| resp.status() == StatusCode::OK) {
+                    ok.push(id);
                 }
                 answered.fetch_add(1, Ordering::Relaxed);
             }
