@@ -173,13 +173,13 @@ impl Net {
         max: usize,
         t: &dyn Transfer,
     ) -> Result<Vec<u8>> {
-        if let Some(len) = resp.content_length() {
-            if len > max as u64 {
-                return Err(Error::protocol(
-                    node,
-                    format!("answer of {len} bytes exceeds the limit of {max}"),
-                ));
-            }
+        if let Some(len) = resp.content_length()
+            && len > max as u64
+        {
+            return Err(Error::protocol(
+                node,
+                format!("answer of {len} bytes exceeds the limit of {max}"),
+            ));
         }
         let mut out = Vec::with_capacity(resp.content_length().unwrap_or(0) as usize);
         while let Some(chunk) = resp.chunk().await.map_err(|e| Self::unreachable(node, e))? {
@@ -320,10 +320,9 @@ impl Net {
             .lock()
             .expect("invariant: token cache lock not poisoned")
             .get(&key)
+            && *exp > now() + TOKEN_MARGIN_SECS
         {
-            if *exp > now() + TOKEN_MARGIN_SECS {
-                return Ok(t.clone());
-            }
+            return Ok(t.clone());
         }
         let req = self
             .http

@@ -272,14 +272,14 @@ impl ContactStore {
                 format!("{address} has no pending key change"),
             )
         })?;
-        if let Some(want) = expected {
-            if normalize_fingerprint(want) != p.fingerprint {
-                return Err(Error::FingerprintMismatch {
-                    address: address.to_string(),
-                    expected: display_fingerprint(&normalize_fingerprint(want)),
-                    actual: display_fingerprint(&p.fingerprint),
-                });
-            }
+        if let Some(want) = expected
+            && normalize_fingerprint(want) != p.fingerprint
+        {
+            return Err(Error::FingerprintMismatch {
+                address: address.to_string(),
+                expected: display_fingerprint(&normalize_fingerprint(want)),
+                actual: display_fingerprint(&p.fingerprint),
+            });
         }
         c.fingerprint = p.fingerprint;
         c.cert = p.cert;

@@ -141,15 +141,16 @@ impl Client {
             };
             match found {
                 Ok((signed, record, cert)) => {
-                    if let Some((cs, cr, cc)) = &cached {
-                        if cc.fingerprint() == cert.fingerprint() && cr.sequence > record.sequence {
-                            return Ok(FoundRecord {
-                                signed: cs.clone(),
-                                record: cr.clone(),
-                                cert: cc.clone(),
-                                from_cache: false,
-                            });
-                        }
+                    if let Some((cs, cr, cc)) = &cached
+                        && cc.fingerprint() == cert.fingerprint()
+                        && cr.sequence > record.sequence
+                    {
+                        return Ok(FoundRecord {
+                            signed: cs.clone(),
+                            record: cr.clone(),
+                            cert: cc.clone(),
+                            from_cache: false,
+                        });
                     }
                     return Ok(FoundRecord {
                         signed,

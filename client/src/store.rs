@@ -187,10 +187,10 @@ impl MessageStore {
             let Some(stem) = path.file_stem().and_then(|s| s.to_str()) else {
                 continue;
             };
-            if stem.starts_with(&p) {
-                if let Ok(id) = EnvelopeId::from_hex(stem) {
-                    hits.push(id);
-                }
+            if stem.starts_with(&p)
+                && let Ok(id) = EnvelopeId::from_hex(stem)
+            {
+                hits.push(id);
             }
         }
         match hits.as_slice() {

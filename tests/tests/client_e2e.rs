@@ -400,6 +400,76 @@ fn letter_signed_by_another_key_is_shown_unverified() {
 }
 
 #[test]
+fn a_home_can_be_added_untrusted_and_dropped() {
+    let w = world();
+    let mallory = User::init("mallory@alpha.test", &[&w.a], &w.resolve);
+    let oscar = User::init("oscar@gamma.test", &[&w.c], &w.resolve);
+    let seq = |u: &User| {
+        u.ok(&["whoami", "--json"], b"").json()["record"]["sequence"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = seq(&mallory);
+
+    let out = mallory.ok(&["node", "trust", &w.b.url], b"");
+    assert!(out.stdout.contains("added home"), "{out:?}");
+    let homes = mallory.ok(&["node", "list", "--json"], b"").json();
+    assert_eq!(homes.as_array().unwrap().len(), 2, "{homes:#}");
+    assert!(seq(&mallory) > before, "a new record was published");
+    oscar.ok(&["contact", "add", "mallory@alpha.test"], b"");
+    let shown = oscar
+        .ok(&["contact", "show", "mallory@alpha.test"], b"")
+        .stdout;
+    assert!(
+        shown.contains(&w.a.url) && shown.contains(&w.b.url),
+        "{shown}"
+    );
+
+    // Untrusted: not fetched from, still in the record.
+    mallory.ok(&["node", "untrust", &w.b.url], b"");
+    oscar.ok(
+        &[
+            "send",
+            "--to",
+            "mallory@alpha.test",
+            "--subject",
+            "two homes",
+        ],
+        b"x\n",
+    );
+    let fetches = mallory.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
+    for f in &fetches {
+        let urls: Vec<&str> = f["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| s(&n["url"]))
+            .collect();
+        assert_eq!(
+            urls,
+            vec![w.a.url.as_str()],
+            "only the trusted home is asked"
+        );
+    }
+
+    // Dropped: the record lists one home again; the last trusted home cannot go.
+    mallory.ok(&["node", "trust", &w.b.url], b"");
+    mallory.ok(&["node", "untrust", "--drop", &w.b.url], b"");
+    let homes = mallory.ok(&["node", "list", "--json"], b"").json();
+    assert_eq!(homes.as_array().unwrap().len(), 1, "{homes:#}");
+    let out = mallory.run(&["node", "untrust", &w.a.url], b"");
+    assert_eq!(out.code, 1, "{out:?}");
+    oscar.ok(&["contact", "add", "mallory@alpha.test"], b"");
+    let shown = oscar
+        .ok(&["contact", "show", "mallory@alpha.test"], b"")
+        .stdout;
+    assert!(
+        shown.contains(&w.a.url) && !shown.contains(&w.b.url),
+        "{shown}"
+    );
+}
+
+#[test]
 fn keys_move_between_sealpost_and_gpg() {
     let w = world();
     let grace = User::init("grace@alpha.test", &[&w.a], &w.resolve);
