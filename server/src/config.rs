@@ -221,6 +221,9 @@ pub struct StorageConfig {
     pub cache_mb: usize,
     /// Memtable budget for all column families together, MiB.
     pub write_buffer_mb: usize,
+    /// How long the id of an acked envelope is remembered, so that a late redelivery is not
+    /// stored again. Must exceed every peer's `relay.give_up_after`.
+    pub dedupe_retention: Secs,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -320,6 +323,7 @@ impl Default for StorageConfig {
         StorageConfig {
             cache_mb: 32,
             write_buffer_mb: 32,
+            dedupe_retention: Secs::from_secs(30 * 24 * 3600),
         }
     }
 }
@@ -570,6 +574,9 @@ blocked = []
 # RocksDB block cache and total memtable budget, MiB.
 cache_mb = {cache}
 write_buffer_mb = {wb}
+# Seconds the id of an acked envelope is remembered, so that a late redelivery (a peer
+# retrying after a crash) is not stored again. Keep it above peers' relay.give_up_after.
+dedupe_retention = {dr}
 
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.
@@ -597,6 +604,7 @@ filter = "info"
         ttl = p.descriptor_ttl.get().as_secs(),
         cache = d.storage.cache_mb,
         wb = d.storage.write_buffer_mb,
+        dr = d.storage.dedupe_retention.get().as_secs(),
     )
 }
 

@@ -248,17 +248,28 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-/// Periodically forgets expired sessions and refilled rate-limit buckets.
+/// Periodically forgets expired sessions and refilled rate-limit buckets, and (hourly)
+/// dedupe entries past `storage.dedupe_retention`.
 async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
+    let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
                 node.sessions.sweep(crate::node::now_secs());
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.deliver_limit.sweep(now);
+            }
+            _ = prune.tick() => {
+                let retention = node.config.storage.dedupe_retention.get().as_secs();
+                let before = crate::node::now_secs().saturating_sub(retention);
+                match node.store.prune_dedupe(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(entries = n, "forgot the ids of envelopes acked long ago"),
+                    Err(e) => tracing::warn!(error = %e, "pruning dedupe entries failed"),
+                }
             }
         }
     }

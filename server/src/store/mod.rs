@@ -207,6 +207,11 @@ pub trait Store: Send + Sync {
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
 
+    /// Forgets dedupe entries of envelopes received before `received_before` (Unix secs)
+    /// and no longer in their mailbox; returns how many. Entries of envelopes still stored
+    /// are kept.
+    fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64>;
+
     fn stats(&self) -> StoreStats;
     /// Stops accepting writes, finishes those already queued, and waits for the writer.
     fn close(&self) -> StoreFuture<'_, ()>;

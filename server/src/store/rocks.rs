@@ -406,6 +406,25 @@ impl Store for RocksStore {
         Self::ready(self.read_pins())
     }
 
+    fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            // The scan reads only; it runs off the writer so that writes do not wait for it.
+            // A key found here cannot be written again meanwhile: while it exists, a
+            // redelivery is a duplicate and writes nothing.
+            let keys = tokio::task::spawn_blocking(move || stale_dedupe_keys(&db, received_before))
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))??;
+            let n = keys.len() as u64;
+            for chunk in keys.chunks(10_000) {
+                let keys = chunk.to_vec();
+                self.submit(|reply| Op::ForgetDedupe { keys, reply })
+                    .await?;
+            }
+            Ok(n)
+        })
+    }
+
     fn stats(&self) -> StoreStats {
         StoreStats {
             batches: self.stats.batches.load(Ordering::Relaxed),
@@ -429,6 +448,36 @@ impl Store for RocksStore {
             Ok(())
         })
     }
+}
+
+/// Dedupe keys older than `received_before` whose envelope has been acked.
+fn stale_dedupe_keys(db: &DB, received_before: u64) -> Result<Vec<[u8; 32]>, StoreError> {
+    let mut out = Vec::new();
+    for kv in db.iterator_cf(cf(db, CF_DEDUPE), IteratorMode::Start) {
+        let (k, v) = kv.map_err(read_err)?;
+        let (Some(seq), Some(received)) = (u64_at(&v, 0), u64_at(&v, 8)) else {
+            continue;
+        };
+        let Ok(key) = <[u8; 32]>::try_from(&k[..]) else {
+            continue;
+        };
+        if received >= received_before {
+            continue;
+        }
+        let mailbox = MailboxId(
+            key[..16]
+                .try_into()
+                .expect("invariant: 32-byte key has a 16-byte prefix"),
+        );
+        if db
+            .get_pinned_cf(cf(db, CF_INDEX), key::mailbox_seq(&mailbox, seq))
+            .map_err(read_err)?
+            .is_none()
+        {
+            out.push(key);
+        }
+    }
+    Ok(out)
 }
 
 /// Visits every key and value of every column family of a node's database (opened read

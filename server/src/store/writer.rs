@@ -64,6 +64,10 @@ pub(super) enum Op {
         bounce: Option<NewEnvelope>,
         reply: Reply<()>,
     },
+    ForgetDedupe {
+        keys: Vec<[u8; 32]>,
+        reply: Reply<()>,
+    },
     PinPeer {
         url: NodeUrl,
         pin: PeerPin,
@@ -274,6 +278,12 @@ impl Writer {
                             return;
                         }
                     }
+                }
+                b.answer(reply, ());
+            }
+            Op::ForgetDedupe { keys, reply } => {
+                for k in keys {
+                    b.wb.delete_cf(cf(&self.db, CF_DEDUPE), k);
                 }
                 b.answer(reply, ());
             }
@@ -621,6 +631,32 @@ mod tests {
         assert_eq!(
             s.deliver(envelope(other, 1, 1), q).await.unwrap(),
             DeliverOutcome::UnknownMailbox
+        );
+        s.close().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn old_ids_of_acked_envelopes_are_forgotten() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = open(dir.path()).await;
+        let RegisterOutcome::Created(m) = s.register(account(1, None)).await.unwrap() else {
+            panic!()
+        };
+        s.deliver(envelope(m, 1, 10), BIG).await.unwrap();
+        s.deliver(envelope(m, 2, 10), BIG).await.unwrap();
+        assert!(s.ack(m, 1).await.unwrap());
+        // Received at 5: nothing is older than 5 yet.
+        assert_eq!(s.prune_dedupe(5).await.unwrap(), 0);
+        // Envelope 2 is still in the mailbox: its id stays.
+        assert_eq!(s.prune_dedupe(6).await.unwrap(), 1);
+        assert_eq!(
+            s.deliver(envelope(m, 2, 10), BIG).await.unwrap(),
+            DeliverOutcome::Duplicate { seq: 2 }
+        );
+        // Envelope 1's id was forgotten: a redelivery now is a new envelope.
+        assert_eq!(
+            s.deliver(envelope(m, 1, 10), BIG).await.unwrap(),
+            DeliverOutcome::Stored { seq: 3 }
         );
         s.close().await.unwrap();
     }
