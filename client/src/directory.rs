@@ -291,3 +291,207 @@ impl Client {
             .save()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Options;
+    use sealpost_proto::MailboxId;
+    use sealpost_proto::identity::{SecretIdentity, cert_to_bytes};
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex as StdMutex};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    type Routes = Arc<StdMutex<HashMap<String, (u16, Vec<u8>)>>>;
+
+    /// A loopback HTTP/1.1 server answering GETs from a table (path → status, body).
+    async fn stub() -> (NodeUrl, Routes) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = NodeUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+        let routes: Routes = Arc::default();
+        let table = routes.clone();
+        tokio::spawn(async move {
+            while let Ok((mut sock, _)) = listener.accept().await {
+                let table = table.clone();
+                tokio::spawn(async move {
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 1024];
+                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match sock.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    let head = String::from_utf8_lossy(&buf).to_string();
+                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let (status, body) = table.lock().unwrap().get(&path).cloned().unwrap_or((
+                        404,
+                        b"{\"error\":{\"code\":\"unknown_address\",\"message\":\"no\"}}".to_vec(),
+                    ));
+                    let head = format!(
+                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = sock.write_all(head.as_bytes()).await;
+                    let _ = sock.write_all(&body).await;
+                    let _ = sock.shutdown().await;
+                });
+            }
+        });
+        (url, routes)
+    }
+
+    fn record(
+        id: &SecretIdentity,
+        address: &Address,
+        homes: &[&NodeUrl],
+        sequence: u64,
+    ) -> SignedRecord {
+        let now = now();
+        let body = MailboxRecord {
+            address: address.clone(),
+            cert: cert_to_bytes(&id.public_cert()),
+            homes: homes
+                .iter()
+                .map(|u| Home {
+                    url: (*u).clone(),
+                    node_key: [1; 32],
+                    mailbox: MailboxId([2; 16]),
+                })
+                .collect(),
+            created: now,
+            expires: now + 3600,
+            sequence,
+        };
+        SignedRecord::sign(&body, &id.unlock(None).unwrap()).unwrap()
+    }
+
+    fn client(dir: &Path, domain_node: &NodeUrl) -> Client {
+        drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
+        let options = Options {
+            resolve: vec![("beta.test".into(), domain_node.clone())],
+            ..Options::default()
+        };
+        Client::open(dir, &options).unwrap()
+    }
+
+    fn dead() -> NodeUrl {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap()
+    }
+
+    const PATH: &str = "/v1/records/bob@beta.test";
+
+    #[tokio::test]
+    async fn first_use_pins_and_a_down_domain_node_falls_back_to_the_cached_homes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (domain, domain_routes) = stub().await;
+        let (home2, home2_routes) = stub().await;
+        let c = client(tmp.path(), &domain);
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let id = SecretIdentity::generate(&bob, None).unwrap();
+        let r1 = record(&id, &bob, &[&domain, &home2], 10);
+        domain_routes
+            .lock()
+            .unwrap()
+            .insert(PATH.into(), (200, r1.encode()));
+        home2_routes
+            .lock()
+            .unwrap()
+            .insert(PATH.into(), (200, r1.encode()));
+
+        let r = c.add_contact(&bob).await.unwrap().0;
+        assert!(matches!(r.pin, Some(PinOutcome::New(_))));
+        assert_eq!(
+            c.contacts.get(&bob).unwrap().unwrap().fingerprint,
+            id.fingerprint().to_hex()
+        );
+
+        // The domain's node goes away (and so does its copy): the record comes from the
+        // other home.
+        domain_routes.lock().unwrap().clear();
+        drop(c);
+        let options = Options {
+            resolve: vec![("beta.test".into(), dead())],
+            ..Options::default()
+        };
+        let c = Client::open(tmp.path(), &options).unwrap();
+        let r = c.resolve_recipient(&bob).await.unwrap();
+        assert!(!r.from_cache, "fresh from the second home");
+        assert_eq!(r.record.sequence, 10);
+
+        // Nobody has it any more: the cached record serves while it is valid.
+        home2_routes.lock().unwrap().clear();
+        let r = c.resolve_recipient(&bob).await.unwrap();
+        assert!(r.from_cache);
+        assert_eq!(r.record.homes.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_older_record_does_not_roll_back_and_a_new_key_is_held_pending() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (domain, routes) = stub().await;
+        let c = client(tmp.path(), &domain);
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let id = SecretIdentity::generate(&bob, None).unwrap();
+        routes.lock().unwrap().insert(
+            PATH.into(),
+            (200, record(&id, &bob, &[&domain], 20).encode()),
+        );
+        c.add_contact(&bob).await.unwrap();
+
+        routes.lock().unwrap().insert(
+            PATH.into(),
+            (200, record(&id, &bob, &[&domain], 5).encode()),
+        );
+        let r = c.resolve_recipient(&bob).await.unwrap();
+        assert_eq!(r.record.sequence, 20, "the newer cached record wins");
+
+        let other = SecretIdentity::generate(&bob, None).unwrap();
+        routes.lock().unwrap().insert(
+            PATH.into(),
+            (200, record(&other, &bob, &[&domain], 30).encode()),
+        );
+        let e = c.resolve_recipient(&bob).await.err().unwrap();
+        assert!(matches!(e, Error::KeyChanged { .. }), "{e}");
+        assert_eq!(e.exit_code(), 3);
+        let saved = c.contacts.get(&bob).unwrap().unwrap();
+        assert_eq!(saved.fingerprint, id.fingerprint().to_hex(), "pin kept");
+        assert_eq!(
+            saved.pending.unwrap().fingerprint,
+            other.fingerprint().to_hex()
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_and_foreign_records_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (domain, routes) = stub().await;
+        let c = client(tmp.path(), &domain);
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let e = c.resolve_recipient(&bob).await.err().unwrap();
+        assert!(matches!(e, Error::UnknownAddress { .. }), "{e}");
+        assert_eq!(e.exit_code(), 1);
+
+        // A valid record, but for someone else.
+        let carol = Address::parse("carol@beta.test").unwrap();
+        let id = SecretIdentity::generate(&carol, None).unwrap();
+        routes.lock().unwrap().insert(
+            PATH.into(),
+            (200, record(&id, &carol, &[&domain], 1).encode()),
+        );
+        let e = c.resolve_recipient(&bob).await.err().unwrap();
+        assert!(matches!(e, Error::BadRecord { .. }), "{e}");
+        routes
+            .lock()
+            .unwrap()
+            .insert(PATH.into(), (200, b"garbage".to_vec()));
+        let e = c.resolve_recipient(&bob).await.err().unwrap();
+        assert!(matches!(e, Error::BadRecord { .. }), "{e}");
+        assert!(c.contacts.get(&bob).unwrap().is_none(), "nothing pinned");
+    }
+}
