@@ -26,6 +26,9 @@ use super::*;
 const MAX_BATCH_OPS: usize = 4096;
 /// Stop adding to a batch above this many bytes.
 const MAX_BATCH_BYTES: usize = 64 << 20;
+/// Mailbox states kept in memory; beyond, the cache starts over (it mirrors durable state,
+/// so forgetting costs only a read).
+const MAX_CACHED_STATES: usize = 100_000;
 
 pub(super) type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
@@ -181,6 +184,9 @@ impl Writer {
         };
         match &result {
             Ok(()) => {
+                if self.states.len() + states.len() > MAX_CACHED_STATES {
+                    self.states.clear();
+                }
                 self.states.extend(states);
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.ops.fetch_add(ops as u64, Ordering::Relaxed);
