@@ -20,6 +20,7 @@ use crate::error::{Error, Result};
 use crate::outbox::Outbox;
 use crate::profile::{Config, HomeEntry, PROFILE_VERSION, Profile};
 use crate::resolve::Resolver;
+use crate::sent::SentLog;
 use crate::store::MessageStore;
 use crate::{join_all, now, now_millis};
 
@@ -62,6 +63,7 @@ pub struct Client {
     pub contacts: ContactStore,
     pub messages: MessageStore,
     pub outbox: Outbox,
+    pub sent: SentLog,
     pub(crate) nodes: Mutex<NodeCache>,
 }
 
@@ -81,6 +83,7 @@ impl Client {
             contacts: ContactStore::new(&dir),
             messages: MessageStore::new(&dir),
             outbox: Outbox::new(&dir),
+            sent: SentLog::new(&dir),
             nodes: Mutex::new(NodeCache::load(&dir)?),
             profile,
         })

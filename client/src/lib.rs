@@ -7,7 +7,8 @@
 //! [`store`] (received messages), [`outbox`] (hops not yet submitted), [`api`] (HTTP),
 //! [`resolve`] (domain → node), [`client`] (init and node management), [`directory`]
 //! (record lookup, node descriptors), [`send`], [`fetch`], [`verify`] (who sent a letter),
-//! [`compose`] (drafts, attachments), [`progress`] (transfer reporting).
+//! [`compose`] (drafts, attachments), [`sent`] (queue ids of accepted hops, to explain
+//! bounces), [`progress`] (transfer reporting).
 
 pub mod api;
 pub mod client;
@@ -22,6 +23,7 @@ pub mod profile;
 pub mod progress;
 pub mod resolve;
 pub mod send;
+pub mod sent;
 pub mod store;
 pub mod verify;
 

@@ -29,8 +29,10 @@ pub struct OutboxEntry {
     /// Destination node (a home of the recipient); also inside the hop.
     pub destination: NodeUrl,
     pub envelope_id: EnvelopeId,
-    /// Message id of the letter, to tell the user which letter is waiting.
+    /// Message id and subject of the letter, to tell the user which letter is waiting.
     pub message_id: String,
+    #[serde(default)]
+    pub subject: String,
     /// The encoded hop wrapper, base64.
     pub hop: String,
     pub attempts: u32,
@@ -42,6 +44,7 @@ impl OutboxEntry {
         recipient: &Address,
         envelope_id: EnvelopeId,
         message_id: &str,
+        subject: &str,
         hop: &HopWrapper,
         now: u64,
     ) -> Self {
@@ -52,6 +55,7 @@ impl OutboxEntry {
             destination: hop.destination.clone(),
             envelope_id,
             message_id: message_id.to_string(),
+            subject: subject.to_string(),
             hop: base64::engine::general_purpose::STANDARD.encode(hop.encode()),
             attempts: 0,
             last_error: None,
@@ -146,6 +150,7 @@ mod tests {
             &Address::parse("bob@beta.test").unwrap(),
             EnvelopeId([t as u8; 16]),
             "m@alpha.test",
+            "Plans",
             &hop,
             t,
         )

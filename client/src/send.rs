@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::now;
 use crate::outbox::OutboxEntry;
 use crate::progress::Progress;
+use crate::sent::SentEntry;
 
 #[derive(Clone, Debug)]
 pub struct RecipientReport {
@@ -132,6 +133,7 @@ impl Client {
                     &r.address,
                     id,
                     &letter.message_id,
+                    &letter.subject,
                     &hop,
                     now,
                 ));
@@ -196,7 +198,17 @@ impl Client {
                     .submit(&h.url, h.mailbox, keys, hop.clone(), &start)
                     .await
                 {
-                    Ok(_) => {
+                    Ok(queue_id) => {
+                        self.sent.put(&SentEntry {
+                            queue_id,
+                            node: h.url.clone(),
+                            submitted: now(),
+                            recipient: entry.recipient.clone(),
+                            destination: entry.destination.clone(),
+                            envelope_id: entry.envelope_id,
+                            message_id: entry.message_id.clone(),
+                            subject: entry.subject.clone(),
+                        })?;
                         done = true;
                         break;
                     }

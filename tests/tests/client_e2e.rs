@@ -265,6 +265,14 @@ fn a_bounce_from_the_own_node_is_verified() {
     );
     let text = kim.ok(&["read", s(&bounce["id"])], b"").stdout;
     assert!(text.contains("could not be delivered"), "{text}");
+    // The bounce names the queue id; the client knows which letter that was.
+    assert!(
+        text.contains("Bounce of: your letter \"Into the void\" to lee@rho.test"),
+        "{text}"
+    );
+    let json = kim.ok(&["read", "--json", s(&bounce["id"])], b"").json();
+    assert_eq!(json["bounce_of"]["subject"], "Into the void");
+    assert_eq!(json["bounce_of"]["recipient"], "lee@rho.test");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use sealpost_client::Error;
 use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_name};
 use sealpost_client::fetch::ReadMessage;
 use sealpost_client::send::SendReport;
+use sealpost_client::sent::bounce_queue_id;
 
 use super::args::*;
 use super::bars::Bars;
@@ -202,16 +203,31 @@ pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<(
         (Some(dir), Some(_)) => save_attachments(&r, dir)?,
         _ => Vec::new(),
     };
+    let from = r.meta.header.as_ref().map(|h| &h.from);
+    let checked = match from {
+        Some(a) if a == c.profile.address() => true,
+        Some(a) => c.contacts.get(a)?.is_some_and(|k| k.verified),
+        None => false,
+    };
+    // A verified bounce from one of our nodes names the queue id of the hop it gave up.
+    let bounce_of = match &r.letter {
+        Some(l) if r.meta.trust.is_verified() && l.subject.starts_with("Undeliverable: ") => {
+            match bounce_queue_id(&l.body) {
+                Some(q) => c.sent.get(q)?,
+                None => None,
+            }
+        }
+        _ => None,
+    };
+    let extras = output::ReadExtras {
+        saved,
+        checked,
+        bounce_of,
+    };
     if ctx.global.json {
-        print_json(&output::read_json(&r, &saved));
+        print_json(&output::read_json(&r, &extras));
     } else {
-        let from = r.meta.header.as_ref().map(|h| &h.from);
-        let checked = match from {
-            Some(a) if a == c.profile.address() => true,
-            Some(a) => c.contacts.get(a)?.is_some_and(|k| k.verified),
-            None => false,
-        };
-        print!("{}", output::read_text(&r, &saved, checked));
+        print!("{}", output::read_text(&r, &extras));
     }
     Ok(())
 }

@@ -3,6 +3,7 @@
 
 use sealpost_client::contacts::display_fingerprint;
 use sealpost_client::fetch::ReadMessage;
+use sealpost_client::sent::SentEntry;
 use sealpost_client::store::{StoredMessage, Trust};
 use serde_json::{Value, json};
 
@@ -106,7 +107,17 @@ pub fn trust_line(t: &Trust, from: Option<&str>, checked: bool) -> String {
     }
 }
 
-pub fn read_text(r: &ReadMessage, saved: &[String], checked: bool) -> String {
+/// What `read` shows besides the letter: where attachments were saved, whether the
+/// sender's fingerprint was checked, and which of our letters a bounce is about.
+#[derive(Default)]
+pub struct ReadExtras {
+    pub saved: Vec<String>,
+    pub checked: bool,
+    pub bounce_of: Option<SentEntry>,
+}
+
+pub fn read_text(r: &ReadMessage, x: &ReadExtras) -> String {
+    let (saved, checked) = (&x.saved, x.checked);
     let m = &r.meta;
     let mut out = String::new();
     let from = m.header.as_ref().map(|h| h.from.as_str());
@@ -126,6 +137,16 @@ pub fn read_text(r: &ReadMessage, saved: &[String], checked: bool) -> String {
     }
     out += &format!("Id:        {}\n", m.id);
     out += &format!("Signature: {}\n", trust_line(&m.trust, from, checked));
+    if let Some(b) = &x.bounce_of {
+        out += &format!(
+            "Bounce of: your letter \"{}\" to {} (submitted {} UTC via {}, message id {})\n",
+            clean(&b.subject),
+            b.recipient,
+            date(b.submitted as i64),
+            b.node,
+            clean(&b.message_id)
+        );
+    }
     if let Some(label) = m.header.as_ref().and_then(|h| h.legacy.as_ref()) {
         out += &format!("Warning:   {LEGACY_LABEL} ({})\n", clean(label));
     }
@@ -161,7 +182,8 @@ pub fn message_json(m: &StoredMessage) -> Value {
     v
 }
 
-pub fn read_json(r: &ReadMessage, saved: &[String]) -> Value {
+pub fn read_json(r: &ReadMessage, x: &ReadExtras) -> Value {
+    let saved = &x.saved;
     let mut v = message_json(&r.meta);
     if let Some(l) = &r.letter {
         v["body"] = json!(l.body);
@@ -170,6 +192,9 @@ pub fn read_json(r: &ReadMessage, saved: &[String]) -> Value {
         v["legacy_label"] = json!(format!("{LEGACY_LABEL} ({label})"));
     }
     v["saved_attachments"] = json!(saved);
+    if let Some(b) = &x.bounce_of {
+        v["bounce_of"] = serde_json::to_value(b).expect("invariant: sent entries serialize");
+    }
     v
 }
 
@@ -217,12 +242,12 @@ mod tests {
     #[test]
     fn gateway_mail_is_labelled_not_end_to_end() {
         let r = legacy_message();
-        let text = read_text(&r, &[], false);
+        let text = read_text(&r, &ReadExtras::default());
         assert!(text.contains(LEGACY_LABEL), "{text}");
         assert!(text.contains("spf=pass"), "{text}");
         assert!(text.contains("Signature: UNVERIFIED"), "{text}");
         assert!(list_line(&r.meta).contains("[legacy, not e2e]"));
-        let v = read_json(&r, &[]);
+        let v = read_json(&r, &ReadExtras::default());
         assert_eq!(v["legacy"], true);
         assert_eq!(v["verified"], false);
         assert!(
