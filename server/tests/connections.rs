@@ -11,7 +11,8 @@ use sealpost_server::config::Secs;
 
 /// Sends one request on a kept-alive connection and returns the body of the answer.
 fn request(conn: &mut BufReader<TcpStream>, path: &str) -> String {
-    write!(conn.get_mut(), "GET {path} HTTP/1.1\r\nHost: node\r\n\r\n").unwrap();
+    let req = format!("GET {path} HTTP/1.1\r\nHost: node\r\n\r\n");
+    conn.get_mut().write_all(req.as_bytes()).unwrap();
     let mut len = 0;
     loop {
         let mut line = String::new();
