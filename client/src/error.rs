@@ -125,7 +125,7 @@ pub enum Error {
         expected: String,
         actual: String,
     },
-    #[error("{0}")]
+    #[error(transparent)]
     Proto(#[from] proto::Error),
 }
 

@@ -16,6 +16,25 @@ fn exit_code(err: &anyhow::Error) -> u8 {
         .unwrap_or(1)
 }
 
+/// The error and its causes on one line; a cause whose text the line already holds (our
+/// messages include their I/O cause) is not repeated.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in err.chain() {
+        let text = cause.to_string();
+        if line.contains(&text) {
+            continue;
+        }
+        if !line.is_empty() {
+            line.push_str(": ");
+        }
+        line.push_str(&text);
+    }
+    line.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
@@ -39,12 +58,29 @@ fn main() -> ExitCode {
     match runtime.block_on(cli::run::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
-            let line: String = format!("{err:#}")
-                .chars()
-                .map(|c| if c.is_control() { ' ' } else { c })
-                .collect();
+            let line = one_line(&err);
             eprintln!("sealpost: error: {line}");
             ExitCode::from(exit_code(&err))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_line_is_one_line_without_repeats() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "gone\nreally");
+        let e = sealpost_client::Error::ReadInput {
+            path: "/x".into(),
+            source: io,
+        };
+        let err = anyhow::Error::new(e).context("while sending");
+        assert_eq!(one_line(&err), "while sending: cannot read /x: gone really");
+        let p = sealpost_client::Error::from(sealpost_proto::Error::BadSignature);
+        let err = anyhow::Error::new(p);
+        assert_eq!(one_line(&err), "letter signature does not verify");
+        assert_eq!(exit_code(&err), 3);
     }
 }

@@ -353,6 +353,16 @@ impl Out {
             "the error is the last line: {:?}",
             self.stderr
         );
+        // No cause printed twice ("A: B: A: B", "ctx: A: A").
+        let parts: Vec<&str> = errors[0].split(": ").collect();
+        for k in 1..parts.len() {
+            let (left, right) = (parts[..k].join(": "), parts[k..].join(": "));
+            assert!(
+                left != right && !left.ends_with(&format!(": {right}")),
+                "repeated text in {:?}",
+                errors[0]
+            );
+        }
         errors[0]
     }
 }
