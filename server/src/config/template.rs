@@ -1,0 +1,147 @@
+//! The commented `node.toml` that `sealpost-node init` writes.
+
+use std::net::SocketAddr;
+
+use sealpost_proto::NodeUrl;
+
+use super::{Config, RegistrationPolicy};
+
+/// What `init` writes into the template.
+pub struct TemplateValues<'a> {
+    pub listen: SocketAddr,
+    pub public_url: Option<&'a NodeUrl>,
+    pub policy: RegistrationPolicy,
+    pub invites: &'a [String],
+}
+
+/// The commented `node.toml` that `sealpost-node init` writes. Every field is present with
+/// its default, so that the file documents itself.
+pub fn template(v: &TemplateValues<'_>) -> String {
+    let d = Config::default();
+    let public_url = match v.public_url {
+        Some(u) => format!("public_url = \"{u}\""),
+        None => "# public_url = \"https://node.example\"".to_string(),
+    };
+    let invites = v
+        .invites
+        .iter()
+        .map(|c| format!("\"{c}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let l = &d.limits;
+    let r = &d.relay;
+    let p = &d.peers;
+    format!(
+        r#"# sealpost-node configuration. Every field has a working default; spec/node.md
+# describes each one. Relative paths are relative to this file's directory.
+
+# Address to listen on. Port 0 picks a free port.
+listen = "{listen}"
+# URL that clients and other nodes use to reach this node, as published in the node
+# descriptor and in mailbox records. Unset: http(s)://<bound address>.
+{public_url}
+# RocksDB directory.
+data_dir = "data"
+# Seconds that in-flight requests and writes get to finish at shutdown.
+shutdown_grace = {grace}
+
+[keys]
+# Ed25519 signing key (hex): signs the node descriptor and node-to-node requests. Mode 0600.
+signing_key = "keys/node.ed25519"
+# OpenPGP secret key (armored): decrypts hop payloads, signs bounces. Mode 0600.
+identity = "keys/node-identity.asc"
+
+[tls]
+# PEM certificate chain and private key. When both are set the node speaks HTTPS only.
+# cert = "tls/cert.pem"
+# key = "tls/key.pem"
+
+[registration]
+# Who may create an account: "open", "invite" (a code from `invites`, each usable once)
+# or "closed".
+policy = "{policy}"
+invites = [{invites}]
+
+[limits]
+# Largest envelope accepted, bytes (at most {max_env}).
+max_envelope = {max_env}
+# Bytes and envelopes one mailbox may hold; beyond either, deliveries get 507.
+mailbox_quota = {quota}
+mailbox_max_envelopes = {max_count}
+# Hops one user may submit per minute (0 = unlimited), and the burst allowed above it.
+submit_per_minute = {spm}
+submit_burst = {sb}
+# Deliveries one peer node may make per minute (0 = unlimited), and the burst.
+deliver_per_minute = {dpm}
+deliver_burst = {db}
+# Open connections; further ones wait in the listen backlog.
+max_connections = {maxc}
+# Seconds to receive a request's headers, and its body.
+header_timeout = {ht}
+body_timeout = {bt}
+
+[relay]
+# Seconds after submission when an undelivered hop is given up and bounced to its sender.
+give_up_after = {gua}
+# Retry delay: starts at retry_base seconds, doubles per attempt up to retry_max, jittered.
+retry_base = {rb}
+retry_max = {rm}
+# Deliveries in flight at once.
+concurrency = {conc}
+# Seconds for one delivery request, and for connecting.
+request_timeout = {rt}
+connect_timeout = {ct}
+# Extra PEM CA certificates trusted for outgoing HTTPS, besides the web PKI roots.
+ca_certs = []
+
+[peers]
+# Seconds a fetched peer descriptor is used before it is fetched again.
+descriptor_ttl = {ttl}
+# A peer whose key differs from the pinned one: "warn" (log, re-pin) or "refuse".
+key_change = "warn"
+# Who may deliver here: "any" signed node, or only "listed" ([[peers.pinned]]) ones.
+accept = "any"
+# Ed25519 node keys (hex) whose deliveries are refused.
+blocked = []
+# Peers known in advance:
+# [[peers.pinned]]
+# url = "https://beta.example"
+# node_key = "<64 hex digits>"
+
+[storage]
+# RocksDB block cache and total memtable budget, MiB.
+cache_mb = {cache}
+write_buffer_mb = {wb}
+# Seconds the id of an acked envelope is remembered, so that a late redelivery (a peer
+# retrying after a crash) is not stored again. Keep it above peers' relay.give_up_after.
+dedupe_retention = {dr}
+
+[log]
+# tracing filter; the RUST_LOG environment variable overrides it.
+filter = "info"
+"#,
+        listen = v.listen,
+        grace = d.shutdown_grace.get().as_secs(),
+        policy = v.policy,
+        max_env = l.max_envelope,
+        quota = l.mailbox_quota,
+        max_count = l.mailbox_max_envelopes,
+        spm = l.submit_per_minute,
+        sb = l.submit_burst,
+        dpm = l.deliver_per_minute,
+        db = l.deliver_burst,
+        maxc = l.max_connections,
+        ht = l.header_timeout.get().as_secs(),
+        bt = l.body_timeout.get().as_secs(),
+        gua = r.give_up_after.get().as_secs(),
+        rb = r.retry_base.get().as_secs(),
+        rm = r.retry_max.get().as_secs(),
+        conc = r.concurrency,
+        rt = r.request_timeout.get().as_secs(),
+        ct = r.connect_timeout.get().as_secs(),
+        ttl = p.descriptor_ttl.get().as_secs(),
+        cache = d.storage.cache_mb,
+        wb = d.storage.write_buffer_mb,
+        dr = d.storage.dedupe_retention.get().as_secs(),
+    )
+}
