@@ -35,14 +35,42 @@ fn one_line(err: &anyhow::Error) -> String {
         .collect()
 }
 
+/// The first paragraph of a clap error on one line, without its "error: " prefix, pointing
+/// to --help.
+fn usage_line(rendered: &str) -> String {
+    let paragraph: Vec<&str> = rendered
+        .lines()
+        .skip_while(|l| l.trim().is_empty())
+        .take_while(|l| !l.trim().is_empty())
+        .map(str::trim)
+        .collect();
+    let text = paragraph.join(" ");
+    let text = text.trim_start_matches("error:").trim();
+    let text = if text.is_empty() {
+        "invalid arguments"
+    } else {
+        text
+    };
+    format!("{text} (see sealpost --help)")
+}
+
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
-        Err(e) => {
-            // --help and --version are not errors; every usage error exits 1.
-            let code = if e.use_stderr() { 1 } else { 0 };
+        // --help and --version print as clap formats them and succeed.
+        Err(e) if !e.use_stderr() => {
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        // `sealpost` alone: the help, as a usage error.
+        Err(e) if e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::from(1);
+        }
+        // Usage errors are one line too, like every other error, and exit 1.
+        Err(e) => {
+            eprintln!("sealpost: error: {}", usage_line(&e.render().to_string()));
+            return ExitCode::from(1);
         }
     };
     let runtime = match tokio::runtime::Builder::new_current_thread()
@@ -68,6 +96,20 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn usage_errors_are_one_line() {
+        let e = Cli::try_parse_from(["sealpost", "frobnicate"]).unwrap_err();
+        let line = usage_line(&e.render().to_string());
+        assert_eq!(
+            line,
+            "unrecognized subcommand 'frobnicate' (see sealpost --help)"
+        );
+        let e = Cli::try_parse_from(["sealpost", "send"]).unwrap_err();
+        let line = usage_line(&e.render().to_string());
+        assert!(line.contains("--to"), "{line}");
+        assert!(!line.contains('\n'));
+    }
 
     #[test]
     fn error_line_is_one_line_without_repeats() {

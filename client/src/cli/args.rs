@@ -135,6 +135,7 @@ pub struct SendArgs {
     /// Copy recipient (repeatable)
     #[arg(long = "cc", value_name = "ADDR")]
     pub cc: Vec<String>,
+    /// Subject line
     #[arg(long, short, default_value = "")]
     pub subject: String,
     /// Attach a file (repeatable)
