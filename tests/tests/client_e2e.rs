@@ -706,6 +706,20 @@ fn bad_input_gives_one_error_line_and_changes_nothing() {
     let out = nobody.run(&["init", "judy@@alpha.test", "--node", &w.a.url], b"");
     assert_eq!(out.code, 1, "{out:?}");
     assert!(!nobody.profile().exists());
+    let out = nobody.run(
+        &[
+            "init",
+            "judy@alpha.test",
+            "--node",
+            &w.a.url,
+            "--import-key",
+            garbage.to_str().unwrap(),
+        ],
+        b"",
+    );
+    assert_eq!(out.code, 1, "{out:?}");
+    out.error_line();
+    assert!(!nobody.profile().exists());
     let out = nobody.run(&["list"], b"");
     assert_eq!(out.code, 4, "{out:?}");
     assert!(out.error_line().contains("sealpost init"), "{out:?}");

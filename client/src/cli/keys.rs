@@ -17,7 +17,7 @@ use sealpost_proto::{Address, NodeUrl};
 use super::args::*;
 use super::input;
 use super::output;
-use super::run::{Ctx, print_json, warn};
+use super::run::{Ctx, note, print_json, warn};
 
 pub(super) async fn init(
     ctx: &Ctx,
@@ -33,9 +33,10 @@ pub(super) async fn init(
         .collect::<Result<Vec<_>, _>>()?;
     let passphrase = input::passphrase(ctx.global.passphrase_file.as_deref())?;
     let identity = match &import_key {
-        Some(p) => {
-            Some(SecretIdentity::from_bytes(&input::read_key_file(p)?).map_err(Error::from)?)
-        }
+        Some(p) => Some(
+            SecretIdentity::from_bytes(&input::read_key_file(p)?)
+                .map_err(|e| Error::input("secret key file", e.to_string()))?,
+        ),
         None => None,
     };
     let client = Client::init(
@@ -51,6 +52,15 @@ pub(super) async fn init(
     )
     .await?;
     let config = &client.profile.config;
+    // Others find the record at the node the address's domain names.
+    if let Ok(domain_node) = client.resolver.node_for(config.address.domain())
+        && config.home(&domain_node).is_none()
+    {
+        note(format!(
+            "{} resolves to {domain_node}, which is not one of your homes; others look your record up there",
+            config.address.domain()
+        ));
+    }
     if ctx.global.json {
         print_json(&json!({
             "address": config.address,
