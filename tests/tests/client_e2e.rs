@@ -316,6 +316,30 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
     );
     assert_eq!(shown["pending"]["fingerprint"], Value::String(new.clone()));
 
+    // A letter signed with the new key, before it is accepted: unverified, with a warning.
+    carol2.ok(
+        &["send", "--to", "dave@alpha.test", "--subject", "new key"],
+        b"Trust me.\n",
+    );
+    let fetches = dave.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
+    let letter = &new_letters(&fetches)[0];
+    assert_eq!(letter["header"]["from"], "carol@gamma.test");
+    assert_eq!(letter["verified"], false, "{letter:#}");
+    assert!(
+        s(&letter["trust"]["reason"]).contains("pinned"),
+        "{letter:#}"
+    );
+    let warnings: Vec<&Value> = fetches
+        .iter()
+        .flat_map(|f| f["warnings"].as_array().unwrap())
+        .collect();
+    assert!(
+        warnings
+            .iter()
+            .any(|w| s(w).contains("sealpost contact accept carol@gamma.test")),
+        "{warnings:?}"
+    );
+
     // Accepting with the wrong fingerprint does nothing.
     let out = dave.run(
         &[
