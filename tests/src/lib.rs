@@ -216,10 +216,10 @@ impl Node {
         loop {
             match self.try_launch(port, deadline) {
                 Ok(()) => return,
-                // The old port can be taken by someone else for a moment; try again.
+                // The old port can be taken by someone else for a moment; try again shortly (a retry interval, not a readiness wait).
                 Err(e) if port.is_some() && Instant::now() < deadline => {
                     eprintln!("node {} restart: {e}; retrying", self.name);
-                    std::thread::yield_now();
+                    std::thread::sleep(Duration::from_millis(100));
                 }
                 Err(e) => panic!(
                     "node {} did not start: {e}\n--- log ---\n{}",
