@@ -13,6 +13,9 @@ use crate::types::Address;
 
 /// Header that marks a letter that entered Sealpost through the SMTP gateway.
 pub const LEGACY_HEADER: &str = "X-Sealpost-Legacy";
+/// Header, in the copy of a letter sealed to a gateway, naming the legacy recipients the
+/// gateway is to send it to (the other recipients get their own end-to-end copies).
+pub const LEGACY_TO_HEADER: &str = "X-Sealpost-Legacy-To";
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
@@ -37,6 +40,8 @@ pub struct Letter {
     pub attachments: Vec<Attachment>,
     /// Set by the gateway: how this letter entered Sealpost when it came through legacy SMTP.
     pub legacy: Option<String>,
+    /// Set by the client in the copy sealed to a gateway: the legacy recipients it is for.
+    pub legacy_to: Vec<Address>,
 }
 
 impl Letter {
@@ -64,6 +69,7 @@ impl Letter {
             body: body.into(),
             attachments: Vec::new(),
             legacy: None,
+            legacy_to: Vec::new(),
         }
     }
 
@@ -173,6 +179,15 @@ impl Letter {
         if let Some(l) = &self.legacy {
             b = b.header(LEGACY_HEADER, Raw::new(l.as_str()));
         }
+        let legacy_to = self
+            .legacy_to
+            .iter()
+            .map(Address::as_str)
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !legacy_to.is_empty() {
+            b = b.header(LEGACY_TO_HEADER, Raw::new(legacy_to));
+        }
         for a in &self.attachments {
             b = b.attachment(a.media_type.as_str(), a.name.as_str(), a.data.as_slice());
         }
@@ -254,6 +269,24 @@ impl Letter {
             });
         }
         let legacy = msg.header_raw(LEGACY_HEADER).map(|s| s.trim().to_string());
+        let mut legacy_to = Vec::new();
+        if let Some(list) = msg.header_raw(LEGACY_TO_HEADER) {
+            for a in list
+                .split(',')
+                .map(str::trim)
+                .filter(|a| !a.is_empty())
+                .take(MAX_RECIPIENTS + 1)
+            {
+                legacy_to.push(Address::parse(a)?);
+            }
+            if legacy_to.len() > MAX_RECIPIENTS {
+                return Err(Error::TooLong {
+                    what: "legacy recipients",
+                    len: legacy_to.len(),
+                    max: MAX_RECIPIENTS,
+                });
+            }
+        }
         let _ = PAD_HEADER; // the padding header carries nothing and is simply not read
         Ok(Letter {
             from,
@@ -266,6 +299,7 @@ impl Letter {
             body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
             attachments,
             legacy,
+            legacy_to,
         })
     }
 }
@@ -308,8 +342,10 @@ mod tests {
     fn legacy_label_round_trips() {
         let mut l = sample();
         l.legacy = Some("arrived via legacy SMTP, not end-to-end; mail from=<x@y.example>".into());
+        l.legacy_to = vec![addr("carol@legacy.test"), addr("dave@legacy.test")];
         let back = Letter::from_rfc5322(&l.to_rfc5322().unwrap()).unwrap();
         assert_eq!(back.legacy, l.legacy);
+        assert_eq!(back.legacy_to, l.legacy_to);
     }
 
     #[test]
