@@ -125,6 +125,7 @@ pub struct Config {
     pub peers: PeersConfig,
     pub storage: StorageConfig,
     pub log: LogConfig,
+    pub gateway: GatewayConfig,
     /// Directory that relative paths resolve against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -236,6 +237,66 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The bridge to legacy SMTP (`spec/node.md` §Gateway).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GatewayConfig {
+    /// Run the SMTP gateway.
+    pub enabled: bool,
+    /// The mail domain it receives for: users of this node whose address ends in @domain.
+    pub domain: String,
+    /// Address the SMTP server listens on (port 0 picks one at start).
+    pub listen: SocketAddr,
+    /// Largest message accepted over SMTP, bytes (advertised as SIZE).
+    pub max_message_bytes: usize,
+    /// Most recipients of one SMTP transaction.
+    pub max_recipients: usize,
+    /// Concurrent SMTP sessions; more are answered 421.
+    pub max_connections: usize,
+    /// Longest wait for the next command or data from an SMTP client.
+    pub command_timeout: Secs,
+    /// Longest SMTP session.
+    pub session_timeout: Secs,
+    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: no outbound.
+    pub smarthost: String,
+    /// DKIM selector for outbound mail (publish `SELECTOR._domainkey.DOMAIN`).
+    pub dkim_selector: String,
+    /// Ed25519 DKIM key (base64 seed), made on first start when missing.
+    pub dkim_key: PathBuf,
+    /// OpenPGP identity `gateway@DOMAIN` that clients seal outbound letters to, made on
+    /// first start when missing.
+    pub identity: PathBuf,
+    /// Outbound: give up (and bounce) after this long; retry delays double from
+    /// `retry_base` to `retry_max`.
+    pub give_up_after: Secs,
+    pub retry_base: Secs,
+    pub retry_max: Secs,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            enabled: false,
+            domain: String::new(),
+            listen: "127.0.0.1:2525"
+                .parse()
+                .expect("invariant: constant address parses"),
+            max_message_bytes: 20 * 1024 * 1024,
+            max_recipients: 50,
+            max_connections: 100,
+            command_timeout: Secs::from_secs(60),
+            session_timeout: Secs::from_secs(600),
+            smarthost: String::new(),
+            dkim_selector: "sealpost".into(),
+            dkim_key: PathBuf::from("keys/dkim.ed25519"),
+            identity: PathBuf::from("keys/gateway-identity.asc"),
+            give_up_after: Secs::from_secs(5 * 24 * 3600),
+            retry_base: Secs::from_secs(60),
+            retry_max: Secs::from_secs(3600),
+        }
+    }
+}
+
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
 impl Default for Config {
@@ -255,6 +316,7 @@ impl Default for Config {
             peers: PeersConfig::default(),
             storage: StorageConfig::default(),
             log: LogConfig::default(),
+            gateway: GatewayConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -412,6 +474,36 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }
+        let g = &self.gateway;
+        if g.enabled {
+            if let Err(e) = sealpost_proto::types::validate_domain(&g.domain) {
+                return bad(format!("gateway.domain {:?}: {e}", g.domain));
+            }
+            if g.max_message_bytes < 1024
+                || g.max_message_bytes > sealpost_proto::limits::MAX_LETTER_BYTES
+            {
+                return bad(format!(
+                    "gateway.max_message_bytes must be 1024 to {}",
+                    sealpost_proto::limits::MAX_LETTER_BYTES
+                ));
+            }
+            if g.max_recipients == 0 || g.max_connections == 0 {
+                return bad(
+                    "gateway.max_recipients and gateway.max_connections must be at least 1".into(),
+                );
+            }
+            if g.retry_base.get().is_zero() || g.retry_max < g.retry_base {
+                return bad(
+                    "gateway.retry_base must be above 0 and at most gateway.retry_max".into(),
+                );
+            }
+            if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
+                return bad(format!(
+                    "gateway.smarthost {:?}: expected host:port",
+                    g.smarthost
+                ));
+            }
+        }
         for k in &self.peers.blocked {
             parse_node_key(k).map_err(|e| ConfigError::Invalid(format!("peers.blocked: {e}")))?;
         }
@@ -434,6 +526,13 @@ impl Config {
     pub fn tls_enabled(&self) -> bool {
         self.tls.cert.is_some()
     }
+}
+
+/// `host:port` of a smarthost.
+pub fn smarthost_parts(s: &str) -> Option<(String, u16)> {
+    let (host, port) = s.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
+    (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
 }
 
 /// Parses a 64-hex-digit Ed25519 node key.

@@ -116,7 +116,7 @@ pub fn host_of(url: &NodeUrl) -> String {
     host.to_string()
 }
 
-fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
+pub(crate) fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
         source,
@@ -128,7 +128,7 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, KeyError> {
     std::fs::read(path).map_err(io)
 }
 
-fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
+pub(crate) fn write_secret(path: &Path, bytes: &[u8]) -> Result<(), KeyError> {
     let io = |source| KeyError::Io {
         path: path.display().to_string(),
         source,

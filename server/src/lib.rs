@@ -10,6 +10,7 @@
 pub mod api;
 pub mod config;
 pub mod error;
+pub mod gateway;
 pub mod init;
 pub mod keys;
 pub mod metrics;

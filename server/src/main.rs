@@ -51,6 +51,16 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Read the node's database (read-only; the node may be running) and say what it holds:
+    /// counts per column family, the outbound queue's destinations, and whether each
+    /// --find string occurs anywhere in it.
+    Inspect {
+        #[arg(long)]
+        config: PathBuf,
+        /// A string to look for in every key and value (repeatable).
+        #[arg(long = "find", value_name = "TEXT")]
+        find: Vec<String>,
+    },
 }
 
 fn parse_policy(s: &str) -> Result<RegistrationPolicy, String> {
@@ -86,6 +96,7 @@ fn main() -> std::process::ExitCode {
             public_url,
             set,
         } => serve(&config, listen, public_url, &set),
+        Command::Inspect { config, find } => inspect(&config, &find),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -94,6 +105,52 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn inspect(path: &std::path::Path, find: &[String]) -> anyhow::Result<()> {
+    use std::collections::BTreeMap;
+    let config = Config::load(path)?;
+    let data = config.resolve(&config.data_dir);
+    let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); find.len()];
+    let mut destinations: BTreeMap<String, u64> = BTreeMap::new();
+    sealpost_server::store::rocks::scan_all(&data, |cf, k, v| {
+        let c = counts.entry(cf.to_string()).or_default();
+        c.0 += 1;
+        c.1 += (k.len() + v.len()) as u64;
+        for (i, needle) in find.iter().enumerate() {
+            let n = needle.as_bytes();
+            let hit = |h: &[u8]| !n.is_empty() && h.windows(n.len()).any(|w| w == n);
+            if (hit(k) || hit(v)) && !found[i].iter().any(|f| f == cf) {
+                found[i].push(cf.to_string());
+            }
+        }
+        if cf == "outbound" {
+            if let Ok(item) = serde_json::from_slice::<sealpost_server::store::OutboundItem>(v) {
+                *destinations
+                    .entry(item.destination.to_string())
+                    .or_default() += 1;
+            }
+        }
+    })?;
+    for cf in sealpost_server::store::rocks::COLUMN_FAMILIES {
+        let (n, bytes) = counts.get(cf).copied().unwrap_or_default();
+        println!("{cf:<10} {n:>6} entries {bytes:>10} bytes");
+    }
+    if destinations.is_empty() {
+        println!("outbound queue: empty");
+    }
+    for (d, n) in destinations {
+        println!("outbound queue: {n} hop(s) for {d}");
+    }
+    for (needle, cfs) in find.iter().zip(found) {
+        if cfs.is_empty() {
+            println!("{needle:?}: not stored");
+        } else {
+            println!("{needle:?}: stored in {}", cfs.join(", "));
+        }
+    }
+    Ok(())
 }
 
 fn init(dir: &std::path::Path, opts: InitOptions) -> anyhow::Result<()> {
@@ -141,6 +198,9 @@ fn serve(
             };
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "sealpost-node listening on {scheme}://{}", ready.addr);
+            if let Some(smtp) = ready.gateway {
+                let _ = writeln!(out, "sealpost-node gateway listening on smtp://{smtp}");
+            }
             let _ = out.flush();
         })
         .await

@@ -35,6 +35,8 @@ pub struct Ready {
     pub addr: SocketAddr,
     pub url: NodeUrl,
     pub node_key: [u8; 32],
+    /// Where the SMTP gateway listens, when `[gateway]` is enabled.
+    pub gateway: Option<SocketAddr>,
 }
 
 /// Serves until `shutdown` resolves, then shuts down gracefully.
@@ -124,6 +126,11 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
+    let gateway = if node.config.gateway.enabled {
+        Some(crate::gateway::start(node.clone(), tls.clone(), stop_rx.clone()).await?)
+    } else {
+        None
+    };
 
     let addr = listener.local_addr()?;
     tracing::info!(%addr, url = %node.url, node_key = %hex::encode(node.keys.node_key()),
@@ -132,6 +139,7 @@ async fn serve(
         addr,
         url: node.url.clone(),
         node_key: node.keys.node_key(),
+        gateway: gateway.as_ref().map(|g| g.smtp_addr),
     });
 
     let permits = Arc::new(Semaphore::new(node.config.limits.max_connections));
@@ -188,6 +196,9 @@ async fn serve(
     }
     let _ = relay.await;
     let _ = janitor.await;
+    for task in gateway.map(|g| g.tasks).unwrap_or_default() {
+        let _ = task.await;
+    }
     drop(node);
     Ok(())
 }

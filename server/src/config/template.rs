@@ -119,6 +119,27 @@ dedupe_retention = {dr}
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.
 filter = "info"
+
+[gateway]
+# The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
+# @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters
+# users seal to gateway@domain go to the smarthost, DKIM-signed.
+enabled = false
+domain = ""
+listen = "127.0.0.1:2525"
+max_message_bytes = {g_max}
+max_recipients = {g_rcpt}
+max_connections = {g_conn}
+command_timeout = {g_ct}
+session_timeout = {g_st}
+# host:port; empty: no outbound legacy mail.
+smarthost = ""
+dkim_selector = "sealpost"
+dkim_key = "keys/dkim.ed25519"
+identity = "keys/gateway-identity.asc"
+give_up_after = {g_gua}
+retry_base = {g_rb}
+retry_max = {g_rm}
 "#,
         listen = v.listen,
         grace = d.shutdown_grace.get().as_secs(),
@@ -143,5 +164,13 @@ filter = "info"
         cache = d.storage.cache_mb,
         wb = d.storage.write_buffer_mb,
         dr = d.storage.dedupe_retention.get().as_secs(),
+        g_max = d.gateway.max_message_bytes,
+        g_rcpt = d.gateway.max_recipients,
+        g_conn = d.gateway.max_connections,
+        g_ct = d.gateway.command_timeout.get().as_secs(),
+        g_st = d.gateway.session_timeout.get().as_secs(),
+        g_gua = d.gateway.give_up_after.get().as_secs(),
+        g_rb = d.gateway.retry_base.get().as_secs(),
+        g_rm = d.gateway.retry_max.get().as_secs(),
     )
 }

@@ -1,0 +1,582 @@
+//! The SMTP gateway inside the node (`[gateway]` in node.toml; the protocol work is in the
+//! `sealpost-gateway` crate and `sealpost_proto::smtp`).
+//!
+//! Inbound: legacy mail for `user@DOMAIN` (a user of this node whose record lists this node)
+//! is sealed to the user's certificate by the node's identity, labelled "not end-to-end",
+//! stored durably, and only then answered `250`. The envelope id is derived from the message
+//! and the recipient, so a retry after a lost `250` stores one copy.
+//!
+//! Outbound: the gateway has its own account and identity, `gateway@DOMAIN`, with a record
+//! published here. A client seals the copy for legacy recipients to it (naming them in
+//! `X-Sealpost-Legacy-To`); it arrives like any envelope. A worker opens each one, accepts
+//! it only when it is signed by an account of this node (never an open relay), builds and
+//! DKIM-signs the RFC 5322 message and sends it to the smarthost, retrying transient
+//! failures with backoff and bouncing permanent ones (or the deadline) to the sender.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use bytes::Bytes;
+use sealpost_gateway::smtp_out::{self, Dkim, OutError};
+use sealpost_gateway::{Backend, Inbound, InboundConfig};
+use sealpost_proto::codec::Codec;
+use sealpost_proto::envelope::Envelope;
+use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
+use sealpost_proto::letter::Letter;
+use sealpost_proto::openpgp::{Fingerprint, KeyHandle};
+use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
+use sealpost_proto::seal::{SignatureStatus, open, seal, seal_rfc5322};
+use sealpost_proto::smtp::{DeliveryResult, SmtpConfig};
+use sealpost_proto::{Address, EnvelopeId, MailboxId};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::{GatewayConfig, smarthost_parts};
+use crate::keys::{read_secret, write_secret};
+use crate::node::{Node, now_secs};
+use crate::server::stopped;
+use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
+
+/// A running gateway: the SMTP address and its tasks.
+pub struct Gateway {
+    pub smtp_addr: SocketAddr,
+    pub tasks: Vec<JoinHandle<()>>,
+}
+
+/// The gateway's own account: where outbound letters arrive.
+struct Outbox {
+    address: Address,
+    keyring: Arc<Keyring>,
+    mailbox: MailboxId,
+}
+
+/// Loads or makes the gateway's keys, registers its account and publishes its record,
+/// binds SMTP and starts the inbound server and the outbound worker.
+pub async fn start(
+    node: Arc<Node>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+    stop: watch::Receiver<bool>,
+) -> anyhow::Result<Gateway> {
+    let g = node.config.gateway.clone();
+    let address = Address::parse(&format!("gateway@{}", g.domain)).context("gateway.domain")?;
+    let id_path = node.config.resolve(&g.identity);
+    let identity = match read_secret(&id_path) {
+        Ok(bytes) => {
+            SecretIdentity::from_bytes(&bytes).with_context(|| id_path.display().to_string())?
+        }
+        Err(_) => {
+            let id = SecretIdentity::generate(&address, None)?;
+            write_secret(&id_path, id.to_armored().as_bytes())?;
+            tracing::info!(path = %id_path.display(), "made the gateway identity");
+            id
+        }
+    };
+    let keyring = Arc::new(identity.unlock(None)?);
+    let dkim = load_or_make_dkim(&node, &g)?;
+    let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
+
+    let listener = TcpListener::bind(g.listen)
+        .await
+        .with_context(|| format!("binding gateway.listen {}", g.listen))?;
+    let smtp_addr = listener.local_addr()?;
+    let cfg = Arc::new(InboundConfig {
+        smtp: SmtpConfig {
+            hostname: g.domain.clone(),
+            max_message_bytes: g.max_message_bytes,
+            max_recipients: g.max_recipients,
+            ..SmtpConfig::default()
+        },
+        domain: g.domain.clone(),
+        command_timeout: g.command_timeout.get(),
+        session_timeout: g.session_timeout.get(),
+        max_connections: g.max_connections,
+    });
+    let backend = Arc::new(InboundBackend {
+        node: node.clone(),
+        gateway: address.clone(),
+    });
+    let mut inbound_stop = stop.clone();
+    let mut tasks = vec![tokio::spawn(sealpost_gateway::serve(
+        listener,
+        cfg,
+        tls,
+        backend,
+        async move { stopped(&mut inbound_stop).await },
+    ))];
+    if let Some((host, port)) = smarthost_parts(&g.smarthost) {
+        let outbox = Outbox {
+            address,
+            keyring,
+            mailbox,
+        };
+        tasks.push(tokio::spawn(outbound_worker(
+            node.clone(),
+            outbox,
+            host,
+            port,
+            dkim,
+            stop,
+        )));
+    }
+    tracing::info!(%smtp_addr, domain = %g.domain, outbound = !g.smarthost.is_empty(), "gateway listening");
+    Ok(Gateway { smtp_addr, tasks })
+}
+
+fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> anyhow::Result<Dkim> {
+    let path = node.config.resolve(&g.dkim_key);
+    let seed_b64 = match read_secret(&path) {
+        Ok(b) => String::from_utf8(b)
+            .context("DKIM key is not text")?
+            .trim()
+            .to_string(),
+        Err(_) => {
+            let seed: [u8; 32] = rand::random();
+            let text = B64.encode(seed);
+            write_secret(&path, format!("{text}\n").as_bytes())?;
+            text
+        }
+    };
+    let seed: [u8; 32] = B64
+        .decode(&seed_b64)
+        .ok()
+        .and_then(|s| s.try_into().ok())
+        .with_context(|| {
+            format!(
+                "{}: expected the base64 of a 32-byte Ed25519 seed",
+                path.display()
+            )
+        })?;
+    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
+        .verifying_key()
+        .to_bytes();
+    tracing::info!(
+        record = %format!("{}._domainkey.{} TXT \"v=DKIM1; k=ed25519; p={}\"", g.dkim_selector, g.domain, B64.encode(public)),
+        "publish this DKIM record for outbound legacy mail"
+    );
+    Ok(Dkim {
+        domain: g.domain.clone(),
+        selector: g.dkim_selector.clone(),
+        ed25519_seed_b64: seed_b64,
+    })
+}
+
+async fn register_and_publish(
+    node: &Node,
+    address: &Address,
+    identity: &SecretIdentity,
+    keyring: &Keyring,
+) -> anyhow::Result<MailboxId> {
+    let cert = identity.public_cert();
+    let outcome = node
+        .store
+        .register(NewAccount {
+            fingerprint: cert.fingerprint().as_bytes().to_vec(),
+            cert: cert_to_bytes(&cert),
+            created: now_secs(),
+            invite: None,
+        })
+        .await?;
+    let mailbox = match outcome {
+        RegisterOutcome::Created(m) | RegisterOutcome::Existing(m) => m,
+        RegisterOutcome::InviteUsed => anyhow::bail!("registering the gateway account failed"),
+    };
+    let now = now_secs();
+    let record = MailboxRecord {
+        address: address.clone(),
+        cert: cert_to_bytes(&cert),
+        homes: vec![Home {
+            url: node.url.clone(),
+            node_key: node.keys.node_key(),
+            mailbox,
+        }],
+        created: now,
+        expires: now + 365 * 24 * 3600,
+        // Seconds keep the sequence rising across restarts; a restart within the same
+        // second finds its own record stale, which is fine.
+        sequence: now,
+    };
+    let signed = SignedRecord::sign(&record, keyring)?;
+    let _ = node
+        .store
+        .put_record(address.to_string(), record.sequence, signed.encode())
+        .await?;
+    Ok(mailbox)
+}
+
+/// The mailbox of a user of this node, from the record this node serves for `addr`.
+async fn local_mailbox(
+    node: &Node,
+    addr: &Address,
+) -> Result<Option<(MailboxId, Arc<crate::node::CachedAccount>)>, StoreError> {
+    let Some(bytes) = node.store.record(addr.to_string()).await? else {
+        return Ok(None);
+    };
+    let Ok(signed) = SignedRecord::decode(&bytes) else {
+        return Ok(None);
+    };
+    let Ok(record) = MailboxRecord::decode(&signed.body) else {
+        return Ok(None);
+    };
+    let Some(home) = record
+        .homes
+        .iter()
+        .find(|h| h.url == node.url && h.node_key == node.keys.node_key())
+    else {
+        return Ok(None);
+    };
+    match node.account(home.mailbox).await {
+        Ok(Some(acc)) => Ok(Some((home.mailbox, acc))),
+        Ok(None) => Ok(None),
+        Err(e) => Err(StoreError::Read(e.to_string())),
+    }
+}
+
+struct InboundBackend {
+    node: Arc<Node>,
+    /// `gateway@DOMAIN` takes no legacy mail: its mailbox is the outbound queue.
+    gateway: Address,
+}
+
+impl Backend for InboundBackend {
+    async fn is_local_user(&self, rcpt: &Address) -> Result<bool, ()> {
+        if *rcpt == self.gateway {
+            return Ok(false);
+        }
+        local_mailbox(&self.node, rcpt)
+            .await
+            .map(|m| m.is_some())
+            .map_err(|_| ())
+    }
+
+    async fn deliver(&self, mail: Inbound) -> DeliveryResult {
+        let digest = Sha256::digest(&mail.message);
+        let mut ids = Vec::new();
+        for rcpt in &mail.recipients {
+            let (mailbox, account) = match local_mailbox(&self.node, rcpt).await {
+                Ok(Some(x)) => x,
+                Ok(None) => {
+                    return DeliveryResult::Rejected(format!("{rcpt} is no longer a user here"));
+                }
+                Err(_) => return DeliveryResult::TempFail,
+            };
+            let keyring = self.node.keys.keyring.clone();
+            let cert = account.cert.clone();
+            let message = mail.message.clone();
+            let sealed =
+                match tokio::task::spawn_blocking(move || seal_rfc5322(&message, &keyring, &cert))
+                    .await
+                {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => return DeliveryResult::Rejected(format!("cannot seal: {e}")),
+                    Err(_) => return DeliveryResult::TempFail,
+                };
+            // Same message, same recipient, same id: a retried transaction is stored once.
+            let mut h = Sha256::new();
+            h.update(b"sealpost gateway envelope id\0");
+            h.update(rcpt.as_str().as_bytes());
+            h.update(digest);
+            let id = EnvelopeId(
+                h.finalize()[..16]
+                    .try_into()
+                    .expect("invariant: sha256 is 32 bytes"),
+            );
+            let env = Envelope {
+                id,
+                mailbox,
+                sealed,
+                token: Vec::new(),
+            };
+            let new = NewEnvelope {
+                mailbox,
+                id,
+                bytes: Bytes::from(env.encode()),
+                received: now_secs(),
+            };
+            match self.node.store.deliver(new, self.node.quota).await {
+                Ok(DeliverOutcome::Stored { .. }) | Ok(DeliverOutcome::Duplicate { .. }) => {
+                    ids.push(id.to_hex()[..12].to_string())
+                }
+                Ok(DeliverOutcome::QuotaExceeded) => return DeliveryResult::TempFail,
+                Ok(DeliverOutcome::UnknownMailbox) => {
+                    return DeliveryResult::Rejected(format!("{rcpt} has no mailbox here"));
+                }
+                Err(StoreError::Unavailable(_)) | Err(StoreError::Closed) => {
+                    return DeliveryResult::NoStorage;
+                }
+                Err(_) => return DeliveryResult::TempFail,
+            }
+        }
+        tracing::info!(recipients = ids.len(), "gateway stored legacy mail");
+        DeliveryResult::Stored(ids.join(","))
+    }
+}
+
+/// Retry state of one outbound letter, by its mailbox sequence number.
+struct Attempt {
+    first_ms: u64,
+    attempts: u32,
+    next_ms: u64,
+}
+
+async fn outbound_worker(
+    node: Arc<Node>,
+    outbox: Outbox,
+    host: String,
+    port: u16,
+    dkim: Dkim,
+    mut stop: watch::Receiver<bool>,
+) {
+    let g = node.config.gateway.clone();
+    let mut retries: HashMap<u64, Attempt> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tick.tick() => {}
+        }
+        let items = match node.store.list(outbox.mailbox, 0, 100).await {
+            Ok(i) => i,
+            Err(e) => {
+                tracing::warn!(error = %e, "gateway outbox unreadable");
+                continue;
+            }
+        };
+        let now = crate::node::now_ms();
+        for item in items {
+            if retries.get(&item.seq).is_some_and(|a| a.next_ms > now) {
+                continue;
+            }
+            let result = send_one(
+                &node,
+                &outbox,
+                item.seq,
+                &host,
+                port,
+                &dkim,
+                g.retry_base.get(),
+            )
+            .await;
+            let done = match result {
+                Ok(()) => true,
+                Err(Failure::Drop(why)) => {
+                    tracing::warn!(reason = %why, "gateway dropped an outbound letter it cannot accept");
+                    true
+                }
+                Err(Failure::Permanent { sender, why }) => {
+                    bounce(&node, sender, &why).await;
+                    true
+                }
+                Err(Failure::Transient { sender, why }) => {
+                    let a = retries.entry(item.seq).or_insert(Attempt {
+                        first_ms: now,
+                        attempts: 0,
+                        next_ms: now,
+                    });
+                    a.attempts += 1;
+                    let give_up =
+                        now.saturating_sub(a.first_ms) >= g.give_up_after.get().as_millis() as u64;
+                    if give_up {
+                        bounce(
+                            &node,
+                            sender,
+                            &format!("gave up after {} attempts; last error: {why}", a.attempts),
+                        )
+                        .await;
+                        true
+                    } else {
+                        let base = g.retry_base.get().as_millis() as u64;
+                        let delay =
+                            (base << a.attempts.min(20)).min(g.retry_max.get().as_millis() as u64);
+                        let jitter = rand::random::<u64>() % (delay / 4 + 1);
+                        a.next_ms = now + delay + jitter;
+                        tracing::info!(attempt = a.attempts, error = %why, "smarthost refused for now; will retry");
+                        false
+                    }
+                }
+            };
+            if done {
+                retries.remove(&item.seq);
+                if let Err(e) = node.store.ack(outbox.mailbox, item.seq).await {
+                    tracing::warn!(error = %e, "could not remove a handled outbound letter; it will be handled again");
+                }
+            }
+        }
+    }
+}
+
+enum Failure {
+    /// Not a letter the gateway may send (not from a user of this node, undecryptable).
+    Drop(String),
+    Permanent {
+        sender: MailboxId,
+        why: String,
+    },
+    Transient {
+        sender: MailboxId,
+        why: String,
+    },
+}
+
+async fn send_one(
+    node: &Arc<Node>,
+    outbox: &Outbox,
+    seq: u64,
+    host: &str,
+    port: u16,
+    dkim: &Dkim,
+    timeout: Duration,
+) -> Result<(), Failure> {
+    let bytes = match node.store.envelope(outbox.mailbox, seq).await {
+        Ok(Some(b)) => b,
+        Ok(None) => return Ok(()),
+        Err(e) => return Err(Failure::Drop(format!("unreadable: {e}"))),
+    };
+    let env = Envelope::decode(&bytes).map_err(|e| Failure::Drop(e.to_string()))?;
+    let (letter, sender) = open_from_local_user(node, outbox, env.sealed).await?;
+    if letter.legacy_to.is_empty() {
+        return Err(Failure::Permanent {
+            sender,
+            why: "the letter names no legacy recipient (X-Sealpost-Legacy-To)".into(),
+        });
+    }
+    let mut out = letter.clone();
+    out.to.retain(|a| letter.legacy_to.contains(a));
+    out.cc.retain(|a| letter.legacy_to.contains(a));
+    let msg = smtp_out::build(&out, Some(dkim)).map_err(|e| Failure::Permanent {
+        sender,
+        why: e.to_string(),
+    })?;
+    // lettre sends to the envelope of the message: To and Cc, which now hold exactly the
+    // legacy recipients (Bcc-like legacy recipients are added to To).
+    let msg = if out.to.is_empty() && out.cc.is_empty() {
+        out.to = letter.legacy_to.clone();
+        smtp_out::build(&out, Some(dkim)).map_err(|e| Failure::Permanent {
+            sender,
+            why: e.to_string(),
+        })?
+    } else {
+        msg
+    };
+    let _ = outbox.address.as_str();
+    match smtp_out::send(host, port, &msg, timeout.max(Duration::from_secs(30))).await {
+        Ok(()) => {
+            tracing::info!(
+                recipients = letter.legacy_to.len(),
+                "gateway sent legacy mail"
+            );
+            Ok(())
+        }
+        Err(OutError::Permanent(why)) | Err(OutError::Build(why)) => {
+            Err(Failure::Permanent { sender, why })
+        }
+        Err(OutError::Transient(why)) => Err(Failure::Transient { sender, why }),
+    }
+}
+
+/// Opens an outbound letter and checks that a user of this node signed it.
+async fn open_from_local_user(
+    node: &Arc<Node>,
+    outbox: &Outbox,
+    sealed: Vec<u8>,
+) -> Result<(Letter, MailboxId), Failure> {
+    let keyring = outbox.keyring.clone();
+    let first = {
+        let (k, s) = (keyring.clone(), sealed.clone());
+        tokio::task::spawn_blocking(move || open(&s, &k, &|_| None))
+            .await
+            .map_err(|e| Failure::Drop(e.to_string()))?
+    }
+    .map_err(|e| Failure::Drop(format!("cannot open: {e}")))?;
+    let SignatureStatus::UnknownSigner { issuer } = first.signature else {
+        return Err(Failure::Drop("not signed".into()));
+    };
+    let fp = hex::decode(&issuer)
+        .ok()
+        .filter(|b| b.len() == 20)
+        .ok_or_else(|| Failure::Drop("signer is not named by fingerprint".into()))?;
+    let mailbox = match node.store.mailbox_of(fp).await {
+        Ok(Some(m)) => m,
+        _ => {
+            return Err(Failure::Drop(
+                "signed by someone without an account here (no open relay)".into(),
+            ));
+        }
+    };
+    let account = match node.account(mailbox).await {
+        Ok(Some(a)) => a,
+        _ => return Err(Failure::Drop("sender account vanished".into())),
+    };
+    let cert = account.cert.clone();
+    let fpr: Fingerprint = cert.fingerprint();
+    let opened = tokio::task::spawn_blocking(move || {
+        let lookup = |h: &KeyHandle| {
+            cert.keys()
+                .any(|k| k.key().key_handle().aliases(h))
+                .then(|| cert.clone())
+        };
+        open(&sealed, &keyring, &lookup)
+    })
+    .await
+    .map_err(|e| Failure::Drop(e.to_string()))?
+    .map_err(|e| Failure::Drop(format!("cannot open: {e}")))?;
+    match opened.signature {
+        SignatureStatus::Good { signer } if signer == fpr => Ok((opened.letter, mailbox)),
+        other => Err(Failure::Permanent {
+            sender: mailbox,
+            why: format!("the letter's signature does not match its From ({other:?})"),
+        }),
+    }
+}
+
+/// A letter from postmaster to the sender: why their legacy mail was not sent.
+async fn bounce(node: &Arc<Node>, sender: MailboxId, why: &str) {
+    let Ok(Some(account)) = node.account(sender).await else {
+        return;
+    };
+    let Some(to) = sealpost_proto::identity::cert_addresses(&account.cert)
+        .first()
+        .and_then(|a| Address::parse(a).ok())
+    else {
+        return;
+    };
+    let body = format!(
+        "Your message to legacy e-mail could not be delivered by the gateway {}.\r\n\r\nReason: {why}\r\n",
+        node.config.gateway.domain
+    );
+    let now = now_secs();
+    let letter = Letter::new(
+        node.postmaster.clone(),
+        vec![to],
+        "Undeliverable: legacy mail",
+        body,
+        now as i64,
+    );
+    let (keyring, cert) = (node.keys.keyring.clone(), account.cert.clone());
+    let Ok(Ok(sealed)) = tokio::task::spawn_blocking(move || seal(&letter, &keyring, &cert)).await
+    else {
+        return;
+    };
+    let id = EnvelopeId::random();
+    let env = Envelope {
+        id,
+        mailbox: sender,
+        sealed,
+        token: Vec::new(),
+    };
+    let new = NewEnvelope {
+        mailbox: sender,
+        id,
+        bytes: Bytes::from(env.encode()),
+        received: now,
+    };
+    if let Err(e) = node.store.deliver(new, node.quota).await {
+        tracing::warn!(error = %e, "could not store a gateway bounce");
+    }
+}
