@@ -86,7 +86,7 @@ say "Bob's client fetches from his home node, checks Alice's signature against t
 say "pinned on first contact, and decrypts. Only Bob's client ever sees the plaintext."
 for _ in $(seq 1 100); do
   out=$("$bin/sealpost" --profile "$work/bob" "${resolve[@]}" --json fetch 2>/dev/null || true)
-  echo "$out" | grep -q '"new": *[1-9]' && break
+  echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
   sleep 0.1
 done
 bob list
@@ -100,7 +100,7 @@ say "so the copy for beta gets through."
 printf 'Thanks Alice, they are lovely.\n' | bob reply "$id"
 for _ in $(seq 1 100); do
   out=$("$bin/sealpost" --profile "$work/alice" "${resolve[@]}" --json fetch 2>/dev/null || true)
-  echo "$out" | grep -q '"new": *[1-9]' && break
+  echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
   sleep 0.1
 done
 alice fetch || true

@@ -1,0 +1,273 @@
+//! The gateway against the real legacy world: a private Postfix on loopback
+//! (scripts/postfix-private.sh) relays `gw.test` to the node's SMTP gateway, and swaks is
+//! the legacy sender. One test walks through every case so Postfix starts once.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+use sealpost_tests::{FAST_RELAY, Node, Resolve, TempDir, User, pseudo_random_bytes};
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A private Postfix, stopped on drop (also when the test fails).
+struct Postfix {
+    dir: TempDir,
+    port: u16,
+}
+
+impl Postfix {
+    fn start(relay_domain: &str, relay_port: u16) -> Postfix {
+        let dir = TempDir::new("postfix");
+        let port = free_port();
+        let out = Command::new(repo().join("scripts/postfix-private.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(port.to_string())
+            .arg(relay_domain)
+            .arg(relay_port.to_string())
+            .output()
+            .expect("run postfix-private.sh (make deps installs postfix)");
+        assert!(
+            out.status.success(),
+            "postfix start: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let pf = Postfix { dir, port };
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "postfix did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pf
+    }
+
+    fn maillog(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new(repo().join("scripts/postfix-private.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .output();
+    }
+}
+
+fn swaks(port: u16, args: &[&str]) -> (bool, String) {
+    let out = Command::new("swaks")
+        .args([
+            "--server",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--helo",
+            "mx.legacy.test",
+            "--from",
+            "carol@legacy.test",
+        ])
+        .args(args)
+        .output()
+        .expect("swaks is installed (make deps)");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Raw SMTP to the gateway: answers of the server, for what swaks cannot send.
+fn raw_smtp(port: u16, input: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    s.write_all(input).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn legacy_mail_through_postfix_and_the_gateway() {
+    let gw_port = free_port();
+    let pf_probe = free_port();
+    let mut args: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
+    for s in [
+        "gateway.enabled=true".to_string(),
+        "gateway.domain=\"gw.test\"".to_string(),
+        format!("gateway.listen=\"127.0.0.1:{gw_port}\""),
+        "gateway.max_message_bytes=200000".to_string(),
+        format!("gateway.smarthost=\"127.0.0.1:{pf_probe}\""),
+    ] {
+        args.push("--set".into());
+        args.push(s);
+    }
+    let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
+    let node = Node::start_with("gw", &arg_refs);
+    let postfix = Postfix::start("gw.test", gw_port);
+
+    let mut resolve = Resolve::default();
+    resolve.add("gw.test", &node.url);
+    let bob = User::init("bob@gw.test", &[&node], &resolve);
+    let dave = User::init("dave@gw.test", &[&node], &resolve);
+
+    // 1. Legacy → Sealpost: swaks → Postfix → gateway → bob's client.
+    let dir = TempDir::new("att");
+    let att = dir.path().join("minutes.pdf");
+    let data = pseudo_random_bytes(60_000, 7);
+    std::fs::write(&att, &data).unwrap();
+    let (ok, log) = swaks(
+        postfix.port,
+        &[
+            "--to",
+            "bob@gw.test",
+            "--header",
+            "Subject: Minutes of the meeting",
+            "--body",
+            "Dear Bob, the minutes are attached.",
+            "--attach",
+            &format!("@{}", att.display()),
+        ],
+    );
+    assert!(ok, "{log}");
+    bob.fetch_until(Duration::from_secs(90), |seen| {
+        seen.iter()
+            .map(|f| f["new"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+            >= 1
+    });
+    let list = bob.ok(&["list", "--json"], b"").json();
+    let item = &list.as_array().unwrap()[0];
+    assert_eq!(item["legacy"], true, "{item}");
+    assert_eq!(
+        item["verified"], false,
+        "gateway mail is never shown as verified: {item}"
+    );
+    let id = item["id"].as_str().unwrap();
+    let save = TempDir::new("saved");
+    let read = bob
+        .ok(
+            &[
+                "read",
+                id,
+                "--json",
+                "--save-attachments",
+                save.path().to_str().unwrap(),
+            ],
+            b"",
+        )
+        .json();
+    assert_eq!(
+        read["header"]["subject"], "Minutes of the meeting",
+        "{read}"
+    );
+    assert!(
+        read["body"]
+            .as_str()
+            .unwrap()
+            .contains("Dear Bob, the minutes are attached."),
+        "{read}"
+    );
+    let label = read["legacy_label"].as_str().unwrap();
+    assert!(
+        label.contains("NOT end-to-end") && label.contains("mail-from=<carol@legacy.test>"),
+        "{label}"
+    );
+    assert_eq!(
+        std::fs::read(save.path().join("minutes.pdf")).unwrap(),
+        data
+    );
+    let human = bob.ok(&["read", id], b"").stdout;
+    assert!(human.contains("NOT end-to-end encrypted"), "{human}");
+    assert!(
+        postfix.maillog().contains("relay=127.0.0.1"),
+        "postfix relayed to the gateway"
+    );
+
+    // 2. Refusals, straight at the gateway; nothing of them may reach dave.
+    let (ok, log) = swaks(gw_port, &["--to", "eve@elsewhere.test"]);
+    assert!(
+        !ok && log.contains("550 5.7.1"),
+        "open relay attempt: {log}"
+    );
+    let (ok, log) = swaks(gw_port, &["--to", "nobody@gw.test"]);
+    assert!(!ok && log.contains("550 5.1.1"), "unknown user: {log}");
+    let big = dir.path().join("big.txt");
+    std::fs::write(&big, ("y".repeat(900) + "\n").repeat(300)).unwrap();
+    let (ok, log) = swaks(
+        gw_port,
+        &[
+            "--to",
+            "dave@gw.test",
+            "--body",
+            &format!("@{}", big.display()),
+        ],
+    );
+    assert!(!ok && log.contains("552 5.3.4"), "oversize: {log}");
+    let head = "EHLO x\r\nMAIL FROM:<carol@legacy.test>\r\nRCPT TO:<dave@gw.test>\r\nDATA\r\n";
+    let answer = raw_smtp(
+        gw_port,
+        format!(
+            "{head}From: carol@legacy.test\r\n\r\nhi\n.\nMAIL FROM:<x@gw.test>\r\n.\r\nQUIT\r\n"
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.contains("550 5.5.2 Message refused: bare <LF>"),
+        "<LF>.<LF> smuggling: {answer}"
+    );
+    let answer = raw_smtp(
+        gw_port,
+        format!(
+            "{head}From: carol@legacy.test\r\n\r\n{}\r\n.\r\nQUIT\r\n",
+            "z".repeat(1200)
+        )
+        .as_bytes(),
+    );
+    assert!(
+        answer.contains("550 5.5.2 Message refused: line longer than 998"),
+        "overlong line: {answer}"
+    );
+    let answer = raw_smtp(
+        gw_port,
+        format!("EHLO {}\r\nQUIT\r\n", "h".repeat(3000)).as_bytes(),
+    );
+    assert!(
+        answer.contains("500 5.5.2 Line too long"),
+        "overlong command: {answer}"
+    );
+    let fetched = dave.ok(&["fetch", "--json"], b"").json();
+    assert_eq!(
+        fetched["new"].as_array().map(Vec::len),
+        Some(0),
+        "a refused message was stored: {fetched}"
+    );
+    assert_eq!(
+        dave.ok(&["list", "--json"], b"")
+            .json()
+            .as_array()
+            .unwrap()
+            .len(),
+        0
+    );
+}
