@@ -60,7 +60,13 @@ step "1. Three nodes on loopback, run by different operators"
 say "Nodes store and forward encrypted envelopes. Anyone can run one."
 start_node alpha alpha.test
 start_node beta beta.test
-start_node gamma gamma.test
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+gw_port=$(free_port)
+pf_port=$(free_port)
+start_node gamma gamma.test --set gateway.enabled=true --set 'gateway.domain="gamma.test"' \
+  --set "gateway.listen=\"127.0.0.1:$gw_port\"" --set "gateway.smarthost=\"127.0.0.1:$pf_port\""
+say "gamma also runs the SMTP gateway for gamma.test on 127.0.0.1:$gw_port"
+gateway_note=" and the SMTP gateway for gamma.test"
 resolve=(--resolve "alpha.test=$URL_alpha" --resolve "beta.test=$URL_beta" --resolve "gamma.test=$URL_gamma")
 # Show commands as a user would type them (profile and --resolve entries are set per user).
 as_user() { local who=$1; shift; echo "${dim}$who\$ sealpost $*${reset}"; "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" "$@"; }
@@ -72,6 +78,8 @@ say "init makes an OpenPGP key, registers on every node and publishes one signed
 say "listing all homes. A user's mail does not depend on any single node."
 alice init alice@alpha.test --node "$URL_alpha" --node "$URL_beta"
 bob init bob@gamma.test --node "$URL_gamma"
+alice_fpr=$("$bin/sealpost" --profile "$work/alice" fingerprint)
+bob_fpr=$("$bin/sealpost" --profile "$work/bob" fingerprint)
 
 step "3. Alice sends Bob a signed, encrypted letter with an attachment"
 say "The letter is signed by Alice, padded to a size bucket and encrypted to Bob's key,"
@@ -106,14 +114,60 @@ done
 alice fetch || true
 alice list
 
-step "6. What each node stored about this exchange"
-say "Each node's database, read back in full and searched for what it must not know:"
+step "6. Legacy e-mail comes in through the gateway"
+if command -v swaks >/dev/null && [ -x /usr/sbin/postfix ]; then
+  postfix_dir=$work/postfix
+  "$repo/scripts/postfix-private.sh" start "$postfix_dir" "$pf_port" gamma.test "$gw_port"
+  for _ in $(seq 1 200); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $pf_port), 1)" 2>/dev/null && break
+    sleep 0.05
+  done
+  say "A private Postfix on 127.0.0.1:$pf_port plays the legacy world; it relays gamma.test"
+  say "to the gateway. Carol, a plain e-mail user, writes to Bob with swaks:"
+  echo "${dim}carol\$ swaks --to bob@gamma.test --server 127.0.0.1:$pf_port ...${reset}"
+  swaks --server 127.0.0.1 --port "$pf_port" --from carol@legacy.test --to bob@gamma.test \
+    --header "Subject: Lunch on Friday?" --body "Hi Bob, lunch on Friday? -- Carol" >"$work/swaks.log" 2>&1 \
+    || { cat "$work/swaks.log" >&2; exit 1; }
+  grep -E '^<- +250 .*queued' "$work/swaks.log" | sed 's/^/   postfix: /' || true
+  say "The gateway sealed it to Bob's key on arrival and stored it before answering 250."
+  for _ in $(seq 1 100); do
+    out=$("$bin/sealpost" --profile "$work/bob" "${resolve[@]}" --json fetch 2>/dev/null || true)
+    echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
+    sleep 0.1
+  done
+  bob list
+  lid=$("$bin/sealpost" --profile "$work/bob" --json list | python3 -c 'import json,sys; print([m["id"] for m in json.load(sys.stdin) if m.get("legacy")][0])')
+  bob read "$lid"
+  say "Bob's client says plainly that this letter was not end-to-end encrypted."
+else
+  say "(skipped: install postfix and swaks to see it: make deps does, as root)"
+fi
+
+step "7. What each node stored about this exchange"
+say "Every node's database is read back in full and searched for the things a node must"
+say "not learn. A home node necessarily knows its own users' addresses (it serves their"
+say "records); it must never learn who writes to them, or what."
+yesno() { grep -F "$2:" <<<"$1" | sed -e 's/.*: not stored$/no/' -e 's/.*: stored in \(.*\)$/YES (\1)/'; }
 for n in alpha beta gamma; do
-  url_var=URL_$n
-  "$bin/sealpost-node" inspect --config "$work/$n/node.toml" \
-    --find "alice@alpha.test" --find "bob@gamma.test" --find "Photos from the trip" 2>/dev/null \
-    | sed "s/^/   [$n] /" || say "[$n] (inspect unavailable)"
+  case $n in
+    alpha) role="one of Alice's homes (down since step 5)";;
+    beta) role="Alice's other home";;
+    gamma) role="Bob's home${gateway_note:-}";;
+  esac
+  report=$("$bin/sealpost-node" inspect --config "$work/$n/node.toml" \
+    --find alice@alpha.test --find bob@gamma.test --find "Photos from the trip" --find "photos from the trip attached" --find-hex "$alice_fpr" --find-hex "$bob_fpr")
+  echo "   ${bold}node $n${reset}: $role"
+  echo "      knows alice@alpha.test:       $(yesno "$report" '"alice@alpha.test"')"
+  echo "      knows bob@gamma.test:         $(yesno "$report" '"bob@gamma.test"')"
+  echo "      holds Alice's key:            $(yesno "$report" "hex $alice_fpr")"
+  echo "      holds Bob's key:              $(yesno "$report" "hex $bob_fpr")"
+  echo "      knows the subject:            $(yesno "$report" '"Photos from the trip"')"
+  echo "      knows the body:               $(yesno "$report" '"photos from the trip attached"')"
+  echo "      $(grep '^envelopes' <<<"$report" | awk '{print "envelopes waiting: " $2 " (" $4 " bytes: sizes are padded to buckets)"}')"
 done
+say ""
+say "What the users saw: Bob read Alice's letter and its attachment, signed and verified;"
+say "Alice read Bob's reply, verified, although one of her nodes was down."
 
 step "Done"
 say "Alice and Bob exchanged signed, end-to-end encrypted mail across three nodes, and it"

@@ -17,6 +17,13 @@ start)
   relay_domain=${4:-}
   relay_port=${5:-}
   mkdir -p "$dir/conf" "$dir/queue" "$dir/data" "$dir/mail"
+  # Postfix's daemons run as user postfix: every parent must be traversable (temporary
+  # directories are often 0700). Add only the search bit.
+  p=$dir
+  while [ "$p" != "/" ]; do
+    if ! su -s /bin/sh postfix -c "test -x '$p'" 2>/dev/null; then chmod o+x "$p"; fi
+    p=$(dirname "$p")
+  done
   uid=$(id -u postfix)
   gid=$(id -g postfix)
   chown postfix:postfix "$dir/data" "$dir/mail"

@@ -60,6 +60,9 @@ enum Command {
         /// A string to look for in every key and value (repeatable).
         #[arg(long = "find", value_name = "TEXT")]
         find: Vec<String>,
+        /// Bytes, in hex, to look for (repeatable): e.g. a key fingerprint.
+        #[arg(long = "find-hex", value_name = "HEX")]
+        find_hex: Vec<String>,
     },
 }
 
@@ -96,7 +99,11 @@ fn main() -> std::process::ExitCode {
             public_url,
             set,
         } => serve(&config, listen, public_url, &set),
-        Command::Inspect { config, find } => inspect(&config, &find),
+        Command::Inspect {
+            config,
+            find,
+            find_hex,
+        } => inspect(&config, &find, &find_hex),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -107,19 +114,30 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn inspect(path: &std::path::Path, find: &[String]) -> anyhow::Result<()> {
+fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyhow::Result<()> {
     use std::collections::BTreeMap;
     let config = Config::load(path)?;
+    let mut needles: Vec<(String, Vec<u8>)> = find
+        .iter()
+        .map(|f| (format!("{f:?}"), f.as_bytes().to_vec()))
+        .collect();
+    for h in find_hex {
+        let bytes =
+            hex::decode(h.replace(' ', "")).with_context(|| format!("--find-hex {h}: not hex"))?;
+        needles.push((
+            format!("hex {}", h.replace(' ', "").to_ascii_uppercase()),
+            bytes,
+        ));
+    }
     let data = config.resolve(&config.data_dir);
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    let mut found: Vec<Vec<String>> = vec![Vec::new(); find.len()];
+    let mut found: Vec<Vec<String>> = vec![Vec::new(); needles.len()];
     let mut destinations: BTreeMap<String, u64> = BTreeMap::new();
     sealpost_server::store::rocks::scan_all(&data, |cf, k, v| {
         let c = counts.entry(cf.to_string()).or_default();
         c.0 += 1;
         c.1 += (k.len() + v.len()) as u64;
-        for (i, needle) in find.iter().enumerate() {
-            let n = needle.as_bytes();
+        for (i, (_, n)) in needles.iter().enumerate() {
             let hit = |h: &[u8]| !n.is_empty() && h.windows(n.len()).any(|w| w == n);
             if (hit(k) || hit(v)) && !found[i].iter().any(|f| f == cf) {
                 found[i].push(cf.to_string());
@@ -143,11 +161,11 @@ fn inspect(path: &std::path::Path, find: &[String]) -> anyhow::Result<()> {
     for (d, n) in destinations {
         println!("outbound queue: {n} hop(s) for {d}");
     }
-    for (needle, cfs) in find.iter().zip(found) {
+    for ((name, _), cfs) in needles.iter().zip(found) {
         if cfs.is_empty() {
-            println!("{needle:?}: not stored");
+            println!("{name}: not stored");
         } else {
-            println!("{needle:?}: stored in {}", cfs.join(", "));
+            println!("{name}: stored in {}", cfs.join(", "));
         }
     }
     Ok(())
