@@ -133,6 +133,7 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     let mut counts: BTreeMap<String, (u64, u64)> = BTreeMap::new();
     let mut found: Vec<Vec<String>> = vec![Vec::new(); needles.len()];
     let mut destinations: BTreeMap<String, u64> = BTreeMap::new();
+    let mut envelope_sizes: BTreeMap<usize, u64> = BTreeMap::new();
     sealpost_server::store::rocks::scan_all(&data, |cf, k, v| {
         let c = counts.entry(cf.to_string()).or_default();
         c.0 += 1;
@@ -142,6 +143,9 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
             if (hit(k) || hit(v)) && !found[i].iter().any(|f| f == cf) {
                 found[i].push(cf.to_string());
             }
+        }
+        if cf == "envelopes" {
+            *envelope_sizes.entry(v.len()).or_default() += 1;
         }
         if cf == "outbound" {
             if let Ok(item) = serde_json::from_slice::<sealpost_server::store::OutboundItem>(v) {
@@ -154,6 +158,9 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     for cf in sealpost_server::store::rocks::COLUMN_FAMILIES {
         let (n, bytes) = counts.get(cf).copied().unwrap_or_default();
         println!("{cf:<10} {n:>6} entries {bytes:>10} bytes");
+    }
+    for (size, n) in envelope_sizes {
+        println!("envelope size {size} bytes: {n}");
     }
     if destinations.is_empty() {
         println!("outbound queue: empty");

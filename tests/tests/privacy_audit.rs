@@ -1,0 +1,365 @@
+//! The metadata audit (issue [demo]): after varied traffic across three nodes, every byte
+//! each node stored (its whole RocksDB, read back through `sealpost-node inspect`, plus the
+//! raw files of its data directory: WAL, SSTs, logs) is searched for what that node must not
+//! learn (spec/protocol.md §1). The README's "What a node learns" table is checked against
+//! what this test observes, so the two cannot drift apart.
+//!
+//! Also here: federation in both directions with many letters, arrival order, and size
+//! padding (letters of 1 B and 3 KiB are stored as envelopes of one size).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use sealpost_proto::identity::cert_from_bytes;
+use sealpost_tests::{Node, Resolve, User, node_bin, pseudo_random_bytes};
+
+/// Something a node might hold, as text and as raw bytes.
+#[derive(Clone)]
+struct Needle {
+    name: String,
+    bytes: Vec<Vec<u8>>,
+}
+
+impl Needle {
+    fn text(name: &str, t: &str) -> Needle {
+        Needle {
+            name: name.into(),
+            bytes: vec![t.as_bytes().to_vec()],
+        }
+    }
+}
+
+/// What identifies a user: address, key fingerprints and key ids (as hex text in both cases
+/// and as raw bytes), and their mailbox ids (hex and raw).
+fn identity_needles(u: &User, label: &str) -> (Needle, Needle, Needle) {
+    let armored = u.ok(&["export-key"], b"").stdout;
+    let cert = cert_from_bytes(armored.as_bytes()).unwrap();
+    let mut key_bytes = Vec::new();
+    for k in cert.keys() {
+        let fp = k.key().fingerprint();
+        key_bytes.push(fp.as_bytes().to_vec());
+        key_bytes.push(fp.to_hex().into_bytes());
+        key_bytes.push(fp.to_hex().to_ascii_lowercase().into_bytes());
+        let id = k.key().keyid();
+        key_bytes.push(id.as_bytes().to_vec());
+        key_bytes.push(id.to_hex().into_bytes());
+    }
+    let who = u.ok(&["whoami", "--json"], b"").json();
+    let mut mb = Vec::new();
+    for h in who["homes"].as_array().unwrap() {
+        let hex = h["mailbox"].as_str().unwrap().to_string();
+        mb.push(hex::decode(&hex).unwrap());
+        mb.push(hex.into_bytes());
+    }
+    (
+        Needle::text(&format!("{label}'s address"), &u.address),
+        Needle {
+            name: format!("{label}'s key"),
+            bytes: key_bytes,
+        },
+        Needle {
+            name: format!("{label}'s mailbox ids"),
+            bytes: mb,
+        },
+    )
+}
+
+fn data_dir(n: &Node) -> PathBuf {
+    n.config_path().parent().unwrap().join("data")
+}
+
+/// Which needles occur in what the node holds: logically (every key and value of every
+/// column family, via `sealpost-node inspect`) or in any raw file of its directory (the
+/// data directory and its log).
+fn found(n: &Node, needles: &[Needle]) -> BTreeMap<String, String> {
+    let mut cmd = Command::new(node_bin());
+    cmd.arg("inspect").arg("--config").arg(n.config_path());
+    let mut names = Vec::new();
+    for (i, nd) in needles.iter().enumerate() {
+        for b in &nd.bytes {
+            cmd.arg("--find-hex").arg(hex::encode(b));
+            names.push((i, format!("hex {}", hex::encode_upper(b))));
+        }
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "inspect: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report = String::from_utf8(out.stdout).unwrap();
+    let mut hits: BTreeMap<String, String> = BTreeMap::new();
+    for (i, name) in names {
+        let line = report
+            .lines()
+            .find(|l| l.starts_with(&format!("{name}:")))
+            .unwrap_or_else(|| panic!("no line for {name} in\n{report}"));
+        if let Some(place) = line.split(": stored in ").nth(1) {
+            hits.insert(needles[i].name.clone(), format!("database ({place})"));
+        }
+    }
+    let mut files = Vec::new();
+    collect_files(&data_dir(n), &mut files);
+    files.push(n.log_path());
+    for f in files {
+        let Ok(bytes) = std::fs::read(&f) else {
+            continue;
+        };
+        for nd in needles {
+            if nd
+                .bytes
+                .iter()
+                .any(|b| !b.is_empty() && bytes.windows(b.len()).any(|w| w == b.as_slice()))
+            {
+                hits.entry(nd.name.clone())
+                    .or_insert_with(|| format!("file {}", f.display()));
+            }
+        }
+    }
+    hits
+}
+
+fn collect_files(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            collect_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+fn new_count(seen: &[serde_json::Value]) -> usize {
+    seen.iter()
+        .map(|f| f["new"].as_array().map_or(0, Vec::len))
+        .sum()
+}
+
+/// The README's audit table: row name → (sender's home nodes, recipient's home node).
+fn readme_table() -> Vec<(String, bool, bool)> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- audit:begin -->")
+        .expect("README has the audit table");
+    let end = readme
+        .find("<!-- audit:end -->")
+        .expect("README audit table ends");
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| what") && !l.starts_with("|---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let yes = |c: &str| match c.split_whitespace().next() {
+                Some("yes") => true,
+                Some("no") => false,
+                other => panic!("README audit cell {other:?} in {l}"),
+            };
+            (cells[0].to_string(), yes(cells[1]), yes(cells[2]))
+        })
+        .collect()
+}
+
+#[test]
+fn nodes_store_only_what_they_may_learn() {
+    let a = Node::start("alpha");
+    let b = Node::start("beta");
+    let c = Node::start("gamma");
+    let mut resolve = Resolve::default();
+    resolve.add("alpha.test", &a.url);
+    resolve.add("beta.test", &b.url);
+    resolve.add("gamma.test", &c.url);
+    // alice: homes alpha + beta; bob: gamma; carol: beta.
+    let alice = User::init("alice@alpha.test", &[&a, &b], &resolve);
+    let bob = User::init("bob@gamma.test", &[&c], &resolve);
+    let carol = User::init("carol@beta.test", &[&b], &resolve);
+
+    // --- size padding: bob → carol, 1 B and 3 KiB bodies, measured on carol's node ---
+    bob.ok(
+        &["send", "--to", "carol@beta.test", "--subject", "p1"],
+        b"x",
+    );
+    bob.ok(
+        &["send", "--to", "carol@beta.test", "--subject", "p2"],
+        &vec![b'y'; 3 * 1024],
+    );
+    let sizes = wait_for_envelope_sizes(&b, 2);
+    assert_eq!(
+        sizes.len(),
+        1,
+        "1 B and 3 KiB letters must be stored at one size: {sizes:?}"
+    );
+    carol.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 2);
+    let carol_list = carol.ok(&["list", "--json"], b"").json();
+    let sealed_sizes: Vec<u64> = carol_list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["size"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        sealed_sizes,
+        [4096, 4096],
+        "sealed letters are one bucket: {carol_list}"
+    );
+
+    // --- varied traffic, both directions ---
+    let secret_attachment = pseudo_random_bytes(30_000, 99);
+    let att = alice.scratch().join("plans.bin");
+    std::fs::write(&att, &secret_attachment).unwrap();
+    let mut contents = Vec::new();
+    for i in 0..6 {
+        let subject = format!("Audit subject alice to bob {i}");
+        let body = format!("Audit body: the launch code is {i}{i}{i}-alpha");
+        let mut args = vec!["send", "--to", "bob@gamma.test", "--subject", &subject];
+        if i == 0 {
+            args.extend(["--attach", att.to_str().unwrap()]);
+        }
+        alice.ok(&args, body.as_bytes());
+        contents.push(subject);
+        contents.push(body);
+    }
+    bob.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 6);
+    // Arrival order: the list is ordered by when letters arrived, and every one came once.
+    let list = bob.ok(&["list", "--json"], b"").json();
+    let from_alice: Vec<&serde_json::Value> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["header"]["from"] == "alice@alpha.test")
+        .collect();
+    assert_eq!(from_alice.len(), 6, "{list}");
+    let arrivals: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["received_at"].as_u64().unwrap())
+        .collect();
+    assert!(
+        arrivals.windows(2).all(|w| w[0] <= w[1]) || arrivals.windows(2).all(|w| w[0] >= w[1]),
+        "list ordered by arrival: {arrivals:?}"
+    );
+    for i in 0..3 {
+        let subject = format!("Audit reply bob to alice {i}");
+        let body = format!("Audit reply body: meet at pier {i}{i}");
+        bob.ok(
+            &["send", "--to", "alice@alpha.test", "--subject", &subject],
+            body.as_bytes(),
+        );
+        contents.push(subject);
+        contents.push(body);
+    }
+    alice.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 3);
+    let alice_list = alice.ok(&["list", "--json"], b"").json();
+    assert_eq!(
+        alice_list.as_array().unwrap().len(),
+        3,
+        "dedupe across alice's two homes: {alice_list}"
+    );
+
+    // --- the audit ---
+    let (alice_addr, alice_key, alice_mb) = identity_needles(&alice, "alice");
+    let (bob_addr, bob_key, bob_mb) = identity_needles(&bob, "bob");
+    let mut content_needles: Vec<Needle> = contents
+        .iter()
+        .map(|c| Needle::text("letter content", c))
+        .collect();
+    content_needles.push(Needle {
+        name: "attachment".into(),
+        bytes: vec![secret_attachment[1000..1064].to_vec()],
+    });
+
+    // Sender's home nodes for alice → bob: alpha and beta. Recipient's: gamma.
+    let mut all = vec![
+        alice_addr.clone(),
+        alice_key.clone(),
+        alice_mb.clone(),
+        bob_addr.clone(),
+        bob_key.clone(),
+        bob_mb.clone(),
+    ];
+    all.extend(content_needles.iter().cloned());
+    let at = |n: &Node| found(n, &all);
+    let (fa, fb, fc) = (at(&a), at(&b), at(&c));
+    for (node, f) in [("alpha", &fa), ("beta", &fb), ("gamma", &fc)] {
+        for nd in &content_needles {
+            assert!(
+                !f.contains_key(&nd.name),
+                "node {node} holds {} ({:?})",
+                nd.name,
+                f.get(&nd.name)
+            );
+        }
+    }
+    let observed = |row: &str| -> (bool, bool) {
+        let key = match row {
+            "sender's address" => &alice_addr.name,
+            "sender's key (fingerprint, key ids)" => &alice_key.name,
+            "recipient's address" => &bob_addr.name,
+            "recipient's key (fingerprint, key ids)" => &bob_key.name,
+            "recipient's mailbox id" => &bob_mb.name,
+            "subject, body, attachments" => {
+                let any = |f: &BTreeMap<String, String>| {
+                    content_needles.iter().any(|n| f.contains_key(&n.name))
+                };
+                return (any(&fa) || any(&fb), any(&fc));
+            }
+            other => panic!("README audit row {other:?} has no check"),
+        };
+        // The sender's side is alpha *and* beta: both must agree with the table.
+        assert_eq!(
+            fa.contains_key(key),
+            fb.contains_key(key),
+            "alpha and beta differ on {row}: {fa:?} / {fb:?}"
+        );
+        (fa.contains_key(key), fc.contains_key(key))
+    };
+    let table = readme_table();
+    assert!(
+        table.len() >= 6,
+        "README audit table has every row: {table:?}"
+    );
+    for (row, sender_side, recipient_side) in table {
+        let (s, r) = observed(&row);
+        assert_eq!(
+            (s, r),
+            (sender_side, recipient_side),
+            "README says {row}: sender's nodes {sender_side}, recipient's node {recipient_side}; observed {s}, {r}\nalpha {fa:?}\nbeta {fb:?}\ngamma {fc:?}"
+        );
+    }
+}
+
+/// Polls `sealpost-node inspect` until the node stores `count` envelopes; returns the
+/// distinct envelope sizes.
+fn wait_for_envelope_sizes(n: &Node, count: u64) -> BTreeMap<u64, u64> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    loop {
+        let out = Command::new(node_bin())
+            .arg("inspect")
+            .arg("--config")
+            .arg(n.config_path())
+            .output()
+            .unwrap();
+        let report = String::from_utf8_lossy(&out.stdout).into_owned();
+        let sizes: BTreeMap<u64, u64> = report
+            .lines()
+            .filter_map(|l| l.strip_prefix("envelope size "))
+            .filter_map(|l| {
+                let (size, n) = l.split_once(" bytes: ")?;
+                Some((size.parse().ok()?, n.trim().parse().ok()?))
+            })
+            .collect();
+        if sizes.values().sum::<u64>() >= count {
+            return sizes;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "node never stored {count} envelopes:\n{report}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
