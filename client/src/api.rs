@@ -21,7 +21,7 @@ use sealpost_proto::openpgp::Cert;
 use sealpost_proto::record::{SignedRecord, sign_detached};
 use sealpost_proto::{Address, EnvelopeId, MailboxId, NodeUrl};
 
-use crate::error::{Error, Result, one_line};
+use crate::error::{Error, NetFailure, Result, one_line};
 use crate::progress::{NoTransfer, ProgressBody, Transfer};
 
 /// Largest JSON answer we read from a node.
@@ -122,6 +122,44 @@ fn chain(e: &(dyn std::error::Error + 'static)) -> String {
     one_line(&cur.to_string())
 }
 
+/// What the resolver says when a name does not exist (`EAI_NONAME`, `EAI_NODATA`), in the C
+/// locale Rust programs run getaddrinfo in: glibc, musl, BSD and macOS. Anything else a
+/// lookup says (e.g. "Temporary failure in name resolution") proves nothing.
+const NO_SUCH_HOST: &[&str] = &[
+    "name or service not known",
+    "no address associated with hostname",
+    "name does not resolve",
+    "nodename nor servname provided",
+];
+
+/// Whether a lookup error's text says that the name does not exist.
+pub(crate) fn says_no_such_host(message: &str) -> bool {
+    let m = message.to_ascii_lowercase();
+    m.starts_with("failed to lookup address information")
+        && NO_SUCH_HOST.iter().any(|n| m.contains(n))
+}
+
+/// Classifies a failed request by its causes: the OS's connection-refused error, the
+/// resolver's "no such name", a timeout; [`NetFailure::Other`] for everything else.
+fn net_failure(e: &reqwest::Error) -> NetFailure {
+    if e.is_timeout() {
+        return NetFailure::TimedOut;
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            match io.kind() {
+                std::io::ErrorKind::ConnectionRefused => return NetFailure::Refused,
+                std::io::ErrorKind::TimedOut => return NetFailure::TimedOut,
+                _ if says_no_such_host(&io.to_string()) => return NetFailure::NoSuchHost,
+                _ => {}
+            }
+        }
+        cur = err.source();
+    }
+    NetFailure::Other
+}
+
 impl Net {
     pub fn new(config: NetConfig) -> Result<Self> {
         let http = reqwest::Client::builder()
@@ -132,6 +170,7 @@ impl Net {
             .map_err(|e| Error::Unreachable {
                 url: "-".into(),
                 reason: chain(&e),
+                failure: NetFailure::Other,
             })?;
         Ok(Net {
             http,
@@ -146,7 +185,8 @@ impl Net {
 
     fn unreachable(url: &NodeUrl, e: reqwest::Error) -> Error {
         let e = e.without_url();
-        let reason = if e.is_timeout() {
+        let failure = net_failure(&e);
+        let reason = if failure == NetFailure::TimedOut {
             "timed out".to_string()
         } else {
             chain(&e)
@@ -154,6 +194,7 @@ impl Net {
         Error::Unreachable {
             url: url.to_string(),
             reason,
+            failure,
         }
     }
 
@@ -522,8 +563,38 @@ mod tests {
         .unwrap();
         let url = NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();
         let e = net.descriptor(&url).await.err().unwrap();
-        assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                Error::Unreachable {
+                    failure: NetFailure::Refused,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         assert_eq!(e.exit_code(), 2);
         assert!(!e.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn only_a_resolver_that_says_no_such_name_means_no_such_host() {
+        for yes in [
+            "failed to lookup address information: Name or service not known",
+            "failed to lookup address information: No address associated with hostname",
+            "failed to lookup address information: Name does not resolve",
+            "failed to lookup address information: nodename nor servname provided, or not known",
+        ] {
+            assert!(says_no_such_host(yes), "{yes}");
+        }
+        for no in [
+            "failed to lookup address information: Temporary failure in name resolution",
+            "failed to lookup address information: Try again",
+            "failed to lookup address information: Non-recoverable failure in name resolution",
+            "Name or service not known",
+            "Connection reset by peer (os error 104)",
+        ] {
+            assert!(!says_no_such_host(no), "{no}");
+        }
     }
 }

@@ -164,6 +164,8 @@ impl Client {
             fingerprint: identity.fingerprint().to_hex(),
             homes,
             resolve: BTreeMap::new(),
+            gateway: None,
+            legacy: Default::default(),
         };
         let profile = Profile::create(dir, config, &identity, &signed)?;
         let client = Self::with_profile(profile, options)?;
@@ -331,10 +333,13 @@ impl Client {
         }
     }
 
-    /// Adds or replaces a persistent resolve entry.
-    pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<()> {
+    /// Adds or replaces a persistent resolve entry. A domain with a node is no legacy
+    /// domain: returns whether it was taken off the legacy list.
+    pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<bool> {
+        let was_legacy = self.profile.config.legacy.remove(&domain);
         self.profile.config.resolve.insert(domain, url);
-        self.profile.save_config()
+        self.profile.save_config()?;
+        Ok(was_legacy)
     }
 
     pub fn unset_resolve(&mut self, domain: &str) -> Result<bool> {

@@ -296,75 +296,8 @@ impl Client {
 mod tests {
     use super::*;
     use crate::client::Options;
-    use sealpost_proto::MailboxId;
-    use sealpost_proto::identity::{SecretIdentity, cert_to_bytes};
-    use std::collections::HashMap;
-    use std::sync::{Arc, Mutex as StdMutex};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    type Routes = Arc<StdMutex<HashMap<String, (u16, Vec<u8>)>>>;
-
-    /// A loopback HTTP/1.1 server answering GETs from a table (path → status, body).
-    async fn stub() -> (NodeUrl, Routes) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = NodeUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
-        let routes: Routes = Arc::default();
-        let table = routes.clone();
-        tokio::spawn(async move {
-            while let Ok((mut sock, _)) = listener.accept().await {
-                let table = table.clone();
-                tokio::spawn(async move {
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 1024];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match sock.read(&mut chunk).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                        }
-                    }
-                    let head = String::from_utf8_lossy(&buf).to_string();
-                    let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                    let (status, body) = table.lock().unwrap().get(&path).cloned().unwrap_or((
-                        404,
-                        b"{\"error\":{\"code\":\"unknown_address\",\"message\":\"no\"}}".to_vec(),
-                    ));
-                    let head = format!(
-                        "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                        body.len()
-                    );
-                    let _ = sock.write_all(head.as_bytes()).await;
-                    let _ = sock.write_all(&body).await;
-                    let _ = sock.shutdown().await;
-                });
-            }
-        });
-        (url, routes)
-    }
-
-    fn record(
-        id: &SecretIdentity,
-        address: &Address,
-        homes: &[&NodeUrl],
-        sequence: u64,
-    ) -> SignedRecord {
-        let now = now();
-        let body = MailboxRecord {
-            address: address.clone(),
-            cert: cert_to_bytes(&id.public_cert()),
-            homes: homes
-                .iter()
-                .map(|u| Home {
-                    url: (*u).clone(),
-                    node_key: [1; 32],
-                    mailbox: MailboxId([2; 16]),
-                })
-                .collect(),
-            created: now,
-            expires: now + 3600,
-            sequence,
-        };
-        SignedRecord::sign(&body, &id.unlock(None).unwrap()).unwrap()
-    }
+    use crate::testutil::{dead, record, stub};
+    use sealpost_proto::identity::SecretIdentity;
 
     fn client(dir: &Path, domain_node: &NodeUrl) -> Client {
         drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
@@ -373,15 +306,6 @@ mod tests {
             ..Options::default()
         };
         Client::open(dir, &options).unwrap()
-    }
-
-    fn dead() -> NodeUrl {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap()
     }
 
     const PATH: &str = "/v1/records/bob@beta.test";

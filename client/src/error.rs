@@ -6,6 +6,19 @@ use std::path::PathBuf;
 use sealpost_proto as proto;
 use thiserror::Error;
 
+/// What a failed connection tells about the other end (whether anything is there at all
+/// matters when deciding that a domain has no Sealpost node, `crate::route`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum NetFailure {
+    /// The resolver answered that the host name does not exist.
+    NoSuchHost,
+    /// The host answered that nothing listens on the port.
+    Refused,
+    TimedOut,
+    /// Anything else: a resolver that could not answer, TLS, a dropped connection.
+    Other,
+}
+
 /// What sort of problem an error is; the CLI maps each to an exit code.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ErrorKind {
@@ -53,6 +66,19 @@ pub enum Error {
     UnknownAddress { address: String, node: String },
     #[error("editor {editor:?} failed: {reason}")]
     Editor { editor: String, reason: String },
+    #[error(
+        "no gateway for legacy e-mail to send to {recipients}{detail}; name one with `sealpost gateway set gateway@DOMAIN` (a gateway on one of your home nodes), or leave them out"
+    )]
+    NoGateway {
+        /// Each legacy recipient with the reason it is one.
+        recipients: String,
+        /// Why the default gateway did not serve, starting with "; ", or empty.
+        detail: String,
+    },
+    #[error(
+        "gateway {gateway} lives on {nodes}, which is not one of your home nodes; a gateway only takes letters from users of its own node"
+    )]
+    GatewayElsewhere { gateway: String, nodes: String },
 
     // --- profile ---
     #[error("no profile in {}; create one with `sealpost init ADDRESS --node URL`", dir.display())]
@@ -75,7 +101,11 @@ pub enum Error {
 
     // --- network ---
     #[error("cannot reach node {url}: {reason}")]
-    Unreachable { url: String, reason: String },
+    Unreachable {
+        url: String,
+        reason: String,
+        failure: NetFailure,
+    },
     #[error("node {url} answered {status} {code}: {message}")]
     Node {
         url: String,
@@ -85,6 +115,14 @@ pub enum Error {
     },
     #[error("node {url} sent an unusable answer: {reason}")]
     NodeProtocol { url: String, reason: String },
+    #[error(
+        "cannot tell whether {domain} has a Sealpost node ({reason}); if {address} is a legacy e-mail address, send with --legacy {address} (or `sealpost legacy add {domain}`)"
+    )]
+    UndecidedDomain {
+        address: String,
+        domain: String,
+        reason: String,
+    },
     #[error("no node answered: {details}")]
     NoNodeAnswered { details: String },
     #[error(
@@ -139,7 +177,9 @@ impl Error {
             | NotFound { .. }
             | Ambiguous { .. }
             | UnknownAddress { .. }
-            | Editor { .. } => ErrorKind::Input,
+            | Editor { .. }
+            | NoGateway { .. }
+            | GatewayElsewhere { .. } => ErrorKind::Input,
             NoProfile { .. }
             | ProfileExists { .. }
             | ProfileCorrupt { .. }
@@ -149,6 +189,7 @@ impl Error {
             Unreachable { .. }
             | Node { .. }
             | NodeProtocol { .. }
+            | UndecidedDomain { .. }
             | NoNodeAnswered { .. }
             | Unsubmitted { .. } => ErrorKind::Network,
             KeyChanged { .. }
@@ -237,7 +278,8 @@ mod tests {
         assert_eq!(
             Error::Unreachable {
                 url: "u".into(),
-                reason: "r".into()
+                reason: "r".into(),
+                failure: NetFailure::Other,
             }
             .exit_code(),
             2

@@ -16,7 +16,7 @@ use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 use crate::api::ListItem;
 use crate::client::Client;
 use crate::contacts::PinOutcome;
-use crate::error::{Error, Result};
+use crate::error::{Error, NetFailure, Result};
 use crate::progress::Progress;
 use crate::send::FlushReport;
 use crate::store::{Header, StoredMessage, Trust};
@@ -178,6 +178,7 @@ impl Client {
                         Err(_) => Err(Error::Unreachable {
                             url: h.url.to_string(),
                             reason: "timed out".into(),
+                            failure: NetFailure::TimedOut,
                         }),
                     }
                 })

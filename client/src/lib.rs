@@ -6,7 +6,8 @@
 //! Layout: [`profile`] (directory, config, secret key), [`contacts`] (TOFU pins),
 //! [`store`] (received messages), [`outbox`] (hops not yet submitted), [`api`] (HTTP),
 //! [`resolve`] (domain → node), [`client`] (init and node management), [`directory`]
-//! (record lookup, node descriptors), [`send`], [`fetch`], [`verify`] (who sent a letter),
+//! (record lookup, node descriptors), [`route`] (Sealpost or legacy e-mail), [`gateway`]
+//! (where legacy e-mail leaves Sealpost), [`send`], [`fetch`], [`verify`] (who sent a letter),
 //! [`compose`] (drafts, attachments), [`sent`] (queue ids of accepted hops, to explain
 //! bounces), [`progress`] (transfer reporting).
 
@@ -18,14 +19,19 @@ pub mod directory;
 pub mod error;
 pub mod fetch;
 pub mod fsutil;
+pub mod gateway;
 pub mod outbox;
 pub mod profile;
 pub mod progress;
 pub mod resolve;
+pub mod route;
 pub mod send;
 pub mod sent;
 pub mod store;
 pub mod verify;
+
+#[cfg(test)]
+pub(crate) mod testutil;
 
 pub use client::{Client, InitOptions, Options};
 pub use error::{Error, ErrorKind, Result};

@@ -4,7 +4,8 @@
 //!
 //! ```text
 //! PROFILE/
-//!   config.json     address, fingerprint, home nodes (+ trusted flag), resolve table
+//!   config.json     address, fingerprint, home nodes (+ trusted flag), resolve table,
+//!                   gateway for legacy e-mail, legacy domains
 //!   secret.key      armored OpenPGP secret key (0600; locked when a passphrase was given)
 //!   record.bin      the signed mailbox record last published
 //!   nodes.json      verified node descriptors seen, by URL (used when a node is down)
@@ -15,7 +16,7 @@
 //!   lock            flock: one sealpost process per profile at a time
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -81,6 +82,15 @@ pub struct Config {
     /// Persistent domain → node URL table; `--resolve` entries override it for one run.
     #[serde(default)]
     pub resolve: BTreeMap<String, NodeUrl>,
+    /// The gateway letters to legacy e-mail addresses are sealed to (`gateway set`); when
+    /// unset, `gateway@` the user's own domain if that domain's node publishes it.
+    /// Written only when set, so older clients still read the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Address>,
+    /// Domains known to have no Sealpost node (`legacy add`): their addresses go through
+    /// the gateway without being looked up. The resolve table wins over this list.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub legacy: BTreeSet<String>,
 }
 
 impl Config {
@@ -370,6 +380,8 @@ pub(crate) mod tests {
             fingerprint: identity.fingerprint().to_hex(),
             homes: vec![home],
             resolve: BTreeMap::new(),
+            gateway: None,
+            legacy: BTreeSet::new(),
         };
         Profile::create(dir, config, &identity, &signed).unwrap()
     }

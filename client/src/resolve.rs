@@ -23,12 +23,26 @@ impl Resolver {
         Resolver { table }
     }
 
+    /// Whether `domain` has an entry (this run's or the profile's): such a domain has a
+    /// Sealpost node, whatever answers there.
+    pub fn has_entry(&self, domain: &str) -> bool {
+        self.table.contains_key(domain)
+    }
+
     pub fn node_for(&self, domain: &str) -> Result<NodeUrl> {
         if let Some(u) = self.table.get(domain) {
             return Ok(u.clone());
         }
         Ok(NodeUrl::parse(&format!("https://{domain}"))?)
     }
+}
+
+/// A domain as the user typed it, lower-cased and checked (`legacy add`, `resolve remove`).
+pub fn parse_domain(s: &str) -> Result<String> {
+    let domain = s.trim().to_ascii_lowercase();
+    validate_domain(&domain)
+        .map_err(|reason| Error::input("domain", format!("{domain:?}: {reason}")))?;
+    Ok(domain)
 }
 
 /// Parses `DOMAIN=URL` (a `--resolve` argument or a `resolve add` entry).
@@ -74,6 +88,8 @@ mod tests {
             r.node_for("gamma.test").unwrap().as_str(),
             "https://gamma.test"
         );
+        assert!(r.has_entry("alpha.test") && r.has_entry("beta.test"));
+        assert!(!r.has_entry("gamma.test"));
     }
 
     #[test]

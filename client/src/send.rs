@@ -1,23 +1,28 @@
 //! Sending: one sealed letter per recipient, one random envelope id per recipient letter
 //! (shared by all of that recipient's homes, so they can be deduped), one hop per home,
-//! wrapped for that home's node. Every hop goes to the outbox first, then is submitted
-//! through the first of our own trusted nodes that takes it.
+//! wrapped for that home's node. Legacy e-mail recipients share one copy, sealed to the
+//! gateway ([`crate::gateway`], [`crate::route`]). Every hop goes to the outbox first, then
+//! is submitted through the first of our own trusted nodes that takes it.
 
 use bytes::Bytes;
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::{Envelope, HopWrapper};
 use sealpost_proto::identity::Keyring;
+use sealpost_proto::letter::Letter;
 use sealpost_proto::seal::seal;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
 use crate::client::Client;
 use crate::compose::Draft;
 use crate::contacts::PinOutcome;
+use crate::directory::Recipient;
 use crate::error::{Error, Result};
+use crate::gateway::GatewayLookup;
 use crate::now;
 use crate::outbox::OutboxEntry;
 use crate::progress::Progress;
+use crate::route::{LegacyReason, Route};
 use crate::sent::SentEntry;
 
 #[derive(Clone, Debug)]
@@ -43,10 +48,25 @@ pub struct FlushReport {
     pub errors: Vec<String>,
 }
 
+/// The copy of a letter for its legacy e-mail recipients, sealed to the gateway.
+#[derive(Clone, Debug)]
+pub struct LegacyReport {
+    /// The copy: the gateway's address, the envelope id, its homes.
+    pub gateway: RecipientReport,
+    /// The recipients it names in `legacy_to`, each with the reason it is legacy.
+    pub recipients: Vec<(Address, LegacyReason)>,
+    /// Legacy recipients whose OpenPGP key is pinned (e.g. imported): the gateway still
+    /// sends them plain e-mail, PGP/MIME is not implemented.
+    pub with_keys: Vec<Address>,
+}
+
 #[derive(Clone, Debug)]
 pub struct SendReport {
     pub message_id: String,
+    /// The end-to-end copies.
     pub recipients: Vec<RecipientReport>,
+    /// The copy for legacy e-mail recipients, when there are any.
+    pub legacy: Option<LegacyReport>,
     /// Outbox ids of this letter's hops.
     pub queued: Vec<String>,
     pub flush: FlushReport,
@@ -70,96 +90,83 @@ fn node_is_down(e: &Error) -> bool {
 
 impl Client {
     /// Seals `draft` for each recipient, queues a hop per recipient home, and submits the
-    /// whole outbox. Lookups happen first: an unknown address, a changed key or a
-    /// recipient none of whose homes can be used stops the send before anything is queued.
+    /// whole outbox. Recipients in `legacy`, and those whose domain has no Sealpost node
+    /// ([`Client::route`]), get one copy together, sealed to the gateway and naming them in
+    /// `legacy_to`. Lookups happen first: an unknown address, a changed key, a recipient none
+    /// of whose homes can be used, or legacy recipients without a gateway stop the send
+    /// before anything is queued.
     pub async fn send(
         &self,
         draft: &Draft,
+        legacy: &[Address],
         keys: &Keyring,
         progress: &dyn Progress,
     ) -> Result<SendReport> {
         let now = now();
         let letter = draft.to_letter(self.profile.address(), now as i64)?;
-        let mut recipients = Vec::new();
-        for address in draft.recipients() {
-            recipients.push(self.resolve_recipient(&address).await?);
+        let all = draft.recipients();
+        if let Some(a) = legacy.iter().find(|a| !all.contains(a)) {
+            return Err(Error::input(
+                "--legacy",
+                format!("{a} is not a recipient of this letter"),
+            ));
         }
+        let mut recipients = Vec::new();
+        let mut legacy_to = Vec::new();
+        for address in all {
+            match self.route(&address, legacy.contains(&address)).await? {
+                Route::Sealpost(r) => recipients.push(*r),
+                Route::Legacy { address, reason } => legacy_to.push((address, reason)),
+            }
+        }
+        let gateway = if legacy_to.is_empty() {
+            None
+        } else {
+            match self.gateway().await? {
+                GatewayLookup::Found(g) => Some(*g),
+                GatewayLookup::Missing(why) => {
+                    return Err(Error::NoGateway {
+                        recipients: legacy_to
+                            .iter()
+                            .map(|(a, reason)| format!("{a} ({reason})"))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        detail: format!("; {why}"),
+                    });
+                }
+            }
+        };
 
         let mut entries = Vec::new();
         let mut reports = Vec::new();
         for r in &recipients {
-            let mut nodes = Vec::new();
-            let mut skipped = Vec::new();
-            for home in &r.record.homes {
-                match self.home_node(home).await {
-                    Ok(n) => nodes.push((home, n)),
-                    Err(e) => skipped.push((home.url.clone(), e)),
-                }
-            }
-            if nodes.is_empty() {
-                let (_, first) = skipped
-                    .into_iter()
-                    .next()
-                    .expect("invariant: a verified record has at least one home");
-                return Err(first);
-            }
-            let sealed = seal(&letter, keys, &r.cert)?;
-            let id = EnvelopeId::random();
-            let mut homes = Vec::new();
-            let mut skipped: Vec<(NodeUrl, String)> = skipped
-                .into_iter()
-                .map(|(u, e)| (u, e.to_string()))
-                .collect();
-            for (home, node) in nodes {
-                let envelope = Envelope {
-                    id,
-                    mailbox: home.mailbox,
-                    sealed: sealed.clone(),
-                    token: Vec::new(),
-                };
-                let size = envelope.encode().len();
-                if size > node.descriptor.max_envelope as usize {
-                    skipped.push((
-                        home.url.clone(),
-                        format!(
-                            "envelope of {size} bytes is larger than the {} the node accepts",
-                            node.descriptor.max_envelope
-                        ),
-                    ));
-                    continue;
-                }
-                let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
-                entries.push(OutboxEntry::new(
-                    &r.address,
-                    id,
-                    &letter.message_id,
-                    &letter.subject,
-                    &hop,
-                    now,
-                ));
-                homes.push(home.url.clone());
-            }
-            if homes.is_empty() {
-                return Err(Error::input(
-                    "letter",
-                    format!("too large for every home of {}", r.address),
-                ));
-            }
-            reports.push(RecipientReport {
-                address: r.address.clone(),
-                envelope_id: id,
-                homes,
-                skipped,
-                newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
-                record_from_cache: r.from_cache,
-            });
+            reports.push(self.queue_copy(&letter, r, keys, now, &mut entries).await?);
         }
+        let legacy_report = match &gateway {
+            Some(g) => {
+                let mut copy = letter.clone();
+                copy.legacy_to = legacy_to.iter().map(|(a, _)| a.clone()).collect();
+                let report = self.queue_copy(&copy, g, keys, now, &mut entries).await?;
+                let mut with_keys = Vec::new();
+                for (a, _) in &legacy_to {
+                    if self.contacts.get(a)?.is_some() {
+                        with_keys.push(a.clone());
+                    }
+                }
+                Some(LegacyReport {
+                    gateway: report,
+                    recipients: legacy_to,
+                    with_keys,
+                })
+            }
+            None => None,
+        };
 
         // Durable first: once queued, the letter survives whatever happens next.
         for e in &entries {
             self.outbox.put(e)?;
         }
-        for r in &recipients {
+        for r in recipients.iter().chain(gateway.iter()) {
             self.commit_pin(r)?;
         }
         self.save_nodes()?;
@@ -167,8 +174,85 @@ impl Client {
         Ok(SendReport {
             message_id: letter.message_id,
             recipients: reports,
+            legacy: legacy_report,
             queued: entries.into_iter().map(|e| e.id).collect(),
             flush,
+        })
+    }
+
+    /// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`.
+    async fn queue_copy(
+        &self,
+        letter: &Letter,
+        r: &Recipient,
+        keys: &Keyring,
+        now: u64,
+        entries: &mut Vec<OutboxEntry>,
+    ) -> Result<RecipientReport> {
+        let mut nodes = Vec::new();
+        let mut skipped = Vec::new();
+        for home in &r.record.homes {
+            match self.home_node(home).await {
+                Ok(n) => nodes.push((home, n)),
+                Err(e) => skipped.push((home.url.clone(), e)),
+            }
+        }
+        if nodes.is_empty() {
+            let (_, first) = skipped
+                .into_iter()
+                .next()
+                .expect("invariant: a verified record has at least one home");
+            return Err(first);
+        }
+        let sealed = seal(letter, keys, &r.cert)?;
+        let id = EnvelopeId::random();
+        let mut homes = Vec::new();
+        let mut skipped: Vec<(NodeUrl, String)> = skipped
+            .into_iter()
+            .map(|(u, e)| (u, e.to_string()))
+            .collect();
+        for (home, node) in nodes {
+            let envelope = Envelope {
+                id,
+                mailbox: home.mailbox,
+                sealed: sealed.clone(),
+                token: Vec::new(),
+            };
+            let size = envelope.encode().len();
+            if size > node.descriptor.max_envelope as usize {
+                skipped.push((
+                    home.url.clone(),
+                    format!(
+                        "envelope of {size} bytes is larger than the {} the node accepts",
+                        node.descriptor.max_envelope
+                    ),
+                ));
+                continue;
+            }
+            let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
+            entries.push(OutboxEntry::new(
+                &r.address,
+                id,
+                &letter.message_id,
+                &letter.subject,
+                &hop,
+                now,
+            ));
+            homes.push(home.url.clone());
+        }
+        if homes.is_empty() {
+            return Err(Error::input(
+                "letter",
+                format!("too large for every home of {}", r.address),
+            ));
+        }
+        Ok(RecipientReport {
+            address: r.address.clone(),
+            envelope_id: id,
+            homes,
+            skipped,
+            newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
+            record_from_cache: r.from_cache,
         })
     }
 
@@ -233,5 +317,192 @@ impl Client {
             }
         }
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::Options;
+    use crate::profile::HomeEntry;
+    use crate::progress::NoProgress;
+    use crate::testutil::{Routes, record_with_homes, stub, vector_node};
+    use sealpost_proto::MailboxId;
+    use sealpost_proto::identity::SecretIdentity;
+    use sealpost_proto::record::Home;
+    use sealpost_proto::seal::{SignatureStatus, open};
+    use std::path::Path;
+
+    fn addr(s: &str) -> Address {
+        Address::parse(s).unwrap()
+    }
+
+    /// Alice at alpha.test, whose domain's node (and beta.test's) is a stub serving
+    /// `routes`, and who also has a home on the spec vectors' node: the node of Bob and of
+    /// whichever gateway the test publishes. That node is not reachable, but its descriptor
+    /// is cached, so hops for it are made and wait in the outbox.
+    async fn world(dir: &Path) -> (Client, Routes, NodeUrl, [u8; 32]) {
+        drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
+        let (domains, routes) = stub().await;
+        let options = Options {
+            resolve: vec![
+                ("alpha.test".into(), domains.clone()),
+                ("beta.test".into(), domains),
+            ],
+            ..Options::default()
+        };
+        let mut c = Client::open(dir, &options).unwrap();
+        let (node, _) = vector_node();
+        c.nodes.lock().unwrap().put(&node);
+        c.profile.config.homes.push(HomeEntry {
+            url: node.descriptor.url.clone(),
+            node_key: hex::encode(node.descriptor.node_key),
+            mailbox: MailboxId([5; 16]),
+            trusted: false,
+        });
+        (c, routes, node.descriptor.url, node.descriptor.node_key)
+    }
+
+    fn publish(
+        routes: &Routes,
+        address: &Address,
+        url: &NodeUrl,
+        node_key: [u8; 32],
+        mailbox: u8,
+    ) -> SecretIdentity {
+        let id = SecretIdentity::generate(address, None).unwrap();
+        let home = Home {
+            url: url.clone(),
+            node_key,
+            mailbox: MailboxId([mailbox; 16]),
+        };
+        routes.lock().unwrap().insert(
+            format!("/v1/records/{address}"),
+            (200, record_with_homes(&id, address, vec![home], 1).encode()),
+        );
+        id
+    }
+
+    #[tokio::test]
+    async fn legacy_recipients_share_one_copy_sealed_to_the_gateway_that_names_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut c, routes, node_url, node_key) = world(tmp.path()).await;
+        let (bob, carol, dave) = (
+            addr("bob@beta.test"),
+            addr("carol@legacy.test"),
+            addr("dave@old.test"),
+        );
+        let gateway = addr("gateway@alpha.test");
+        let bob_id = publish(&routes, &bob, &node_url, node_key, 7);
+        let gw_id = publish(&routes, &gateway, &node_url, node_key, 6);
+        c.profile.config.legacy.insert("old.test".into());
+        let keys = c.unlock(None).unwrap();
+        let draft = Draft {
+            to: vec![bob.clone(), carol.clone()],
+            cc: vec![dave.clone()],
+            subject: "Plans".into(),
+            body: "Hello all".into(),
+            ..Draft::default()
+        };
+
+        let report = c
+            .send(&draft, std::slice::from_ref(&carol), &keys, &NoProgress)
+            .await
+            .unwrap();
+        assert_eq!(report.recipients.len(), 1);
+        assert_eq!(report.recipients[0].address, bob);
+        let legacy = report.legacy.as_ref().expect("a gateway copy");
+        assert_eq!(legacy.gateway.address, gateway, "the default gateway");
+        assert!(legacy.gateway.newly_pinned);
+        assert_eq!(
+            legacy.recipients,
+            vec![
+                (carol.clone(), LegacyReason::Forced),
+                (dave.clone(), LegacyReason::Listed("old.test".into()))
+            ]
+        );
+        assert!(legacy.with_keys.is_empty());
+        assert_eq!(report.unsubmitted(), 2, "our only trusted home is down");
+        assert!(
+            c.contacts.get(&gateway).unwrap().is_some(),
+            "gateway pinned"
+        );
+
+        // Unwrap each hop as the node would and open the letter as its recipient would.
+        let (_, node_keys) = vector_node();
+        let alice = c.profile.cert();
+        let mut seen = Vec::new();
+        for e in c.outbox.all().unwrap() {
+            let hop = HopWrapper::decode(&e.hop_bytes().unwrap()).unwrap();
+            assert_eq!(hop.destination, node_url);
+            let envelope = HopWrapper::unwrap_payload(&hop.payload, &node_keys).unwrap();
+            let (id, mailbox) = if e.recipient == gateway {
+                (&gw_id, 6)
+            } else {
+                (&bob_id, 7)
+            };
+            assert_eq!(envelope.mailbox, MailboxId([mailbox; 16]));
+            let opened = open(&envelope.sealed, &id.unlock(None).unwrap(), &|_| {
+                Some(alice.clone())
+            })
+            .unwrap();
+            assert!(matches!(opened.signature, SignatureStatus::Good { .. }));
+            let l = opened.letter;
+            assert_eq!(
+                (l.to.clone(), l.cc.clone()),
+                (draft.to.clone(), draft.cc.clone())
+            );
+            assert_eq!(l.message_id, report.message_id);
+            seen.push((e.recipient.clone(), l.legacy_to));
+        }
+        seen.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        assert_eq!(
+            seen,
+            vec![
+                (bob.clone(), vec![]),
+                (gateway.clone(), vec![carol.clone(), dave.clone()])
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn legacy_recipients_without_a_gateway_stop_the_send_before_anything_is_queued() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, routes, node_url, node_key) = world(tmp.path()).await;
+        let (bob, carol) = (addr("bob@beta.test"), addr("carol@legacy.test"));
+        publish(&routes, &bob, &node_url, node_key, 7);
+        let keys = c.unlock(None).unwrap();
+        let draft = Draft {
+            to: vec![bob.clone(), carol.clone()],
+            ..Draft::default()
+        };
+
+        // alpha.test's node publishes no gateway@alpha.test.
+        let e = c
+            .send(&draft, std::slice::from_ref(&carol), &keys, &NoProgress)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::NoGateway { .. }), "{e}");
+        assert_eq!(e.exit_code(), 1);
+        let s = e.to_string();
+        assert!(
+            s.contains("carol@legacy.test (--legacy)")
+                && s.contains("gateway@alpha.test")
+                && s.contains("sealpost gateway set"),
+            "{s}"
+        );
+        assert!(!s.contains('\n'));
+        assert!(c.outbox.all().unwrap().is_empty(), "nothing queued");
+        assert!(c.contacts.all().unwrap().is_empty(), "nothing pinned");
+
+        // --legacy must name a recipient.
+        let e = c
+            .send(&draft, &[addr("eve@legacy.test")], &keys, &NoProgress)
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.exit_code(), 1, "{e}");
+        assert!(c.outbox.all().unwrap().is_empty());
     }
 }

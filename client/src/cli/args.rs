@@ -4,6 +4,18 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+/// What `send --help` and `reply --help` say about legacy e-mail.
+pub const LEGACY_HELP: &str = "\
+Legacy e-mail:
+  A recipient whose domain has no Sealpost node (its name does not exist, nothing listens
+  at https://DOMAIN, or it serves no node descriptor), one whose domain is in your legacy
+  list (`sealpost legacy add`), and one named with --legacy get one copy together, sealed
+  to your gateway (`sealpost gateway`), which sends it on by SMTP. That leg is NOT end-to-end
+  encrypted: the letter leaves Sealpost at the gateway. An OpenPGP key imported for such a
+  recipient (`sealpost import-key`) is not used yet: no PGP/MIME. A domain in the resolve
+  table, or where you have seen a Sealpost record, is never taken for legacy; when it cannot
+  be told (a timeout, a TLS error, a 5xx), nothing is sent.";
+
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
@@ -43,7 +55,7 @@ pub struct Global {
     /// Read the secret key's passphrase from FILE (first line)
     #[arg(long, global = true, value_name = "FILE")]
     pub passphrase_file: Option<PathBuf>,
-    /// Machine-readable output (list, read, fetch, whoami, contact list/show, node list, outbox list)
+    /// Machine-readable output (list, read, fetch, whoami, contact list/show, node list, outbox list, resolve list, legacy list, gateway show)
     #[arg(long, global = true)]
     pub json: bool,
     /// Seconds to wait for a node to connect or answer
@@ -75,6 +87,7 @@ pub enum Command {
     #[command(subcommand)]
     Contact(ContactCommand),
     /// Send a letter; the body is read from stdin (or $EDITOR when stdin is a terminal)
+    #[command(after_help = LEGACY_HELP)]
     Send(SendArgs),
     /// Fetch new mail from every trusted home node (and retry the outbox)
     Fetch,
@@ -88,6 +101,7 @@ pub enum Command {
         save_attachments: Option<PathBuf>,
     },
     /// Reply to a letter; the body is read like `send`'s
+    #[command(after_help = LEGACY_HELP)]
     Reply {
         id: String,
         /// Copy everyone else the letter went to
@@ -96,6 +110,10 @@ pub enum Command {
         /// Attach a file (repeatable)
         #[arg(long = "attach", value_name = "FILE")]
         attach: Vec<PathBuf>,
+        /// Send to ADDR, one of the recipients, as legacy e-mail through your gateway, without
+        /// looking it up (repeatable; NOT end-to-end encrypted)
+        #[arg(long = "legacy", value_name = "ADDR")]
+        legacy: Vec<String>,
     },
     /// Print your public key (armored OpenPGP, for gpg --import)
     ExportKey {
@@ -125,6 +143,12 @@ pub enum Command {
     /// The profile's persistent domain → node table
     #[command(subcommand)]
     Resolve(ResolveCommand),
+    /// The gateway your letters to legacy e-mail addresses go through
+    #[command(subcommand)]
+    Gateway(GatewayCommand),
+    /// Domains without a Sealpost node: letters to them go through the gateway, unlooked-up
+    #[command(subcommand)]
+    Legacy(LegacyCommand),
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +165,10 @@ pub struct SendArgs {
     /// Attach a file (repeatable)
     #[arg(long = "attach", value_name = "FILE")]
     pub attach: Vec<PathBuf>,
+    /// Send to ADDR, one of the recipients, as legacy e-mail through your gateway, without
+    /// looking it up (repeatable; NOT end-to-end encrypted)
+    #[arg(long = "legacy", value_name = "ADDR")]
+    pub legacy: Vec<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -203,6 +231,33 @@ pub enum ResolveCommand {
     Add {
         #[arg(value_name = "DOMAIN=URL")]
         entry: String,
+    },
+    Remove {
+        domain: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum GatewayCommand {
+    /// Use ADDR (e.g. gateway@example.org, on one of your home nodes); looks it up and pins
+    /// its key
+    Set {
+        #[arg(value_name = "ADDR")]
+        address: String,
+    },
+    /// The gateway in use: the one set, else gateway@YOUR-DOMAIN when your domain's node
+    /// publishes it
+    Show,
+    /// Forget the gateway set; the default applies again
+    Clear,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LegacyCommand {
+    List,
+    /// Add a domain (not one of the resolve table)
+    Add {
+        domain: String,
     },
     Remove {
         domain: String,
@@ -293,6 +348,45 @@ mod tests {
             "4  profile",
         ] {
             assert!(help.contains(code), "{code} missing from --help");
+        }
+    }
+
+    #[test]
+    fn legacy_recipients_and_the_gateway() {
+        let cli = parse(&[
+            "send",
+            "--to",
+            "a@b.test",
+            "--to",
+            "c@legacy.test",
+            "--legacy",
+            "c@legacy.test",
+        ])
+        .unwrap();
+        let Command::Send(s) = cli.command else {
+            panic!()
+        };
+        assert_eq!(s.legacy, ["c@legacy.test"]);
+        let cli = parse(&["reply", "abcd", "--legacy", "x@y.test"]).unwrap();
+        assert!(matches!(cli.command, Command::Reply { legacy, .. } if legacy == ["x@y.test"]));
+        assert!(matches!(
+            parse(&["gateway", "set", "gateway@gw.test"]).unwrap().command,
+            Command::Gateway(GatewayCommand::Set { address }) if address == "gateway@gw.test"
+        ));
+        assert!(parse(&["gateway", "set"]).is_err());
+        assert!(parse(&["gateway", "show"]).is_ok() && parse(&["gateway", "clear"]).is_ok());
+        assert!(parse(&["legacy", "add", "legacy.test"]).is_ok());
+        for sub in ["send", "reply"] {
+            let mut cmd = Cli::command();
+            let help = cmd
+                .find_subcommand_mut(sub)
+                .unwrap()
+                .render_long_help()
+                .to_string();
+            assert!(
+                help.contains("NOT end-to-end") && help.contains("PGP/MIME"),
+                "{sub}: {help}"
+            );
         }
     }
 

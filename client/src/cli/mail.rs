@@ -26,7 +26,33 @@ pub(super) fn read_attachments(
 
 /// Prints what a send did; fails when a hop of this letter is still waiting.
 pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
-    for r in &report.recipients {
+    if let Some(l) = &report.legacy {
+        let who = l
+            .recipients
+            .iter()
+            .map(|(a, reason)| format!("{a} ({reason})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        warn(format!(
+            "{who}: sent as ordinary e-mail through your gateway {}; that leg is NOT end-to-end encrypted (the letter leaves Sealpost at the gateway)",
+            l.gateway.address
+        ));
+        if !l.with_keys.is_empty() {
+            warn(format!(
+                "you have an OpenPGP key for {}, but the gateway does not encrypt with it (PGP/MIME is not supported yet)",
+                l.with_keys
+                    .iter()
+                    .map(|a| a.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
+    }
+    let copies = report
+        .recipients
+        .iter()
+        .chain(report.legacy.as_ref().map(|l| &l.gateway));
+    for r in copies {
         if r.newly_pinned {
             note(format!(
                 "new contact {} pinned on first use; compare its fingerprint with `sealpost contact show {}`",
@@ -64,13 +90,18 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
         }
         .into());
     }
+    let homes = |n: usize| format!("{n} home{}", if n == 1 { "" } else { "s" });
     for r in &report.recipients {
-        println!(
-            "sent to {} ({} home{})",
-            r.address,
-            r.homes.len(),
-            if r.homes.len() == 1 { "" } else { "s" }
-        );
+        println!("sent to {} ({})", r.address, homes(r.homes.len()));
+    }
+    if let Some(l) = &report.legacy {
+        for (a, _) in &l.recipients {
+            println!(
+                "sent to {a} as legacy e-mail through {} ({})",
+                l.gateway.address,
+                homes(l.gateway.homes.len())
+            );
+        }
     }
     Ok(())
 }
@@ -79,6 +110,7 @@ pub(super) async fn send(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
     let c = ctx.open()?;
     let draft_to = addresses(&args.to)?;
     let draft_cc = addresses(&args.cc)?;
+    let legacy = addresses(&args.legacy)?;
     let attachments = read_attachments(&args.attach)?;
     let keys = ctx.keys(&c)?;
     let body = input::body(&c.profile.path("tmp"), None)?;
@@ -90,7 +122,7 @@ pub(super) async fn send(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
         attachments,
         in_reply_to: None,
     };
-    let report = c.send(&draft, &keys, &Bars::new()).await?;
+    let report = c.send(&draft, &legacy, &keys, &Bars::new()).await?;
     send_report(&report)
 }
 
@@ -99,9 +131,11 @@ pub(super) async fn reply(
     id: &str,
     all: bool,
     attach: &[PathBuf],
+    legacy: &[String],
 ) -> anyhow::Result<()> {
     let c = ctx.open()?;
     let id = c.messages.find(id)?;
+    let legacy = addresses(legacy)?;
     let attachments = read_attachments(attach)?;
     let keys = ctx.keys(&c)?;
     let original = c.read(&id, &keys)?;
@@ -120,7 +154,7 @@ pub(super) async fn reply(
     let body = input::body(&c.profile.path("tmp"), None)?;
     let mut draft: Draft = reply_draft(&letter, c.profile.address(), all, body);
     draft.attachments = attachments;
-    let report = c.send(&draft, &keys, &Bars::new()).await?;
+    let report = c.send(&draft, &legacy, &keys, &Bars::new()).await?;
     send_report(&report)
 }
 

@@ -1,15 +1,17 @@
-//! Housekeeping commands: node, outbox, resolve.
+//! Housekeeping commands: node, outbox, resolve, gateway, legacy.
 
 use serde_json::json;
 
 use sealpost_client::Error;
+use sealpost_client::contacts::display_fingerprint;
+use sealpost_client::gateway::GatewayLookup;
 use sealpost_client::resolve::parse_entry;
-use sealpost_proto::NodeUrl;
+use sealpost_proto::{Address, NodeUrl};
 
 use super::args::*;
 use super::bars::Bars;
 use super::output;
-use super::run::{Ctx, print_json, warn};
+use super::run::{Ctx, note, print_json, warn};
 
 pub(super) async fn node(ctx: &Ctx, cmd: NodeCommand) -> anyhow::Result<()> {
     let mut c = ctx.open()?;
@@ -137,7 +139,9 @@ pub(super) fn resolve_cmd(ctx: &Ctx, cmd: ResolveCommand) -> anyhow::Result<()> 
         ResolveCommand::Add { entry } => {
             let (d, u) = parse_entry(&entry)?;
             println!("{d}={u}");
-            c.set_resolve(d, u)?;
+            if c.set_resolve(d.clone(), u)? {
+                note(format!("{d} has a node now: taken off the legacy list"));
+            }
         }
         ResolveCommand::Remove { domain } => {
             let d = domain.trim().to_ascii_lowercase();
@@ -149,6 +153,100 @@ pub(super) fn resolve_cmd(ctx: &Ctx, cmd: ResolveCommand) -> anyhow::Result<()> 
                 .into());
             }
             println!("removed {d}");
+        }
+    }
+    Ok(())
+}
+
+pub(super) async fn gateway(ctx: &Ctx, cmd: GatewayCommand) -> anyhow::Result<()> {
+    let mut c = ctx.open()?;
+    match cmd {
+        GatewayCommand::Set { address } => {
+            let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let r = c.set_gateway(&address).await?;
+            println!(
+                "gateway {address}: {}",
+                display_fingerprint(&r.cert.fingerprint().to_hex())
+            );
+        }
+        GatewayCommand::Show => {
+            let (address, set) = c.gateway_address()?;
+            let found = c.gateway().await?;
+            if ctx.global.json {
+                let v = match &found {
+                    GatewayLookup::Found(r) => json!({
+                        "address": address, "set": set, "usable": true,
+                        "fingerprint": r.cert.fingerprint().to_hex(),
+                        "homes": r.record.homes.iter().map(|h| h.url.to_string()).collect::<Vec<_>>(),
+                    }),
+                    GatewayLookup::Missing(why) => json!({
+                        "address": address, "set": set, "usable": false, "error": why,
+                    }),
+                };
+                print_json(&v);
+                return Ok(());
+            }
+            match found {
+                GatewayLookup::Found(r) => {
+                    let how = if set {
+                        "set with `sealpost gateway set`"
+                    } else {
+                        "the default: gateway@ your domain"
+                    };
+                    println!("{address}  ({how})");
+                    println!(
+                        "  fingerprint {}",
+                        display_fingerprint(&r.cert.fingerprint().to_hex())
+                    );
+                    for h in &r.record.homes {
+                        println!("  home {}", h.url);
+                    }
+                }
+                GatewayLookup::Missing(why) => {
+                    println!("none: {why}");
+                }
+            }
+        }
+        GatewayCommand::Clear => {
+            if c.clear_gateway()? {
+                println!("gateway cleared; the default applies");
+            } else {
+                println!("no gateway was set");
+            }
+        }
+    }
+    Ok(())
+}
+
+pub(super) fn legacy_cmd(ctx: &Ctx, cmd: LegacyCommand) -> anyhow::Result<()> {
+    let mut c = ctx.open()?;
+    match cmd {
+        LegacyCommand::List => {
+            if ctx.global.json {
+                print_json(&serde_json::to_value(&c.profile.config.legacy)?);
+                return Ok(());
+            }
+            for d in &c.profile.config.legacy {
+                println!("{d}");
+            }
+        }
+        LegacyCommand::Add { domain } => {
+            let (d, added) = c.add_legacy_domain(&domain)?;
+            if added {
+                println!("added {d}");
+            } else {
+                println!("{d} was already listed");
+            }
+        }
+        LegacyCommand::Remove { domain } => {
+            if !c.remove_legacy_domain(&domain)? {
+                return Err(Error::NotFound {
+                    what: "legacy domain",
+                    id: domain.trim().to_ascii_lowercase(),
+                }
+                .into());
+            }
+            println!("removed {}", domain.trim().to_ascii_lowercase());
         }
     }
     Ok(())

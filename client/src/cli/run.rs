@@ -105,7 +105,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             id,
             save_attachments,
         } => mail::read(&ctx, &id, save_attachments.as_deref()),
-        Command::Reply { id, all, attach } => mail::reply(&ctx, &id, all, &attach).await,
+        Command::Reply {
+            id,
+            all,
+            attach,
+            legacy,
+        } => mail::reply(&ctx, &id, all, &attach, &legacy).await,
         Command::ExportKey { secret, output } => keys::export_key(&ctx, secret, output.as_deref()),
         Command::ImportKey { file, address } => keys::import_key(&ctx, &file, address.as_deref()),
         Command::Node(cmd) => manage::node(&ctx, cmd).await,
@@ -123,5 +128,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Outbox(cmd) => manage::outbox(&ctx, cmd).await,
         Command::Resolve(cmd) => manage::resolve_cmd(&ctx, cmd),
+        Command::Gateway(cmd) => manage::gateway(&ctx, cmd).await,
+        Command::Legacy(cmd) => manage::legacy_cmd(&ctx, cmd),
     }
 }

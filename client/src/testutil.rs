@@ -1,0 +1,133 @@
+//! Test helpers shared by the unit tests: a loopback stub node, records, and the node of
+//! the spec's test vectors (a signed descriptor whose secret keys we have).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use sealpost_proto::codec::Codec;
+use sealpost_proto::descriptor::SignedDescriptor;
+use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
+use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
+use sealpost_proto::{Address, MailboxId, NodeUrl};
+
+use crate::api::VerifiedNode;
+use crate::now;
+
+/// What the stub answers, by path: status and body.
+pub type Routes = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
+
+/// A loopback HTTP/1.1 server answering GETs from a table (path → status, body); other
+/// paths get a node's `404 unknown_address`.
+pub async fn stub() -> (NodeUrl, Routes) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = NodeUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
+    let routes: Routes = Arc::default();
+    let table = routes.clone();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let table = table.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 1024];
+                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&buf).to_string();
+                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
+                let (status, body) = table.lock().unwrap().get(&path).cloned().unwrap_or((
+                    404,
+                    b"{\"error\":{\"code\":\"unknown_address\",\"message\":\"no\"}}".to_vec(),
+                ));
+                let head = format!(
+                    "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = sock.write_all(head.as_bytes()).await;
+                let _ = sock.write_all(&body).await;
+                let _ = sock.shutdown().await;
+            });
+        }
+    });
+    (url, routes)
+}
+
+/// A record of `address` listing `homes` (node key `[1; 32]`, mailbox `[2; 16]`).
+pub fn record(
+    id: &SecretIdentity,
+    address: &Address,
+    homes: &[&NodeUrl],
+    sequence: u64,
+) -> SignedRecord {
+    let homes = homes
+        .iter()
+        .map(|u| Home {
+            url: (*u).clone(),
+            node_key: [1; 32],
+            mailbox: MailboxId([2; 16]),
+        })
+        .collect();
+    record_with_homes(id, address, homes, sequence)
+}
+
+pub fn record_with_homes(
+    id: &SecretIdentity,
+    address: &Address,
+    homes: Vec<Home>,
+    sequence: u64,
+) -> SignedRecord {
+    let now = now();
+    let body = MailboxRecord {
+        address: address.clone(),
+        cert: cert_to_bytes(&id.public_cert()),
+        homes,
+        created: now,
+        expires: now + 3600,
+        sequence,
+    };
+    SignedRecord::sign(&body, &id.unlock(None).unwrap()).unwrap()
+}
+
+/// A loopback URL where nothing listens (a port that was just free).
+pub fn dead() -> NodeUrl {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap()
+}
+
+fn vectors_dir() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../spec/vectors")
+}
+
+/// The node of `spec/vectors` (`http://beta.test:8080`): its signed descriptor, verified,
+/// and the keys hop payloads to it are encrypted to.
+pub fn vector_node() -> (VerifiedNode, Keyring) {
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(vectors_dir().join("vectors.json")).unwrap())
+            .unwrap();
+    let signed = SignedDescriptor::decode(
+        &hex::decode(v["descriptor"]["signed"].as_str().unwrap()).unwrap(),
+    )
+    .unwrap();
+    let (descriptor, cert) = signed.verify().unwrap();
+    let secret = std::fs::read(vectors_dir().join("node-b.sec.asc")).unwrap();
+    let keys = SecretIdentity::from_bytes(&secret)
+        .unwrap()
+        .unlock(None)
+        .unwrap();
+    (
+        VerifiedNode {
+            descriptor,
+            cert,
+            signed,
+        },
+        keys,
+    )
+}
