@@ -3,6 +3,8 @@
 //! JSON. `make bench` runs it in release mode; `--quick` is the smoke run `make test` uses.
 
 mod crypto;
+mod fetch;
+mod gateway;
 mod ingest;
 mod latency;
 mod node;
@@ -32,7 +34,7 @@ struct Args {
     /// Concurrent senders for the ingest runs.
     #[arg(long, default_value_t = 20)]
     clients: usize,
-    /// Which sections to run (default: all): ingest, latency, crypto.
+    /// Which sections to run (default: all): ingest, gateway, fetch, latency, crypto.
     #[arg(long = "only")]
     only: Vec<String>,
 }
@@ -67,6 +69,31 @@ fn main() -> Result<()> {
             p.count, p.clients
         );
         rows.extend(rt.block_on(ingest::run(&args.repo, work.path(), &p))?);
+    }
+    if want("gateway") {
+        let p = if args.quick {
+            gateway::Params {
+                count: 20,
+                size: 10 * 1024,
+                sessions: 4,
+            }
+        } else {
+            gateway::Params {
+                count: 2000,
+                size: 10 * 1024,
+                sessions: args.clients,
+            }
+        };
+        eprintln!(
+            "bench: gateway ingest ({} messages, {} sessions) ...",
+            p.count, p.sessions
+        );
+        rows.extend(rt.block_on(gateway::run(&args.repo, work.path(), &p))?);
+    }
+    if want("fetch") {
+        let n = if args.quick { 20 } else { 10_000 };
+        eprintln!("bench: client fetch of {n} letters ...");
+        rows.extend(rt.block_on(fetch::run(work.path(), n))?);
     }
     if want("latency") {
         let p = if args.quick {

@@ -155,26 +155,29 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
             }
         }
     })?;
+    let mut out = String::new();
     for cf in sealpost_server::store::rocks::COLUMN_FAMILIES {
         let (n, bytes) = counts.get(cf).copied().unwrap_or_default();
-        println!("{cf:<10} {n:>6} entries {bytes:>10} bytes");
+        out.push_str(&format!("{cf:<10} {n:>6} entries {bytes:>10} bytes\n"));
     }
     for (size, n) in envelope_sizes {
-        println!("envelope size {size} bytes: {n}");
+        out.push_str(&format!("envelope size {size} bytes: {n}\n"));
     }
     if destinations.is_empty() {
-        println!("outbound queue: empty");
+        out.push_str("outbound queue: empty\n");
     }
     for (d, n) in destinations {
-        println!("outbound queue: {n} hop(s) for {d}");
+        out.push_str(&format!("outbound queue: {n} hop(s) for {d}\n"));
     }
     for ((name, _), cfs) in needles.iter().zip(found) {
         if cfs.is_empty() {
-            println!("{name}: not stored");
+            out.push_str(&format!("{name}: not stored\n"));
         } else {
-            println!("{name}: stored in {}", cfs.join(", "));
+            out.push_str(&format!("{name}: stored in {}\n", cfs.join(", ")));
         }
     }
+    // A closed pipe (`| head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
     Ok(())
 }
 
