@@ -161,6 +161,8 @@ pub struct Node {
     pub url: String,
     pub port: u16,
     run_args: Vec<String>,
+    /// The rest of the running node's stdout, line by line (after its ready line).
+    stdout: Mutex<Option<mpsc::Receiver<String>>>,
 }
 
 /// Relay retries fast in tests, so a node that comes back gets its mail soon.
@@ -193,6 +195,7 @@ impl Node {
             url: String::new(),
             port: 0,
             run_args: run_args.iter().map(|s| s.to_string()).collect(),
+            stdout: Mutex::new(None),
         };
         node.launch(None);
         node
@@ -271,6 +274,7 @@ impl Node {
                         self.url = url;
                         self.port = port;
                         self.child = Some(child);
+                        *self.stdout.lock().unwrap() = Some(rx);
                         return Ok(());
                     }
                 }
@@ -304,6 +308,30 @@ impl Node {
 
     pub fn is_running(&self) -> bool {
         self.child.is_some()
+    }
+
+    /// Waits (up to [`START_DEADLINE`]) for the next stdout line of the running node that
+    /// starts with `prefix`, and returns the rest of it: e.g. the gateway's
+    /// `sealpost-node gateway listening on smtp://IP:PORT`.
+    pub fn stdout_line(&self, prefix: &str) -> String {
+        let guard = self.stdout.lock().unwrap();
+        let rx = guard.as_ref().expect("the node is running");
+        let deadline = Instant::now() + START_DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(rest) = line.trim().strip_prefix(prefix) {
+                        return rest.to_string();
+                    }
+                }
+                Err(e) => panic!(
+                    "node {}: no stdout line {prefix:?} ({e})\n--- log ---\n{}",
+                    self.name,
+                    self.log()
+                ),
+            }
+        }
     }
 }
 
