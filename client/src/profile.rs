@@ -456,6 +456,28 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn gateway_and_legacy_settings_are_written_only_when_set() {
+        let tmp = tempfile::tempdir().unwrap();
+        let mut p = sample(tmp.path(), "alice@alpha.test", None);
+        // What older clients wrote and read: no gateway, no legacy list.
+        let text = std::fs::read_to_string(tmp.path().join(CONFIG_FILE)).unwrap();
+        assert!(
+            !text.contains("gateway") && !text.contains("legacy"),
+            "{text}"
+        );
+        p.config.gateway = Some(Address::parse("gateway@alpha.test").unwrap());
+        p.config.legacy.insert("legacy.test".into());
+        p.save_config().unwrap();
+        drop(p);
+        let p = Profile::open(tmp.path()).unwrap();
+        assert_eq!(
+            p.config.gateway.as_ref().unwrap().as_str(),
+            "gateway@alpha.test"
+        );
+        assert!(p.config.legacy.contains("legacy.test"));
+    }
+
+    #[test]
     fn passphrase_protects_the_key_on_disk() {
         let tmp = tempfile::tempdir().unwrap();
         let p = sample(tmp.path(), "alice@alpha.test", Some("s3cret"));
