@@ -131,7 +131,8 @@ impl RocksStore {
         opts.create_if_missing(true);
         opts.create_missing_column_families(true);
         opts.set_max_background_jobs(2);
-        opts.set_db_write_buffer_size(cfg.write_buffer_mb.max(4) << 20);
+        let write_buffer = cfg.write_buffer_mb.max(4) << 20;
+        opts.set_db_write_buffer_size(write_buffer);
         // With several column families the WAL is kept until each has flushed; bound it.
         opts.set_max_total_wal_size(((cfg.write_buffer_mb.max(4) as u64) << 20) * 2);
         opts.set_keep_log_file_num(3);
@@ -139,6 +140,10 @@ impl RocksStore {
         let cache = Cache::new_lru_cache(cfg.cache_mb.max(1) << 20);
         let descriptors = COLUMN_FAMILIES.iter().map(|name| {
             let mut o = Options::default();
+            // No one memtable may exceed the budget of all together. This also sets how
+            // much free space RocksDB waits for before it resumes writing after a full
+            // disk (it reserves the largest memtable size; the default would be 64 MiB).
+            o.set_write_buffer_size(write_buffer);
             let mut table = BlockBasedOptions::default();
             table.set_block_cache(&cache);
             match *name {
@@ -159,6 +164,13 @@ impl RocksStore {
             o.set_block_based_table_factory(&table);
             ColumnFamilyDescriptor::new(*name, o)
         });
+        // `default` always exists (unused); left out, it would get a 64 MiB memtable.
+        let mut default_cf = Options::default();
+        default_cf.set_write_buffer_size(write_buffer);
+        let descriptors = descriptors.chain(std::iter::once(ColumnFamilyDescriptor::new(
+            rocksdb::DEFAULT_COLUMN_FAMILY_NAME,
+            default_cf,
+        )));
         let db = DB::open_cf_descriptors(&opts, dir, descriptors).map_err(|e| unavailable(&e))?;
         let db = Arc::new(db);
         match db.get_cf(cf(&db, CF_META), key::SCHEMA).map_err(read_err)? {
