@@ -28,9 +28,8 @@ struct Postfix {
 }
 
 impl Postfix {
-    fn start(relay_domain: &str, relay_port: u16) -> Postfix {
+    fn start(port: u16, relay_domain: &str, relay_port: u16) -> Postfix {
         let dir = TempDir::new("postfix");
-        let port = free_port();
         let out = Command::new(repo().join("scripts/postfix-private.sh"))
             .arg("start")
             .arg(dir.path())
@@ -110,21 +109,23 @@ fn raw_smtp(port: u16, input: &[u8]) -> String {
 #[test]
 fn legacy_mail_through_postfix_and_the_gateway() {
     let gw_port = free_port();
-    let pf_probe = free_port();
+    let pf_port = free_port();
     let mut args: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
     for s in [
         "gateway.enabled=true".to_string(),
         "gateway.domain=\"gw.test\"".to_string(),
         format!("gateway.listen=\"127.0.0.1:{gw_port}\""),
         "gateway.max_message_bytes=200000".to_string(),
-        format!("gateway.smarthost=\"127.0.0.1:{pf_probe}\""),
+        format!("gateway.smarthost=\"127.0.0.1:{pf_port}\""),
+        "gateway.retry_base=0.5".to_string(),
+        "gateway.retry_max=1".to_string(),
     ] {
         args.push("--set".into());
         args.push(s);
     }
     let arg_refs: Vec<&str> = args.iter().map(String::as_str).collect();
     let node = Node::start_with("gw", &arg_refs);
-    let postfix = Postfix::start("gw.test", gw_port);
+    let postfix = Postfix::start(pf_port, "gw.test", gw_port);
 
     let mut resolve = Resolve::default();
     resolve.add("gw.test", &node.url);
