@@ -6,7 +6,8 @@ set -euo pipefail
 
 # libclang-dev: bindgen for librocksdb-sys. gnupg: OpenPGP interop tests.
 # postfix + swaks: the legacy-mail world of the gateway tests and the Postfix benchmark peer.
-pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev)
+# openssl: test certificates for the TLS tests. python3: small helpers in the demo script.
+pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3)
 
 missing=()
 for p in "${pkgs[@]}"; do
