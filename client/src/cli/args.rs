@@ -7,19 +7,22 @@ use clap::{Args, Parser, Subcommand};
 /// What `send --help` and `reply --help` say about legacy e-mail.
 pub const LEGACY_HELP: &str = "\
 Legacy e-mail:
-  A recipient whose domain has no Sealpost node (its name does not exist, nothing listens
-  at https://DOMAIN, or it serves no node descriptor), one whose domain is in your legacy
-  list (`sealpost legacy add`), and one named with --legacy get one copy together, sealed
-  to your gateway (`sealpost gateway`), which sends it on by SMTP. That leg is NOT end-to-end
-  encrypted: the letter leaves Sealpost at the gateway. An OpenPGP key imported for such a
-  recipient (`sealpost import-key`) is not used yet: no PGP/MIME. A domain in the resolve
-  table, or where you have seen a Sealpost record, is never taken for legacy; when it cannot
-  be told (a timeout, a TLS error, a 5xx), nothing is sent.";
+  A recipient whose domain has no Sealpost node (its name does not exist, nothing
+  listens at https://DOMAIN, or it serves no node descriptor), one whose domain is in
+  your legacy list (`sealpost legacy add`), and one named with --legacy get one copy
+  together, sealed to your gateway (`sealpost gateway`; by default gateway@YOUR-DOMAIN,
+  if your domain's node publishes it), which sends it on by SMTP. That leg is NOT
+  end-to-end encrypted: the letter leaves Sealpost at the gateway. An OpenPGP key
+  imported for such a recipient (`sealpost import-key`) is not used yet: no PGP/MIME. A
+  domain in the resolve table, or where you have seen a Sealpost record, is never taken
+  for legacy. When it cannot be told (a timeout, a TLS error, a 5xx), or there is no
+  gateway, nothing is sent.";
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
-  1  usage or input error (bad arguments, unknown address or message, unreadable file)
+  1  usage or input error (bad arguments, unknown address or message, unreadable file,
+     legacy recipients but no gateway)
   2  network or node error (node unreachable or refusing; mail kept in the outbox)
   3  crypto or verification problem (changed key, bad signature, wrong passphrase)
   4  profile error (missing, corrupt, locked or unwritable profile)
@@ -146,7 +149,7 @@ pub enum Command {
     /// The gateway your letters to legacy e-mail addresses go through
     #[command(subcommand)]
     Gateway(GatewayCommand),
-    /// Domains without a Sealpost node: letters to them go through the gateway, unlooked-up
+    /// Domains without a Sealpost node: their addresses go through the gateway, not looked up
     #[command(subcommand)]
     Legacy(LegacyCommand),
 }
@@ -254,14 +257,12 @@ pub enum GatewayCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LegacyCommand {
+    /// List the legacy domains
     List,
-    /// Add a domain (not one of the resolve table)
-    Add {
-        domain: String,
-    },
-    Remove {
-        domain: String,
-    },
+    /// Add a domain (not one of the resolve table, which wins)
+    Add { domain: String },
+    /// Remove a domain
+    Remove { domain: String },
 }
 
 #[cfg(test)]
