@@ -36,6 +36,14 @@ struct Gateway {
 }
 
 fn start(max_connections: usize, command_timeout: Duration) -> Gateway {
+    start_with_tls(max_connections, command_timeout, None)
+}
+
+fn start_with_tls(
+    max_connections: usize,
+    command_timeout: Duration,
+    tls: Option<tokio_rustls::TlsAcceptor>,
+) -> Gateway {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -56,7 +64,7 @@ fn start(max_connections: usize, command_timeout: Duration) -> Gateway {
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
     let b = backend.clone();
-    rt.spawn(serve(listener, cfg, None, b, std::future::pending()));
+    rt.spawn(serve(listener, cfg, tls, b, std::future::pending()));
     Gateway { addr, backend, rt }
 }
 
@@ -241,4 +249,85 @@ fn idle_clients_time_out_and_connections_are_capped() {
             String::from_utf8_lossy(&buf)
         );
     });
+}
+
+/// A self-signed certificate for 127.0.0.1 made with the openssl command, as an acceptor.
+fn self_signed(dir: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    let out = Command::new("openssl")
+        .current_dir(dir)
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+        ])
+        .args([
+            "-keyout",
+            "key.pem",
+            "-out",
+            "cert.pem",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=gw.test",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ])
+        .output()
+        .expect("openssl is installed (make deps)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let certs = rustls_pemfile::certs(&mut std::io::BufReader::new(
+        std::fs::File::open(dir.join("cert.pem")).unwrap(),
+    ))
+    .collect::<Result<Vec<_>, _>>()
+    .unwrap();
+    let key = rustls_pemfile::private_key(&mut std::io::BufReader::new(
+        std::fs::File::open(dir.join("key.pem")).unwrap(),
+    ))
+    .unwrap()
+    .unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let sc = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(sc))
+}
+
+#[test]
+fn starttls_upgrades_the_session_and_the_label_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let g = start_with_tls(10, Duration::from_secs(30), Some(self_signed(dir.path())));
+    let (ok, log) = swaks(
+        g.addr,
+        &[
+            "--to",
+            "bob@gw.test",
+            "--tls",
+            "--header",
+            "Subject: over TLS",
+            "--body",
+            "secret-ish",
+        ],
+    );
+    assert!(ok, "{log}");
+    assert!(
+        log.contains("STARTTLS") && log.contains("220 2.0.0 Ready to start TLS"),
+        "{log}"
+    );
+    assert!(log.contains("TLS started"), "{log}");
+    let stored = g.backend.stored.lock().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].arrival.tls);
+    let letter = Letter::from_rfc5322(&stored[0].message).unwrap();
+    assert!(letter.legacy.unwrap().contains("tls=yes"));
 }
