@@ -71,6 +71,15 @@ resolve=(--resolve "alpha.test=$URL_alpha" --resolve "beta.test=$URL_beta" --res
 # Show commands as a user would type them (profile and --resolve entries are set per user).
 as_user() { local who=$1; shift; echo "${dim}$who\$ sealpost $*${reset}"; "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" "$@"; }
 alice() { as_user alice "$@"; }
+# Fetches quietly until USER has new mail (relaying between nodes takes a moment), 10 s at most.
+wait_for_mail() {
+  local who=$1
+  for _ in $(seq 1 100); do
+    "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" --json fetch 2>/dev/null \
+      | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && return 0
+    sleep 0.1
+  done
+}
 bob() { as_user bob "$@"; }
 
 step "2. Alice is homed on two nodes (alpha and beta); Bob on gamma"
@@ -92,11 +101,7 @@ alice send --to bob@gamma.test --subject "Photos from the trip" --attach "$work/
 step "4. Bob fetches and reads it"
 say "Bob's client fetches from his home node, checks Alice's signature against the key it"
 say "pinned on first contact, and decrypts. Only Bob's client ever sees the plaintext."
-for _ in $(seq 1 100); do
-  out=$("$bin/sealpost" --profile "$work/bob" "${resolve[@]}" --json fetch 2>/dev/null || true)
-  echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
-  sleep 0.1
-done
+wait_for_mail bob
 bob list
 id=$("$bin/sealpost" --profile "$work/bob" --json list | python3 -c 'import json,sys; print(json.load(sys.stdin)[0]["id"])')
 bob read "$id"
@@ -106,9 +111,9 @@ kill "$PID_alpha"; wait "$PID_alpha" 2>/dev/null || true
 say "node alpha stopped. Bob replies; his client delivers to every home in Alice's record,"
 say "so the copy for beta gets through."
 printf 'Thanks Alice, they are lovely.\n' | bob reply "$id"
+# Wait until the reply sits in Alice's mailbox on beta, then fetch for all to see.
 for _ in $(seq 1 100); do
-  out=$("$bin/sealpost" --profile "$work/alice" "${resolve[@]}" --json fetch 2>/dev/null || true)
-  echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
+  "$bin/sealpost-node" inspect --config "$work/beta/node.toml" | grep -q '^envelope size' && break
   sleep 0.1
 done
 alice fetch || true
@@ -130,11 +135,7 @@ if command -v swaks >/dev/null && [ -x /usr/sbin/postfix ]; then
     || { cat "$work/swaks.log" >&2; exit 1; }
   grep -E '^<- +250 .*queued' "$work/swaks.log" | sed 's/^/   postfix: /' || true
   say "The gateway sealed it to Bob's key on arrival and stored it before answering 250."
-  for _ in $(seq 1 100); do
-    out=$("$bin/sealpost" --profile "$work/bob" "${resolve[@]}" --json fetch 2>/dev/null || true)
-    echo "$out" | python3 -c 'import json,sys; sys.exit(0 if json.load(sys.stdin).get("new") else 1)' 2>/dev/null && break
-    sleep 0.1
-  done
+  wait_for_mail bob
   bob list
   lid=$("$bin/sealpost" --profile "$work/bob" --json list | python3 -c 'import json,sys; print([m["id"] for m in json.load(sys.stdin) if m.get("legacy")][0])')
   bob read "$lid"
