@@ -149,7 +149,9 @@ pub fn verify_request(
     let vk =
         VerifyingKey::from_bytes(&key_bytes).map_err(|_| SigError::Malformed("Signature-Input"))?;
     let base = signature_base(method, authority, path, digest, params);
-    vk.verify(base.as_bytes(), &Signature::from_bytes(&sig_bytes))
+    // Strict: the key id names the signer, so a small-order "key", for which a crafted
+    // signature verifies for every message under plain Ed25519, must not pass.
+    vk.verify_strict(base.as_bytes(), &Signature::from_bytes(&sig_bytes))
         .map_err(|_| SigError::BadSignature)?;
     Ok(key_bytes)
 }
@@ -257,6 +259,29 @@ mod tests {
         assert_eq!(
             verify_request("POST", "b", "/", b"", None, None, None, 0, 300),
             Err(SigError::Missing("Content-Digest"))
+        );
+    }
+
+    #[test]
+    fn small_order_keys_do_not_verify_anything() {
+        // The identity point as key id, (R = identity, s = 0) as signature: accepted for
+        // every message by non-strict verification.
+        let h = sign_request(&key(), "POST", "b.test", "/v1/deliver", b"x", 1000);
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let forged = SignatureHeaders {
+            signature_input: h.signature_input.replace(
+                &B64.encode(key().verifying_key().to_bytes()),
+                &B64.encode(identity),
+            ),
+            signature: format!("{LABEL}=:{}:", B64.encode(sig)),
+            ..h
+        };
+        assert_eq!(
+            verify(&forged, "POST", "b.test", "/v1/deliver", b"x", 1000),
+            Err(SigError::BadSignature)
         );
     }
 }
