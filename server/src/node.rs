@@ -113,7 +113,7 @@ impl Node {
             url: url.clone(),
             descriptor,
             store,
-            sessions: Sessions::default(),
+            sessions: Sessions::from_env(),
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
             metrics: Metrics::default(),

@@ -1,5 +1,7 @@
 //! Mailbox-owner authentication state: single-use challenge nonces (60 s) and bearer tokens
 //! (600 s), kept in memory. A restart forgets them; clients then ask for a new challenge.
+//! The environment variables `SEALPOST_NONCE_TTL` and `SEALPOST_TOKEN_TTL` (seconds) change
+//! the lifetimes, e.g. for shorter-lived tokens (`spec/node.md`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -13,6 +15,11 @@ pub const NONCE_TTL_SECS: u64 = 60;
 pub const TOKEN_TTL_SECS: u64 = 600;
 /// Outstanding nonces and tokens beyond which new ones are refused (memory bound).
 const MAX_PENDING: usize = 200_000;
+/// Environment variables that override [`NONCE_TTL_SECS`] and [`TOKEN_TTL_SECS`].
+pub const NONCE_TTL_ENV: &str = "SEALPOST_NONCE_TTL";
+pub const TOKEN_TTL_ENV: &str = "SEALPOST_TOKEN_TTL";
+/// Longest lifetime the environment may set (a day).
+const MAX_TTL_SECS: u64 = 86_400;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -20,10 +27,17 @@ struct Entry {
     expires: u64,
 }
 
-#[derive(Default)]
 pub struct Sessions {
+    nonce_ttl: u64,
+    token_ttl: u64,
     nonces: Mutex<HashMap<[u8; NONCE_BYTES], Entry>>,
     tokens: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+impl Default for Sessions {
+    fn default() -> Self {
+        Sessions::new(NONCE_TTL_SECS, TOKEN_TTL_SECS)
+    }
 }
 
 /// Why a challenge answer was refused (all map to `401 unauthorized`).
@@ -35,10 +49,42 @@ pub enum NonceError {
 }
 
 impl Sessions {
+    /// Nonces live `nonce_ttl` seconds, tokens `token_ttl` (at least 1 each).
+    pub fn new(nonce_ttl: u64, token_ttl: u64) -> Self {
+        Sessions {
+            nonce_ttl: nonce_ttl.max(1),
+            token_ttl: token_ttl.max(1),
+            nonces: Mutex::default(),
+            tokens: Mutex::default(),
+        }
+    }
+
+    /// The defaults, or the lifetimes `SEALPOST_NONCE_TTL` and `SEALPOST_TOKEN_TTL` set
+    /// (whole seconds, 1 to 86400; another value is ignored with a warning).
+    pub fn from_env() -> Self {
+        let ttl = |name: &str, default: u64| match std::env::var(name) {
+            Err(_) => default,
+            Ok(v) => match v.trim().parse::<u64>() {
+                Ok(secs @ 1..=MAX_TTL_SECS) => {
+                    tracing::info!(secs, "{name} sets the lifetime");
+                    secs
+                }
+                _ => {
+                    tracing::warn!(value = %v, default, "{name}: expected 1 to {MAX_TTL_SECS} seconds; using the default");
+                    default
+                }
+            },
+        };
+        Sessions::new(
+            ttl(NONCE_TTL_ENV, NONCE_TTL_SECS),
+            ttl(TOKEN_TTL_ENV, TOKEN_TTL_SECS),
+        )
+    }
+
     /// A fresh nonce for `mailbox`; `None` when too many are outstanding.
     pub fn challenge(&self, mailbox: MailboxId, now: u64) -> Option<([u8; NONCE_BYTES], u64)> {
         let nonce: [u8; NONCE_BYTES] = rand::random();
-        let expires = now + NONCE_TTL_SECS;
+        let expires = now + self.nonce_ttl;
         let mut map = self.nonces.lock().ok()?;
         if map.len() >= MAX_PENDING {
             map.retain(|_, e| e.expires > now);
@@ -75,7 +121,7 @@ impl Sessions {
     /// Issues a token for `mailbox`; `None` when too many are outstanding.
     pub fn issue_token(&self, mailbox: MailboxId, now: u64) -> Option<([u8; 32], u64)> {
         let token: [u8; 32] = rand::random();
-        let expires = now + TOKEN_TTL_SECS;
+        let expires = now + self.token_ttl;
         let mut map = self.tokens.lock().ok()?;
         if map.len() >= MAX_PENDING {
             map.retain(|_, e| e.expires > now);
@@ -130,6 +176,18 @@ mod tests {
         let (n, _) = s.challenge(m, 100).unwrap();
         assert_eq!(s.take_nonce(&n, m, 159), Ok(()));
         assert_eq!(s.take_nonce(&n, m, 159), Err(NonceError::Unknown));
+    }
+
+    #[test]
+    fn lifetimes_are_configurable() {
+        let s = Sessions::new(5, 7);
+        let m = MailboxId([1; 16]);
+        assert_eq!(s.challenge(m, 100).unwrap().1, 105);
+        let (t, exp) = s.issue_token(m, 100).unwrap();
+        assert_eq!(exp, 107);
+        assert_eq!(s.token_mailbox(&t, 106), Some(m));
+        assert_eq!(s.token_mailbox(&t, 107), None);
+        assert_eq!(Sessions::new(0, 0).issue_token(m, 100).unwrap().1, 101);
     }
 
     #[test]
