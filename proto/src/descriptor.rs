@@ -102,12 +102,43 @@ impl SignedDescriptor {
             what: "node key",
             reason: "not an Ed25519 public key".into(),
         })?;
-        vk.verify(
+        // Strict, as for request signatures: no small-order keys.
+        vk.verify_strict(
             &[DESCRIPTOR_CONTEXT, &self.body].concat(),
             &Signature::from_bytes(&self.signature),
         )
         .map_err(|_| Error::BadObjectSignature("node descriptor"))?;
         let cert = cert_from_bytes(&desc.encryption_cert)?;
         Ok((desc, cert))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::NodeUrl;
+
+    #[test]
+    fn a_small_order_node_key_with_a_zero_signature_is_refused() {
+        let mut node_key = [0u8; 32];
+        node_key[0] = 1; // the identity point
+        let desc = NodeDescriptor {
+            url: NodeUrl::parse("http://forged.test").unwrap(),
+            node_key,
+            encryption_cert: vec![0x99],
+            max_envelope: 4096,
+            software: "x".into(),
+            created: 1,
+        };
+        let mut signature = [0u8; 64];
+        signature[0] = 1;
+        let signed = SignedDescriptor {
+            body: desc.encode(),
+            signature,
+        };
+        assert!(matches!(
+            signed.verify(),
+            Err(Error::BadObjectSignature("node descriptor"))
+        ));
     }
 }
