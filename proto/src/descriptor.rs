@@ -1,7 +1,7 @@
 //! The node descriptor: a node's URL, identity key, encryption certificate and limits,
 //! self-signed with the node's Ed25519 key. Served at `/.well-known/sealpost/node`.
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use sequoia_openpgp::Cert;
 
 use crate::codec::{Codec, Reader, Writer, tag};
