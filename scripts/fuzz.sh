@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS each (default 90; 7 targets ≈ 10.5 minutes), seeding
-# the corpora from spec/vectors, and prints one summary line per target: runs, coverage,
-# crashes. Crashes stop the run; keep each crasher as a regression test in proto/tests.
+# Runs every fuzz target for SECONDS each (default 90; 9 targets ≈ 13.5 minutes), seeding
+# the corpora from spec/vectors (and, for `config`, from the node.toml that `sealpost-node
+# init` writes), and prints one summary line per target: runs, coverage, crashes. Crashes
+# stop the run; keep each crasher as a regression test: copy it to
+# proto/tests/fuzz_regressions/TARGET/ (server/tests/fuzz_regressions/config/ for config),
+# where `make test` replays it through the same check (proto/tests/fuzz_checks/mod.rs).
 #
 #   scripts/fuzz.sh [SECONDS] [TARGET ...]
 # Needs cargo-fuzz (`cargo install cargo-fuzz --locked`); runs on stable Rust with
@@ -11,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-90}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names httpsig config)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 seed() { # target dir
@@ -29,6 +32,16 @@ elif t == "descriptor": seeds = [v["descriptor"]["signed"]]
 seeds += [b["hex"] for b in v["bad_inputs"] if b["what"] == t]
 for i, h in enumerate(seeds):
     (d / f"vector-{i}").write_bytes(bytes.fromhex(h))
+if t == "httpsig":
+    s = v["httpsig"]
+    fields = [s["method"], s["authority"], s["path"], s["content_digest"], s["signature_input"], s["signature"]]
+    body = bytes.fromhex(s["body"])
+    (d / "vector").write_bytes("\n".join(fields).encode() + b"\n" + body)
+    # The checker's clock is 1800000000: the same request, created "now".
+    fields[4] = fields[4].replace(str(s["created"]), "1800000000")
+    (d / "vector-now").write_bytes("\n".join(fields).encode() + b"\n" + body)
+if t == "config":
+    (d / "overrides").write_bytes(b'listen = "127.0.0.1:0"\n[limits]\nbody_timeout = 0.5\n\0relay.give_up_after=2\nregistration.policy=closed\ngateway.listen="127.0.0.1:0"\n')
 if t == "smtp":
     (d / "session").write_bytes(b"EHLO x\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\nSubject: x\r\n\r\nhi\r\n.\r\nQUIT\r\n")
 if t == "letter":
@@ -38,6 +51,17 @@ if t == "names":
     (d / "url").write_bytes(b"https://node.example:8443/sealpost")
 PY
 }
+
+if [[ " ${targets[*]} " == *" config "* ]]; then
+  # The commented default node.toml, as `init` writes it.
+  node=target/debug/sealpost-node
+  [ -x "$node" ] || cargo build -q -p sealpost-server --bin sealpost-node
+  tmp=$(mktemp -d)
+  "$node" init --dir "$tmp" --registration invite >/dev/null
+  mkdir -p fuzz/corpus/config
+  cp "$tmp/node.toml" fuzz/corpus/config/init-node.toml
+  rm -rf "$tmp"
+fi
 
 summary=()
 for t in "${targets[@]}"; do

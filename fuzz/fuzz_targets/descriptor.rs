@@ -1,13 +1,9 @@
 #![no_main]
+//! Fuzz target `descriptor`: the check is `proto/tests/fuzz_checks/mod.rs` (shared with the
+//! regression test that replays saved crashers).
 use libfuzzer_sys::fuzz_target;
-use sealpost_proto::codec::Codec;
-use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(d) = NodeDescriptor::decode(data) {
-        assert_eq!(NodeDescriptor::decode(&d.encode()).as_ref(), Ok(&d));
-    }
-    if let Ok(s) = SignedDescriptor::decode(data) {
-        let _ = s.verify();
-    }
-});
+#[path = "../../proto/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::descriptor(data));

@@ -1,11 +1,9 @@
 #![no_main]
+//! Fuzz target `envelope`: the check is `proto/tests/fuzz_checks/mod.rs` (shared with the
+//! regression test that replays saved crashers).
 use libfuzzer_sys::fuzz_target;
-use sealpost_proto::codec::Codec;
-use sealpost_proto::envelope::Envelope;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(e) = Envelope::decode(data) {
-        assert_eq!(e.encode(), data, "decode then encode is the identity");
-    }
-    let _ = Envelope::peek_ids(data);
-});
+#[path = "../../proto/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::envelope(data));

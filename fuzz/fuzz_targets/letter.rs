@@ -1,10 +1,9 @@
 #![no_main]
+//! Fuzz target `letter`: the check is `proto/tests/fuzz_checks/mod.rs` (shared with the
+//! regression test that replays saved crashers).
 use libfuzzer_sys::fuzz_target;
-use sealpost_proto::letter::Letter;
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(l) = Letter::from_rfc5322(data) {
-        // Whatever parses must re-encode (or be refused by validation), never panic.
-        let _ = l.to_rfc5322();
-    }
-});
+#[path = "../../proto/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::letter(data));

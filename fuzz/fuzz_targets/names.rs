@@ -1,14 +1,9 @@
 #![no_main]
+//! Fuzz target `names`: the check is `proto/tests/fuzz_checks/mod.rs` (shared with the
+//! regression test that replays saved crashers).
 use libfuzzer_sys::fuzz_target;
-use sealpost_proto::{Address, NodeUrl};
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(s) = std::str::from_utf8(data) {
-        if let Ok(a) = Address::parse(s) {
-            assert_eq!(Address::parse(a.as_str()).as_ref(), Ok(&a), "normal form is stable");
-        }
-        if let Ok(u) = NodeUrl::parse(s) {
-            assert_eq!(NodeUrl::parse(u.as_str()).as_ref(), Ok(&u), "normal form is stable");
-        }
-    }
-});
+#[path = "../../proto/tests/fuzz_checks/mod.rs"]
+mod checks;
+
+fuzz_target!(|data: &[u8]| checks::names(data));
