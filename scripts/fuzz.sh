@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs every fuzz target for SECONDS each (default 90; 9 targets ≈ 13.5 minutes), seeding
+# Runs every fuzz target for SECONDS each (default 90; 10 targets ≈ 15 minutes), seeding
 # the corpora from spec/vectors (and, for `config`, from the node.toml that `sealpost-node
 # init` writes), and prints one summary line per target: runs, coverage, crashes. Crashes
 # stop the run; keep each crasher as a regression test: copy it to
@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-90}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names httpsig config)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names httpsig payload config)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 seed() { # target dir
@@ -40,6 +40,12 @@ if t == "httpsig":
     # The checker's clock is 1800000000: the same request, created "now".
     fields[4] = fields[4].replace(str(s["created"]), "1800000000")
     (d / "vector-now").write_bytes("\n".join(fields).encode() + b"\n" + body)
+if t == "payload":
+    # The hop vector's payload (encrypted to spec/vectors/node-b) and the sealed letter.
+    hop = bytes.fromhex(v["hop"]["encoded"])
+    n = int.from_bytes(hop[2:4], "big")
+    (d / "hop-payload").write_bytes(hop[4 + n + 4:])
+    (d / "sealed-letter").write_bytes(open("spec/vectors/sealed-letter.pgp", "rb").read())
 if t == "config":
     (d / "overrides").write_bytes(b'listen = "127.0.0.1:0"\n[limits]\nbody_timeout = 0.5\n\0relay.give_up_after=2\nregistration.policy=closed\ngateway.listen="127.0.0.1:0"\n')
 if t == "smtp":

@@ -13,6 +13,7 @@
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::envelope::{Envelope, HopWrapper};
+use sealpost_proto::identity::{Keyring, SecretIdentity};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::record::{MailboxRecord, SignedRecord};
 use sealpost_proto::smtp::{DeliveryResult, Output, RcptVerdict, Session, SmtpConfig};
@@ -28,6 +29,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("smtp", smtp),
     ("names", names),
     ("httpsig", httpsig),
+    ("payload", payload),
 ];
 
 pub fn envelope(data: &[u8]) {
@@ -169,4 +171,22 @@ pub fn httpsig(data: &[u8]) {
         Ok(key.verifying_key().to_bytes()),
         "a request verifies with the key that signed it"
     );
+}
+
+/// A hop payload as `/v1/deliver` takes it from anyone: decrypted with the node's key
+/// (the spec's `node-b`, whose key the hop vector is encrypted to) within a size bound,
+/// then decoded as an envelope. Never panics; never returns more than the bound.
+pub fn payload(data: &[u8]) {
+    use std::sync::OnceLock;
+    const MAX: usize = 64 * 1024;
+    static KEYS: OnceLock<Keyring> = OnceLock::new();
+    let keys = KEYS.get_or_init(|| {
+        SecretIdentity::from_bytes(include_bytes!("../../../spec/vectors/node-b.sec.asc"))
+            .and_then(|id| id.unlock(None))
+            .expect("the spec's node key opens")
+    });
+    if let Ok(plain) = sealpost_proto::seal::decrypt_with(data, keys, MAX) {
+        assert!(plain.len() <= MAX, "decrypted beyond the bound");
+        let _ = Envelope::decode(&plain);
+    }
 }
