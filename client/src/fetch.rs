@@ -10,7 +10,7 @@ use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, cert_addresses};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
-use sealpost_proto::seal::{SignatureStatus, open};
+use sealpost_proto::seal::{SignatureStatus, open, open_pgp_mime};
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
 use crate::api::ListItem;
@@ -422,9 +422,40 @@ impl Client {
             meta.seen = true;
             self.messages.update(&meta)?;
         }
+        let mut letter = opened.letter;
+        // Legacy mail that the sender's mail program encrypted to us with PGP/MIME: the
+        // gateway passed the ciphertext on; decrypt it here and say what its signature says.
+        if letter.legacy.is_some() {
+            match open_pgp_mime(&letter, keys, &|h| judge_state.certs.lookup(h)) {
+                Ok(Some(inner)) => {
+                    let sig = match &inner.signature {
+                        SignatureStatus::Good { signer } => {
+                            format!("signed by {} (verified)", signer.to_spaced_hex())
+                        }
+                        SignatureStatus::Missing => "not signed".to_string(),
+                        _ => "signature not verified".to_string(),
+                    };
+                    if let Some(h) = meta.header.as_mut() {
+                        h.attachments = Header::of(&inner.letter).attachments;
+                        if let Some(l) = h.legacy.as_mut() {
+                            l.push_str(&format!(
+                                "; the content was PGP/MIME-encrypted to you by the sender, {sig}"
+                            ));
+                        }
+                    }
+                    letter = inner.letter;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if let Some(l) = meta.header.as_mut().and_then(|h| h.legacy.as_mut()) {
+                        l.push_str(&format!("; PGP/MIME content could not be decrypted: {e}"));
+                    }
+                }
+            }
+        }
         Ok(ReadMessage {
             meta,
-            letter: Some(opened.letter),
+            letter: Some(letter),
         })
     }
 }

@@ -289,13 +289,74 @@ pub fn open_verified(
     }
 }
 
+/// PGP/MIME (RFC 3156) inside a letter that came through the gateway: when the letter is
+/// `multipart/encrypted` (an `application/pgp-encrypted` part and an OpenPGP message), the
+/// legacy sender encrypted it to us end to end. Decrypts and verifies that message and
+/// returns the letter with its real body and attachments (outer headers kept), and what the
+/// inner signature said. `Ok(None)` when the letter is not PGP/MIME.
+pub fn open_pgp_mime(
+    letter: &Letter,
+    keys: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> Result<Option<Opened>, Error> {
+    let is_control = |a: &crate::letter::Attachment| a.media_type == "application/pgp-encrypted";
+    if !letter.attachments.iter().any(is_control) {
+        return Ok(None);
+    }
+    let Some(payload) = letter.attachments.iter().find(|a| {
+        !is_control(a)
+            && (a.data.starts_with(b"-----BEGIN PGP MESSAGE-----")
+                || a.data.first().is_some_and(|b| b & 0x80 != 0))
+    }) else {
+        return Ok(None);
+    };
+    let helper = Helper {
+        decryptors: &keys.decryptors,
+        lookup,
+        status: None,
+        encrypted: false,
+    };
+    let (entity, status) = decrypt_inner(&payload.data, helper, MAX_SEALED_BYTES)?;
+    // The decrypted entity is a MIME part (Content-Type and body), not a whole message:
+    // give it a From so that the letter parser reads its parts.
+    let mut whole = format!("From: {}\r\n", letter.from).into_bytes();
+    whole.extend_from_slice(&entity);
+    let inner = Letter::from_rfc5322(&whole)?;
+    let mut out = letter.clone();
+    out.body = inner.body;
+    out.attachments = inner.attachments;
+    let signature = match status {
+        SignatureStatus::Good { signer } => {
+            let addresses = lookup(&KeyHandle::from(signer.clone()))
+                .as_ref()
+                .map(cert_addresses)
+                .unwrap_or_default();
+            if addresses.iter().any(|a| a == letter.from.as_str()) {
+                SignatureStatus::Good { signer }
+            } else {
+                SignatureStatus::SenderMismatch {
+                    signer,
+                    signer_addresses: addresses,
+                }
+            }
+        }
+        other => other,
+    };
+    Ok(Some(Opened {
+        letter: out,
+        signature,
+    }))
+}
+
 fn decrypt_inner(
     data: &[u8],
     helper: Helper<'_>,
     max: usize,
 ) -> Result<(Vec<u8>, SignatureStatus), Error> {
-    // Binary OpenPGP packets start with a byte whose top bit is set.
-    if data.first().is_none_or(|b| b & 0x80 == 0) {
+    // Binary OpenPGP packets start with a byte whose top bit is set; ASCII armor is only
+    // accepted where legacy mail brings it (PGP/MIME).
+    let armored = data.starts_with(b"-----BEGIN PGP MESSAGE-----");
+    if !armored && data.first().is_none_or(|b| b & 0x80 == 0) {
         return Err(Error::Malformed("not a binary OpenPGP message".into()));
     }
     let mut dec = DecryptorBuilder::from_bytes(data)

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
-use sealpost_tests::{FAST_RELAY, Node, Resolve, TempDir, User, pseudo_random_bytes};
+use sealpost_tests::{FAST_RELAY, Gpg, Node, Resolve, TempDir, User, pseudo_random_bytes};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -203,6 +203,107 @@ fn legacy_mail_through_postfix_and_the_gateway() {
     assert!(
         postfix.maillog().contains("relay=127.0.0.1"),
         "postfix relayed to the gateway"
+    );
+
+    // 1b. Legacy → Sealpost, encrypted end to end by the sender's mail program (PGP/MIME, gpg):
+    //     the gateway passes the ciphertext on; bob's client decrypts and verifies it.
+    let gpg = Gpg::new();
+    let bob_key = bob.ok(&["export-key"], b"").stdout;
+    assert!(gpg.run(&["--import"], bob_key.as_bytes()).ok());
+    assert!(
+        gpg.run(
+            &[
+                "--quick-gen-key",
+                "Carol <carol@legacy.test>",
+                "ed25519",
+                "sign,cert",
+                "never"
+            ],
+            b""
+        )
+        .ok()
+    );
+    let listing = gpg
+        .run(&["--with-colons", "--list-keys", "carol@legacy.test"], b"")
+        .stdout;
+    let carol_fpr = listing
+        .lines()
+        .find(|l| l.starts_with("fpr:"))
+        .unwrap()
+        .split(':')
+        .nth(9)
+        .unwrap()
+        .to_string();
+    assert!(
+        gpg.run(
+            &["--quick-add-key", &carol_fpr, "cv25519", "encr", "never"],
+            b""
+        )
+        .ok()
+    );
+    let carol_pub = gpg.run(&["--armor", "--export", &carol_fpr], b"").stdout;
+    let carol_file = dir.path().join("carol.asc");
+    std::fs::write(&carol_file, &carol_pub).unwrap();
+    bob.ok(&["import-key", carol_file.to_str().unwrap()], b"");
+    let entity = "Content-Type: text/plain; charset=utf-8\r\n\r\nOnly Bob can read this, not the gateway.\r\n";
+    let enc = gpg.run(
+        &[
+            "--armor",
+            "--trust-model",
+            "always",
+            "-u",
+            &carol_fpr,
+            "-r",
+            "bob@gw.test",
+            "--sign",
+            "--encrypt",
+        ],
+        entity.as_bytes(),
+    );
+    assert!(enc.ok(), "{}", enc.stderr);
+    let pgp_mime = format!(
+        "From: carol@legacy.test\r\nTo: bob@gw.test\r\nSubject: Sealed by my mail program\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n{}\r\n--b1--\r\n",
+        enc.stdout.replace('\n', "\r\n").trim_end()
+    );
+    let eml = dir.path().join("pgpmime.eml");
+    std::fs::write(&eml, &pgp_mime).unwrap();
+    let (ok, log) = swaks(
+        postfix.port,
+        &[
+            "--to",
+            "bob@gw.test",
+            "--data",
+            &format!("@{}", eml.display()),
+        ],
+    );
+    assert!(ok, "{log}");
+    bob.fetch_until(Duration::from_secs(90), |seen| {
+        seen.iter()
+            .map(|f| f["new"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+            >= 1
+    });
+    let list = bob.ok(&["list", "--json"], b"").json();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["header"]["subject"] == "Sealed by my mail program")
+        .expect("PGP/MIME letter listed")["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let read = bob.ok(&["read", &id, "--json"], b"").json();
+    assert_eq!(
+        read["body"].as_str().unwrap().trim_end(),
+        "Only Bob can read this, not the gateway.",
+        "{read}"
+    );
+    let label = read["legacy_label"].as_str().unwrap();
+    assert!(
+        label.contains("PGP/MIME-encrypted to you by the sender, signed by")
+            && label.contains("(verified)"),
+        "{label}"
     );
 
     // 2. Refusals, straight at the gateway; nothing of them may reach dave.

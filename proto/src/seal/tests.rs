@@ -247,3 +247,67 @@ fn hop_payload_round_trips_for_the_node_only() {
         Err(Error::TooLong { .. })
     ));
 }
+
+#[test]
+fn pgp_mime_from_legacy_mail_is_decrypted_and_verified() {
+    let p = people();
+    // What a PGP/MIME mail program sends: the entity, signed and encrypted to bob, armored.
+    let entity = b"Content-Type: multipart/mixed; boundary=\"in\"\r\n\r\n--in\r\nContent-Type: text/plain\r\n\r\nthe real body\r\n--in\r\nContent-Type: application/octet-stream\r\nContent-Disposition: attachment; filename=\"plan.bin\"\r\nContent-Transfer-Encoding: base64\r\n\r\nAAECAw==\r\n--in--\r\n";
+    let keys = p.alice.unlock(None).unwrap();
+    let bob_keys = encryption_keys(&p.bob.public_cert()).unwrap();
+    let mut sink = Vec::new();
+    {
+        let m = Message::new(&mut sink);
+        let m = sealpost_proto_armor(m);
+        let m = Encryptor::for_recipients(m, recipients_of(&bob_keys))
+            .build()
+            .unwrap();
+        let m = Signer::new(m, keys.signer.clone())
+            .unwrap()
+            .build()
+            .unwrap();
+        let mut m = LiteralWriter::new(m).build().unwrap();
+        m.write_all(entity).unwrap();
+        m.finalize().unwrap();
+    }
+    let armored = String::from_utf8(sink).unwrap();
+    assert!(armored.starts_with("-----BEGIN PGP MESSAGE-----"));
+    let outer = format!(
+        "From: alice@alpha.test\r\nTo: bob@beta.test\r\nSubject: encrypted by a mail program\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"out\"\r\n\r\n--out\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--out\r\nContent-Type: application/octet-stream; name=\"encrypted.asc\"\r\n\r\n{armored}\r\n--out--\r\n"
+    );
+    let letter = Letter::from_rfc5322(outer.as_bytes()).unwrap();
+    let opened = open_pgp_mime(&letter, &p.bob.unlock(None).unwrap(), &lookup_alice)
+        .unwrap()
+        .expect("is PGP/MIME");
+    assert_eq!(
+        opened.signature,
+        SignatureStatus::Good {
+            signer: p.alice.fingerprint()
+        }
+    );
+    assert_eq!(opened.letter.subject, "encrypted by a mail program");
+    assert_eq!(opened.letter.body.trim_end(), "the real body");
+    assert_eq!(opened.letter.attachments.len(), 1);
+    assert_eq!(opened.letter.attachments[0].name, "plan.bin");
+    assert_eq!(opened.letter.attachments[0].data, [0, 1, 2, 3]);
+    // Not PGP/MIME: nothing to do. Encrypted to someone else: a typed error.
+    assert!(
+        open_pgp_mime(&letter_plain(), &p.bob.unlock(None).unwrap(), &lookup_alice)
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        open_pgp_mime(&letter, &p.mallory.unlock(None).unwrap(), &lookup_alice).unwrap_err(),
+        Error::NotForRecipient
+    );
+}
+
+fn letter_plain() -> Letter {
+    letter("plain")
+}
+
+fn sealpost_proto_armor(m: Message<'_>) -> Message<'_> {
+    sequoia_openpgp::serialize::stream::Armorer::new(m)
+        .build()
+        .unwrap()
+}
