@@ -5,8 +5,13 @@
 
 use std::time::Duration;
 
-use lettre::message::dkim::{DkimConfig, DkimSigningAlgorithm, DkimSigningKey, dkim_sign};
+use lettre::address::Envelope as SmtpEnvelope;
+use lettre::message::dkim::{
+    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
+    DkimSigningKey, dkim_sign,
+};
 use lettre::message::header::ContentType;
+use lettre::message::header::HeaderName;
 use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Message, Tokio1Executor};
@@ -65,20 +70,56 @@ pub fn build(letter: &Letter, dkim: Option<&Dkim>) -> Result<Message, OutError> 
     if let Some(d) = dkim {
         let key = DkimSigningKey::new(&d.ed25519_seed_b64, DkimSigningAlgorithm::Ed25519)
             .map_err(|e| b(&e))?;
-        let cfg = DkimConfig::default_config(d.selector.clone(), d.domain.clone(), key);
+        let signed: Vec<HeaderName> = [
+            "From",
+            "To",
+            "Cc",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "In-Reply-To",
+            "MIME-Version",
+            "Content-Type",
+        ]
+        .into_iter()
+        .map(HeaderName::new_from_ascii_str)
+        .collect();
+        let canon = DkimCanonicalization {
+            header: DkimCanonicalizationType::Relaxed,
+            body: DkimCanonicalizationType::Relaxed,
+        };
+        let cfg = DkimConfig::new(d.selector.clone(), d.domain.clone(), key, signed, canon);
         dkim_sign(&mut msg, &cfg);
     }
     Ok(msg)
 }
 
-/// Sends to the smarthost at `host:port` (plain SMTP, opportunistic STARTTLS is not tried:
-/// the smarthost is on a trusted network, loopback in tests).
-pub async fn send(host: &str, port: u16, msg: &Message, timeout: Duration) -> Result<(), OutError> {
+/// Sends `msg` to the smarthost at `host:port` for exactly `rcpts` (the SMTP envelope: the
+/// headers keep every recipient the sender wrote). Plain SMTP: the smarthost is on a trusted
+/// network, loopback in tests.
+pub async fn send(
+    host: &str,
+    port: u16,
+    from: &sealpost_proto::Address,
+    rcpts: &[sealpost_proto::Address],
+    msg: &Message,
+    timeout: Duration,
+) -> Result<(), OutError> {
+    let addr = |a: &sealpost_proto::Address| {
+        a.as_str()
+            .parse::<lettre::Address>()
+            .map_err(|e| OutError::Build(e.to_string()))
+    };
+    let envelope = SmtpEnvelope::new(
+        Some(addr(from)?),
+        rcpts.iter().map(addr).collect::<Result<_, _>>()?,
+    )
+    .map_err(|e| OutError::Build(e.to_string()))?;
     let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
         .port(port)
         .timeout(Some(timeout))
         .build();
-    match transport.send(msg.clone()).await {
+    match transport.send_raw(&envelope, &msg.formatted()).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_permanent() => Err(OutError::Permanent(e.to_string())),
         Err(e) => Err(OutError::Transient(e.to_string())),

@@ -52,7 +52,6 @@ pub struct Gateway {
 
 /// The gateway's own account: where outbound letters arrive.
 struct Outbox {
-    address: Address,
     keyring: Arc<Keyring>,
     mailbox: MailboxId,
 }
@@ -446,26 +445,22 @@ async fn send_one(
             why: "the letter names no legacy recipient (X-Sealpost-Legacy-To)".into(),
         });
     }
-    let mut out = letter.clone();
-    out.to.retain(|a| letter.legacy_to.contains(a));
-    out.cc.retain(|a| letter.legacy_to.contains(a));
-    let msg = smtp_out::build(&out, Some(dkim)).map_err(|e| Failure::Permanent {
+    // The headers keep every recipient the sender wrote; the SMTP envelope names only the
+    // legacy ones (the others got their own end-to-end copies).
+    let msg = smtp_out::build(&letter, Some(dkim)).map_err(|e| Failure::Permanent {
         sender,
         why: e.to_string(),
     })?;
-    // lettre sends to the envelope of the message: To and Cc, which now hold exactly the
-    // legacy recipients (Bcc-like legacy recipients are added to To).
-    let msg = if out.to.is_empty() && out.cc.is_empty() {
-        out.to = letter.legacy_to.clone();
-        smtp_out::build(&out, Some(dkim)).map_err(|e| Failure::Permanent {
-            sender,
-            why: e.to_string(),
-        })?
-    } else {
-        msg
-    };
-    let _ = outbox.address.as_str();
-    match smtp_out::send(host, port, &msg, timeout.max(Duration::from_secs(30))).await {
+    match smtp_out::send(
+        host,
+        port,
+        &letter.from,
+        &letter.legacy_to,
+        &msg,
+        timeout.max(Duration::from_secs(30)),
+    )
+    .await
+    {
         Ok(()) => {
             tracing::info!(
                 recipients = letter.legacy_to.len(),
