@@ -110,11 +110,7 @@ pub async fn start(
         async move { stopped(&mut inbound_stop).await },
     ))];
     if let Some((host, port)) = smarthost_parts(&g.smarthost) {
-        let outbox = Outbox {
-            address,
-            keyring,
-            mailbox,
-        };
+        let outbox = Outbox { keyring, mailbox };
         tasks.push(tokio::spawn(outbound_worker(
             node.clone(),
             outbox,
