@@ -18,6 +18,7 @@
 //! `scripts/crashloop.sh` runs 20.
 
 mod common;
+mod legacy;
 mod procnode;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use common::*;
 use ed25519_dalek::SigningKey;
+use legacy::Smtp;
 use procnode::ProcNode;
 use rand::{Rng, RngCore};
 use reqwest::StatusCode;
@@ -36,7 +38,6 @@ use sealpost_proto::envelope::{Envelope, HopWrapper};
 use sealpost_proto::openpgp::Cert;
 use sealpost_proto::seal::{encrypt_to, open};
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 
 const DEFAULT_ROUNDS: usize = 5;
 /// Concurrent senders of each kind, and how much each sends at most per round: they keep
@@ -51,6 +52,11 @@ const ACKS_PER_ROUND: usize = 60;
 /// The kill comes after a random delay in this range (milliseconds after the load starts).
 const KILL_DELAY_MS: std::ops::RangeInclusive<u64> = 10..=700;
 const GATEWAY_DOMAIN: &str = "gw.test";
+
+/// The gateway's recipient.
+fn dave() -> String {
+    format!("dave@{GATEWAY_DOMAIN}")
+}
 
 fn rounds() -> usize {
     std::env::var("SEALPOST_CRASH_ROUNDS")
@@ -145,7 +151,7 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
     }
     let alice = User::new("alice@alpha.test");
     let alice_mb = setup.mailbox(&url, &alice).await;
-    let dave = User::new(&format!("dave@{GATEWAY_DOMAIN}"));
+    let dave = User::new(&dave());
     let dave_mb = setup.mailbox(&url, &dave).await;
     let a = setup
         .put_record(
@@ -418,81 +424,15 @@ async fn ack_load(w: World, tokens: Vec<String>, ledger: Shared) {
     }
 }
 
-/// How one SMTP transaction ended.
-enum Smtp {
-    Stored,
-    Refused(String),
-    NoAnswer,
-}
-
-fn legacy_message(subject: &str) -> String {
-    format!(
-        "From: Legacy Sender <sender@legacy.test>\r\nTo: dave@{GATEWAY_DOMAIN}\r\n\
-         Subject: {subject}\r\nDate: Wed, 25 Nov 2026 12:00:00 +0000\r\n\
-         Message-ID: <{}@legacy.test>\r\n\r\nThis is {subject}.\r\n",
-        subject.replace(' ', "-")
-    )
-}
-
-async fn smtp_send(addr: SocketAddr, subject: &str) -> Smtp {
-    async fn reply(
-        r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
-    ) -> std::io::Result<(u16, String)> {
-        let mut all = String::new();
-        loop {
-            let mut line = String::new();
-            if r.read_line(&mut line).await? == 0 {
-                return Err(std::io::ErrorKind::UnexpectedEof.into());
-            }
-            all.push_str(&line);
-            let code = line.get(..3).and_then(|c| c.parse().ok());
-            match (code, line.as_bytes().get(3)) {
-                (Some(c), Some(b' ')) => return Ok((c, all)),
-                (Some(_), Some(b'-')) => continue,
-                _ => return Err(std::io::Error::other(format!("bad reply {line:?}"))),
-            }
-        }
-    }
-    let session = async {
-        let stream = tokio::net::TcpStream::connect(addr).await?;
-        let (r, mut w) = stream.into_split();
-        let mut r = BufReader::new(r);
-        let steps: [(String, u16); 5] = [
-            (String::new(), 220),
-            ("EHLO crash.test\r\n".into(), 250),
-            ("MAIL FROM:<sender@legacy.test>\r\n".into(), 250),
-            (format!("RCPT TO:<dave@{GATEWAY_DOMAIN}>\r\n"), 250),
-            ("DATA\r\n".into(), 354),
-        ];
-        for (command, want) in steps {
-            w.write_all(command.as_bytes()).await?;
-            let (code, text) = reply(&mut r).await?;
-            if code != want {
-                return Ok(Smtp::Refused(format!("{command:?}: {text}")));
-            }
-        }
-        w.write_all(format!("{}.\r\n", legacy_message(subject)).as_bytes())
-            .await?;
-        let (code, text) = reply(&mut r).await?;
-        let _ = w.write_all(b"QUIT\r\n").await;
-        Ok::<_, std::io::Error>(if code == 250 {
-            Smtp::Stored
-        } else {
-            Smtp::Refused(text)
-        })
-    };
-    session.await.unwrap_or(Smtp::NoAnswer)
-}
-
 async fn smtp_load(w: World, ledger: Shared, round: usize, task: usize) {
     for i in 0..SMTP_PER_TASK {
         let subject = format!("crash {round}.{task}.{i}");
         ledger.lock().unwrap().smtp_sent.insert(subject.clone());
-        match smtp_send(w.smtp, &subject).await {
+        match legacy::send(w.smtp, &dave(), &subject).await {
             Smtp::Stored => {
                 ledger.lock().unwrap().smtp_stored.insert(subject);
             }
-            Smtp::Refused(why) => {
+            Smtp::Refused(_, why) => {
                 ledger.lock().unwrap().errors.push(format!("smtp: {why}"));
                 return;
             }
@@ -526,11 +466,11 @@ async fn resend_unanswered(api: &Api, w: &World, ledger: &Shared) -> (usize, usi
         ledger.lock().unwrap().delivered.insert(*id);
     }
     for subject in &mails {
-        match smtp_send(w.smtp, subject).await {
+        match legacy::send(w.smtp, &dave(), subject).await {
             Smtp::Stored => {
                 ledger.lock().unwrap().smtp_stored.insert(subject.clone());
             }
-            Smtp::Refused(why) => panic!("legacy mail sent again: {why}"),
+            Smtp::Refused(_, why) => panic!("legacy mail sent again: {why}"),
             Smtp::NoAnswer => panic!("the restarted gateway does not answer"),
         }
     }

@@ -2,16 +2,23 @@
 //! on, and once space returns the node writes again by itself (RocksDB's error recovery,
 //! which waits for the size of one memtable to be free), with nothing lost or doubled.
 //!
+//! The gateway likewise answers `452` (insufficient storage) until space returns, then
+//! `250`, and stores the message once.
+//!
 //! The data directory sits on a small tmpfs mounted for the test (root only, as in CI and
 //! the dev container); the mount is removed however the test ends.
 
 mod common;
+mod legacy;
+mod procnode;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
+use legacy::Smtp;
+use procnode::ProcNode;
 use reqwest::StatusCode;
 use sealpost_proto::codec::Codec;
 
@@ -170,5 +177,67 @@ async fn full_disk_answers_503_and_recovers_when_space_returns() {
         .await;
     assert_eq!(a.0, StatusCode::CREATED, "{a:?}");
     node.stop().await;
+    drop(fs);
+}
+
+/// Guards the gateway's `250 means stored`: on a full disk the store refuses the write and
+/// the gateway answers `452` (the legacy sender keeps the message and retries); once space
+/// returns the retry gets `250`, and the message is in the mailbox once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_answers_452_on_a_full_disk_and_250_after() {
+    let mnt = tempfile::tempdir().unwrap();
+    let fs = Tmpfs::mount(mnt.path(), "24m");
+    let filler = mnt.path().join("filler");
+    let data = format!("data_dir=\"{}\"", mnt.path().join("data").display());
+    let mut node = ProcNode::start(
+        &[
+            "--set",
+            &data,
+            "--set",
+            "storage.write_buffer_mb=4",
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.domain=\"gw.test\"",
+            "--set",
+            "gateway.listen=\"127.0.0.1:0\"",
+        ],
+        &[],
+    );
+    let api = Api::default();
+    let url = node.url.clone();
+    let smtp = node.smtp.expect("the gateway listens");
+    let (desc, _) = api.descriptor(&url).await;
+    let dave = User::new("dave@gw.test");
+    let dave_mb = api.mailbox(&url, &dave).await;
+    let a = api
+        .put_record(
+            &url,
+            "dave@gw.test",
+            record(&dave, &[(&url, desc.node_key, dave_mb)], 1),
+        )
+        .await;
+    assert_eq!(a.0, StatusCode::NO_CONTENT, "{a:?}");
+
+    fill(&filler);
+    match legacy::send(smtp, "dave@gw.test", "while full").await {
+        Smtp::Refused(452, _) => {}
+        other => panic!("legacy mail on a full disk: {other:?}"),
+    }
+    std::fs::remove_file(&filler).unwrap();
+    eventually(
+        "the gateway to store again after space returned",
+        || async move {
+            match legacy::send(smtp, "dave@gw.test", "while full").await {
+                Smtp::Stored => Some(()),
+                Smtp::Refused(452, _) => None,
+                other => panic!("while recovering: {other:?}"),
+            }
+        },
+    )
+    .await;
+    let token = api.token(&url, &dave_mb, &dave.keys).await;
+    assert_eq!(api.items(&url, &dave_mb, &token).await.len(), 1);
+    node.kill();
     drop(fs);
 }
