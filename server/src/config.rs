@@ -195,6 +195,10 @@ pub struct RelayConfig {
     pub connect_timeout: Secs,
     /// Extra PEM CA certificates to trust for outgoing TLS (besides the web PKI roots).
     pub ca_certs: Vec<PathBuf>,
+    /// Relay to (and fetch descriptors from) loopback and private addresses too. Off, a
+    /// user cannot point the node at the operator's own network (SSRF); `init` turns it on
+    /// for a node that listens on loopback (tests, the demo, private deployments).
+    pub allow_private_destinations: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -367,6 +371,7 @@ impl Default for RelayConfig {
             request_timeout: Secs::from_secs(120),
             connect_timeout: Secs::from_secs(10),
             ca_certs: Vec::new(),
+            allow_private_destinations: false,
         }
     }
 }

@@ -20,6 +20,7 @@ pub mod ratelimit;
 pub mod relay;
 pub mod server;
 pub mod sessions;
+pub mod ssrf;
 pub mod store;
 
 pub use config::Config;

@@ -327,6 +327,9 @@ fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
         .pool_idle_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
         .no_proxy();
+    if !r.allow_private_destinations {
+        b = b.dns_resolver(Arc::new(crate::ssrf::PublicOnly));
+    }
     for ca in &r.ca_certs {
         let p = config.resolve(ca);
         let pem = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;

@@ -46,6 +46,11 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
             max: max as u64,
         });
     }
+    crate::ssrf::check_destination(
+        &hop.destination,
+        node.config.relay.allow_private_destinations,
+    )
+    .map_err(ApiError::Forbidden)?;
     let id = QueueId::random();
     let item = OutboundItem {
         id: id.0,

@@ -93,6 +93,9 @@ request_timeout = {rt}
 connect_timeout = {ct}
 # Extra PEM CA certificates trusted for outgoing HTTPS, besides the web PKI roots.
 ca_certs = []
+# Relay to loopback and private addresses too. Off, a user cannot point this node at the
+# operator's own network (SSRF); on for a node that listens on loopback.
+allow_private_destinations = {allow_private}
 
 [peers]
 # Seconds a fetched peer descriptor is used before it is fetched again.
@@ -142,6 +145,7 @@ retry_base = {g_rb}
 retry_max = {g_rm}
 "#,
         listen = v.listen,
+        allow_private = v.listen.ip().is_loopback(),
         grace = d.shutdown_grace.get().as_secs(),
         policy = v.policy,
         max_env = l.max_envelope,

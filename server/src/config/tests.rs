@@ -17,11 +17,36 @@ fn template_parses_to_the_defaults() {
         invites: &[],
     });
     let c = Config::load(&write(dir.path(), &text)).unwrap();
-    let expected = Config {
+    let mut expected = Config {
         base_dir: dir.path().to_owned(),
         ..Config::default()
     };
+    // The one intended difference: a node that listens on loopback may relay to loopback.
+    expected.relay.allow_private_destinations = true;
     assert_eq!(c, expected);
+}
+
+#[test]
+fn only_a_loopback_node_may_relay_to_private_addresses() {
+    let dir = tempfile::tempdir().unwrap();
+    for (listen, allowed) in [
+        ("127.0.0.1:0", true),
+        ("0.0.0.0:8440", false),
+        ("192.0.2.10:8440", false),
+    ] {
+        let text = template(&TemplateValues {
+            listen: listen.parse().unwrap(),
+            public_url: None,
+            policy: RegistrationPolicy::Open,
+            invites: &[],
+        });
+        let c = Config::load(&write(dir.path(), &text)).unwrap();
+        assert_eq!(c.relay.allow_private_destinations, allowed, "{listen}");
+    }
+    assert!(
+        !Config::default().relay.allow_private_destinations,
+        "off unless init or the operator says so"
+    );
 }
 
 #[test]

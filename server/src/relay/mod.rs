@@ -259,6 +259,11 @@ async fn deliver_local(node: &Node, payload: Bytes) -> Attempt {
 }
 
 async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> Attempt {
+    if let Err(why) =
+        crate::ssrf::check_destination(destination, node.config.relay.allow_private_destinations)
+    {
+        return Attempt::Permanent(why);
+    }
     if let Err(e) = node.check_peer(destination).await {
         return Attempt::Temporary(e.to_string());
     }
