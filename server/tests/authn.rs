@@ -1,5 +1,6 @@
 //! Authentication under attack, each test naming the protection it guards (the threat
 //! model is `spec/security.md`): forged, replayed, stale and misdirected peer signatures;
+//! blocked and unlisted peers;
 //! challenge answers raced for reuse; expired tokens and nonces; records signed by a key
 //! that is not the account's; envelopes replayed by id. Every refused request stores
 //! nothing, which each test checks at its end.
@@ -153,6 +154,43 @@ async fn forged_stale_and_misdirected_peer_signatures_are_refused() {
     let a = deliver_with(&api, &url, &good, payload).await;
     assert_eq!(a, (StatusCode::OK, serde_json::json!({ "stored": true })));
     node.stop().await;
+}
+
+/// Guards `Node::peer_allowed` on `/v1/deliver` (`403 forbidden` after the signature is
+/// verified): a key in `peers.blocked` is refused; with `peers.accept = "listed"` only the
+/// keys of `[[peers.pinned]]` may deliver. Nothing refused is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_and_unlisted_peers_are_refused() {
+    use sealpost_server::config::{AcceptPolicy, PinnedPeer};
+    let api = Api::default();
+    let (blocked, listed, stranger) = (peer_key(), peer_key(), peer_key());
+    let key_hex = |k: &ed25519_dalek::SigningKey| hex::encode(k.verifying_key().to_bytes());
+    let mut open = TestNode::start(|c| c.peers.blocked = vec![key_hex(&blocked)]).await;
+    let mut closed = TestNode::start(|c| {
+        c.peers.accept = AcceptPolicy::Listed;
+        c.peers.pinned = vec![PinnedPeer {
+            url: NodeUrl::parse("http://listed.test").unwrap(),
+            node_key: key_hex(&listed),
+        }];
+    })
+    .await;
+    let (alice, bob) = (User::new("alice@alpha.test"), User::new("bob@beta.test"));
+    let forbidden = |a: &Answer| a.0 == StatusCode::FORBIDDEN && code(a) == "forbidden";
+    for (node, refused, allowed) in [(&open, &blocked, &stranger), (&closed, &stranger, &listed)] {
+        let url = node.url.clone();
+        let (_, cert) = api.descriptor(&url).await;
+        let bob_mb = api.mailbox(&url, &bob).await;
+        let env = envelope(&alice, &bob, bob_mb, "from whom?", "x");
+        let payload = hop(&env, &url, &cert).payload;
+        let a = api.deliver(&url, refused, payload.clone()).await;
+        assert!(forbidden(&a), "{}: {a:?}", url);
+        let token = api.token(&url, &bob_mb, &bob.keys).await;
+        assert!(api.items(&url, &bob_mb, &token).await.is_empty());
+        let a = api.deliver(&url, allowed, payload).await;
+        assert_eq!(a, (StatusCode::OK, serde_json::json!({ "stored": true })));
+    }
+    open.stop().await;
+    closed.stop().await;
 }
 
 /// Guards the single use of challenge nonces (`Sessions::take_nonce` removes the nonce
