@@ -69,7 +69,8 @@ say "gamma also runs the SMTP gateway for gamma.test on 127.0.0.1:$gw_port"
 gateway_note=" and the SMTP gateway for gamma.test"
 resolve=(--resolve "alpha.test=$URL_alpha" --resolve "beta.test=$URL_beta" --resolve "gamma.test=$URL_gamma")
 # Show commands as a user would type them (profile and --resolve entries are set per user).
-as_user() { local who=$1; shift; echo "${dim}$who\$ sealpost $*${reset}"; "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" "$@"; }
+quoted() { local a out=""; for a in "$@"; do [[ $a == *" "* ]] && a="\"$a\""; out+="$a "; done; echo "${out% }"; }
+as_user() { local who=$1; shift; echo "${dim}$who\$ sealpost $(quoted "$@")${reset}"; "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" "$@"; }
 alice() { as_user alice "$@"; }
 # Fetches quietly until USER has new mail (relaying between nodes takes a moment), 10 s at most.
 wait_for_mail() {
