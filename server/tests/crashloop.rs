@@ -679,7 +679,15 @@ fn check_store(dir: &Path, ledger: &Ledger) -> String {
     for a in &accounts {
         assert!(states.contains_key(a), "account without mailbox state");
     }
-    let mut per_mailbox: HashMap<[u8; 16], (u64, u64, u64, HashSet<[u8; 16]>)> = HashMap::new();
+    /// Per mailbox: envelopes, bytes, highest sequence number, envelope ids.
+    #[derive(Default)]
+    struct Seen {
+        count: u64,
+        bytes: u64,
+        max_seq: u64,
+        ids: HashSet<[u8; 16]>,
+    }
+    let mut per_mailbox: HashMap<[u8; 16], Seen> = HashMap::new();
     for ((mb, seq), (id, size)) in &index {
         let bytes = envelopes
             .get(&(*mb, *seq))
@@ -704,25 +712,25 @@ fn check_store(dir: &Path, ledger: &Ledger) -> String {
             "dedupe entry does not point at the envelope"
         );
         let e = per_mailbox.entry(*mb).or_default();
-        e.0 += 1;
-        e.1 += size;
-        e.2 = e.2.max(*seq);
-        assert!(e.3.insert(*id), "envelope stored twice in one mailbox");
+        e.count += 1;
+        e.bytes += size;
+        e.max_seq = e.max_seq.max(*seq);
+        assert!(e.ids.insert(*id), "envelope stored twice in one mailbox");
     }
     for key in envelopes.keys() {
         assert!(index.contains_key(key), "envelope without index entry");
     }
-    for (mb, (count, bytes, max_seq, _)) in &per_mailbox {
+    for (mb, seen) in &per_mailbox {
         let (next, s_bytes, s_count) = states
             .get(mb)
             .copied()
             .expect("stored envelopes belong to an account");
         assert_eq!(
             (s_count, s_bytes),
-            (*count, *bytes),
+            (seen.count, seen.bytes),
             "mailbox counters drift"
         );
-        assert!(next > *max_seq, "next sequence number already used");
+        assert!(next > seen.max_seq, "next sequence number already used");
     }
     for (mb, (_, bytes, count)) in &states {
         if !per_mailbox.contains_key(mb) {
