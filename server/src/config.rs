@@ -126,6 +126,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub log: LogConfig,
     pub gateway: GatewayConfig,
+    pub auth: AuthConfig,
     /// Directory that relative paths resolve against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -241,6 +242,25 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// Mailbox-owner authentication (`spec/api.md` §Authentication).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// How long a challenge nonce may be answered, seconds (1 to 86400).
+    pub nonce_ttl: Secs,
+    /// How long a bearer token is valid, seconds (1 to 86400).
+    pub token_ttl: Secs,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            nonce_ttl: Secs::from_secs(60),
+            token_ttl: Secs::from_secs(600),
+        }
+    }
+}
+
 /// The bridge to legacy SMTP (`spec/node.md` §Gateway).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -321,6 +341,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
+            auth: AuthConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -478,6 +499,14 @@ impl Config {
         }
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
+        }
+        for (name, ttl) in [
+            ("auth.nonce_ttl", self.auth.nonce_ttl),
+            ("auth.token_ttl", self.auth.token_ttl),
+        ] {
+            if ttl.get().as_secs() < 1 || ttl.get().as_secs() > 86_400 {
+                return bad(format!("{name} must be 1 to 86400 seconds"));
+            }
         }
         let g = &self.gateway;
         if g.enabled {

@@ -113,7 +113,10 @@ impl Node {
             url: url.clone(),
             descriptor,
             store,
-            sessions: Sessions::from_env(),
+            sessions: Sessions::new(
+                config.auth.nonce_ttl.get().as_secs(),
+                config.auth.token_ttl.get().as_secs(),
+            ),
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
             metrics: Metrics::default(),

@@ -1,7 +1,6 @@
 //! Mailbox-owner authentication state: single-use challenge nonces (60 s) and bearer tokens
 //! (600 s), kept in memory. A restart forgets them; clients then ask for a new challenge.
-//! The environment variables `SEALPOST_NONCE_TTL` and `SEALPOST_TOKEN_TTL` (seconds) change
-//! the lifetimes, e.g. for shorter-lived tokens (`spec/node.md`).
+//! `[auth] nonce_ttl` and `token_ttl` in node.toml change the lifetimes (`spec/node.md`).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -15,11 +14,6 @@ pub const NONCE_TTL_SECS: u64 = 60;
 pub const TOKEN_TTL_SECS: u64 = 600;
 /// Outstanding nonces and tokens beyond which new ones are refused (memory bound).
 const MAX_PENDING: usize = 200_000;
-/// Environment variables that override [`NONCE_TTL_SECS`] and [`TOKEN_TTL_SECS`].
-pub const NONCE_TTL_ENV: &str = "SEALPOST_NONCE_TTL";
-pub const TOKEN_TTL_ENV: &str = "SEALPOST_TOKEN_TTL";
-/// Longest lifetime the environment may set (a day).
-const MAX_TTL_SECS: u64 = 86_400;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -57,28 +51,6 @@ impl Sessions {
             nonces: Mutex::default(),
             tokens: Mutex::default(),
         }
-    }
-
-    /// The defaults, or the lifetimes `SEALPOST_NONCE_TTL` and `SEALPOST_TOKEN_TTL` set
-    /// (whole seconds, 1 to 86400; another value is ignored with a warning).
-    pub fn from_env() -> Self {
-        let ttl = |name: &str, default: u64| match std::env::var(name) {
-            Err(_) => default,
-            Ok(v) => match v.trim().parse::<u64>() {
-                Ok(secs @ 1..=MAX_TTL_SECS) => {
-                    tracing::info!(secs, "{name} sets the lifetime");
-                    secs
-                }
-                _ => {
-                    tracing::warn!(value = %v, default, "{name}: expected 1 to {MAX_TTL_SECS} seconds; using the default");
-                    default
-                }
-            },
-        };
-        Sessions::new(
-            ttl(NONCE_TTL_ENV, NONCE_TTL_SECS),
-            ttl(TOKEN_TTL_ENV, TOKEN_TTL_SECS),
-        )
     }
 
     /// A fresh nonce for `mailbox`; `None` when too many are outstanding.

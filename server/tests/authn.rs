@@ -433,15 +433,15 @@ async fn envelopes_replayed_by_id_are_not_stored_again() {
 
 /// Guards the lifetimes of tokens and nonces (`Sessions::token_mailbox` and
 /// `Sessions::take_nonce` compare with the clock), with short lifetimes set through the
-/// environment (`SEALPOST_TOKEN_TTL`, `SEALPOST_NONCE_TTL`): a token works until it
+/// configuration (`auth.token_ttl`, `auth.nonce_ttl`): a token works until it
 /// expires and is refused after; a nonce answered after it expired gives no token; and no
 /// token outlives a restart of the node.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_tokens_and_challenges_are_refused() {
     // Three seconds: long enough for the first use to come before the expiry.
     let mut node = ProcNode::start(
+        &["--set", "auth.token_ttl=3", "--set", "auth.nonce_ttl=3"],
         &[],
-        &[("SEALPOST_TOKEN_TTL", "3"), ("SEALPOST_NONCE_TTL", "3")],
     );
     let api = Api::default();
     let url = node.url.clone();

@@ -123,6 +123,11 @@ dedupe_retention = {dr}
 # tracing filter; the RUST_LOG environment variable overrides it.
 filter = "info"
 
+[auth]
+# Seconds a challenge nonce may be answered, and a bearer token is valid.
+nonce_ttl = 60
+token_ttl = 600
+
 [gateway]
 # The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
 # @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters
