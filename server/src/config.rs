@@ -173,6 +173,10 @@ pub struct LimitsConfig {
     /// Deliveries one peer node may make per minute (0: no limit), and the burst.
     pub deliver_per_minute: u32,
     pub deliver_burst: u32,
+    /// Hops one user may have waiting in this node's outbound queue (0: no limit), and
+    /// their bytes (0: no limit): a user cannot fill the disk with undeliverable hops.
+    pub outbound_hops_per_user: u64,
+    pub outbound_bytes_per_user: u64,
     /// Open client connections; more wait in the listen backlog.
     pub max_connections: usize,
     /// Time to read a request's headers.
@@ -375,6 +379,8 @@ impl Default for LimitsConfig {
             submit_burst: 100,
             deliver_per_minute: 6000,
             deliver_burst: 1000,
+            outbound_hops_per_user: 10_000,
+            outbound_bytes_per_user: 1 << 30,
             max_connections: 1024,
             header_timeout: Secs::from_secs(10),
             body_timeout: Secs::from_secs(120),

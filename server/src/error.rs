@@ -44,6 +44,10 @@ pub enum ApiError {
     RateLimited { retry_after: u64 },
     #[error("mailbox is full")]
     QuotaExceeded,
+    #[error(
+        "you have too much mail waiting in this node's outbound queue; try again once some is delivered"
+    )]
+    OutboundFull,
     #[error("storage unavailable, try again later")]
     Unavailable,
     /// Details go to the log, not to the client.
@@ -66,7 +70,7 @@ impl ApiError {
             StaleRecord { .. } => StatusCode::CONFLICT,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            QuotaExceeded => StatusCode::INSUFFICIENT_STORAGE,
+            QuotaExceeded | OutboundFull => StatusCode::INSUFFICIENT_STORAGE,
             Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -91,7 +95,7 @@ impl ApiError {
             StaleRecord { .. } => "stale_record",
             TooLarge { .. } => "too_large",
             RateLimited { .. } => "rate_limited",
-            QuotaExceeded => "quota_exceeded",
+            QuotaExceeded | OutboundFull => "quota_exceeded",
             Unavailable => "unavailable",
             Internal(_) => "internal",
         }

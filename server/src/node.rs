@@ -57,6 +57,60 @@ pub struct CachedAccount {
     pub fingerprint: Fingerprint,
 }
 
+/// What each user has waiting in the outbound queue: counted at submit, released when the
+/// relay is done with a hop (delivered, bounced or dropped), rebuilt from the queue at start.
+pub struct OutboundUsage {
+    by_sender: std::sync::Mutex<HashMap<MailboxId, (u64, u64)>>,
+    max_hops: u64,
+    max_bytes: u64,
+}
+
+impl OutboundUsage {
+    pub fn new(max_hops: u64, max_bytes: u64) -> Self {
+        OutboundUsage {
+            by_sender: Default::default(),
+            max_hops,
+            max_bytes,
+        }
+    }
+
+    /// Counts a hop of `size` bytes for `sender` unless that would pass a limit.
+    pub fn reserve(&self, sender: MailboxId, size: u64) -> bool {
+        let Ok(mut m) = self.by_sender.lock() else {
+            return false;
+        };
+        let (hops, bytes) = m.entry(sender).or_default();
+        let over = (self.max_hops > 0 && *hops + 1 > self.max_hops)
+            || (self.max_bytes > 0 && *bytes + size > self.max_bytes);
+        if !over {
+            *hops += 1;
+            *bytes += size;
+        }
+        !over
+    }
+
+    /// Counts a hop already queued (at start).
+    pub fn add(&self, sender: MailboxId, size: u64) {
+        if let Ok(mut m) = self.by_sender.lock() {
+            let e = m.entry(sender).or_default();
+            e.0 += 1;
+            e.1 += size;
+        }
+    }
+
+    pub fn release(&self, sender: MailboxId, size: u64) {
+        if let Ok(mut m) = self.by_sender.lock() {
+            if let Some(e) = m.get_mut(&sender) {
+                e.0 = e.0.saturating_sub(1);
+                e.1 = e.1.saturating_sub(size);
+                if e.0 == 0 {
+                    m.remove(&sender);
+                }
+            }
+        }
+    }
+}
+
 pub struct Node {
     pub config: Config,
     /// The effective public URL (configured, or derived from the bound address).
@@ -72,6 +126,7 @@ pub struct Node {
     pub peers: Peers,
     pub postmaster: Address,
     pub quota: Quota,
+    pub outbound_usage: OutboundUsage,
     relay_tx: mpsc::UnboundedSender<Job>,
     accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
     blocked: HashSet<[u8; 32]>,
@@ -126,6 +181,7 @@ impl Node {
                 max_bytes: l.mailbox_quota,
                 max_envelopes: l.mailbox_max_envelopes,
             },
+            outbound_usage: OutboundUsage::new(l.outbound_hops_per_user, l.outbound_bytes_per_user),
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
             blocked: keyset(&config.peers.blocked),

@@ -63,7 +63,13 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         last_error: String::new(),
     };
     let payload = Bytes::from(hop.payload);
-    node.store.enqueue(item.clone(), payload.clone()).await?;
+    if !node.outbound_usage.reserve(sender, item.size) {
+        return Err(ApiError::OutboundFull);
+    }
+    if let Err(e) = node.store.enqueue(item.clone(), payload.clone()).await {
+        node.outbound_usage.release(sender, item.size);
+        return Err(e.into());
+    }
     Metrics::inc(&node.metrics.hops_queued);
     node.metrics
         .outbound_queue

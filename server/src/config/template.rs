@@ -74,6 +74,9 @@ submit_burst = {sb}
 # Deliveries one peer node may make per minute (0 = unlimited), and the burst.
 deliver_per_minute = {dpm}
 deliver_burst = {db}
+# Hops and bytes one user may have waiting in the outbound queue (0: no limit).
+outbound_hops_per_user = 10000
+outbound_bytes_per_user = 1073741824
 # Open connections; further ones wait in the listen backlog.
 max_connections = {maxc}
 # Seconds to receive a request's headers, and its body.

@@ -79,6 +79,7 @@ async fn run(
         .outbound_queue
         .fetch_add(queued.len() as i64, Ordering::Relaxed);
     for item in queued {
+        node.outbound_usage.add(item.sender, item.size);
         schedule.push(Reverse((item.next_attempt_ms, item.id)));
         waiting.insert(
             item.id,
@@ -152,6 +153,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
             Ok(None) => {
                 tracing::warn!(queue_id = %id.to_hex(), "queued hop has no payload; dropping it");
                 let _ = node.store.finish(id, None).await;
+                node.outbound_usage.release(job.item.sender, job.item.size);
                 node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
@@ -176,6 +178,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
                 // Delivered but not dequeued: it is delivered again later and deduplicated.
                 return retry(&node, job, format!("dequeuing: {e}")).await;
             }
+            node.outbound_usage.release(job.item.sender, job.item.size);
             node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
             None
         }
@@ -239,6 +242,7 @@ async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
     if bounced {
         Metrics::inc(&node.metrics.bounces);
     }
+    node.outbound_usage.release(item.sender, item.size);
     node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
     None
 }
