@@ -173,6 +173,13 @@ pub struct LimitsConfig {
     /// Deliveries one peer node may make per minute (0: no limit), and the burst.
     pub deliver_per_minute: u32,
     pub deliver_burst: u32,
+    /// Unauthenticated requests that cost the node work (account registration, challenges)
+    /// one client IP may make per minute (0: no limit), and the burst above that rate.
+    /// Behind a reverse proxy every client has the proxy's address: raise or disable it.
+    pub anonymous_per_minute_per_ip: u32,
+    pub anonymous_burst_per_ip: u32,
+    /// Loopback clients (a local reverse proxy, tests, the demo) are not limited per IP.
+    pub anonymous_exempt_loopback: bool,
     /// Hops one user may have waiting in this node's outbound queue (0: no limit), and
     /// their bytes (0: no limit): a user cannot fill the disk with undeliverable hops.
     pub outbound_hops_per_user: u64,
@@ -379,6 +386,9 @@ impl Default for LimitsConfig {
             submit_burst: 100,
             deliver_per_minute: 6000,
             deliver_burst: 1000,
+            anonymous_per_minute_per_ip: 120,
+            anonymous_burst_per_ip: 60,
+            anonymous_exempt_loopback: true,
             outbound_hops_per_user: 10_000,
             outbound_bytes_per_user: 1 << 30,
             max_connections: 1024,

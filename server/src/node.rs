@@ -122,6 +122,8 @@ pub struct Node {
     pub sessions: Sessions,
     pub submit_limit: RateLimiter<MailboxId>,
     pub deliver_limit: RateLimiter<[u8; 32]>,
+    /// Registrations and challenges per client IP.
+    pub anonymous_limit: RateLimiter<std::net::IpAddr>,
     pub metrics: Metrics,
     pub peers: Peers,
     pub postmaster: Address,
@@ -174,6 +176,10 @@ impl Node {
             ),
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
+            anonymous_limit: RateLimiter::new(
+                l.anonymous_per_minute_per_ip,
+                l.anonymous_burst_per_ip,
+            ),
             metrics: Metrics::default(),
             peers,
             postmaster: keys.postmaster(&url),
@@ -240,6 +246,25 @@ impl Node {
             crate::config::AcceptPolicy::Any => true,
             crate::config::AcceptPolicy::Listed => self.listed.contains(key),
         }
+    }
+
+    /// Charges one unauthenticated, costly request to the client's IP.
+    pub fn check_anonymous(
+        &self,
+        req: &hyper::Request<hyper::body::Incoming>,
+    ) -> Result<(), ApiError> {
+        let Some(crate::api::ClientIp(ip)) = req.extensions().get::<crate::api::ClientIp>() else {
+            return Ok(());
+        };
+        if ip.is_loopback() && self.config.limits.anonymous_exempt_loopback {
+            return Ok(());
+        }
+        self.anonymous_limit
+            .check(*ip, std::time::Instant::now())
+            .map_err(|retry_after| {
+                Metrics::inc(&self.metrics.rate_limited);
+                ApiError::RateLimited { retry_after }
+            })
     }
 
     /// Tells the relay about a newly queued hop.

@@ -172,7 +172,7 @@ async fn serve(
             node.metrics
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
-            serve_connection(node.clone(), stream, tls, stop).await;
+            serve_connection(node.clone(), stream, peer.ip(), tls, stop).await;
             node.metrics
                 .connections_open
                 .fetch_sub(1, Ordering::Relaxed);
@@ -206,16 +206,17 @@ async fn serve(
 async fn serve_connection(
     node: Arc<Node>,
     stream: TcpStream,
+    client: std::net::IpAddr,
     tls: Option<TlsAcceptor>,
     stop: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
     match tls {
-        None => serve_io(node, TokioIo::new(stream), stop).await,
+        None => serve_io(node, TokioIo::new(stream), client, stop).await,
         Some(acceptor) => {
             let timeout = node.config.limits.header_timeout.get();
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => serve_io(node, TokioIo::new(s), stop).await,
+                Ok(Ok(s)) => serve_io(node, TokioIo::new(s), client, stop).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
             }
@@ -223,13 +224,18 @@ async fn serve_connection(
     }
 }
 
-async fn serve_io<I>(node: Arc<Node>, io: I, mut stop: watch::Receiver<bool>)
-where
+async fn serve_io<I>(
+    node: Arc<Node>,
+    io: I,
+    client: std::net::IpAddr,
+    mut stop: watch::Receiver<bool>,
+) where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc_node = node.clone();
-    let svc = service_fn(move |req| {
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let node = svc_node.clone();
+        req.extensions_mut().insert(api::ClientIp(client));
         async move { Ok::<_, Infallible>(api::handle(node, req).await) }
     });
     let mut builder = http1::Builder::new();
@@ -271,6 +277,7 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 node.sessions.sweep(crate::node::now_secs());
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
+                node.anonymous_limit.sweep(now);
                 node.deliver_limit.sweep(now);
             }
             _ = prune.tick() => {

@@ -30,6 +30,7 @@ struct Registered<'a> {
 }
 
 pub async fn register(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    node.check_anonymous(&req)?;
     let r: RegisterRequest = json_body(node, req).await?;
     let cert = cert_from_bytes(r.cert.as_bytes())
         .map_err(|e| ApiError::BadRequest(format!("certificate: {e}")))?;

@@ -46,6 +46,7 @@ pub fn parse_mailbox(s: &str) -> Result<MailboxId, ApiError> {
 }
 
 pub async fn challenge(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    node.check_anonymous(&req)?;
     let r: ChallengeRequest = json_body(node, req).await?;
     let mailbox = parse_mailbox(&r.mailbox)?;
     if node.account(mailbox).await?.is_none() {

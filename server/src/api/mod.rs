@@ -313,3 +313,7 @@ mod tests {
         assert_eq!(path_prefix(&u), "/sealpost");
     }
 }
+
+/// The address of the client a request came from (set by the server for every request).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);

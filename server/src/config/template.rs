@@ -74,6 +74,12 @@ submit_burst = {sb}
 # Deliveries one peer node may make per minute (0 = unlimited), and the burst.
 deliver_per_minute = {dpm}
 deliver_burst = {db}
+# Registrations and challenges one client IP may ask for per minute, and the burst
+# (0: no limit; behind a reverse proxy all clients share its address).
+anonymous_per_minute_per_ip = 120
+anonymous_burst_per_ip = 60
+# Loopback clients (a local reverse proxy, tests) are not limited per IP.
+anonymous_exempt_loopback = true
 # Hops and bytes one user may have waiting in the outbound queue (0: no limit).
 outbound_hops_per_user = 10000
 outbound_bytes_per_user = 1073741824
