@@ -165,7 +165,7 @@ for n in alpha beta gamma; do
   echo "      holds Bob's key:              $(yesno "$report" "hex $bob_fpr")"
   echo "      knows the subject:            $(yesno "$report" '"Photos from the trip"')"
   echo "      knows the body:               $(yesno "$report" '"photos from the trip attached"')"
-  echo "      $(grep '^envelopes' <<<"$report" | awk '{print "envelopes waiting: " $2 " (" $4 " bytes: sizes are padded to buckets)"}')"
+  echo "      $(grep '^envelopes' <<<"$report" | awk '{ if ($2 == 0) print "envelopes waiting: none (fetched, then deleted on the node)"; else print "envelopes waiting: " $2 " (" $4 " bytes; each padded to a size bucket)" }')"
 done
 say ""
 say "What the users saw: Bob read Alice's letter and its attachment, signed and verified;"
