@@ -186,10 +186,10 @@ fn raw_decrypt_verify(data: &[u8], recipient: &Cert, sender: &Cert) -> Result<Ve
         }
         fn check(&mut self, s: MessageStructure) -> openpgp::Result<()> {
             for layer in s.into_iter() {
-                if let openpgp::parse::stream::MessageLayer::SignatureGroup { results } = layer {
-                    if results.iter().any(|r| r.is_err()) {
-                        return Err(anyhow::anyhow!("bad signature"));
-                    }
+                if let openpgp::parse::stream::MessageLayer::SignatureGroup { results } = layer
+                    && results.iter().any(|r| r.is_err())
+                {
+                    return Err(anyhow::anyhow!("bad signature"));
                 }
             }
             Ok(())
@@ -215,10 +215,10 @@ fn raw_decrypt_verify(data: &[u8], recipient: &Cert, sender: &Cert) -> Result<Ve
             {
                 let mut pair = ka.key().clone().into_keypair()?;
                 for p in pkesks {
-                    if let Some((a, sk)) = p.decrypt(&mut pair, sym) {
-                        if decrypt(a, &sk) {
-                            return Ok(None);
-                        }
+                    if let Some((a, sk)) = p.decrypt(&mut pair, sym)
+                        && decrypt(a, &sk)
+                    {
+                        return Ok(None);
                     }
                 }
             }

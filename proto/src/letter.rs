@@ -140,13 +140,13 @@ impl Letter {
                 return Err(bad("attachment media type", "must look like type/subtype"));
             }
         }
-        if let Some(l) = &self.legacy {
-            if l.len() > 2000 || l.contains(['\r', '\n']) {
-                return Err(bad(
-                    "legacy label",
-                    "must be one line of at most 2000 bytes",
-                ));
-            }
+        if let Some(l) = &self.legacy
+            && (l.len() > 2000 || l.contains(['\r', '\n']))
+        {
+            return Err(bad(
+                "legacy label",
+                "must be one line of at most 2000 bytes",
+            ));
         }
         Ok(())
     }

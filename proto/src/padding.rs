@@ -83,7 +83,7 @@ mod tests {
         assert_eq!(bucket(1 << 20), 1 << 20);
         for n in [300_000usize, 1_000_001, 5_555_555, 30_000_000] {
             let b = bucket(n);
-            assert!(b >= n && b % 4096 == 0, "{n} -> {b}");
+            assert!(b >= n && b.is_multiple_of(4096), "{n} -> {b}");
             assert!((b - n) as f64 / n as f64 <= 0.12, "{n} -> {b}");
             assert_eq!(bucket(b), b, "buckets are fixed points");
         }

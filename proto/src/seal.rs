@@ -438,10 +438,10 @@ impl VerificationHelper for Helper<'_> {
     fn get_certs(&mut self, ids: &[KeyHandle]) -> openpgp::Result<Vec<Cert>> {
         let mut certs: Vec<Cert> = Vec::new();
         for id in ids {
-            if let Some(c) = (self.lookup)(id) {
-                if !certs.iter().any(|k| k.fingerprint() == c.fingerprint()) {
-                    certs.push(c);
-                }
+            if let Some(c) = (self.lookup)(id)
+                && !certs.iter().any(|k| k.fingerprint() == c.fingerprint())
+            {
+                certs.push(c);
             }
         }
         Ok(certs)
@@ -506,10 +506,10 @@ impl DecryptionHelper for Helper<'_> {
         for pkesk in pkesks {
             for pair in self.decryptors {
                 let mut pair = pair.clone();
-                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo) {
-                    if decrypt(algo, &sk) {
-                        return Ok(None);
-                    }
+                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+                    && decrypt(algo, &sk)
+                {
+                    return Ok(None);
                 }
             }
         }

@@ -147,12 +147,12 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
         if cf == "envelopes" {
             *envelope_sizes.entry(v.len()).or_default() += 1;
         }
-        if cf == "outbound" {
-            if let Ok(item) = serde_json::from_slice::<sealpost_server::store::OutboundItem>(v) {
-                *destinations
-                    .entry(item.destination.to_string())
-                    .or_default() += 1;
-            }
+        if cf == "outbound"
+            && let Ok(item) = serde_json::from_slice::<sealpost_server::store::OutboundItem>(v)
+        {
+            *destinations
+                .entry(item.destination.to_string())
+                .or_default() += 1;
         }
     })?;
     let mut out = String::new();

@@ -99,13 +99,13 @@ impl OutboundUsage {
     }
 
     pub fn release(&self, sender: MailboxId, size: u64) {
-        if let Ok(mut m) = self.by_sender.lock() {
-            if let Some(e) = m.get_mut(&sender) {
-                e.0 = e.0.saturating_sub(1);
-                e.1 = e.1.saturating_sub(size);
-                if e.0 == 0 {
-                    m.remove(&sender);
-                }
+        if let Ok(mut m) = self.by_sender.lock()
+            && let Some(e) = m.get_mut(&sender)
+        {
+            e.0 = e.0.saturating_sub(1);
+            e.1 = e.1.saturating_sub(size);
+            if e.0 == 0 {
+                m.remove(&sender);
             }
         }
     }
