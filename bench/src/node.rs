@@ -85,12 +85,12 @@ impl NodeProc {
 
 impl Drop for NodeProc {
     fn drop(&mut self) {
-        unsafe_free_kill(&mut self.child);
+        stop_gracefully(&mut self.child);
     }
 }
 
 /// SIGTERM, then wait (the node shuts down gracefully); SIGKILL if it lingers.
-fn unsafe_free_kill(child: &mut Child) {
+fn stop_gracefully(child: &mut Child) {
     let _ = Command::new("kill")
         .arg("-TERM")
         .arg(child.id().to_string())
