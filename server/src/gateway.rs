@@ -30,7 +30,7 @@ use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::openpgp::{Fingerprint, KeyHandle};
 use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
-use sealpost_proto::seal::{SignatureStatus, open, seal, seal_rfc5322};
+use sealpost_proto::seal::{SignatureStatus, open, seal_rfc5322};
 use sealpost_proto::smtp::{DeliveryResult, SmtpConfig};
 use sealpost_proto::{Address, EnvelopeId, MailboxId};
 use sha2::{Digest, Sha256};
@@ -41,6 +41,7 @@ use tokio::task::JoinHandle;
 use crate::config::{GatewayConfig, smarthost_parts};
 use crate::keys::{read_secret, write_secret};
 use crate::node::{Node, now_secs};
+use crate::relay::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::server::stopped;
 use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
 
@@ -528,46 +529,21 @@ async fn open_from_local_user(
 
 /// A letter from postmaster to the sender: why their legacy mail was not sent.
 async fn bounce(node: &Arc<Node>, sender: MailboxId, why: &str) {
-    let Ok(Some(account)) = node.account(sender).await else {
-        return;
-    };
-    let Some(to) = sealpost_proto::identity::cert_addresses(&account.cert)
-        .first()
-        .and_then(|a| Address::parse(a).ok())
-    else {
-        return;
-    };
     let body = format!(
         "Your message to legacy e-mail could not be delivered by the gateway {}.\r\n\r\nReason: {why}\r\n",
         node.config.gateway.domain
     );
-    let now = now_secs();
-    let letter = Letter::new(
-        node.postmaster.clone(),
-        vec![to],
-        "Undeliverable: legacy mail",
-        body,
-        now as i64,
-    );
-    let (keyring, cert) = (node.keys.keyring.clone(), account.cert.clone());
-    let Ok(Ok(sealed)) = tokio::task::spawn_blocking(move || seal(&letter, &keyring, &cert)).await
-    else {
-        return;
+    let subject = format!("{BOUNCE_SUBJECT_PREFIX}legacy mail");
+    let stored = match postmaster_letter(node, sender, subject, body).await {
+        Ok(env) => node
+            .store
+            .deliver(env, node.quota)
+            .await
+            .map(|_| ())
+            .map_err(|e| e.to_string()),
+        Err(e) => Err(e.to_string()),
     };
-    let id = EnvelopeId::random();
-    let env = Envelope {
-        id,
-        mailbox: sender,
-        sealed,
-        token: Vec::new(),
-    };
-    let new = NewEnvelope {
-        mailbox: sender,
-        id,
-        bytes: Bytes::from(env.encode()),
-        received: now,
-    };
-    if let Err(e) = node.store.deliver(new, node.quota).await {
+    if let Err(e) = stored {
         tracing::warn!(error = %e, "could not store a gateway bounce");
     }
 }

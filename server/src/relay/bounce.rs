@@ -11,7 +11,7 @@ use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::cert_addresses;
 use sealpost_proto::letter::Letter;
 use sealpost_proto::seal::seal;
-use sealpost_proto::{Address, EnvelopeId};
+use sealpost_proto::{Address, EnvelopeId, MailboxId};
 
 use crate::keys::host_of;
 use crate::node::{Node, now_secs};
@@ -32,16 +32,6 @@ pub async fn bounce_envelope(
     node: &Arc<Node>,
     item: &OutboundItem,
 ) -> Result<NewEnvelope, BounceError> {
-    let account = node
-        .account(item.sender)
-        .await
-        .map_err(|e| BounceError::Seal(e.to_string()))?
-        .ok_or(BounceError::NoAccount)?;
-    let to = cert_addresses(&account.cert)
-        .first()
-        .and_then(|a| Address::parse(a).ok())
-        .unwrap_or_else(|| node.postmaster.clone());
-    let now = now_secs();
     let body = format!(
         "Your message could not be delivered.\r\n\
          \r\n\
@@ -68,6 +58,27 @@ pub async fn bounce_envelope(
         "{BOUNCE_SUBJECT_PREFIX}message to {}",
         host_of(&item.destination)
     );
+    postmaster_letter(node, item.sender, subject, body).await
+}
+
+/// A letter from the node's postmaster to the owner of `mailbox`, sealed to their
+/// certificate, ready to store in that mailbox (relay bounces, gateway bounces).
+pub async fn postmaster_letter(
+    node: &Arc<Node>,
+    mailbox: MailboxId,
+    subject: String,
+    body: String,
+) -> Result<NewEnvelope, BounceError> {
+    let account = node
+        .account(mailbox)
+        .await
+        .map_err(|e| BounceError::Seal(e.to_string()))?
+        .ok_or(BounceError::NoAccount)?;
+    let to = cert_addresses(&account.cert)
+        .first()
+        .and_then(|a| Address::parse(a).ok())
+        .unwrap_or_else(|| node.postmaster.clone());
+    let now = now_secs();
     let letter = Letter::new(node.postmaster.clone(), vec![to], subject, body, now as i64);
     let keyring = node.keys.keyring.clone();
     let cert = account.cert.clone();
@@ -78,12 +89,12 @@ pub async fn bounce_envelope(
     let id = EnvelopeId::random();
     let envelope = Envelope {
         id,
-        mailbox: item.sender,
+        mailbox,
         sealed,
         token: Vec::new(),
     };
     Ok(NewEnvelope {
-        mailbox: item.sender,
+        mailbox,
         id,
         bytes: Bytes::from(envelope.encode()),
         received: now,

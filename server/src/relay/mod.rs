@@ -6,7 +6,7 @@
 //! The queue lives in the store; this task keeps only a schedule (id and due time) in
 //! memory, plus the payload of a fresh submission for its first attempt.
 
-mod bounce;
+pub(crate) mod bounce;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
