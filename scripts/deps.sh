@@ -7,7 +7,9 @@ set -euo pipefail
 # libclang-dev: bindgen for librocksdb-sys. gnupg: OpenPGP interop tests.
 # postfix + swaks: the legacy-mail world of the gateway tests and the Postfix benchmark peer.
 # openssl: test certificates for the TLS tests. python3: small helpers in the demo script.
-pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3)
+# dnsmasq-base: a private DNS server for test zones (the binary only, no system service).
+# python3-dkim: dkimpy, the independent DKIM verifier that checks the gateway's signatures.
+pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3 dnsmasq-base python3-dkim)
 
 missing=()
 for p in "${pkgs[@]}"; do
