@@ -1,20 +1,16 @@
-//! A `sealpost-node` process for the benchmarks, and the few API calls they need.
+//! A `sealpost-node` process for the benchmarks, and the few API calls they need: both from
+//! `sealpost-testkit` (the harness shared with the tests), with the bench's `anyhow` errors.
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as B64;
+use anyhow::{Result, bail};
 use ed25519_dalek::SigningKey;
-use sealpost_proto::codec::Codec;
-use sealpost_proto::descriptor::SignedDescriptor;
-use sealpost_proto::httpsig::sign_request;
-use sealpost_proto::identity::{SecretIdentity, cert_to_armored};
+use sealpost_proto::identity::SecretIdentity;
 use sealpost_proto::openpgp::Cert;
-use sealpost_proto::{MailboxId, NodeUrl, auth, record};
+use sealpost_proto::{MailboxId, NodeUrl};
+use sealpost_testkit::api::Api;
+use sealpost_testkit::process::{NodeProcess, NodeSpec, Stderr};
 
 /// The directory holding this binary and its siblings (`sealpost-node`, `sealpost`).
 pub fn bin_dir() -> PathBuf {
@@ -27,101 +23,50 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
+/// How long a node may take to start, and to stop after SIGTERM before it is killed.
+const START_DEADLINE: Duration = Duration::from_secs(60);
+const STOP_DEADLINE: Duration = Duration::from_secs(5);
+
+/// A node process (the harness of `sealpost-testkit`), stopped gracefully on drop.
 pub struct NodeProc {
-    pub child: Child,
+    process: NodeProcess,
     pub url: NodeUrl,
 }
 
 impl NodeProc {
     /// `init` a node in `dir` and run it on a free loopback port with `sets` overrides.
     pub fn start(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
-        let bin = bin_dir().join("sealpost-node");
-        let out = Command::new(&bin)
-            .args(["init", "--dir"])
-            .arg(dir)
-            .args(["--listen", "127.0.0.1:0"])
-            .output()
-            .with_context(|| format!("running {}", bin.display()))?;
-        if !out.status.success() {
-            bail!(
-                "sealpost-node init: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-        let mut cmd = Command::new(&bin);
-        cmd.args(["run", "--config"]).arg(dir.join("node.toml"));
-        for s in sets {
-            cmd.args(["--set", s]);
-        }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()?;
-        let stdout = child.stdout.take().context("stdout")?;
-        let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line)?;
-        let url = line
-            .trim()
-            .strip_prefix("sealpost-node listening on ")
-            .with_context(|| format!("unexpected first line {line:?}"))?;
+        let spec = NodeSpec {
+            args: sets
+                .iter()
+                .flat_map(|s| ["--set".to_string(), s.to_string()])
+                .collect(),
+            stderr: Stderr::Inherit,
+            ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)
+        };
+        let process = NodeProcess::init_and_start(spec, START_DEADLINE)?;
         Ok(NodeProc {
-            url: NodeUrl::parse(url)?,
-            child,
+            url: process.url().clone(),
+            process,
         })
     }
 
     /// Peak resident set size (VmHWM) of the node process, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .map(|kb| kb / 1024.0)
-            .unwrap_or(0.0)
+        self.process.peak_rss_mib().unwrap_or(0.0)
     }
 }
 
 impl Drop for NodeProc {
     fn drop(&mut self) {
-        stop_gracefully(&mut self.child);
+        // SIGTERM, then wait for the graceful shutdown; SIGKILL if it lingers.
+        let _ = self.process.terminate(STOP_DEADLINE);
     }
-}
-
-/// SIGTERM, then wait (the node shuts down gracefully); SIGKILL if it lingers.
-fn stop_gracefully(child: &mut Child) {
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(child.id().to_string())
-        .status();
-    for _ in 0..100 {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-}
-
-pub fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 /// Fetches and verifies the node's descriptor; returns its encryption certificate.
 pub async fn descriptor(http: &reqwest::Client, url: &NodeUrl) -> Result<(Cert, [u8; 32])> {
-    let bytes = http
-        .get(url.join("/.well-known/sealpost/node"))
-        .send()
-        .await?
-        .error_for_status()?
-        .bytes()
-        .await?;
-    let (desc, cert) = SignedDescriptor::decode(&bytes)?.verify()?;
+    let (desc, cert) = Api::new(http.clone()).descriptor(url).await?;
     Ok((cert, desc.node_key))
 }
 
@@ -130,19 +75,9 @@ pub async fn register(
     url: &NodeUrl,
     id: &SecretIdentity,
 ) -> Result<MailboxId> {
-    let resp = http
-        .post(url.join("/v1/accounts"))
-        .json(&serde_json::json!({ "cert": cert_to_armored(&id.public_cert()) }))
-        .send()
-        .await?;
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await?;
-    if !status.is_success() {
-        bail!("register: {status} {v}");
-    }
-    Ok(MailboxId::from_hex(
-        v["mailbox"].as_str().context("mailbox")?,
-    )?)
+    Ok(Api::new(http.clone())
+        .mailbox(url, &id.public_cert())
+        .await?)
 }
 
 /// A bearer token for `mailbox` (challenge, signed statement, token).
@@ -152,30 +87,9 @@ pub async fn token(
     mailbox: &MailboxId,
     id: &SecretIdentity,
 ) -> Result<String> {
-    let v: serde_json::Value = http
-        .post(url.join("/v1/auth/challenge"))
-        .json(&serde_json::json!({ "mailbox": mailbox.to_hex() }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    let nonce: [u8; 32] = hex::decode(v["nonce"].as_str().context("nonce")?)?
-        .try_into()
-        .map_err(|_| anyhow::anyhow!("nonce length"))?;
-    let sig = record::sign_detached(
-        &auth::challenge_statement(url, mailbox, &nonce),
-        &id.unlock(None)?,
-    )?;
-    let v: serde_json::Value = http
-        .post(url.join("/v1/auth/token"))
-        .json(&serde_json::json!({ "mailbox": mailbox.to_hex(), "nonce": hex::encode(nonce), "signature": B64.encode(sig) }))
-        .send()
-        .await?
-        .error_for_status()?
-        .json()
-        .await?;
-    Ok(v["token"].as_str().context("token")?.to_string())
+    Ok(Api::new(http.clone())
+        .token(url, mailbox, &id.unlock(None)?)
+        .await?)
 }
 
 /// POST /v1/deliver as a peer node signing with `key`; returns whether a new copy was stored.
@@ -185,18 +99,7 @@ pub async fn deliver(
     key: &SigningKey,
     payload: Vec<u8>,
 ) -> Result<bool> {
-    let h = sign_request(key, "POST", url.authority(), "/v1/deliver", &payload, now());
-    let resp = http
-        .post(url.join("/v1/deliver"))
-        .header("content-type", "application/octet-stream")
-        .header("content-digest", h.content_digest)
-        .header("signature-input", h.signature_input)
-        .header("signature", h.signature)
-        .body(payload)
-        .send()
-        .await?;
-    let status = resp.status();
-    let v: serde_json::Value = resp.json().await.unwrap_or_default();
+    let (status, v) = Api::new(http.clone()).deliver(url, key, payload).await?;
     if !status.is_success() {
         bail!("deliver: {status} {v}");
     }
@@ -204,5 +107,5 @@ pub async fn deliver(
 }
 
 pub fn ed25519_random() -> SigningKey {
-    SigningKey::from_bytes(&rand::random())
+    sealpost_testkit::api::peer_key()
 }

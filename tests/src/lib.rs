@@ -11,13 +11,15 @@
 //! with `PR_SET_PDEATHSIG`, and an `atexit` handler kills what is left and removes the
 //! temporary directories of fixtures kept in statics (which are never dropped).
 
-use std::io::{BufRead, BufReader, Write};
-use std::os::unix::process::CommandExt;
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use sealpost_testkit::process::{NodeProcess, NodeSpec, Stderr, init};
+
+/// A temporary directory removed on drop and, for fixtures in statics, at exit.
+pub use sealpost_testkit::TempDir;
 
 /// How long a node may take to start.
 pub const START_DEADLINE: Duration = Duration::from_secs(60);
@@ -54,115 +56,16 @@ pub fn cli_bin() -> PathBuf {
 }
 
 // ---------------------------------------------------------------------------------------
-// Process hygiene
-
-struct Registry {
-    pids: Vec<i32>,
-    dirs: Vec<PathBuf>,
-}
-
-fn registry() -> &'static Mutex<Registry> {
-    static REG: OnceLock<Mutex<Registry>> = OnceLock::new();
-    REG.get_or_init(|| {
-        extern "C" fn cleanup() {
-            if let Ok(reg) = registry().try_lock() {
-                for pid in &reg.pids {
-                    // SAFETY: signalling and reaping child processes we started; reaping
-                    // here keeps them from lingering as zombies of an init that does not.
-                    unsafe {
-                        libc::kill(*pid, libc::SIGKILL);
-                        libc::waitpid(*pid, std::ptr::null_mut(), 0);
-                    }
-                }
-                for d in &reg.dirs {
-                    let _ = std::fs::remove_dir_all(d);
-                }
-            }
-        }
-        // SAFETY: registers a plain function without captured state.
-        unsafe { libc::atexit(cleanup) };
-        Mutex::new(Registry {
-            pids: Vec::new(),
-            dirs: Vec::new(),
-        })
-    })
-}
-
-fn register_pid(pid: u32) {
-    registry().lock().unwrap().pids.push(pid as i32);
-}
-
-fn unregister_pid(pid: u32) {
-    registry().lock().unwrap().pids.retain(|p| *p != pid as i32);
-}
-
-/// A temporary directory removed on drop and, for fixtures in statics, at exit.
-pub struct TempDir(tempfile::TempDir);
-
-impl TempDir {
-    pub fn new(prefix: &str) -> TempDir {
-        let t = tempfile::Builder::new()
-            .prefix(&format!("sealpost-{prefix}-"))
-            .tempdir()
-            .expect("tempdir");
-        registry().lock().unwrap().dirs.push(t.path().to_path_buf());
-        TempDir(t)
-    }
-    pub fn path(&self) -> &Path {
-        self.0.path()
-    }
-}
-
-type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
-
-/// Spawns `cmd` from a thread that lives as long as the process, so that
-/// `PR_SET_PDEATHSIG` (which fires when the *thread* that forked exits) kills the child
-/// only when the test process goes away.
-fn spawn_tied(mut cmd: Command) -> std::io::Result<Child> {
-    static SPAWNER: OnceLock<Mutex<mpsc::Sender<SpawnRequest>>> = OnceLock::new();
-    let tx = SPAWNER.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<SpawnRequest>();
-        std::thread::Builder::new()
-            .name("node-spawner".into())
-            .spawn(move || {
-                for (mut cmd, reply) in rx {
-                    // SAFETY: prctl in the child between fork and exec; async-signal-safe.
-                    unsafe {
-                        cmd.pre_exec(|| {
-                            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                            Ok(())
-                        });
-                    }
-                    let _ = reply.send(cmd.spawn());
-                }
-            })
-            .expect("spawner thread");
-        Mutex::new(tx)
-    });
-    let (reply_tx, reply_rx) = mpsc::channel();
-    // Setting stdio etc. was done by the caller; only the spawn moves threads.
-    let _ = &mut cmd;
-    tx.lock()
-        .unwrap()
-        .send((cmd, reply_tx))
-        .expect("spawner thread alive");
-    reply_rx.recv().expect("spawner thread answers")
-}
-
-// ---------------------------------------------------------------------------------------
-// Nodes
+// Nodes (the child-process harness of `sealpost-testkit`, with this suite's defaults)
 
 /// A running (or stopped) `sealpost-node`.
 pub struct Node {
     pub name: String,
-    dir: TempDir,
-    child: Option<Child>,
     /// `http://127.0.0.1:PORT`, stable across restarts.
     pub url: String,
     pub port: u16,
-    run_args: Vec<String>,
-    /// The rest of the running node's stdout, line by line (after its ready line).
-    stdout: Mutex<Option<mpsc::Receiver<String>>>,
+    process: NodeProcess,
+    dir: TempDir,
 }
 
 /// Relay retries fast in tests, so a node that comes back gets its mail soon.
@@ -176,29 +79,30 @@ impl Node {
 
     pub fn start_with(name: &str, run_args: &[&str]) -> Node {
         let dir = TempDir::new(&format!("node-{name}"));
-        let out = Command::new(node_bin())
-            .args(["init", "--dir"])
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .output()
-            .expect("run sealpost-node init");
-        assert!(
-            out.status.success(),
-            "sealpost-node init failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let mut node = Node {
-            name: name.to_string(),
-            dir,
-            child: None,
-            url: String::new(),
-            port: 0,
-            run_args: run_args.iter().map(|s| s.to_string()).collect(),
-            stdout: Mutex::new(None),
+        let bin = node_bin();
+        if let Err(e) = init(&bin, dir.path()) {
+            panic!("{e}");
+        }
+        let spec = NodeSpec {
+            args: run_args.iter().map(|s| s.to_string()).collect(),
+            stderr: Stderr::File(dir.path().join("node.log")),
+            // The gateway's ready line is left for `stdout_line`.
+            wait_gateway: Some(false),
+            ..NodeSpec::new(bin, dir.path())
         };
-        node.launch(None);
-        node
+        let process = NodeProcess::start(spec, START_DEADLINE).unwrap_or_else(|e| {
+            panic!(
+                "node {name} did not start: {e}\n--- log ---\n{}",
+                std::fs::read_to_string(dir.path().join("node.log")).unwrap_or_default()
+            )
+        });
+        Node {
+            name: name.to_string(),
+            url: process.url().to_string(),
+            port: process.port(),
+            process,
+            dir,
+        }
     }
 
     pub fn config_path(&self) -> PathBuf {
@@ -214,129 +118,44 @@ impl Node {
         std::fs::read_to_string(self.log_path()).unwrap_or_default()
     }
 
-    fn launch(&mut self, port: Option<u16>) {
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            match self.try_launch(port, deadline) {
-                Ok(()) => return,
-                // The old port can be taken by someone else for a moment; try again shortly (a retry interval, not a readiness wait).
-                Err(e) if port.is_some() && Instant::now() < deadline => {
-                    eprintln!("node {} restart: {e}; retrying", self.name);
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-                Err(e) => panic!(
-                    "node {} did not start: {e}\n--- log ---\n{}",
-                    self.name,
-                    self.log()
-                ),
-            }
-        }
-    }
-
-    fn try_launch(&mut self, port: Option<u16>, deadline: Instant) -> Result<(), String> {
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.log_path())
-            .map_err(|e| e.to_string())?;
-        let mut cmd = Command::new(node_bin());
-        cmd.arg("run").arg("--config").arg(self.config_path());
-        if let Some(p) = port {
-            cmd.args(["--listen", &format!("127.0.0.1:{p}")]);
-        }
-        cmd.args(&self.run_args);
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log));
-        let mut child = spawn_tied(cmd).map_err(|e| format!("spawn: {e}"))?;
-        register_pid(child.id());
-        let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, rx) = mpsc::channel::<String>();
-        // Reads the ready line, then keeps draining stdout so the node never blocks on it.
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let _ = tx.send(line);
-            }
-        });
-        let prefix = "sealpost-node listening on ";
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(url) = line.trim().strip_prefix(prefix) {
-                        let url = url.trim_end_matches('/').to_string();
-                        let port: u16 = url
-                            .rsplit(':')
-                            .next()
-                            .and_then(|p| p.parse().ok())
-                            .ok_or(format!("no port in {url}"))?;
-                        self.url = url;
-                        self.port = port;
-                        self.child = Some(child);
-                        *self.stdout.lock().unwrap() = Some(rx);
-                        return Ok(());
-                    }
-                }
-                Err(_) => {
-                    let _ = child.kill();
-                    let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
-                    unregister_pid(child.id());
-                    return Err(format!("no ready line (exit: {status})"));
-                }
-            }
-        }
-    }
-
     /// Kills the node (like a crash or a network cut).
     pub fn stop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-            unregister_pid(c.id());
-        }
+        self.process.kill();
     }
 
     /// Starts the node again on the same port, data and keys.
     pub fn restart(&mut self) {
         self.stop();
-        let port = self.port;
         let url = self.url.clone();
-        self.launch(Some(port));
+        if let Err(e) = self.process.restart(START_DEADLINE) {
+            panic!(
+                "node {} did not start: {e}\n--- log ---\n{}",
+                self.name,
+                self.log()
+            );
+        }
+        self.url = self.process.url().to_string();
+        self.port = self.process.port();
         assert_eq!(self.url, url, "restarted node must keep its URL");
     }
 
     pub fn is_running(&self) -> bool {
-        self.child.is_some()
+        self.process.is_running()
     }
 
     /// Waits (up to [`START_DEADLINE`]) for the next stdout line of the running node that
     /// starts with `prefix`, and returns the rest of it: e.g. the gateway's
     /// `sealpost-node gateway listening on smtp://IP:PORT`.
     pub fn stdout_line(&self, prefix: &str) -> String {
-        let guard = self.stdout.lock().unwrap();
-        let rx = guard.as_ref().expect("the node is running");
-        let deadline = Instant::now() + START_DEADLINE;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            match rx.recv_timeout(left) {
-                Ok(line) => {
-                    if let Some(rest) = line.trim().strip_prefix(prefix) {
-                        return rest.to_string();
-                    }
-                }
-                Err(e) => panic!(
-                    "node {}: no stdout line {prefix:?} ({e})\n--- log ---\n{}",
-                    self.name,
-                    self.log()
-                ),
-            }
-        }
+        self.process
+            .stdout_line(prefix, START_DEADLINE)
+            .unwrap_or_else(|e| panic!("node {}: {e}\n--- log ---\n{}", self.name, self.log()))
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
+        // Before the directory goes.
         self.stop();
     }
 }

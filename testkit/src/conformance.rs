@@ -1,0 +1,591 @@
+//! The `Store` conformance suite: the same behaviour checked for every implementation of
+//! `sealpost_server::store::Store` (RocksDB today, PostgreSQL next). Each case is a public
+//! async function over a [`Backend`]; [`crate::store_conformance!`] turns them all into
+//! `#[tokio::test]`s in the crate that names a backend:
+//!
+//! ```ignore
+//! struct Rocks;
+//! impl sealpost_testkit::conformance::Backend for Rocks {
+//!     async fn open(&self, place: &std::path::Path) -> std::sync::Arc<dyn Store> {
+//!         RocksStore::open(place, &StorageConfig::default()).expect("open")
+//!     }
+//! }
+//! sealpost_testkit::store_conformance!(Rocks);
+//! ```
+//!
+//! What is checked is the trait's contract as the node relies on it: registration is
+//! idempotent by certificate fingerprint and an invite works once; records only move
+//! forward; each mailbox numbers its envelopes from 1 without reuse, dedupes by envelope id
+//! (also after an ack) and enforces its quota inside the write; listing pages from a
+//! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
+//! the outbound queue round-trips and a finished hop can leave a bounce; peer pins are kept
+//! per URL; everything survives close and reopen; a closed store refuses writes.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use sealpost_server::store::{
+    DeliverOutcome, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome,
+    RegisterOutcome, Store, StoreError,
+};
+
+/// A store implementation under test.
+pub trait Backend: Sync {
+    /// Opens (creating when new) the store kept at `place`: a fresh empty directory per
+    /// case. Opening the same place again, after `close`, must see the same data. A backend
+    /// that keeps its data elsewhere (a SQL database) derives its database or schema name
+    /// from `place` and may write its own files there.
+    fn open(&self, place: &Path) -> impl Future<Output = Arc<dyn Store>> + Send;
+}
+
+/// A quota nothing in the suite reaches.
+pub const BIG: Quota = Quota {
+    max_bytes: 1 << 40,
+    max_envelopes: 1 << 40,
+};
+
+/// A registration for the fingerprint `[fpr; 20]`.
+pub fn account(fpr: u8, invite: Option<&str>) -> NewAccount {
+    NewAccount {
+        fingerprint: vec![fpr; 20],
+        cert: vec![0x99, fpr],
+        created: 1_700_000_000 + fpr as u64,
+        invite: invite.map(Into::into),
+    }
+}
+
+/// An envelope `[id; 16]` of `len` bytes for `mailbox`, received at Unix second 5.
+pub fn envelope(mailbox: MailboxId, id: u8, len: usize) -> NewEnvelope {
+    NewEnvelope {
+        mailbox,
+        id: EnvelopeId([id; 16]),
+        bytes: Bytes::from(vec![id; len]),
+        received: 5,
+    }
+}
+
+/// An outbound item `[id; 16]` from `sender`.
+pub fn outbound_item(id: u8, sender: MailboxId) -> OutboundItem {
+    OutboundItem {
+        id: [id; 16],
+        destination: NodeUrl::parse("http://b.test").expect("invariant: a valid URL"),
+        sender,
+        submitted_ms: 10,
+        attempts: 0,
+        next_attempt_ms: 0,
+        size: 3,
+        last_error: String::new(),
+    }
+}
+
+/// Registers a new account and returns its mailbox.
+pub async fn new_mailbox(s: &dyn Store, fpr: u8) -> MailboxId {
+    match s.register(account(fpr, None)).await.expect("register") {
+        RegisterOutcome::Created(m) => m,
+        other => panic!("a new fingerprint must create an account, got {other:?}"),
+    }
+}
+
+fn place() -> tempfile::TempDir {
+    tempfile::Builder::new()
+        .prefix("sealpost-store-")
+        .tempdir()
+        .expect("tempdir")
+}
+
+async fn stored_seq(s: &dyn Store, e: NewEnvelope, q: Quota) -> u64 {
+    match s.deliver(e, q).await.expect("deliver") {
+        DeliverOutcome::Stored { seq } => seq,
+        other => panic!("want Stored, got {other:?}"),
+    }
+}
+
+pub async fn registration_is_idempotent<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    assert_eq!(
+        s.register(account(1, None)).await.unwrap(),
+        RegisterOutcome::Existing(m),
+        "the same fingerprint again names the same mailbox"
+    );
+    let m2 = new_mailbox(&*s, 2).await;
+    assert_ne!(m, m2);
+    let acc = s.account(m).await.unwrap().expect("the account is stored");
+    assert_eq!(
+        (acc.mailbox, acc.cert, acc.created),
+        (m, vec![0x99, 1], account(1, None).created)
+    );
+    assert_eq!(s.mailbox_of(vec![1; 20]).await.unwrap(), Some(m));
+    assert_eq!(s.mailbox_of(vec![2; 20]).await.unwrap(), Some(m2));
+    assert_eq!(s.mailbox_of(vec![3; 20]).await.unwrap(), None);
+    assert_eq!(s.account(MailboxId([0xee; 16])).await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+pub async fn invite_codes_work_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let RegisterOutcome::Created(m) = s.register(account(1, Some("c"))).await.unwrap() else {
+        panic!("an unused invite registers");
+    };
+    assert_eq!(
+        s.register(account(2, Some("c"))).await.unwrap(),
+        RegisterOutcome::InviteUsed
+    );
+    assert_eq!(s.mailbox_of(vec![2; 20]).await.unwrap(), None);
+    assert_eq!(
+        s.register(account(1, Some("c"))).await.unwrap(),
+        RegisterOutcome::Existing(m),
+        "a retried registration is idempotent even though its invite is used"
+    );
+    assert!(matches!(
+        s.register(account(3, Some("d"))).await.unwrap(),
+        RegisterOutcome::Created(_)
+    ));
+    s.close().await.unwrap();
+}
+
+pub async fn records_only_move_forward<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let put = |seq: u64, body: &'static [u8]| s.put_record("a@b.test".into(), seq, body.to_vec());
+    assert_eq!(s.record("a@b.test".into()).await.unwrap(), None);
+    assert_eq!(put(2, b"two").await.unwrap(), RecordOutcome::Stored);
+    assert_eq!(
+        put(2, b"again").await.unwrap(),
+        RecordOutcome::Stale { stored: 2 }
+    );
+    assert_eq!(
+        put(1, b"one").await.unwrap(),
+        RecordOutcome::Stale { stored: 2 }
+    );
+    assert_eq!(
+        s.record("a@b.test".into()).await.unwrap(),
+        Some(Bytes::from_static(b"two"))
+    );
+    assert_eq!(put(3, b"three").await.unwrap(), RecordOutcome::Stored);
+    assert_eq!(
+        s.record("a@b.test".into()).await.unwrap(),
+        Some(Bytes::from_static(b"three"))
+    );
+    assert_eq!(s.record("c@b.test".into()).await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+pub async fn deliveries_get_sequences_and_dedupe<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let other = new_mailbox(&*s, 2).await;
+    assert_eq!(stored_seq(&*s, envelope(m, 1, 10), BIG).await, 1);
+    assert_eq!(stored_seq(&*s, envelope(m, 2, 20), BIG).await, 2);
+    assert_eq!(
+        s.deliver(envelope(m, 1, 10), BIG).await.unwrap(),
+        DeliverOutcome::Duplicate { seq: 1 }
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(other, 1, 10), BIG).await,
+        1,
+        "dedupe and sequences are per mailbox"
+    );
+    assert_eq!(
+        s.envelope(m, 2).await.unwrap(),
+        Some(Bytes::from(vec![2u8; 20]))
+    );
+    assert_eq!(s.envelope(m, 3).await.unwrap(), None);
+    assert_eq!(
+        s.deliver(envelope(MailboxId([0xee; 16]), 1, 1), BIG)
+            .await
+            .unwrap(),
+        DeliverOutcome::UnknownMailbox
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn concurrent_deliveries_get_distinct_sequences<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    // 20 distinct ids, each sent twice, all at once.
+    let tasks: Vec<_> = (0..40u8)
+        .map(|i| {
+            let s = s.clone();
+            tokio::spawn(async move { s.deliver(envelope(m, i % 20, 10), BIG).await.unwrap() })
+        })
+        .collect();
+    let mut stored = Vec::new();
+    let mut duplicates = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            DeliverOutcome::Stored { seq } => stored.push(seq),
+            DeliverOutcome::Duplicate { seq } => duplicates.push(seq),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    stored.sort();
+    assert_eq!(stored, (1..=20).collect::<Vec<_>>());
+    duplicates.sort();
+    assert_eq!(
+        duplicates, stored,
+        "each duplicate names its original's sequence"
+    );
+    assert_eq!(s.list(m, 0, 100).await.unwrap().len(), 20);
+    s.close().await.unwrap();
+}
+
+pub async fn list_pages_from_a_cursor<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let other = new_mailbox(&*s, 2).await;
+    for i in 1..=5u8 {
+        stored_seq(&*s, envelope(m, i, 10 * i as usize), BIG).await;
+    }
+    stored_seq(&*s, envelope(other, 9, 1), BIG).await;
+    let all = s.list(m, 0, 100).await.unwrap();
+    let seen: Vec<(u64, EnvelopeId, u64)> = all.iter().map(|i| (i.seq, i.id, i.size)).collect();
+    let want: Vec<(u64, EnvelopeId, u64)> = (1..=5u8)
+        .map(|i| (i as u64, EnvelopeId([i; 16]), 10 * i as u64))
+        .collect();
+    assert_eq!(seen, want, "ascending by sequence, with id and size");
+    let seqs =
+        |v: Vec<sealpost_server::store::ListItem>| v.iter().map(|i| i.seq).collect::<Vec<_>>();
+    assert_eq!(seqs(s.list(m, 2, 100).await.unwrap()), vec![3, 4, 5]);
+    assert_eq!(seqs(s.list(m, 1, 2).await.unwrap()), vec![2, 3]);
+    assert_eq!(seqs(s.list(m, 5, 100).await.unwrap()), Vec::<u64>::new());
+    assert_eq!(
+        seqs(s.list(m, u64::MAX, 100).await.unwrap()),
+        Vec::<u64>::new()
+    );
+    assert!(s.ack(m, 3).await.unwrap());
+    assert_eq!(seqs(s.list(m, 0, 100).await.unwrap()), vec![1, 2, 4, 5]);
+    assert_eq!(seqs(s.list(m, 2, 1).await.unwrap()), vec![4]);
+    assert_eq!(
+        seqs(s.list(MailboxId([0xee; 16]), 0, 100).await.unwrap()),
+        Vec::<u64>::new()
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn ack_deletes_once_and_never_reuses_a_sequence<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+    stored_seq(&*s, envelope(m, 2, 10), BIG).await;
+    assert!(s.ack(m, 2).await.unwrap());
+    assert!(!s.ack(m, 2).await.unwrap(), "acking twice is a no-op");
+    assert!(!s.ack(m, 7).await.unwrap(), "nothing at that sequence");
+    assert!(!s.ack(MailboxId([0xee; 16]), 1).await.unwrap());
+    assert_eq!(s.envelope(m, 2).await.unwrap(), None);
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 3, 10), BIG).await,
+        3,
+        "the acked sequence is not handed out again"
+    );
+    assert_eq!(
+        s.deliver(envelope(m, 2, 10), BIG).await.unwrap(),
+        DeliverOutcome::Duplicate { seq: 2 },
+        "an acked envelope redelivered later is still a duplicate"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn quotas_count_bytes_and_envelopes<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let q = Quota {
+        max_bytes: 100,
+        max_envelopes: 2,
+    };
+    assert_eq!(stored_seq(&*s, envelope(m, 1, 60), q).await, 1);
+    assert_eq!(
+        s.deliver(envelope(m, 2, 60), q).await.unwrap(),
+        DeliverOutcome::QuotaExceeded,
+        "over the byte quota"
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 2, 40), q).await,
+        2,
+        "a refusal uses no sequence; exactly at the byte quota is allowed"
+    );
+    assert_eq!(
+        s.deliver(envelope(m, 3, 1), q).await.unwrap(),
+        DeliverOutcome::QuotaExceeded,
+        "over the envelope count"
+    );
+    assert!(s.ack(m, 1).await.unwrap());
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 3, 60), q).await,
+        3,
+        "an ack frees its bytes and its count"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn prune_forgets_only_acked_old_ids<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+    stored_seq(&*s, envelope(m, 2, 10), BIG).await;
+    assert!(s.ack(m, 1).await.unwrap());
+    assert_eq!(
+        s.prune_dedupe(5).await.unwrap(),
+        0,
+        "received at 5: not older"
+    );
+    assert_eq!(s.prune_dedupe(6).await.unwrap(), 1, "only the acked one");
+    assert_eq!(
+        s.deliver(envelope(m, 2, 10), BIG).await.unwrap(),
+        DeliverOutcome::Duplicate { seq: 2 }
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 1, 10), BIG).await,
+        3,
+        "a forgotten id is a new envelope"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn outbound_queue_round_trips<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let sender = MailboxId([1; 16]);
+    assert!(s.outbound().await.unwrap().is_empty());
+    let (one, two) = (outbound_item(4, sender), outbound_item(5, sender));
+    s.enqueue(one.clone(), Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    s.enqueue(two.clone(), Bytes::from_static(b"de"))
+        .await
+        .unwrap();
+    let mut queued = s.outbound().await.unwrap();
+    queued.sort_by_key(|i| i.id);
+    assert_eq!(queued, vec![one.clone(), two.clone()]);
+    assert_eq!(
+        s.outbound_payload(QueueId([4; 16])).await.unwrap(),
+        Some(Bytes::from_static(b"abc"))
+    );
+    let mut later = one.clone();
+    later.attempts = 3;
+    later.next_attempt_ms = 99;
+    later.last_error = "connection refused".into();
+    s.reschedule(later.clone()).await.unwrap();
+    let mut queued = s.outbound().await.unwrap();
+    queued.sort_by_key(|i| i.id);
+    assert_eq!(
+        queued,
+        vec![later, two.clone()],
+        "reschedule replaces the item"
+    );
+    assert_eq!(
+        s.outbound_payload(QueueId([4; 16])).await.unwrap(),
+        Some(Bytes::from_static(b"abc")),
+        "reschedule keeps the payload"
+    );
+    s.finish(QueueId([4; 16]), None).await.unwrap();
+    assert_eq!(s.outbound().await.unwrap(), vec![two]);
+    assert_eq!(s.outbound_payload(QueueId([4; 16])).await.unwrap(), None);
+    s.close().await.unwrap();
+}
+
+pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let full = Quota {
+        max_bytes: 10,
+        max_envelopes: 1,
+    };
+    stored_seq(&*s, envelope(m, 1, 10), full).await;
+    s.enqueue(outbound_item(4, m), Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    s.finish(QueueId([4; 16]), Some(envelope(m, 2, 30)))
+        .await
+        .unwrap();
+    assert!(s.outbound().await.unwrap().is_empty());
+    let listed: Vec<u64> = s
+        .list(m, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.seq)
+        .collect();
+    assert_eq!(
+        listed,
+        vec![1, 2],
+        "a bounce is stored even in a full mailbox"
+    );
+    // A bounce for a mailbox that is gone is dropped; the hop still leaves the queue.
+    s.enqueue(outbound_item(5, m), Bytes::from_static(b"x"))
+        .await
+        .unwrap();
+    s.finish(
+        QueueId([5; 16]),
+        Some(envelope(MailboxId([0xee; 16]), 3, 5)),
+    )
+    .await
+    .unwrap();
+    assert!(s.outbound().await.unwrap().is_empty());
+    s.close().await.unwrap();
+}
+
+pub async fn peer_pins_are_kept_per_url<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    assert!(s.peer_pins().await.unwrap().is_empty());
+    let (a, c) = (
+        NodeUrl::parse("https://a.test").unwrap(),
+        NodeUrl::parse("https://c.test:8443").unwrap(),
+    );
+    let pin = |k: u8| PeerPin {
+        node_key: [k; 32],
+        pinned_at: 100 + k as u64,
+    };
+    s.pin_peer(a.clone(), pin(1)).await.unwrap();
+    s.pin_peer(c.clone(), pin(2)).await.unwrap();
+    s.pin_peer(a.clone(), pin(3)).await.unwrap();
+    let mut pins = s.peer_pins().await.unwrap();
+    pins.sort_by(|x, y| x.0.as_str().cmp(y.0.as_str()));
+    assert_eq!(
+        pins,
+        vec![(a, pin(3)), (c, pin(2))],
+        "one pin per URL, the latest"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn everything_survives_reopen<B: Backend>(b: &B) {
+    let dir = place();
+    let sender = MailboxId([1; 16]);
+    let peer = NodeUrl::parse("https://a.test").unwrap();
+    let pin = PeerPin {
+        node_key: [7; 32],
+        pinned_at: 3,
+    };
+    let m = {
+        let s = b.open(dir.path()).await;
+        let RegisterOutcome::Created(m) = s.register(account(1, Some("inv"))).await.unwrap() else {
+            panic!("register");
+        };
+        s.put_record("a@b.test".into(), 2, b"two".to_vec())
+            .await
+            .unwrap();
+        stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+        stored_seq(&*s, envelope(m, 2, 10), BIG).await;
+        assert!(s.ack(m, 2).await.unwrap());
+        s.enqueue(outbound_item(4, sender), Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+        s.pin_peer(peer.clone(), pin).await.unwrap();
+        s.close().await.unwrap();
+        m
+    };
+    let s = b.open(dir.path()).await;
+    assert_eq!(
+        s.account(m).await.unwrap().map(|a| a.cert),
+        Some(vec![0x99, 1])
+    );
+    assert_eq!(
+        s.register(account(1, None)).await.unwrap(),
+        RegisterOutcome::Existing(m)
+    );
+    assert_eq!(
+        s.register(account(2, Some("inv"))).await.unwrap(),
+        RegisterOutcome::InviteUsed
+    );
+    assert_eq!(
+        s.record("a@b.test".into()).await.unwrap(),
+        Some(Bytes::from_static(b"two"))
+    );
+    assert_eq!(
+        s.put_record("a@b.test".into(), 2, b"x".to_vec())
+            .await
+            .unwrap(),
+        RecordOutcome::Stale { stored: 2 }
+    );
+    let listed: Vec<u64> = s
+        .list(m, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.seq)
+        .collect();
+    assert_eq!(listed, vec![1]);
+    assert_eq!(
+        s.envelope(m, 1).await.unwrap(),
+        Some(Bytes::from(vec![1u8; 10]))
+    );
+    assert_eq!(
+        s.deliver(envelope(m, 2, 10), BIG).await.unwrap(),
+        DeliverOutcome::Duplicate { seq: 2 },
+        "dedupe survives"
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 3, 10), BIG).await,
+        3,
+        "sequences continue"
+    );
+    assert_eq!(s.outbound().await.unwrap(), vec![outbound_item(4, sender)]);
+    assert_eq!(
+        s.outbound_payload(QueueId([4; 16])).await.unwrap(),
+        Some(Bytes::from_static(b"abc"))
+    );
+    assert_eq!(s.peer_pins().await.unwrap(), vec![(peer, pin)]);
+    s.close().await.unwrap();
+}
+
+pub async fn writes_after_close_are_refused<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    s.close().await.unwrap();
+    assert!(matches!(
+        s.deliver(envelope(m, 1, 10), BIG).await,
+        Err(StoreError::Closed)
+    ));
+    assert!(matches!(
+        s.register(account(2, None)).await,
+        Err(StoreError::Closed)
+    ));
+}
+
+/// One `#[tokio::test]` per conformance case for `$backend` (an expression of a type that
+/// implements [`Backend`]). Put it in its own test file or module: the tests are named
+/// after the cases. Every case of this module is listed here.
+#[macro_export]
+macro_rules! store_conformance {
+    ($backend:expr) => {
+        $crate::store_conformance!(@cases $backend;
+            registration_is_idempotent,
+            invite_codes_work_once,
+            records_only_move_forward,
+            deliveries_get_sequences_and_dedupe,
+            concurrent_deliveries_get_distinct_sequences,
+            list_pages_from_a_cursor,
+            ack_deletes_once_and_never_reuses_a_sequence,
+            quotas_count_bytes_and_envelopes,
+            prune_forgets_only_acked_old_ids,
+            outbound_queue_round_trips,
+            finish_stores_a_bounce_beyond_quota,
+            peer_pins_are_kept_per_url,
+            everything_survives_reopen,
+            writes_after_close_are_refused,
+        );
+    };
+    (@cases $backend:expr; $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test]
+            async fn $case() {
+                $crate::conformance::$case(&$backend).await
+            }
+        )*
+    };
+}
