@@ -19,3 +19,151 @@ impl sealpost_testkit::conformance::Backend for Rocks {
 }
 
 sealpost_testkit::store_conformance!(Rocks);
+
+/// The suite catches a store that breaks the contract: each mutant is RocksDB with one rule
+/// broken, and the case that guards that rule must fail on it.
+mod mutants {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use bytes::Bytes;
+    use sealpost_proto::{MailboxId, NodeUrl};
+    use sealpost_server::config::StorageConfig;
+    use sealpost_server::store::*;
+    use sealpost_testkit::conformance::{self, BIG};
+
+    #[derive(Clone, Copy, PartialEq)]
+    enum Mutation {
+        /// None: the wrapper alone changes nothing.
+        Nothing,
+        /// `list` ignores the cursor.
+        ListIgnoresCursor,
+        /// `deliver` ignores the quota it is given.
+        NoQuota,
+        /// `close` leaves the store writable.
+        CloseDoesNothing,
+    }
+
+    struct Mutant {
+        inner: Arc<RocksStore>,
+        mutation: Mutation,
+    }
+
+    impl conformance::Backend for Mutation {
+        async fn open(&self, place: &Path) -> Arc<dyn Store> {
+            let inner = RocksStore::open(place, &StorageConfig::default()).expect("open");
+            Arc::new(Mutant {
+                inner,
+                mutation: *self,
+            })
+        }
+    }
+
+    impl Store for Mutant {
+        fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome> {
+            self.inner.register(account)
+        }
+        fn put_record(
+            &self,
+            address: String,
+            sequence: u64,
+            signed: Vec<u8>,
+        ) -> StoreFuture<'_, RecordOutcome> {
+            self.inner.put_record(address, sequence, signed)
+        }
+        fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
+            let quota = if self.mutation == Mutation::NoQuota {
+                BIG
+            } else {
+                quota
+            };
+            self.inner.deliver(envelope, quota)
+        }
+        fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool> {
+            self.inner.ack(mailbox, seq)
+        }
+        fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()> {
+            self.inner.enqueue(item, payload)
+        }
+        fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()> {
+            self.inner.reschedule(item)
+        }
+        fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
+            self.inner.finish(id, bounce)
+        }
+        fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
+            self.inner.pin_peer(url, pin)
+        }
+        fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>> {
+            self.inner.account(mailbox)
+        }
+        fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>> {
+            self.inner.mailbox_of(fingerprint)
+        }
+        fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>> {
+            self.inner.record(address)
+        }
+        fn list(
+            &self,
+            mailbox: MailboxId,
+            after: u64,
+            limit: usize,
+        ) -> StoreFuture<'_, Vec<ListItem>> {
+            let after = if self.mutation == Mutation::ListIgnoresCursor {
+                0
+            } else {
+                after
+            };
+            self.inner.list(mailbox, after, limit)
+        }
+        fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>> {
+            self.inner.envelope(mailbox, seq)
+        }
+        fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
+            self.inner.outbound()
+        }
+        fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
+            self.inner.outbound_payload(id)
+        }
+        fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>> {
+            self.inner.peer_pins()
+        }
+        fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64> {
+            self.inner.prune_dedupe(received_before)
+        }
+        fn stats(&self) -> StoreStats {
+            self.inner.stats()
+        }
+        fn close(&self) -> StoreFuture<'_, ()> {
+            if self.mutation == Mutation::CloseDoesNothing {
+                return Box::pin(std::future::ready(Ok(())));
+            }
+            self.inner.close()
+        }
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "left: [1, 2, 3, 4, 5]")]
+    async fn a_list_that_ignores_the_cursor_fails() {
+        conformance::list_pages_from_a_cursor(&Mutation::ListIgnoresCursor).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "over the byte quota")]
+    async fn a_store_without_quotas_fails() {
+        conformance::quotas_count_bytes_and_envelopes(&Mutation::NoQuota).await;
+    }
+
+    #[tokio::test]
+    #[should_panic(expected = "StoreError::Closed")]
+    async fn a_store_writable_after_close_fails() {
+        conformance::writes_after_close_are_refused(&Mutation::CloseDoesNothing).await;
+    }
+
+    #[tokio::test]
+    async fn the_wrapper_alone_passes() {
+        conformance::list_pages_from_a_cursor(&Mutation::Nothing).await;
+        conformance::quotas_count_bytes_and_envelopes(&Mutation::Nothing).await;
+        conformance::writes_after_close_are_refused(&Mutation::Nothing).await;
+    }
+}
