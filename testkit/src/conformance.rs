@@ -3,7 +3,7 @@
 //! async function over a [`Backend`]; [`crate::store_conformance!`] turns them all into
 //! `#[tokio::test]`s in the crate that names a backend:
 //!
-//! ```ignore
+//! ```text
 //! struct Rocks;
 //! impl sealpost_testkit::conformance::Backend for Rocks {
 //!     async fn open(&self, place: &std::path::Path) -> std::sync::Arc<dyn Store> {
