@@ -569,8 +569,11 @@ impl Config {
                  one largest hop payload, {largest_body} bytes (limits.max_envelope + {HOP_OVERHEAD_BYTES})"
             ));
         }
-        crate::client_addr::TrustedProxies::parse(&l.trusted_proxies)
-            .map_err(|e| ConfigError::Invalid(format!("limits.trusted_proxies: {e}")))?;
+        if let Some(entry) = l.trusted_proxies.iter().find(|e| !is_address_or_cidr(e)) {
+            return bad(format!(
+                "limits.trusted_proxies: {entry:?} is neither an IP address nor a CIDR block"
+            ));
+        }
         if self.relay.concurrency == 0 {
             return bad("relay.concurrency must be at least 1".into());
         }
@@ -640,6 +643,21 @@ impl Config {
     pub fn tls_enabled(&self) -> bool {
         self.tls.cert.is_some()
     }
+}
+
+/// `192.0.2.1`, `10.0.0.0/8`, `::1` or `fd00::/8` (checked here with std only: the fuzz
+/// target compiles this file alone; `client_addr` parses the same forms with ipnet).
+fn is_address_or_cidr(s: &str) -> bool {
+    let s = s.trim();
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
 }
 
 /// `host:port` of a smarthost.

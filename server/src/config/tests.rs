@@ -142,6 +142,10 @@ fn hostile_load_limits_are_checked() {
             "trusted_proxies",
         ),
         (
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies",
+        ),
+        (
             "[limits]\nbody_bytes_in_flight = 1000\n",
             "body_bytes_in_flight",
         ),
