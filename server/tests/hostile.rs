@@ -731,3 +731,37 @@ async fn more_accounts_from_one_address_do_not_multiply_the_outbound_quota() {
     assert_eq!(a.0, StatusCode::ACCEPTED, "another address: {a:?}");
     node.stop().await;
 }
+
+/// Guards `limits.max_connection_age`: a kept-alive connection that asks for something
+/// every 100 ms (so the header timeout never fires) is closed once it is that old, so an
+/// address cannot hold its share of slots for ever. Before the fix it stayed open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_kept_alive_connection_is_closed_at_its_age() {
+    let mut node = TestNode::start(|c| {
+        c.limits.max_connection_age = Secs::from_secs(1);
+        c.limits.header_timeout = Secs::from_secs(60);
+    })
+    .await;
+    let addr = node.addr;
+    let served = tokio::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(addr).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        let start = Instant::now();
+        let mut served = 0;
+        while start.elapsed() < DEADLINE {
+            if keepalive_get(&mut s) != Some(200) {
+                return Some(served);
+            }
+            served += 1;
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        None
+    })
+    .await
+    .unwrap();
+    assert!(
+        served.is_some_and(|n| n >= 1),
+        "the connection was not closed at its age: {served:?}"
+    );
+    node.stop().await;
+}
