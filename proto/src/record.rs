@@ -164,6 +164,46 @@ impl SignedRecord {
     }
 }
 
+/// Longest a record may stay valid: `expires` at most this long after the node sees it
+/// (clients sign for 365 days). Without a bound, a record could never be replaced.
+pub const MAX_RECORD_LIFETIME_SECS: u64 = 400 * 24 * 3600;
+/// How far a record's `sequence` may run ahead of the receiver's clock in Unix
+/// milliseconds (clients use the time of signing). Without a bound, a sequence of 2^64-1
+/// would make every later record stale.
+pub const MAX_SEQUENCE_AHEAD_MS: u64 = 24 * 3600 * 1000;
+
+impl MailboxRecord {
+    /// Refuses a record that would outlive every later one: `expires` more than
+    /// [`MAX_RECORD_LIFETIME_SECS`] after `now` (Unix seconds), or `sequence` more than
+    /// [`MAX_SEQUENCE_AHEAD_MS`] ahead of `now` in milliseconds.
+    pub fn check_bounds(&self, now: u64) -> Result<(), Error> {
+        let out = |reason: String| {
+            Err(Error::InvalidField {
+                what: "mailbox record",
+                reason,
+            })
+        };
+        let max_expires = now.saturating_add(MAX_RECORD_LIFETIME_SECS);
+        if self.expires > max_expires {
+            return out(format!(
+                "expires {} is more than {} days from now ({now})",
+                self.expires,
+                MAX_RECORD_LIFETIME_SECS / 86_400
+            ));
+        }
+        let max_sequence = now
+            .saturating_mul(1000)
+            .saturating_add(MAX_SEQUENCE_AHEAD_MS);
+        if self.sequence > max_sequence {
+            return out(format!(
+                "sequence {} is above {max_sequence}, now in milliseconds plus a day",
+                self.sequence
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// A detached OpenPGP signature (binary) over `data`.
 pub fn sign_detached(data: &[u8], keys: &Keyring) -> Result<Vec<u8>, Error> {
     let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
@@ -239,5 +279,30 @@ mod tests {
         let sig = sign_detached(b"data", &keys).unwrap();
         verify_detached(b"data", &sig, &id.public_cert()).unwrap();
         assert!(verify_detached(b"datb", &sig, &id.public_cert()).is_err());
+    }
+
+    #[test]
+    fn records_that_would_outlive_every_successor_are_refused() {
+        let now = 1_800_000_000;
+        let rec = |expires, sequence| MailboxRecord {
+            address: Address::parse("a@b.test").unwrap(),
+            cert: Vec::new(),
+            homes: Vec::new(),
+            created: now,
+            expires,
+            sequence,
+        };
+        let year = 365 * 86_400;
+        assert!(rec(now + year, now * 1000).check_bounds(now).is_ok());
+        assert!(rec(now + year, 1).check_bounds(now).is_ok());
+        let lifetime = now + MAX_RECORD_LIFETIME_SECS;
+        assert!(rec(lifetime, 1).check_bounds(now).is_ok());
+        assert!(rec(lifetime + 1, 1).check_bounds(now).is_err());
+        let ahead = now * 1000 + MAX_SEQUENCE_AHEAD_MS;
+        assert!(rec(now + 1, ahead).check_bounds(now).is_ok());
+        assert!(rec(now + 1, ahead + 1).check_bounds(now).is_err());
+        assert!(rec(u64::MAX, 1).check_bounds(now).is_err());
+        assert!(rec(now + 1, u64::MAX).check_bounds(now).is_err());
+        assert!(rec(now + 1, u64::MAX).check_bounds(u64::MAX).is_ok());
     }
 }

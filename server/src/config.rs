@@ -174,22 +174,48 @@ pub struct LimitsConfig {
     pub deliver_per_minute: u32,
     pub deliver_burst: u32,
     /// Unauthenticated requests that cost the node work (account registration, challenges)
-    /// one client IP may make per minute (0: no limit), and the burst above that rate.
-    /// Behind a reverse proxy every client has the proxy's address: raise or disable it.
+    /// one client address (IPv6: one /64) may make per minute (0: no limit), and the burst
+    /// above that rate. Behind a reverse proxy, list it in `trusted_proxies`.
     pub anonymous_per_minute_per_ip: u32,
     pub anonymous_burst_per_ip: u32,
-    /// Loopback clients (a local reverse proxy, tests, the demo) are not limited per IP.
+    /// Record lookups (`GET /v1/records/...`) one client address may make per minute
+    /// (0: no limit), and the burst: addresses cannot be harvested by dictionary.
+    pub lookups_per_minute_per_ip: u32,
+    pub lookups_burst_per_ip: u32,
+    /// Deliveries signed by peer keys with no history on this node, per client address
+    /// and minute (0: no limit), and the burst: fresh keys do not escape the per-peer limit.
+    pub new_peers_per_minute_per_ip: u32,
+    pub new_peers_burst_per_ip: u32,
+    /// Opt in to exempting loopback clients from the per-address request limits (tests, a
+    /// demo). Off by default: behind a local proxy every client would be exempt.
     pub anonymous_exempt_loopback: bool,
+    /// Proxies (addresses or CIDR blocks) whose `Forwarded` / `X-Forwarded-For` header
+    /// names the client; from any other peer those headers are ignored.
+    pub trusted_proxies: Vec<String>,
     /// Hops one user may have waiting in this node's outbound queue (0: no limit), and
     /// their bytes (0: no limit): a user cannot fill the disk with undeliverable hops.
     pub outbound_hops_per_user: u64,
     pub outbound_bytes_per_user: u64,
+    /// The same per client address (0: no limit): more accounts do not buy more queue.
+    pub outbound_hops_per_ip: u64,
+    pub outbound_bytes_per_ip: u64,
     /// Open client connections; more wait in the listen backlog.
     pub max_connections: usize,
+    /// Open connections from one client address (IPv6: one /64); more are answered 503
+    /// and closed, so one address cannot take every slot.
+    pub max_connections_per_ip: usize,
+    /// A connection is closed (after its request in progress) once it is this old.
+    pub max_connection_age: Secs,
+    /// A connection is closed after this many requests.
+    pub max_requests_per_connection: u32,
     /// Time to read a request's headers.
     pub header_timeout: Secs,
     /// Time to read a request's body.
     pub body_timeout: Secs,
+    /// Bytes of request bodies the node holds in memory at once (503 beyond), and the share
+    /// of one client address. Each must fit one largest hop payload.
+    pub body_bytes_in_flight: u64,
+    pub body_bytes_in_flight_per_ip: u64,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -334,6 +360,13 @@ impl Default for GatewayConfig {
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8440";
 
+/// Room around an envelope in the largest request body (a hop wrapper: the OpenPGP layer
+/// of the hop payload, the destination URL and framing).
+const HOP_OVERHEAD_BYTES: u64 = (sealpost_proto::limits::MAX_HOP_PAYLOAD_BYTES
+    - sealpost_proto::limits::MAX_ENVELOPE_BYTES
+    + sealpost_proto::limits::MAX_URL_BYTES
+    + 16) as u64;
+
 impl Default for Config {
     fn default() -> Self {
         Config {
@@ -388,12 +421,24 @@ impl Default for LimitsConfig {
             deliver_burst: 1000,
             anonymous_per_minute_per_ip: 120,
             anonymous_burst_per_ip: 60,
-            anonymous_exempt_loopback: true,
+            lookups_per_minute_per_ip: 600,
+            lookups_burst_per_ip: 200,
+            new_peers_per_minute_per_ip: 10,
+            new_peers_burst_per_ip: 20,
+            anonymous_exempt_loopback: false,
+            trusted_proxies: Vec::new(),
             outbound_hops_per_user: 10_000,
             outbound_bytes_per_user: 1 << 30,
+            outbound_hops_per_ip: 50_000,
+            outbound_bytes_per_ip: 4 << 30,
             max_connections: 1024,
+            max_connections_per_ip: 64,
+            max_connection_age: Secs::from_secs(600),
+            max_requests_per_connection: 10_000,
             header_timeout: Secs::from_secs(10),
             body_timeout: Secs::from_secs(120),
+            body_bytes_in_flight: 512 << 20,
+            body_bytes_in_flight_per_ip: 128 << 20,
         }
     }
 }
@@ -504,8 +549,30 @@ impl Config {
                 "limits.max_envelope must be 4096 to {MAX_ENVELOPE_BYTES}"
             ));
         }
-        if self.limits.max_connections == 0 {
-            return bad("limits.max_connections must be at least 1".into());
+        let l = &self.limits;
+        if l.max_connections == 0 || l.max_connections_per_ip == 0 {
+            return bad(
+                "limits.max_connections and limits.max_connections_per_ip must be at least 1"
+                    .into(),
+            );
+        }
+        if l.max_requests_per_connection == 0 || l.max_connection_age.get().is_zero() {
+            return bad(
+                "limits.max_requests_per_connection and limits.max_connection_age must be above 0"
+                    .into(),
+            );
+        }
+        let largest_body = u64::from(l.max_envelope) + HOP_OVERHEAD_BYTES;
+        if l.body_bytes_in_flight < largest_body || l.body_bytes_in_flight_per_ip < largest_body {
+            return bad(format!(
+                "limits.body_bytes_in_flight and limits.body_bytes_in_flight_per_ip must hold \
+                 one largest hop payload, {largest_body} bytes (limits.max_envelope + {HOP_OVERHEAD_BYTES})"
+            ));
+        }
+        if let Some(entry) = l.trusted_proxies.iter().find(|e| !is_address_or_cidr(e)) {
+            return bad(format!(
+                "limits.trusted_proxies: {entry:?} is neither an IP address nor a CIDR block"
+            ));
         }
         if self.relay.concurrency == 0 {
             return bad("relay.concurrency must be at least 1".into());
@@ -576,6 +643,21 @@ impl Config {
     pub fn tls_enabled(&self) -> bool {
         self.tls.cert.is_some()
     }
+}
+
+/// `192.0.2.1`, `10.0.0.0/8`, `::1` or `fd00::/8` (checked here with std only: the fuzz
+/// target compiles this file alone; `client_addr` parses the same forms with ipnet).
+fn is_address_or_cidr(s: &str) -> bool {
+    let s = s.trim();
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let Ok(ip) = addr.parse::<std::net::IpAddr>() else {
+        return false;
+    };
+    let max = if ip.is_ipv4() { 32 } else { 128 };
+    len.is_none_or(|l| l.parse::<u8>().is_ok_and(|l| l <= max))
 }
 
 /// `host:port` of a smarthost.

@@ -16,6 +16,9 @@ pub enum ApiError {
     UnknownVersion(String),
     #[error("mailbox record refused: {0}")]
     BadRecord(String),
+    /// `expires` or `sequence` so high that no later record could replace it.
+    #[error("mailbox record refused: {0}")]
+    RecordOutOfBounds(String),
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -50,6 +53,9 @@ pub enum ApiError {
     OutboundFull,
     #[error("storage unavailable, try again later")]
     Unavailable,
+    /// Too many request bodies in memory, node-wide or from this client address.
+    #[error("the node is busy receiving other requests; retry after {retry_after} s")]
+    Busy { retry_after: u64 },
     /// Details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
@@ -68,10 +74,11 @@ impl ApiError {
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Timeout => StatusCode::REQUEST_TIMEOUT,
             StaleRecord { .. } => StatusCode::CONFLICT,
+            RecordOutOfBounds(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             QuotaExceeded | OutboundFull => StatusCode::INSUFFICIENT_STORAGE,
-            Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Unavailable | Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -84,6 +91,7 @@ impl ApiError {
             MalformedBody(_) => "malformed_body",
             UnknownVersion(_) => "unknown_version",
             BadRecord(_) => "bad_record",
+            RecordOutOfBounds(_) => "record_out_of_bounds",
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             BadInvite => "bad_invite",
@@ -97,6 +105,7 @@ impl ApiError {
             RateLimited { .. } => "rate_limited",
             QuotaExceeded | OutboundFull => "quota_exceeded",
             Unavailable => "unavailable",
+            Busy { .. } => "busy",
             Internal(_) => "internal",
         }
     }

@@ -86,6 +86,10 @@ pub struct Metrics {
     pub rate_limited: AtomicU64,
     pub peer_key_changes: AtomicU64,
     pub connections_total: AtomicU64,
+    /// Connections closed at once because their address held its share.
+    pub connections_refused: AtomicU64,
+    /// Request bodies refused because the body budget was spent.
+    pub body_budget_refused: AtomicU64,
     pub connections_open: AtomicI64,
     pub outbound_queue: AtomicI64,
 }
@@ -172,6 +176,16 @@ impl Metrics {
             "sealpost_connections_total",
             "Connections accepted.",
             get(&self.connections_total),
+        );
+        counter(
+            "sealpost_connections_refused_total",
+            "Connections refused because their address held limits.max_connections_per_ip.",
+            get(&self.connections_refused),
+        );
+        counter(
+            "sealpost_body_budget_refused_total",
+            "Request bodies refused (503) because limits.body_bytes_in_flight* was spent.",
+            get(&self.body_budget_refused),
         );
         counter(
             "sealpost_store_batches_total",

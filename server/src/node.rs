@@ -3,7 +3,8 @@
 //! into a local mailbox (from `/v1/deliver`, and from the relay for hops to this node).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, RwLock};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -16,6 +17,8 @@ use sealpost_proto::seal::decrypt_with;
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
+use crate::budget::BodyBudget;
+use crate::client_addr::TrustedProxies;
 use crate::config::{Config, parse_node_key};
 use crate::error::ApiError;
 use crate::keys::NodeKeys;
@@ -24,7 +27,7 @@ use crate::peers::Peers;
 use crate::ratelimit::RateLimiter;
 use crate::relay::Job;
 use crate::sessions::Sessions;
-use crate::store::{DeliverOutcome, NewEnvelope, Quota, Store};
+use crate::store::{DeliverOutcome, NewEnvelope, OutboundItem, Quota, Store};
 
 /// Unix seconds now.
 pub fn now_secs() -> u64 {
@@ -47,6 +50,8 @@ pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
 
 /// Hop payloads above this size are decrypted on the blocking pool.
 const INLINE_DECRYPT_MAX: usize = 64 * 1024;
+/// Peer keys remembered as having delivered here.
+const MAX_KNOWN_PEERS: usize = 100_000;
 /// Parsed account certificates kept in memory.
 const ACCOUNT_CACHE: usize = 20_000;
 
@@ -57,56 +62,93 @@ pub struct CachedAccount {
     pub fingerprint: Fingerprint,
 }
 
-/// What each user has waiting in the outbound queue: counted at submit, released when the
-/// relay is done with a hop (delivered, bounced or dropped), rebuilt from the queue at start.
+/// What each user, and each client address, has waiting in the outbound queue: counted at
+/// submit, released when the relay is done with a hop (delivered, bounced or dropped). At
+/// start the per-user counts are rebuilt from the queue; the per-address ones count what
+/// was submitted since (the queue does not record addresses).
 pub struct OutboundUsage {
-    by_sender: std::sync::Mutex<HashMap<MailboxId, (u64, u64)>>,
+    usage: std::sync::Mutex<Usage>,
     max_hops: u64,
     max_bytes: u64,
+    max_hops_per_ip: u64,
+    max_bytes_per_ip: u64,
+}
+
+#[derive(Default)]
+struct Usage {
+    by_sender: HashMap<MailboxId, (u64, u64)>,
+    by_ip: HashMap<IpAddr, (u64, u64)>,
+    /// The client address key of each hop counted in `by_ip`, by queue id.
+    ip_of: HashMap<[u8; 16], IpAddr>,
+}
+
+fn over(used: (u64, u64), size: u64, max_hops: u64, max_bytes: u64) -> bool {
+    (max_hops > 0 && used.0 + 1 > max_hops) || (max_bytes > 0 && used.1 + size > max_bytes)
 }
 
 impl OutboundUsage {
-    pub fn new(max_hops: u64, max_bytes: u64) -> Self {
+    pub fn new(max_hops: u64, max_bytes: u64, max_hops_per_ip: u64, max_bytes_per_ip: u64) -> Self {
         OutboundUsage {
-            by_sender: Default::default(),
+            usage: Default::default(),
             max_hops,
             max_bytes,
+            max_hops_per_ip,
+            max_bytes_per_ip,
         }
     }
 
-    /// Counts a hop of `size` bytes for `sender` unless that would pass a limit.
-    pub fn reserve(&self, sender: MailboxId, size: u64) -> bool {
-        let Ok(mut m) = self.by_sender.lock() else {
+    /// Counts `item` for its sender and for the client address key `ip` unless that would
+    /// pass a limit of either.
+    pub fn reserve(&self, item: &OutboundItem, ip: IpAddr) -> bool {
+        let Ok(mut u) = self.usage.lock() else {
             return false;
         };
-        let (hops, bytes) = m.entry(sender).or_default();
-        let over = (self.max_hops > 0 && *hops + 1 > self.max_hops)
-            || (self.max_bytes > 0 && *bytes + size > self.max_bytes);
-        if !over {
-            *hops += 1;
-            *bytes += size;
+        let mine = u.by_sender.get(&item.sender).copied().unwrap_or_default();
+        let theirs = u.by_ip.get(&ip).copied().unwrap_or_default();
+        if over(mine, item.size, self.max_hops, self.max_bytes)
+            || over(
+                theirs,
+                item.size,
+                self.max_hops_per_ip,
+                self.max_bytes_per_ip,
+            )
+        {
+            return false;
         }
-        !over
+        u.by_sender
+            .insert(item.sender, (mine.0 + 1, mine.1 + item.size));
+        u.by_ip.insert(ip, (theirs.0 + 1, theirs.1 + item.size));
+        u.ip_of.insert(item.id, ip);
+        true
     }
 
     /// Counts a hop already queued (at start).
     pub fn add(&self, sender: MailboxId, size: u64) {
-        if let Ok(mut m) = self.by_sender.lock() {
-            let e = m.entry(sender).or_default();
+        if let Ok(mut u) = self.usage.lock() {
+            let e = u.by_sender.entry(sender).or_default();
             e.0 += 1;
             e.1 += size;
         }
     }
 
-    pub fn release(&self, sender: MailboxId, size: u64) {
-        if let Ok(mut m) = self.by_sender.lock()
-            && let Some(e) = m.get_mut(&sender)
-        {
-            e.0 = e.0.saturating_sub(1);
-            e.1 = e.1.saturating_sub(size);
-            if e.0 == 0 {
-                m.remove(&sender);
-            }
+    pub fn release(&self, item: &OutboundItem) {
+        let Ok(mut u) = self.usage.lock() else {
+            return;
+        };
+        let u = &mut *u;
+        give_back(&mut u.by_sender, item.sender, item.size);
+        if let Some(ip) = u.ip_of.remove(&item.id) {
+            give_back(&mut u.by_ip, ip, item.size);
+        }
+    }
+}
+
+fn give_back<K: Eq + std::hash::Hash>(map: &mut HashMap<K, (u64, u64)>, key: K, size: u64) {
+    if let Some(e) = map.get_mut(&key) {
+        e.0 = e.0.saturating_sub(1);
+        e.1 = e.1.saturating_sub(size);
+        if e.0 == 0 {
+            map.remove(&key);
         }
     }
 }
@@ -122,8 +164,18 @@ pub struct Node {
     pub sessions: Sessions,
     pub submit_limit: RateLimiter<MailboxId>,
     pub deliver_limit: RateLimiter<[u8; 32]>,
-    /// Registrations and challenges per client IP.
-    pub anonymous_limit: RateLimiter<std::net::IpAddr>,
+    /// Registrations and challenges per client address key.
+    pub anonymous_limit: RateLimiter<IpAddr>,
+    /// Record lookups per client address key.
+    pub lookup_limit: RateLimiter<IpAddr>,
+    /// Deliveries signed by a peer key without a history here, per client address key.
+    pub new_peer_limit: RateLimiter<IpAddr>,
+    /// Request bodies held in memory, node-wide and per client address key.
+    pub body_budget: Arc<BodyBudget>,
+    /// Proxies whose `Forwarded`/`X-Forwarded-For` name the client.
+    pub trusted_proxies: TrustedProxies,
+    /// Peer keys that have delivered here (bounded; see [`Node::peer_has_history`]).
+    known_peers: Mutex<HashSet<[u8; 32]>>,
     pub metrics: Metrics,
     pub peers: Peers,
     pub postmaster: Address,
@@ -180,6 +232,15 @@ impl Node {
                 l.anonymous_per_minute_per_ip,
                 l.anonymous_burst_per_ip,
             ),
+            lookup_limit: RateLimiter::new(l.lookups_per_minute_per_ip, l.lookups_burst_per_ip),
+            new_peer_limit: RateLimiter::new(
+                l.new_peers_per_minute_per_ip,
+                l.new_peers_burst_per_ip,
+            ),
+            body_budget: BodyBudget::new(l.body_bytes_in_flight, l.body_bytes_in_flight_per_ip),
+            // `Config::validate` has checked every entry.
+            trusted_proxies: TrustedProxies::parse(&l.trusted_proxies).unwrap_or_default(),
+            known_peers: Mutex::default(),
             metrics: Metrics::default(),
             peers,
             postmaster: keys.postmaster(&url),
@@ -187,7 +248,12 @@ impl Node {
                 max_bytes: l.mailbox_quota,
                 max_envelopes: l.mailbox_max_envelopes,
             },
-            outbound_usage: OutboundUsage::new(l.outbound_hops_per_user, l.outbound_bytes_per_user),
+            outbound_usage: OutboundUsage::new(
+                l.outbound_hops_per_user,
+                l.outbound_bytes_per_user,
+                l.outbound_hops_per_ip,
+                l.outbound_bytes_per_ip,
+            ),
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
             blocked: keyset(&config.peers.blocked),
@@ -253,18 +319,51 @@ impl Node {
         &self,
         req: &hyper::Request<hyper::body::Incoming>,
     ) -> Result<(), ApiError> {
+        self.check_per_ip(&self.anonymous_limit, req)
+    }
+
+    /// Takes a token from `limiter` for the request's client address key (IPv6 by /64).
+    /// Loopback clients pass only with `limits.anonymous_exempt_loopback` (opt-in).
+    pub fn check_per_ip(
+        &self,
+        limiter: &RateLimiter<IpAddr>,
+        req: &hyper::Request<hyper::body::Incoming>,
+    ) -> Result<(), ApiError> {
         let Some(crate::api::ClientIp(ip)) = req.extensions().get::<crate::api::ClientIp>() else {
             return Ok(());
         };
+        self.check_ip(limiter, *ip)
+    }
+
+    /// [`Node::check_per_ip`] for a known client address.
+    pub fn check_ip(&self, limiter: &RateLimiter<IpAddr>, ip: IpAddr) -> Result<(), ApiError> {
         if ip.is_loopback() && self.config.limits.anonymous_exempt_loopback {
             return Ok(());
         }
-        self.anonymous_limit
-            .check(*ip, std::time::Instant::now())
+        limiter
+            .check(crate::client_addr::addr_key(ip), std::time::Instant::now())
             .map_err(|retry_after| {
                 Metrics::inc(&self.metrics.rate_limited);
                 ApiError::RateLimited { retry_after }
             })
+    }
+
+    /// Whether `key` has delivered here before (since start), or is a configured peer.
+    /// Keys without a history are charged to `limits.new_peers_*_per_ip`, so that minting
+    /// fresh keys does not get around the per-peer delivery limit.
+    pub fn peer_has_history(&self, key: &[u8; 32]) -> bool {
+        self.listed.contains(key) || self.known_peers.lock().is_ok_and(|k| k.contains(key))
+    }
+
+    /// Remembers that `key` delivered. Bounded: when full, the memory starts over (keys
+    /// then earn their history again).
+    pub fn peer_delivered(&self, key: [u8; 32]) {
+        if let Ok(mut k) = self.known_peers.lock() {
+            if k.len() >= MAX_KNOWN_PEERS {
+                k.clear();
+            }
+            k.insert(key);
+        }
     }
 
     /// Tells the relay about a newly queued hop.

@@ -1,14 +1,17 @@
 //! Serving: [`run`] takes a bound listener, a configuration and a shutdown future (so tests
 //! bind port 0), opens the store, starts the relay, accepts connections (TLS when
-//! configured) up to `limits.max_connections`, and on shutdown stops accepting, lets
-//! in-flight requests and writes finish within `shutdown_grace`, and closes the store.
+//! configured) up to `limits.max_connections` (at most `limits.max_connections_per_ip` from
+//! one address, each for at most `max_connection_age` and `max_requests_per_connection`),
+//! and on shutdown stops accepting, lets in-flight requests and writes finish within
+//! `shutdown_grace`, and closes the store.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::BufReader;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use anyhow::{Context, bail};
 use hyper::server::conn::http1;
@@ -21,6 +24,7 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api;
+use crate::client_addr::addr_key;
 use crate::config::Config;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
@@ -142,7 +146,12 @@ async fn serve(
         gateway: gateway.as_ref().map(|g| g.smtp_addr),
     });
 
-    let permits = Arc::new(Semaphore::new(node.config.limits.max_connections));
+    let limits = &node.config.limits;
+    let permits = Arc::new(Semaphore::new(limits.max_connections));
+    // Headroom: one address never holds more than seven eighths of the slots, whatever
+    // max_connections_per_ip says, so that a new client finds one.
+    let share = limits.max_connections - limits.max_connections / 8;
+    let per_ip = PerIp::new(limits.max_connections_per_ip.min(share).max(1));
     let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
@@ -163,11 +172,26 @@ async fn serve(
             _ = &mut shutdown => break,
         };
         while conns.try_join_next().is_some() {}
+        // A trusted proxy carries many clients: it is not held to one address's share.
+        let slot = if node.trusted_proxies.contains(peer.ip()) {
+            None
+        } else {
+            match per_ip.take(addr_key(peer.ip())) {
+                Some(slot) => Some(slot),
+                None => {
+                    Metrics::inc(&node.metrics.connections_refused);
+                    tracing::debug!(%peer, "connection refused: its address holds its share");
+                    refuse(stream, tls.is_some());
+                    continue;
+                }
+            }
+        };
         let node = node.clone();
         let tls = tls.clone();
         let stop = stop_rx.clone();
         conns.spawn(async move {
             let _permit = permit;
+            let _slot = slot;
             Metrics::inc(&node.metrics.connections_total);
             node.metrics
                 .connections_open
@@ -233,10 +257,24 @@ async fn serve_io<I>(
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
     let svc_node = node.clone();
+    let max_requests = node.config.limits.max_requests_per_connection;
+    let served = std::sync::atomic::AtomicU32::new(0);
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let node = svc_node.clone();
-        req.extensions_mut().insert(api::ClientIp(client));
-        async move { Ok::<_, Infallible>(api::handle(node, req).await) }
+        let ip = node.trusted_proxies.client(client, req.headers());
+        req.extensions_mut().insert(api::ClientIp(ip));
+        let last = served.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests;
+        async move {
+            let mut resp = api::handle(node, req).await;
+            if last {
+                // hyper closes the connection after an answer that says so.
+                resp.headers_mut().insert(
+                    hyper::header::CONNECTION,
+                    hyper::header::HeaderValue::from_static("close"),
+                );
+            }
+            Ok::<_, Infallible>(resp)
+        }
     });
     let mut builder = http1::Builder::new();
     builder
@@ -244,18 +282,83 @@ async fn serve_io<I>(
         .header_read_timeout(node.config.limits.header_timeout.get());
     let conn = builder.serve_connection(io, svc);
     tokio::pin!(conn);
+    let age = tokio::time::sleep(node.config.limits.max_connection_age.get());
     tokio::select! {
         r = conn.as_mut() => {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
+            return;
         }
-        _ = crate::server::stopped(&mut stop) => {
-            conn.as_mut().graceful_shutdown();
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "connection ended with an error during shutdown");
+        _ = crate::server::stopped(&mut stop) => {}
+        // A kept-alive connection does not hold its slot for ever.
+        _ = age => tracing::debug!("connection reached limits.max_connection_age"),
+    }
+    conn.as_mut().graceful_shutdown();
+    if let Err(e) = conn.await {
+        tracing::debug!(error = %e, "connection ended with an error while closing");
+    }
+}
+
+/// Open connections per client address key, each at most `max`.
+struct PerIp {
+    max: usize,
+    counts: Mutex<HashMap<IpAddr, usize>>,
+}
+
+impl PerIp {
+    fn new(max: usize) -> Arc<PerIp> {
+        Arc::new(PerIp {
+            max,
+            counts: Mutex::default(),
+        })
+    }
+
+    /// A slot for one more connection from `key`, or `None` when it holds `max`.
+    fn take(self: &Arc<Self>, key: IpAddr) -> Option<IpSlot> {
+        let mut counts = self.counts.lock().ok()?;
+        let n = counts.entry(key).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(IpSlot {
+            per_ip: self.clone(),
+            key,
+        })
+    }
+}
+
+struct IpSlot {
+    per_ip: Arc<PerIp>,
+    key: IpAddr,
+}
+
+impl Drop for IpSlot {
+    fn drop(&mut self) {
+        if let Ok(mut counts) = self.per_ip.counts.lock()
+            && let Some(n) = counts.get_mut(&self.key)
+        {
+            *n -= 1;
+            if *n == 0 {
+                counts.remove(&self.key);
             }
         }
+    }
+}
+
+/// Turns away a connection whose address holds its share: a `503` when the socket takes
+/// it at once (plain HTTP), then close. Never waits on the client.
+fn refuse(stream: TcpStream, tls: bool) {
+    const BODY: &str =
+        r#"{"error":{"code":"busy","message":"too many connections from your address"}}"#;
+    if !tls {
+        let answer = format!(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+             retry-after: 1\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{BODY}",
+            BODY.len()
+        );
+        let _ = stream.try_write(answer.as_bytes());
     }
 }
 
@@ -278,6 +381,8 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);
+                node.lookup_limit.sweep(now);
+                node.new_peer_limit.sweep(now);
                 node.deliver_limit.sweep(now);
             }
             _ = prune.tick() => {

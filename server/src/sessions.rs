@@ -1,8 +1,9 @@
-//! Mailbox-owner authentication state: single-use challenge nonces (60 s) and bearer tokens
-//! (600 s), kept in memory. A restart forgets them; clients then ask for a new challenge.
+//! Mailbox-owner authentication state: single-use challenge nonces (60 s; at most
+//! [`MAX_NONCES_PER_MAILBOX`] per mailbox, the oldest replaced) and bearer tokens (600 s),
+//! kept in memory. A restart forgets them; clients then ask for a new challenge.
 //! `[auth] nonce_ttl` and `token_ttl` in node.toml change the lifetimes (`spec/node.md`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
 use sealpost_proto::MailboxId;
@@ -14,6 +15,9 @@ pub const NONCE_TTL_SECS: u64 = 60;
 pub const TOKEN_TTL_SECS: u64 = 600;
 /// Outstanding nonces and tokens beyond which new ones are refused (memory bound).
 const MAX_PENDING: usize = 200_000;
+/// Outstanding nonces of one mailbox; a new challenge beyond it replaces the oldest, so a
+/// flood of challenges for one mailbox holds at most this many entries of the table.
+pub const MAX_NONCES_PER_MAILBOX: usize = 8;
 
 #[derive(Clone, Copy)]
 struct Entry {
@@ -24,8 +28,37 @@ struct Entry {
 pub struct Sessions {
     nonce_ttl: u64,
     token_ttl: u64,
-    nonces: Mutex<HashMap<[u8; NONCE_BYTES], Entry>>,
+    nonces: Mutex<Nonces>,
     tokens: Mutex<HashMap<[u8; 32], Entry>>,
+}
+
+/// Outstanding nonces, and each mailbox's in the order they were issued.
+#[derive(Default)]
+struct Nonces {
+    by_nonce: HashMap<[u8; NONCE_BYTES], Entry>,
+    by_mailbox: HashMap<MailboxId, VecDeque<[u8; NONCE_BYTES]>>,
+}
+
+impl Nonces {
+    fn remove(&mut self, nonce: &[u8; NONCE_BYTES]) -> Option<Entry> {
+        let e = self.by_nonce.remove(nonce)?;
+        if let Some(q) = self.by_mailbox.get_mut(&e.mailbox) {
+            q.retain(|n| n != nonce);
+            if q.is_empty() {
+                self.by_mailbox.remove(&e.mailbox);
+            }
+        }
+        Some(e)
+    }
+
+    fn sweep(&mut self, now: u64) {
+        self.by_nonce.retain(|_, e| e.expires > now);
+        let live = &self.by_nonce;
+        self.by_mailbox.retain(|_, q| {
+            q.retain(|n| live.contains_key(n));
+            !q.is_empty()
+        });
+    }
 }
 
 impl Default for Sessions {
@@ -57,14 +90,23 @@ impl Sessions {
     pub fn challenge(&self, mailbox: MailboxId, now: u64) -> Option<([u8; NONCE_BYTES], u64)> {
         let nonce: [u8; NONCE_BYTES] = rand::random();
         let expires = now + self.nonce_ttl;
-        let mut map = self.nonces.lock().ok()?;
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= MAX_PENDING {
+        let mut n = self.nonces.lock().ok()?;
+        let oldest = n
+            .by_mailbox
+            .get(&mailbox)
+            .filter(|q| q.len() >= MAX_NONCES_PER_MAILBOX)
+            .and_then(|q| q.front().copied());
+        if let Some(oldest) = oldest {
+            n.remove(&oldest);
+        }
+        if n.by_nonce.len() >= MAX_PENDING {
+            n.sweep(now);
+            if n.by_nonce.len() >= MAX_PENDING {
                 return None;
             }
         }
-        map.insert(nonce, Entry { mailbox, expires });
+        n.by_nonce.insert(nonce, Entry { mailbox, expires });
+        n.by_mailbox.entry(mailbox).or_default().push_back(nonce);
         Some((nonce, expires))
     }
 
@@ -79,7 +121,7 @@ impl Sessions {
             .nonces
             .lock()
             .ok()
-            .and_then(|mut m| m.remove(nonce))
+            .and_then(|mut n| n.remove(nonce))
             .ok_or(NonceError::Unknown)?;
         if e.expires <= now {
             return Err(NonceError::Expired);
@@ -115,8 +157,8 @@ impl Sessions {
 
     /// Drops expired nonces and tokens.
     pub fn sweep(&self, now: u64) {
-        if let Ok(mut m) = self.nonces.lock() {
-            m.retain(|_, e| e.expires > now);
+        if let Ok(mut n) = self.nonces.lock() {
+            n.sweep(now);
         }
         if let Ok(mut m) = self.tokens.lock() {
             m.retain(|_, e| e.expires > now);
@@ -148,6 +190,30 @@ mod tests {
         let (n, _) = s.challenge(m, 100).unwrap();
         assert_eq!(s.take_nonce(&n, m, 159), Ok(()));
         assert_eq!(s.take_nonce(&n, m, 159), Err(NonceError::Unknown));
+    }
+
+    #[test]
+    fn a_challenge_flood_holds_a_few_entries_per_mailbox() {
+        let s = Sessions::default();
+        let (victim, other) = (MailboxId([1; 16]), MailboxId([2; 16]));
+        let (theirs, _) = s.challenge(other, 100).unwrap();
+        let issued: Vec<_> = (0..1000)
+            .map(|_| s.challenge(victim, 100).unwrap().0)
+            .collect();
+        let n = s.nonces.lock().unwrap();
+        assert_eq!(n.by_nonce.len(), MAX_NONCES_PER_MAILBOX + 1);
+        drop(n);
+        // The newest nonces of the flooded mailbox still work; the oldest were replaced.
+        let newest = issued[issued.len() - 1];
+        assert_eq!(s.take_nonce(&newest, victim, 101), Ok(()));
+        assert_eq!(
+            s.take_nonce(&issued[0], victim, 101),
+            Err(NonceError::Unknown)
+        );
+        assert_eq!(s.take_nonce(&theirs, other, 101), Ok(()));
+        s.sweep(1000);
+        let n = s.nonces.lock().unwrap();
+        assert!(n.by_nonce.is_empty() && n.by_mailbox.is_empty());
     }
 
     #[test]

@@ -10,15 +10,17 @@ mod transfer;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use bytes::BytesMut;
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::budget::{Charge, Exhausted};
 use crate::error::ApiError;
-use crate::metrics::Route;
+use crate::metrics::{Metrics, Route};
 use crate::node::Node;
 
 pub type Resp = Response<Full<Bytes>>;
@@ -88,7 +90,14 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
             let address = address.to_string();
             match method {
                 Method::PUT => (Route::PutRecord, records::put(node, &address, req).await),
-                Method::GET => (Route::GetRecord, records::get(node, &address).await),
+                Method::GET => (
+                    Route::GetRecord,
+                    run(
+                        node.check_per_ip(&node.lookup_limit, &req),
+                        records::get(node, &address),
+                    )
+                    .await,
+                ),
                 _ => (Route::PutRecord, Err(ApiError::MethodNotAllowed)),
             }
         }
@@ -159,7 +168,7 @@ fn error_response(route: Route, e: &ApiError) -> Resp {
     }
     let body = serde_json::json!({ "error": { "code": e.code(), "message": e.to_string() } });
     let mut r = json(status, &body);
-    if let ApiError::RateLimited { retry_after } = e {
+    if let ApiError::RateLimited { retry_after } | ApiError::Busy { retry_after } = e {
         r.headers_mut()
             .insert(header::RETRY_AFTER, HeaderValue::from(*retry_after));
     }
@@ -170,8 +179,13 @@ fn error_response(route: Route, e: &ApiError) -> Resp {
     if status == StatusCode::METHOD_NOT_ALLOWED
         || status == StatusCode::PAYLOAD_TOO_LARGE
         || status == StatusCode::REQUEST_TIMEOUT
+        || status == StatusCode::UNAUTHORIZED
+        || status == StatusCode::FORBIDDEN
+        || status == StatusCode::TOO_MANY_REQUESTS
+        || status == StatusCode::SERVICE_UNAVAILABLE
     {
-        // The rest of the body was not read; do not reuse the connection.
+        // The rest of the body may not have been read (refusals come before it is): do not
+        // reuse the connection, and do not read what the client still sends.
         r.headers_mut()
             .insert(header::CONNECTION, HeaderValue::from_static("close"));
     }
@@ -214,6 +228,15 @@ pub fn empty(status: StatusCode) -> Resp {
     r
 }
 
+/// A request body read into memory, with the share of the body budget it holds until the
+/// request ends.
+pub struct Body {
+    pub headers: HeaderMap,
+    pub uri: hyper::Uri,
+    pub bytes: Bytes,
+    pub charge: Charge,
+}
+
 /// Reads a request body of at most `max` bytes within the body timeout. A declared
 /// `Content-Length` above `max` is refused before reading anything.
 pub async fn read_body(
@@ -222,7 +245,23 @@ pub async fn read_body(
     max: usize,
     what: &'static str,
 ) -> Result<(HeaderMap, hyper::Uri, Bytes), ApiError> {
-    let (parts, body) = req.into_parts();
+    let b = read_body_charged(node, req, max, what, |_| {}).await?;
+    Ok((b.headers, b.uri, b.bytes))
+}
+
+/// [`read_body`], handing each chunk to `on_chunk` as it arrives (to hash it) and keeping
+/// the bytes charged to the body budget (`limits.body_bytes_in_flight*`) until the returned
+/// [`Body`] drops. A body that would pass the node's or the client's budget is refused with
+/// `503 busy` before more of it is read.
+pub async fn read_body_charged(
+    node: &Node,
+    req: Request<Incoming>,
+    max: usize,
+    what: &'static str,
+    mut on_chunk: impl FnMut(&[u8]),
+) -> Result<Body, ApiError> {
+    let client = client_key(&req);
+    let (parts, mut body) = req.into_parts();
     let declared = parts
         .headers
         .get(header::CONTENT_LENGTH)
@@ -237,22 +276,56 @@ pub async fn read_body(
             max: max as u64,
         });
     }
-    let collect = Limited::new(body, max).collect();
-    let collected = tokio::time::timeout(node.config.limits.body_timeout.get(), collect)
-        .await
-        .map_err(|_| ApiError::Timeout)?
-        .map_err(|e| {
-            if e.downcast_ref::<LengthLimitError>().is_some() {
-                ApiError::TooLarge {
+    let busy = |e: Exhausted| {
+        Metrics::inc(&node.metrics.body_budget_refused);
+        tracing::debug!(budget = ?e, %client, "request body refused: budget spent");
+        ApiError::Busy { retry_after: 1 }
+    };
+    let mut charge = node.body_budget.start(client);
+    if let Some(len) = declared {
+        charge.cover(len).map_err(busy)?;
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(0) as usize);
+    let read = async {
+        while let Some(frame) = body.frame().await {
+            let frame =
+                frame.map_err(|e| ApiError::BadRequest(format!("reading the body: {e}")))?;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            let total = buf.len() + data.len();
+            if total > max {
+                return Err(ApiError::TooLarge {
                     what,
-                    len: max as u64 + 1,
+                    len: total as u64,
                     max: max as u64,
-                }
-            } else {
-                ApiError::BadRequest(format!("reading the body: {e}"))
+                });
             }
-        })?;
-    Ok((parts.headers, parts.uri, collected.to_bytes()))
+            charge.cover(total as u64).map_err(busy)?;
+            on_chunk(&data);
+            buf.extend_from_slice(&data);
+        }
+        Ok(())
+    };
+    tokio::time::timeout(node.config.limits.body_timeout.get(), read)
+        .await
+        .map_err(|_| ApiError::Timeout)??;
+    Ok(Body {
+        headers: parts.headers,
+        uri: parts.uri,
+        bytes: buf.freeze(),
+        charge,
+    })
+}
+
+/// The address key (`client_addr::addr_key`) of the client a request came from.
+pub fn client_key(req: &Request<Incoming>) -> std::net::IpAddr {
+    let ip = req
+        .extensions()
+        .get::<ClientIp>()
+        .map(|c| c.0)
+        .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+    crate::client_addr::addr_key(ip)
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {

@@ -35,6 +35,9 @@ pub async fn put(
         sealpost_proto::Error::UnknownVersion { .. } => ApiError::from_body(e),
         other => ApiError::BadRecord(other.to_string()),
     })?;
+    record
+        .check_bounds(now_secs())
+        .map_err(|e| ApiError::RecordOutOfBounds(e.to_string()))?;
     if record.address != address {
         return Err(ApiError::BadRecord(format!(
             "the path names {address}, the record {}",

@@ -10,12 +10,13 @@ use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::HopWrapper;
-use sealpost_proto::httpsig::verify_request;
+use sealpost_proto::httpsig::{SigError, parse_content_digest, verify_signature};
 use sealpost_proto::limits::MAX_URL_BYTES;
 use serde_json::json as j;
+use sha2::{Digest, Sha256};
 
 use super::auth::bearer;
-use super::{HOP_OVERHEAD, Resp, json, path_prefix, read_body};
+use super::{HOP_OVERHEAD, Resp, client_key, json, path_prefix, read_body_charged};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::node::{Node, now_ms, now_secs};
@@ -36,9 +37,12 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         return Err(ApiError::RateLimited { retry_after });
     }
     let max = max_payload(node);
-    let (_, _, body) = read_body(node, req, max + MAX_URL_BYTES + 16, "hop wrapper").await?;
-    let hop = HopWrapper::decode(&body).map_err(ApiError::from_body)?;
-    drop(body);
+    let client = client_key(&req);
+    let body =
+        read_body_charged(node, req, max + MAX_URL_BYTES + 16, "hop wrapper", |_| {}).await?;
+    let hop = HopWrapper::decode(&body.bytes).map_err(ApiError::from_body)?;
+    // The hop (a copy of most of the body) stays charged until the request ends.
+    let _charge = body.charge;
     if hop.payload.len() > max {
         return Err(ApiError::TooLarge {
             what: "hop payload",
@@ -63,11 +67,11 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         last_error: String::new(),
     };
     let payload = Bytes::from(hop.payload);
-    if !node.outbound_usage.reserve(sender, item.size) {
+    if !node.outbound_usage.reserve(&item, client) {
         return Err(ApiError::OutboundFull);
     }
     if let Err(e) = node.store.enqueue(item.clone(), payload.clone()).await {
-        node.outbound_usage.release(sender, item.size);
+        node.outbound_usage.release(&item);
         return Err(e.into());
     }
     Metrics::inc(&node.metrics.hops_queued);
@@ -86,41 +90,58 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    // Cheap refusal before reading a body from someone who does not even sign.
+    // Everything that can refuse the request is decided from its headers, before a byte of
+    // the body is read: the signature over the Content-Digest, the signer's standing and
+    // its limits. Then the body is hashed as it streams in, within the body budget.
     let h = req.headers();
-    if header(h, "signature").is_none()
-        || header(h, "signature-input").is_none()
-        || header(h, "content-digest").is_none()
-    {
+    let (Some(digest), Some(input), Some(signature)) = (
+        header(h, "content-digest"),
+        header(h, "signature-input"),
+        header(h, "signature"),
+    ) else {
         return Err(ApiError::Unauthorized(
             "missing request signature (Signature, Signature-Input, Content-Digest)".into(),
         ));
-    }
-    let (headers, _, body) = read_body(node, req, max_payload(node), "hop payload").await?;
+    };
+    let unauthorized = |e: SigError| ApiError::Unauthorized(format!("request signature: {e}"));
+    let expected = parse_content_digest(digest).map_err(unauthorized)?;
     // The signature covers our public authority and path, as the sender addressed us.
     let path = format!("{}/v1/deliver", path_prefix(&node.url));
-    let peer = verify_request(
+    let peer = verify_signature(
         "POST",
         node.url.authority(),
         &path,
-        &body,
-        header(&headers, "content-digest"),
-        header(&headers, "signature-input"),
-        header(&headers, "signature"),
+        digest,
+        input,
+        signature,
         now_secs(),
         MAX_SIGNATURE_SKEW_SECS,
     )
-    .map_err(|e| ApiError::Unauthorized(format!("request signature: {e}")))?;
+    .map_err(unauthorized)?;
     if !node.peer_allowed(&peer) {
         return Err(ApiError::Forbidden(
             "this node does not accept deliveries from yours".into(),
         ));
     }
+    if !node.peer_has_history(&peer) {
+        node.check_per_ip(&node.new_peer_limit, &req)?;
+    }
     if let Err(retry_after) = node.deliver_limit.check(peer, Instant::now()) {
         Metrics::inc(&node.metrics.rate_limited);
         return Err(ApiError::RateLimited { retry_after });
     }
-    match node.accept_hop_payload(body).await? {
+    let mut hasher = Sha256::new();
+    let body = read_body_charged(node, req, max_payload(node), "hop payload", |chunk| {
+        hasher.update(chunk)
+    })
+    .await?;
+    if hasher.finalize().as_slice() != expected {
+        return Err(unauthorized(SigError::DigestMismatch));
+    }
+    node.peer_delivered(peer);
+    let outcome = node.accept_hop_payload(body.bytes).await?;
+    drop(body.charge);
+    match outcome {
         DeliverOutcome::Stored { .. } => Ok(json(StatusCode::OK, &j!({ "stored": true }))),
         DeliverOutcome::Duplicate { .. } => Ok(json(StatusCode::OK, &j!({ "stored": false }))),
         DeliverOutcome::UnknownMailbox => Err(ApiError::UnknownMailbox),

@@ -74,20 +74,41 @@ submit_burst = {sb}
 # Deliveries one peer node may make per minute (0 = unlimited), and the burst.
 deliver_per_minute = {dpm}
 deliver_burst = {db}
-# Registrations and challenges one client IP may ask for per minute, and the burst
-# (0: no limit; behind a reverse proxy all clients share its address).
-anonymous_per_minute_per_ip = 120
-anonymous_burst_per_ip = 60
-# Loopback clients (a local reverse proxy, tests) are not limited per IP.
-anonymous_exempt_loopback = true
-# Hops and bytes one user may have waiting in the outbound queue (0: no limit).
-outbound_hops_per_user = 10000
-outbound_bytes_per_user = 1073741824
-# Open connections; further ones wait in the listen backlog.
+# Per client address (IPv4 address, IPv6 /64), per minute and burst (0: no limit):
+# registrations and challenges; record lookups; deliveries signed by peer keys that have
+# not delivered here before.
+anonymous_per_minute_per_ip = {apm}
+anonymous_burst_per_ip = {ab}
+lookups_per_minute_per_ip = {lpm}
+lookups_burst_per_ip = {lb}
+new_peers_per_minute_per_ip = {npm}
+new_peers_burst_per_ip = {nb}
+# Exempt loopback clients from the per-address limits above (tests, a local demo). Keep it
+# off behind a local reverse proxy: list the proxy in trusted_proxies instead.
+anonymous_exempt_loopback = false
+# Reverse proxies (addresses or CIDR blocks) whose Forwarded / X-Forwarded-For header
+# names the client, e.g. ["127.0.0.1", "::1"]. Other peers' such headers are ignored.
+trusted_proxies = []
+# Hops and bytes one user, and one client address, may have waiting in the outbound
+# queue (0: no limit).
+outbound_hops_per_user = {ohu}
+outbound_bytes_per_user = {obu}
+outbound_hops_per_ip = {ohi}
+outbound_bytes_per_ip = {obi}
+# Open connections (further ones wait in the listen backlog), and from one client
+# address (further ones get 503 and are closed).
 max_connections = {maxc}
+max_connections_per_ip = {maxci}
+# A connection is closed once it is this many seconds old, or after this many requests.
+max_connection_age = {mca}
+max_requests_per_connection = {mrc}
 # Seconds to receive a request's headers, and its body.
 header_timeout = {ht}
 body_timeout = {bt}
+# Bytes of request bodies held in memory at once, node-wide and per client address
+# (503 beyond); each must hold one largest request (max_envelope + {overhead}).
+body_bytes_in_flight = {bif}
+body_bytes_in_flight_per_ip = {bifi}
 
 [relay]
 # Seconds after submission when an undelivered hop is given up and bounced to its sender.
@@ -170,6 +191,22 @@ retry_max = {g_rm}
         dpm = l.deliver_per_minute,
         db = l.deliver_burst,
         maxc = l.max_connections,
+        apm = l.anonymous_per_minute_per_ip,
+        ab = l.anonymous_burst_per_ip,
+        lpm = l.lookups_per_minute_per_ip,
+        lb = l.lookups_burst_per_ip,
+        npm = l.new_peers_per_minute_per_ip,
+        nb = l.new_peers_burst_per_ip,
+        ohu = l.outbound_hops_per_user,
+        obu = l.outbound_bytes_per_user,
+        ohi = l.outbound_hops_per_ip,
+        obi = l.outbound_bytes_per_ip,
+        maxci = l.max_connections_per_ip,
+        mca = l.max_connection_age.get().as_secs(),
+        mrc = l.max_requests_per_connection,
+        bif = l.body_bytes_in_flight,
+        bifi = l.body_bytes_in_flight_per_ip,
+        overhead = super::HOP_OVERHEAD_BYTES,
         ht = l.header_timeout.get().as_secs(),
         bt = l.body_timeout.get().as_secs(),
         gua = r.give_up_after.get().as_secs(),

@@ -122,3 +122,50 @@ fn invalid_values_are_refused() {
         assert!(Config::load(&write(dir.path(), bad)).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn hostile_load_limits_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let ok = Config::load(&write(
+        dir.path(),
+        "[limits]\ntrusted_proxies = [\"127.0.0.1\", \"10.0.0.0/8\", \"::1\"]\n",
+    ))
+    .unwrap();
+    assert_eq!(ok.limits.trusted_proxies.len(), 3);
+    assert!(
+        !ok.limits.anonymous_exempt_loopback,
+        "the exemption is opt-in"
+    );
+    for (text, needle) in [
+        (
+            "[limits]\ntrusted_proxies = [\"proxy.local\"]\n",
+            "trusted_proxies",
+        ),
+        (
+            "[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+            "trusted_proxies",
+        ),
+        (
+            "[limits]\nbody_bytes_in_flight = 1000\n",
+            "body_bytes_in_flight",
+        ),
+        (
+            "[limits]\nbody_bytes_in_flight_per_ip = 1000\n",
+            "body_bytes_in_flight",
+        ),
+        (
+            "[limits]\nmax_connections_per_ip = 0\n",
+            "max_connections_per_ip",
+        ),
+        (
+            "[limits]\nmax_requests_per_connection = 0\n",
+            "max_requests_per_connection",
+        ),
+        ("[limits]\nmax_connection_age = 0\n", "max_connection_age"),
+    ] {
+        let e = Config::load(&write(dir.path(), text))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(needle), "{text}: {e}");
+    }
+}

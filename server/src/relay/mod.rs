@@ -153,7 +153,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
             Ok(None) => {
                 tracing::warn!(queue_id = %id.to_hex(), "queued hop has no payload; dropping it");
                 let _ = node.store.finish(id, None).await;
-                node.outbound_usage.release(job.item.sender, job.item.size);
+                node.outbound_usage.release(&job.item);
                 node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
                 return None;
             }
@@ -178,7 +178,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
                 // Delivered but not dequeued: it is delivered again later and deduplicated.
                 return retry(&node, job, format!("dequeuing: {e}")).await;
             }
-            node.outbound_usage.release(job.item.sender, job.item.size);
+            node.outbound_usage.release(&job.item);
             node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
             None
         }
@@ -242,7 +242,7 @@ async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
     if bounced {
         Metrics::inc(&node.metrics.bounces);
     }
-    node.outbound_usage.release(item.sender, item.size);
+    node.outbound_usage.release(&item);
     node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
     None
 }
