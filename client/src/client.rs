@@ -1,16 +1,17 @@
 //! [`Client`]: an open profile plus the network, and what changes the user's own identity:
 //! `init` (keys, accounts on every home node, one signed record listing them all),
-//! re-publishing the record, and trusting, untrusting or adding home nodes.
+//! re-publishing the record, rotating the key, and trusting, untrusting or adding home
+//! nodes.
 
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
 use sealpost_proto::identity::{
-    Keyring, SecretIdentity, cert_addresses, cert_to_armored, cert_to_bytes,
+    Keyring, SecretIdentity, cert_addresses, cert_from_bytes, cert_to_armored, cert_to_bytes,
 };
 use sealpost_proto::limits::MAX_HOMES;
-use sealpost_proto::record::{MailboxRecord, SignedRecord};
+use sealpost_proto::record::{MailboxRecord, SignedRecord, endorse_identity};
 use sealpost_proto::{Address, NodeUrl};
 
 use crate::api::{Net, NetConfig, VerifiedNode};
@@ -26,6 +27,19 @@ use crate::{join_all, now, now_millis};
 
 /// How long a published record is valid.
 pub const RECORD_VALIDITY_SECS: u64 = 365 * 24 * 3600;
+
+/// The next key while `rotate-key` is under way: written before any node learns it, so that
+/// an interrupted rotation resumes with the same key.
+pub const ROTATING_FILE: &str = "rotating.key";
+
+/// What `rotate-key` did.
+#[derive(Clone, Debug)]
+pub struct RotateReport {
+    /// Upper-case hex fingerprints.
+    pub old: String,
+    pub new: String,
+    pub publish: PublishReport,
+}
 
 /// Settings of one run that do not live in the profile.
 #[derive(Clone, Debug, Default)]
@@ -234,6 +248,82 @@ impl Client {
         Ok(PublishReport { sequence, results })
     }
 
+    /// Replaces the profile's key: a new key, endorsed by the current one (an OpenPGP
+    /// certification, so contacts see "signed by the old key"), registered on every home
+    /// (each keeps our mailbox and address) and published in a new record on every home.
+    /// Every home must take it; otherwise the new key stays in [`ROTATING_FILE`] and the next
+    /// call finishes the rotation with it. The old secret key is kept for old letters.
+    pub async fn rotate_key(
+        &mut self,
+        old: &Keyring,
+        passphrase: Option<&str>,
+    ) -> Result<RotateReport> {
+        let address = self.profile.address().clone();
+        let old_fp = self.profile.config.fingerprint.clone();
+        let pending_path = self.profile.path(ROTATING_FILE);
+        let resumed = match crate::fsutil::read_optional(&pending_path)? {
+            Some(bytes) => Some(
+                SecretIdentity::from_bytes(&bytes).map_err(|e| Error::corrupt(&pending_path, e))?,
+            ),
+            None => None,
+        };
+        let next = match resumed {
+            Some(id) if id.fingerprint().to_hex() != old_fp => id,
+            _ => {
+                let fresh = SecretIdentity::generate(&address, passphrase)?;
+                let id = endorse_identity(&fresh, old, &address)?;
+                crate::fsutil::write_atomic(&pending_path, id.to_armored().as_bytes())?;
+                id
+            }
+        };
+        let new_keys = next.unlock(passphrase)?;
+        let armored = cert_to_armored(&next.public_cert());
+        let homes = self.profile.config.homes.clone();
+        let answers = join_all(
+            homes
+                .iter()
+                .map(|h| self.net.register(&h.url, &armored, None))
+                .collect(),
+        )
+        .await;
+        for (h, r) in homes.iter().zip(answers) {
+            let reg = r.map_err(|e| address_taken(e, &address, &h.url))?;
+            if reg.mailbox != h.mailbox {
+                return Err(Error::protocol(
+                    &h.url,
+                    format!(
+                        "the new key got mailbox {} there, not ours ({}): the node did not take it as a rotation",
+                        reg.mailbox, h.mailbox
+                    ),
+                ));
+            }
+        }
+        let prev = self.profile.record_body()?.sequence;
+        let signed = sign_record(&address, &new_keys, &homes, Some(prev))?;
+        let sequence = sealpost_proto::codec::Codec::decode(&signed.body)
+            .map(|r: MailboxRecord| r.sequence)?;
+        let published = join_all(
+            homes
+                .iter()
+                .map(|h| self.net.publish_record(&h.url, &address, &signed))
+                .collect(),
+        )
+        .await;
+        let mut results = Vec::new();
+        for (h, r) in homes.iter().zip(published) {
+            r?;
+            results.push((h.url.clone(), Ok(())));
+        }
+        let new = next.fingerprint().to_hex();
+        self.profile.replace_identity(next, signed)?;
+        crate::fsutil::remove_durable(&pending_path)?;
+        Ok(RotateReport {
+            old: old_fp,
+            new,
+            publish: PublishReport { sequence, results },
+        })
+    }
+
     /// Trusts `url` again if it is a home; otherwise registers there, adds it to the
     /// record and publishes the record everywhere. Returns the report when it published.
     pub async fn trust_node(
@@ -361,7 +451,14 @@ async fn register(
 ) -> Result<(HomeEntry, VerifiedNode)> {
     let node = net.descriptor(url).await?;
     let home_url = node.descriptor.url.clone();
-    let reg = net.register(&home_url, cert_armored, invite).await?;
+    let address = cert_from_bytes(cert_armored.as_bytes())
+        .ok()
+        .and_then(|c| cert_addresses(&c).into_iter().next())
+        .unwrap_or_default();
+    let reg = net
+        .register(&home_url, cert_armored, invite)
+        .await
+        .map_err(|e| address_taken(e, &address, &home_url))?;
     let key_hex = hex::encode(node.descriptor.node_key);
     if !reg.node_key.eq_ignore_ascii_case(&key_hex) {
         return Err(Error::NodeKeyMismatch {
@@ -379,6 +476,17 @@ async fn register(
         },
         node,
     ))
+}
+
+/// A node's `address_taken` refusal, said for people.
+fn address_taken(e: Error, address: &dyn std::fmt::Display, url: &NodeUrl) -> Error {
+    match e {
+        Error::Node { code, .. } if code == "address_taken" => Error::AddressTaken {
+            address: address.to_string(),
+            node: url.to_string(),
+        },
+        other => other,
+    }
 }
 
 /// A signed record for `homes`, valid for [`RECORD_VALIDITY_SECS`], with a sequence above

@@ -1,6 +1,8 @@
 //! Pinned contacts (trust on first use). A contact is an address and the certificate first
 //! seen for it; a later record with another key is not taken but kept as a *pending* change
-//! that only `contact accept` turns into the pin.
+//! that only `contact accept` turns into the pin. A change says whether the pinned key
+//! endorsed the new one (a key rotation, `sealpost_proto::record::endorse`) and whether the
+//! pinned key had been verified out of band.
 
 use std::path::{Path, PathBuf};
 
@@ -12,7 +14,7 @@ use sealpost_proto::codec::Codec;
 use sealpost_proto::identity::{cert_addresses, cert_to_armored, fingerprint_display};
 use sealpost_proto::openpgp::parse::Parse;
 use sealpost_proto::openpgp::{Cert, Fingerprint, KeyHandle};
-use sealpost_proto::record::SignedRecord;
+use sealpost_proto::record::{SignedRecord, endorsed_by};
 
 use crate::error::{Error, Result};
 use crate::fsutil;
@@ -41,6 +43,20 @@ pub struct PendingKey {
     #[serde(default)]
     pub record: Option<String>,
     pub seen_at: u64,
+    /// The pinned key certified the new one (the contact rotated their key).
+    #[serde(default)]
+    pub endorsed: bool,
+}
+
+impl PendingKey {
+    /// How the new key relates to the pinned one, for people.
+    pub fn provenance(&self) -> &'static str {
+        if self.endorsed {
+            "signed by the old key"
+        } else {
+            "NOT signed by the old key"
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,16 +166,28 @@ impl PinOutcome {
     }
 }
 
+/// Whether the pinned key was verified, for people.
+pub fn pin_state(c: &Contact) -> &'static str {
+    if c.verified {
+        "verified by you"
+    } else {
+        "not verified"
+    }
+}
+
 pub fn key_changed(c: &Contact) -> Error {
-    let new = c
-        .pending
-        .as_ref()
-        .map(|p| p.fingerprint.as_str())
-        .unwrap_or("?");
+    let new = match &c.pending {
+        Some(p) => format!(
+            "{} ({})",
+            display_fingerprint(&p.fingerprint),
+            p.provenance()
+        ),
+        None => "?".into(),
+    };
     Error::KeyChanged {
         address: c.address.to_string(),
-        old: display_fingerprint(&c.fingerprint),
-        new: display_fingerprint(new),
+        old: format!("{} ({})", display_fingerprint(&c.fingerprint), pin_state(c)),
+        new,
     }
 }
 
@@ -197,11 +225,15 @@ pub fn pin(
             PinOutcome::Same(c)
         }
         Some(mut c) => {
+            let endorsed = c
+                .parsed_cert()
+                .is_ok_and(|old| endorsed_by(cert, &old, address.as_str()));
             c.pending = Some(PendingKey {
                 fingerprint: cert.fingerprint().to_hex(),
                 cert: cert_to_armored(cert),
                 record: record.map(|(r, _)| b64().encode(r.encode())),
                 seen_at: now,
+                endorsed,
             });
             PinOutcome::Changed(c)
         }
@@ -259,13 +291,19 @@ impl ContactStore {
         Ok(true)
     }
 
-    /// Turns the pending key of `address` into its pin. With `expected`, the pending
-    /// fingerprint must equal it.
-    pub fn accept(&self, address: &Address, expected: Option<&str>, now: u64) -> Result<Contact> {
-        let mut c = self.get(address)?.ok_or_else(|| Error::NotFound {
+    /// The contact, or `NotFound`.
+    pub fn require(&self, address: &Address) -> Result<Contact> {
+        self.get(address)?.ok_or_else(|| Error::NotFound {
             what: "contact",
             id: address.to_string(),
-        })?;
+        })
+    }
+
+    /// Turns the pending key of `address` into its pin. With `expected`, the pending
+    /// fingerprint must equal it. The caller asks the user first when the pinned key was
+    /// verified (see `sealpost contact accept`).
+    pub fn accept(&self, address: &Address, expected: Option<&str>, now: u64) -> Result<Contact> {
+        let mut c = self.require(address)?;
         let p = c.pending.take().ok_or_else(|| {
             Error::input(
                 "contact accept",
@@ -420,6 +458,48 @@ mod tests {
             store.accept(&bob, None, 14).is_err(),
             "nothing pending any more"
         );
+    }
+
+    #[test]
+    fn a_change_says_whether_the_old_key_signed_it_and_was_verified() {
+        use sealpost_proto::identity::SecretIdentity;
+        use sealpost_proto::record::endorse;
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let old = SecretIdentity::generate(&bob, None).unwrap();
+        let rotated = endorse(&cert("bob@beta.test"), &old.unlock(None).unwrap(), &bob).unwrap();
+        let mut pinned = pin(None, &bob, &old.public_cert(), None, PinSource::Record, 1)
+            .into_result()
+            .unwrap();
+        let PinOutcome::Changed(c) = pin(
+            Some(pinned.clone()),
+            &bob,
+            &rotated,
+            None,
+            PinSource::Record,
+            2,
+        ) else {
+            panic!("change not seen")
+        };
+        assert!(c.pending.as_ref().unwrap().endorsed);
+        let e = key_changed(&c).to_string();
+        assert!(e.contains("(signed by the old key)"), "{e}");
+        assert!(e.contains("(not verified)"), "{e}");
+
+        pinned.verified = true;
+        let PinOutcome::Changed(c) = pin(
+            Some(pinned),
+            &bob,
+            &cert("bob@beta.test"),
+            None,
+            PinSource::Record,
+            3,
+        ) else {
+            panic!("change not seen")
+        };
+        assert!(!c.pending.as_ref().unwrap().endorsed);
+        let e = key_changed(&c).to_string();
+        assert!(e.contains("NOT signed by the old key"), "{e}");
+        assert!(e.contains("(verified by you)"), "{e}");
     }
 
     #[test]

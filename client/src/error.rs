@@ -62,6 +62,10 @@ pub enum Error {
     NotFound { what: &'static str, id: String },
     #[error("{id:?} matches more than one {what}; give more characters")]
     Ambiguous { what: &'static str, id: String },
+    #[error(
+        "{address} is already registered on {node} by another key; if it is yours, run `sealpost rotate-key` in the profile that holds its current key (or ask the node's operator to free it); otherwise choose another address"
+    )]
+    AddressTaken { address: String, node: String },
     #[error("unknown address {address}: {node} has no mailbox record for it")]
     UnknownAddress { address: String, node: String },
     #[error("editor {editor:?} failed: {reason}")]
@@ -177,6 +181,7 @@ impl Error {
             | NotFound { .. }
             | Ambiguous { .. }
             | UnknownAddress { .. }
+            | AddressTaken { .. }
             | Editor { .. }
             | NoGateway { .. }
             | GatewayElsewhere { .. } => ErrorKind::Input,

@@ -36,6 +36,9 @@ pub const PROFILE_VERSION: u32 = 1;
 pub const CONFIG_FILE: &str = "config.json";
 pub const SECRET_FILE: &str = "secret.key";
 pub const RECORD_FILE: &str = "record.bin";
+/// Secret keys replaced by `rotate-key`, one `FINGERPRINT.key` each: still used to open
+/// letters sealed to them.
+pub const RETIRED_DIR: &str = "retired-keys";
 
 /// One of the user's home nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -282,9 +285,37 @@ impl Profile {
             .map_err(|e| Error::corrupt(self.path(RECORD_FILE), e))
     }
 
-    /// Unlocks the secret key; `passphrase` is needed when the key is locked.
+    /// Unlocks the secret key; `passphrase` is needed when the key is locked. Retired keys
+    /// (same passphrase) are added for decryption.
     pub fn unlock(&self, passphrase: Option<&str>) -> Result<Keyring> {
-        Ok(self.identity.unlock(passphrase)?)
+        let mut keys = self.identity.unlock(passphrase)?;
+        for path in fsutil::list_files(&self.path(RETIRED_DIR), ".key")? {
+            let bytes = std::fs::read(&path).map_err(|e| Error::profile_io(&path, e))?;
+            let retired =
+                SecretIdentity::from_bytes(&bytes).map_err(|e| Error::corrupt(&path, e))?;
+            keys.add_decryptors(retired.unlock(passphrase)?);
+        }
+        Ok(keys)
+    }
+
+    /// Makes `identity` the profile's key (after a rotation) with its first `record`; the
+    /// old secret key moves to [`RETIRED_DIR`] first, so nothing sealed to it is lost.
+    pub fn replace_identity(
+        &mut self,
+        identity: SecretIdentity,
+        record: SignedRecord,
+    ) -> Result<()> {
+        let retired = self.path(RETIRED_DIR);
+        fsutil::create_private_dir(&retired)?;
+        fsutil::write_atomic(
+            &retired.join(format!("{}.key", self.config.fingerprint)),
+            self.identity.to_armored().as_bytes(),
+        )?;
+        fsutil::write_atomic(&self.path(SECRET_FILE), identity.to_armored().as_bytes())?;
+        self.config.fingerprint = identity.fingerprint().to_hex();
+        self.save_config()?;
+        self.identity = identity;
+        self.save_record(record)
     }
 
     pub fn save_config(&self) -> Result<()> {

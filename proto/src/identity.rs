@@ -175,6 +175,10 @@ impl Keyring {
     pub fn fingerprint(&self) -> Fingerprint {
         self.cert.fingerprint()
     }
+    /// Also decrypts with `retired`'s keys (letters sealed to a key since rotated away).
+    pub fn add_decryptors(&mut self, retired: Keyring) {
+        self.decryptors.extend(retired.decryptors);
+    }
 }
 
 /// Reads a public certificate (binary or armored). Secret key material, if any, is dropped.

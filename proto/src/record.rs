@@ -1,19 +1,23 @@
-//! The mailbox record: which nodes a user is homed on, signed by the user's key.
+//! The mailbox record: which nodes a user is homed on, signed by the user's key; and key
+//! rotation, where the old key endorses the new certificate with a standard OpenPGP
+//! certification that travels inside the new certificate (so a record needs no new field).
 
 use std::io::Write;
 
 use sequoia_openpgp as openpgp;
 
+use openpgp::packet::UserID;
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
     DetachedVerifierBuilder, MessageLayer, MessageStructure, VerificationHelper,
 };
 use openpgp::serialize::stream::{Message, Signer};
+use openpgp::types::SignatureType;
 use openpgp::{Cert, KeyHandle};
 
 use crate::codec::{Codec, Reader, Writer, tag};
 use crate::error::Error;
-use crate::identity::{Keyring, cert_addresses, cert_from_bytes, policy};
+use crate::identity::{Keyring, SecretIdentity, cert_addresses, cert_from_bytes, policy};
 use crate::limits::{
     MAX_ADDRESS_BYTES, MAX_CERT_BYTES, MAX_HOMES, MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES,
     MAX_URL_BYTES,
@@ -204,6 +208,81 @@ impl MailboxRecord {
     }
 }
 
+/// Endorses `new_cert` (the user's next key) with the current keys `old`: a third-party
+/// OpenPGP certification (type 0x10, generic) by the old primary key over the new
+/// certificate's User ID for `address`, merged into the returned certificate. `gpg
+/// --check-sigs` shows it like any other certification.
+pub fn endorse(new_cert: &Cert, old: &Keyring, address: &Address) -> Result<Cert, Error> {
+    if old.signer.public().fingerprint() != old.fingerprint() {
+        return Err(Error::Key(
+            "the current key signs with a subkey; only a primary key can endorse a new key".into(),
+        ));
+    }
+    let userid = address_userid(new_cert, address.as_str()).ok_or(Error::InvalidField {
+        what: "new certificate",
+        reason: format!("names no User ID with {address}"),
+    })?;
+    let mut signer = old.signer.clone();
+    let sig = userid
+        .certify(
+            &mut signer,
+            new_cert,
+            SignatureType::GenericCertification,
+            None,
+            None,
+        )
+        .map_err(|e| Error::Key(e.to_string()))?;
+    let (cert, _) = new_cert
+        .clone()
+        .insert_packets(sig)
+        .map_err(|e| Error::Key(e.to_string()))?;
+    Ok(cert)
+}
+
+/// `new` with [`endorse`]'s certification by `old` merged in; its secret keys are kept.
+pub fn endorse_identity(
+    new: &SecretIdentity,
+    old: &Keyring,
+    address: &Address,
+) -> Result<SecretIdentity, Error> {
+    use openpgp::serialize::SerializeInto;
+    let key_err = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
+    let endorsed = endorse(&new.public_cert(), old, address)?;
+    let tsk = Cert::from_bytes(&new.to_bytes()).map_err(key_err)?;
+    let merged = tsk.merge_public(endorsed).map_err(key_err)?;
+    SecretIdentity::from_bytes(&merged.as_tsk().to_vec().map_err(key_err)?)
+}
+
+/// Whether `new_cert` carries a valid certification by `old_cert`'s primary key over its
+/// User ID for `address` (see [`endorse`]). `old_cert` may have expired since: the pinned
+/// key of a contact who rotated late still vouches for the new one.
+pub fn endorsed_by(new_cert: &Cert, old_cert: &Cert, address: &str) -> bool {
+    if new_cert.fingerprint() == old_cert.fingerprint() {
+        return false;
+    }
+    let issuer = old_cert.primary_key().key().role_as_unspecified();
+    new_cert.userids().any(|ua| {
+        ua.userid()
+            .email()
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.eq_ignore_ascii_case(address))
+            && ua
+                .valid_certifications_by_key(policy(), None, issuer)
+                .next()
+                .is_some()
+    })
+}
+
+fn address_userid<'a>(cert: &'a Cert, address: &str) -> Option<&'a UserID> {
+    cert.userids().map(|ua| ua.userid()).find(|u| {
+        u.email()
+            .ok()
+            .flatten()
+            .is_some_and(|e| e.eq_ignore_ascii_case(address))
+    })
+}
+
 /// A detached OpenPGP signature (binary) over `data`.
 pub fn sign_detached(data: &[u8], keys: &Keyring) -> Result<Vec<u8>, Error> {
     let internal = |e: openpgp::anyhow::Error| Error::Key(e.to_string());
@@ -304,5 +383,49 @@ mod tests {
         assert!(rec(u64::MAX, 1).check_bounds(now).is_err());
         assert!(rec(now + 1, u64::MAX).check_bounds(now).is_err());
         assert!(rec(now + 1, u64::MAX).check_bounds(u64::MAX).is_ok());
+    }
+
+    #[test]
+    fn endorsement_by_the_old_key_is_recognised_and_only_that() {
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let old = SecretIdentity::generate(&bob, None).unwrap();
+        let new = SecretIdentity::generate(&bob, None).unwrap();
+        let other = SecretIdentity::generate(&bob, None).unwrap();
+        let endorsed = endorse(&new.public_cert(), &old.unlock(None).unwrap(), &bob).unwrap();
+        assert_eq!(endorsed.fingerprint(), new.fingerprint());
+        assert!(endorsed_by(&endorsed, &old.public_cert(), "bob@beta.test"));
+        assert!(endorsed_by(&endorsed, &old.public_cert(), "BOB@beta.test"));
+        // Not by another key, not for another address, not without the certification.
+        assert!(!endorsed_by(
+            &endorsed,
+            &other.public_cert(),
+            "bob@beta.test"
+        ));
+        assert!(!endorsed_by(&endorsed, &old.public_cert(), "eve@beta.test"));
+        assert!(!endorsed_by(
+            &new.public_cert(),
+            &old.public_cert(),
+            "bob@beta.test"
+        ));
+        // It survives the wire: binary encoding and parsing as a public certificate.
+        let parsed = cert_from_bytes(&crate::identity::cert_to_bytes(&endorsed)).unwrap();
+        assert!(endorsed_by(&parsed, &old.public_cert(), "bob@beta.test"));
+        // The secret identity carries it too, with its secret keys.
+        let id = endorse_identity(&new, &old.unlock(None).unwrap(), &bob).unwrap();
+        assert!(id.unlock(None).is_ok());
+        assert!(endorsed_by(
+            &id.public_cert(),
+            &old.public_cert(),
+            "bob@beta.test"
+        ));
+        // An endorsement for an address the new certificate does not name is refused.
+        assert!(
+            endorse(
+                &new.public_cert(),
+                &old.unlock(None).unwrap(),
+                &Address::parse("eve@beta.test").unwrap()
+            )
+            .is_err()
+        );
     }
 }

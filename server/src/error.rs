@@ -35,6 +35,10 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("timed out reading the request")]
     Timeout,
+    #[error(
+        "{address} belongs to another account on this node; only that account's current key can move it to a new key (key rotation), or the node's operator can free it"
+    )]
+    AddressTaken { address: String },
     #[error("stored record has sequence {stored}; a new one must be above it")]
     StaleRecord { stored: u64 },
     #[error("{what} is {len} bytes, more than the limit of {max}")]
@@ -73,7 +77,7 @@ impl ApiError {
             NotFound | UnknownMailbox | UnknownAddress => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Timeout => StatusCode::REQUEST_TIMEOUT,
-            StaleRecord { .. } => StatusCode::CONFLICT,
+            StaleRecord { .. } | AddressTaken { .. } => StatusCode::CONFLICT,
             RecordOutOfBounds(_) => StatusCode::UNPROCESSABLE_ENTITY,
             TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -101,6 +105,7 @@ impl ApiError {
             MethodNotAllowed => "method_not_allowed",
             Timeout => "timeout",
             StaleRecord { .. } => "stale_record",
+            AddressTaken { .. } => "address_taken",
             TooLarge { .. } => "too_large",
             RateLimited { .. } => "rate_limited",
             QuotaExceeded | OutboundFull => "quota_exceeded",

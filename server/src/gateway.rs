@@ -177,11 +177,13 @@ async fn register_and_publish(
             cert: cert_to_bytes(&cert),
             created: now_secs(),
             invite: None,
+            addresses: vec![address.as_str().to_string()],
+            rotation: None,
         })
         .await?;
     let mailbox = match outcome {
         RegisterOutcome::Created(m) | RegisterOutcome::Existing(m) => m,
-        RegisterOutcome::InviteUsed => anyhow::bail!("registering the gateway account failed"),
+        other => anyhow::bail!("registering the gateway account {address} failed: {other:?}"),
     };
     let now = now_secs();
     let record = MailboxRecord {
@@ -201,7 +203,12 @@ async fn register_and_publish(
     let signed = SignedRecord::sign(&record, keyring)?;
     let _ = node
         .store
-        .put_record(address.to_string(), record.sequence, signed.encode())
+        .put_record(
+            address.to_string(),
+            mailbox,
+            record.sequence,
+            signed.encode(),
+        )
         .await?;
     Ok(mailbox)
 }

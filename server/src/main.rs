@@ -64,6 +64,13 @@ enum Command {
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
     },
+    /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
+    /// that it can be registered anew.
+    ResetAddress {
+        #[arg(long)]
+        config: PathBuf,
+        address: String,
+    },
 }
 
 fn parse_policy(s: &str) -> Result<RegistrationPolicy, String> {
@@ -104,6 +111,7 @@ fn main() -> std::process::ExitCode {
             find,
             find_hex,
         } => inspect(&config, &find, &find_hex),
+        Command::ResetAddress { config, address } => reset_address(&config, &address),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -178,6 +186,16 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     }
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(())
+}
+
+fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    if sealpost_server::store::reset::reset_address(&config, address)? {
+        println!("freed {}: it can be registered anew", address.trim());
+    } else {
+        println!("{} was not claimed and had no record", address.trim());
+    }
     Ok(())
 }
 

@@ -183,6 +183,8 @@ pub struct Node {
     pub outbound_usage: OutboundUsage,
     relay_tx: mpsc::UnboundedSender<Job>,
     accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
+    /// Bumped by every key rotation, so that a certificate read before it is not cached.
+    account_generation: std::sync::atomic::AtomicU64,
     blocked: HashSet<[u8; 32]>,
     listed: HashSet<[u8; 32]>,
     invites: HashSet<String>,
@@ -256,6 +258,7 @@ impl Node {
             ),
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
+            account_generation: Default::default(),
             blocked: keyset(&config.peers.blocked),
             listed,
             invites: config.registration.invites.iter().cloned().collect(),
@@ -277,6 +280,9 @@ impl Node {
         {
             return Ok(Some(a));
         }
+        let generation = self
+            .account_generation
+            .load(std::sync::atomic::Ordering::Acquire);
         let Some(acc) = self.store.account(mailbox).await? else {
             return Ok(None);
         };
@@ -287,7 +293,12 @@ impl Node {
             fingerprint: cert.fingerprint(),
             cert,
         });
-        if let Ok(mut m) = self.accounts.write() {
+        if let Ok(mut m) = self.accounts.write()
+            && self
+                .account_generation
+                .load(std::sync::atomic::Ordering::Acquire)
+                == generation
+        {
             if m.len() >= ACCOUNT_CACHE {
                 // Cheap bounded cache: forget an arbitrary entry.
                 if let Some(k) = m.keys().next().copied() {
@@ -297,6 +308,15 @@ impl Node {
             m.insert(mailbox, cached.clone());
         }
         Ok(Some(cached))
+    }
+
+    /// Drops the cached certificate of `mailbox` (after a key rotation).
+    pub fn forget_account(&self, mailbox: MailboxId) {
+        if let Ok(mut m) = self.accounts.write() {
+            self.account_generation
+                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+            m.remove(&mailbox);
+        }
     }
 
     pub fn is_invite(&self, code: &str) -> bool {

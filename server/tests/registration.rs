@@ -1,10 +1,15 @@
 //! Registration policies: `invite` (each code once; an existing account answers without
-//! one) and `closed`.
+//! one) and `closed`; and who owns an address: its first account, until that account's key
+//! endorses a new one (rotation).
 
 mod common;
 
 use common::*;
 use reqwest::StatusCode;
+use sealpost_proto::codec::Codec;
+use sealpost_proto::identity::SecretIdentity;
+use sealpost_proto::record::{SignedRecord, endorse_identity, endorsed_by};
+use sealpost_proto::{Address, MailboxId};
 use sealpost_server::config::RegistrationPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -60,4 +65,189 @@ async fn invite_and_closed_policies() {
     ));
     invite.stop().await;
     closed.stop().await;
+}
+
+/// `identity` with one more User ID (`<address>`), bound like its first one: the same key,
+/// now also naming `address`.
+fn with_extra_address(identity: &SecretIdentity, address: &str) -> SecretIdentity {
+    use sealpost_proto::identity::policy;
+    use sealpost_proto::openpgp::packet::UserID;
+    use sealpost_proto::openpgp::packet::signature::SignatureBuilder;
+    use sealpost_proto::openpgp::parse::Parse;
+    use sealpost_proto::openpgp::serialize::SerializeInto;
+    use sealpost_proto::openpgp::{Cert, Packet};
+    let tsk = Cert::from_bytes(&identity.to_bytes()).unwrap();
+    let template = tsk
+        .with_policy(policy(), None)
+        .unwrap()
+        .primary_userid()
+        .unwrap()
+        .binding_signature()
+        .clone();
+    let mut signer = tsk
+        .primary_key()
+        .key()
+        .clone()
+        .parts_into_secret()
+        .unwrap()
+        .into_keypair()
+        .unwrap();
+    let uid = UserID::from(format!("<{address}>"));
+    let sig = uid
+        .bind(&mut signer, &tsk, SignatureBuilder::from(template))
+        .unwrap();
+    let (tsk, _) = tsk
+        .insert_packets(vec![Packet::from(uid), sig.into()])
+        .unwrap();
+    SecretIdentity::from_bytes(&tsk.as_tsk().to_vec().unwrap()).unwrap()
+}
+
+fn user_with(address: &str, identity: SecretIdentity) -> User {
+    let keys = identity.unlock(None).unwrap();
+    let cert = identity.public_cert();
+    User {
+        address: Address::parse(address).unwrap(),
+        identity,
+        keys,
+        cert,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
+    let api = Api::default();
+    let mut node = TestNode::start(|_| {}).await;
+    let key = node.node_key;
+    let bob = User::new("bob@beta.test");
+    let created = api.register(&node.url, &bob, None).await;
+    assert_eq!(created.0, StatusCode::CREATED, "{created:?}");
+    let mailbox = MailboxId::from_hex(created.1["mailbox"].as_str().unwrap()).unwrap();
+    let put = api
+        .put_record(
+            &node.url,
+            "bob@beta.test",
+            record(&bob, &[(&node.url, key, mailbox)], 1),
+        )
+        .await;
+    assert_eq!(put.0, StatusCode::NO_CONTENT, "{put:?}");
+
+    // Another key for the same address: 409, and nothing of it is stored.
+    let eve = User::new("bob@beta.test");
+    let refused = api.register(&node.url, &eve, None).await;
+    assert_eq!(
+        (refused.0, code(&refused)),
+        (StatusCode::CONFLICT, "address_taken"),
+        "{refused:?}"
+    );
+    assert!(
+        refused.1["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("bob@beta.test belongs to another account"),
+        "{refused:?}"
+    );
+    // An endorsement by a key that is not the owner's is no rotation.
+    let mallory = User::new("mallory@beta.test");
+    let by_mallory = user_with(
+        "bob@beta.test",
+        endorse_identity(
+            &User::new("bob@beta.test").identity,
+            &mallory.keys,
+            &bob.address,
+        )
+        .unwrap(),
+    );
+    assert_eq!(
+        code(&api.register(&node.url, &by_mallory, None).await),
+        "address_taken"
+    );
+
+    // An account whose key later names bob@beta.test too cannot publish bob's record.
+    let mallory_mailbox = api.mailbox(&node.url, &mallory).await;
+    let grown = user_with(
+        "bob@beta.test",
+        with_extra_address(&mallory.identity, "bob@beta.test"),
+    );
+    assert_eq!(grown.cert.fingerprint(), mallory.cert.fingerprint());
+    let hijack = api
+        .put_record(
+            &node.url,
+            "bob@beta.test",
+            record(&grown, &[(&node.url, key, mallory_mailbox)], 99),
+        )
+        .await;
+    assert_eq!(
+        (hijack.0, code(&hijack)),
+        (StatusCode::CONFLICT, "address_taken"),
+        "{hijack:?}"
+    );
+
+    // Rotation: the new certificate carries a certification by Bob's current key.
+    let bob2 = user_with(
+        "bob@beta.test",
+        endorse_identity(
+            &User::new("bob@beta.test").identity,
+            &bob.keys,
+            &bob.address,
+        )
+        .unwrap(),
+    );
+    let rotated = api.register(&node.url, &bob2, None).await;
+    assert_eq!(rotated.0, StatusCode::OK, "{rotated:?}");
+    assert_eq!(
+        rotated.1["mailbox"], created.1["mailbox"],
+        "the mailbox stays"
+    );
+    assert_eq!(rotated.1["rotated"], true);
+    // Idempotent like any registration.
+    let again = api.register(&node.url, &bob2, None).await;
+    assert_eq!(
+        (again.0, &again.1["mailbox"]),
+        (StatusCode::OK, &created.1["mailbox"])
+    );
+    // The old key no longer publishes; the new one does, and the record shows the endorsement.
+    let stale_key = api
+        .put_record(
+            &node.url,
+            "bob@beta.test",
+            record(&bob, &[(&node.url, key, mailbox)], 5),
+        )
+        .await;
+    assert_eq!(stale_key.0, StatusCode::FORBIDDEN, "{stale_key:?}");
+    let put = api
+        .put_record(
+            &node.url,
+            "bob@beta.test",
+            record(&bob2, &[(&node.url, key, mailbox)], 2),
+        )
+        .await;
+    assert_eq!(put.0, StatusCode::NO_CONTENT, "{put:?}");
+    let served = api
+        .http
+        .get(node.url.join("/v1/records/bob@beta.test"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    let (rec, cert) = SignedRecord::decode(&served)
+        .unwrap()
+        .verify(now())
+        .unwrap();
+    assert_eq!(rec.sequence, 2);
+    assert_eq!(cert.fingerprint(), bob2.cert.fingerprint());
+    assert!(endorsed_by(&cert, &bob.cert, "bob@beta.test"));
+    // The replaced key cannot come back: it is not endorsed by the current one.
+    assert_eq!(
+        code(&api.register(&node.url, &bob, None).await),
+        "address_taken"
+    );
+
+    node.stop().await;
+    let eve_key = eve.cert.fingerprint().as_bytes().to_vec();
+    assert_never_stored(
+        &node.data_dir(),
+        &[("the refused key's fingerprint", eve_key)],
+    );
 }

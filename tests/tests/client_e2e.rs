@@ -278,19 +278,33 @@ fn a_bounce_from_the_own_node_is_verified() {
 #[test]
 fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
     let w = world();
-    let carol = User::init("carol@gamma.test", &[&w.c], &w.resolve);
-    let dave = User::init("dave@alpha.test", &[&w.a], &w.resolve);
-    dave.ok(&["contact", "add", "carol@gamma.test"], b"");
+    // Carol's node is her own: its operator frees her address below (with the node stopped).
+    let mut c = Node::start("carol-own");
+    let mut resolve = w.resolve.clone();
+    resolve.add("carol.test", &c.url);
+    let carol = User::init("carol@carol.test", &[&c], &resolve);
+    let dave = User::init("dave@alpha.test", &[&w.a], &resolve);
+    dave.ok(&["contact", "add", "carol@carol.test"], b"");
     let old = carol.fingerprint();
 
-    // Carol starts over with a new key (same address, new record on her node).
-    let carol2 = User::init("carol@gamma.test", &[&w.c], &w.resolve);
+    // Carol starts over with a new key (same address, new record on her node). An address
+    // belongs to its first key, so her node's operator frees it first.
+    c.stop();
+    let reset = std::process::Command::new(sealpost_tests::node_bin())
+        .args(["reset-address", "--config"])
+        .arg(c.config_path())
+        .arg("carol@carol.test")
+        .output()
+        .unwrap();
+    assert!(reset.status.success(), "{reset:?}");
+    c.restart();
+    let carol2 = User::init("carol@carol.test", &[&c], &resolve);
     let new = carol2.fingerprint();
     assert_ne!(old, new);
 
     for _ in 0..2 {
         let out = dave.run(
-            &["send", "--to", "carol@gamma.test", "--subject", "hi"],
+            &["send", "--to", "carol@carol.test", "--subject", "hi"],
             b"x\n",
         );
         assert_eq!(out.code, 3, "{out:?}");
@@ -300,14 +314,14 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
             "{line}"
         );
         assert!(
-            line.contains("sealpost contact accept carol@gamma.test"),
+            line.contains("sealpost contact accept carol@carol.test"),
             "{line}"
         );
         let waiting = dave.ok(&["outbox", "list", "--json"], b"").json();
         assert_eq!(waiting.as_array().unwrap().len(), 0, "nothing queued");
     }
     let shown = dave
-        .ok(&["contact", "show", "carol@gamma.test", "--json"], b"")
+        .ok(&["contact", "show", "carol@carol.test", "--json"], b"")
         .json();
     assert_eq!(
         shown["fingerprint"],
@@ -323,7 +337,7 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
     );
     let fetches = dave.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
     let letter = &new_letters(&fetches)[0];
-    assert_eq!(letter["header"]["from"], "carol@gamma.test");
+    assert_eq!(letter["header"]["from"], "carol@carol.test");
     assert_eq!(letter["verified"], false, "{letter:#}");
     assert!(
         s(&letter["trust"]["reason"]).contains("pinned"),
@@ -336,7 +350,7 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
     assert!(
         warnings
             .iter()
-            .any(|w| s(w).contains("sealpost contact accept carol@gamma.test")),
+            .any(|w| s(w).contains("sealpost contact accept carol@carol.test")),
         "{warnings:?}"
     );
 
@@ -345,7 +359,7 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
         &[
             "contact",
             "accept",
-            "carol@gamma.test",
+            "carol@carol.test",
             "--fingerprint",
             &old,
         ],
@@ -357,7 +371,7 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
         &[
             "contact",
             "accept",
-            "carol@gamma.test",
+            "carol@carol.test",
             "--fingerprint",
             &new,
         ],
@@ -367,7 +381,7 @@ fn changed_key_of_a_pinned_contact_is_refused_until_accepted() {
         &[
             "send",
             "--to",
-            "carol@gamma.test",
+            "carol@carol.test",
             "--subject",
             "Welcome back",
         ],

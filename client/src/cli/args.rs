@@ -22,7 +22,8 @@ pub const EXIT_CODES: &str = "\
 Exit codes:
   0  success
   1  usage or input error (bad arguments, unknown address or message, unreadable file,
-     legacy recipients but no gateway)
+     legacy recipients but no gateway, an address a node has for another key,
+     a verified key to replace without a terminal or --yes)
   2  network or node error (node unreachable or refusing; mail kept in the outbox)
   3  crypto or verification problem (changed key, bad signature, wrong passphrase)
   4  profile error (missing, corrupt, locked or unwritable profile)
@@ -140,6 +141,8 @@ pub enum Command {
     Node(NodeCommand),
     /// Sign and publish your mailbox record again (renews its expiry)
     Publish,
+    /// Replace your key with a new one that the current key endorses, on every home node
+    RotateKey,
     /// Letters not yet accepted by one of your nodes
     #[command(subcommand)]
     Outbox(OutboxCommand),
@@ -193,6 +196,9 @@ pub enum ContactCommand {
         /// Only accept if the new key has this fingerprint
         #[arg(long, value_name = "FPR")]
         fingerprint: Option<String>,
+        /// Replace a verified key without asking (otherwise asked on a terminal, refused without one)
+        #[arg(long)]
+        yes: bool,
     },
     /// Forget a contact
     Remove { address: String },

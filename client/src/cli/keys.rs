@@ -1,4 +1,4 @@
-//! Identity and contact commands: init, whoami, contact, export-key, import-key.
+//! Identity and contact commands: init, whoami, rotate-key, contact, export-key, import-key.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -8,7 +8,8 @@ use anyhow::Context;
 use serde_json::json;
 
 use sealpost_client::contacts::{
-    PinOutcome, PinSource, address_for_cert, display_fingerprint, key_changed, pin,
+    Contact, PinOutcome, PinSource, address_for_cert, display_fingerprint, key_changed, pin,
+    pin_state,
 };
 use sealpost_client::{Client, Error, InitOptions, now};
 use sealpost_proto::identity::{SecretIdentity, cert_from_bytes, cert_to_armored};
@@ -76,6 +77,47 @@ pub(super) async fn init(
             println!("home:        {} (mailbox {})", h.url, h.mailbox);
         }
     }
+    Ok(())
+}
+
+pub(super) async fn rotate_key(ctx: &Ctx) -> anyhow::Result<()> {
+    let mut c = ctx.open()?;
+    let keys = ctx.keys(&c)?;
+    let passphrase = input::passphrase(ctx.global.passphrase_file.as_deref())?;
+    let report = match c.rotate_key(&keys, passphrase.as_deref()).await {
+        Ok(r) => r,
+        Err(e) => {
+            if c.profile
+                .path(sealpost_client::client::ROTATING_FILE)
+                .exists()
+            {
+                note(
+                    "the rotation is not finished: some home may already have the new key; run `sealpost rotate-key` again to finish it",
+                );
+            }
+            return Err(e.into());
+        }
+    };
+    if ctx.global.json {
+        print_json(&json!({
+            "old": report.old,
+            "new": report.new,
+            "sequence": report.publish.sequence,
+            "homes": report.publish.results.iter().map(|(u, _)| u.to_string()).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    println!("old key:     {}", display_fingerprint(&report.old));
+    println!("new key:     {}", display_fingerprint(&report.new));
+    for (url, _) in &report.publish.results {
+        println!(
+            "published on {url} (sequence {}), signed by the old key",
+            report.publish.sequence
+        );
+    }
+    note(
+        "contacts who pinned your old key see the change as signed by it, and accept it with `sealpost contact accept`",
+    );
     Ok(())
 }
 
@@ -219,6 +261,11 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
                     output::date(p.seen_at as i64)
                 );
                 println!(
+                    "             the new key is {}; the pinned key was {}",
+                    p.provenance(),
+                    pin_state(&k)
+                );
+                println!(
                     "             check it with {} out of band, then: sealpost contact accept {}",
                     k.address, k.address
                 );
@@ -239,8 +286,13 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         ContactCommand::Accept {
             address,
             fingerprint,
+            yes,
         } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
+            let current = c.contacts.require(&address)?;
+            if current.verified && current.pending.is_some() && !yes {
+                confirm_replacing_verified(&current)?;
+            }
             let k = c.contacts.accept(&address, fingerprint.as_deref(), now())?;
             println!(
                 "accepted the new key of {}: {}",
@@ -261,6 +313,42 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         }
     }
     Ok(())
+}
+
+/// Asks on the terminal before a verified key is replaced; refuses without a terminal.
+fn confirm_replacing_verified(k: &Contact) -> anyhow::Result<()> {
+    use std::io::{BufRead, IsTerminal, Read};
+    let Some(p) = &k.pending else {
+        return Ok(());
+    };
+    let what = format!(
+        "you verified the key of {} ({}); the new key {} is {}",
+        k.address,
+        display_fingerprint(&k.fingerprint),
+        display_fingerprint(&p.fingerprint),
+        p.provenance()
+    );
+    if !std::io::stdin().is_terminal() {
+        return Err(Error::input(
+            "contact accept",
+            format!(
+                "{what}; replacing a verified key needs a confirmation: run this on a terminal, or add --yes (nothing was changed)"
+            ),
+        )
+        .into());
+    }
+    eprint!("{what}.\nReplace the verified key? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    std::io::stdin()
+        .lock()
+        .take(64)
+        .read_line(&mut answer)
+        .context("reading the answer")?;
+    match answer.trim().to_ascii_lowercase().as_str() {
+        "y" | "yes" => Ok(()),
+        _ => Err(Error::input("contact accept", "not confirmed; nothing was changed").into()),
+    }
 }
 
 pub(super) fn export_key(ctx: &Ctx, secret: bool, output: Option<&Path>) -> anyhow::Result<()> {

@@ -126,6 +126,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::RotateKey => keys::rotate_key(&ctx).await,
         Command::Outbox(cmd) => manage::outbox(&ctx, cmd).await,
         Command::Resolve(cmd) => manage::resolve_cmd(&ctx, cmd),
         Command::Gateway(cmd) => manage::gateway(&ctx, cmd).await,

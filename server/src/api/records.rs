@@ -1,5 +1,6 @@
 //! `PUT`/`GET /v1/records/{address}`: mailbox records, stored only when they name this node
-//! as a home of an account whose certificate signed them.
+//! as a home of an account whose certificate signed them, and that account owns the address
+//! (`accounts`: the first account to name it, or the one it rotated to).
 
 use std::sync::Arc;
 
@@ -60,11 +61,19 @@ pub async fn put(
     }
     match node
         .store
-        .put_record(address.as_str().to_string(), record.sequence, body.to_vec())
+        .put_record(
+            address.as_str().to_string(),
+            account.mailbox,
+            record.sequence,
+            body.to_vec(),
+        )
         .await?
     {
         RecordOutcome::Stored => Ok(empty(StatusCode::NO_CONTENT)),
         RecordOutcome::Stale { stored } => Err(ApiError::StaleRecord { stored }),
+        RecordOutcome::NotOwner => Err(ApiError::AddressTaken {
+            address: address.as_str().to_string(),
+        }),
     }
 }
 

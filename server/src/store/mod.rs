@@ -4,8 +4,10 @@
 //!
 //! Every write future resolves only once the write is durable. The store makes the
 //! decisions that need a consistent view (per-mailbox sequence numbers, envelope-id dedupe,
-//! quotas, record sequence, invite use) inside the write, so callers hold no locks.
+//! quotas, record sequence, invite use, who owns an address) inside the write, so callers
+//! hold no locks.
 
+pub mod reset;
 pub mod rocks;
 mod writer;
 
@@ -67,15 +69,35 @@ pub struct NewAccount {
     pub created: u64,
     /// Invite code to consume, for policy `invite`.
     pub invite: Option<String>,
+    /// The addresses the certificate names (lower-case): each becomes a claim of this
+    /// account; one already claimed by another account refuses the registration.
+    pub addresses: Vec<String>,
+    /// Set for a key rotation: the account whose key this certificate replaces (the
+    /// caller checked that the old key endorsed the new one).
+    pub rotation: Option<Rotation>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A key rotation: `mailbox` keeps its mailbox and claims, and changes its certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rotation {
+    pub mailbox: MailboxId,
+    /// The fingerprint the account has now; if it changed meanwhile, the rotation loses.
+    pub old_fingerprint: Vec<u8>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum RegisterOutcome {
     Created(MailboxId),
     /// The certificate already has this mailbox; nothing was written.
     Existing(MailboxId),
     /// The invite code was used before.
     InviteUsed,
+    /// The address belongs to another account; nothing was written.
+    AddressTaken {
+        address: String,
+    },
+    /// The account's certificate was replaced (key rotation); the mailbox stays.
+    Rotated(MailboxId),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -85,6 +107,8 @@ pub enum RecordOutcome {
     Stale {
         stored: u64,
     },
+    /// The address belongs to another account of this node; nothing was written.
+    NotOwner,
 }
 
 /// Per-mailbox limits, checked inside the write.
@@ -180,12 +204,18 @@ pub struct StoreStats {
 pub trait Store: Send + Sync {
     // --- writes: resolved once durable ---
     fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome>;
+    /// Stores the record of `address` for the account `mailbox`, which must own the
+    /// address (an address nobody claims yet becomes `mailbox`'s).
     fn put_record(
         &self,
         address: String,
+        mailbox: MailboxId,
         sequence: u64,
         signed: Vec<u8>,
     ) -> StoreFuture<'_, RecordOutcome>;
+    /// Operator reset: forgets who owns `address` and its record, so that it can be
+    /// registered anew. Returns whether there was a claim or a record.
+    fn reset_address(&self, address: String) -> StoreFuture<'_, bool>;
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome>;
     /// Deletes an envelope; `false` when there was none at `seq`.
     fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool>;
@@ -199,6 +229,8 @@ pub trait Store: Send + Sync {
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
     /// The mailbox registered for a certificate fingerprint.
     fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>>;
+    /// The account that owns `address` on this node.
+    fn owner_of(&self, address: String) -> StoreFuture<'_, Option<MailboxId>>;
     /// The stored signed record (encoded `SignedRecord`).
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;

@@ -11,6 +11,7 @@
 //! | `accounts` | `a` ‖ mailbox | created ‖ certificate |
 //! | | `f` ‖ cert fingerprint | mailbox |
 //! | | `s` ‖ mailbox | next seq ‖ bytes ‖ count |
+//! | | `c` ‖ address | mailbox (the account that owns the address) |
 //! | `records` | address | sequence ‖ signed record |
 //! | `outbound` | `m` ‖ queue id | JSON [`OutboundItem`] |
 //! | | `p` ‖ queue id | hop payload |
@@ -54,8 +55,9 @@ pub const COLUMN_FAMILIES: [&str; 8] = [
     CF_META,
 ];
 
-/// Version of the key layout above.
-pub const SCHEMA_VERSION: u8 = 1;
+/// Version of the key layout above. Version 1 had no address claims; opening such a
+/// database adds them (see [`migrate_claims`]).
+pub const SCHEMA_VERSION: u8 = 2;
 
 /// Operations waiting for the writer; senders wait (backpressure) beyond this.
 const WRITE_QUEUE: usize = 8192;
@@ -87,6 +89,7 @@ pub(super) mod key {
     pub const QUEUE_META: u8 = b'm';
     pub const QUEUE_PAYLOAD: u8 = b'p';
     pub const INVITE: u8 = b'i';
+    pub const CLAIM: u8 = b'c';
     pub const SCHEMA: &[u8] = b"schema";
 }
 
@@ -181,6 +184,7 @@ impl RocksStore {
                     .map_err(|e| unavailable(&e))?;
             }
             Some(v) if v.as_slice() == [SCHEMA_VERSION] => {}
+            Some(v) if v.as_slice() == [1] => migrate_claims(&db).map_err(|e| unavailable(&e))?,
             Some(v) => {
                 return Err(StoreError::Corrupt(format!(
                     "database schema {v:?}, this node speaks {SCHEMA_VERSION}"
@@ -334,15 +338,20 @@ impl Store for RocksStore {
     fn put_record(
         &self,
         address: String,
+        mailbox: MailboxId,
         sequence: u64,
         signed: Vec<u8>,
     ) -> StoreFuture<'_, RecordOutcome> {
         self.submit(|reply| Op::PutRecord {
             address,
+            mailbox,
             sequence,
             signed,
             reply,
         })
+    }
+    fn reset_address(&self, address: String) -> StoreFuture<'_, bool> {
+        self.submit(|reply| Op::ResetAddress { address, reply })
     }
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
         self.submit(|reply| Op::Deliver {
@@ -390,6 +399,12 @@ impl Store for RocksStore {
                     }
                     None => Ok(None),
                 }),
+        )
+    }
+    fn owner_of(&self, address: String) -> StoreFuture<'_, Option<MailboxId>> {
+        Self::ready(
+            self.get(CF_ACCOUNTS, &key::prefixed(key::CLAIM, address.as_bytes()))
+                .and_then(|v| v.map(|v| mailbox_value(&v)).transpose()),
         )
     }
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>> {
@@ -460,6 +475,61 @@ impl Store for RocksStore {
             Ok(())
         })
     }
+}
+
+/// A mailbox id stored as a value (fingerprint index, claims).
+pub(super) fn mailbox_value(v: &[u8]) -> Result<MailboxId, StoreError> {
+    let m: [u8; 16] = v
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("mailbox id value".into()))?;
+    Ok(MailboxId(m))
+}
+
+/// Schema 1 → 2: every address named by an account's certificate becomes a claim of the
+/// oldest account naming it (first come, as registration now decides). Runs once, before
+/// the writer starts; the claims and the new version are one synced write.
+fn migrate_claims(db: &DB) -> Result<(), StoreError> {
+    use sealpost_proto::identity::cert_addresses;
+    use sealpost_proto::openpgp::Cert;
+    use sealpost_proto::openpgp::parse::Parse;
+    let mut owners: std::collections::BTreeMap<String, (u64, MailboxId)> = Default::default();
+    let accounts = cf(db, CF_ACCOUNTS);
+    let prefix = [key::ACCOUNT];
+    for kv in db.iterator_cf(accounts, IteratorMode::From(&prefix, Direction::Forward)) {
+        let (k, v) = kv.map_err(read_err)?;
+        if k.first() != Some(&key::ACCOUNT) {
+            break;
+        }
+        let mailbox = mailbox_value(&k[1..])?;
+        let created = u64_at(&v, 0).ok_or_else(|| StoreError::Corrupt("account value".into()))?;
+        let Ok(cert) = Cert::from_bytes(&v[8..]) else {
+            continue;
+        };
+        for address in cert_addresses(&cert) {
+            let e = owners.entry(address).or_insert((created, mailbox));
+            if created < e.0 {
+                *e = (created, mailbox);
+            }
+        }
+    }
+    let mut wb = rocksdb::WriteBatch::default();
+    for (address, (_, mailbox)) in &owners {
+        wb.put_cf(
+            accounts,
+            key::prefixed(key::CLAIM, address.as_bytes()),
+            mailbox.as_bytes(),
+        );
+    }
+    wb.put_cf(cf(db, CF_META), key::SCHEMA, [SCHEMA_VERSION]);
+    let mut wo = rocksdb::WriteOptions::default();
+    wo.set_sync(true);
+    db.write_opt(wb, &wo)
+        .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+    tracing::info!(
+        claims = owners.len(),
+        "database upgraded to schema 2: addresses belong to their first account"
+    );
+    Ok(())
 }
 
 /// Dedupe keys older than `received_before` whose envelope has been acked.

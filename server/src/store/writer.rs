@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rocks::{
     CF_ACCOUNTS, CF_DEDUPE, CF_ENVELOPES, CF_INDEX, CF_META, CF_OUTBOUND, CF_PEERS, CF_RECORDS,
-    SharedStats, cf, key, u64_at,
+    SharedStats, cf, key, mailbox_value, u64_at,
 };
 use super::*;
 
@@ -39,9 +39,14 @@ pub(super) enum Op {
     },
     PutRecord {
         address: String,
+        mailbox: MailboxId,
         sequence: u64,
         signed: Vec<u8>,
         reply: Reply<RecordOutcome>,
+    },
+    ResetAddress {
+        address: String,
+        reply: Reply<bool>,
     },
     Deliver {
         envelope: NewEnvelope,
@@ -112,9 +117,13 @@ struct Batch {
     dedupe: HashMap<(MailboxId, EnvelopeId), u64>,
     index: HashMap<(MailboxId, u64), u64>,
     acked: HashSet<(MailboxId, u64)>,
-    fingerprints: HashMap<Vec<u8>, MailboxId>,
+    /// Fingerprint index entries written (`Some`) or deleted (`None`) by this batch.
+    fingerprints: HashMap<Vec<u8>, Option<MailboxId>>,
+    /// Address claims written (`Some`) or deleted (`None`) by this batch.
+    claims: HashMap<String, Option<MailboxId>>,
     invites: HashSet<[u8; 32]>,
-    records: HashMap<String, u64>,
+    /// Record sequences written (`Some`) or deleted (`None`) by this batch.
+    records: HashMap<String, Option<u64>>,
     answers: Vec<Answer>,
 }
 
@@ -212,10 +221,15 @@ impl Writer {
             },
             Op::PutRecord {
                 address,
+                mailbox,
                 sequence,
                 signed,
                 reply,
-            } => match self.put_record(b, address, sequence, &signed) {
+            } => match self.put_record(b, address, mailbox, sequence, &signed) {
+                Ok(o) => b.answer(reply, o),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Op::ResetAddress { address, reply } => match self.reset_address(b, address) {
                 Ok(o) => b.answer(reply, o),
                 Err(e) => drop(reply.send(Err(e))),
             },
@@ -333,18 +347,58 @@ impl Writer {
         b.states.insert(mailbox, s);
     }
 
-    fn register(&mut self, b: &mut Batch, a: NewAccount) -> Result<RegisterOutcome, StoreError> {
-        if let Some(m) = b.fingerprints.get(&a.fingerprint) {
-            return Ok(RegisterOutcome::Existing(*m));
+    /// The account `fingerprint` names, as this batch sees it.
+    fn fingerprint_owner(
+        &self,
+        b: &Batch,
+        fingerprint: &[u8],
+    ) -> Result<Option<MailboxId>, StoreError> {
+        if let Some(m) = b.fingerprints.get(fingerprint) {
+            return Ok(*m);
         }
-        if let Some(v) = self.get(
-            CF_ACCOUNTS,
-            &key::prefixed(key::FINGERPRINT, &a.fingerprint),
-        )? {
-            let m: [u8; 16] = v
-                .try_into()
-                .map_err(|_| StoreError::Corrupt("fingerprint index".into()))?;
-            return Ok(RegisterOutcome::Existing(MailboxId(m)));
+        self.get(CF_ACCOUNTS, &key::prefixed(key::FINGERPRINT, fingerprint))?
+            .map(|v| mailbox_value(&v))
+            .transpose()
+    }
+
+    /// The account that owns `address`, as this batch sees it.
+    fn claim(&self, b: &Batch, address: &str) -> Result<Option<MailboxId>, StoreError> {
+        if let Some(m) = b.claims.get(address) {
+            return Ok(*m);
+        }
+        self.get(CF_ACCOUNTS, &key::prefixed(key::CLAIM, address.as_bytes()))?
+            .map(|v| mailbox_value(&v))
+            .transpose()
+    }
+
+    fn set_claim(&self, b: &mut Batch, address: &str, mailbox: MailboxId) {
+        b.wb.put_cf(
+            cf(&self.db, CF_ACCOUNTS),
+            key::prefixed(key::CLAIM, address.as_bytes()),
+            mailbox.as_bytes(),
+        );
+        b.claims.insert(address.to_string(), Some(mailbox));
+    }
+
+    fn register(&mut self, b: &mut Batch, a: NewAccount) -> Result<RegisterOutcome, StoreError> {
+        if let Some(m) = self.fingerprint_owner(b, &a.fingerprint)? {
+            return Ok(RegisterOutcome::Existing(m));
+        }
+        // First come: an address claimed by another account refuses the registration, and
+        // only the owner's own rotation may take its addresses along.
+        let owner = a.rotation.as_ref().map(|r| r.mailbox);
+        for address in &a.addresses {
+            match self.claim(b, address)? {
+                Some(m) if Some(m) != owner => {
+                    return Ok(RegisterOutcome::AddressTaken {
+                        address: address.clone(),
+                    });
+                }
+                _ => {}
+            }
+        }
+        if let Some(r) = &a.rotation {
+            return self.rotate(b, &a, r);
         }
         let invite_key = a
             .invite
@@ -382,19 +436,69 @@ impl Writer {
             b.wb.put_cf(cf(&self.db, CF_META), key::prefixed(key::INVITE, &h), v);
             b.invites.insert(h);
         }
-        b.fingerprints.insert(a.fingerprint, mailbox);
+        for address in &a.addresses {
+            self.set_claim(b, address, mailbox);
+        }
+        b.fingerprints.insert(a.fingerprint.clone(), Some(mailbox));
         Ok(RegisterOutcome::Created(mailbox))
+    }
+
+    /// Replaces the certificate of `r.mailbox`, if it still has `r.old_fingerprint` (of two
+    /// racing rotations from one key, one wins; the other finds its endorser gone).
+    fn rotate(
+        &mut self,
+        b: &mut Batch,
+        a: &NewAccount,
+        r: &Rotation,
+    ) -> Result<RegisterOutcome, StoreError> {
+        if self.fingerprint_owner(b, &r.old_fingerprint)? != Some(r.mailbox) {
+            return Ok(RegisterOutcome::AddressTaken {
+                address: a.addresses.first().cloned().unwrap_or_default(),
+            });
+        }
+        let accounts = cf(&self.db, CF_ACCOUNTS);
+        let account_key = key::prefixed(key::ACCOUNT, r.mailbox.as_bytes());
+        let created = self
+            .get(CF_ACCOUNTS, &account_key)?
+            .and_then(|v| u64_at(&v, 0))
+            .unwrap_or(a.created);
+        let mut v = Vec::with_capacity(8 + a.cert.len());
+        v.extend_from_slice(&created.to_be_bytes());
+        v.extend_from_slice(&a.cert);
+        b.wb.put_cf(accounts, account_key, v);
+        b.wb.delete_cf(
+            accounts,
+            key::prefixed(key::FINGERPRINT, &r.old_fingerprint),
+        );
+        b.wb.put_cf(
+            accounts,
+            key::prefixed(key::FINGERPRINT, &a.fingerprint),
+            r.mailbox.as_bytes(),
+        );
+        for address in &a.addresses {
+            self.set_claim(b, address, r.mailbox);
+        }
+        b.fingerprints.insert(r.old_fingerprint.clone(), None);
+        b.fingerprints
+            .insert(a.fingerprint.clone(), Some(r.mailbox));
+        Ok(RegisterOutcome::Rotated(r.mailbox))
     }
 
     fn put_record(
         &mut self,
         b: &mut Batch,
         address: String,
+        mailbox: MailboxId,
         sequence: u64,
         signed: &[u8],
     ) -> Result<RecordOutcome, StoreError> {
+        let claimed = match self.claim(b, &address)? {
+            Some(owner) if owner != mailbox => return Ok(RecordOutcome::NotOwner),
+            Some(_) => true,
+            None => false,
+        };
         let stored = match b.records.get(&address) {
-            Some(s) => Some(*s),
+            Some(s) => *s,
             None => self
                 .get(CF_RECORDS, address.as_bytes())?
                 .and_then(|v| u64_at(&v, 0)),
@@ -404,12 +508,33 @@ impl Writer {
         {
             return Ok(RecordOutcome::Stale { stored });
         }
+        if !claimed {
+            // An address nobody owns yet (a database from before claims, or a User ID the
+            // certificate gained since registration) becomes the publisher's.
+            self.set_claim(b, &address, mailbox);
+        }
         let mut v = Vec::with_capacity(8 + signed.len());
         v.extend_from_slice(&sequence.to_be_bytes());
         v.extend_from_slice(signed);
         b.wb.put_cf(cf(&self.db, CF_RECORDS), address.as_bytes(), v);
-        b.records.insert(address, sequence);
+        b.records.insert(address, Some(sequence));
         Ok(RecordOutcome::Stored)
+    }
+
+    fn reset_address(&mut self, b: &mut Batch, address: String) -> Result<bool, StoreError> {
+        let had_claim = self.claim(b, &address)?.is_some();
+        let had_record = match b.records.get(&address) {
+            Some(s) => s.is_some(),
+            None => self.get(CF_RECORDS, address.as_bytes())?.is_some(),
+        };
+        b.wb.delete_cf(
+            cf(&self.db, CF_ACCOUNTS),
+            key::prefixed(key::CLAIM, address.as_bytes()),
+        );
+        b.wb.delete_cf(cf(&self.db, CF_RECORDS), address.as_bytes());
+        b.claims.insert(address.clone(), None);
+        b.records.insert(address, None);
+        Ok(had_claim || had_record)
     }
 
     fn deliver(

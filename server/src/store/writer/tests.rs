@@ -10,6 +10,15 @@ fn account(fpr: u8, invite: Option<&str>) -> NewAccount {
         cert: vec![0x99, fpr],
         created: 1,
         invite: invite.map(Into::into),
+        addresses: Vec::new(),
+        rotation: None,
+    }
+}
+
+fn claiming(fpr: u8, address: &str) -> NewAccount {
+    NewAccount {
+        addresses: vec![address.into()],
+        ..account(fpr, None)
     }
 }
 
@@ -177,21 +186,21 @@ async fn records_only_move_forward_and_state_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let m = {
         let s = open(dir.path()).await;
+        let RegisterOutcome::Created(m) = s.register(account(1, None)).await.unwrap() else {
+            panic!()
+        };
         assert_eq!(
-            s.put_record("a@b.test".into(), 2, b"two".to_vec())
+            s.put_record("a@b.test".into(), m, 2, b"two".to_vec())
                 .await
                 .unwrap(),
             RecordOutcome::Stored
         );
         assert_eq!(
-            s.put_record("a@b.test".into(), 2, b"again".to_vec())
+            s.put_record("a@b.test".into(), m, 2, b"again".to_vec())
                 .await
                 .unwrap(),
             RecordOutcome::Stale { stored: 2 }
         );
-        let RegisterOutcome::Created(m) = s.register(account(1, None)).await.unwrap() else {
-            panic!()
-        };
         s.deliver(envelope(m, 1, 10), BIG).await.unwrap();
         s.close().await.unwrap();
         m
@@ -242,5 +251,159 @@ async fn outbound_queue_round_trips() {
             .unwrap()
             .is_none()
     );
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn an_address_belongs_to_its_first_account_until_reset() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = open(dir.path()).await;
+    let RegisterOutcome::Created(bob) = s.register(claiming(1, "bob@b.test")).await.unwrap() else {
+        panic!()
+    };
+    // Two racing registrations for one address (often in one batch): one wins, the other
+    // writes nothing.
+    let (first, second) = tokio::join!(
+        s.register(claiming(2, "carol@b.test")),
+        s.register(claiming(3, "carol@b.test"))
+    );
+    let outcomes = [first.unwrap(), second.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| matches!(o, RegisterOutcome::Created(_)))
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(outcomes.iter().any(|o| matches!(
+        o,
+        RegisterOutcome::AddressTaken { address } if address == "carol@b.test"
+    )));
+    let taken = s.register(claiming(4, "bob@b.test")).await.unwrap();
+    assert_eq!(
+        taken,
+        RegisterOutcome::AddressTaken {
+            address: "bob@b.test".into()
+        }
+    );
+    assert_eq!(s.mailbox_of(vec![4; 20]).await.unwrap(), None);
+    assert_eq!(s.owner_of("bob@b.test".into()).await.unwrap(), Some(bob));
+
+    // Records: only the owner publishes; another account is refused and nothing changes.
+    let RegisterOutcome::Created(eve) = s.register(account(5, None)).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        s.put_record("bob@b.test".into(), eve, 9, b"eve".to_vec())
+            .await
+            .unwrap(),
+        RecordOutcome::NotOwner
+    );
+    assert_eq!(s.record("bob@b.test".into()).await.unwrap(), None);
+    assert_eq!(
+        s.put_record("bob@b.test".into(), bob, 1, b"bob".to_vec())
+            .await
+            .unwrap(),
+        RecordOutcome::Stored
+    );
+
+    // Rotation: the owner's account takes the new certificate and keeps its mailbox.
+    let rotation = Rotation {
+        mailbox: bob,
+        old_fingerprint: vec![1; 20],
+    };
+    let rotated = s
+        .register(NewAccount {
+            rotation: Some(rotation.clone()),
+            ..claiming(6, "bob@b.test")
+        })
+        .await
+        .unwrap();
+    assert_eq!(rotated, RegisterOutcome::Rotated(bob));
+    assert_eq!(s.mailbox_of(vec![6; 20]).await.unwrap(), Some(bob));
+    assert_eq!(s.mailbox_of(vec![1; 20]).await.unwrap(), None);
+    assert_eq!(s.account(bob).await.unwrap().unwrap().cert, vec![0x99, 6]);
+    // A second rotation endorsed by the replaced key loses.
+    assert!(matches!(
+        s.register(NewAccount {
+            rotation: Some(rotation),
+            ..claiming(7, "bob@b.test")
+        })
+        .await
+        .unwrap(),
+        RegisterOutcome::AddressTaken { .. }
+    ));
+
+    // The operator's reset frees the address and drops its record.
+    assert!(s.reset_address("bob@b.test".into()).await.unwrap());
+    assert!(!s.reset_address("bob@b.test".into()).await.unwrap());
+    assert_eq!(s.record("bob@b.test".into()).await.unwrap(), None);
+    assert!(matches!(
+        s.register(claiming(8, "bob@b.test")).await.unwrap(),
+        RegisterOutcome::Created(_)
+    ));
+    s.close().await.unwrap();
+    drop(s);
+
+    // Claims are durable.
+    let s = open(dir.path()).await;
+    assert!(matches!(
+        s.register(claiming(9, "carol@b.test")).await.unwrap(),
+        RegisterOutcome::AddressTaken { .. }
+    ));
+    s.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_schema_1_database_gets_claims_for_its_oldest_accounts() {
+    use sealpost_proto::Address;
+    use sealpost_proto::identity::{SecretIdentity, cert_to_bytes};
+    let cert = |a: &str| {
+        let id = SecretIdentity::generate(&Address::parse(a).unwrap(), None).unwrap();
+        cert_to_bytes(&id.public_cert())
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (first, later) = {
+        let s = open(dir.path()).await;
+        // Accounts as schema 1 wrote them: no claims. The later one took the address over.
+        let register = |fpr: u8, created: u64, c: Vec<u8>| {
+            let s = s.clone();
+            async move {
+                match s
+                    .register(NewAccount {
+                        cert: c,
+                        created,
+                        ..account(fpr, None)
+                    })
+                    .await
+                    .unwrap()
+                {
+                    RegisterOutcome::Created(m) => m,
+                    other => panic!("{other:?}"),
+                }
+            }
+        };
+        let later = register(1, 20, cert("bob@b.test")).await;
+        let first = register(2, 10, cert("bob@b.test")).await;
+        s.close().await.unwrap();
+        (first, later)
+    };
+    assert_ne!(first, later);
+    {
+        let mut opts = rocksdb::Options::default();
+        opts.create_if_missing(false);
+        let mut cfs: Vec<&str> = super::super::rocks::COLUMN_FAMILIES.to_vec();
+        cfs.push(rocksdb::DEFAULT_COLUMN_FAMILY_NAME);
+        let db = rocksdb::DB::open_cf(&opts, dir.path(), cfs).unwrap();
+        db.put_cf(db.cf_handle(CF_META).unwrap(), key::SCHEMA, [1u8])
+            .unwrap();
+    }
+    let s = open(dir.path()).await;
+    assert_eq!(s.owner_of("bob@b.test".into()).await.unwrap(), Some(first));
+    assert!(matches!(
+        s.register(claiming(3, "bob@b.test")).await.unwrap(),
+        RegisterOutcome::AddressTaken { .. }
+    ));
     s.close().await.unwrap();
 }
