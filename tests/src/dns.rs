@@ -3,7 +3,7 @@
 //! `NXDOMAIN` (`--address=/#/`), nothing is forwarded, `/etc/hosts` and
 //! `/etc/resolv.conf` are not read.
 //!
-//! ```ignore
+//! ```text
 //! let dns = Dns::start(&[Record::mx("legacy.test", "mail.legacy.test", 10),
 //!                        Record::a("mail.legacy.test", "127.0.0.1")]);
 //! // dns.addr is 127.0.0.1:PORT; give it to the client as `--dns-server`.

@@ -153,6 +153,33 @@ fn a_typo_never_becomes_mail_and_a_first_letter_to_a_legacy_address_needs_consen
         "{out:?}"
     );
 
+    // At a terminal the first letter asks, after the warning; only a yes sends.
+    let body = alice.scratch().join("body.txt");
+    std::fs::write(&body, "Hello Dan\n").unwrap();
+    let editor = format!("cp {}", body.display());
+    let mut t = cli_at_terminal_editing(&alice, &["send", "--to", "dan@legacy.test"], &editor);
+    t.expect("dan@legacy.test (no Sealpost node: ");
+    t.expect("NOT end-to-end encrypted");
+    t.expect("Send to dan@legacy.test as ordinary e-mail, NOT end-to-end encrypted? [y/N] ");
+    t.type_line("n");
+    let (code, screen) = t.finish();
+    assert_eq!(code, 1, "{screen}");
+    assert!(screen.contains("nothing was sent"), "{screen}");
+    let mut t = cli_at_terminal_editing(&alice, &["send", "--to", "dan@legacy.test"], &editor);
+    t.expect("[y/N] ");
+    t.type_line("y");
+    let (code, screen) = t.finish();
+    assert_eq!(code, 0, "{screen}");
+    assert!(
+        screen.contains("sent to dan@legacy.test as legacy e-mail through gateway@gw.test"),
+        "{screen}"
+    );
+    let config = std::fs::read_to_string(alice.profile().join("config.json")).unwrap();
+    assert!(
+        config.contains("dan@legacy.test"),
+        "agreed, and kept: {config}"
+    );
+
     // No DNS answer decides nothing: nothing is sent.
     drop(dns);
     let before = alice.snapshot();
@@ -662,6 +689,11 @@ impl Pty {
 }
 
 fn cli_at_terminal(u: &User, args: &[&str]) -> Pty {
+    cli_at_terminal_editing(u, args, "false")
+}
+
+/// At a terminal, `send` takes the body from $EDITOR: `editor` is run with the draft's path.
+fn cli_at_terminal_editing(u: &User, args: &[&str], editor: &str) -> Pty {
     let mut cmd = Command::new(cli_bin());
     cmd.arg("--profile").arg(u.profile());
     for (d, url) in &u.resolve.0 {
@@ -669,8 +701,8 @@ fn cli_at_terminal(u: &User, args: &[&str]) -> Pty {
     }
     cmd.args(args)
         .env_remove("SEALPOST_PASSPHRASE")
-        .env("EDITOR", "false")
-        .env("VISUAL", "false");
+        .env("EDITOR", editor)
+        .env("VISUAL", editor);
     Pty::spawn(cmd)
 }
 
