@@ -3,6 +3,8 @@
 //! mailbox. Every body read is bounded.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -21,6 +23,7 @@ use sealpost_proto::openpgp::Cert;
 use sealpost_proto::record::{SignedRecord, sign_detached};
 use sealpost_proto::{Address, EnvelopeId, MailboxId, NodeUrl};
 
+use crate::dns::Dns;
 use crate::error::{Error, NetFailure, Result, one_line};
 use crate::progress::{NoTransfer, ProgressBody, Transfer};
 
@@ -33,19 +36,53 @@ const TOKEN_MARGIN_SECS: u64 = 30;
 /// Page size of mailbox listings (the spec's maximum).
 pub const LIST_LIMIT: u32 = 1000;
 
+/// Largest CA certificate file read.
+const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
+
 /// Network settings of one run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct NetConfig {
     /// Connecting, and each control request as a whole.
     pub timeout: Duration,
+    /// PEM files of certificate authorities trusted besides the built-in roots
+    /// (webpki-roots) and the system's trust store (`--cacert`, profile `tls.ca_certs`).
+    pub ca_certs: Vec<PathBuf>,
+    /// The DNS server to ask instead of the system's (`--dns-server`, profile
+    /// `dns.server`); it then also resolves node host names.
+    pub dns_server: Option<SocketAddr>,
 }
 
 impl Default for NetConfig {
     fn default() -> Self {
         NetConfig {
             timeout: Duration::from_secs(30),
+            ca_certs: Vec::new(),
+            dns_server: None,
         }
     }
+}
+
+/// The certificates of a PEM file (a bundle may hold several).
+fn load_ca_certs(path: &Path) -> Result<Vec<reqwest::Certificate>> {
+    use std::io::Read;
+    let bad = |reason: String| Error::BadCaCert {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| bad(e.to_string()))?;
+    if bytes.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(bad(format!("larger than {MAX_CA_FILE_BYTES} bytes")));
+    }
+    let certs = reqwest::Certificate::from_pem_bundle(&bytes).map_err(|e| bad(chain(&e)))?;
+    if certs.is_empty() {
+        return Err(bad(
+            "no PEM certificate (-----BEGIN CERTIFICATE-----) in it".into(),
+        ));
+    }
+    Ok(certs)
 }
 
 /// What `POST /v1/accounts` answers.
@@ -106,6 +143,7 @@ pub struct VerifiedNode {
 pub struct Net {
     http: reqwest::Client,
     config: NetConfig,
+    dns: Dns,
     tokens: Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>,
 }
 
@@ -147,6 +185,12 @@ fn net_failure(e: &reqwest::Error) -> NetFailure {
     }
     let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = cur {
+        if let Some(r) = err.downcast_ref::<hickory_resolver::ResolveError>() {
+            if crate::dns::is_no_such_name(r) {
+                return NetFailure::NoSuchHost;
+            }
+            return NetFailure::Other;
+        }
         if let Some(io) = err.downcast_ref::<std::io::Error>() {
             match io.kind() {
                 std::io::ErrorKind::ConnectionRefused => return NetFailure::Refused,
@@ -160,27 +204,70 @@ fn net_failure(e: &reqwest::Error) -> NetFailure {
     NetFailure::Other
 }
 
+/// Whether a TLS certificate check failed on the way to `e` (e.g. `UnknownIssuer`: a
+/// private CA the client was not told about).
+fn bad_certificate(e: &reqwest::Error) -> bool {
+    /// The rustls error `err` is or wraps: io::Error hides the error it wraps from
+    /// source() (and the TLS stack wraps io::Errors in io::Errors), so look inside.
+    fn rustls_error<'a>(err: &'a (dyn std::error::Error + 'static)) -> Option<&'a rustls::Error> {
+        if let Some(r) = err.downcast_ref::<rustls::Error>() {
+            return Some(r);
+        }
+        let inner = err.downcast_ref::<std::io::Error>()?.get_ref()?;
+        rustls_error(inner)
+    }
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(rustls::Error::InvalidCertificate(_)) = rustls_error(err) {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
 impl Net {
+    /// The HTTP client (rustls with ring; roots: webpki-roots, the system's trust store,
+    /// `config.ca_certs`) and the DNS resolver of a run.
     pub fn new(config: NetConfig) -> Result<Self> {
-        let http = reqwest::Client::builder()
+        let dns = Dns::new(config.dns_server, config.timeout);
+        let mut builder = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .read_timeout(config.timeout)
-            .user_agent(concat!("sealpost/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::Unreachable {
+            .user_agent(concat!("sealpost/", env!("CARGO_PKG_VERSION")));
+        for path in &config.ca_certs {
+            for cert in load_ca_certs(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        if let Some(resolver) = dns.for_http() {
+            builder = builder.dns_resolver(resolver);
+        }
+        let http = builder.build().map_err(|e| match config.ca_certs.first() {
+            Some(path) => Error::BadCaCert {
+                path: path.clone(),
+                reason: chain(&e),
+            },
+            None => Error::Unreachable {
                 url: "-".into(),
                 reason: chain(&e),
                 failure: NetFailure::Other,
-            })?;
+            },
+        })?;
         Ok(Net {
             http,
             config,
+            dns,
             tokens: Mutex::new(HashMap::new()),
         })
     }
 
-    pub fn config(&self) -> NetConfig {
-        self.config
+    pub fn config(&self) -> &NetConfig {
+        &self.config
+    }
+
+    pub fn dns(&self) -> &Dns {
+        &self.dns
     }
 
     fn unreachable(url: &NodeUrl, e: reqwest::Error) -> Error {
@@ -188,6 +275,11 @@ impl Net {
         let failure = net_failure(&e);
         let reason = if failure == NetFailure::TimedOut {
             "timed out".to_string()
+        } else if bad_certificate(&e) {
+            format!(
+                "{}; the node's TLS certificate is not signed by an authority this client trusts: if its operator runs their own CA, give its certificate with --cacert FILE (or tls.ca_certs in the profile)",
+                chain(&e)
+            )
         } else {
             chain(&e)
         };
@@ -559,6 +651,7 @@ mod tests {
             .port();
         let net = Net::new(NetConfig {
             timeout: Duration::from_secs(5),
+            ..NetConfig::default()
         })
         .unwrap();
         let url = NodeUrl::parse(&format!("http://127.0.0.1:{port}")).unwrap();

@@ -3,7 +3,6 @@
 //! re-publishing the record, rotating the key, and trusting, untrusting or adding home
 //! nodes.
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -79,6 +78,9 @@ pub struct Client {
     pub outbox: Outbox,
     pub sent: SentLog,
     pub(crate) nodes: Mutex<NodeCache>,
+    /// After [`Client::init`]: each `--node` URL whose node descriptor names another URL,
+    /// with that URL (the home is registered and published under the descriptor's URL).
+    pub init_followed: Vec<(NodeUrl, NodeUrl)>,
 }
 
 impl Client {
@@ -91,14 +93,23 @@ impl Client {
     fn with_profile(profile: Profile, options: &Options) -> Result<Client> {
         let resolver = Resolver::new(&profile.config.resolve, &options.resolve);
         let dir = profile.dir().to_path_buf();
+        // The profile's settings, plus this run's (whose DNS server wins).
+        let mut net = options.net.clone();
+        for ca in &profile.config.tls.ca_certs {
+            if !net.ca_certs.contains(ca) {
+                net.ca_certs.push(ca.clone());
+            }
+        }
+        net.dns_server = net.dns_server.or(profile.config.dns.server);
         Ok(Client {
-            net: Net::new(options.net)?,
+            net: Net::new(net)?,
             resolver,
             contacts: ContactStore::new(&dir),
             messages: MessageStore::new(&dir),
             outbox: Outbox::new(&dir),
             sent: SentLog::new(&dir),
             nodes: Mutex::new(NodeCache::load(&dir)?),
+            init_followed: Vec::new(),
             profile,
         })
     }
@@ -142,7 +153,7 @@ impl Client {
                 format!("its certificate does not name {}", init.address),
             ));
         }
-        let net = Net::new(options.net)?;
+        let net = Net::new(options.net.clone())?;
         let armored = cert_to_armored(&cert);
 
         let registered = join_all(
@@ -154,8 +165,12 @@ impl Client {
         .await;
         let mut homes: Vec<HomeEntry> = Vec::new();
         let mut seen: Vec<VerifiedNode> = Vec::new();
-        for r in registered {
+        let mut followed = Vec::new();
+        for (given, r) in nodes.iter().zip(registered) {
             let (home, node) = r?;
+            if &home.url != given {
+                followed.push((given.clone(), home.url.clone()));
+            }
             if !homes.iter().any(|h| h.url == home.url) {
                 homes.push(home);
                 seen.push(node);
@@ -172,17 +187,32 @@ impl Client {
         for r in published {
             r?;
         }
+        // What this run needed to reach the nodes is what later runs need: `--resolve`,
+        // `--cacert` (as absolute paths) and `--dns-server` are kept in the profile.
+        let mut ca_certs = Vec::new();
+        for p in &options.net.ca_certs {
+            ca_certs.push(std::path::absolute(p).map_err(|e| Error::BadCaCert {
+                path: p.clone(),
+                reason: e.to_string(),
+            })?);
+        }
         let config = Config {
             version: PROFILE_VERSION,
             address: init.address.clone(),
             fingerprint: identity.fingerprint().to_hex(),
             homes,
-            resolve: BTreeMap::new(),
+            resolve: options.resolve.iter().cloned().collect(),
             gateway: None,
             legacy: Default::default(),
+            legacy_confirmed: Default::default(),
+            tls: crate::profile::TlsSettings { ca_certs },
+            dns: crate::profile::DnsSettings {
+                server: options.net.dns_server,
+            },
         };
         let profile = Profile::create(dir, config, &identity, &signed)?;
-        let client = Self::with_profile(profile, options)?;
+        let mut client = Self::with_profile(profile, options)?;
+        client.init_followed = followed;
         {
             let mut cache = client
                 .nodes

@@ -83,6 +83,32 @@ pub enum Error {
         "gateway {gateway} lives on {nodes}, which is not one of your home nodes; a gateway only takes letters from users of its own node"
     )]
     GatewayElsewhere { gateway: String, nodes: String },
+    #[error("{address}: the domain {domain} does not exist{hint}; nothing was sent")]
+    NoSuchDomain {
+        address: String,
+        domain: String,
+        /// "; did you mean beta.test?" or empty.
+        hint: String,
+    },
+    #[error(
+        "{address}: {domain} has no Sealpost node and takes no e-mail ({reason}); nothing was sent"
+    )]
+    NoMailDomain {
+        address: String,
+        domain: String,
+        reason: String,
+    },
+    #[error(
+        "{addresses}: no Sealpost node, so the letter would leave Sealpost at your gateway as ordinary e-mail, NOT end-to-end encrypted; nothing was sent. To agree, send again with {flags} (asked only for the first letter to an address)"
+    )]
+    LegacyUnconfirmed {
+        /// The addresses, comma-separated.
+        addresses: String,
+        /// `--legacy ADDR` for each.
+        flags: String,
+    },
+    #[error("cannot use CA certificates {}: {reason}", path.display())]
+    BadCaCert { path: PathBuf, reason: String },
 
     // --- profile ---
     #[error("no profile in {}; create one with `sealpost init ADDRESS --node URL`", dir.display())]
@@ -127,6 +153,12 @@ pub enum Error {
         domain: String,
         reason: String,
     },
+    #[error(
+        "cannot find out whether {domain} takes e-mail: DNS {reason}; nothing was sent, try again later"
+    )]
+    DnsFailure { domain: String, reason: String },
+    #[error("cannot set up DNS: {reason}")]
+    DnsSetup { reason: String },
     #[error("no node answered: {details}")]
     NoNodeAnswered { details: String },
     #[error(
@@ -184,7 +216,11 @@ impl Error {
             | AddressTaken { .. }
             | Editor { .. }
             | NoGateway { .. }
-            | GatewayElsewhere { .. } => ErrorKind::Input,
+            | GatewayElsewhere { .. }
+            | NoSuchDomain { .. }
+            | NoMailDomain { .. }
+            | LegacyUnconfirmed { .. }
+            | BadCaCert { .. } => ErrorKind::Input,
             NoProfile { .. }
             | ProfileExists { .. }
             | ProfileCorrupt { .. }
@@ -195,6 +231,8 @@ impl Error {
             | Node { .. }
             | NodeProtocol { .. }
             | UndecidedDomain { .. }
+            | DnsFailure { .. }
+            | DnsSetup { .. }
             | NoNodeAnswered { .. }
             | Unsubmitted { .. } => ErrorKind::Network,
             KeyChanged { .. }

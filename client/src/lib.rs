@@ -6,7 +6,8 @@
 //! Layout: [`profile`] (directory, config, secret key), [`contacts`] (TOFU pins),
 //! [`store`] (received messages), [`outbox`] (hops not yet submitted), [`api`] (HTTP),
 //! [`resolve`] (domain → node), [`client`] (init and node management), [`directory`]
-//! (record lookup, node descriptors), [`route`] (Sealpost or legacy e-mail), [`gateway`]
+//! (record lookup, node descriptors), [`route`] (Sealpost or legacy e-mail), [`dns`] (does
+//! a domain take e-mail; a named DNS server), [`gateway`]
 //! (where legacy e-mail leaves Sealpost), [`send`], [`fetch`], [`verify`] (who sent a letter),
 //! [`compose`] (drafts, attachments), [`sent`] (queue ids of accepted hops, to explain
 //! bounces), [`progress`] (transfer reporting).
@@ -16,6 +17,7 @@ pub mod client;
 pub mod compose;
 pub mod contacts;
 pub mod directory;
+pub mod dns;
 pub mod error;
 pub mod fetch;
 pub mod fsutil;

@@ -1,5 +1,53 @@
 //! `sealpost`: the command-line client. Errors are printed as one line
 //! (`sealpost: error: ...`) and mapped to the exit codes documented in `--help`.
+//!
+//! Every `print!`/`println!`/`eprint!`/`eprintln!` of this binary is the quiet version
+//! below (declared before `mod cli` so that they shadow std's in every module): a reader
+//! that closed its end (`sealpost --json list | head -c1`) makes the rest of the output
+//! vanish, never a panic. The command itself runs to its end and keeps its exit code.
+
+use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// stdout / stderr was closed by its reader: nothing more is written there.
+static STDOUT_GONE: AtomicBool = AtomicBool::new(false);
+static STDERR_GONE: AtomicBool = AtomicBool::new(false);
+
+/// Writes to stdout (or stderr); once the reader has gone, writes nothing more. Other write
+/// errors are dropped as well: there is nowhere left to report them.
+pub(crate) fn write_quietly(to_stderr: bool, args: std::fmt::Arguments<'_>) {
+    let gone = if to_stderr {
+        &STDERR_GONE
+    } else {
+        &STDOUT_GONE
+    };
+    if gone.load(Ordering::Relaxed) {
+        return;
+    }
+    let result = if to_stderr {
+        std::io::stderr().lock().write_fmt(args)
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_fmt(args).and_then(|()| out.flush())
+    };
+    if let Err(e) = result
+        && e.kind() == std::io::ErrorKind::BrokenPipe
+    {
+        gone.store(true, Ordering::Relaxed);
+    }
+}
+
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::write_quietly(false, format_args!($($arg)*)) };
+}
+macro_rules! println {
+    () => { $crate::write_quietly(false, format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_quietly(false, format_args!("{}\n", format_args!($($arg)*))) };
+}
+macro_rules! eprintln {
+    () => { $crate::write_quietly(true, format_args!("\n")) };
+    ($($arg:tt)*) => { $crate::write_quietly(true, format_args!("{}\n", format_args!($($arg)*))) };
+}
 
 mod cli;
 
@@ -9,7 +57,13 @@ use clap::Parser;
 
 use cli::args::Cli;
 
+/// Exit code of a command cut short by Ctrl-C (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
+
 fn exit_code(err: &anyhow::Error) -> u8 {
+    if err.downcast_ref::<cli::mail::Interrupted>().is_some() {
+        return EXIT_INTERRUPTED;
+    }
     err.chain()
         .find_map(|e| e.downcast_ref::<sealpost_client::Error>())
         .map(|e| e.exit_code())

@@ -93,6 +93,12 @@ impl Outbox {
         fsutil::write_atomic(&self.path(&e.id), &to_json(e))
     }
 
+    /// Whether the entry `id` is still waiting.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        let path = self.path(id);
+        path.try_exists().map_err(|e| Error::profile_io(&path, e))
+    }
+
     pub fn remove(&self, id: &str) -> Result<()> {
         fsutil::remove_durable(&self.path(id))
     }

@@ -5,7 +5,8 @@
 //! ```text
 //! PROFILE/
 //!   config.json     address, fingerprint, home nodes (+ trusted flag), resolve table,
-//!                   gateway for legacy e-mail, legacy domains
+//!                   gateway for legacy e-mail, legacy domains, legacy addresses the
+//!                   user confirmed, extra TLS roots, DNS server
 //!   secret.key      armored OpenPGP secret key (0600; locked when a passphrase was given)
 //!   record.bin      the signed mailbox record last published
 //!   nodes.json      verified node descriptors seen, by URL (used when a node is down)
@@ -94,6 +95,47 @@ pub struct Config {
     /// the gateway without being looked up. The resolve table wins over this list.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub legacy: BTreeSet<String>,
+    /// Legacy e-mail addresses the user agreed to write to without end-to-end encryption
+    /// (`--legacy ADDR` or a yes on the terminal): later letters to them do not ask again.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub legacy_confirmed: BTreeSet<Address>,
+    /// TLS settings for talking to nodes.
+    #[serde(default, skip_serializing_if = "TlsSettings::is_empty")]
+    pub tls: TlsSettings,
+    /// DNS settings (which server answers the MX questions of legacy routing).
+    #[serde(default, skip_serializing_if = "DnsSettings::is_empty")]
+    pub dns: DnsSettings,
+}
+
+/// `tls` in `config.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// PEM files of certificate authorities trusted besides the built-in roots and the
+    /// system's trust store (a node whose operator runs their own CA).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ca_certs: Vec<PathBuf>,
+}
+
+impl TlsSettings {
+    pub fn is_empty(&self) -> bool {
+        self.ca_certs.is_empty()
+    }
+}
+
+/// `dns` in `config.json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsSettings {
+    /// `IP:PORT` of the DNS server to ask; unset: the system's (`/etc/resolv.conf`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<std::net::SocketAddr>,
+}
+
+impl DnsSettings {
+    pub fn is_empty(&self) -> bool {
+        self.server.is_none()
+    }
 }
 
 impl Config {
@@ -413,6 +455,9 @@ pub(crate) mod tests {
             resolve: BTreeMap::new(),
             gateway: None,
             legacy: BTreeSet::new(),
+            legacy_confirmed: BTreeSet::new(),
+            tls: TlsSettings::default(),
+            dns: DnsSettings::default(),
         };
         Profile::create(dir, config, &identity, &signed).unwrap()
     }

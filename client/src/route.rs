@@ -10,6 +10,12 @@
 //! downgrade, so evidence of Sealpost always wins: a resolve entry for the domain, a record
 //! seen for the address or for anyone at its domain, a verified descriptor of the domain's
 //! node.
+//!
+//! "No Sealpost node" is not enough for legacy e-mail: the domain must take e-mail, which
+//! DNS tells ([`crate::dns`]). A domain that does not exist (a typo) is an error naming the
+//! nearest domains the user knows ("did you mean beta.test?"), one without mail servers
+//! too, and a DNS failure decides nothing. The first letter to each such address also
+//! needs the user's consent ([`crate::send`]).
 
 use std::fmt;
 
@@ -18,6 +24,7 @@ use sealpost_proto::{Address, NodeUrl};
 use crate::api::VerifiedNode;
 use crate::client::Client;
 use crate::directory::Recipient;
+use crate::dns::{MailDomain, suggest};
 use crate::error::{Error, NetFailure, Result};
 use crate::resolve::parse_domain;
 
@@ -28,8 +35,10 @@ pub enum LegacyReason {
     Forced,
     /// The domain is in the profile's legacy list (`legacy add`).
     Listed(String),
-    /// The domain has no Sealpost node; what showed it.
+    /// The domain has no Sealpost node (what showed it) and takes e-mail.
     NoNode(String),
+    /// A reply to a letter that came from this address as legacy e-mail.
+    Reply,
 }
 
 impl fmt::Display for LegacyReason {
@@ -38,6 +47,7 @@ impl fmt::Display for LegacyReason {
             LegacyReason::Forced => f.write_str("--legacy"),
             LegacyReason::Listed(d) => write!(f, "{d} is in your legacy list"),
             LegacyReason::NoNode(why) => write!(f, "no Sealpost node: {why}"),
+            LegacyReason::Reply => f.write_str("a reply to legacy e-mail"),
         }
     }
 }
@@ -123,16 +133,17 @@ pub(crate) fn judge_descriptor(url: &NodeUrl, answer: &Result<VerifiedNode>) -> 
 impl Client {
     /// Decides how `address` is reached: as a Sealpost recipient (looked up, trust on first
     /// use, nothing saved: see [`Client::resolve_recipient`]) or as a legacy address.
-    /// `forced`: the user asked for legacy e-mail for this letter (`--legacy`).
-    pub async fn route(&self, address: &Address, forced: bool) -> Result<Route> {
+    /// `chosen`: legacy e-mail without a lookup, for this reason (`--legacy`, a reply to
+    /// legacy mail).
+    pub async fn route(&self, address: &Address, chosen: Option<LegacyReason>) -> Result<Route> {
         let legacy = |reason| {
             Ok(Route::Legacy {
                 address: address.clone(),
                 reason,
             })
         };
-        if forced {
-            return legacy(LegacyReason::Forced);
+        if let Some(reason) = chosen {
+            return legacy(reason);
         }
         let domain = address.domain();
         let has_entry = self.resolver.has_entry(domain);
@@ -167,16 +178,63 @@ impl Client {
         }
         match judgement {
             Judgement::Sealpost | Judgement::AskDescriptor => Err(err),
-            Judgement::Legacy(why) => Ok(Route::Legacy {
-                address: address.clone(),
-                reason: LegacyReason::NoNode(why),
-            }),
+            Judgement::Legacy(why) => self.legacy_if_mail(address, why).await,
             Judgement::Unsure(reason) => Err(Error::UndecidedDomain {
                 address: address.to_string(),
                 domain: address.domain().to_string(),
                 reason,
             }),
         }
+    }
+
+    /// `address` has no Sealpost node (`why`): legacy if its domain takes e-mail; an error
+    /// if it does not exist (with the known domains it may be a typo of) or takes no mail;
+    /// a temporary error if DNS does not answer.
+    async fn legacy_if_mail(&self, address: &Address, why: String) -> Result<Route> {
+        let domain = address.domain();
+        let no_mail = |reason: &str| Error::NoMailDomain {
+            address: address.to_string(),
+            domain: domain.to_string(),
+            reason: reason.to_string(),
+        };
+        match self.net.dns().mail_domain(domain).await? {
+            MailDomain::Accepts(_) => Ok(Route::Legacy {
+                address: address.clone(),
+                reason: LegacyReason::NoNode(why),
+            }),
+            MailDomain::NoSuchDomain => Err(Error::NoSuchDomain {
+                address: address.to_string(),
+                domain: domain.to_string(),
+                hint: did_you_mean(&suggest(
+                    domain,
+                    self.known_domains()?.iter().map(String::as_str),
+                )),
+            }),
+            MailDomain::NoMx => Err(no_mail("it publishes no MX record")),
+            MailDomain::NullMx => Err(no_mail("its null MX record says so")),
+        }
+    }
+
+    /// The domains the user has dealt with: their own, their contacts', the resolve table's,
+    /// the legacy list's and those of legacy addresses they agreed to.
+    fn known_domains(&self) -> Result<Vec<String>> {
+        let config = &self.profile.config;
+        let mut out = vec![config.address.domain().to_string()];
+        out.extend(
+            self.contacts
+                .all()?
+                .iter()
+                .map(|c| c.address.domain().to_string()),
+        );
+        out.extend(config.resolve.keys().cloned());
+        out.extend(config.legacy.iter().cloned());
+        out.extend(
+            config
+                .legacy_confirmed
+                .iter()
+                .map(|a| a.domain().to_string()),
+        );
+        Ok(out)
     }
 
     /// Whether we have seen Sealpost at `address`'s domain: a verified descriptor of its
@@ -229,11 +287,20 @@ impl Client {
     }
 }
 
+/// "; did you mean a.test?", "; did you mean a.test or b.test?", or "".
+fn did_you_mean(domains: &[String]) -> String {
+    match domains {
+        [] => String::new(),
+        [one] => format!("; did you mean {one}?"),
+        [init @ .., last] => format!("; did you mean {} or {last}?", init.join(", ")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::client::Options;
-    use crate::testutil::{dead, record, stub, vector_node};
+    use crate::testutil::{DnsAnswer, dead, dns_stub, record, stub, vector_node};
     use sealpost_proto::codec::Codec;
     use sealpost_proto::identity::SecretIdentity;
     use std::path::Path;
@@ -334,15 +401,33 @@ mod tests {
     }
 
     fn client(dir: &Path, resolve: &[(&str, &NodeUrl)]) -> Client {
+        client_with_dns(dir, resolve, None)
+    }
+
+    fn client_with_dns(
+        dir: &Path,
+        resolve: &[(&str, &NodeUrl)],
+        dns: Option<std::net::SocketAddr>,
+    ) -> Client {
         drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
-        let options = Options {
+        let mut options = Options {
             resolve: resolve
                 .iter()
                 .map(|(d, u)| (d.to_string(), (*u).clone()))
                 .collect(),
             ..Options::default()
         };
+        options.net.dns_server = dns;
         Client::open(dir, &options).unwrap()
+    }
+
+    /// A DNS server where legacy.test takes mail and every other name does not exist.
+    async fn legacy_dns() -> std::net::SocketAddr {
+        dns_stub(vec![(
+            "legacy.test",
+            DnsAnswer::Mx(vec![(10, "mail.legacy.test".into())]),
+        )])
+        .await
     }
 
     /// Looks `address` up at `url` as if `url` were its domain's node, then judges.
@@ -358,7 +443,7 @@ mod tests {
     #[tokio::test]
     async fn a_web_server_without_descriptor_or_nothing_listening_is_legacy() {
         let tmp = tempfile::tempdir().unwrap();
-        let c = client(tmp.path(), &[]);
+        let c = client_with_dns(tmp.path(), &[], Some(legacy_dns().await));
         let carol = addr("carol@legacy.test");
 
         // A web server: 404 for everything.
@@ -385,6 +470,83 @@ mod tests {
         assert!(
             matches!(&r, Ok(Route::Legacy { reason: LegacyReason::NoNode(w), .. }) if w.contains("refused")),
             "{r:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_node_is_legacy_only_for_a_domain_that_takes_mail() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dns = dns_stub(vec![
+            (
+                "legacy.test",
+                DnsAnswer::Mx(vec![
+                    (20, "b.legacy.test".into()),
+                    (10, "a.legacy.test".into()),
+                ]),
+            ),
+            ("web-only.test", DnsAnswer::Empty),
+            ("null.test", DnsAnswer::Mx(vec![(0, ".".into())])),
+            ("broken.test", DnsAnswer::ServFail),
+        ])
+        .await;
+        let c = client_with_dns(tmp.path(), &[], Some(dns));
+        assert_eq!(
+            c.net.dns().mail_domain("legacy.test").await.unwrap(),
+            MailDomain::Accepts(vec!["a.legacy.test.".into(), "b.legacy.test.".into()])
+        );
+        // Nothing listens at any of them: without DNS, each would be legacy.
+        let gone = dead();
+        assert!(is_legacy(
+            &judge_at(&c, &addr("carol@legacy.test"), &gone).await
+        ));
+
+        // A typo of our own domain: an error that names it, never mail.
+        let e = judge_at(&c, &addr("bob@alpha.tset"), &gone)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::NoSuchDomain { .. }), "{e}");
+        assert_eq!(e.exit_code(), 1);
+        let s = e.to_string();
+        assert!(
+            s.contains("alpha.tset does not exist") && s.contains("did you mean alpha.test?"),
+            "{s}"
+        );
+        // A name nothing resembles: no guess.
+        let e = judge_at(&c, &addr("x@zzzzzz.example"), &gone)
+            .await
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&e, Error::NoSuchDomain { hint, .. } if hint.is_empty()),
+            "{e}"
+        );
+
+        for (who, why) in [
+            ("dan@web-only.test", "no MX record"),
+            ("dan@null.test", "null MX"),
+        ] {
+            let e = judge_at(&c, &addr(who), &gone).await.err().unwrap();
+            assert!(matches!(e, Error::NoMailDomain { .. }), "{who}: {e}");
+            assert!(e.to_string().contains(why), "{e}");
+            assert_eq!(e.exit_code(), 1);
+        }
+        // DNS that does not answer decides nothing: a temporary error.
+        let e = judge_at(&c, &addr("dan@broken.test"), &gone)
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::DnsFailure { .. }), "{e}");
+        assert_eq!(e.exit_code(), 2);
+    }
+
+    #[test]
+    fn hints_read_naturally() {
+        assert_eq!(did_you_mean(&[]), "");
+        assert_eq!(did_you_mean(&["a.test".into()]), "; did you mean a.test?");
+        assert_eq!(
+            did_you_mean(&["a.test".into(), "b.test".into(), "c.test".into()]),
+            "; did you mean a.test, b.test or c.test?"
         );
     }
 
@@ -469,13 +631,13 @@ mod tests {
         let carol = addr("carol@legacy.test");
 
         assert!(matches!(
-            c.route(&bob, true).await,
+            c.route(&bob, Some(LegacyReason::Forced)).await,
             Ok(Route::Legacy {
                 reason: LegacyReason::Forced,
                 ..
             })
         ));
-        let e = c.route(&bob, false).await.err().unwrap();
+        let e = c.route(&bob, None).await.err().unwrap();
         assert!(
             matches!(e, Error::UnknownAddress { .. }),
             "a resolve entry is a Sealpost node: {e}"
@@ -487,7 +649,7 @@ mod tests {
         );
         assert!(!c.add_legacy_domain("legacy.test").unwrap().1);
         assert!(matches!(
-            c.route(&carol, false).await,
+            c.route(&carol, None).await,
             Ok(Route::Legacy {
                 reason: LegacyReason::Listed(d),
                 ..
@@ -495,7 +657,7 @@ mod tests {
         ));
         // Listed and in this run's resolve table: the table wins.
         c.profile.config.legacy.insert("beta.test".into());
-        assert!(c.route(&bob, false).await.is_err());
+        assert!(c.route(&bob, None).await.is_err());
 
         // The persistent table refuses a legacy entry for the same domain.
         c.set_resolve("gamma.test".into(), beta.clone()).unwrap();

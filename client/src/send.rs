@@ -82,30 +82,79 @@ impl SendReport {
     }
 }
 
+fn join_addresses(v: &[Address]) -> String {
+    v.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
+}
+
 /// A node that failed this way is skipped for the rest of a flush.
 fn node_is_down(e: &Error) -> bool {
     matches!(e, Error::Unreachable { .. })
         || matches!(e, Error::Node { status, .. } if *status >= 500 || *status == 429)
 }
 
+/// What the user chose about legacy e-mail for one letter.
+#[derive(Clone, Debug, Default)]
+pub struct LegacyChoice {
+    /// `--legacy ADDR`: legacy e-mail without a lookup, and agreed to.
+    pub forced: Vec<Address>,
+    /// The sender of a legacy letter being replied to: back through the gateway, where it
+    /// came from, without a lookup.
+    pub replies: Vec<Address>,
+}
+
+/// A letter whose recipients are looked up and routed, ready to be sealed and queued
+/// ([`Client::plan_send`], then [`Client::send_plan`]). Nothing is written yet.
+pub struct SendPlan {
+    letter: Letter,
+    now: u64,
+    recipients: Vec<Recipient>,
+    legacy_to: Vec<(Address, LegacyReason)>,
+    gateway: Option<Recipient>,
+}
+
+impl SendPlan {
+    /// The legacy recipients and why each is one.
+    pub fn legacy(&self) -> &[(Address, LegacyReason)] {
+        &self.legacy_to
+    }
+
+    /// The gateway the legacy copy goes through.
+    pub fn gateway(&self) -> Option<&Address> {
+        self.gateway.as_ref().map(|g| &g.address)
+    }
+}
+
+/// Which hops of a letter were queued, for telling the user where the letter is when the
+/// send is cut short (Ctrl-C): a hop still in the outbox waits, a hop gone from it was
+/// taken by one of our nodes.
+#[derive(Debug, Default)]
+pub struct SendTracker {
+    queued: std::sync::Mutex<Vec<(String, Address)>>,
+}
+
+impl SendTracker {
+    /// Outbox ids and recipients of the hops queued so far (none before the letter is in
+    /// the outbox).
+    pub fn queued(&self) -> Vec<(String, Address)> {
+        self.queued
+            .lock()
+            .expect("invariant: tracker lock not poisoned")
+            .clone()
+    }
+}
+
 impl Client {
-    /// Seals `draft` for each recipient, queues a hop per recipient home, and submits the
-    /// whole outbox. Recipients in `legacy`, and those whose domain has no Sealpost node
-    /// ([`Client::route`]), get one copy together, sealed to the gateway and naming them in
-    /// `legacy_to`. Lookups happen first: an unknown address, a changed key, a recipient none
-    /// of whose homes can be used, or legacy recipients without a gateway stop the send
-    /// before anything is queued.
-    pub async fn send(
-        &self,
-        draft: &Draft,
-        legacy: &[Address],
-        keys: &Keyring,
-        progress: &dyn Progress,
-    ) -> Result<SendReport> {
+    /// Looks up and routes every recipient of `draft`. Recipients the user forced, those
+    /// being replied to, those whose domain is in the legacy list, and those whose domain
+    /// has no Sealpost node but takes e-mail ([`Client::route`]) are legacy: they get one
+    /// copy together, sealed to the gateway, which is looked up here. An unknown address,
+    /// a changed key, a domain that does not exist or takes no mail, or legacy recipients
+    /// without a gateway stop the send before anything is written.
+    pub async fn plan_send(&self, draft: &Draft, choice: &LegacyChoice) -> Result<SendPlan> {
         let now = now();
         let letter = draft.to_letter(self.profile.address(), now as i64)?;
         let all = draft.recipients();
-        if let Some(a) = legacy.iter().find(|a| !all.contains(a)) {
+        if let Some(a) = choice.forced.iter().find(|a| !all.contains(a)) {
             return Err(Error::input(
                 "--legacy",
                 format!("{a} is not a recipient of this letter"),
@@ -114,7 +163,14 @@ impl Client {
         let mut recipients = Vec::new();
         let mut legacy_to = Vec::new();
         for address in all {
-            match self.route(&address, legacy.contains(&address)).await? {
+            let chosen = if choice.forced.contains(&address) {
+                Some(LegacyReason::Forced)
+            } else if choice.replies.contains(&address) {
+                Some(LegacyReason::Reply)
+            } else {
+                None
+            };
+            match self.route(&address, chosen).await? {
                 Route::Sealpost(r) => recipients.push(*r),
                 Route::Legacy { address, reason } => legacy_to.push((address, reason)),
             }
@@ -136,6 +192,63 @@ impl Client {
                 }
             }
         };
+        Ok(SendPlan {
+            letter,
+            now,
+            recipients,
+            legacy_to,
+            gateway,
+        })
+    }
+
+    /// The legacy recipients of `plan` that were found by lookup (no Sealpost node) and
+    /// that the user has not agreed to write to without end-to-end encryption yet.
+    pub fn unconfirmed(&self, plan: &SendPlan) -> Vec<Address> {
+        plan.legacy_to
+            .iter()
+            .filter(|(a, r)| {
+                matches!(r, LegacyReason::NoNode(_))
+                    && !self.profile.config.legacy_confirmed.contains(a)
+            })
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// Seals the letter of `plan` for each recipient (and once for the gateway), queues a
+    /// hop per recipient home, and submits the whole outbox. `agreed`: legacy recipients
+    /// the user has just agreed to; any other [`Client::unconfirmed`] one stops the send
+    /// before anything is written. Agreed and forced addresses are remembered in the
+    /// profile, so that later letters to them do not ask. `tracker` learns the queued hops.
+    pub async fn send_plan(
+        &mut self,
+        plan: SendPlan,
+        agreed: &[Address],
+        keys: &Keyring,
+        progress: &dyn Progress,
+        tracker: &SendTracker,
+    ) -> Result<SendReport> {
+        let missing: Vec<Address> = self
+            .unconfirmed(&plan)
+            .into_iter()
+            .filter(|a| !agreed.contains(a))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::LegacyUnconfirmed {
+                addresses: join_addresses(&missing),
+                flags: missing
+                    .iter()
+                    .map(|a| format!("--legacy {a}"))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            });
+        }
+        let SendPlan {
+            letter,
+            now,
+            recipients,
+            legacy_to,
+            gateway,
+        } = plan;
 
         let mut entries = Vec::new();
         let mut reports = Vec::new();
@@ -155,21 +268,38 @@ impl Client {
                 }
                 Some(LegacyReport {
                     gateway: report,
-                    recipients: legacy_to,
+                    recipients: legacy_to.clone(),
                     with_keys,
                 })
             }
             None => None,
         };
 
-        // Durable first: once queued, the letter survives whatever happens next.
+        // Durable first: once queued, the letter survives whatever happens next (a crash,
+        // Ctrl-C); everything after this point only submits what the outbox holds.
         for e in &entries {
             self.outbox.put(e)?;
         }
+        *tracker
+            .queued
+            .lock()
+            .expect("invariant: tracker lock not poisoned") = entries
+            .iter()
+            .map(|e| (e.id.clone(), e.recipient.clone()))
+            .collect();
         for r in recipients.iter().chain(gateway.iter()) {
             self.commit_pin(r)?;
         }
         self.save_nodes()?;
+        let before = self.profile.config.legacy_confirmed.len();
+        for (a, reason) in &legacy_to {
+            if matches!(reason, LegacyReason::Forced | LegacyReason::NoNode(_)) {
+                self.profile.config.legacy_confirmed.insert(a.clone());
+            }
+        }
+        if self.profile.config.legacy_confirmed.len() != before {
+            self.profile.save_config()?;
+        }
         let flush = self.flush_outbox(keys, progress).await?;
         Ok(SendReport {
             message_id: letter.message_id,
@@ -178,6 +308,20 @@ impl Client {
             queued: entries.into_iter().map(|e| e.id).collect(),
             flush,
         })
+    }
+
+    /// [`Client::plan_send`] and [`Client::send_plan`] in one, agreeing to no legacy
+    /// address beyond `choice`'s.
+    pub async fn send(
+        &mut self,
+        draft: &Draft,
+        choice: &LegacyChoice,
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<SendReport> {
+        let plan = self.plan_send(draft, choice).await?;
+        self.send_plan(plan, &[], keys, progress, &SendTracker::default())
+            .await
     }
 
     /// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`.
@@ -405,10 +549,11 @@ mod tests {
             ..Draft::default()
         };
 
-        let report = c
-            .send(&draft, std::slice::from_ref(&carol), &keys, &NoProgress)
-            .await
-            .unwrap();
+        let choice = LegacyChoice {
+            forced: vec![carol.clone()],
+            ..LegacyChoice::default()
+        };
+        let report = c.send(&draft, &choice, &keys, &NoProgress).await.unwrap();
         assert_eq!(report.recipients.len(), 1);
         assert_eq!(report.recipients[0].address, bob);
         let legacy = report.legacy.as_ref().expect("a gateway copy");
@@ -468,7 +613,7 @@ mod tests {
     #[tokio::test]
     async fn legacy_recipients_without_a_gateway_stop_the_send_before_anything_is_queued() {
         let tmp = tempfile::tempdir().unwrap();
-        let (c, routes, node_url, node_key) = world(tmp.path()).await;
+        let (mut c, routes, node_url, node_key) = world(tmp.path()).await;
         let (bob, carol) = (addr("bob@beta.test"), addr("carol@legacy.test"));
         publish(&routes, &bob, &node_url, node_key, 7);
         let keys = c.unlock(None).unwrap();
@@ -478,8 +623,12 @@ mod tests {
         };
 
         // alpha.test's node publishes no gateway@alpha.test.
+        let choice = LegacyChoice {
+            forced: vec![carol.clone()],
+            ..LegacyChoice::default()
+        };
         let e = c
-            .send(&draft, std::slice::from_ref(&carol), &keys, &NoProgress)
+            .send(&draft, &choice, &keys, &NoProgress)
             .await
             .err()
             .unwrap();
@@ -497,8 +646,12 @@ mod tests {
         assert!(c.contacts.all().unwrap().is_empty(), "nothing pinned");
 
         // --legacy must name a recipient.
+        let choice = LegacyChoice {
+            forced: vec![addr("eve@legacy.test")],
+            ..LegacyChoice::default()
+        };
         let e = c
-            .send(&draft, &[addr("eve@legacy.test")], &keys, &NoProgress)
+            .send(&draft, &choice, &keys, &NoProgress)
             .await
             .err()
             .unwrap();

@@ -131,3 +131,65 @@ pub fn vector_node() -> (VerifiedNode, Keyring) {
         keys,
     )
 }
+
+/// What [`dns_stub`] answers for a name (lower case, no trailing dot).
+#[derive(Clone, Debug)]
+pub enum DnsAnswer {
+    /// MX records: preference and host.
+    Mx(Vec<(u16, String)>),
+    /// `NOERROR` without records.
+    Empty,
+    /// `SERVFAIL`.
+    ServFail,
+}
+
+/// A loopback UDP DNS server answering MX questions from `zone`; any other name is
+/// `NXDOMAIN`. Returns its address (for `NetConfig::dns_server`).
+pub async fn dns_stub(zone: Vec<(&'static str, DnsAnswer)>) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 512];
+        while let Ok((n, peer)) = sock.recv_from(&mut buf).await {
+            let q = &buf[..n];
+            // Header, then one question: labels, type, class.
+            let mut i = 12;
+            let mut labels = Vec::new();
+            while i < q.len() && q[i] != 0 {
+                let len = q[i] as usize;
+                labels.push(String::from_utf8_lossy(&q[i + 1..i + 1 + len]).to_lowercase());
+                i += 1 + len;
+            }
+            let question_end = i + 5;
+            let name = labels.join(".");
+            let answer = zone
+                .iter()
+                .find(|(z, _)| *z == name)
+                .map(|(_, a)| a.clone());
+            let (rcode, records) = match answer {
+                None => (3u8, Vec::new()),
+                Some(DnsAnswer::ServFail) => (2, Vec::new()),
+                Some(DnsAnswer::Empty) => (0, Vec::new()),
+                Some(DnsAnswer::Mx(mx)) => (0, mx),
+            };
+            let mut r = Vec::new();
+            r.extend_from_slice(&q[..2]);
+            r.extend_from_slice(&[0x81, 0x80 | rcode]);
+            r.extend_from_slice(&[0, 1, 0, records.len() as u8, 0, 0, 0, 0]);
+            r.extend_from_slice(&q[12..question_end]);
+            for (pref, host) in records {
+                let mut rdata = pref.to_be_bytes().to_vec();
+                for l in host.split('.').filter(|l| !l.is_empty()) {
+                    rdata.push(l.len() as u8);
+                    rdata.extend_from_slice(l.as_bytes());
+                }
+                rdata.push(0);
+                r.extend_from_slice(&[0xc0, 12, 0, 15, 0, 1, 0, 0, 0, 60]);
+                r.extend_from_slice(&(rdata.len() as u16).to_be_bytes());
+                r.extend_from_slice(&rdata);
+            }
+            let _ = sock.send_to(&r, peer).await;
+        }
+    });
+    addr
+}

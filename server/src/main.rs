@@ -116,7 +116,8 @@ fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("sealpost-node: error: {e:#}");
+            // A closed stderr is no reason to panic on the way out.
+            let _ = writeln!(std::io::stderr(), "sealpost-node: error: {e:#}");
             std::process::ExitCode::FAILURE
         }
     }
@@ -201,11 +202,16 @@ fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
 
 fn init(dir: &std::path::Path, opts: InitOptions) -> anyhow::Result<()> {
     let done = init_node(dir, &opts)?;
-    println!("wrote {}", done.config_path.display());
-    println!("node key {}", hex::encode(done.node_key));
+    let mut text = format!(
+        "wrote {}\nnode key {}\n",
+        done.config_path.display(),
+        hex::encode(done.node_key)
+    );
     for code in &done.invites {
-        println!("invite {code}");
+        text.push_str(&format!("invite {code}\n"));
     }
+    // `init | head -1` closes stdout early: the node is written all the same, no panic.
+    let _ = std::io::stdout().write_all(text.as_bytes());
     Ok(())
 }
 
@@ -237,11 +243,15 @@ fn serve(
             .await
             .with_context(|| format!("binding {}", config.listen))?;
         run_with(listener, config, shutdown_signal(), |ready| {
-            let scheme = if ready.url.as_str().starts_with("https://") {
-                "https"
-            } else {
-                "http"
-            };
+            // The scheme this socket really speaks, whatever public_url says.
+            let scheme = if ready.tls { "https" } else { "http" };
+            if !ready.tls && ready.url.as_str().starts_with("https://") {
+                let _ = writeln!(
+                    std::io::stderr(),
+                    "sealpost-node: warning: public_url {} says https, but no [tls] cert/key is set: this socket serves plain HTTP (fine behind a TLS proxy, wrong otherwise)",
+                    ready.url
+                );
+            }
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "sealpost-node listening on {scheme}://{}", ready.addr);
             if let Some(smtp) = ready.gateway {

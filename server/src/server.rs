@@ -38,6 +38,8 @@ use crate::store::{RocksStore, Store};
 pub struct Ready {
     pub addr: SocketAddr,
     pub url: NodeUrl,
+    /// Whether the socket speaks TLS (`[tls] cert`/`key`): the scheme it really serves.
+    pub tls: bool,
     pub node_key: [u8; 32],
     /// Where the SMTP gateway listens, when `[gateway]` is enabled.
     pub gateway: Option<SocketAddr>,
@@ -66,6 +68,9 @@ pub async fn run_with(
         Some(u) => u.clone(),
         None => derived_url(addr, tls.is_some())?,
     };
+    if tls.is_none() && url.as_str().starts_with("https://") {
+        tracing::warn!(%url, "public_url says https but no [tls] cert/key is set: serving plain HTTP (right only behind a TLS proxy)");
+    }
     let keys = NodeKeys::load(
         &config.resolve(&config.keys.signing_key),
         &config.resolve(&config.keys.identity),
@@ -142,6 +147,7 @@ async fn serve(
     on_ready(&Ready {
         addr,
         url: node.url.clone(),
+        tls: tls.is_some(),
         node_key: node.keys.node_key(),
         gateway: gateway.as_ref().map(|g| g.smtp_addr),
     });

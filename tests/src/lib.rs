@@ -11,6 +11,8 @@
 //! with `PR_SET_PDEATHSIG`, and an `atexit` handler kills what is left and removes the
 //! temporary directories of fixtures kept in statics (which are never dropped).
 
+pub mod dns;
+
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};

@@ -2,8 +2,8 @@
 //! nodes (`gw.test` runs the gateway, `beta.test` does not), and a minimal SMTP server in
 //! the test as the gateway's smarthost, which records what it is given.
 //!
-//! `legacy.test` must not resolve (`.test` is reserved, RFC 6761): that is how the client
-//! finds that its addresses have no Sealpost node.
+//! `legacy.test` is named with `--legacy` (a first letter to a legacy address needs it, or a
+//! yes at a terminal; routing by DNS is tested in client_trust_e2e.rs).
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -196,8 +196,8 @@ fn one_letter_to_sealpost_and_legacy_recipients_reaches_each_the_right_way() {
     let alice = User::init("alice@gw.test", &[&w.gw], &w.resolve);
     let bob = User::init("bob@beta.test", &[&w.beta], &w.resolve);
 
-    // carol has no Sealpost node (legacy.test does not resolve); dave is named legacy
-    // explicitly. Alice set no gateway: gateway@gw.test, on her home, is the default.
+    // carol and dave are named legacy explicitly. Alice set no gateway: gateway@gw.test, on
+    // her home, is the default.
     let sent = alice.run(
         &[
             "send",
@@ -207,6 +207,8 @@ fn one_letter_to_sealpost_and_legacy_recipients_reaches_each_the_right_way() {
             "carol@legacy.test",
             "--cc",
             "dave@legacy.test",
+            "--legacy",
+            "carol@legacy.test",
             "--legacy",
             "dave@legacy.test",
             "--subject",
@@ -222,7 +224,7 @@ fn one_letter_to_sealpost_and_legacy_recipients_reaches_each_the_right_way() {
         .unwrap_or_else(|| panic!("no warning: {sent:?}"));
     assert!(
         warning.starts_with("sealpost: warning: ")
-            && warning.contains("carol@legacy.test (no Sealpost node: ")
+            && warning.contains("carol@legacy.test (--legacy)")
             && warning.contains("dave@legacy.test (--legacy)")
             && warning.contains("gateway@gw.test"),
         "{warning}"
@@ -315,6 +317,8 @@ fn without_a_usable_gateway_nothing_is_sent_to_anyone() {
             "--to",
             "henry@beta.test",
             "--to",
+            "carol@legacy.test",
+            "--legacy",
             "carol@legacy.test",
         ],
         b"hi\n",

@@ -7,30 +7,39 @@ use clap::{Args, Parser, Subcommand};
 /// What `send --help` and `reply --help` say about legacy e-mail.
 pub const LEGACY_HELP: &str = "\
 Legacy e-mail:
-  A recipient whose domain has no Sealpost node (its name does not exist, nothing
-  listens at https://DOMAIN, or it serves no node descriptor), one whose domain is in
-  your legacy list (`sealpost legacy add`), and one named with --legacy get one copy
+  A recipient whose domain has no Sealpost node (nothing listens at https://DOMAIN, or
+  it serves no node descriptor) but takes e-mail (DNS MX), one whose domain is in your
+  legacy list (`sealpost legacy add`), and one named with --legacy get one copy
   together, sealed to your gateway (`sealpost gateway`; by default gateway@YOUR-DOMAIN,
   if your domain's node publishes it), which sends it on by SMTP. That leg is NOT
-  end-to-end encrypted: the letter leaves Sealpost at the gateway. An OpenPGP key
-  imported for such a recipient (`sealpost import-key`) is not used yet: no PGP/MIME. A
-  domain in the resolve table, or where you have seen a Sealpost record, is never taken
-  for legacy. When it cannot be told (a timeout, a TLS error, a 5xx), or there is no
+  end-to-end encrypted: the letter leaves Sealpost at the gateway. The first letter to
+  such an address needs --legacy ADDR, or a yes at the terminal after the warning. A
+  domain that does not exist (a typo?) or has no MX is an error that names the domains
+  you know that it resembles; nothing is sent. An OpenPGP key imported for a legacy
+  recipient (`sealpost import-key`) is not used yet: no PGP/MIME. A domain in the resolve
+  table, or where you have seen a Sealpost record, is never taken for legacy. When it
+  cannot be told (a timeout, a TLS error, a 5xx, DNS not answering), or there is no
   gateway, nothing is sent.";
 
 pub const EXIT_CODES: &str = "\
 Exit codes:
-  0  success
-  1  usage or input error (bad arguments, unknown address or message, unreadable file,
-     legacy recipients but no gateway, an address a node has for another key,
-     a verified key to replace without a terminal or --yes)
-  2  network or node error (node unreachable or refusing; mail kept in the outbox)
-  3  crypto or verification problem (changed key, bad signature, wrong passphrase)
-  4  profile error (missing, corrupt, locked or unwritable profile)
+  0    success
+  1    usage or input error (bad arguments, unknown address or message, unreadable file,
+       a recipient domain that does not exist or takes no e-mail, a first letter to a
+       legacy address not agreed to, legacy recipients but no gateway, an address a
+       node has for another key, a verified key to replace without a terminal or --yes)
+  2    network or node error (node unreachable or refusing; mail kept in the outbox;
+       DNS not answering)
+  3    crypto or verification problem (changed key, bad signature, wrong passphrase)
+  4    profile error (missing, corrupt, locked or unwritable profile)
+  130  interrupted (Ctrl-C); `send` first says whether the letter was sent or is kept in
+       the outbox
 
 Environment:
   SEALPOST_PROFILE     profile directory (like --profile)
-  SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file)
+  SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file; at a
+                       terminal, sealpost asks)
+  SEALPOST_DNS_SERVER  DNS server IP:PORT (like --dns-server)
   EDITOR, VISUAL       editor for the body when stdin is a terminal";
 
 #[derive(Debug, Parser)]
@@ -65,6 +74,19 @@ pub struct Global {
     /// Seconds to wait for a node to connect or answer
     #[arg(long, global = true, value_name = "SECS", default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub timeout: u64,
+    /// Also trust the certificate authorities in FILE (PEM) for nodes' HTTPS, besides the
+    /// built-in roots and the system's trust store (repeatable; `init` keeps them in the profile)
+    #[arg(long, global = true, value_name = "FILE")]
+    pub cacert: Vec<PathBuf>,
+    /// Ask this DNS server (IP:PORT) instead of the system's, for mail-domain checks and node
+    /// host names (`init` keeps it in the profile)
+    #[arg(
+        long,
+        global = true,
+        value_name = "IP:PORT",
+        env = "SEALPOST_DNS_SERVER"
+    )]
+    pub dns_server: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -348,11 +370,12 @@ mod tests {
     fn help_documents_exit_codes() {
         let help = Cli::command().render_long_help().to_string();
         for code in [
-            "0  success",
-            "1  usage",
-            "2  network",
-            "3  crypto",
-            "4  profile",
+            "0    success",
+            "1    usage",
+            "2    network",
+            "3    crypto",
+            "4    profile",
+            "130  interrupted",
         ] {
             assert!(help.contains(code), "{code} missing from --help");
         }

@@ -1,5 +1,6 @@
 //! What the CLI reads besides arguments: the passphrase (environment or file, never the
-//! command line), the letter body (stdin, or $EDITOR on a terminal), key files.
+//! command line; asked at the terminal when neither is given), the letter body (stdin, or
+//! $EDITOR on a terminal), key files.
 
 use std::io::{IsTerminal, Read};
 use std::os::unix::fs::OpenOptionsExt;
@@ -35,6 +36,52 @@ pub fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
             Err(Error::input("SEALPOST_PASSPHRASE", "not UTF-8"))
         }
     }
+}
+
+/// How many times a wrong passphrase may be typed at the terminal.
+pub const PASSPHRASE_TRIES: usize = 3;
+
+fn tty_error(what: &'static str) -> impl Fn(std::io::Error) -> Error {
+    move |e| Error::input(what, format!("cannot read it from the terminal: {e}"))
+}
+
+/// The passphrase for `init`'s new key: `--passphrase-file` or `SEALPOST_PASSPHRASE`, else
+/// asked twice at the terminal (empty: none). `Ok(None)` means no passphrase: `init` warns
+/// afterwards. For an imported key (`import`) that is already locked, its passphrase is
+/// asked once instead.
+pub fn init_passphrase(
+    file: Option<&Path>,
+    import: Option<&Path>,
+) -> Result<Option<String>, Error> {
+    if let Some(p) = passphrase(file)? {
+        return Ok(Some(p));
+    }
+    if !super::tty::interactive() {
+        return Ok(None);
+    }
+    // A key file that does not read is reported by init itself.
+    let import_locked = import
+        .and_then(|p| read_key_file(p).ok())
+        .and_then(|b| sealpost_proto::identity::SecretIdentity::from_bytes(&b).ok())
+        .is_some_and(|id| id.is_locked());
+    let ask = tty_error("passphrase");
+    if import_locked {
+        let p = super::tty::ask_secret("Passphrase of the imported key: ").map_err(&ask)?;
+        return Ok(Some(p).filter(|p| !p.is_empty()));
+    }
+    let first = super::tty::ask_secret("Passphrase for your new secret key (empty for none): ")
+        .map_err(&ask)?;
+    if first.is_empty() {
+        return Ok(None);
+    }
+    let again = super::tty::ask_secret("The same passphrase again: ").map_err(&ask)?;
+    if again != first {
+        return Err(Error::input(
+            "passphrase",
+            "the two passphrases differ; nothing was created",
+        ));
+    }
+    Ok(Some(first))
 }
 
 /// Reads at most `max` bytes of `path` (`-` is stdin).

@@ -32,7 +32,8 @@ pub(super) async fn init(
         .iter()
         .map(|n| NodeUrl::parse(n.trim()).map_err(Error::from))
         .collect::<Result<Vec<_>, _>>()?;
-    let passphrase = input::passphrase(ctx.global.passphrase_file.as_deref())?;
+    let passphrase =
+        input::init_passphrase(ctx.global.passphrase_file.as_deref(), import_key.as_deref())?;
     let identity = match &import_key {
         Some(p) => Some(
             SecretIdentity::from_bytes(&input::read_key_file(p)?)
@@ -52,6 +53,7 @@ pub(super) async fn init(
         &ctx.options,
     )
     .await?;
+    super::run::init_notes(&client);
     let config = &client.profile.config;
     // Others find the record at the node the address's domain names.
     if let Ok(domain_node) = client.resolver.node_for(config.address.domain())

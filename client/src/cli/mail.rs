@@ -1,4 +1,7 @@
 //! Mail commands: send, reply, fetch, list, read.
+//!
+//! `send` and `reply` keep Ctrl-C to themselves: on SIGINT they stop where they are and say
+//! where the letter is (not queued yet, sent, or kept in the outbox), then exit 130.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -6,17 +9,169 @@ use std::path::{Path, PathBuf};
 
 use serde_json::json;
 
-use sealpost_client::Error;
 use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_name};
 use sealpost_client::fetch::ReadMessage;
-use sealpost_client::send::SendReport;
+use sealpost_client::send::{LegacyChoice, SendPlan, SendReport, SendTracker};
 use sealpost_client::sent::bounce_queue_id;
+use sealpost_client::{Client, Error};
+use sealpost_proto::Address;
+use sealpost_proto::identity::Keyring;
 
 use super::args::*;
 use super::bars::Bars;
 use super::input;
 use super::output;
 use super::run::{Ctx, addresses, note, print_json, warn};
+use super::tty;
+
+/// A command cut short by Ctrl-C (exit 130); the text says what was done.
+#[derive(Debug)]
+pub struct Interrupted(pub String);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "interrupted: {}", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
+/// SIGINT, caught for the rest of the command.
+struct Interrupt(Option<tokio::signal::unix::Signal>);
+
+impl Interrupt {
+    fn catch() -> Interrupt {
+        use tokio::signal::unix::{SignalKind, signal};
+        Interrupt(signal(SignalKind::interrupt()).ok())
+    }
+
+    /// Resolves at the next Ctrl-C (never, if it could not be caught).
+    async fn next(&mut self) {
+        if let Some(s) = &mut self.0
+            && s.recv().await.is_some()
+        {
+            return;
+        }
+        std::future::pending::<()>().await
+    }
+}
+
+fn list_addresses<'a>(v: impl IntoIterator<Item = &'a Address>) -> String {
+    let mut out: Vec<&str> = Vec::new();
+    for a in v {
+        if !out.contains(&a.as_str()) {
+            out.push(a.as_str());
+        }
+    }
+    out.join(", ")
+}
+
+/// Warns, before anything is sent, about the legacy recipients of `plan`.
+fn warn_legacy(plan: &SendPlan) {
+    let Some(gateway) = plan.gateway() else {
+        return;
+    };
+    let who = plan
+        .legacy()
+        .iter()
+        .map(|(a, reason)| format!("{a} ({reason})"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    warn(format!(
+        "{who}: goes as ordinary e-mail through your gateway {gateway}; that leg is NOT end-to-end encrypted (the letter leaves Sealpost at the gateway)"
+    ));
+}
+
+/// Asks at the terminal whether `who` may get the letter as legacy e-mail; Ctrl-C while
+/// waiting interrupts.
+async fn agree(who: &[Address], interrupt: &mut Interrupt) -> anyhow::Result<bool> {
+    let question = format!(
+        "Send to {} as ordinary e-mail, NOT end-to-end encrypted? [y/N] ",
+        list_addresses(who)
+    );
+    // The terminal read blocks: a thread of its own, so that Ctrl-C is still heard.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(tty::ask_yes(&question));
+    });
+    tokio::select! {
+        answer = rx => match answer {
+            Ok(Ok(yes)) => Ok(yes),
+            Ok(Err(e)) => Err(Error::input("answer", format!("cannot read it from the terminal: {e}")).into()),
+            Err(_) => Err(Error::input("answer", "the terminal went away").into()),
+        },
+        () = interrupt.next() => Err(Interrupted("nothing was sent or queued".into()).into()),
+    }
+}
+
+/// Routes, asks what must be asked, queues and submits `draft`; Ctrl-C at any point stops
+/// and says where the letter is.
+async fn deliver(
+    c: &mut Client,
+    draft: &Draft,
+    choice: &LegacyChoice,
+    keys: &Keyring,
+) -> anyhow::Result<()> {
+    let mut interrupt = Interrupt::catch();
+    let plan = tokio::select! {
+        plan = c.plan_send(draft, choice) => plan?,
+        () = interrupt.next() => {
+            return Err(Interrupted("nothing was sent or queued".into()).into());
+        }
+    };
+    warn_legacy(&plan);
+    let unconfirmed = c.unconfirmed(&plan);
+    let mut agreed = Vec::new();
+    if !unconfirmed.is_empty() && tty::interactive() {
+        if !agree(&unconfirmed, &mut interrupt).await? {
+            return Err(Error::input(
+                "legacy recipients",
+                format!(
+                    "you did not agree to send {} ordinary e-mail; nothing was sent",
+                    list_addresses(&unconfirmed)
+                ),
+            )
+            .into());
+        }
+        agreed = unconfirmed;
+    }
+    let tracker = SendTracker::default();
+    let bars = Bars::new();
+    let outcome = tokio::select! {
+        r = c.send_plan(plan, &agreed, keys, &bars, &tracker) => Some(r),
+        () = interrupt.next() => None,
+    };
+    match outcome {
+        Some(report) => send_report(&report?),
+        None => Err(Interrupted(where_is_the_letter(c, &tracker)).into()),
+    }
+}
+
+/// After Ctrl-C during [`Client::send_plan`]: which copies our nodes took and which wait in
+/// the outbox.
+fn where_is_the_letter(c: &Client, tracker: &SendTracker) -> String {
+    let queued = tracker.queued();
+    if queued.is_empty() {
+        return "the letter was not queued yet: nothing was sent".into();
+    }
+    let (waiting, sent): (Vec<_>, Vec<_>) = queued
+        .iter()
+        .partition(|(id, _)| c.outbox.contains(id).unwrap_or(true));
+    let to = |v: &[&(String, Address)]| list_addresses(v.iter().map(|(_, a)| a));
+    let flush = "`sealpost outbox flush` sends it (a node that took it just now drops the copy)";
+    match (sent.is_empty(), waiting.is_empty()) {
+        (_, true) => format!("the letter was sent (to {})", to(&sent)),
+        (true, false) => format!(
+            "the letter is kept in the outbox (to {}); {flush}",
+            to(&waiting)
+        ),
+        (false, false) => format!(
+            "the letter was sent to {}, and is kept in the outbox for {}; {flush}",
+            to(&sent),
+            to(&waiting)
+        ),
+    }
+}
 
 pub(super) fn read_attachments(
     paths: &[PathBuf],
@@ -26,27 +181,17 @@ pub(super) fn read_attachments(
 
 /// Prints what a send did; fails when a hop of this letter is still waiting.
 pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
-    if let Some(l) = &report.legacy {
-        let who = l
-            .recipients
-            .iter()
-            .map(|(a, reason)| format!("{a} ({reason})"))
-            .collect::<Vec<_>>()
-            .join(", ");
+    if let Some(l) = &report.legacy
+        && !l.with_keys.is_empty()
+    {
         warn(format!(
-            "{who}: sent as ordinary e-mail through your gateway {}; that leg is NOT end-to-end encrypted (the letter leaves Sealpost at the gateway)",
-            l.gateway.address
+            "you have an OpenPGP key for {}, but the gateway does not encrypt with it (PGP/MIME is not supported yet)",
+            l.with_keys
+                .iter()
+                .map(|a| a.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
-        if !l.with_keys.is_empty() {
-            warn(format!(
-                "you have an OpenPGP key for {}, but the gateway does not encrypt with it (PGP/MIME is not supported yet)",
-                l.with_keys
-                    .iter()
-                    .map(|a| a.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
     }
     let copies = report
         .recipients
@@ -107,7 +252,7 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
 }
 
 pub(super) async fn send(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
-    let c = ctx.open()?;
+    let mut c = ctx.open()?;
     let draft_to = addresses(&args.to)?;
     let draft_cc = addresses(&args.cc)?;
     let legacy = addresses(&args.legacy)?;
@@ -122,8 +267,11 @@ pub(super) async fn send(ctx: &Ctx, args: SendArgs) -> anyhow::Result<()> {
         attachments,
         in_reply_to: None,
     };
-    let report = c.send(&draft, &legacy, &keys, &Bars::new()).await?;
-    send_report(&report)
+    let choice = LegacyChoice {
+        forced: legacy,
+        ..LegacyChoice::default()
+    };
+    deliver(&mut c, &draft, &choice, &keys).await
 }
 
 pub(super) async fn reply(
@@ -133,7 +281,7 @@ pub(super) async fn reply(
     attach: &[PathBuf],
     legacy: &[String],
 ) -> anyhow::Result<()> {
-    let c = ctx.open()?;
+    let mut c = ctx.open()?;
     let id = c.messages.find(id)?;
     let legacy = addresses(legacy)?;
     let attachments = read_attachments(attach)?;
@@ -152,10 +300,19 @@ pub(super) async fn reply(
         ));
     }
     let body = input::body(&c.profile.path("tmp"), None)?;
+    // Legacy mail is answered the way it came: through the gateway, without a lookup.
+    let replies = if letter.legacy.is_some() {
+        vec![letter.from.clone()]
+    } else {
+        Vec::new()
+    };
     let mut draft: Draft = reply_draft(&letter, c.profile.address(), all, body);
     draft.attachments = attachments;
-    let report = c.send(&draft, &legacy, &keys, &Bars::new()).await?;
-    send_report(&report)
+    let choice = LegacyChoice {
+        forced: legacy,
+        replies,
+    };
+    deliver(&mut c, &draft, &choice, &keys).await
 }
 
 pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {

@@ -9,3 +9,4 @@ pub mod mail;
 pub mod manage;
 pub mod output;
 pub mod run;
+pub mod tty;

@@ -49,14 +49,49 @@ impl Ctx {
         Ok(Client::open(&self.dir, &self.options)?)
     }
 
+    /// The unlocked secret key: with the passphrase of `--passphrase-file` or
+    /// `SEALPOST_PASSPHRASE`, else, when the key is locked and someone is at the terminal,
+    /// asked there (up to [`input::PASSPHRASE_TRIES`] times).
     pub(super) fn keys(&self, client: &Client) -> anyhow::Result<Keyring> {
         let pass = input::passphrase(self.global.passphrase_file.as_deref())?;
-        client.unlock(pass.as_deref()).map_err(|e| match e {
-            Error::Proto(sealpost_proto::Error::KeyLocked) => {
-                anyhow::Error::new(e).context("set SEALPOST_PASSPHRASE or use --passphrase-file")
+        if pass.is_none() && client.profile.identity().is_locked() && super::tty::interactive() {
+            let prompt = format!("Passphrase for {}: ", client.profile.address());
+            for attempt in 1..=input::PASSPHRASE_TRIES {
+                let typed = super::tty::ask_secret(&prompt).map_err(|e| {
+                    Error::input(
+                        "passphrase",
+                        format!("cannot read it from the terminal: {e}"),
+                    )
+                })?;
+                match client.unlock(Some(&typed)) {
+                    Ok(k) => return Ok(k),
+                    Err(e) if attempt == input::PASSPHRASE_TRIES => return Err(e.into()),
+                    Err(_) => note("wrong passphrase; try again"),
+                }
             }
+        }
+        client.unlock(pass.as_deref()).map_err(|e| match e {
+            Error::Proto(sealpost_proto::Error::KeyLocked) => anyhow::Error::new(e).context(
+                "the secret key is locked: set SEALPOST_PASSPHRASE or use --passphrase-file (or run at a terminal to be asked)",
+            ),
             e => e.into(),
         })
+    }
+}
+
+/// After `init`: says when a `--node` URL was followed to the URL its node descriptor
+/// names, and warns when the key is stored without a passphrase.
+pub(super) fn init_notes(client: &Client) {
+    for (given, home) in &client.init_followed {
+        note(format!(
+            "{given} names itself {home} in its node descriptor: registered and published there; {home} is your home"
+        ));
+    }
+    if !client.profile.identity().is_locked() {
+        warn(format!(
+            "no passphrase: your secret key is stored unprotected on disk ({}); anyone who can read that file can read your mail and sign as you",
+            client.profile.path(profile::SECRET_FILE).display()
+        ));
     }
 }
 
@@ -73,6 +108,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         resolve,
         net: NetConfig {
             timeout: Duration::from_secs(cli.global.timeout),
+            ca_certs: cli.global.cacert.clone(),
+            dns_server: cli.global.dns_server,
         },
     };
     let ctx = Ctx {
