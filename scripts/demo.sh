@@ -38,7 +38,8 @@ start_node() {
   local name=$1 domain=$2; shift 2
   local dir=$work/$name
   "$bin/sealpost-node" init --dir "$dir" --listen 127.0.0.1:0 >/dev/null
-  "$bin/sealpost-node" run --config "$dir/node.toml" --set 'log.filter="warn"' --set relay.retry_base=0.5 --set relay.retry_max=2 "$@" \
+  "$bin/sealpost-node" run --config "$dir/node.toml" --set 'log.filter="warn"' --set relay.retry_base=0.5 --set relay.retry_max=2 \
+    --set limits.anonymous_exempt_loopback=true "$@" \
     >"$dir/stdout" 2>"$dir/node.log" &
   local pid=$!
   pids+=("$pid")
