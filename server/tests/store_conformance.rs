@@ -66,10 +66,17 @@ mod mutants {
         fn put_record(
             &self,
             address: String,
+            mailbox: MailboxId,
             sequence: u64,
             signed: Vec<u8>,
         ) -> StoreFuture<'_, RecordOutcome> {
-            self.inner.put_record(address, sequence, signed)
+            self.inner.put_record(address, mailbox, sequence, signed)
+        }
+        fn reset_address(&self, address: String) -> StoreFuture<'_, bool> {
+            self.inner.reset_address(address)
+        }
+        fn owner_of(&self, address: String) -> StoreFuture<'_, Option<MailboxId>> {
+            self.inner.owner_of(address)
         }
         fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
             let quota = if self.mutation == Mutation::NoQuota {

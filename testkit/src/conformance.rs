@@ -19,7 +19,8 @@
 //! (also after an ack) and enforces its quota inside the write; listing pages from a
 //! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
 //! the outbound queue round-trips and a finished hop can leave a bounce; peer pins are kept
-//! per URL; everything survives close and reopen; a closed store refuses writes.
+//! per URL; an address belongs to its first account (claims, rotation, operator reset);
+//! everything survives close and reopen; a closed store refuses writes.
 
 use std::future::Future;
 use std::path::Path;
@@ -29,7 +30,7 @@ use bytes::Bytes;
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
     DeliverOutcome, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome,
-    RegisterOutcome, Store, StoreError,
+    RegisterOutcome, Rotation, Store, StoreError,
 };
 
 /// A store implementation under test.
@@ -54,6 +55,8 @@ pub fn account(fpr: u8, invite: Option<&str>) -> NewAccount {
         cert: vec![0x99, fpr],
         created: 1_700_000_000 + fpr as u64,
         invite: invite.map(Into::into),
+        addresses: Vec::new(),
+        rotation: None,
     }
 }
 
@@ -152,7 +155,11 @@ pub async fn invite_codes_work_once<B: Backend>(b: &B) {
 pub async fn records_only_move_forward<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
-    let put = |seq: u64, body: &'static [u8]| s.put_record("a@b.test".into(), seq, body.to_vec());
+    let RegisterOutcome::Created(m) = s.register(account(1, None)).await.unwrap() else {
+        panic!("register");
+    };
+    let put =
+        |seq: u64, body: &'static [u8]| s.put_record("a@b.test".into(), m, seq, body.to_vec());
     assert_eq!(s.record("a@b.test".into()).await.unwrap(), None);
     assert_eq!(put(2, b"two").await.unwrap(), RecordOutcome::Stored);
     assert_eq!(
@@ -174,6 +181,85 @@ pub async fn records_only_move_forward<B: Backend>(b: &B) {
     );
     assert_eq!(s.record("c@b.test".into()).await.unwrap(), None);
     s.close().await.unwrap();
+}
+
+/// An address belongs to its first account: a second account naming it is refused and
+/// writes nothing, only the owner publishes its record, a rotation keeps the mailbox and
+/// its claims, and an operator reset frees the address. Claims survive a reopen.
+pub async fn addresses_belong_to_their_first_account<B: Backend>(b: &B) {
+    let dir = place();
+    let claim = |fpr: u8| NewAccount {
+        addresses: vec!["a@b.test".into()],
+        ..account(fpr, None)
+    };
+    let m = {
+        let s = b.open(dir.path()).await;
+        let RegisterOutcome::Created(m) = s.register(claim(1)).await.unwrap() else {
+            panic!("first registration");
+        };
+        assert_eq!(s.owner_of("a@b.test".into()).await.unwrap(), Some(m));
+        assert_eq!(
+            s.register(claim(2)).await.unwrap(),
+            RegisterOutcome::AddressTaken {
+                address: "a@b.test".into()
+            }
+        );
+        assert_eq!(s.mailbox_of(vec![2; 20]).await.unwrap(), None);
+        // Another account may not publish the owner's record.
+        let other = new_mailbox(&*s, 3).await;
+        assert_eq!(
+            s.put_record("a@b.test".into(), other, 1, b"impostor".to_vec())
+                .await
+                .unwrap(),
+            RecordOutcome::NotOwner
+        );
+        assert_eq!(s.record("a@b.test".into()).await.unwrap(), None);
+        assert_eq!(
+            s.put_record("a@b.test".into(), m, 1, b"one".to_vec())
+                .await
+                .unwrap(),
+            RecordOutcome::Stored
+        );
+        s.close().await.unwrap();
+        m
+    };
+    let s = b.open(dir.path()).await;
+    assert_eq!(s.owner_of("a@b.test".into()).await.unwrap(), Some(m));
+    // Rotation: the owner's mailbox takes the new certificate and keeps the address.
+    let rotated = NewAccount {
+        rotation: Some(Rotation {
+            mailbox: m,
+            old_fingerprint: vec![1; 20],
+        }),
+        ..claim(4)
+    };
+    assert_eq!(
+        s.register(rotated).await.unwrap(),
+        RegisterOutcome::Rotated(m)
+    );
+    assert_eq!(s.mailbox_of(vec![4; 20]).await.unwrap(), Some(m));
+    assert_eq!(s.owner_of("a@b.test".into()).await.unwrap(), Some(m));
+    // A rotation from a fingerprint the account no longer has loses.
+    let stale = NewAccount {
+        rotation: Some(Rotation {
+            mailbox: m,
+            old_fingerprint: vec![1; 20],
+        }),
+        ..claim(5)
+    };
+    assert!(!matches!(
+        s.register(stale).await.unwrap(),
+        RegisterOutcome::Rotated(_) | RegisterOutcome::Created(_)
+    ));
+    assert_eq!(s.mailbox_of(vec![5; 20]).await.unwrap(), None);
+    // The operator frees it: record and claim are gone, a newcomer may take it.
+    assert!(s.reset_address("a@b.test".into()).await.unwrap());
+    assert_eq!(s.owner_of("a@b.test".into()).await.unwrap(), None);
+    assert_eq!(s.record("a@b.test".into()).await.unwrap(), None);
+    assert!(matches!(
+        s.register(claim(6)).await.unwrap(),
+        RegisterOutcome::Created(_)
+    ));
 }
 
 pub async fn deliveries_get_sequences_and_dedupe<B: Backend>(b: &B) {
@@ -475,7 +561,7 @@ pub async fn everything_survives_reopen<B: Backend>(b: &B) {
         let RegisterOutcome::Created(m) = s.register(account(1, Some("inv"))).await.unwrap() else {
             panic!("register");
         };
-        s.put_record("a@b.test".into(), 2, b"two".to_vec())
+        s.put_record("a@b.test".into(), m, 2, b"two".to_vec())
             .await
             .unwrap();
         stored_seq(&*s, envelope(m, 1, 10), BIG).await;
@@ -506,7 +592,7 @@ pub async fn everything_survives_reopen<B: Backend>(b: &B) {
         Some(Bytes::from_static(b"two"))
     );
     assert_eq!(
-        s.put_record("a@b.test".into(), 2, b"x".to_vec())
+        s.put_record("a@b.test".into(), m, 2, b"x".to_vec())
             .await
             .unwrap(),
         RecordOutcome::Stale { stored: 2 }
@@ -567,6 +653,7 @@ macro_rules! store_conformance {
             registration_is_idempotent,
             invite_codes_work_once,
             records_only_move_forward,
+            addresses_belong_to_their_first_account,
             deliveries_get_sequences_and_dedupe,
             concurrent_deliveries_get_distinct_sequences,
             list_pages_from_a_cursor,
