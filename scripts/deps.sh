@@ -8,8 +8,9 @@ set -euo pipefail
 # postfix + swaks: the legacy-mail world of the gateway tests and the Postfix benchmark peer.
 # openssl: test certificates for the TLS tests. python3: small helpers in the demo script.
 # dnsmasq-base: a private DNS server for test zones (the binary only, no system service).
-# python3-dkim: dkimpy, the independent DKIM verifier that checks the gateway's signatures.
-pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3 dnsmasq-base python3-dkim)
+# python3-dkim: dkimpy, the independent DKIM verifier that checks the gateway's signatures;
+# python3-nacl: what dkimpy needs to verify Ed25519 (RFC 8463) signatures.
+pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3 dnsmasq-base python3-dkim python3-nacl)
 
 missing=()
 for p in "${pkgs[@]}"; do

@@ -10,17 +10,18 @@ use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, cert_addresses};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
-use sealpost_proto::seal::{SignatureStatus, open, open_pgp_mime};
+use sealpost_proto::seal::{SignatureStatus, open};
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
 use crate::api::ListItem;
 use crate::client::Client;
 use crate::contacts::PinOutcome;
 use crate::error::{Error, NetFailure, Result};
+use crate::gateway::DEFAULT_GATEWAY_LOCAL_PART;
 use crate::progress::Progress;
 use crate::send::FlushReport;
 use crate::store::{Header, StoredMessage, Trust};
-use crate::verify::{Certs, judge};
+use crate::verify::{Certs, judge, judge_legacy, legacy_view};
 use crate::{join_all, now};
 
 #[derive(Clone, Debug)]
@@ -374,6 +375,18 @@ impl Client {
         };
         let from = opened.letter.from.clone();
         let mut status = opened.signature.clone();
+        if opened.letter.legacy.is_some() {
+            // Legacy mail is sealed by the gateway that took it in, `gateway@` our domain;
+            // the legacy From is never looked up (it has no Sealpost node, and asking
+            // would tell the world whom we hear from).
+            if let SignatureStatus::UnknownSigner { .. } = status
+                && let Some(again) = self.learn_gateway(sealed, keys, judge_state, report).await
+            {
+                status = again;
+            }
+            let shown = legacy_view(opened.letter, keys, &|h| judge_state.certs.lookup(h));
+            return (judge_legacy(&status), Some(Header::of(&shown)));
+        }
         if matches!(status, SignatureStatus::UnknownSigner { .. })
             && !judge_state.nodes.contains_key(&from)
             && judge_state.looked_up.insert(from.clone())
@@ -409,6 +422,49 @@ impl Client {
         (trust, Some(Header::of(&opened.letter)))
     }
 
+    /// Looks up our domain's gateway (once per fetch), pins it like any contact, and
+    /// opens `sealed` again: the signature status with the gateway's certificate known.
+    async fn learn_gateway(
+        &self,
+        sealed: &[u8],
+        keys: &Keyring,
+        judge_state: &mut Judge,
+        report: &mut FetchReport,
+    ) -> Option<SignatureStatus> {
+        let gateway = Address::parse(&format!(
+            "{DEFAULT_GATEWAY_LOCAL_PART}@{}",
+            self.profile.address().domain()
+        ))
+        .ok()?;
+        if !judge_state.looked_up.insert(gateway.clone()) {
+            return None;
+        }
+        let r = match self.resolve_recipient(&gateway).await {
+            Ok(r) => r,
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("could not look up the gateway {gateway}: {e}"));
+                return None;
+            }
+        };
+        if let Some(outcome) = &r.pin {
+            let c = outcome.contact();
+            if let Err(e) = self.contacts.save(c) {
+                report.warnings.push(e.to_string());
+                return None;
+            }
+            if matches!(outcome, PinOutcome::New(_)) {
+                report.new_contacts.push(gateway.clone());
+            }
+            judge_state.pinned.insert(gateway, c.fingerprint.clone());
+        }
+        judge_state.certs.push(r.cert);
+        open(sealed, keys, &|h| judge_state.certs.lookup(h))
+            .ok()
+            .map(|o| o.signature)
+    }
+
     /// Opens a stored message again (no network) and marks it seen.
     pub fn read(&self, id: &EnvelopeId, keys: &Keyring) -> Result<ReadMessage> {
         let mut meta = self.messages.get(id)?;
@@ -423,35 +479,10 @@ impl Client {
             self.messages.update(&meta)?;
         }
         let mut letter = opened.letter;
-        // Legacy mail that the sender's mail program encrypted to us with PGP/MIME: the
-        // gateway passed the ciphertext on; decrypt it here and say what its signature says.
         if letter.legacy.is_some() {
-            match open_pgp_mime(&letter, keys, &|h| judge_state.certs.lookup(h)) {
-                Ok(Some(inner)) => {
-                    let sig = match &inner.signature {
-                        SignatureStatus::Good { signer } => {
-                            format!("signed by {} (verified)", signer.to_spaced_hex())
-                        }
-                        SignatureStatus::Missing => "not signed".to_string(),
-                        _ => "signature not verified".to_string(),
-                    };
-                    if let Some(h) = meta.header.as_mut() {
-                        h.attachments = Header::of(&inner.letter).attachments;
-                        if let Some(l) = h.legacy.as_mut() {
-                            l.push_str(&format!(
-                                "; the content was PGP/MIME-encrypted to you by the sender, {sig}"
-                            ));
-                        }
-                    }
-                    letter = inner.letter;
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    if let Some(l) = meta.header.as_mut().and_then(|h| h.legacy.as_mut()) {
-                        l.push_str(&format!("; PGP/MIME content could not be decrypted: {e}"));
-                    }
-                }
-            }
+            // What `list` showed was made the same way at fetch: the two agree.
+            letter = legacy_view(letter, keys, &|h| judge_state.certs.lookup(h));
+            meta.header = Some(Header::of(&letter));
         }
         Ok(ReadMessage {
             meta,

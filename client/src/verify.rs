@@ -2,10 +2,16 @@
 //! certificate that names the From address; the client adds the rule that matters for
 //! TOFU: the signer must be the key *pinned* for that From address. A certificate pinned
 //! for someone else that also names the address proves nothing.
+//!
+//! Legacy mail (labelled by the gateway) is never verified: the gateway sealed it on
+//! arrival, and the verdict names that gateway. PGP/MIME inside it, which the legacy sender
+//! encrypted to us, is opened here, for `list` and `read` alike.
 
 use sealpost_proto::Address;
+use sealpost_proto::identity::Keyring;
+use sealpost_proto::letter::Letter;
 use sealpost_proto::openpgp::{Cert, KeyHandle};
-use sealpost_proto::seal::SignatureStatus;
+use sealpost_proto::seal::{SignatureStatus, open_pgp_mime};
 
 use crate::contacts::{cert_has_key, display_fingerprint};
 use crate::store::Trust;
@@ -77,6 +83,73 @@ pub fn judge(status: &SignatureStatus, from: &Address, pinned: Option<&str>) -> 
     }
 }
 
+/// The verdict on a letter that came through an SMTP gateway: never verified (its From is
+/// a legacy address nobody signed for); the reason names the gateway that sealed it.
+pub fn judge_legacy(status: &SignatureStatus) -> Trust {
+    let tail = "the legacy sender is not proven";
+    let reason = match status {
+        SignatureStatus::Good { signer } | SignatureStatus::SenderMismatch { signer, .. } => {
+            let names = match status {
+                SignatureStatus::SenderMismatch {
+                    signer_addresses, ..
+                } if !signer_addresses.is_empty() => signer_addresses.join(", "),
+                _ => "an unnamed gateway".to_string(),
+            };
+            format!(
+                "legacy e-mail, sealed on arrival by the gateway {names} ({}); {tail}",
+                display_fingerprint(&signer.to_hex())
+            )
+        }
+        SignatureStatus::UnknownSigner { issuer } => {
+            format!("legacy e-mail, sealed on arrival by an unknown gateway key {issuer}; {tail}")
+        }
+        SignatureStatus::Missing => format!("legacy e-mail, not signed by any gateway; {tail}"),
+        SignatureStatus::Bad => {
+            "legacy e-mail whose gateway signature does not verify (forged or damaged)".into()
+        }
+    };
+    Trust::Unverified { reason }
+}
+
+/// What a legacy letter is shown as. PGP/MIME (RFC 3156) that the legacy sender encrypted
+/// to us is decrypted: its body and attachments replace the encrypted parts, and the label
+/// says so and what the inner signature says. Other letters come back unchanged.
+pub fn legacy_view(
+    letter: Letter,
+    keys: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> Letter {
+    if letter.legacy.is_none() {
+        return letter;
+    }
+    match open_pgp_mime(&letter, keys, lookup) {
+        Ok(Some(inner)) => {
+            let sig = match &inner.signature {
+                SignatureStatus::Good { signer } => {
+                    format!("signed by {} (verified)", signer.to_spaced_hex())
+                }
+                SignatureStatus::Missing => "not signed".to_string(),
+                _ => "signature not verified".to_string(),
+            };
+            let mut shown = inner.letter;
+            if let Some(l) = shown.legacy.as_mut() {
+                l.push_str(&format!(
+                    "; the content was PGP/MIME-encrypted to you by the sender, {sig}"
+                ));
+            }
+            shown
+        }
+        Ok(None) => letter,
+        Err(e) => {
+            let mut shown = letter;
+            if let Some(l) = shown.legacy.as_mut() {
+                l.push_str(&format!("; PGP/MIME content could not be decrypted: {e}"));
+            }
+            shown
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -134,5 +207,52 @@ mod tests {
             .is_verified()
         );
         assert!(!judge(&SignatureStatus::Bad, &addr("bob@beta.test"), Some(&pinned)).is_verified());
+    }
+
+    #[test]
+    fn legacy_mail_names_its_gateway_and_is_never_verified() {
+        let gw = SecretIdentity::generate(&addr("gateway@gw.test"), None).unwrap();
+        let fp = gw.fingerprint();
+        let t = judge_legacy(&SignatureStatus::SenderMismatch {
+            signer: fp.clone(),
+            signer_addresses: vec!["gateway@gw.test".into()],
+        });
+        let Trust::Unverified { reason } = t else {
+            panic!("{t:?}")
+        };
+        assert!(
+            reason.contains("sealed on arrival by the gateway gateway@gw.test"),
+            "{reason}"
+        );
+        assert!(!reason.contains("postmaster@"), "{reason}");
+        assert!(
+            !judge_legacy(&SignatureStatus::Good { signer: fp }).is_verified(),
+            "even a good signature does not prove a legacy From"
+        );
+        assert!(!judge_legacy(&SignatureStatus::Missing).is_verified());
+    }
+
+    #[test]
+    fn pgp_mime_attachments_are_those_inside() {
+        // A legacy PGP/MIME letter whose encrypted part bob cannot open (not to him): the
+        // two MIME parts stay, and the label says why. A plain legacy letter is unchanged.
+        let bob = SecretIdentity::generate(&addr("bob@gw.test"), None).unwrap();
+        let keys = bob.unlock(None).unwrap();
+        let msg = "X-Sealpost-Legacy: arrived via legacy SMTP, not end-to-end\r\nFrom: carol@legacy.test\r\nTo: bob@gw.test\r\nSubject: s\r\nMIME-Version: 1.0\r\nContent-Type: multipart/encrypted; protocol=\"application/pgp-encrypted\"; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: application/pgp-encrypted\r\n\r\nVersion: 1\r\n\r\n--b1\r\nContent-Type: application/octet-stream\r\n\r\n-----BEGIN PGP MESSAGE-----\r\n\r\nwcBMA5Ep\r\n-----END PGP MESSAGE-----\r\n--b1--\r\n";
+        let letter = Letter::from_rfc5322(msg.as_bytes()).unwrap();
+        let shown = legacy_view(letter, &keys, &|_| None);
+        assert!(
+            shown
+                .legacy
+                .as_deref()
+                .unwrap()
+                .contains("could not be decrypted"),
+            "{:?}",
+            shown.legacy
+        );
+        let plain =
+            Letter::from_rfc5322(b"X-Sealpost-Legacy: x\r\nFrom: carol@legacy.test\r\n\r\nhi\r\n")
+                .unwrap();
+        assert_eq!(legacy_view(plain.clone(), &keys, &|_| None), plain);
     }
 }

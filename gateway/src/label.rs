@@ -3,7 +3,8 @@
 //! The gateway keeps the legacy message as it arrived (so every part and header survives),
 //! neutralises any `X-Sealpost-Legacy` header the sender forged, and prepends its own,
 //! which the client shows. The label records the SMTP envelope sender, the client's IP
-//! and HELO, and the SPF/DKIM verdicts that can be computed without the network.
+//! and HELO, and the SPF/DKIM verdicts that can be computed without the network. A message
+//! without a `Date` (RFC 5322 requires one) gets the time of arrival, as MTAs add it.
 
 use std::net::IpAddr;
 
@@ -16,6 +17,8 @@ pub struct Arrival {
     pub client_ip: IpAddr,
     pub helo: String,
     pub tls: bool,
+    /// When the message arrived, Unix seconds.
+    pub received_at: u64,
 }
 
 /// The label text (one line).
@@ -47,6 +50,11 @@ pub fn labelled(a: &Arrival, message: &[u8]) -> Result<Vec<u8>, String> {
     let label = label_text(a, message);
     let mut out = Vec::with_capacity(message.len() + label.len() + 64);
     out.extend_from_slice(format!("{LEGACY_HEADER}: {label}\r\n").as_bytes());
+    if !has_date(message) {
+        let date =
+            mail_builder::headers::date::Date::new(a.received_at.min(i64::MAX as u64) as i64);
+        out.extend_from_slice(format!("Date: {}\r\n", date.to_rfc822()).as_bytes());
+    }
     out.extend_from_slice(&neutralise(message));
     Letter::from_rfc5322(&out).map_err(|e| e.to_string())?;
     Ok(out)
@@ -77,6 +85,17 @@ fn neutralise(message: &[u8]) -> Vec<u8> {
     }
     out.extend_from_slice(&message[header_end..]);
     out
+}
+
+/// Whether the header block has a `Date` field (parseable or not: a sender's own field is
+/// never replaced).
+fn has_date(message: &[u8]) -> bool {
+    mail_parser::MessageParser::default()
+        .parse_headers(message)
+        .is_some_and(|m| {
+            m.headers_raw()
+                .any(|(name, _)| name.eq_ignore_ascii_case("Date"))
+        })
 }
 
 fn dkim_domains(message: &[u8]) -> Vec<String> {
@@ -115,6 +134,7 @@ mod tests {
             client_ip: "127.0.0.1".parse().unwrap(),
             helo: "mx.legacy.test".into(),
             tls: false,
+            received_at: 1_700_000_000,
         }
     }
 
@@ -136,6 +156,33 @@ mod tests {
             "{text}"
         );
         assert_eq!(letter.subject, "hi");
+    }
+
+    #[test]
+    fn mail_without_a_date_gets_the_time_of_arrival() {
+        let out = labelled(
+            &arrival(),
+            b"From: carol@legacy.test\r\nSubject: undated\r\n\r\nhi\r\n",
+        )
+        .unwrap();
+        let letter = Letter::from_rfc5322(&out).unwrap();
+        assert_eq!(letter.date, 1_700_000_000);
+        assert_eq!(letter.body.trim_end(), "hi");
+        // A dated message keeps its own Date, and gets no second one.
+        let dated =
+            b"From: carol@legacy.test\r\nDate: Tue, 1 Feb 2022 10:00:00 +0000\r\n\r\nhi\r\n";
+        let out = labelled(&arrival(), dated).unwrap();
+        assert_eq!(Letter::from_rfc5322(&out).unwrap().date, 1_643_709_600);
+        let text = String::from_utf8(out).unwrap();
+        assert_eq!(text.matches("Date:").count(), 1, "{text}");
+        // So is an undated one with a lower-case, unparseable date field.
+        let odd = b"From: carol@legacy.test\r\ndate: yesterday\r\n\r\nhi\r\n";
+        let text = String::from_utf8(labelled(&arrival(), odd).unwrap()).unwrap();
+        assert_eq!(
+            text.to_ascii_lowercase().matches("date:").count(),
+            1,
+            "{text}"
+        );
     }
 
     #[test]

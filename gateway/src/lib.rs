@@ -4,11 +4,13 @@
 //!   `sealpost_proto::smtp`: timeouts, connection cap, STARTTLS, and a [`Backend`] that
 //!   decides recipients and stores messages durably before the `250`.
 //! - [`label`]: what the recipient is told about mail that came through SMTP.
-//! - [`smtp_out`]: building RFC 5322 from a letter, DKIM-signing it, sending it to the
-//!   smarthost with lettre, and telling transient from permanent failures.
+//! - [`smtp_out`]: building RFC 5322 from a letter in a 7-bit-safe wire form, sending it
+//!   to the smarthost with lettre, and telling transient from permanent failures.
+//! - [`dkim`]: the gateway's DKIM keys (RSA and Ed25519), their DNS records, and signing.
 
+pub mod dkim;
 pub mod label;
 pub mod smtp_in;
 pub mod smtp_out;
 
-pub use smtp_in::{Backend, Inbound, InboundConfig, serve};
+pub use smtp_in::{Backend, Inbound, InboundConfig, Route, route, serve};

@@ -3,6 +3,8 @@
 //! The driver owns what needs I/O or time: reading with a per-command timeout and a
 //! session deadline (slowloris), a cap on concurrent connections, the TLS upgrade, asking
 //! the [`Backend`] about recipients, and storing each message before its `250`.
+//! Mail to `postmaster` (bare, any case, or `postmaster@DOMAIN`) is always taken (RFC 5321
+//! §4.5.1) and goes to the configured postmaster, a user of the node.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -30,6 +32,38 @@ pub struct InboundConfig {
     pub session_timeout: Duration,
     /// Most concurrent sessions; more are answered `421` and closed.
     pub max_connections: usize,
+    /// The user that mail to `postmaster` and `postmaster@DOMAIN` is delivered to.
+    pub postmaster: Address,
+}
+
+/// Where a recipient of an SMTP transaction goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// A user in the gateway's domain (whether such a user exists is the backend's call).
+    User(Address),
+    /// `postmaster`, bare or in the gateway's domain (RFC 5321 §4.5.1: must be accepted).
+    Postmaster,
+    /// Another domain: the gateway is no open relay.
+    Relay,
+    /// Not an address at all.
+    Invalid,
+}
+
+/// Routes `rcpt` (as given in `RCPT TO`) for a gateway of `domain`.
+pub fn route(rcpt: &str, domain: &str) -> Route {
+    if rcpt.eq_ignore_ascii_case("postmaster") {
+        return Route::Postmaster;
+    }
+    let Ok(addr) = Address::parse(rcpt) else {
+        return Route::Invalid;
+    };
+    if !addr.domain().eq_ignore_ascii_case(domain) {
+        Route::Relay
+    } else if addr.local() == "postmaster" {
+        Route::Postmaster
+    } else {
+        Route::User(addr)
+    }
 }
 
 /// A message accepted for local users, labelled, ready to seal.
@@ -196,13 +230,26 @@ impl<B: Backend> Ctx<'_, B> {
     }
 
     async fn check(&self, rcpt: &str) -> RcptVerdict {
-        let Ok(addr) = Address::parse(rcpt) else {
-            return RcptVerdict::UnknownUser;
+        let addr = match route(rcpt, &self.cfg.domain) {
+            Route::User(a) => a,
+            Route::Postmaster => {
+                // Never refused for good: without a mailbox yet, the sender tries again
+                // later while the operator sets one up.
+                return match self.backend.is_local_user(&self.cfg.postmaster).await {
+                    Ok(true) => RcptVerdict::Accept,
+                    Ok(false) => {
+                        tracing::warn!(postmaster = %self.cfg.postmaster, "mail to postmaster deferred: gateway.postmaster is not a user of this node");
+                        RcptVerdict::TempFail
+                    }
+                    Err(()) => RcptVerdict::TempFail,
+                };
+            }
+            Route::Relay => {
+                tracing::info!(client = %self.peer.ip(), "refused relay attempt");
+                return RcptVerdict::RelayDenied;
+            }
+            Route::Invalid => return RcptVerdict::UnknownUser,
         };
-        if addr.domain() != self.cfg.domain {
-            tracing::info!(client = %self.peer.ip(), "refused relay attempt");
-            return RcptVerdict::RelayDenied;
-        }
         match self.backend.is_local_user(&addr).await {
             Ok(true) => RcptVerdict::Accept,
             Ok(false) => RcptVerdict::UnknownUser,
@@ -216,16 +263,25 @@ impl<B: Backend> Ctx<'_, B> {
             client_ip: self.peer.ip(),
             helo: tx.helo,
             tls: self.tls,
+            received_at: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
         };
         let message = match labelled(&arrival, &tx.data) {
             Ok(m) => m,
             Err(why) => return DeliveryResult::Rejected(format!("cannot read the message: {why}")),
         };
-        let recipients: Vec<Address> = tx
-            .rcpt_to
-            .iter()
-            .filter_map(|r| Address::parse(r).ok())
-            .collect();
+        let mut recipients: Vec<Address> = Vec::new();
+        for r in &tx.rcpt_to {
+            let to = match route(r, &self.cfg.domain) {
+                Route::User(a) => a,
+                Route::Postmaster => self.cfg.postmaster.clone(),
+                Route::Relay | Route::Invalid => continue,
+            };
+            if !recipients.contains(&to) {
+                recipients.push(to);
+            }
+        }
         self.backend
             .deliver(Inbound {
                 recipients,
@@ -233,5 +289,30 @@ impl<B: Backend> Ctx<'_, B> {
                 arrival,
             })
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn postmaster_is_routed_in_every_spelling_and_only_for_our_domain() {
+        for r in [
+            "postmaster",
+            "Postmaster",
+            "POSTMASTER",
+            "postmaster@gw.test",
+            "PostMaster@GW.test",
+        ] {
+            assert_eq!(route(r, "gw.test"), Route::Postmaster, "{r}");
+        }
+        assert_eq!(route("postmaster@elsewhere.test", "gw.test"), Route::Relay);
+        assert_eq!(
+            route("Bob@gw.test", "gw.test"),
+            Route::User(Address::parse("bob@gw.test").unwrap())
+        );
+        assert_eq!(route("bob", "gw.test"), Route::Invalid);
+        assert_eq!(route("postmaster.x", "gw.test"), Route::Invalid);
     }
 }

@@ -1,21 +1,24 @@
 //! Outbound legacy mail: a letter from a Sealpost user to a legacy address becomes an
-//! RFC 5322 message (lettre's builder), DKIM-signed for the gateway's domain, and is sent to
-//! the smarthost. Failures are classified so the caller retries transient ones and bounces
-//! permanent ones.
+//! RFC 5322 message (lettre's builder), DKIM-signed for the gateway's domain over the exact
+//! bytes that are sent ([`crate::dkim`]), and is sent to the smarthost. Failures are
+//! classified so the caller retries transient ones and bounces permanent ones.
+//!
+//! The wire form is 7-bit clean whatever the letter holds: a body with a bare CR or LF, NUL,
+//! other control characters, 8-bit bytes or over-long lines is sent quoted-printable, so a
+//! receiver never sees a lone CR that it might take for a line end (RFC 5321 §2.3.8: an
+//! end of data smuggled out under the gateway's name). Control characters in the subject
+//! and file names are replaced. [`check_wire`] refuses anything else before it is sent.
 
 use std::time::Duration;
 
 use lettre::address::Envelope as SmtpEnvelope;
-use lettre::message::dkim::{
-    DkimCanonicalization, DkimCanonicalizationType, DkimConfig, DkimSigningAlgorithm,
-    DkimSigningKey, dkim_sign,
-};
-use lettre::message::header::ContentType;
-use lettre::message::header::HeaderName;
-use lettre::message::{Attachment, Mailbox, MultiPart, SinglePart};
+use lettre::message::header::{ContentTransferEncoding, ContentType};
+use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::AsyncSmtpTransport;
 use lettre::{AsyncTransport, Message, Tokio1Executor};
 use sealpost_proto::letter::Letter;
+
+use crate::dkim::DkimKeys;
 
 #[derive(Debug, thiserror::Error)]
 pub enum OutError {
@@ -27,22 +30,18 @@ pub enum OutError {
     Permanent(String),
 }
 
-/// DKIM signing material for the gateway's domain.
-pub struct Dkim {
-    pub domain: String,
-    pub selector: String,
-    /// Ed25519 (RFC 8463) private key, base64 of the 32-byte seed.
-    pub ed25519_seed_b64: String,
-}
+/// Longest line on the wire, without CRLF (RFC 5321 §4.5.3.1.6).
+pub const MAX_WIRE_LINE: usize = 998;
 
-/// Builds the RFC 5322 message for `letter`, DKIM-signed when `dkim` is given.
-pub fn build(letter: &Letter, dkim: Option<&Dkim>) -> Result<Message, OutError> {
+/// Builds the RFC 5322 message for `letter`, DKIM-signed when `dkim` is given: the exact
+/// bytes to send.
+pub fn build(letter: &Letter, dkim: Option<&DkimKeys>) -> Result<Vec<u8>, OutError> {
     let b = |e: &dyn std::fmt::Display| OutError::Build(e.to_string());
     let mbox = |a: &sealpost_proto::Address| a.as_str().parse::<Mailbox>().map_err(|e| b(&e));
     let mut mb = Message::builder()
         .from(mbox(&letter.from)?)
-        .subject(letter.subject.clone())
-        .message_id(Some(format!("<{}>", letter.message_id)))
+        .subject(no_controls(&letter.subject))
+        .message_id(Some(format!("<{}>", no_controls(&letter.message_id))))
         .date(std::time::UNIX_EPOCH + Duration::from_secs(letter.date.max(0) as u64));
     for a in &letter.to {
         mb = mb.to(mbox(a)?);
@@ -51,58 +50,93 @@ pub fn build(letter: &Letter, dkim: Option<&Dkim>) -> Result<Message, OutError> 
         mb = mb.cc(mbox(a)?);
     }
     if let Some(irt) = &letter.in_reply_to {
-        mb = mb.in_reply_to(format!("<{irt}>"));
+        mb = mb.in_reply_to(format!("<{}>", no_controls(irt)));
     }
     let text = SinglePart::builder()
         .header(ContentType::TEXT_PLAIN)
-        .body(letter.body.clone());
-    let mut msg = if letter.attachments.is_empty() {
+        .body(text_body(&letter.body));
+    let msg = if letter.attachments.is_empty() {
         mb.singlepart(text).map_err(|e| b(&e))?
     } else {
         let mut mp = MultiPart::mixed().singlepart(text);
         for a in &letter.attachments {
             let ct = ContentType::parse(&a.media_type)
                 .unwrap_or(ContentType::parse("application/octet-stream").map_err(|e| b(&e))?);
-            mp = mp.singlepart(Attachment::new(a.name.clone()).body(a.data.clone(), ct));
+            // Always base64: lettre would pick 7bit for ASCII-looking bytes, NUL and bare CR
+            // included.
+            let data = Body::new_with_encoding(a.data.clone(), ContentTransferEncoding::Base64)
+                .map_err(|_| OutError::Build("cannot base64 an attachment".into()))?;
+            mp = mp.singlepart(Attachment::new(no_controls(&a.name)).body(data, ct));
         }
         mb.multipart(mp).map_err(|e| b(&e))?
     };
-    if let Some(d) = dkim {
-        let key = DkimSigningKey::new(&d.ed25519_seed_b64, DkimSigningAlgorithm::Ed25519)
-            .map_err(|e| b(&e))?;
-        let signed: Vec<HeaderName> = [
-            "From",
-            "To",
-            "Cc",
-            "Subject",
-            "Date",
-            "Message-ID",
-            "In-Reply-To",
-            "MIME-Version",
-            "Content-Type",
-        ]
-        .into_iter()
-        .map(HeaderName::new_from_ascii_str)
-        .collect();
-        let canon = DkimCanonicalization {
-            header: DkimCanonicalizationType::Relaxed,
-            body: DkimCanonicalizationType::Relaxed,
-        };
-        let cfg = DkimConfig::new(d.selector.clone(), d.domain.clone(), key, signed, canon);
-        dkim_sign(&mut msg, &cfg);
+    let wire = msg.formatted();
+    check_wire(&wire)?;
+    match dkim {
+        Some(keys) => keys.sign(&wire).map_err(|e| b(&e)),
+        None => Ok(wire),
     }
-    Ok(msg)
 }
 
-/// Sends `msg` to the smarthost at `host:port` for exactly `rcpts` (the SMTP envelope: the
-/// headers keep every recipient the sender wrote). Plain SMTP: the smarthost is on a trusted
-/// network, loopback in tests.
+/// The text body, in a transfer encoding that keeps it intact and 7-bit clean: lettre's
+/// own choice when the text is plain 7-bit lines, else quoted-printable (which writes a
+/// bare CR as `=0D` and NUL as `=00`).
+fn text_body(text: &str) -> Body {
+    // lettre turns every bare LF into CRLF; a bare CR it would leave as it is.
+    let plain = text.bytes().enumerate().all(|(i, c)| match c {
+        b'\r' => text.as_bytes().get(i + 1) == Some(&b'\n'),
+        b'\n' | b'\t' | b' '..=b'~' => true,
+        _ => false,
+    }) && text.split('\n').all(|l| l.len() <= 76);
+    if plain {
+        Body::new(text.to_string())
+    } else {
+        Body::new_with_encoding(text.to_string(), ContentTransferEncoding::QuotedPrintable)
+            .unwrap_or_else(|_| Body::new(text.as_bytes().to_vec()))
+    }
+}
+
+/// One line of header text: control characters (CR, LF, NUL, ...) become spaces.
+fn no_controls(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// Refuses a message that is not safe to send as it is: any CR or LF outside a CRLF pair,
+/// NUL, 8-bit bytes, or a line over [`MAX_WIRE_LINE`].
+pub fn check_wire(wire: &[u8]) -> Result<(), OutError> {
+    let bad = |why: &str| Err(OutError::Build(format!("unsafe wire form: {why}")));
+    let mut line = 0usize;
+    for (i, &c) in wire.iter().enumerate() {
+        match c {
+            b'\r' if wire.get(i + 1) == Some(&b'\n') => {}
+            b'\n' if i > 0 && wire[i - 1] == b'\r' => {
+                line = 0;
+                continue;
+            }
+            b'\r' => return bad("bare CR"),
+            b'\n' => return bad("bare LF"),
+            0 => return bad("NUL"),
+            0x80.. => return bad("8-bit byte"),
+            _ => line += 1,
+        }
+        if line > MAX_WIRE_LINE {
+            return bad("line longer than 998 characters");
+        }
+    }
+    Ok(())
+}
+
+/// Sends `msg` (from [`build`]) to the smarthost at `host:port` for exactly `rcpts` (the
+/// SMTP envelope: the headers keep every recipient the sender wrote). Plain SMTP: the
+/// smarthost is on a trusted network, loopback in tests.
 pub async fn send(
     host: &str,
     port: u16,
     from: &sealpost_proto::Address,
     rcpts: &[sealpost_proto::Address],
-    msg: &Message,
+    msg: &[u8],
     timeout: Duration,
 ) -> Result<(), OutError> {
     let addr = |a: &sealpost_proto::Address| {
@@ -119,9 +153,117 @@ pub async fn send(
         .port(port)
         .timeout(Some(timeout))
         .build();
-    match transport.send_raw(&envelope, &msg.formatted()).await {
+    match transport.send_raw(&envelope, msg).await {
         Ok(_) => Ok(()),
         Err(e) if e.is_permanent() => Err(OutError::Permanent(e.to_string())),
         Err(e) => Err(OutError::Transient(e.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sealpost_proto::Address;
+    use sealpost_proto::letter::Attachment as LetterAttachment;
+
+    fn letter(body: &str) -> Letter {
+        Letter::new(
+            Address::parse("alice@gw.test").unwrap(),
+            vec![Address::parse("carol@legacy.test").unwrap()],
+            "hi",
+            body,
+            1_700_000_000,
+        )
+    }
+
+    fn parsed_body(wire: &[u8]) -> String {
+        mail_parser::MessageParser::default()
+            .parse(wire)
+            .and_then(|m| m.body_text(0).map(|b| b.into_owned()))
+            .unwrap()
+    }
+
+    #[test]
+    fn a_bare_cr_or_nul_never_reaches_the_wire() {
+        for body in [
+            "before\r.\rMAIL FROM:<x@gw.test>\r\nafter\r\n",
+            "nul \0 here\n",
+            "lone cr at the end\r",
+            "a \u{1b}[2J terminal escape\n",
+        ] {
+            let wire = build(&letter(body), None).unwrap();
+            check_wire(&wire).unwrap();
+            assert!(!wire.contains(&0), "{body:?}");
+            let text = String::from_utf8(wire.clone()).unwrap();
+            assert!(
+                text.contains("Content-Transfer-Encoding: quoted-printable"),
+                "{text}"
+            );
+            // Nothing is lost: a reader decodes the same text (with CRLF line ends).
+            let back = parsed_body(&wire);
+            // (lettre ends the message with one more CRLF.)
+            assert_eq!(
+                back.replace("\r\n", "\n").trim_end_matches('\n'),
+                body.replace("\r\n", "\n").trim_end_matches('\n'),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn long_lines_and_8bit_text_are_encoded_and_plain_text_stays_7bit() {
+        let long = format!("{}\nshort\n", "y".repeat(3000));
+        for body in [long.as_str(), "Grüße aus Köln\n"] {
+            let wire = build(&letter(body), None).unwrap();
+            check_wire(&wire).unwrap();
+            assert_eq!(
+                parsed_body(&wire)
+                    .replace("\r\n", "\n")
+                    .trim_end_matches('\n'),
+                body.trim_end_matches('\n')
+            );
+        }
+        let wire = build(&letter("Hello,\nplain text.\n"), None).unwrap();
+        let text = String::from_utf8(wire).unwrap();
+        assert!(text.contains("Content-Transfer-Encoding: 7bit"), "{text}");
+        assert!(text.contains("\r\nHello,\r\nplain text.\r\n"), "{text}");
+    }
+
+    #[test]
+    fn header_fields_cannot_be_injected() {
+        let mut l = letter("x\n");
+        l.subject = "hi\r\nBcc: eve@evil.test\0".into();
+        l.attachments.push(LetterAttachment {
+            name: "a\r\nb.txt".into(),
+            media_type: "text/plain".into(),
+            data: b"\0\r\x01binary".to_vec(),
+        });
+        let wire = build(&l, None).unwrap();
+        check_wire(&wire).unwrap();
+        let text = String::from_utf8(wire.clone()).unwrap();
+        assert!(!text.contains("\r\nBcc:"), "{text}");
+        let parsed = mail_parser::MessageParser::default().parse(&wire).unwrap();
+        let att = parsed.attachment(0).unwrap();
+        assert_eq!(
+            att.contents(),
+            b"\0\r\x01binary",
+            "attachments arrive intact"
+        );
+    }
+
+    #[test]
+    fn check_wire_refuses_what_is_unsafe() {
+        assert!(check_wire(b"A: b\r\n\r\nok\r\n").is_ok());
+        for bad in [
+            &b"A: b\r\n\r\nbare\rcr\r\n"[..],
+            b"A: b\r\n\r\nbare\nlf\r\n",
+            b"A: b\r\n\r\nnul\0\r\n",
+            b"A: b\r\n\r\n\xc3\xa9\r\n",
+        ] {
+            assert!(check_wire(bad).is_err(), "{bad:?}");
+        }
+        let mut long = b"A: b\r\n\r\n".to_vec();
+        long.extend(std::iter::repeat_n(b'z', 999));
+        assert!(check_wire(&long).is_err());
     }
 }

@@ -60,6 +60,7 @@ fn start_with_tls(
         command_timeout,
         session_timeout: Duration::from_secs(60),
         max_connections,
+        postmaster: Address::parse("dave@gw.test").unwrap(),
     });
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -89,7 +90,9 @@ fn swaks(addr: SocketAddr, args: &[&str]) -> (bool, String) {
     )
 }
 
-/// Sends raw lines and returns everything the server answered until it closes or goes quiet.
+/// Sends raw chunks and returns everything the server answered until it closes or goes
+/// quiet. After a chunk that ends with `DATA`, it waits for the server's answer before it
+/// sends the next one, as a client following the dialogue must (RFC 2920 §3.1).
 async fn raw(addr: SocketAddr, chunks: &[&[u8]]) -> String {
     let s = TcpStream::connect(addr).await.unwrap();
     let (r, mut w) = s.into_split();
@@ -98,6 +101,19 @@ async fn raw(addr: SocketAddr, chunks: &[&[u8]]) -> String {
     r.read_line(&mut out).await.unwrap();
     for c in chunks {
         w.write_all(c).await.unwrap();
+        if c.ends_with(b"DATA\r\n") {
+            loop {
+                let mut line = String::new();
+                match tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line)).await {
+                    Ok(Ok(n)) if n > 0 => out.push_str(&line),
+                    _ => return out,
+                }
+                // The answer to DATA: go ahead, or a refusal of it.
+                if ["354", "503", "554"].iter().any(|c| line.starts_with(c)) {
+                    break;
+                }
+            }
+        }
     }
     loop {
         let mut line = String::new();
@@ -330,4 +346,200 @@ fn starttls_upgrades_the_session_and_the_label_says_so() {
     assert!(stored[0].arrival.tls);
     let letter = Letter::from_rfc5322(&stored[0].message).unwrap();
     assert!(letter.legacy.unwrap().contains("tls=yes"));
+}
+
+/// One command at a time: writes `cmd` and reads the complete reply (up to its last line).
+async fn step(
+    r: &mut BufReader<tokio::net::tcp::OwnedReadHalf>,
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    cmd: &[u8],
+) -> String {
+    w.write_all(cmd).await.unwrap();
+    let mut reply = String::new();
+    loop {
+        let mut line = String::new();
+        match tokio::time::timeout(Duration::from_secs(10), r.read_line(&mut line)).await {
+            Ok(Ok(n)) if n > 0 => reply.push_str(&line),
+            _ => return reply,
+        }
+        if line.len() >= 4 && line.as_bytes()[3] == b' ' {
+            return reply;
+        }
+    }
+}
+
+async fn connect(
+    addr: SocketAddr,
+) -> (
+    BufReader<tokio::net::tcp::OwnedReadHalf>,
+    tokio::net::tcp::OwnedWriteHalf,
+) {
+    let (r, w) = TcpStream::connect(addr).await.unwrap().into_split();
+    let mut r = BufReader::new(r);
+    let mut greeting = String::new();
+    r.read_line(&mut greeting).await.unwrap();
+    assert!(greeting.starts_with("220 "), "{greeting}");
+    (r, w)
+}
+
+#[test]
+fn postmaster_is_accepted_in_every_form_and_delivered_to_the_configured_user() {
+    let g = start(10, Duration::from_secs(30));
+    g.rt.block_on(async {
+        let (mut r, mut w) = connect(g.addr).await;
+        step(&mut r, &mut w, b"EHLO mx.legacy.test\r\n").await;
+        step(&mut r, &mut w, b"MAIL FROM:<carol@legacy.test>\r\n").await;
+        for rcpt in ["<Postmaster>", "<postmaster>", "<POSTMASTER@gw.test>"] {
+            let a = step(&mut r, &mut w, format!("RCPT TO:{rcpt}\r\n").as_bytes()).await;
+            assert!(a.starts_with("250 2.1.5"), "RCPT TO:{rcpt}: {a}");
+        }
+        assert!(step(&mut r, &mut w, b"DATA\r\n").await.starts_with("354"));
+        let a = step(
+            &mut r,
+            &mut w,
+            b"From: carol@legacy.test\r\nSubject: abuse report\r\n\r\nhello postmaster\r\n.\r\n",
+        )
+        .await;
+        assert!(a.starts_with("250 2.0.0"), "{a}");
+    });
+    let stored = g.backend.stored.lock().unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(
+        stored[0].recipients,
+        [Address::parse("dave@gw.test").unwrap()],
+        "one copy, to gateway.postmaster"
+    );
+}
+
+#[test]
+fn postmaster_without_a_mailbox_is_deferred_not_refused() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let backend = Arc::new(Memory::default());
+    let cfg = Arc::new(InboundConfig {
+        smtp: SmtpConfig {
+            hostname: "gw.test".into(),
+            ..SmtpConfig::default()
+        },
+        domain: "gw.test".into(),
+        command_timeout: Duration::from_secs(30),
+        session_timeout: Duration::from_secs(60),
+        max_connections: 2,
+        postmaster: Address::parse("postmaster@gw.test").unwrap(),
+    });
+    let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    rt.spawn(serve(listener, cfg, None, backend, std::future::pending()));
+    let out = rt.block_on(raw(
+        addr,
+        &[b"EHLO x\r\nMAIL FROM:<carol@legacy.test>\r\nRCPT TO:<Postmaster>\r\nQUIT\r\n"],
+    ));
+    assert!(out.contains("451 4.3.0"), "{out}");
+}
+
+#[test]
+fn an_empty_message_is_answered_and_the_session_goes_on() {
+    let g = start(10, Duration::from_secs(30));
+    g.rt.block_on(async {
+        let (mut r, mut w) = connect(g.addr).await;
+        step(&mut r, &mut w, b"EHLO mx.legacy.test\r\n").await;
+        step(&mut r, &mut w, b"MAIL FROM:<carol@legacy.test>\r\n").await;
+        step(&mut r, &mut w, b"RCPT TO:<bob@gw.test>\r\n").await;
+        assert!(step(&mut r, &mut w, b"DATA\r\n").await.starts_with("354"));
+        // Nothing but the end of data: answered (an empty message has no From: 554).
+        let a = step(&mut r, &mut w, b".\r\n").await;
+        assert!(a.starts_with("554 5.6.0"), "{a}");
+        // And the next command is a command, not the data of the next letter.
+        let a = step(&mut r, &mut w, b"NOOP\r\n").await;
+        assert!(a.starts_with("250 2.0.0"), "{a}");
+    });
+    assert!(g.backend.stored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn content_pipelined_before_354_is_refused_and_nothing_is_stored() {
+    let g = start(10, Duration::from_secs(30));
+    // One write: the message follows DATA without waiting for the 354.
+    let out = g.rt.block_on(raw(
+        g.addr,
+        &[b"EHLO x\r\nMAIL FROM:<carol@legacy.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\nFrom: carol@legacy.test\r\n\r\nhi\r\n.\r\nQUIT\r\n"],
+    ));
+    assert!(
+        out.contains("554 5.5.0 Error: SMTP protocol synchronization"),
+        "{out}"
+    );
+    assert!(!out.contains("354"), "{out}");
+    assert!(g.backend.stored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn unadvertised_parameters_absurd_sizes_and_nul_are_refused() {
+    let g = start(10, Duration::from_secs(30));
+    g.rt.block_on(async {
+        let (mut r, mut w) = connect(g.addr).await;
+        let a = step(&mut r, &mut w, b"EHLO bad\0host\r\n").await;
+        assert!(a.starts_with("501 5.5.2"), "{a}");
+        let a = step(&mut r, &mut w, b"EHLO mx.legacy.test\r\n").await;
+        assert!(!a.contains("SMTPUTF8") && !a.contains("BINARYMIME"), "{a}");
+        for (cmd, want) in [
+            ("MAIL FROM:<carol@legacy.test> SMTPUTF8", "555 5.5.4"),
+            ("MAIL FROM:<carol@legacy.test> BODY=BINARYMIME", "555 5.5.4"),
+            (
+                "MAIL FROM:<carol@legacy.test> SIZE=99999999999999999999999",
+                "552 5.3.4",
+            ),
+            ("MAIL FROM:<carol@legacy.test> SIZE=1x", "501 5.5.4"),
+        ] {
+            let a = step(&mut r, &mut w, format!("{cmd}\r\n").as_bytes()).await;
+            assert!(a.starts_with(want), "{cmd}: {a}");
+        }
+    });
+    assert!(g.backend.stored.lock().unwrap().is_empty());
+}
+
+#[test]
+fn the_421_comes_with_the_error_that_reaches_the_limit() {
+    let g = start(10, Duration::from_secs(30));
+    g.rt.block_on(async {
+        let (mut r, mut w) = connect(g.addr).await;
+        for i in 1..10 {
+            let a = step(&mut r, &mut w, b"FOO\r\n").await;
+            assert!(a.starts_with("500 "), "error {i}: {a}");
+        }
+        // The tenth error, an over-long line still being sent: its answer, then 421 and the
+        // close, without waiting for another command.
+        w.write_all(&[b'x'; 3000]).await.unwrap();
+        let mut rest = String::new();
+        tokio::time::timeout(Duration::from_secs(10), r.read_to_string(&mut rest))
+            .await
+            .expect("the server closes the connection")
+            .unwrap();
+        assert!(
+            rest.starts_with("500 5.5.2 Line too long\r\n421 4.7.0"),
+            "{rest}"
+        );
+    });
+}
+
+#[test]
+fn mail_without_a_date_is_dated_on_arrival() {
+    let g = start(10, Duration::from_secs(30));
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let out = g.rt.block_on(raw(
+        g.addr,
+        &[
+            b"EHLO x\r\nMAIL FROM:<carol@legacy.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n",
+            b"From: carol@legacy.test\r\nSubject: undated\r\n\r\nhi\r\n.\r\nQUIT\r\n",
+        ],
+    ));
+    assert!(out.contains("250 2.0.0 OK"), "{out}");
+    let stored = g.backend.stored.lock().unwrap();
+    let letter = Letter::from_rfc5322(&stored[0].message).unwrap();
+    assert!(letter.date >= before - 1, "date {} (not 1970)", letter.date);
 }

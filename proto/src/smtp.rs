@@ -3,12 +3,17 @@
 //! Commands are parsed with Stalwart's `smtp-proto`; the DATA phase uses its
 //! `DataReceiver` (end of data only at `<CR><LF>.<CR><LF>`), and this module then refuses any
 //! bare `<LF>` or `<CR>` in the message, which closes the SMTP smuggling holes
-//! (CVE-2023-51764/5/6: `<LF>.<LF>` and friends). The driver (tokio, in the node) feeds
+//! (CVE-2023-51764/5/6: `<LF>.<LF>` and friends). Message content sent before the `354`
+//! (pipelined past `DATA`, RFC 2920 §3.1) is refused and the session closed, as Postfix
+//! does; only the `MAIL` parameters that are advertised (`SIZE`, `BODY=7BIT|8BITMIME`) are
+//! accepted. The driver (tokio, in the node) feeds
 //! bytes, writes replies, answers recipient checks and deliveries, upgrades to TLS and
 //! enforces timeouts. A session never blocks and never panics on input.
 
 use smtp_proto::request::receiver::{DataReceiver, DummyDataReceiver};
-use smtp_proto::{Error as ParseError, MAIL_BODY_8BITMIME, Request};
+use smtp_proto::{
+    Error as ParseError, MAIL_BODY_7BIT, MAIL_BODY_8BITMIME, MailFrom, RcptTo, Request,
+};
 
 /// Limits and identity of the SMTP service.
 #[derive(Clone, Debug)]
@@ -251,6 +256,13 @@ impl Session {
         self.oversize = None;
     }
 
+    fn too_big(&self) -> String {
+        format!(
+            "5.3.4 Message too big: the limit is {} bytes",
+            self.cfg.max_message_bytes
+        )
+    }
+
     fn error(&mut self, code: u16, text: &str) -> Output {
         self.errors += 1;
         reply(code, text)
@@ -258,30 +270,32 @@ impl Session {
 
     fn process(&mut self, out: &mut Vec<Output>) {
         loop {
-            if self.errors >= self.cfg.max_errors && self.state != State::Closed {
-                out.push(reply(
-                    421,
-                    &format!(
-                        "4.7.0 {} Too many errors, closing connection",
-                        self.cfg.hostname
-                    ),
-                ));
-                out.push(Output::Close);
-                self.state = State::Closed;
+            self.close_if_too_many_errors(out);
+            let progressed = match self.state {
+                State::Closed | State::AwaitRcpt | State::AwaitDelivery => false,
+                State::Data => self.process_data(out),
+                _ => self.process_line(out),
+            };
+            if !progressed {
+                // The error that reached the limit is answered 421 at once, not at the
+                // client's next command.
+                self.close_if_too_many_errors(out);
+                return;
             }
-            match self.state {
-                State::Closed | State::AwaitRcpt | State::AwaitDelivery => return,
-                State::Data => {
-                    if !self.process_data(out) {
-                        return;
-                    }
-                }
-                _ => {
-                    if !self.process_line(out) {
-                        return;
-                    }
-                }
-            }
+        }
+    }
+
+    fn close_if_too_many_errors(&mut self, out: &mut Vec<Output>) {
+        if self.errors >= self.cfg.max_errors && self.state != State::Closed {
+            out.push(reply(
+                421,
+                &format!(
+                    "4.7.0 {} Error: too many errors, closing connection",
+                    self.cfg.hostname
+                ),
+            ));
+            out.push(Output::Close);
+            self.state = State::Closed;
         }
     }
 
@@ -304,16 +318,16 @@ impl Session {
         if !done {
             return false;
         }
+        // The receiver was primed with a CRLF so that a `.` right after the 354 ends the
+        // data (an empty message); that CRLF is not part of the message.
+        if self.oversize.is_none() {
+            self.data.drain(..self.data.len().min(2));
+        }
         if self.oversize.is_some() || self.data.len() > self.cfg.max_message_bytes {
             self.reset_transaction();
             self.state = State::Ready;
-            out.push(self.error(
-                552,
-                &format!(
-                    "5.3.4 Message too big: the limit is {} bytes",
-                    self.cfg.max_message_bytes
-                ),
-            ));
+            let text = self.too_big();
+            out.push(self.error(552, &text));
             return true;
         }
         if let Some(problem) = check_line_endings(&self.data, self.cfg.max_data_line) {
@@ -354,8 +368,30 @@ impl Session {
             out.push(self.error(500, "5.5.2 Line too long"));
             return true;
         }
+        if line.contains(&0) {
+            out.push(self.error(501, "5.5.2 Syntax error: NUL character in command"));
+            return true;
+        }
+        let oversize_declared = match declared_size(&line) {
+            Ok(size) => size.is_some_and(|n| n > self.cfg.max_message_bytes as u128),
+            Err(()) => {
+                out.push(self.error(501, "5.5.4 Bad message size syntax"));
+                return true;
+            }
+        };
+        if oversize_declared && self.state == State::Ready {
+            let text = self.too_big();
+            out.push(self.error(552, &text));
+            return true;
+        }
         let parsed = Request::parse(&mut line.iter());
         let o = match parsed {
+            // smtp-proto reads `<Postmaster>` as the empty path, like `<>`; RFC 5321
+            // §4.5.1 wants it delivered, so the driver is told which one it was.
+            Ok(Request::Rcpt { mut to }) if to.address.is_empty() && is_bare_postmaster(&line) => {
+                to.address = "Postmaster".into();
+                self.command(Request::Rcpt { to }, out)
+            }
             Ok(req) => self.command(req, out),
             Err(ParseError::UnknownCommand) => self.error(500, "5.5.1 Unrecognized command"),
             Err(ParseError::InvalidSenderAddress) => {
@@ -424,14 +460,11 @@ impl Session {
                 if self.state == State::Mail {
                     return self.error(503, "5.5.1 Nested MAIL command");
                 }
+                if let Some(param) = unsupported_mail_param(&from) {
+                    return self.error(555, &format!("5.5.4 Unsupported option: {param}"));
+                }
                 if from.size > self.cfg.max_message_bytes {
-                    return self.error(
-                        552,
-                        &format!(
-                            "5.3.4 Message too big: the limit is {} bytes",
-                            self.cfg.max_message_bytes
-                        ),
-                    );
+                    return self.error(552, &self.too_big());
                 }
                 self.reset_transaction();
                 self.mail_from = sanitize(&from.address);
@@ -449,6 +482,9 @@ impl Session {
                 if to.address.is_empty() {
                     return self.error(501, "5.1.3 Bad recipient address syntax");
                 }
+                if let Some(param) = unsupported_rcpt_param(&to) {
+                    return self.error(555, &format!("5.5.4 Unsupported option: {param}"));
+                }
                 self.pending_rcpt = Some(to.address.to_string());
                 self.state = State::AwaitRcpt;
                 // The verdict produces the reply; nothing to send yet.
@@ -462,9 +498,21 @@ impl Session {
                 if self.rcpt_to.is_empty() {
                     return self.error(554, "5.5.1 No valid recipients");
                 }
+                if !self.inbuf.is_empty() {
+                    // The client sent message content before it saw the 354: it does not
+                    // follow the dialogue, and what it sent cannot be told apart from
+                    // commands. Postfix answers the same and hangs up.
+                    self.inbuf.clear();
+                    self.state = State::Closed;
+                    out.push(reply(554, "5.5.0 Error: SMTP protocol synchronization"));
+                    return Output::Close;
+                }
                 self.state = State::Data;
                 self.data.clear();
                 self.data_rx = DataReceiver::new();
+                // As if the DATA line's CRLF were part of the data: a `.` line right after
+                // the 354 then ends an empty message (stripped again at the end).
+                self.data_rx.ingest(&mut b"\r\n".iter(), &mut self.data);
                 reply(354, "End data with <CR><LF>.<CR><LF>")
             }
             Request::Rset => {
@@ -512,7 +560,86 @@ impl Session {
     }
 }
 
-/// Checks CRLF discipline and line length. Returns the reply for the first problem.
+/// Whether a `RCPT` line names `<Postmaster>` (any case, no domain).
+fn is_bare_postmaster(line: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(line);
+    match (text.find('<'), text.find('>')) {
+        (Some(a), Some(b)) if a < b => text[a + 1..b].trim().eq_ignore_ascii_case("postmaster"),
+        _ => false,
+    }
+}
+
+/// The `SIZE=` value of a `MAIL` line, read exactly: smtp-proto wraps values beyond
+/// `usize` around to small numbers (`SIZE=99999999999999999999999` would pass). `Err` for a
+/// value that is not digits; values past `u128` saturate (they are too big in any case).
+fn declared_size(line: &[u8]) -> Result<Option<u128>, ()> {
+    if line.len() < 5 || !line[..5].eq_ignore_ascii_case(b"MAIL ") {
+        return Ok(None);
+    }
+    let text = String::from_utf8_lossy(line);
+    let Some(param) = text
+        .split_ascii_whitespace()
+        .skip(1)
+        .find(|p| p.len() >= 5 && p[..5].eq_ignore_ascii_case("SIZE="))
+    else {
+        return Ok(None);
+    };
+    let digits = &param[5..];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(());
+    }
+    Ok(Some(digits.bytes().fold(0u128, |n, d| {
+        n.saturating_mul(10).saturating_add(u128::from(d - b'0'))
+    })))
+}
+
+/// The first `MAIL` parameter this server does not advertise (RFC 5321 §4.1.1.11: a
+/// parameter of an extension that was not offered is refused with 555).
+fn unsupported_mail_param(from: &MailFrom<std::borrow::Cow<'_, str>>) -> Option<&'static str> {
+    let advertised = MAIL_BODY_7BIT | MAIL_BODY_8BITMIME;
+    let flags = from.flags & !advertised;
+    let named = [
+        (smtp_proto::MAIL_SMTPUTF8, "SMTPUTF8"),
+        (smtp_proto::MAIL_BODY_BINARYMIME, "BODY=BINARYMIME"),
+        (smtp_proto::MAIL_REQUIRETLS, "REQUIRETLS"),
+        (smtp_proto::MAIL_RET_FULL | smtp_proto::MAIL_RET_HDRS, "RET"),
+        (smtp_proto::MAIL_CONPERM, "CONPERM"),
+    ];
+    if let Some((_, name)) = named.iter().find(|(bit, _)| flags & bit != 0) {
+        return Some(name);
+    }
+    if flags != 0 || from.by != 0 {
+        return Some("BY");
+    }
+    [
+        (from.env_id.is_some(), "ENVID"),
+        (from.trans_id.is_some(), "TRANSID"),
+        (from.solicit.is_some(), "SOLICIT"),
+        (from.mtrk.is_some(), "MTRK"),
+        (from.auth.is_some(), "AUTH"),
+        (from.hold_for != 0 || from.hold_until != 0, "FUTURERELEASE"),
+        (from.mt_priority != 0, "MT-PRIORITY"),
+    ]
+    .into_iter()
+    .find_map(|(set, name)| set.then_some(name))
+}
+
+/// The first `RCPT` parameter this server does not advertise (DSN, RRVS, CONNEG).
+fn unsupported_rcpt_param(to: &RcptTo<std::borrow::Cow<'_, str>>) -> Option<&'static str> {
+    if to.orcpt.is_some() {
+        Some("ORCPT")
+    } else if to.flags & 0b1111 != 0 {
+        Some("NOTIFY")
+    } else if to.flags & smtp_proto::RCPT_CONNEG != 0 {
+        Some("CONNEG")
+    } else if to.rrvs != 0 || to.flags != 0 {
+        Some("RRVS")
+    } else {
+        None
+    }
+}
+
+/// Checks CRLF discipline, NUL and line length. Returns the reply for the first problem.
 fn check_line_endings(data: &[u8], max_line: usize) -> Option<(u16, &'static str)> {
     let mut line_len = 0usize;
     let mut i = 0;
@@ -533,6 +660,9 @@ fn check_line_endings(data: &[u8], max_line: usize) -> Option<(u16, &'static str
                 continue;
             }
             b'\n' => return Some((550, "5.5.2 Message refused: bare <LF> received")),
+            // RFC 5322 text and RFC 6152 8-bit data exclude NUL: nothing downstream
+            // (headers, labels, the client) should meet one.
+            0 => return Some((550, "5.6.0 Message refused: NUL character received")),
             _ => line_len += 1,
         }
         i += 1;

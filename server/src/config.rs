@@ -324,6 +324,12 @@ pub struct GatewayConfig {
     pub dkim_selector: String,
     /// Ed25519 DKIM key (base64 seed), made on first start when missing.
     pub dkim_key: PathBuf,
+    /// RSA DKIM key (PKCS#1 PEM, selector `DKIM_SELECTOR-rsa`), made on first start when
+    /// missing: receivers verify RSA-SHA256, few verify Ed25519 alone (RFC 8463 §4).
+    pub dkim_rsa_key: PathBuf,
+    /// The user of this node that mail to `postmaster` and `postmaster@DOMAIN` goes to
+    /// (RFC 5321 §4.5.1); empty: `postmaster@DOMAIN`.
+    pub postmaster: String,
     /// OpenPGP identity `gateway@DOMAIN` that clients seal outbound letters to, made on
     /// first start when missing.
     pub identity: PathBuf,
@@ -350,6 +356,8 @@ impl Default for GatewayConfig {
             smarthost: String::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
+            dkim_rsa_key: PathBuf::from("keys/dkim.rsa.pem"),
+            postmaster: String::new(),
             identity: PathBuf::from("keys/gateway-identity.asc"),
             give_up_after: Secs::from_secs(5 * 24 * 3600),
             retry_base: Secs::from_secs(60),
@@ -613,6 +621,15 @@ impl Config {
                 return bad(
                     "gateway.retry_base must be above 0 and at most gateway.retry_max".into(),
                 );
+            }
+            if !g.postmaster.is_empty() {
+                match sealpost_proto::Address::parse(&g.postmaster) {
+                    Ok(a) if a.local() == "gateway" && a.domain() == g.domain => {
+                        return bad("gateway.postmaster cannot be the gateway's own account".into());
+                    }
+                    Ok(_) => {}
+                    Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
+                }
             }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(

@@ -2,15 +2,17 @@
 //! `sealpost-gateway` crate and `sealpost_proto::smtp`).
 //!
 //! Inbound: legacy mail for `user@DOMAIN` (a user of this node whose record lists this node)
-//! is sealed to the user's certificate by the node's identity, labelled "not end-to-end",
-//! stored durably, and only then answered `250`. The envelope id is derived from the message
-//! and the recipient, so a retry after a lost `250` stores one copy.
+//! is sealed to the user's certificate by the gateway's identity (`gateway@DOMAIN`, so the
+//! client names the gateway that vouches for the label), labelled "not end-to-end", stored
+//! durably, and only then answered `250`. Mail to `postmaster` goes to `gateway.postmaster`.
+//! The envelope id is derived from the message and the recipient, so a retry after a lost
+//! `250` stores one copy.
 //!
 //! Outbound: the gateway has its own account and identity, `gateway@DOMAIN`, with a record
 //! published here. A client seals the copy for legacy recipients to it (naming them in
 //! `X-Sealpost-Legacy-To`); it arrives like any envelope. A worker opens each one, accepts
 //! it only when it is signed by an account of this node (never an open relay), builds and
-//! DKIM-signs the RFC 5322 message and sends it to the smarthost, retrying transient
+//! DKIM-signs the RFC 5322 message (RSA and Ed25519) and sends it to the smarthost, retrying transient
 //! failures with backoff and bouncing permanent ones (or the deadline) to the sender.
 
 use std::collections::HashMap;
@@ -22,7 +24,8 @@ use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use sealpost_gateway::smtp_out::{self, Dkim, OutError};
+use sealpost_gateway::dkim::{DkimKeys, new_rsa_pem};
+use sealpost_gateway::smtp_out::{self, OutError};
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
@@ -82,6 +85,11 @@ pub async fn start(
     let dkim = load_or_make_dkim(&node, &g)?;
     let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
 
+    let postmaster = if g.postmaster.is_empty() {
+        Address::parse(&format!("postmaster@{}", g.domain)).context("gateway.domain")?
+    } else {
+        Address::parse(&g.postmaster).context("gateway.postmaster")?
+    };
     let listener = TcpListener::bind(g.listen)
         .await
         .with_context(|| format!("binding gateway.listen {}", g.listen))?;
@@ -97,10 +105,12 @@ pub async fn start(
         command_timeout: g.command_timeout.get(),
         session_timeout: g.session_timeout.get(),
         max_connections: g.max_connections,
+        postmaster,
     });
     let backend = Arc::new(InboundBackend {
         node: node.clone(),
         gateway: address.clone(),
+        keyring: keyring.clone(),
     });
     let mut inbound_stop = stop.clone();
     let mut tasks = vec![tokio::spawn(sealpost_gateway::serve(
@@ -125,7 +135,7 @@ pub async fn start(
     Ok(Gateway { smtp_addr, tasks })
 }
 
-fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> anyhow::Result<Dkim> {
+fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> anyhow::Result<DkimKeys> {
     let path = node.config.resolve(&g.dkim_key);
     let seed_b64 = match read_secret(&path) {
         Ok(b) => String::from_utf8(b)
@@ -139,28 +149,22 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> anyhow::Result<Dkim> {
             text
         }
     };
-    let seed: [u8; 32] = B64
-        .decode(&seed_b64)
-        .ok()
-        .and_then(|s| s.try_into().ok())
-        .with_context(|| {
-            format!(
-                "{}: expected the base64 of a 32-byte Ed25519 seed",
-                path.display()
-            )
-        })?;
-    let public = ed25519_dalek::SigningKey::from_bytes(&seed)
-        .verifying_key()
-        .to_bytes();
-    tracing::info!(
-        record = %format!("{}._domainkey.{} TXT \"v=DKIM1; k=ed25519; p={}\"", g.dkim_selector, g.domain, B64.encode(public)),
-        "publish this DKIM record for outbound legacy mail"
-    );
-    Ok(Dkim {
-        domain: g.domain.clone(),
-        selector: g.dkim_selector.clone(),
-        ed25519_seed_b64: seed_b64,
-    })
+    let rsa_path = node.config.resolve(&g.dkim_rsa_key);
+    let rsa_pem = match read_secret(&rsa_path) {
+        Ok(b) => String::from_utf8(b).context("RSA DKIM key is not text")?,
+        Err(_) => {
+            let pem = new_rsa_pem()?;
+            write_secret(&rsa_path, pem.as_bytes())?;
+            tracing::info!(path = %rsa_path.display(), "made the RSA DKIM key");
+            pem
+        }
+    };
+    let keys = DkimKeys::new(&g.domain, &g.dkim_selector, &seed_b64, &rsa_pem)
+        .with_context(|| format!("DKIM keys {} and {}", path.display(), rsa_path.display()))?;
+    for (name, value) in keys.records() {
+        tracing::info!(%name, txt = %value, "publish this DKIM record for outbound legacy mail");
+    }
+    Ok(keys)
 }
 
 async fn register_and_publish(
@@ -245,6 +249,8 @@ struct InboundBackend {
     node: Arc<Node>,
     /// `gateway@DOMAIN` takes no legacy mail: its mailbox is the outbound queue.
     gateway: Address,
+    /// The gateway's identity: it signs what it seals, so a letter names its gateway.
+    keyring: Arc<Keyring>,
 }
 
 impl Backend for InboundBackend {
@@ -269,7 +275,7 @@ impl Backend for InboundBackend {
                 }
                 Err(_) => return DeliveryResult::TempFail,
             };
-            let keyring = self.node.keys.keyring.clone();
+            let keyring = self.keyring.clone();
             let cert = account.cert.clone();
             let message = mail.message.clone();
             let sealed =
@@ -333,7 +339,7 @@ async fn outbound_worker(
     outbox: Outbox,
     host: String,
     port: u16,
-    dkim: Dkim,
+    dkim: DkimKeys,
     mut stop: watch::Receiver<bool>,
 ) {
     let g = node.config.gateway.clone();
@@ -433,7 +439,7 @@ async fn send_one(
     seq: u64,
     host: &str,
     port: u16,
-    dkim: &Dkim,
+    dkim: &DkimKeys,
     timeout: Duration,
 ) -> Result<(), Failure> {
     let bytes = match node.store.envelope(outbox.mailbox, seq).await {

@@ -171,23 +171,33 @@ fn new_letters(fetches: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Legacy mail into the gateway, as a legacy MTA would send it.
+/// Legacy mail into the gateway, as a legacy MTA would send it: commands pipelined up to
+/// DATA, the message after the 354.
 fn smtp_in(addr: &str, from: &str, to: &str, message: &str) {
-    let mut s = TcpStream::connect(addr).unwrap();
+    let s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(ARRIVAL)).unwrap();
-    let input = format!(
-        "EHLO mx.legacy.test\r\nMAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n{message}\r\n.\r\nQUIT\r\n"
-    );
-    s.write_all(input.as_bytes()).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let head = format!("EHLO mx.legacy.test\r\nMAIL FROM:<{from}>\r\nRCPT TO:<{to}>\r\nDATA\r\n");
+    w.write_all(head.as_bytes()).unwrap();
     let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    // The answer after the message (the line after 354) says whether it was taken.
-    let lines: Vec<&str> = out.lines().collect();
-    let data = lines.iter().position(|l| l.starts_with("354"));
-    let taken = data
-        .and_then(|i| lines.get(i + 1))
-        .is_some_and(|l| l.starts_with("250"));
-    assert!(taken, "gateway refused: {out}");
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            panic!("gateway closed before 354: {out}");
+        }
+        out.push_str(&line);
+        if line.starts_with("354") {
+            break;
+        }
+        assert!(!line.starts_with(['4', '5']), "gateway refused: {out}");
+    }
+    w.write_all(format!("{message}\r\n.\r\nQUIT\r\n").as_bytes())
+        .unwrap();
+    let mut rest = String::new();
+    let _ = r.read_to_string(&mut rest);
+    // The answer after the message says whether it was taken.
+    assert!(rest.starts_with("250"), "gateway refused: {out}{rest}");
 }
 
 #[test]
@@ -249,6 +259,10 @@ fn one_letter_to_sealpost_and_legacy_recipients_reaches_each_the_right_way() {
         "{mail:#?}"
     );
     assert!(mail.data.contains("DKIM-Signature:"), "{mail:#?}");
+    assert!(
+        mail.data.contains("a=rsa-sha256") && mail.data.contains("a=ed25519-sha256"),
+        "{mail:#?}"
+    );
 
     // Bob gets his own end-to-end copy, verified.
     let fetches = bob.fetch_until(ARRIVAL, |f| !new_letters(f).is_empty());
@@ -289,6 +303,11 @@ fn a_reply_to_legacy_mail_goes_back_through_the_gateway() {
     let fetches = frank.fetch_until(ARRIVAL, |f| !new_letters(f).is_empty());
     let letter = &new_letters(&fetches)[0];
     assert_eq!(letter["legacy"], true, "{letter:#}");
+    // Grace's program wrote no Date: the gateway dated it on arrival (not 1970).
+    assert!(
+        letter["header"]["date"].as_i64().unwrap() > 1_700_000_000,
+        "{letter:#}"
+    );
     let id = letter["id"].as_str().unwrap().to_string();
 
     let out = frank.ok(&["reply", &id[..8]], b"Hello Grace.\n");

@@ -59,11 +59,15 @@ fn codes(wire: &str) -> Vec<&str> {
         .collect()
 }
 
-const GOOD: &[u8] = b"EHLO client.test\r\nMAIL FROM:<alice@legacy.test> BODY=8BITMIME\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\nSubject: hi\r\n\r\nHello\r\n..dot-stuffed\r\n.\r\nQUIT\r\n";
+/// A session as a client following the dialogue writes it: pipelined commands up to DATA,
+/// then (after the 354) the message and QUIT.
+const GOOD_CMDS: &[u8] = b"EHLO client.test\r\nMAIL FROM:<alice@legacy.test> BODY=8BITMIME\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n";
+const GOOD_DATA: &[u8] = b"Subject: hi\r\n\r\nHello\r\n..dot-stuffed\r\n.\r\nQUIT\r\n";
+const GOOD: [&[u8]; 2] = [GOOD_CMDS, GOOD_DATA];
 
 #[test]
 fn a_whole_pipelined_session() {
-    let (wire, stored, closed) = drive(&[GOOD], false);
+    let (wire, stored, closed) = drive(&GOOD, false);
     assert_eq!(
         codes(&wire),
         ["220", "250", "250", "250", "354", "250", "221"],
@@ -84,15 +88,21 @@ fn a_whole_pipelined_session() {
 
 #[test]
 fn every_split_point_gives_the_same_session() {
-    let (whole, stored, _) = drive(&[GOOD], false);
-    for i in 0..=GOOD.len() {
-        let (a, b) = GOOD.split_at(i);
-        let (wire, st, _) = drive(&[a, b], false);
-        assert_eq!(wire, whole, "split at {i}");
-        assert_eq!(st, stored, "split at {i}");
+    let (whole, stored, _) = drive(&GOOD, false);
+    for i in 0..=GOOD_CMDS.len() {
+        let (a, b) = GOOD_CMDS.split_at(i);
+        let (wire, st, _) = drive(&[a, b, GOOD_DATA], false);
+        assert_eq!(wire, whole, "commands split at {i}");
+        assert_eq!(st, stored, "commands split at {i}");
+    }
+    for i in 0..=GOOD_DATA.len() {
+        let (a, b) = GOOD_DATA.split_at(i);
+        let (wire, st, _) = drive(&[GOOD_CMDS, a, b], false);
+        assert_eq!(wire, whole, "data split at {i}");
+        assert_eq!(st, stored, "data split at {i}");
     }
     // And byte by byte.
-    let bytes: Vec<&[u8]> = GOOD.chunks(1).collect();
+    let bytes: Vec<&[u8]> = GOOD_CMDS.chunks(1).chain(GOOD_DATA.chunks(1)).collect();
     let (wire, st, _) = drive(&bytes, false);
     assert_eq!((wire, st), (whole, stored));
 }
@@ -196,7 +206,8 @@ fn oversize_messages_are_refused_and_the_session_goes_on() {
         &[
             b"EHLO c\r\nMAIL FROM:<a@legacy.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n",
             &body,
-            GOOD,
+            GOOD_CMDS,
+            GOOD_DATA,
         ],
         false,
     );
@@ -292,6 +303,173 @@ fn vrfy_and_friends_are_polite() {
     assert_eq!(
         codes(&wire),
         ["220", "250", "252", "502", "502", "250", "250"],
+        "{wire}"
+    );
+}
+
+const HEAD: &[u8] = b"EHLO c\r\nMAIL FROM:<a@legacy.test>\r\nRCPT TO:<bob@gw.test>\r\nDATA\r\n";
+
+#[test]
+fn an_empty_message_right_after_354_is_answered() {
+    // `.` as the first line of data ends an empty message; it must be answered, and what
+    // follows is a command again, not data of the next letter.
+    let (wire, stored, closed) = drive(&[HEAD, b".\r\n", b"NOOP\r\nQUIT\r\n"], false);
+    assert_eq!(
+        codes(&wire),
+        ["220", "250", "250", "250", "354", "250", "250", "221"],
+        "{wire}"
+    );
+    assert!(closed);
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].data.is_empty(), "{:?}", stored[0].data);
+    // `.` in the same chunk as the end of the 354 dialogue, and byte by byte.
+    let (wire2, stored2, _) = drive(&[HEAD, b".\r\nNOOP\r\nQUIT\r\n"], false);
+    assert_eq!((wire2, stored2), (wire.clone(), stored.clone()));
+    let mut chunks: Vec<&[u8]> = vec![HEAD];
+    chunks.extend(b".\r\nNOOP\r\nQUIT\r\n".chunks(1));
+    assert_eq!(drive(&chunks, false).0, wire);
+    // A message whose first line is dot-stuffed is not an empty message.
+    let (_, stored, _) = drive(&[HEAD, b"..x\r\n.\r\n"], false);
+    assert_eq!(stored[0].data, b".x\r\n");
+}
+
+#[test]
+fn content_pipelined_before_the_354_is_refused_and_the_session_closed() {
+    let mut all = HEAD.to_vec();
+    all.extend_from_slice(b"From: a@legacy.test\r\n\r\nhi\r\n.\r\nMAIL FROM:<x@gw.test>\r\n");
+    let (wire, stored, closed) = drive(&[&all], false);
+    assert_eq!(codes(&wire), ["220", "250", "250", "250", "554"], "{wire}");
+    assert!(
+        wire.contains("554 5.5.0 Error: SMTP protocol synchronization"),
+        "{wire}"
+    );
+    assert!(closed);
+    assert!(stored.is_empty());
+    // Whatever arrives later is not read as commands either.
+    let (wire, _, _) = drive(&[&all, b"NOOP\r\n"], false);
+    assert_eq!(codes(&wire).len(), 5, "{wire}");
+}
+
+#[test]
+fn postmaster_without_a_domain_is_passed_to_the_driver() {
+    // RFC 5321 §4.5.1: `RCPT TO:<Postmaster>` must be accepted; the session hands it to the
+    // driver (which maps it to a mailbox) instead of refusing its syntax.
+    let mut seen = Vec::new();
+    let (mut s, _) = Session::new(cfg());
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@legacy.test>\r\n");
+    for o in s.feed(b"RCPT TO:<Postmaster>\r\n") {
+        if let Output::CheckRecipient(r) = o {
+            seen.push(r);
+        }
+    }
+    assert_eq!(seen, ["Postmaster"]);
+    let out = s.recipient_verdict(RcptVerdict::Accept);
+    assert_eq!(out, [Output::Reply(b"250 2.1.5 OK\r\n".to_vec())]);
+}
+
+#[test]
+fn parameters_that_are_not_advertised_are_refused() {
+    for (line, what) in [
+        ("MAIL FROM:<a@legacy.test> SMTPUTF8", "SMTPUTF8"),
+        (
+            "MAIL FROM:<a@legacy.test> BODY=BINARYMIME",
+            "BODY=BINARYMIME",
+        ),
+        ("MAIL FROM:<a@legacy.test> REQUIRETLS", "REQUIRETLS"),
+        ("MAIL FROM:<a@legacy.test> RET=FULL", "RET"),
+        ("MAIL FROM:<a@legacy.test> ENVID=abc", "ENVID"),
+        ("MAIL FROM:<a@legacy.test> AUTH=<>", "AUTH"),
+        ("MAIL FROM:<a@legacy.test> MT-PRIORITY=3", "MT-PRIORITY"),
+    ] {
+        let input = format!("EHLO c\r\n{line}\r\nRCPT TO:<bob@gw.test>\r\n");
+        let (wire, _, _) = drive(&[input.as_bytes()], false);
+        assert_eq!(codes(&wire), ["220", "250", "555", "503"], "{line}: {wire}");
+        assert!(
+            wire.contains(&format!("555 5.5.4 Unsupported option: {what}")),
+            "{wire}"
+        );
+    }
+    let (wire, _, _) = drive(
+        &[b"EHLO c\r\nMAIL FROM:<a@legacy.test>\r\nRCPT TO:<bob@gw.test> NOTIFY=NEVER\r\nRCPT TO:<bob@gw.test> ORCPT=rfc822;x@y.test\r\n"],
+        false,
+    );
+    assert_eq!(codes(&wire), ["220", "250", "250", "555", "555"], "{wire}");
+    // What is advertised still works.
+    let (wire, _, _) = drive(
+        &[b"EHLO c\r\nMAIL FROM:<a@legacy.test> BODY=7BIT SIZE=100\r\nRSET\r\nMAIL FROM:<a@legacy.test> BODY=8BITMIME\r\n"],
+        false,
+    );
+    assert_eq!(codes(&wire), ["220", "250", "250", "250", "250"], "{wire}");
+}
+
+#[test]
+fn absurd_sizes_are_refused() {
+    for size in ["99999999999999999999999", "18446744073709551616", "10001"] {
+        let input = format!("EHLO c\r\nMAIL FROM:<a@legacy.test> SIZE={size}\r\n");
+        let (wire, _, _) = drive(&[input.as_bytes()], false);
+        assert_eq!(codes(&wire), ["220", "250", "552"], "SIZE={size}: {wire}");
+        assert!(wire.contains("552 5.3.4 Message too big"), "{wire}");
+    }
+    for size in ["12x", "-1", ""] {
+        let input = format!("EHLO c\r\nmail from:<a@legacy.test> size={size}\r\n");
+        let (wire, _, _) = drive(&[input.as_bytes()], false);
+        assert_eq!(codes(&wire), ["220", "250", "501"], "SIZE={size}: {wire}");
+    }
+    let (wire, _, _) = drive(
+        &[b"EHLO c\r\nMAIL FROM:<a@legacy.test> SIZE=10000\r\n"],
+        false,
+    );
+    assert_eq!(codes(&wire), ["220", "250", "250"], "{wire}");
+}
+
+#[test]
+fn nul_in_a_command_is_refused() {
+    let (wire, stored, _) = drive(
+        &[b"EHLO evil\0host\r\nHELO a\0\r\nMAIL FROM:<a@legacy.test>\r\nEHLO good.test\r\nMAIL FROM:<a\0b@legacy.test>\r\n", b"QUIT\r\n"],
+        false,
+    );
+    assert_eq!(
+        codes(&wire),
+        ["220", "501", "501", "503", "250", "501", "221"],
+        "{wire}"
+    );
+    assert!(wire.contains("501 5.5.2 Syntax error: NUL"), "{wire}");
+    assert!(stored.is_empty());
+    // NUL in the message (here in a header) is refused too, and nothing is stored.
+    let (wire, stored, _) = drive(
+        &[
+            HEAD,
+            b"From: a@legacy.test\r\nSubject: a\0b\r\n\r\nhi\r\n.\r\n",
+        ],
+        false,
+    );
+    assert!(wire.contains("550 5.6.0 Message refused: NUL"), "{wire}");
+    assert!(stored.is_empty());
+    // The greeting name kept for the label is the clean one.
+    let mut chunks: Vec<&[u8]> = vec![b"EHLO evil\0host\r\n"];
+    chunks.extend(GOOD);
+    let (_, stored, _) = drive(&chunks, false);
+    assert_eq!(stored[0].helo, "client.test");
+}
+
+#[test]
+fn the_error_that_reaches_the_limit_is_followed_by_421_at_once() {
+    // One bad command per read, as an interactive client sends them: the 421 comes with
+    // the answer to the tenth error, without waiting for an eleventh command.
+    let mut chunks: Vec<&[u8]> = vec![b"FOO\r\n"; 10];
+    let (wire, _, closed) = drive(&chunks, false);
+    assert!(closed, "{wire}");
+    assert_eq!(codes(&wire).last(), Some(&"421"), "{wire}");
+    assert_eq!(codes(&wire).len(), 1 + 10 + 1, "{wire}");
+    // Also when the tenth error is an over-long line still being received.
+    let long = vec![b'x'; 2000];
+    chunks.truncate(9);
+    chunks.push(&long);
+    let (wire, _, closed) = drive(&chunks, false);
+    assert!(closed, "{wire}");
+    assert_eq!(codes(&wire).len(), 1 + 10 + 1, "{wire}");
+    assert!(
+        wire.ends_with("Error: too many errors, closing connection\r\n"),
         "{wire}"
     );
 }

@@ -172,8 +172,14 @@ command_timeout = {g_ct}
 session_timeout = {g_st}
 # host:port; empty: no outbound legacy mail.
 smarthost = ""
+# Outbound mail is DKIM-signed twice (RFC 8463): Ed25519 under dkim_selector, RSA under
+# "<dkim_selector>-rsa". The keys are made on first start; the node logs both DNS records.
 dkim_selector = "sealpost"
 dkim_key = "keys/dkim.ed25519"
+dkim_rsa_key = "keys/dkim.rsa.pem"
+# The user of this node that mail to postmaster (bare or @domain) goes to; empty:
+# postmaster@domain. Until that user exists, such mail is deferred (451), never refused.
+postmaster = ""
 identity = "keys/gateway-identity.asc"
 give_up_after = {g_gua}
 retry_base = {g_rb}
