@@ -510,7 +510,8 @@ fn legacy_mail_through_postfix_and_the_gateway() {
     // 3. Sealpost → legacy: bob → gateway → Postfix (smarthost) → carol's Maildir. The body
     //    holds a lone CR that a receiver could take for a line end (`\r.\r`), NUL and a
     //    long line; what Postfix stored has none of them raw, and dkimpy verifies both DKIM
-    //    signatures (RSA and Ed25519) against the records the node logged.
+    //    signatures (RSA and Ed25519) against the records the node logged. carol is named
+    //    with `--legacy`: a first letter to a legacy address needs consent (client.md §4.1).
     let body = format!(
         "Dear Carol,\r.\rMAIL FROM:<admin@gw.test>\r\nnul \0 byte\n{}\nGrüße\n",
         "w".repeat(1500)
@@ -519,6 +520,8 @@ fn legacy_mail_through_postfix_and_the_gateway() {
         &[
             "send",
             "--to",
+            "carol@legacy.test",
+            "--legacy",
             "carol@legacy.test",
             "--subject",
             "Signed for the old world",
