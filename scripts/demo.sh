@@ -72,6 +72,9 @@ resolve=(--resolve "alpha.test=$URL_alpha" --resolve "beta.test=$URL_beta" --res
 # Show commands as a user would type them (profile and --resolve entries are set per user).
 quoted() { local a out=""; for a in "$@"; do [[ $a == *" "* ]] && a="\"$a\""; out+="$a "; done; echo "${out% }"; }
 as_user() { local who=$1; shift; echo "${dim}$who\$ sealpost $(quoted "$@")${reset}"; "$bin/sealpost" --profile "$work/$who" "${resolve[@]}" "$@"; }
+# The users' secret keys are locked with a passphrase; the demo gives it through the
+# environment so that `init` and later commands do not stop to ask at the terminal.
+export SEALPOST_PASSPHRASE="demo passphrase"
 alice() { as_user alice "$@"; }
 # Fetches quietly until USER has new mail (relaying between nodes takes a moment), 10 s at most.
 wait_for_mail() {
