@@ -4,90 +4,11 @@
 //! multipart letter whose body part carries its own Content-Type; and a changed byte must
 //! make them fail, so the check can fail.
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
 use sealpost_gateway::dkim::{DkimKeys, new_rsa_pem};
 use sealpost_gateway::smtp_out::build;
 use sealpost_proto::Address;
 use sealpost_proto::letter::{Attachment, Letter};
-
-/// Verifies every DKIM-Signature of `message` with dkimpy; `records` are (name, TXT value).
-/// Returns one verdict per signature, in order.
-pub fn dkimpy(message: &[u8], records: &[(String, String)]) -> Vec<bool> {
-    let script = r#"
-import sys, json, dkim
-records = json.loads(sys.argv[1])
-msg = sys.stdin.buffer.read()
-def dns(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    value = records.get(name.rstrip('.'))
-    return value.encode() if value else None
-d = dkim.DKIM(msg)
-n = len([l for l in msg.split(b'\r\n\r\n', 1)[0].split(b'\r\n') if l.lower().startswith(b'dkim-signature:')])
-def check(i):
-    try:
-        return bool(d.verify(idx=i, dnsfunc=dns))
-    except Exception as e:
-        sys.stderr.write('signature %d: %s\n' % (i, e))
-        return False
-print(json.dumps([check(i) for i in range(n)]))
-"#;
-    let map: serde_json_lite::Map = records.iter().cloned().collect();
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script, &map.to_json()])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with python3-dkim is installed (make deps)");
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "dkimpy failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .trim_matches(['[', ']'])
-        .split(',')
-        .filter(|s| !s.trim().is_empty())
-        .map(|s| s.trim() == "true")
-        .collect()
-}
-
-/// Just enough JSON for a map of strings (no serde_json in this crate's dependencies).
-mod serde_json_lite {
-    pub struct Map(Vec<(String, String)>);
-    impl FromIterator<(String, String)> for Map {
-        fn from_iter<I: IntoIterator<Item = (String, String)>>(i: I) -> Self {
-            Map(i.into_iter().collect())
-        }
-    }
-    fn quote(s: &str) -> String {
-        let mut o = String::from("\"");
-        for c in s.chars() {
-            match c {
-                '"' => o.push_str("\\\""),
-                '\\' => o.push_str("\\\\"),
-                c => o.push(c),
-            }
-        }
-        o.push('"');
-        o
-    }
-    impl Map {
-        pub fn to_json(&self) -> String {
-            let items: Vec<String> = self
-                .0
-                .iter()
-                .map(|(k, v)| format!("{}: {}", quote(k), quote(v)))
-                .collect();
-            format!("{{{}}}", items.join(", "))
-        }
-    }
-}
+use sealpost_testkit::dkim::dkimpy;
 
 fn keys() -> DkimKeys {
     let seed = "q83vEjRWeJCrze8SNFZ4kKvN7xI0VniQq83vEjRWeJA=";

@@ -10,6 +10,7 @@
 //!   [`conformance`]: the `Store` conformance suite every storage backend must pass.
 
 pub mod api;
+pub mod dkim;
 pub mod hygiene;
 pub mod process;
 

@@ -9,6 +9,7 @@ use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
+use sealpost_testkit::dkim::dkimpy;
 use sealpost_tests::{FAST_RELAY, Gpg, Node, Resolve, TempDir, User, pseudo_random_bytes};
 
 fn free_port() -> u16 {
@@ -155,44 +156,6 @@ fn dkim_records(log: &str) -> Vec<(String, String)> {
             Some((name.to_string(), txt.to_string()))
         })
         .collect()
-}
-
-/// dkimpy's verdict on each DKIM-Signature of `message`, with `records` instead of DNS.
-fn dkimpy(message: &[u8], records: &[(String, String)]) -> Vec<bool> {
-    use std::io::Write;
-    let script = r#"
-import sys, json, dkim
-records = dict(json.loads(sys.argv[1]))
-msg = sys.stdin.buffer.read()
-def dns(name, timeout=5):
-    name = name.decode() if isinstance(name, bytes) else name
-    value = records.get(name.rstrip('.'))
-    return value.encode() if value else None
-d = dkim.DKIM(msg)
-n = len([l for l in msg.split(b'\r\n\r\n', 1)[0].split(b'\r\n') if l.lower().startswith(b'dkim-signature:')])
-def check(i):
-    try:
-        return bool(d.verify(idx=i, dnsfunc=dns))
-    except Exception as e:
-        sys.stderr.write('signature %d: %s\n' % (i, e))
-        return False
-print(json.dumps([check(i) for i in range(n)]))
-"#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script, &serde_json::to_string(records).unwrap()])
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("python3-dkim is installed (make deps)");
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Waits for a message in the Maildir of Postfix's legacy.test that contains `needle`.
