@@ -221,6 +221,17 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
         .answer_challenge(&node.url, &node.url, &mailbox, &pending_nonce, &bob2.keys)
         .await;
     assert_eq!(late.0, StatusCode::UNAUTHORIZED, "{late:?}");
+    let fresh = api.challenge(&node.url, &mailbox).await;
+    let by_old_key = api
+        .answer_challenge(
+            &node.url,
+            &node.url,
+            &mailbox,
+            fresh.1["nonce"].as_str().unwrap(),
+            &bob.keys,
+        )
+        .await;
+    assert_eq!(by_old_key.0, StatusCode::UNAUTHORIZED, "{by_old_key:?}");
     let new_token = api.token(&node.url, &mailbox, &bob2.keys).await;
     assert_eq!(
         api.list(&node.url, &mailbox, Some(&new_token)).await.0,
