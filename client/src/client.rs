@@ -27,9 +27,7 @@ use crate::{join_all, now, now_millis};
 /// How long a published record is valid.
 pub const RECORD_VALIDITY_SECS: u64 = 365 * 24 * 3600;
 
-/// The next key while `rotate-key` is under way: written before any node learns it, so that
-/// an interrupted rotation resumes with the same key.
-pub const ROTATING_FILE: &str = "rotating.key";
+pub use crate::profile::ROTATING_FILE;
 
 /// What `rotate-key` did.
 #[derive(Clone, Debug)]
@@ -346,7 +344,6 @@ impl Client {
         }
         let new = next.fingerprint().to_hex();
         self.profile.replace_identity(next, signed)?;
-        crate::fsutil::remove_durable(&pending_path)?;
         Ok(RotateReport {
             old: old_fp,
             new,

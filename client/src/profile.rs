@@ -9,6 +9,8 @@
 //!                   user confirmed, extra TLS roots, DNS server
 //!   secret.key      armored OpenPGP secret key (0600; locked when a passphrase was given)
 //!   record.bin      the signed mailbox record last published
+//!   retired-keys/   FINGERPRINT.key: secret keys replaced by rotate-key (old letters)
+//!   rotating.key    only while rotate-key is unfinished: the next secret key
 //!   nodes.json      verified node descriptors seen, by URL (used when a node is down)
 //!   contacts/       ADDRESS.json: pinned certificates (TOFU)
 //!   messages/       ID.sealed (the sealed letter as received) + ID.json (what list shows)
@@ -40,6 +42,11 @@ pub const RECORD_FILE: &str = "record.bin";
 /// Secret keys replaced by `rotate-key`, one `FINGERPRINT.key` each: still used to open
 /// letters sealed to them.
 pub const RETIRED_DIR: &str = "retired-keys";
+/// The next key while `rotate-key` is under way: written before any node learns it, so that
+/// an interrupted rotation resumes with the same key; removed when the switch is done.
+pub const ROTATING_FILE: &str = "rotating.key";
+/// Steps of the switch to a new key ([`Profile::replace_identity`]), in order.
+const SWITCH_STEPS: usize = 5;
 
 /// One of the user's home nodes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -216,19 +223,14 @@ impl Profile {
             });
         }
         let lock = ProfileLock::acquire_waiting(dir, fsutil::LOCK_WAIT)?;
-        let config: Config = read_json(&config_path)?;
+        let mut config: Config = read_json(&config_path)?;
         config.check(&config_path)?;
 
         let secret_path = dir.join(SECRET_FILE);
         let secret = std::fs::read(&secret_path).map_err(|e| Error::profile_io(&secret_path, e))?;
         let identity =
             SecretIdentity::from_bytes(&secret).map_err(|e| Error::corrupt(&secret_path, e))?;
-        if identity.fingerprint().to_hex() != config.fingerprint {
-            return Err(Error::corrupt(
-                &secret_path,
-                "holds another key than config.json names",
-            ));
-        }
+        finish_switch(dir, &mut config, &identity)?;
 
         let record_path = dir.join(RECORD_FILE);
         let bytes = std::fs::read(&record_path).map_err(|e| Error::profile_io(&record_path, e))?;
@@ -340,24 +342,52 @@ impl Profile {
         Ok(keys)
     }
 
-    /// Makes `identity` the profile's key (after a rotation) with its first `record`; the
-    /// old secret key moves to [`RETIRED_DIR`] first, so nothing sealed to it is lost.
+    /// Makes `identity` (the key in [`ROTATING_FILE`]) the profile's key after a rotation,
+    /// with its first `record`; the old secret key moves to [`RETIRED_DIR`] first, so
+    /// nothing sealed to it is lost. A crash at any point leaves a profile that opens: with
+    /// the old key and the rotation resumable, or with the new one ([`finish_switch`]).
     pub fn replace_identity(
         &mut self,
         identity: SecretIdentity,
         record: SignedRecord,
     ) -> Result<()> {
-        let retired = self.path(RETIRED_DIR);
-        fsutil::create_private_dir(&retired)?;
-        fsutil::write_atomic(
-            &retired.join(format!("{}.key", self.config.fingerprint)),
-            self.identity.to_armored().as_bytes(),
-        )?;
-        fsutil::write_atomic(&self.path(SECRET_FILE), identity.to_armored().as_bytes())?;
+        for step in 0..SWITCH_STEPS {
+            self.switch_step(step, &identity, &record)?;
+        }
         self.config.fingerprint = identity.fingerprint().to_hex();
-        self.save_config()?;
         self.identity = identity;
-        self.save_record(record)
+        self.record = record;
+        Ok(())
+    }
+
+    /// One durable step of [`replace_identity`](Self::replace_identity).
+    fn switch_step(
+        &self,
+        step: usize,
+        identity: &SecretIdentity,
+        record: &SignedRecord,
+    ) -> Result<()> {
+        match step {
+            // The old key is kept before anything names another one.
+            0 => {
+                let retired = self.path(RETIRED_DIR);
+                fsutil::create_private_dir(&retired)?;
+                fsutil::write_atomic(
+                    &retired.join(format!("{}.key", self.config.fingerprint)),
+                    self.identity.to_armored().as_bytes(),
+                )
+            }
+            // open() checks only the record's address; `rotate-key` resumes from it.
+            1 => fsutil::write_atomic(&self.path(RECORD_FILE), &record.encode()),
+            // From here on open() finishes the switch.
+            2 => fsutil::write_atomic(&self.path(SECRET_FILE), identity.to_armored().as_bytes()),
+            3 => {
+                let mut config = self.config.clone();
+                config.fingerprint = identity.fingerprint().to_hex();
+                fsutil::write_atomic(&self.path(CONFIG_FILE), &to_json(&config))
+            }
+            _ => fsutil::remove_durable(&self.path(ROTATING_FILE)),
+        }
     }
 
     pub fn save_config(&self) -> Result<()> {
@@ -374,6 +404,38 @@ impl Profile {
     pub fn mailbox_on(&self, url: &NodeUrl) -> Option<MailboxId> {
         self.config.home(url).map(|h| h.mailbox)
     }
+}
+
+/// Checks that `secret.key` holds the key `config` names, finishing a key switch that a
+/// crash interrupted: `secret.key` already holds the key of [`ROTATING_FILE`] and the key
+/// config.json names is in [`RETIRED_DIR`] → config.json names the new key. A
+/// [`ROTATING_FILE`] holding the profile's own key is the leftover of a finished switch.
+fn finish_switch(dir: &Path, config: &mut Config, identity: &SecretIdentity) -> Result<()> {
+    let secret_fp = identity.fingerprint().to_hex();
+    let rotating_path = dir.join(ROTATING_FILE);
+    // Unreadable: not ours to judge here; `rotate-key` reports it.
+    let rotating_fp = fsutil::read_optional(&rotating_path)?
+        .and_then(|b| SecretIdentity::from_bytes(&b).ok())
+        .map(|id| id.fingerprint().to_hex());
+    if secret_fp != config.fingerprint {
+        let retired = dir
+            .join(RETIRED_DIR)
+            .join(format!("{}.key", config.fingerprint));
+        if rotating_fp.as_deref() != Some(secret_fp.as_str()) || !retired.exists() {
+            return Err(Error::corrupt(
+                dir.join(SECRET_FILE),
+                "holds another key than config.json names",
+            ));
+        }
+        let mut finished = config.clone();
+        finished.fingerprint = secret_fp.clone();
+        fsutil::write_atomic(&dir.join(CONFIG_FILE), &to_json(&finished))?;
+        *config = finished;
+    }
+    if rotating_fp.as_deref() == Some(secret_fp.as_str()) {
+        fsutil::remove_durable(&rotating_path)?;
+    }
+    Ok(())
 }
 
 /// `identity` with every unencrypted secret key encrypted with `passphrase` (an imported
@@ -573,6 +635,72 @@ pub(crate) mod tests {
         assert!(locked.is_locked());
         assert!(locked.unlock(None).is_err());
         assert!(locked.unlock(Some("pw")).is_ok());
+    }
+
+    /// A crash after each step of the switch to a new key: the profile opens, with the old
+    /// key (and `rotating.key` to resume with) or with the new one (and nothing left over).
+    #[test]
+    fn a_key_switch_cut_short_at_any_step_leaves_a_profile_that_opens() {
+        let tmp = tempfile::tempdir().unwrap();
+        for done in 0..=SWITCH_STEPS {
+            let dir = tmp.path().join(format!("p{done}"));
+            let p = sample(&dir, "alice@alpha.test", Some("pw"));
+            let old_fp = p.config.fingerprint.clone();
+            let next = SecretIdentity::generate(p.address(), Some("pw")).unwrap();
+            let new_fp = next.fingerprint().to_hex();
+            let mut body = p.record_body().unwrap();
+            body.cert = sealpost_proto::identity::cert_to_bytes(&next.public_cert());
+            body.sequence += 1;
+            let record = SignedRecord::sign(&body, &next.unlock(Some("pw")).unwrap()).unwrap();
+            // As rotate-key does before any node learns the key.
+            fsutil::write_atomic(&dir.join(ROTATING_FILE), next.to_armored().as_bytes()).unwrap();
+            for step in 0..done {
+                p.switch_step(step, &next, &record).unwrap();
+            }
+            drop(p);
+
+            let p = Profile::open(&dir).unwrap_or_else(|e| panic!("after {done} steps: {e}"));
+            let switched = done > 2;
+            assert_eq!(
+                &p.config.fingerprint,
+                if switched { &new_fp } else { &old_fp },
+                "after {done} steps"
+            );
+            assert_eq!(p.identity().fingerprint().to_hex(), p.config.fingerprint);
+            assert_eq!(
+                dir.join(ROTATING_FILE).exists(),
+                !switched,
+                "after {done} steps"
+            );
+            if switched {
+                // Finished for good: config.json names the new key, the old one is kept.
+                drop(p);
+                let p = Profile::open(&dir).unwrap();
+                assert_eq!(p.config.fingerprint, new_fp);
+                assert_eq!(p.record_body().unwrap().sequence, 2);
+                assert!(dir.join(RETIRED_DIR).join(format!("{old_fp}.key")).exists());
+                assert!(p.unlock(Some("pw")).is_ok());
+            }
+        }
+    }
+
+    #[test]
+    fn a_foreign_secret_key_is_no_unfinished_switch() {
+        let tmp = tempfile::tempdir().unwrap();
+        let p = sample(tmp.path(), "alice@alpha.test", None);
+        let other = SecretIdentity::generate(p.address(), None).unwrap();
+        let armored = other.to_armored();
+        drop(p);
+        std::fs::write(tmp.path().join(SECRET_FILE), armored.as_bytes()).unwrap();
+        let corrupt = |dir: &Path| match Profile::open(dir) {
+            Err(Error::ProfileCorrupt { .. }) => true,
+            Err(e) => panic!("{e}"),
+            Ok(_) => false,
+        };
+        assert!(corrupt(tmp.path()), "without rotating.key");
+        // rotating.key names it, but the key config.json names was never retired.
+        std::fs::write(tmp.path().join(ROTATING_FILE), armored.as_bytes()).unwrap();
+        assert!(corrupt(tmp.path()), "without the retired key");
     }
 
     #[test]

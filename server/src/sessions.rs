@@ -2,6 +2,11 @@
 //! [`MAX_NONCES_PER_MAILBOX`] per mailbox, the oldest replaced) and bearer tokens (600 s),
 //! kept in memory. A restart forgets them; clients then ask for a new challenge.
 //! `[auth] nonce_ttl` and `token_ttl` in node.toml change the lifetimes (`spec/node.md`).
+//!
+//! A key rotation [`revoke`](Sessions::revoke)s every nonce and token of the mailbox. Each
+//! mailbox has an epoch that a revocation advances; a token is issued only for the epoch
+//! read before the signature was checked, so a sign-in that verified against the old key
+//! while the rotation committed gets no token either.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
@@ -29,7 +34,20 @@ pub struct Sessions {
     nonce_ttl: u64,
     token_ttl: u64,
     nonces: Mutex<Nonces>,
-    tokens: Mutex<HashMap<[u8; 32], Entry>>,
+    tokens: Mutex<Tokens>,
+}
+
+/// Live tokens, and the epoch of each mailbox whose sessions were ever revoked (absent: 0).
+#[derive(Default)]
+struct Tokens {
+    by_token: HashMap<[u8; 32], Entry>,
+    epochs: HashMap<MailboxId, u64>,
+}
+
+impl Tokens {
+    fn epoch(&self, mailbox: &MailboxId) -> u64 {
+        self.epochs.get(mailbox).copied().unwrap_or(0)
+    }
 }
 
 /// Outstanding nonces, and each mailbox's in the order they were issued.
@@ -65,6 +83,15 @@ impl Default for Sessions {
     fn default() -> Self {
         Sessions::new(NONCE_TTL_SECS, TOKEN_TTL_SECS)
     }
+}
+
+/// Why no token was issued.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Too many tokens are outstanding (`429`).
+    Full,
+    /// The mailbox's sessions were revoked (its key rotated) after `epoch` was read (`401`).
+    Revoked,
 }
 
 /// Why a challenge answer was refused (all map to `401 unauthorized`).
@@ -132,27 +159,58 @@ impl Sessions {
         Ok(())
     }
 
-    /// Issues a token for `mailbox`; `None` when too many are outstanding.
-    pub fn issue_token(&self, mailbox: MailboxId, now: u64) -> Option<([u8; 32], u64)> {
+    /// The current epoch of `mailbox`: read it before checking a sign-in's signature and
+    /// pass it to [`issue_token`](Self::issue_token).
+    pub fn epoch(&self, mailbox: MailboxId) -> u64 {
+        self.tokens.lock().map(|t| t.epoch(&mailbox)).unwrap_or(0)
+    }
+
+    /// Issues a token for `mailbox` if its sessions were not revoked since `epoch`.
+    pub fn issue_token(
+        &self,
+        mailbox: MailboxId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<([u8; 32], u64), TokenError> {
         let token: [u8; 32] = rand::random();
         let expires = now + self.token_ttl;
-        let mut map = self.tokens.lock().ok()?;
-        if map.len() >= MAX_PENDING {
-            map.retain(|_, e| e.expires > now);
-            if map.len() >= MAX_PENDING {
-                return None;
+        let mut t = self.tokens.lock().map_err(|_| TokenError::Full)?;
+        if t.epoch(&mailbox) != epoch {
+            return Err(TokenError::Revoked);
+        }
+        if t.by_token.len() >= MAX_PENDING {
+            t.by_token.retain(|_, e| e.expires > now);
+            if t.by_token.len() >= MAX_PENDING {
+                return Err(TokenError::Full);
             }
         }
-        map.insert(token, Entry { mailbox, expires });
-        Some((token, expires))
+        t.by_token.insert(token, Entry { mailbox, expires });
+        Ok((token, expires))
     }
 
     /// The mailbox a live token is for.
     pub fn token_mailbox(&self, token: &[u8; 32], now: u64) -> Option<MailboxId> {
-        let map = self.tokens.lock().ok()?;
-        map.get(token)
+        let t = self.tokens.lock().ok()?;
+        t.by_token
+            .get(token)
             .filter(|e| e.expires > now)
             .map(|e| e.mailbox)
+    }
+
+    /// Ends every session of `mailbox` (its key was replaced): its tokens and outstanding
+    /// nonces are forgotten, and a sign-in under way gets no token.
+    pub fn revoke(&self, mailbox: MailboxId) {
+        if let Ok(mut t) = self.tokens.lock() {
+            *t.epochs.entry(mailbox).or_insert(0) += 1;
+            t.by_token.retain(|_, e| e.mailbox != mailbox);
+        }
+        if let Ok(mut n) = self.nonces.lock()
+            && let Some(q) = n.by_mailbox.remove(&mailbox)
+        {
+            for nonce in q {
+                n.by_nonce.remove(&nonce);
+            }
+        }
     }
 
     /// Drops expired nonces and tokens.
@@ -160,8 +218,8 @@ impl Sessions {
         if let Ok(mut n) = self.nonces.lock() {
             n.sweep(now);
         }
-        if let Ok(mut m) = self.tokens.lock() {
-            m.retain(|_, e| e.expires > now);
+        if let Ok(mut t) = self.tokens.lock() {
+            t.by_token.retain(|_, e| e.expires > now);
         }
     }
 }
@@ -221,22 +279,44 @@ mod tests {
         let s = Sessions::new(5, 7);
         let m = MailboxId([1; 16]);
         assert_eq!(s.challenge(m, 100).unwrap().1, 105);
-        let (t, exp) = s.issue_token(m, 100).unwrap();
+        let (t, exp) = s.issue_token(m, 0, 100).unwrap();
         assert_eq!(exp, 107);
         assert_eq!(s.token_mailbox(&t, 106), Some(m));
         assert_eq!(s.token_mailbox(&t, 107), None);
-        assert_eq!(Sessions::new(0, 0).issue_token(m, 100).unwrap().1, 101);
+        assert_eq!(Sessions::new(0, 0).issue_token(m, 0, 100).unwrap().1, 101);
     }
 
     #[test]
     fn tokens_name_their_mailbox_until_expiry() {
         let s = Sessions::default();
         let m = MailboxId([1; 16]);
-        let (t, exp) = s.issue_token(m, 1000).unwrap();
+        let (t, exp) = s.issue_token(m, 0, 1000).unwrap();
         assert_eq!(s.token_mailbox(&t, exp - 1), Some(m));
         assert_eq!(s.token_mailbox(&t, exp), None);
         assert_eq!(s.token_mailbox(&[0; 32], 1000), None);
         s.sweep(exp);
         assert_eq!(s.token_mailbox(&t, 1000), None);
+    }
+
+    #[test]
+    fn revoking_ends_tokens_nonces_and_sign_ins_under_way_of_that_mailbox_only() {
+        let s = Sessions::default();
+        let (m, other) = (MailboxId([1; 16]), MailboxId([2; 16]));
+        let (old, _) = s.issue_token(m, s.epoch(m), 100).unwrap();
+        let (theirs, _) = s.issue_token(other, s.epoch(other), 100).unwrap();
+        let (nonce, _) = s.challenge(m, 100).unwrap();
+        let (their_nonce, _) = s.challenge(other, 100).unwrap();
+        // A sign-in read the epoch, then the key rotated before its token was issued.
+        let under_way = s.epoch(m);
+        s.revoke(m);
+        assert_eq!(s.token_mailbox(&old, 101), None);
+        assert_eq!(s.take_nonce(&nonce, m, 101), Err(NonceError::Unknown));
+        assert_eq!(s.issue_token(m, under_way, 101), Err(TokenError::Revoked));
+        assert!(s.nonces.lock().unwrap().by_mailbox.get(&m).is_none());
+        // A sign-in begun after the rotation works; the other mailbox is untouched.
+        let (new, _) = s.issue_token(m, s.epoch(m), 101).unwrap();
+        assert_eq!(s.token_mailbox(&new, 102), Some(m));
+        assert_eq!(s.token_mailbox(&theirs, 102), Some(other));
+        assert_eq!(s.take_nonce(&their_nonce, other, 102), Ok(()));
     }
 }

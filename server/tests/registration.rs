@@ -1,6 +1,6 @@
 //! Registration policies: `invite` (each code once; an existing account answers without
 //! one) and `closed`; and who owns an address: its first account, until that account's key
-//! endorses a new one (rotation).
+//! endorses a new one (rotation), which ends the sessions signed in with the old key.
 
 mod common;
 
@@ -182,6 +182,16 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
         "{hijack:?}"
     );
 
+    // Bob signed in with his current key; a second challenge is still unanswered.
+    let old_token = api.token(&node.url, &mailbox, &bob.keys).await;
+    assert_eq!(
+        api.list(&node.url, &mailbox, Some(&old_token)).await.0,
+        StatusCode::OK
+    );
+    let pending = api.challenge(&node.url, &mailbox).await;
+    assert_eq!(pending.0, StatusCode::OK, "{pending:?}");
+    let pending_nonce = pending.1["nonce"].as_str().unwrap().to_string();
+
     // Rotation: the new certificate carries a certification by Bob's current key.
     let bob2 = user_with(
         "bob@beta.test",
@@ -199,6 +209,34 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
         "the mailbox stays"
     );
     assert_eq!(rotated.1["rotated"], true);
+    // The rotation ended what the old key signed in: its token, and the challenge issued
+    // before (even answered with the new key). A sign-in with the new key works.
+    let after = api.list(&node.url, &mailbox, Some(&old_token)).await;
+    assert_eq!(
+        (after.0, code(&after)),
+        (StatusCode::UNAUTHORIZED, "unauthorized"),
+        "{after:?}"
+    );
+    let late = api
+        .answer_challenge(&node.url, &node.url, &mailbox, &pending_nonce, &bob2.keys)
+        .await;
+    assert_eq!(late.0, StatusCode::UNAUTHORIZED, "{late:?}");
+    let fresh = api.challenge(&node.url, &mailbox).await;
+    let by_old_key = api
+        .answer_challenge(
+            &node.url,
+            &node.url,
+            &mailbox,
+            fresh.1["nonce"].as_str().unwrap(),
+            &bob.keys,
+        )
+        .await;
+    assert_eq!(by_old_key.0, StatusCode::UNAUTHORIZED, "{by_old_key:?}");
+    let new_token = api.token(&node.url, &mailbox, &bob2.keys).await;
+    assert_eq!(
+        api.list(&node.url, &mailbox, Some(&new_token)).await.0,
+        StatusCode::OK
+    );
     // Idempotent like any registration.
     let again = api.register(&node.url, &bob2, None).await;
     assert_eq!(

@@ -496,6 +496,31 @@ fn no_command_panics_when_its_reader_goes_away() {
         let (code, _) = run_into_closed_pipe(&alice, &a, true);
         assert_eq!(code, 0, "{a:?} with stderr closed");
     }
+    // export-key has no --json but writes to stdout all the same.
+    for args in [vec!["export-key"], vec!["export-key", "--secret"]] {
+        for close_stderr in [false, true] {
+            let (code, stderr) = run_into_closed_pipe(&alice, &args, close_stderr);
+            assert_eq!(
+                code, 0,
+                "{args:?} (stderr closed: {close_stderr}): {stderr}"
+            );
+            assert!(stderr.is_empty(), "{args:?}: {stderr}");
+        }
+    }
+    // Quiet about a closed pipe only: a backup that did not reach a full disk is an error.
+    let out = Command::new(cli_bin())
+        .arg("--profile")
+        .arg(alice.profile())
+        .args(["export-key", "--secret"])
+        .stdout(std::fs::File::create("/dev/full").unwrap())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("writing to stdout") && stderr.contains("No space left"),
+        "{stderr}"
+    );
     // init --json, into a closed pipe: the profile is made all the same.
     let carol = User::new("carol@alpha.test", &resolve);
     let (code, stderr) = run_into_closed_pipe(

@@ -380,8 +380,13 @@ pub(super) fn export_key(ctx: &Ctx, secret: bool, output: Option<&Path>) -> anyh
         }
         None => {
             let mut out = std::io::stdout().lock();
-            out.write_all(text.as_bytes())
-                .context("writing to stdout")?;
+            match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+                Ok(()) => {}
+                // A reader that went away (`| head`) ends it quietly, like every command's
+                // output; any other failure (a full disk under `> backup.asc`) is an error.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                Err(e) => return Err(anyhow::Error::new(e).context("writing to stdout")),
+            }
         }
     }
     Ok(())

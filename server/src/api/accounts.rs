@@ -5,7 +5,8 @@
 //! owner's current key endorsed it (an OpenPGP certification of the new User ID by the old
 //! primary key, [`sealpost_proto::record::endorse`]): that is a key rotation, and the owner's
 //! account takes the new certificate and keeps its mailbox. The store decides inside the
-//! write, so two racing registrations for one address cannot both win.
+//! write, so two racing registrations for one address cannot both win. A rotation ends the
+//! account's sessions: tokens and challenges issued before it are refused (401).
 
 use std::sync::Arc;
 
@@ -137,6 +138,8 @@ pub async fn register(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, 
         }
         RegisterOutcome::Rotated(m) => {
             node.forget_account(m);
+            // Sessions signed in with the old key end with it.
+            node.sessions.revoke(m);
             tracing::info!("account key rotated");
             (StatusCode::OK, m, true)
         }

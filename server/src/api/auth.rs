@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use super::{Resp, json, json_body};
 use crate::error::ApiError;
 use crate::node::{Node, now_secs};
+use crate::sessions::TokenError;
 
 #[derive(Deserialize)]
 struct ChallengeRequest {
@@ -78,6 +79,8 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
     node.sessions
         .take_nonce(&nonce, mailbox, now)
         .map_err(|_| ApiError::Unauthorized("unknown, expired or already used challenge".into()))?;
+    // Read before the key is: a rotation committing after this point revokes the token.
+    let epoch = node.sessions.epoch(mailbox);
     let account = node
         .account(mailbox)
         .await?
@@ -88,8 +91,13 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
     })?;
     let (token, expires) = node
         .sessions
-        .issue_token(mailbox, now)
-        .ok_or(ApiError::RateLimited { retry_after: 60 })?;
+        .issue_token(mailbox, epoch, now)
+        .map_err(|e| match e {
+            TokenError::Full => ApiError::RateLimited { retry_after: 60 },
+            TokenError::Revoked => ApiError::Unauthorized(
+                "the account's key changed during sign-in; ask for a new challenge".into(),
+            ),
+        })?;
     Ok(json(
         StatusCode::OK,
         &Token {
