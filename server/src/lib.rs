@@ -8,8 +8,8 @@
 //! pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
 
 pub mod api;
+pub mod basics;
 pub mod budget;
-pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod gateway;

@@ -10,9 +10,10 @@ use sealpost_proto::NodeUrl;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::SignedDescriptor;
 
+use crate::basics::clock::now_secs;
 use crate::config::{KeyChangePolicy, parse_node_key};
 use crate::metrics::Metrics;
-use crate::node::{Node, now_secs};
+use crate::node::Node;
 use crate::store::PeerPin;
 
 /// Largest descriptor response read.

@@ -16,10 +16,12 @@ use serde_json::json as j;
 use sha2::{Digest, Sha256};
 
 use super::auth::bearer;
-use super::{HOP_OVERHEAD, Resp, client_key, json, path_prefix, read_body_charged};
+use super::{HOP_OVERHEAD, Resp, client_key, json, read_body_charged};
+use crate::basics::clock::{now_ms, now_secs};
+use crate::basics::paths::path_prefix;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::node::{Node, now_ms, now_secs};
+use crate::node::Node;
 use crate::relay::Job;
 use crate::store::{DeliverOutcome, OutboundItem, QueueId};
 

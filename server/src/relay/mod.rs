@@ -20,9 +20,11 @@ use sealpost_proto::httpsig::sign_request;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::api::path_prefix;
+use crate::basics::clock::{now_ms, now_secs};
+use crate::basics::paths::path_prefix;
+use crate::basics::shutdown::stopped;
 use crate::metrics::{Metrics, RelayOutcome};
-use crate::node::{Node, now_ms, now_secs};
+use crate::node::Node;
 use crate::store::{DeliverOutcome, OutboundItem};
 
 /// A hop to attempt: its queue entry and, when still in memory, its payload.
@@ -112,7 +114,7 @@ async fn run(
             _ => Duration::from_secs(3600),
         };
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
             Some(job) = rx.recv() => {
                 schedule.push(Reverse((job.item.next_attempt_ms, job.item.id)));
                 waiting.insert(job.item.id, job);
