@@ -43,10 +43,10 @@ use tokio::task::JoinHandle;
 
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
+use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::config::{GatewayConfig, smarthost_parts};
 use crate::keys::{read_secret, write_secret};
 use crate::node::Node;
-use crate::relay::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
 
 /// A running gateway: the SMTP address and its tasks.

@@ -23,11 +23,17 @@ use crate::config::{Config, parse_node_key};
 use crate::error::ApiError;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::peers::{PeerError, Peers};
 use crate::ratelimit::RateLimiter;
-use crate::relay::Job;
 use crate::sessions::Sessions;
 use crate::store::{DeliverOutcome, NewEnvelope, OutboundItem, Quota, Store};
+
+/// A hop for the relay to attempt: its queue entry and, when still in memory, its payload.
+/// The relay owns the queue; the node only hands it what was queued ([`Node::schedule`]).
+pub struct Job {
+    pub item: OutboundItem,
+    pub payload: Option<Bytes>,
+}
 
 /// Software name in the descriptor.
 pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
@@ -371,6 +377,13 @@ impl Node {
             }
             k.insert(key);
         }
+    }
+
+    /// Makes sure the peer at `url` is who it was ([`Peers::check`]).
+    pub async fn check_peer(&self, url: &NodeUrl) -> Result<(), PeerError> {
+        self.peers
+            .check(url, &self.metrics, self.store.as_ref())
+            .await
     }
 
     /// Tells the relay about a newly queued hop.

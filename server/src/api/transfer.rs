@@ -21,8 +21,7 @@ use crate::basics::clock::{now_ms, now_secs};
 use crate::basics::paths::path_prefix;
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::node::Node;
-use crate::relay::Job;
+use crate::node::{Job, Node};
 use crate::store::{DeliverOutcome, OutboundItem, QueueId};
 
 /// How far a request signature's `created` may be from our clock.

@@ -6,8 +6,6 @@
 //! The queue lives in the store; this task keeps only a schedule (id and due time) in
 //! memory, plus the payload of a fresh submission for its first attempt.
 
-pub(crate) mod bounce;
-
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -23,15 +21,10 @@ use tokio::task::{JoinHandle, JoinSet};
 use crate::basics::clock::{now_ms, now_secs};
 use crate::basics::paths::path_prefix;
 use crate::basics::shutdown::stopped;
+use crate::bounce;
 use crate::metrics::{Metrics, RelayOutcome};
-use crate::node::Node;
+use crate::node::{Job, Node};
 use crate::store::{DeliverOutcome, OutboundItem};
-
-/// A hop to attempt: its queue entry and, when still in memory, its payload.
-pub struct Job {
-    pub item: OutboundItem,
-    pub payload: Option<Bytes>,
-}
 
 /// How an attempt ended.
 enum Attempt {
