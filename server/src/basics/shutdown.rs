@@ -1,5 +1,5 @@
 //! The shutdown signal: a `watch` flag the start-up code sets once; every loop selects on
-//! [`stopped`].
+//! `stopped`.
 
 use tokio::sync::watch;
 
