@@ -18,7 +18,7 @@ use sha2::{Digest, Sha256};
 use super::auth::bearer;
 use super::{HOP_OVERHEAD, Resp, client_key, json, read_body_charged};
 use crate::basics::clock::{now_ms, now_secs};
-use crate::basics::paths::path_prefix;
+use crate::basics::paths::{DELIVER, path_prefix};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::node::{Job, Node};
@@ -107,7 +107,7 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
     let unauthorized = |e: SigError| ApiError::Unauthorized(format!("request signature: {e}"));
     let expected = parse_content_digest(digest).map_err(unauthorized)?;
     // The signature covers our public authority and path, as the sender addressed us.
-    let path = format!("{}/v1/deliver", path_prefix(&node.url));
+    let path = format!("{}{DELIVER}", path_prefix(&node.url));
     let peer = verify_signature(
         "POST",
         node.url.authority(),

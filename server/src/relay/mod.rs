@@ -19,7 +19,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::basics::clock::{now_ms, now_secs};
-use crate::basics::paths::path_prefix;
+use crate::basics::paths::{DELIVER, path_prefix};
 use crate::basics::shutdown::stopped;
 use crate::bounce;
 use crate::metrics::{Metrics, RelayOutcome};
@@ -266,7 +266,7 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     if let Err(e) = node.check_peer(destination).await {
         return Attempt::Temporary(e.to_string());
     }
-    let path = format!("{}/v1/deliver", path_prefix(destination));
+    let path = format!("{}{DELIVER}", path_prefix(destination));
     let sig = sign_request(
         &node.keys.signing,
         "POST",
@@ -278,7 +278,7 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     let resp = node
         .peers
         .http()
-        .post(destination.join("/v1/deliver"))
+        .post(destination.join(DELIVER))
         .header("content-type", "application/octet-stream")
         .header("content-digest", sig.content_digest)
         .header("signature-input", sig.signature_input)
