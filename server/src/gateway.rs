@@ -41,11 +41,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use crate::basics::clock::now_secs;
+use crate::basics::shutdown::stopped;
+use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::config::{GatewayConfig, smarthost_parts};
 use crate::keys::{read_secret, write_secret};
-use crate::node::{Node, now_secs};
-use crate::relay::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
-use crate::server::stopped;
+use crate::node::Node;
 use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
 
 /// A running gateway: the SMTP address and its tasks.
@@ -357,7 +358,7 @@ async fn outbound_worker(
                 continue;
             }
         };
-        let now = crate::node::now_ms();
+        let now = crate::basics::clock::now_ms();
         for item in items {
             if retries.get(&item.seq).is_some_and(|a| a.next_ms > now) {
                 continue;

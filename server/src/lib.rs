@@ -2,14 +2,17 @@
 //! (hyper 1, optional rustls), stores envelopes, accounts, records and its outbound queue in
 //! RocksDB with group-committed durable writes, and relays hops to other nodes.
 //!
-//! Tour: [`config`] (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys),
-//! [`server`] (accept loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and
-//! RocksDB), [`relay`] (outbound queue worker, bounces), [`peers`] (descriptor cache, key
-//! pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
+//! Tour: [`basics`] (shutdown signal, clock, client address, API paths), [`config`]
+//! (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys), [`server`] (accept
+//! loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and RocksDB), [`relay`]
+//! (outbound queue worker), `bounce` (bounces, postmaster letters), [`peers`] (descriptor
+//! cache, key pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
+//! The modules sit in layers (README.md, "Layers of `server/src`"; `tests/layering.rs`).
 
 pub mod api;
+pub mod basics;
+pub(crate) mod bounce;
 pub mod budget;
-pub mod client_addr;
 pub mod config;
 pub mod error;
 pub mod gateway;

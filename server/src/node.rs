@@ -5,7 +5,6 @@
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use sealpost_proto::codec::Codec;
@@ -17,32 +16,23 @@ use sealpost_proto::seal::decrypt_with;
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
+use crate::basics::client_addr::{ClientIp, TrustedProxies};
+use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
-use crate::client_addr::TrustedProxies;
 use crate::config::{Config, parse_node_key};
 use crate::error::ApiError;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
-use crate::peers::Peers;
+use crate::peers::{PeerError, Peers};
 use crate::ratelimit::RateLimiter;
-use crate::relay::Job;
 use crate::sessions::Sessions;
 use crate::store::{DeliverOutcome, NewEnvelope, OutboundItem, Quota, Store};
 
-/// Unix seconds now.
-pub fn now_secs() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
-/// Unix milliseconds now.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+/// A hop for the relay to attempt: its queue entry and, when still in memory, its payload.
+/// The relay owns the queue; the node only hands it what was queued ([`Node::schedule`]).
+pub struct Job {
+    pub item: OutboundItem,
+    pub payload: Option<Bytes>,
 }
 
 /// Software name in the descriptor.
@@ -349,7 +339,7 @@ impl Node {
         limiter: &RateLimiter<IpAddr>,
         req: &hyper::Request<hyper::body::Incoming>,
     ) -> Result<(), ApiError> {
-        let Some(crate::api::ClientIp(ip)) = req.extensions().get::<crate::api::ClientIp>() else {
+        let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() else {
             return Ok(());
         };
         self.check_ip(limiter, *ip)
@@ -361,7 +351,10 @@ impl Node {
             return Ok(());
         }
         limiter
-            .check(crate::client_addr::addr_key(ip), std::time::Instant::now())
+            .check(
+                crate::basics::client_addr::addr_key(ip),
+                std::time::Instant::now(),
+            )
             .map_err(|retry_after| {
                 Metrics::inc(&self.metrics.rate_limited);
                 ApiError::RateLimited { retry_after }
@@ -384,6 +377,13 @@ impl Node {
             }
             k.insert(key);
         }
+    }
+
+    /// Makes sure the peer at `url` is who it was ([`Peers::check`]).
+    pub async fn check_peer(&self, url: &NodeUrl) -> Result<(), PeerError> {
+        self.peers
+            .check(url, &self.metrics, self.store.as_ref())
+            .await
     }
 
     /// Tells the relay about a newly queued hop.

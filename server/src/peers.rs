@@ -10,10 +10,10 @@ use sealpost_proto::NodeUrl;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::SignedDescriptor;
 
+use crate::basics::clock::now_secs;
 use crate::config::{KeyChangePolicy, parse_node_key};
 use crate::metrics::Metrics;
-use crate::node::{Node, now_secs};
-use crate::store::PeerPin;
+use crate::store::{PeerPin, Store};
 
 /// Largest descriptor response read.
 const MAX_DESCRIPTOR_BYTES: usize = 256 * 1024;
@@ -151,11 +151,17 @@ impl Peers {
     }
 }
 
-impl Node {
+impl Peers {
     /// Makes sure the peer at `url` is who it was: fetches its descriptor when the cached
-    /// one is older than the TTL, pins its key on first contact, and handles a changed key.
-    pub async fn check_peer(&self, url: &NodeUrl) -> Result<(), PeerError> {
-        let peers = &self.peers;
+    /// one is older than the TTL, pins its key on first contact (in `store`), and handles a
+    /// changed key (counted in `metrics`).
+    pub async fn check(
+        &self,
+        url: &NodeUrl,
+        metrics: &Metrics,
+        store: &dyn Store,
+    ) -> Result<(), PeerError> {
+        let peers = self;
         if peers.fresh(url, Instant::now()) {
             return Ok(());
         }
@@ -163,7 +169,7 @@ impl Node {
         let now = Instant::now();
         if let Some(expected) = peers.configured.get(url) {
             if *expected != seen {
-                Metrics::inc(&self.metrics.peer_key_changes);
+                Metrics::inc(&metrics.peer_key_changes);
                 tracing::warn!(peer = %url, configured = %hex::encode(expected), seen = %hex::encode(seen),
                     "PEER KEY MISMATCH: the descriptor's key is not the one in [[peers.pinned]]; not delivering");
                 return Err(PeerError::KeyMismatch {
@@ -177,7 +183,7 @@ impl Node {
         match peers.pinned(url) {
             Some(pinned) if pinned == seen => {}
             Some(pinned) => {
-                Metrics::inc(&self.metrics.peer_key_changes);
+                Metrics::inc(&metrics.peer_key_changes);
                 tracing::warn!(peer = %url, pinned = %hex::encode(pinned), seen = %hex::encode(seen),
                     policy = ?peers.policy, "PEER KEY CHANGED: this node's key differs from the one pinned at first contact");
                 if peers.policy == KeyChangePolicy::Refuse {
@@ -186,20 +192,19 @@ impl Node {
                         seen: hex::encode(seen),
                     });
                 }
-                self.pin(url, seen).await;
+                Self::pin(store, url, seen).await;
             }
             None => {
                 tracing::info!(peer = %url, key = %hex::encode(seen), "pinned peer node key on first contact");
-                self.pin(url, seen).await;
+                Self::pin(store, url, seen).await;
             }
         }
         peers.set(url, seen, now);
         Ok(())
     }
 
-    async fn pin(&self, url: &NodeUrl, key: [u8; 32]) {
-        if let Err(e) = self
-            .store
+    async fn pin(store: &dyn Store, url: &NodeUrl, key: [u8; 32]) {
+        if let Err(e) = store
             .pin_peer(
                 url.clone(),
                 PeerPin {

@@ -24,7 +24,9 @@ use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
 use crate::api;
-use crate::client_addr::addr_key;
+use crate::basics::client_addr::{ClientIp, addr_key};
+use crate::basics::clock::now_secs;
+use crate::basics::shutdown::stopped;
 use crate::config::Config;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
@@ -268,7 +270,7 @@ async fn serve_io<I>(
     let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
         let node = svc_node.clone();
         let ip = node.trusted_proxies.client(client, req.headers());
-        req.extensions_mut().insert(api::ClientIp(ip));
+        req.extensions_mut().insert(ClientIp(ip));
         let last = served.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests;
         async move {
             let mut resp = api::handle(node, req).await;
@@ -296,7 +298,7 @@ async fn serve_io<I>(
             }
             return;
         }
-        _ = crate::server::stopped(&mut stop) => {}
+        _ = stopped(&mut stop) => {}
         // A kept-alive connection does not hold its slot for ever.
         _ = age => tracing::debug!("connection reached limits.max_connection_age"),
     }
@@ -368,12 +370,6 @@ fn refuse(stream: TcpStream, tls: bool) {
     }
 }
 
-/// Resolves once the stop flag is set (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard `wait_for` returns is not `Send`: drop it here, not in the caller.
-    let _ = stop.wait_for(|s| *s).await;
-}
-
 /// Periodically forgets expired sessions and refilled rate-limit buckets, and (hourly)
 /// dedupe entries past `storage.dedupe_retention`.
 async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
@@ -383,7 +379,7 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
-                node.sessions.sweep(crate::node::now_secs());
+                node.sessions.sweep(now_secs());
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);
@@ -393,7 +389,7 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
             }
             _ = prune.tick() => {
                 let retention = node.config.storage.dedupe_retention.get().as_secs();
-                let before = crate::node::now_secs().saturating_sub(retention);
+                let before = now_secs().saturating_sub(retention);
                 match node.store.prune_dedupe(before).await {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(entries = n, "forgot the ids of envelopes acked long ago"),

@@ -19,9 +19,10 @@ use sealpost_proto::{Address, MailboxId, NodeUrl};
 use serde::{Deserialize, Serialize};
 
 use super::{Resp, json, json_body};
+use crate::basics::clock::now_secs;
 use crate::config::RegistrationPolicy;
 use crate::error::ApiError;
-use crate::node::{Node, now_secs};
+use crate::node::Node;
 use crate::store::{NewAccount, RegisterOutcome, Rotation};
 
 /// Most addresses one certificate may claim.

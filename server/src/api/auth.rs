@@ -14,8 +14,9 @@ use sealpost_proto::record::verify_detached;
 use serde::{Deserialize, Serialize};
 
 use super::{Resp, json, json_body};
+use crate::basics::clock::now_secs;
 use crate::error::ApiError;
-use crate::node::{Node, now_secs};
+use crate::node::Node;
 use crate::sessions::TokenError;
 
 #[derive(Deserialize)]

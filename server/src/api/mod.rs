@@ -18,6 +18,8 @@ use hyper::{Method, Request, Response, StatusCode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::basics::client_addr::ClientIp;
+use crate::basics::paths::path_prefix;
 use crate::budget::{Charge, Exhausted};
 use crate::error::ApiError;
 use crate::metrics::{Metrics, Route};
@@ -146,13 +148,6 @@ async fn run(
 ) -> Result<Resp, ApiError> {
     check?;
     f.await
-}
-
-/// The path part of a node URL (`""` or e.g. `/sealpost`).
-pub fn path_prefix(url: &sealpost_proto::NodeUrl) -> &str {
-    let s = url.as_str();
-    let rest = s.split_once("://").map(|(_, r)| r).unwrap_or(s);
-    rest.find('/').map(|i| &rest[i..]).unwrap_or("")
 }
 
 fn error_response(route: Route, e: &ApiError) -> Resp {
@@ -325,7 +320,7 @@ pub fn client_key(req: &Request<Incoming>) -> std::net::IpAddr {
         .get::<ClientIp>()
         .map(|c| c.0)
         .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
-    crate::client_addr::addr_key(ip)
+    crate::basics::client_addr::addr_key(ip)
 }
 
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
@@ -377,16 +372,4 @@ mod tests {
         assert!(percent_decode("bad%4").is_err());
         assert!(percent_decode("bad%zz").is_err());
     }
-
-    #[test]
-    fn path_prefixes() {
-        let u = sealpost_proto::NodeUrl::parse("http://127.0.0.1:9").unwrap();
-        assert_eq!(path_prefix(&u), "");
-        let u = sealpost_proto::NodeUrl::parse("https://x.example/sealpost/").unwrap();
-        assert_eq!(path_prefix(&u), "/sealpost");
-    }
 }
-
-/// The address of the client a request came from (set by the server for every request).
-#[derive(Clone, Copy, Debug)]
-pub struct ClientIp(pub std::net::IpAddr);

@@ -16,11 +16,12 @@ use serde_json::json as j;
 use sha2::{Digest, Sha256};
 
 use super::auth::bearer;
-use super::{HOP_OVERHEAD, Resp, client_key, json, path_prefix, read_body_charged};
+use super::{HOP_OVERHEAD, Resp, client_key, json, read_body_charged};
+use crate::basics::clock::{now_ms, now_secs};
+use crate::basics::paths::{DELIVER, path_prefix};
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::node::{Node, now_ms, now_secs};
-use crate::relay::Job;
+use crate::node::{Job, Node};
 use crate::store::{DeliverOutcome, OutboundItem, QueueId};
 
 /// How far a request signature's `created` may be from our clock.
@@ -106,7 +107,7 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
     let unauthorized = |e: SigError| ApiError::Unauthorized(format!("request signature: {e}"));
     let expected = parse_content_digest(digest).map_err(unauthorized)?;
     // The signature covers our public authority and path, as the sender addressed us.
-    let path = format!("{}/v1/deliver", path_prefix(&node.url));
+    let path = format!("{}{DELIVER}", path_prefix(&node.url));
     let peer = verify_signature(
         "POST",
         node.url.authority(),

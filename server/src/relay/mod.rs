@@ -6,8 +6,6 @@
 //! The queue lives in the store; this task keeps only a schedule (id and due time) in
 //! memory, plus the payload of a fresh submission for its first attempt.
 
-pub(crate) mod bounce;
-
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::sync::Arc;
@@ -20,16 +18,13 @@ use sealpost_proto::httpsig::sign_request;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::api::path_prefix;
+use crate::basics::clock::{now_ms, now_secs};
+use crate::basics::paths::{DELIVER, path_prefix};
+use crate::basics::shutdown::stopped;
+use crate::bounce;
 use crate::metrics::{Metrics, RelayOutcome};
-use crate::node::{Node, now_ms, now_secs};
+use crate::node::{Job, Node};
 use crate::store::{DeliverOutcome, OutboundItem};
-
-/// A hop to attempt: its queue entry and, when still in memory, its payload.
-pub struct Job {
-    pub item: OutboundItem,
-    pub payload: Option<Bytes>,
-}
 
 /// How an attempt ended.
 enum Attempt {
@@ -112,7 +107,7 @@ async fn run(
             _ => Duration::from_secs(3600),
         };
         tokio::select! {
-            _ = crate::server::stopped(&mut stop) => break,
+            _ = stopped(&mut stop) => break,
             Some(job) = rx.recv() => {
                 schedule.push(Reverse((job.item.next_attempt_ms, job.item.id)));
                 waiting.insert(job.item.id, job);
@@ -271,7 +266,7 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     if let Err(e) = node.check_peer(destination).await {
         return Attempt::Temporary(e.to_string());
     }
-    let path = format!("{}/v1/deliver", path_prefix(destination));
+    let path = format!("{}{DELIVER}", path_prefix(destination));
     let sig = sign_request(
         &node.keys.signing,
         "POST",
@@ -283,7 +278,7 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     let resp = node
         .peers
         .http()
-        .post(destination.join("/v1/deliver"))
+        .post(destination.join(DELIVER))
         .header("content-type", "application/octet-stream")
         .header("content-digest", sig.content_digest)
         .header("signature-input", sig.signature_input)

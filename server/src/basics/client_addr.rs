@@ -126,6 +126,10 @@ fn parse_node(s: &str) -> Option<IpAddr> {
     host.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
+/// The address of the client a request came from (set by the server for every request).
+#[derive(Clone, Copy, Debug)]
+pub struct ClientIp(pub std::net::IpAddr);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,8 +13,9 @@ use sealpost_proto::letter::Letter;
 use sealpost_proto::seal::seal;
 use sealpost_proto::{Address, EnvelopeId, MailboxId};
 
+use crate::basics::clock::now_secs;
 use crate::keys::host_of;
-use crate::node::{Node, now_secs};
+use crate::node::Node;
 use crate::store::{NewEnvelope, OutboundItem};
 
 #[derive(Debug, thiserror::Error)]
