@@ -12,6 +12,7 @@
 pub mod api;
 pub mod dkim;
 pub mod hygiene;
+pub mod pki;
 pub mod process;
 
 #[cfg(feature = "server")]

@@ -7,11 +7,11 @@
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use sealpost_testkit::pki::certificates;
 use sealpost_tests::dns::{Dns, Record};
 use sealpost_tests::{FAST_RELAY, Node, Resolve, TempDir, User, cli_bin, node_bin, run_cli};
 
@@ -195,42 +195,6 @@ fn a_typo_never_becomes_mail_and_a_first_letter_to_a_legacy_address_needs_consen
 
 // ---------------------------------------------------------------------------------------
 // A private CA
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("run openssl");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// A CA and a server certificate for 127.0.0.1 signed by it: (ca.pem, leaf.pem, leaf.key).
-fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
-    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
-    let run = |line: String| openssl(dir, &line.split_whitespace().collect::<Vec<_>>());
-    run(format!(
-        "req -x509 {ec} -keyout ca.key -out ca.pem -days 2 -subj /CN=sealpost-test-CA"
-    ));
-    run(format!(
-        "req {ec} -keyout leaf.key -out leaf.csr -subj /CN=127.0.0.1"
-    ));
-    std::fs::write(
-        dir.join("leaf.ext"),
-        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
-    )
-    .unwrap();
-    run("x509 -req -in leaf.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out leaf.pem -days 2 -extfile leaf.ext".into());
-    (
-        dir.join("ca.pem"),
-        dir.join("leaf.pem"),
-        dir.join("leaf.key"),
-    )
-}
 
 #[test]
 fn a_node_behind_a_private_ca_is_reached_with_cacert_and_the_profile_keeps_it() {
