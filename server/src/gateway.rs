@@ -17,14 +17,14 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
-use sealpost_gateway::dkim::{DkimKeys, new_rsa_pem};
+use sealpost_gateway::dkim::{DkimError, DkimKeys, new_rsa_pem};
 use sealpost_gateway::smtp_out::{self, OutError};
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
 use sealpost_proto::codec::Codec;
@@ -45,9 +45,70 @@ use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::config::{GatewayConfig, smarthost_parts};
-use crate::keys::{read_secret, write_secret};
+use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::Node;
 use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
+
+/// Why the gateway did not start (and with it the node).
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// `gateway.domain` or `gateway.postmaster` makes no address.
+    #[error("{setting}")]
+    BadAddress {
+        setting: &'static str,
+        source: sealpost_proto::Error,
+    },
+    #[error("reading the gateway identity {}", path.display())]
+    ReadIdentity {
+        path: PathBuf,
+        source: sealpost_proto::Error,
+    },
+    #[error("making the gateway identity")]
+    NewIdentity(#[source] sealpost_proto::Error),
+    #[error("unlocking the gateway identity")]
+    Unlock(#[source] sealpost_proto::Error),
+    /// Writing a freshly made gateway key (the error names the file).
+    #[error("saving a new gateway key")]
+    SaveKey(#[source] KeyError),
+    #[error("{}: DKIM key is not text", path.display())]
+    DkimNotText {
+        path: PathBuf,
+        source: std::string::FromUtf8Error,
+    },
+    #[error("making the RSA DKIM key")]
+    NewRsaKey(#[source] DkimError),
+    #[error("DKIM keys {} and {}", key.display(), rsa_key.display())]
+    DkimKeys {
+        key: PathBuf,
+        rsa_key: PathBuf,
+        source: DkimError,
+    },
+    #[error("registering the gateway account {address}")]
+    Register {
+        address: Address,
+        source: StoreError,
+    },
+    #[error("registering the gateway account {address} failed: {outcome:?}")]
+    Refused {
+        address: Address,
+        outcome: RegisterOutcome,
+    },
+    #[error("signing the gateway's record {address}")]
+    SignRecord {
+        address: Address,
+        source: sealpost_proto::Error,
+    },
+    #[error("publishing the gateway's record {address}")]
+    PublishRecord {
+        address: Address,
+        source: StoreError,
+    },
+    #[error("binding gateway.listen {addr}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+}
 
 /// A running gateway: the SMTP address and its tasks.
 pub struct Gateway {
@@ -67,34 +128,46 @@ pub async fn start(
     node: Arc<Node>,
     tls: Option<tokio_rustls::TlsAcceptor>,
     stop: watch::Receiver<bool>,
-) -> anyhow::Result<Gateway> {
+) -> Result<Gateway, GatewayError> {
     let g = node.config.gateway.clone();
-    let address = Address::parse(&format!("gateway@{}", g.domain)).context("gateway.domain")?;
+    let bad_address = |setting| move |source| GatewayError::BadAddress { setting, source };
+    let address =
+        Address::parse(&format!("gateway@{}", g.domain)).map_err(bad_address("gateway.domain"))?;
     let id_path = node.config.resolve(&g.identity);
     let identity = match read_secret(&id_path) {
         Ok(bytes) => {
-            SecretIdentity::from_bytes(&bytes).with_context(|| id_path.display().to_string())?
+            SecretIdentity::from_bytes(&bytes).map_err(|source| GatewayError::ReadIdentity {
+                path: id_path.clone(),
+                source,
+            })?
         }
         Err(_) => {
-            let id = SecretIdentity::generate(&address, None)?;
-            write_secret(&id_path, id.to_armored().as_bytes())?;
+            let id = SecretIdentity::generate(&address, None).map_err(GatewayError::NewIdentity)?;
+            write_secret(&id_path, id.to_armored().as_bytes()).map_err(GatewayError::SaveKey)?;
             tracing::info!(path = %id_path.display(), "made the gateway identity");
             id
         }
     };
-    let keyring = Arc::new(identity.unlock(None)?);
+    let keyring = Arc::new(identity.unlock(None).map_err(GatewayError::Unlock)?);
     let dkim = load_or_make_dkim(&node, &g)?;
     let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
 
     let postmaster = if g.postmaster.is_empty() {
-        Address::parse(&format!("postmaster@{}", g.domain)).context("gateway.domain")?
+        Address::parse(&format!("postmaster@{}", g.domain))
+            .map_err(bad_address("gateway.domain"))?
     } else {
-        Address::parse(&g.postmaster).context("gateway.postmaster")?
+        Address::parse(&g.postmaster).map_err(bad_address("gateway.postmaster"))?
     };
     let listener = TcpListener::bind(g.listen)
         .await
-        .with_context(|| format!("binding gateway.listen {}", g.listen))?;
-    let smtp_addr = listener.local_addr()?;
+        .map_err(|source| GatewayError::Bind {
+            addr: g.listen,
+            source,
+        })?;
+    let smtp_addr = listener.local_addr().map_err(|source| GatewayError::Bind {
+        addr: g.listen,
+        source,
+    })?;
     let cfg = Arc::new(InboundConfig {
         smtp: SmtpConfig {
             hostname: g.domain.clone(),
@@ -136,32 +209,44 @@ pub async fn start(
     Ok(Gateway { smtp_addr, tasks })
 }
 
-fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> anyhow::Result<DkimKeys> {
+fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, GatewayError> {
     let path = node.config.resolve(&g.dkim_key);
     let seed_b64 = match read_secret(&path) {
         Ok(b) => String::from_utf8(b)
-            .context("DKIM key is not text")?
+            .map_err(|source| GatewayError::DkimNotText {
+                path: path.clone(),
+                source,
+            })?
             .trim()
             .to_string(),
         Err(_) => {
             let seed: [u8; 32] = rand::random();
             let text = B64.encode(seed);
-            write_secret(&path, format!("{text}\n").as_bytes())?;
+            write_secret(&path, format!("{text}\n").as_bytes()).map_err(GatewayError::SaveKey)?;
             text
         }
     };
     let rsa_path = node.config.resolve(&g.dkim_rsa_key);
     let rsa_pem = match read_secret(&rsa_path) {
-        Ok(b) => String::from_utf8(b).context("RSA DKIM key is not text")?,
+        Ok(b) => String::from_utf8(b).map_err(|source| GatewayError::DkimNotText {
+            path: rsa_path.clone(),
+            source,
+        })?,
         Err(_) => {
-            let pem = new_rsa_pem()?;
-            write_secret(&rsa_path, pem.as_bytes())?;
+            let pem = new_rsa_pem().map_err(GatewayError::NewRsaKey)?;
+            write_secret(&rsa_path, pem.as_bytes()).map_err(GatewayError::SaveKey)?;
             tracing::info!(path = %rsa_path.display(), "made the RSA DKIM key");
             pem
         }
     };
-    let keys = DkimKeys::new(&g.domain, &g.dkim_selector, &seed_b64, &rsa_pem)
-        .with_context(|| format!("DKIM keys {} and {}", path.display(), rsa_path.display()))?;
+    let keys =
+        DkimKeys::new(&g.domain, &g.dkim_selector, &seed_b64, &rsa_pem).map_err(|source| {
+            GatewayError::DkimKeys {
+                key: path.clone(),
+                rsa_key: rsa_path.clone(),
+                source,
+            }
+        })?;
     for (name, value) in keys.records() {
         tracing::info!(%name, txt = %value, "publish this DKIM record for outbound legacy mail");
     }
@@ -173,7 +258,7 @@ async fn register_and_publish(
     address: &Address,
     identity: &SecretIdentity,
     keyring: &Keyring,
-) -> anyhow::Result<MailboxId> {
+) -> Result<MailboxId, GatewayError> {
     let cert = identity.public_cert();
     let outcome = node
         .store
@@ -185,10 +270,19 @@ async fn register_and_publish(
             addresses: vec![address.as_str().to_string()],
             rotation: None,
         })
-        .await?;
+        .await
+        .map_err(|source| GatewayError::Register {
+            address: address.clone(),
+            source,
+        })?;
     let mailbox = match outcome {
         RegisterOutcome::Created(m) | RegisterOutcome::Existing(m) => m,
-        other => anyhow::bail!("registering the gateway account {address} failed: {other:?}"),
+        outcome => {
+            return Err(GatewayError::Refused {
+                address: address.clone(),
+                outcome,
+            });
+        }
     };
     let now = now_secs();
     let record = MailboxRecord {
@@ -205,7 +299,11 @@ async fn register_and_publish(
         // second finds its own record stale, which is fine.
         sequence: now,
     };
-    let signed = SignedRecord::sign(&record, keyring)?;
+    let signed =
+        SignedRecord::sign(&record, keyring).map_err(|source| GatewayError::SignRecord {
+            address: address.clone(),
+            source,
+        })?;
     let _ = node
         .store
         .put_record(
@@ -214,7 +312,11 @@ async fn register_and_publish(
             record.sequence,
             signed.encode(),
         )
-        .await?;
+        .await
+        .map_err(|source| GatewayError::PublishRecord {
+            address: address.clone(),
+            source,
+        })?;
     Ok(mailbox)
 }
 

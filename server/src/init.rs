@@ -5,14 +5,35 @@ use std::net::SocketAddr;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, bail};
 use sealpost_proto::{Address, NodeUrl};
 
 use crate::config::{Config, DEFAULT_LISTEN, RegistrationPolicy, TemplateValues, template};
-use crate::keys::{NodeKeys, host_of};
+use crate::keys::{KeyError, NodeKeys, host_of};
 
 /// Name of the config file inside the node directory.
 pub const CONFIG_FILE: &str = "node.toml";
+
+/// Why `init` wrote no node directory (or only part of one: keys are written before the
+/// config, so a retry with the same directory reuses them).
+#[derive(Debug, thiserror::Error)]
+pub enum InitError {
+    #[error("{} exists; pass --force to overwrite it (keys are kept)", path.display())]
+    ConfigExists { path: PathBuf },
+    #[error("creating {}", path.display())]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("existing keys")]
+    ExistingKeys(#[source] KeyError),
+    #[error("making the node's keys")]
+    NewKeys(#[source] KeyError),
+    #[error("writing {}", path.display())]
+    WriteFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
 
 pub struct InitOptions {
     pub listen: Option<SocketAddr>,
@@ -54,15 +75,15 @@ fn postmaster_host(opts: &InitOptions, listen: SocketAddr) -> String {
     }
 }
 
-pub fn init_node(dir: &Path, opts: &InitOptions) -> anyhow::Result<Initialised> {
+pub fn init_node(dir: &Path, opts: &InitOptions) -> Result<Initialised, InitError> {
     let config_path = dir.join(CONFIG_FILE);
     if config_path.exists() && !opts.force {
-        bail!(
-            "{} exists; pass --force to overwrite it (keys are kept)",
-            config_path.display()
-        );
+        return Err(InitError::ConfigExists { path: config_path });
     }
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    std::fs::create_dir_all(dir).map_err(|source| InitError::CreateDir {
+        path: dir.to_owned(),
+        source,
+    })?;
     let listen = opts.listen.unwrap_or_else(|| {
         DEFAULT_LISTEN
             .parse()
@@ -88,26 +109,36 @@ pub fn init_node(dir: &Path, opts: &InitOptions) -> anyhow::Result<Initialised> 
         defaults.resolve(&defaults.keys.identity),
     );
     let keys = if sign.exists() && ident.exists() {
-        NodeKeys::load(&sign, &ident).context("existing keys")?
+        NodeKeys::load(&sign, &ident).map_err(InitError::ExistingKeys)?
     } else {
         if let Some(kdir) = sign.parent() {
-            std::fs::create_dir_all(kdir)?;
-            std::fs::set_permissions(kdir, std::os::unix::fs::PermissionsExt::from_mode(0o700))?;
+            let create_dir = |source| InitError::CreateDir {
+                path: kdir.to_owned(),
+                source,
+            };
+            std::fs::create_dir_all(kdir).map_err(create_dir)?;
+            std::fs::set_permissions(kdir, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(create_dir)?;
         }
-        let keys = NodeKeys::generate(&postmaster_host(opts, listen))?;
-        keys.save(&sign, &ident)?;
+        let keys =
+            NodeKeys::generate(&postmaster_host(opts, listen)).map_err(InitError::NewKeys)?;
+        keys.save(&sign, &ident).map_err(InitError::NewKeys)?;
         keys
     };
     // The config may hold invite codes: readable by the node's user only.
+    let write_file = |source| InitError::WriteFile {
+        path: config_path.clone(),
+        source,
+    };
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
         .open(&config_path)
-        .with_context(|| format!("writing {}", config_path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
+        .map_err(write_file)?;
+    f.write_all(text.as_bytes()).map_err(write_file)?;
+    f.sync_all().map_err(write_file)?;
     Ok(Initialised {
         config_path,
         node_key: keys.node_key(),
@@ -142,7 +173,10 @@ mod tests {
         assert_eq!(keys.node_key(), done.node_key);
         assert_eq!(keys.postmaster(&url).as_str(), "postmaster@alpha.test");
         assert!(
-            init_node(dir.path(), &opts).is_err(),
+            matches!(
+                init_node(dir.path(), &opts),
+                Err(InitError::ConfigExists { path }) if path == done.config_path
+            ),
             "refuses to overwrite"
         );
         let again = init_node(

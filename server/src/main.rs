@@ -260,6 +260,7 @@ fn serve(
             let _ = out.flush();
         })
         .await
+        .map_err(anyhow::Error::from)
     })
 }
 

@@ -10,10 +10,10 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::io::BufReader;
 use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
-use anyhow::{Context, bail};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
@@ -27,13 +27,78 @@ use crate::api;
 use crate::basics::client_addr::{ClientIp, addr_key};
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
-use crate::config::Config;
-use crate::keys::NodeKeys;
+use crate::config::{Config, ConfigError};
+use crate::gateway::GatewayError;
+use crate::keys::{KeyError, NodeKeys};
 use crate::metrics::Metrics;
 use crate::node::{Node, SOFTWARE};
 use crate::peers::Peers;
 use crate::relay;
-use crate::store::{RocksStore, Store};
+use crate::store::{RocksStore, Store, StoreError};
+
+/// Why a node did not start, or stopped serving other than by its shutdown future.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("reading the address of the listener")]
+    LocalAddr(#[source] std::io::Error),
+    #[error("making the node URL from {addr} (set public_url)")]
+    DerivedUrl {
+        addr: SocketAddr,
+        source: sealpost_proto::Error,
+    },
+    #[error("opening {}", path.display())]
+    TlsOpen {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("reading certificates from {}", path.display())]
+    TlsCerts {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM certificate found", path.display())]
+    TlsNoCert { path: PathBuf },
+    #[error("reading the private key from {}", path.display())]
+    TlsKeyRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: no PEM private key found", path.display())]
+    TlsNoKey { path: PathBuf },
+    #[error("TLS: no protocol version the crypto provider supports")]
+    TlsProtocols(#[source] rustls::Error),
+    #[error("TLS certificate and key do not fit together")]
+    TlsSetup(#[source] rustls::Error),
+    #[error("loading the node's keys (run `sealpost-node init` first?)")]
+    Keys(#[source] KeyError),
+    #[error("opening {}", path.display())]
+    OpenStore { path: PathBuf, source: StoreError },
+    /// Reading what the store holds for the relay at start (`what`: its queue, its pins).
+    #[error("reading the {what} from the store")]
+    ReadStore {
+        what: &'static str,
+        source: StoreError,
+    },
+    #[error("reading {}", path.display())]
+    CaRead {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: not PEM", path.display())]
+    CaPem {
+        path: PathBuf,
+        source: reqwest::Error,
+    },
+    #[error("building the relay's HTTP client")]
+    HttpClient(#[source] reqwest::Error),
+    #[error("starting the SMTP gateway")]
+    Gateway(#[from] GatewayError),
+    /// Cannot happen: the node never closes its connection semaphore.
+    #[error("connection semaphore closed")]
+    SemaphoreClosed,
+}
 
 /// What a started node tells its caller once it accepts connections.
 #[derive(Clone, Debug)]
@@ -52,7 +117,7 @@ pub async fn run(
     listener: TcpListener,
     config: Config,
     shutdown: impl Future<Output = ()>,
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     run_with(listener, config, shutdown, |_| {}).await
 }
 
@@ -62,9 +127,9 @@ pub async fn run_with(
     config: Config,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     config.validate()?;
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     let tls = tls_acceptor(&config)?;
     let url = match &config.public_url {
         Some(u) => u.clone(),
@@ -77,10 +142,13 @@ pub async fn run_with(
         &config.resolve(&config.keys.signing_key),
         &config.resolve(&config.keys.identity),
     )
-    .context("loading the node's keys (run `sealpost-node init` first?)")?;
+    .map_err(StartError::Keys)?;
     let data = config.resolve(&config.data_dir);
-    let store = RocksStore::open(&data, &config.storage)
-        .with_context(|| format!("opening {}", data.display()))?;
+    let store =
+        RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
+            path: data.clone(),
+            source,
+        })?;
     let result = serve(
         listener,
         config,
@@ -102,12 +170,13 @@ pub async fn run_with(
 }
 
 /// `http(s)://ADDR` for a node without a configured `public_url`.
-fn derived_url(addr: SocketAddr, tls: bool) -> anyhow::Result<NodeUrl> {
+fn derived_url(addr: SocketAddr, tls: bool) -> Result<NodeUrl, StartError> {
     if addr.ip().is_unspecified() {
         tracing::warn!(%addr, "listening on an unspecified address without public_url; set public_url");
     }
     let scheme = if tls { "https" } else { "http" };
-    Ok(NodeUrl::parse(&format!("{scheme}://{addr}"))?)
+    NodeUrl::parse(&format!("{scheme}://{addr}"))
+        .map_err(|source| StartError::DerivedUrl { addr, source })
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -120,10 +189,11 @@ async fn serve(
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
-) -> anyhow::Result<()> {
+) -> Result<(), StartError> {
     let http = http_client(&config)?;
-    let pins = store.peer_pins().await?;
-    let queued = store.outbound().await?;
+    let read = |what| move |source| StartError::ReadStore { what, source };
+    let pins = store.peer_pins().await.map_err(read("peer pins"))?;
+    let queued = store.outbound().await.map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let node = Arc::new(Node::new(
@@ -143,7 +213,7 @@ async fn serve(
         None
     };
 
-    let addr = listener.local_addr()?;
+    let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
     tracing::info!(%addr, url = %node.url, node_key = %hex::encode(node.keys.node_key()),
         tls = tls.is_some(), software = SOFTWARE, "sealpost-node listening");
     on_ready(&Ready {
@@ -164,7 +234,7 @@ async fn serve(
     tokio::pin!(shutdown);
     loop {
         let permit = tokio::select! {
-            p = permits.clone().acquire_owned() => p.context("connection semaphore closed")?,
+            p = permits.clone().acquire_owned() => p.map_err(|_| StartError::SemaphoreClosed)?,
             _ = &mut shutdown => break,
         };
         let (stream, peer) = tokio::select! {
@@ -400,37 +470,46 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-fn tls_acceptor(config: &Config) -> anyhow::Result<Option<TlsAcceptor>> {
+fn tls_acceptor(config: &Config) -> Result<Option<TlsAcceptor>, StartError> {
     let (Some(cert), Some(key)) = (&config.tls.cert, &config.tls.key) else {
         return Ok(None);
     };
     let (cert, key) = (config.resolve(cert), config.resolve(key));
-    let open = |p: &std::path::Path| -> anyhow::Result<BufReader<std::fs::File>> {
-        Ok(BufReader::new(
-            std::fs::File::open(p).with_context(|| format!("opening {}", p.display()))?,
-        ))
+    let open = |p: &Path| match std::fs::File::open(p) {
+        Ok(f) => Ok(BufReader::new(f)),
+        Err(source) => Err(StartError::TlsOpen {
+            path: p.to_owned(),
+            source,
+        }),
     };
     let certs = rustls_pemfile::certs(&mut open(&cert)?)
         .collect::<Result<Vec<_>, _>>()
-        .with_context(|| format!("reading certificates from {}", cert.display()))?;
+        .map_err(|source| StartError::TlsCerts {
+            path: cert.clone(),
+            source,
+        })?;
     if certs.is_empty() {
-        bail!("{}: no PEM certificate found", cert.display());
+        return Err(StartError::TlsNoCert { path: cert });
     }
     let key = rustls_pemfile::private_key(&mut open(&key)?)
-        .with_context(|| format!("reading the private key from {}", key.display()))?
-        .with_context(|| format!("{}: no PEM private key found", key.display()))?;
+        .map_err(|source| StartError::TlsKeyRead {
+            path: key.clone(),
+            source,
+        })?
+        .ok_or_else(|| StartError::TlsNoKey { path: key.clone() })?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut sc = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
+        .with_safe_default_protocol_versions()
+        .map_err(StartError::TlsProtocols)?
         .with_no_client_auth()
         .with_single_cert(certs, key)
-        .context("TLS certificate and key do not fit together")?;
+        .map_err(StartError::TlsSetup)?;
     sc.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Some(TlsAcceptor::from(Arc::new(sc))))
 }
 
 /// The client the relay uses for descriptors and deliveries.
-fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
+fn http_client(config: &Config) -> Result<reqwest::Client, StartError> {
     let r = &config.relay;
     let mut b = reqwest::Client::builder()
         .user_agent(SOFTWARE)
@@ -446,12 +525,15 @@ fn http_client(config: &Config) -> anyhow::Result<reqwest::Client> {
     }
     for ca in &r.ca_certs {
         let p = config.resolve(ca);
-        let pem = std::fs::read(&p).with_context(|| format!("reading {}", p.display()))?;
+        let pem = std::fs::read(&p).map_err(|source| StartError::CaRead {
+            path: p.clone(),
+            source,
+        })?;
         for cert in reqwest::Certificate::from_pem_bundle(&pem)
-            .with_context(|| format!("{}: not PEM", p.display()))?
+            .map_err(|source| StartError::CaPem { path: p, source })?
         {
             b = b.add_root_certificate(cert);
         }
     }
-    Ok(b.build()?)
+    b.build().map_err(StartError::HttpClient)
 }

@@ -251,6 +251,49 @@ fn server_modules_import_only_from_their_layer_or_below() {
     assert!(bad.is_empty(), "layering violations:\n{}", bad.join("\n"));
 }
 
+/// Every line of a library file (all of `src/` but the binary's `main.rs`) that mentions
+/// `anyhow`: the library's entry points return typed errors; only the binary prints a chain.
+fn anyhow_in_library(files: &[(String, String)]) -> Vec<String> {
+    let mut bad = Vec::new();
+    for (rel, text) in files {
+        if rel == "main.rs" {
+            continue;
+        }
+        for (i, line) in text.lines().enumerate() {
+            if line.to_ascii_lowercase().contains("anyhow") {
+                bad.push(format!("src/{rel}:{}: {}", i + 1, line.trim()));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn only_the_binary_uses_anyhow() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    read_tree(&root, &root, &mut files);
+    assert!(files.iter().any(|(rel, _)| rel == "server.rs"), "read src/");
+    let bad = anyhow_in_library(&files);
+    assert!(
+        bad.is_empty(),
+        "anyhow in library code (return a typed error instead):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn anyhow_outside_main_is_named_with_file_and_line() {
+    let files = vec![
+        file("main.rs", "fn main() -> anyhow::Result<()> { Ok(()) }\n"),
+        file("store/rocks.rs", "//! Rocks.\n\nuse anyhow::Context;\n"),
+    ];
+    assert_eq!(
+        anyhow_in_library(&files),
+        vec!["src/store/rocks.rs:3: use anyhow::Context;"]
+    );
+}
+
 #[test]
 fn the_readme_table_lists_every_module_in_its_layer() {
     let readme =

@@ -1,6 +1,7 @@
 //! The real `sealpost-node` binary: `init`, `run` (the ready line on stdout), SIGKILL right
 //! after a delivery was answered and a restart on the same port (the envelope is there: it
-//! was durable before the answer), overrides from the command line, and SIGTERM.
+//! was durable before the answer), overrides from the command line, SIGTERM, and the one
+//! error line a failed start prints.
 
 mod common;
 
@@ -167,4 +168,102 @@ async fn killed_node_keeps_what_it_acknowledged() {
     })
     .unwrap();
     assert_eq!(envelopes, 1);
+}
+
+/// Runs `sealpost-node ARGS` that must fail (killed at the deadline if it does not exit) and
+/// returns its `sealpost-node: error: ...` line.
+fn error_line(dir: &Path, args: &[&str]) -> String {
+    let log = dir.join("failing.log");
+    let mut child = Command::new(BIN)
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(std::fs::File::create(&log).unwrap()))
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > DEADLINE {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "{args:?} did not exit: {}",
+                std::fs::read_to_string(&log).unwrap()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let stderr = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(status.code(), Some(1), "{args:?}: {stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.starts_with("sealpost-node: error: "))
+        .collect();
+    assert_eq!(lines.len(), 1, "{args:?}: one error line: {stderr}");
+    lines[0].to_string()
+}
+
+/// The typed start-up errors still reach the operator as one line naming what failed, where,
+/// and the cause underneath.
+#[test]
+fn start_up_errors_name_what_where_and_why() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let config = dir.path().join("node.toml");
+    let config = config.to_str().unwrap();
+    let out = Command::new(BIN)
+        .args(["init", "--dir", d, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let line = error_line(dir.path(), &["init", "--dir", d]);
+    assert_eq!(
+        line,
+        format!(
+            "sealpost-node: error: {config} exists; pass --force to overwrite it (keys are kept)"
+        )
+    );
+
+    // The gateway's SMTP port is taken: the line names the gateway, the setting, the address
+    // and the OS's reason.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let listen = format!("gateway.listen=\"127.0.0.1:{port}\"");
+    let line = error_line(
+        dir.path(),
+        &[
+            "run",
+            "--config",
+            config,
+            "--set",
+            "gateway.enabled=true",
+            "--set",
+            "gateway.domain=\"gw.test\"",
+            "--set",
+            &listen,
+        ],
+    );
+    let want = format!(
+        "sealpost-node: error: starting the SMTP gateway: binding gateway.listen 127.0.0.1:{port}: "
+    );
+    assert!(line.starts_with(&want), "{line}");
+    assert!(line.contains("in use"), "{line}");
+    drop(taken);
+
+    // No node keys: the line says so, names the file and suggests `init`.
+    let signing = dir.path().join("keys/node.ed25519");
+    std::fs::remove_file(&signing).unwrap();
+    let line = error_line(dir.path(), &["run", "--config", config]);
+    let want = format!(
+        "sealpost-node: error: loading the node's keys (run `sealpost-node init` first?): {}: ",
+        signing.display()
+    );
+    assert!(line.starts_with(&want), "{line}");
 }
