@@ -90,7 +90,7 @@ impl TestNode {
                 },
             )
             .await
-            .map_err(|e| format!("{e:#}"))
+            .map_err(|e| chain(&e))
         });
         let ready = tokio::time::timeout(DEADLINE, ready_rx)
             .await
@@ -139,4 +139,17 @@ impl Drop for TestNode {
             panic!("TestNode dropped while running: call stop().await at the end of the test");
         }
     }
+}
+
+/// An error with its causes, `a: b: c`, as the binary prints it (typed errors keep their
+/// causes in `source()`, which `{:#}` does not follow).
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cause = c.source();
+    }
+    out
 }
