@@ -15,10 +15,12 @@ build: deps
 	$(CARGO) build --workspace --locked
 
 # One profile (dev, with optimised dependencies) shared by unit and end-to-end tests. The
-# binaries are built first because the end-to-end suite runs them as real processes.
+# binaries are built first because the end-to-end suite runs them as real processes. Last,
+# the client library builds without its CLI's crates (scripts/check-layers.sh).
 test: deps
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+	CARGO=$(CARGO) scripts/check-layers.sh
 
 demo: deps
 	scripts/demo.sh

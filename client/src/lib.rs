@@ -1,7 +1,8 @@
 //! The Sealpost client library: a profile (keys, contacts, messages, outbox) and the
 //! operations on it (init, contacts, send, fetch, read), speaking the node API of
-//! `spec/api.md`. The `sealpost` CLI is a thin layer on top; a GUI or an IMAP/SMTP bridge
-//! can use the same [`Client`].
+//! `spec/api.md`. The `sealpost` CLI is a thin layer on top (the default feature `cli`, with
+//! clap, indicatif and anyhow, none of which the library uses); a GUI or an IMAP/SMTP bridge
+//! can use the same [`Client`] with `default-features = false`.
 //!
 //! Layout: [`profile`] (directory, config, secret key), [`contacts`] (TOFU pins),
 //! [`store`] (received messages), [`outbox`] (hops not yet submitted), [`api`] (HTTP),
