@@ -10,7 +10,11 @@ set -euo pipefail
 # dnsmasq-base: a private DNS server for test zones (the binary only, no system service).
 # python3-dkim: dkimpy, the independent DKIM verifier that checks the gateway's signatures;
 # python3-nacl: what dkimpy needs to verify Ed25519 (RFC 8463) signatures.
-pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3 dnsmasq-base python3-dkim python3-nacl)
+# Round 2's real peers, each started by the tests as a private instance on loopback, never as
+# the system service: dovecot-imapd (the IMAP reference for the bridge), isync (mbsync, a real
+# IMAP client), pebble (an ACME test CA), postgresql (the [scale] store backend).
+pkgs=(libclang-dev gnupg postfix swaks pkg-config libssl-dev openssl python3 dnsmasq-base python3-dkim python3-nacl
+      dovecot-imapd isync pebble postgresql)
 
 missing=()
 for p in "${pkgs[@]}"; do
