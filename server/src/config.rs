@@ -127,6 +127,7 @@ pub struct Config {
     pub log: LogConfig,
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
+    pub devices: DevicesConfig,
     /// Directory that relative paths resolve against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -294,6 +295,44 @@ impl Default for AuthConfig {
         AuthConfig {
             nonce_ttl: Secs::from_secs(60),
             token_ttl: Secs::from_secs(600),
+        }
+    }
+}
+
+/// Devices of an account and linking them (`spec/api.md` §Devices).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Devices one account may register (1 to 100).
+    pub max_per_account: usize,
+    /// Seconds an envelope is kept when not every device has acknowledged it.
+    pub retention: Secs,
+    /// Seconds between retention sweeps.
+    pub retention_check: Secs,
+    /// Seconds a link code may be used (10 to 3600).
+    pub link_ttl: Secs,
+    /// Largest encrypted link payload (account key, contacts, settings), bytes.
+    pub link_max_bytes: usize,
+    /// Link drops created per account, per minute and burst.
+    pub links_per_minute: u32,
+    pub links_burst: u32,
+    /// Anonymous link requests (a new device's) per client address, per minute and burst.
+    pub link_requests_per_minute_per_ip: u32,
+    pub link_requests_burst_per_ip: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            max_per_account: 10,
+            retention: Secs::from_secs(30 * 24 * 3600),
+            retention_check: Secs::from_secs(3600),
+            link_ttl: Secs::from_secs(600),
+            link_max_bytes: 1 << 20,
+            links_per_minute: 2,
+            links_burst: 5,
+            link_requests_per_minute_per_ip: 30,
+            link_requests_burst_per_ip: 20,
         }
     }
 }
@@ -598,6 +637,19 @@ impl Config {
             if ttl.get().as_secs() < 1 || ttl.get().as_secs() > 86_400 {
                 return bad(format!("{name} must be 1 to 86400 seconds"));
             }
+        }
+        let d = &self.devices;
+        if d.max_per_account == 0 || d.max_per_account > 100 {
+            return bad("devices.max_per_account must be 1 to 100".into());
+        }
+        if d.link_ttl.get().as_secs() < 1 || d.link_ttl.get().as_secs() > 3600 {
+            return bad("devices.link_ttl must be 1 to 3600 seconds".into());
+        }
+        if d.retention.get().is_zero() || d.retention_check.get().is_zero() {
+            return bad("devices.retention and devices.retention_check must be above 0".into());
+        }
+        if d.link_max_bytes < 1024 || d.link_max_bytes > 16 << 20 {
+            return bad("devices.link_max_bytes must be 1024 to 16777216".into());
         }
         let g = &self.gateway;
         if g.enabled {

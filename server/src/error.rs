@@ -60,6 +60,9 @@ pub enum ApiError {
     /// Too many request bodies in memory, node-wide or from this client address.
     #[error("the node is busy receiving other requests; retry after {retry_after} s")]
     Busy { retry_after: u64 },
+    /// A device or link refusal (`devices::DeviceError` has the code and status).
+    #[error("{0}")]
+    Device(#[from] crate::devices::DeviceError),
     /// Details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
@@ -84,6 +87,7 @@ impl ApiError {
             QuotaExceeded | OutboundFull => StatusCode::INSUFFICIENT_STORAGE,
             Unavailable | Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Device(e) => e.status(),
         }
     }
 
@@ -112,6 +116,7 @@ impl ApiError {
             Unavailable => "unavailable",
             Busy { .. } => "busy",
             Internal(_) => "internal",
+            Device(e) => e.code(),
         }
     }
 

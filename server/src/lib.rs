@@ -6,7 +6,7 @@
 //! (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys), [`server`] (accept
 //! loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and RocksDB), [`relay`]
 //! (outbound queue worker), `bounce` (bounces, postmaster letters), [`peers`] (descriptor
-//! cache, key pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
+//! cache, key pins), [`sessions`] (challenge/token auth), [`devices`] (devices, link drops), [`ratelimit`], [`metrics`].
 //! The modules sit in layers (README.md, "Layers of `server/src`"; `tests/layering.rs`).
 
 pub mod api;
@@ -14,6 +14,7 @@ pub mod basics;
 pub(crate) mod bounce;
 pub mod budget;
 pub mod config;
+pub mod devices;
 pub mod error;
 pub mod gateway;
 pub mod init;

@@ -20,6 +20,7 @@ use crate::basics::client_addr::{ClientIp, TrustedProxies};
 use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
 use crate::config::{Config, parse_node_key};
+use crate::devices::LinkDrops;
 use crate::error::ApiError;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
@@ -152,6 +153,12 @@ pub struct Node {
     pub descriptor: Bytes,
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
+    /// Link drops for new devices (`devices.link_*`).
+    pub links: LinkDrops,
+    /// Link drops created per account.
+    pub link_limit: RateLimiter<MailboxId>,
+    /// A new device's (anonymous) link requests per client address key.
+    pub link_ip_limit: RateLimiter<IpAddr>,
     pub submit_limit: RateLimiter<MailboxId>,
     pub deliver_limit: RateLimiter<[u8; 32]>,
     /// Registrations and challenges per client address key.
@@ -217,6 +224,15 @@ impl Node {
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),
+            ),
+            links: LinkDrops::new(
+                config.devices.link_ttl.get().as_secs(),
+                config.devices.link_max_bytes,
+            ),
+            link_limit: RateLimiter::new(config.devices.links_per_minute, config.devices.links_burst),
+            link_ip_limit: RateLimiter::new(
+                config.devices.link_requests_per_minute_per_ip,
+                config.devices.link_requests_burst_per_ip,
             ),
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),

@@ -11,8 +11,8 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use sealpost_proto::MailboxId;
 use sealpost_proto::auth::NONCE_BYTES;
+use sealpost_proto::{DeviceId, MailboxId};
 
 /// How long a nonce may be answered.
 pub const NONCE_TTL_SECS: u64 = 60;
@@ -30,6 +30,14 @@ struct Entry {
     expires: u64,
 }
 
+/// A live token: the mailbox and the device that signed in.
+#[derive(Clone, Copy)]
+struct TokenEntry {
+    mailbox: MailboxId,
+    device: DeviceId,
+    expires: u64,
+}
+
 pub struct Sessions {
     nonce_ttl: u64,
     token_ttl: u64,
@@ -40,7 +48,7 @@ pub struct Sessions {
 /// Live tokens, and the epoch of each mailbox whose sessions were ever revoked (absent: 0).
 #[derive(Default)]
 struct Tokens {
-    by_token: HashMap<[u8; 32], Entry>,
+    by_token: HashMap<[u8; 32], TokenEntry>,
     epochs: HashMap<MailboxId, u64>,
 }
 
@@ -165,10 +173,23 @@ impl Sessions {
         self.tokens.lock().map(|t| t.epoch(&mailbox)).unwrap_or(0)
     }
 
-    /// Issues a token for `mailbox` if its sessions were not revoked since `epoch`.
+    /// Issues a token for `mailbox` (its account key) if its sessions were not revoked
+    /// since `epoch`.
     pub fn issue_token(
         &self,
         mailbox: MailboxId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<([u8; 32], u64), TokenError> {
+        self.issue_device_token(mailbox, DeviceId::ACCOUNT, epoch, now)
+    }
+
+    /// Issues a token for `device` of `mailbox` if the mailbox's sessions were not revoked
+    /// since `epoch`.
+    pub fn issue_device_token(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
         epoch: u64,
         now: u64,
     ) -> Result<([u8; 32], u64), TokenError> {
@@ -184,17 +205,38 @@ impl Sessions {
                 return Err(TokenError::Full);
             }
         }
-        t.by_token.insert(token, Entry { mailbox, expires });
+        t.by_token.insert(
+            token,
+            TokenEntry {
+                mailbox,
+                device,
+                expires,
+            },
+        );
         Ok((token, expires))
     }
 
     /// The mailbox a live token is for.
     pub fn token_mailbox(&self, token: &[u8; 32], now: u64) -> Option<MailboxId> {
+        self.token_device(token, now).map(|(m, _)| m)
+    }
+
+    /// The mailbox and device a live token is for.
+    pub fn token_device(&self, token: &[u8; 32], now: u64) -> Option<(MailboxId, DeviceId)> {
         let t = self.tokens.lock().ok()?;
         t.by_token
             .get(token)
             .filter(|e| e.expires > now)
-            .map(|e| e.mailbox)
+            .map(|e| (e.mailbox, e.device))
+    }
+
+    /// Ends the sessions of one device of `mailbox` (removed, or replaced by the account's
+    /// first device key).
+    pub fn revoke_device(&self, mailbox: MailboxId, device: DeviceId) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.by_token
+                .retain(|_, e| e.mailbox != mailbox || e.device != device);
+        }
     }
 
     /// Ends every session of `mailbox` (its key was replaced): its tokens and outstanding
@@ -272,6 +314,22 @@ mod tests {
         s.sweep(1000);
         let n = s.nonces.lock().unwrap();
         assert!(n.by_nonce.is_empty() && n.by_mailbox.is_empty());
+    }
+
+    #[test]
+    fn revoking_a_device_ends_its_tokens_only() {
+        let s = Sessions::default();
+        let m = MailboxId([1; 16]);
+        let (d1, d2) = (DeviceId([1; 16]), DeviceId([2; 16]));
+        let (t1, _) = s.issue_device_token(m, d1, 0, 100).unwrap();
+        let (t2, _) = s.issue_device_token(m, d2, 0, 100).unwrap();
+        let (ta, _) = s.issue_token(m, 0, 100).unwrap();
+        assert_eq!(s.token_device(&t1, 101), Some((m, d1)));
+        assert_eq!(s.token_device(&ta, 101), Some((m, DeviceId::ACCOUNT)));
+        s.revoke_device(m, d1);
+        assert_eq!(s.token_device(&t1, 101), None);
+        assert_eq!(s.token_device(&t2, 101), Some((m, d2)));
+        assert_eq!(s.token_mailbox(&ta, 101), Some(m));
     }
 
     #[test]

@@ -21,6 +21,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ratelimit",
             "ssrf",
             "sessions",
+            "devices",
             "peers",
             "node",
             "bounce",

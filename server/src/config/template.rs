@@ -158,6 +158,22 @@ filter = "info"
 nonce_ttl = 60
 token_ttl = 600
 
+[devices]
+# Each device of an account signs in with its own key and gets every letter: an envelope
+# is kept until every device has acknowledged it, or for `retention` seconds.
+max_per_account = 10
+retention = 2592000
+retention_check = 3600
+# A link code (`sealpost device add`) works once, for link_ttl seconds; its encrypted
+# payload is at most link_max_bytes. Links created per account, and a new device's
+# requests per client address, are rate limited.
+link_ttl = 600
+link_max_bytes = 1048576
+links_per_minute = 2
+links_burst = 5
+link_requests_per_minute_per_ip = 30
+link_requests_burst_per_ip = 20
+
 [gateway]
 # The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
 # @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters

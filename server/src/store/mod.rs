@@ -15,7 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use serde::{Deserialize, Serialize};
 
 pub use rocks::RocksStore;
@@ -192,6 +192,56 @@ pub struct PeerPin {
     pub pinned_at: u64,
 }
 
+/// A device registered under an account (`spec/api.md` §Devices): it signs in with its own
+/// Ed25519 key and has its own cursor. An account without devices has one implicit device,
+/// [`DeviceId::ACCOUNT`] (its OpenPGP key signing in); the first registered device takes
+/// its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// `DeviceId::of_key(&key)`.
+    pub id: DeviceId,
+    /// Ed25519 public key.
+    pub key: [u8; 32],
+    /// Chosen by the user, at most `sealpost_proto::device::MAX_DEVICE_NAME` bytes.
+    pub name: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddDeviceOutcome {
+    Added,
+    /// The device was registered before (same id); nothing was written.
+    Existing,
+    /// The account has `max` devices already; nothing was written.
+    TooMany,
+    UnknownMailbox,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveDeviceOutcome {
+    /// The device, its acknowledgements and its claim on envelopes are gone; `released`
+    /// envelopes that only it still owed were deleted.
+    Removed { released: u64 },
+    /// No such device in this account.
+    Unknown,
+    /// It is the account's last device: an account keeps at least one.
+    Last,
+}
+
+/// What a device's acknowledgement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAck {
+    /// Every device has acknowledged the envelope now: it was deleted.
+    Deleted,
+    /// Recorded; other devices still owe an acknowledgement.
+    Recorded,
+    /// No envelope at that sequence, or this device acknowledged it before.
+    Missing,
+    /// The device is not (or no longer) one of the account's.
+    UnknownDevice,
+}
+
 /// Counters of the write path, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreStats {
@@ -217,13 +267,40 @@ pub trait Store: Send + Sync {
     /// registered anew. Returns whether there was a claim or a record.
     fn reset_address(&self, address: String) -> StoreFuture<'_, bool>;
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome>;
-    /// Deletes an envelope; `false` when there was none at `seq`.
+    /// Deletes an envelope whatever its devices acknowledged (an internal mailbox); `false`
+    /// when there was none at `seq`.
     fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool>;
     fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()>;
     fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()>;
     /// Removes a hop from the queue; with `bounce`, stores it in the same write (no quota).
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()>;
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()>;
+    /// Registers a device under `mailbox`, unless it has `max` devices already.
+    fn add_device(
+        &self,
+        mailbox: MailboxId,
+        device: Device,
+        max: usize,
+    ) -> StoreFuture<'_, AddDeviceOutcome>;
+    /// Removes a device: its acknowledgements go, and envelopes that every remaining device
+    /// has acknowledged are deleted in the same write.
+    fn remove_device(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+    ) -> StoreFuture<'_, RemoveDeviceOutcome>;
+    /// Records `device`'s acknowledgement of the envelope at `seq`; the envelope is
+    /// deleted once every device of the account has acknowledged it. Without registered
+    /// devices, [`DeviceId::ACCOUNT`] is the only device (and its ack deletes at once).
+    fn ack_device(
+        &self,
+        mailbox: MailboxId,
+        seq: u64,
+        device: DeviceId,
+    ) -> StoreFuture<'_, DeviceAck>;
+    /// Deletes every envelope received before `received_before` (Unix seconds), whether
+    /// acknowledged or not (the retention period); returns how many.
+    fn expire(&self, received_before: u64) -> StoreFuture<'_, u64>;
 
     // --- reads ---
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
@@ -235,6 +312,17 @@ pub trait Store: Send + Sync {
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
     fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    /// The registered devices of `mailbox`, by id (empty: only the account key).
+    fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>>;
+    /// [`list`](Store::list) for one device: the envelopes after `after` that `device` has
+    /// not acknowledged.
+    fn list_for(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<ListItem>>;
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>>;
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
