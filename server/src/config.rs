@@ -433,6 +433,7 @@ impl Default for Config {
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
+            devices: DevicesConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }

@@ -403,7 +403,10 @@ mod tests {
         }
         assert_eq!(l.create(M, vec![], 10), Err(DeviceError::TooManyLinks));
         assert!(l.create(MailboxId([2; 16]), vec![], 10).is_ok());
-        assert!(l.create(M, vec![], 110).is_ok(), "expired ones do not count");
+        assert!(
+            l.create(M, vec![], 110).is_ok(),
+            "expired ones do not count"
+        );
     }
 
     #[test]

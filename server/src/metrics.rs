@@ -22,11 +22,13 @@ pub enum Route {
     List,
     GetEnvelope,
     Ack,
+    Devices,
+    Links,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 16] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -40,6 +42,8 @@ impl Route {
         Route::List,
         Route::GetEnvelope,
         Route::Ack,
+        Route::Devices,
+        Route::Links,
         Route::Unknown,
     ];
 
@@ -58,6 +62,8 @@ impl Route {
             Route::List => "list",
             Route::GetEnvelope => "get_envelope",
             Route::Ack => "ack",
+            Route::Devices => "devices",
+            Route::Links => "links",
             Route::Unknown => "unknown",
         }
     }
@@ -76,7 +82,7 @@ pub enum RelayOutcome {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 5]; 14],
+    requests: [[AtomicU64; 5]; Route::ALL.len()],
     pub envelopes_stored: AtomicU64,
     pub envelopes_duplicate: AtomicU64,
     pub envelopes_acked: AtomicU64,

@@ -229,7 +229,10 @@ impl Node {
                 config.devices.link_ttl.get().as_secs(),
                 config.devices.link_max_bytes,
             ),
-            link_limit: RateLimiter::new(config.devices.links_per_minute, config.devices.links_burst),
+            link_limit: RateLimiter::new(
+                config.devices.links_per_minute,
+                config.devices.links_burst,
+            ),
             link_ip_limit: RateLimiter::new(
                 config.devices.link_requests_per_minute_per_ip,
                 config.devices.link_requests_burst_per_ip,

@@ -441,21 +441,35 @@ fn refuse(stream: TcpStream, tls: bool) {
 }
 
 /// Periodically forgets expired sessions and refilled rate-limit buckets, and (hourly)
-/// dedupe entries past `storage.dedupe_retention`.
+/// dedupe entries past `storage.dedupe_retention`; every `devices.retention_check`, envelopes
+/// past `devices.retention` whatever their devices acknowledged.
 async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut expire = tokio::time::interval(node.config.devices.retention_check.get());
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
                 node.sessions.sweep(now_secs());
+                node.links.sweep(now_secs());
+                node.link_limit.sweep(std::time::Instant::now());
+                node.link_ip_limit.sweep(std::time::Instant::now());
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);
                 node.lookup_limit.sweep(now);
                 node.new_peer_limit.sweep(now);
                 node.deliver_limit.sweep(now);
+            }
+            _ = expire.tick() => {
+                let retention = node.config.devices.retention.get().as_secs();
+                let before = now_secs().saturating_sub(retention);
+                match node.store.expire(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(envelopes = n, "deleted envelopes past devices.retention"),
+                    Err(e) => tracing::warn!(error = %e, "expiring old envelopes failed"),
+                }
             }
             _ = prune.tick() => {
                 let retention = node.config.storage.dedupe_retention.get().as_secs();

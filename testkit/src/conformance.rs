@@ -676,7 +676,10 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
     // Without devices, the account key is the only device: its ack deletes.
     let one = stored_seq(&*s, envelope(m, 1, 10), BIG).await;
     assert_eq!(s.devices(m).await.unwrap(), vec![]);
-    assert_eq!(s.ack_device(m, one, account).await.unwrap(), DeviceAck::Deleted);
+    assert_eq!(
+        s.ack_device(m, one, account).await.unwrap(),
+        DeviceAck::Deleted
+    );
     assert_eq!(seqs(&*s, m).await, Vec::<u64>::new());
     let (d1, d2, d3) = (device(1), device(2), device(3));
     assert_eq!(
@@ -696,7 +699,9 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
         AddDeviceOutcome::TooMany
     );
     assert_eq!(
-        s.add_device(MailboxId([0xee; 16]), d3.clone(), 2).await.unwrap(),
+        s.add_device(MailboxId([0xee; 16]), d3.clone(), 2)
+            .await
+            .unwrap(),
         AddDeviceOutcome::UnknownMailbox
     );
     assert_eq!(s.devices(m).await.unwrap(), vec![d1.clone(), d2.clone()]);
@@ -704,7 +709,10 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
     let b2 = stored_seq(&*s, envelope(m, 3, 10), BIG).await;
     let c = stored_seq(&*s, envelope(m, 4, 10), BIG).await;
     assert_eq!(seqs_for(&*s, m, d1.id).await, vec![a, b2, c]);
-    assert_eq!(s.ack_device(m, a, d1.id).await.unwrap(), DeviceAck::Recorded);
+    assert_eq!(
+        s.ack_device(m, a, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
     assert_eq!(
         s.ack_device(m, a, d1.id).await.unwrap(),
         DeviceAck::Missing,
@@ -717,7 +725,11 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
         1,
         "pages from a cursor"
     );
-    assert_eq!(seqs(&*s, m).await, vec![a, b2, c], "kept for the other device");
+    assert_eq!(
+        seqs(&*s, m).await,
+        vec![a, b2, c],
+        "kept for the other device"
+    );
     assert_eq!(s.ack_device(m, a, d2.id).await.unwrap(), DeviceAck::Deleted);
     assert_eq!(seqs(&*s, m).await, vec![b2, c]);
     assert_eq!(s.envelope(m, a).await.unwrap(), None);
@@ -738,7 +750,10 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
     assert_eq!(both, [DeviceAck::Recorded, DeviceAck::Deleted]);
     assert_eq!(seqs(&*s, m).await, vec![c]);
     // A plain ack (internal mailboxes) deletes whatever the devices did.
-    assert_eq!(s.ack_device(m, c, d1.id).await.unwrap(), DeviceAck::Recorded);
+    assert_eq!(
+        s.ack_device(m, c, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
     assert!(s.ack(m, c).await.unwrap());
     assert_eq!(seqs_for(&*s, m, d2.id).await, Vec::<u64>::new());
     s.close().await.unwrap();
@@ -760,7 +775,10 @@ pub async fn removing_a_device_releases_what_only_it_owed<B: Backend>(b: &B) {
     for d in [&d1, &d2] {
         assert_eq!(s.ack_device(m, a, d.id).await.unwrap(), DeviceAck::Recorded);
     }
-    assert_eq!(s.ack_device(m, c, d3.id).await.unwrap(), DeviceAck::Recorded);
+    assert_eq!(
+        s.ack_device(m, c, d3.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
     assert_eq!(
         s.remove_device(m, d3.id).await.unwrap(),
         RemoveDeviceOutcome::Removed { released: 1 }
@@ -816,13 +834,23 @@ pub async fn retention_expires_envelopes_whatever_their_acks<B: Backend>(b: &B) 
         BIG,
     )
     .await;
-    assert_eq!(s.ack_device(m, old, d1.id).await.unwrap(), DeviceAck::Recorded);
-    assert_eq!(s.expire(5).await.unwrap(), 0, "received at 5 is not before 5");
+    assert_eq!(
+        s.ack_device(m, old, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    assert_eq!(
+        s.expire(5).await.unwrap(),
+        0,
+        "received at 5 is not before 5"
+    );
     assert_eq!(s.expire(50).await.unwrap(), 1);
     assert_eq!(s.expire(50).await.unwrap(), 0);
     assert_eq!(seqs(&*s, m).await, vec![new]);
     assert_eq!(seqs_for(&*s, m, d2.id).await, vec![new]);
-    assert_eq!(s.ack_device(m, old, d2.id).await.unwrap(), DeviceAck::Missing);
+    assert_eq!(
+        s.ack_device(m, old, d2.id).await.unwrap(),
+        DeviceAck::Missing
+    );
     assert_eq!(
         s.deliver(envelope(m, 1, 10), BIG).await.unwrap(),
         DeliverOutcome::Duplicate { seq: old },

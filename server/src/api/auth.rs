@@ -12,8 +12,8 @@ use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
 use sealpost_proto::device::{device_statement, verify};
-use sealpost_proto::{DeviceId, MailboxId};
 use sealpost_proto::record::verify_detached;
+use sealpost_proto::{DeviceId, MailboxId};
 use serde::{Deserialize, Serialize};
 
 use super::{Resp, json, json_body};
@@ -113,7 +113,9 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
                 .ok_or_else(|| ApiError::Unauthorized("no such device in this account".into()))?;
             let statement = device_statement(&node.url, &mailbox, &id, &nonce);
             verify(&device.key, &statement, &signature).map_err(|_| {
-                ApiError::Unauthorized("challenge signature does not verify with the device key".into())
+                ApiError::Unauthorized(
+                    "challenge signature does not verify with the device key".into(),
+                )
             })?;
             id
         }
@@ -198,16 +200,4 @@ pub async fn device_for(
         ));
     }
     Ok((owner, device))
-}
-
-/// Checks that the request's token is for `mailbox` (given as a path segment).
-pub fn bearer_for(node: &Node, headers: &HeaderMap, mailbox: &str) -> Result<MailboxId, ApiError> {
-    let owner = bearer(node, headers)?;
-    let mailbox = parse_mailbox(mailbox)?;
-    if owner != mailbox {
-        return Err(ApiError::Unauthorized(
-            "the token is for another mailbox".into(),
-        ));
-    }
-    Ok(mailbox)
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod devices;
 mod mailbox;
 mod records;
 mod transfer;
@@ -136,6 +137,39 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
                 Method::DELETE => (Route::Ack, mailbox::ack(node, &mailbox, &seq, req).await),
                 _ => (Route::GetEnvelope, Err(ApiError::MethodNotAllowed)),
             }
+        }
+        ["v1", "devices"] => (
+            Route::Devices,
+            match method {
+                Method::GET => devices::list(node, req).await,
+                Method::POST => devices::add(node, req).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            },
+        ),
+        ["v1", "devices", id] => {
+            let id = id.to_string();
+            (
+                Route::Devices,
+                run(only(Method::DELETE), devices::remove(node, &id, req)).await,
+            )
+        }
+        ["v1", "links"] => (
+            Route::Links,
+            run(only(Method::POST), devices::open(node, req)).await,
+        ),
+        ["v1", "links", nameplate] => {
+            let nameplate = nameplate.to_string();
+            (
+                Route::Links,
+                devices::link(node, &nameplate, None, req).await,
+            )
+        }
+        ["v1", "links", nameplate, step] => {
+            let (nameplate, step) = (nameplate.to_string(), step.to_string());
+            (
+                Route::Links,
+                devices::link(node, &nameplate, Some(&step), req).await,
+            )
         }
         _ => (Route::Unknown, Err(ApiError::NotFound)),
     }

@@ -828,7 +828,10 @@ impl Writer {
             }
             let acked = self.acked_by(b, mailbox, seq)?;
             if acked.contains(&device) {
-                b.wb.delete_cf(cf(&self.db, CF_ACKS), key::device_ack(&mailbox, seq, &device));
+                b.wb.delete_cf(
+                    cf(&self.db, CF_ACKS),
+                    key::device_ack(&mailbox, seq, &device),
+                );
                 b.device_acks.insert((mailbox, seq, device), false);
             }
             if remaining.iter().all(|d| acked.contains(d)) && self.ack(b, mailbox, seq)? {
