@@ -3,19 +3,29 @@
 //! `202`, so a letter survives a crash or every home node being down; the next `send`,
 //! `fetch` or `outbox flush` retries it. Resubmitting is harmless: nodes dedupe by
 //! envelope id.
+//!
+//! [`Outbox`] is the part of a [`crate::Client`] that owns this queue and the sent log
+//! ([`SentLog`]: the queue id each accepted hop got), and submits what waits
+//! ([`Outbox::flush`]) through the user's trusted homes.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::HopWrapper;
+use sealpost_proto::identity::Keyring;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
+use crate::api::Net;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::profile::to_json;
+use crate::now;
+use crate::profile::{HomeEntry, to_json};
+use crate::progress::Progress;
+use crate::sent::{SentEntry, SentLog};
 
 pub const OUTBOX_DIR: &str = "outbox";
 
@@ -73,15 +83,42 @@ impl OutboxEntry {
     }
 }
 
+/// What a flush of the outbox did.
+#[derive(Clone, Debug, Default)]
+pub struct FlushReport {
+    pub submitted: usize,
+    /// Outbox entries still waiting, by id.
+    pub pending: Vec<String>,
+    /// The last error of each entry still waiting.
+    pub errors: Vec<String>,
+}
+
+/// A node that failed this way is skipped for the rest of a flush.
+fn node_is_down(e: &Error) -> bool {
+    matches!(e, Error::Unreachable { .. })
+        || matches!(e, Error::Node { status, .. } if *status >= 500 || *status == 429)
+}
+
+/// The queue of hops not yet accepted by one of our nodes, and the log of those accepted.
 pub struct Outbox {
     dir: PathBuf,
+    sent: SentLog,
+    net: Net,
 }
 
 impl Outbox {
-    pub fn new(profile_dir: &Path) -> Self {
+    /// The outbox of the profile in `profile_dir`, submitting through `net`.
+    pub fn new(profile_dir: &Path, net: Net) -> Self {
         Outbox {
             dir: profile_dir.join(OUTBOX_DIR),
+            sent: SentLog::new(profile_dir),
+            net,
         }
+    }
+
+    /// The queue ids of accepted hops.
+    pub fn sent(&self) -> &SentLog {
+        &self.sent
     }
 
     fn path(&self, id: &str) -> PathBuf {
@@ -141,6 +178,70 @@ impl Outbox {
         }
         Ok(hits.len())
     }
+
+    /// Submits every entry through the first of `homes` (our trusted homes) that takes
+    /// it, logging the queue id it answers. A node that is down is not asked again in the
+    /// same flush.
+    pub async fn flush(
+        &self,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        let mut down: Vec<NodeUrl> = Vec::new();
+        for mut entry in self.all()? {
+            let hop = Bytes::from(entry.hop_bytes()?);
+            let label = format!("to {}", entry.recipient);
+            let total = hop.len() as u64;
+            let mut last: Option<String> = None;
+            let mut done = false;
+            for h in homes {
+                if down.contains(&h.url) {
+                    continue;
+                }
+                let start = || progress.transfer(&label, total);
+                match self
+                    .net
+                    .submit(&h.url, h.mailbox, keys, hop.clone(), &start)
+                    .await
+                {
+                    Ok(queue_id) => {
+                        self.sent.put(&SentEntry {
+                            queue_id,
+                            node: h.url.clone(),
+                            submitted: now(),
+                            recipient: entry.recipient.clone(),
+                            destination: entry.destination.clone(),
+                            envelope_id: entry.envelope_id,
+                            message_id: entry.message_id.clone(),
+                            subject: entry.subject.clone(),
+                        })?;
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        if node_is_down(&e) {
+                            down.push(h.url.clone());
+                        }
+                        last = Some(e.to_string());
+                    }
+                }
+            }
+            if done {
+                self.remove(&entry.id)?;
+                report.submitted += 1;
+            } else {
+                let why = last.unwrap_or_else(|| "no trusted home node answered".to_string());
+                entry.attempts += 1;
+                entry.last_error = Some(why.clone());
+                self.put(&entry)?;
+                report.errors.push(why);
+                report.pending.push(entry.id);
+            }
+        }
+        Ok(report)
+    }
 }
 
 #[cfg(test)]
@@ -165,12 +266,12 @@ mod tests {
     #[test]
     fn entries_survive_reopen_in_order_and_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let ob = Outbox::new(tmp.path());
+        let ob = Outbox::new(tmp.path(), crate::testutil::offline_net());
         assert!(ob.all().unwrap().is_empty());
         let (a, b) = (entry(2), entry(1));
         ob.put(&a).unwrap();
         ob.put(&b).unwrap();
-        let again = Outbox::new(tmp.path());
+        let again = Outbox::new(tmp.path(), crate::testutil::offline_net());
         let all = again.all().unwrap();
         assert_eq!(all, vec![b.clone(), a.clone()]);
         let hop = HopWrapper::decode(&all[0].hop_bytes().unwrap()).unwrap();
@@ -185,7 +286,7 @@ mod tests {
     #[test]
     fn a_damaged_hop_is_a_profile_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let ob = Outbox::new(tmp.path());
+        let ob = Outbox::new(tmp.path(), crate::testutil::offline_net());
         let mut e = entry(1);
         e.hop = "!!".into();
         ob.put(&e).unwrap();

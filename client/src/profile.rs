@@ -32,6 +32,7 @@ use sealpost_proto::{Address, MailboxId, NodeUrl};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, ProfileLock};
+use crate::resolve::parse_domain;
 
 /// Version of the profile layout this code reads and writes.
 pub const PROFILE_VERSION: u32 = 1;
@@ -403,6 +404,86 @@ impl Profile {
     /// The mailbox id this profile has on `url`, if it is one of our homes.
     pub fn mailbox_on(&self, url: &NodeUrl) -> Option<MailboxId> {
         self.config.home(url).map(|h| h.mailbox)
+    }
+
+    // Settings: each changes config.json and saves it when something changed.
+
+    /// Adds or replaces a persistent resolve entry. A domain with a node is no legacy
+    /// domain: returns whether it was taken off the legacy list.
+    pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<bool> {
+        let was_legacy = self.config.legacy.remove(&domain);
+        self.config.resolve.insert(domain, url);
+        self.save_config()?;
+        Ok(was_legacy)
+    }
+
+    /// Removes a persistent resolve entry; whether there was one.
+    pub fn unset_resolve(&mut self, domain: &str) -> Result<bool> {
+        let had = self.config.resolve.remove(domain).is_some();
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
+    }
+
+    /// `legacy add`: letters to addresses at `domain` go through the gateway without a
+    /// lookup. Refused for a domain of the resolve table, which wins. Returns the domain as
+    /// stored and whether it was new.
+    pub fn add_legacy_domain(&mut self, domain: &str) -> Result<(String, bool)> {
+        let domain = parse_domain(domain)?;
+        if let Some(url) = self.config.resolve.get(&domain) {
+            return Err(Error::input(
+                "legacy domain",
+                format!(
+                    "{domain} is in the resolve table (its node is {url}); remove it with `sealpost resolve remove {domain}` first"
+                ),
+            ));
+        }
+        let added = self.config.legacy.insert(domain.clone());
+        if added {
+            self.save_config()?;
+        }
+        Ok((domain, added))
+    }
+
+    /// `legacy remove`; whether it was listed.
+    pub fn remove_legacy_domain(&mut self, domain: &str) -> Result<bool> {
+        let domain = parse_domain(domain)?;
+        let had = self.config.legacy.remove(&domain);
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
+    }
+
+    /// Remembers that the user agreed to write to `addresses` as legacy e-mail.
+    pub fn confirm_legacy<'a>(
+        &mut self,
+        addresses: impl IntoIterator<Item = &'a Address>,
+    ) -> Result<()> {
+        let before = self.config.legacy_confirmed.len();
+        for a in addresses {
+            self.config.legacy_confirmed.insert(a.clone());
+        }
+        if self.config.legacy_confirmed.len() != before {
+            self.save_config()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `address` the gateway for legacy e-mail (`gateway set`, after checking it).
+    pub fn set_gateway(&mut self, address: &Address) -> Result<()> {
+        self.config.gateway = Some(address.clone());
+        self.save_config()
+    }
+
+    /// `gateway clear`: back to the default. Whether one was set.
+    pub fn clear_gateway(&mut self) -> Result<bool> {
+        let had = self.config.gateway.take().is_some();
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
     }
 }
 

@@ -56,7 +56,10 @@ pub(super) async fn init(
     super::run::init_notes(&client);
     let config = &client.profile.config;
     // Others find the record at the node the address's domain names.
-    if let Ok(domain_node) = client.resolver.node_for(config.address.domain())
+    if let Ok(domain_node) = client
+        .directory
+        .resolver()
+        .node_for(config.address.domain())
         && config.home(&domain_node).is_none()
     {
         note(format!(
@@ -196,7 +199,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             }
         }
         ContactCommand::List => {
-            let all = c.contacts.all()?;
+            let all = c.contacts().all()?;
             if ctx.global.json {
                 print_json(&serde_json::to_value(&all)?);
                 return Ok(());
@@ -217,7 +220,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         }
         ContactCommand::Show { address } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let k = c.contacts.get(&address)?.ok_or_else(|| Error::NotFound {
+            let k = c.contacts().get(&address)?.ok_or_else(|| Error::NotFound {
                 what: "contact",
                 id: address.to_string(),
             })?;
@@ -278,7 +281,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             fingerprint,
         } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let k = c.contacts.verify(&address, &fingerprint)?;
+            let k = c.contacts().verify(&address, &fingerprint)?;
             println!(
                 "verified {}: {}",
                 k.address,
@@ -291,11 +294,13 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             yes,
         } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let current = c.contacts.require(&address)?;
+            let current = c.contacts().require(&address)?;
             if current.verified && current.pending.is_some() && !yes {
                 confirm_replacing_verified(&current)?;
             }
-            let k = c.contacts.accept(&address, fingerprint.as_deref(), now())?;
+            let k = c
+                .contacts()
+                .accept(&address, fingerprint.as_deref(), now())?;
             println!(
                 "accepted the new key of {}: {}",
                 k.address,
@@ -304,7 +309,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         }
         ContactCommand::Remove { address } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            if !c.contacts.remove(&address)? {
+            if !c.contacts().remove(&address)? {
                 return Err(Error::NotFound {
                     what: "contact",
                     id: address.to_string(),
@@ -408,7 +413,7 @@ pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyho
         return Err(Error::input("key file", format!("{address} is your own address")).into());
     }
     match pin(
-        c.contacts.get(&address)?,
+        c.contacts().get(&address)?,
         &address,
         &cert,
         None,
@@ -416,18 +421,18 @@ pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyho
         now(),
     ) {
         PinOutcome::New(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             println!("pinned {address}: {}", display_fingerprint(&k.fingerprint));
         }
         PinOutcome::Same(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             println!(
                 "already pinned {address}: {} (certificate updated)",
                 display_fingerprint(&k.fingerprint)
             );
         }
         PinOutcome::Changed(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             return Err(key_changed(&k).into());
         }
     }

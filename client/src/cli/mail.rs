@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_name};
-use sealpost_client::fetch::ReadMessage;
+use sealpost_client::mailbox::ReadMessage;
 use sealpost_client::send::{LegacyChoice, SendPlan, SendReport, SendTracker};
 use sealpost_client::sent::bounce_queue_id;
 use sealpost_client::{Client, Error};
@@ -282,7 +282,7 @@ pub(super) async fn reply(
     legacy: &[String],
 ) -> anyhow::Result<()> {
     let mut c = ctx.open()?;
-    let id = c.messages.find(id)?;
+    let id = c.messages().find(id)?;
     let legacy = addresses(legacy)?;
     let attachments = read_attachments(attach)?;
     let keys = ctx.keys(&c)?;
@@ -372,7 +372,7 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
 
 pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
     let c = ctx.open()?;
-    let all = c.messages.list()?;
+    let all = c.messages().list()?;
     if ctx.global.json {
         print_json(&json!(
             all.iter().map(output::message_json).collect::<Vec<_>>()
@@ -387,7 +387,7 @@ pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
 
 pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<()> {
     let c = ctx.open()?;
-    let id = c.messages.find(id)?;
+    let id = c.messages().find(id)?;
     let keys = ctx.keys(&c)?;
     let r = c.read(&id, &keys)?;
     let saved = match (save, &r.letter) {
@@ -397,14 +397,14 @@ pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<(
     let from = r.meta.header.as_ref().map(|h| &h.from);
     let checked = match from {
         Some(a) if a == c.profile.address() => true,
-        Some(a) => c.contacts.get(a)?.is_some_and(|k| k.verified),
+        Some(a) => c.contacts().get(a)?.is_some_and(|k| k.verified),
         None => false,
     };
     // A verified bounce from one of our nodes names the queue id of the hop it gave up.
     let bounce_of = match &r.letter {
         Some(l) if r.meta.trust.is_verified() && l.subject.starts_with("Undeliverable: ") => {
             match bounce_queue_id(&l.body) {
-                Some(q) => c.sent.get(q)?,
+                Some(q) => c.outbox.sent().get(q)?,
                 None => None,
             }
         }

@@ -2,7 +2,7 @@
 //! types plus a few fields assembled here.
 
 use sealpost_client::contacts::display_fingerprint;
-use sealpost_client::fetch::ReadMessage;
+use sealpost_client::mailbox::ReadMessage;
 use sealpost_client::sent::SentEntry;
 use sealpost_client::store::{StoredMessage, Trust};
 use serde_json::{Value, json};

@@ -1,7 +1,12 @@
+//! [`Mailbox`], the part of a [`crate::Client`] that holds the user's letters: the local
+//! letter store ([`MessageStore`]) and the fetching that fills it.
+//!
 //! Fetching: list every trusted home in parallel (each with a timeout), download each new
 //! envelope id once, open it and decide who sent it, store it durably, and only then ack
 //! (delete) it on every home that holds it. A node that does not answer is reported and
-//! asked again next time; what it holds is still there.
+//! asked again next time; what it holds is still there. Who sent a letter is judged against
+//! the pins of the [`Directory`] (a new sender is looked up there) and the user's own
+//! [`Profile`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,14 +18,15 @@ use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
 use sealpost_proto::seal::{SignatureStatus, open};
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
-use crate::api::ListItem;
-use crate::client::Client;
+use crate::api::{ListItem, Net};
 use crate::contacts::PinOutcome;
+use crate::directory::Directory;
 use crate::error::{Error, NetFailure, Result};
-use crate::gateway::DEFAULT_GATEWAY_LOCAL_PART;
+use crate::gateway::default_gateway;
+use crate::outbox::FlushReport;
+use crate::profile::{HomeEntry, Profile};
 use crate::progress::Progress;
-use crate::send::FlushReport;
-use crate::store::{Header, StoredMessage, Trust};
+use crate::store::{Header, MessageStore, StoredMessage, Trust};
 use crate::verify::{Certs, judge, judge_legacy, legacy_view};
 use crate::{join_all, now};
 
@@ -109,65 +115,88 @@ impl Judge {
     }
 }
 
-impl Client {
-    fn judge_state(&self) -> Result<Judge> {
-        let mut certs = Certs::new(vec![self.profile.cert()]);
-        let mut pinned = BTreeMap::new();
-        pinned.insert(
-            self.profile.address().clone(),
-            self.profile.config.fingerprint.clone(),
-        );
-        for c in self.contacts.all()? {
-            certs.push(c.parsed_cert()?);
-            pinned.insert(c.address.clone(), c.fingerprint.clone());
-        }
-        let mut nodes: BTreeMap<Address, Vec<String>> = BTreeMap::new();
-        {
-            let cache = self
-                .nodes
-                .lock()
-                .expect("invariant: node cache lock not poisoned");
-            for h in &self.profile.config.homes {
-                let Some(node) = cache.get(&h.url) else {
-                    continue;
-                };
-                if node.descriptor.node_key != h.node_key_bytes()? {
-                    continue;
-                }
-                for a in cert_addresses(&node.cert) {
-                    if let Ok(a) = Address::parse(&a) {
-                        nodes
-                            .entry(a)
-                            .or_default()
-                            .push(node.cert.fingerprint().to_hex());
-                    }
-                }
-                certs.push(node.cert);
+/// The signature context of `me` with the pins and cached nodes of `directory`.
+fn judge_state(me: &Profile, directory: &Directory) -> Result<Judge> {
+    let mut certs = Certs::new(vec![me.cert()]);
+    let mut pinned = BTreeMap::new();
+    pinned.insert(me.address().clone(), me.config.fingerprint.clone());
+    for c in directory.contacts().all()? {
+        certs.push(c.parsed_cert()?);
+        pinned.insert(c.address.clone(), c.fingerprint.clone());
+    }
+    let mut nodes: BTreeMap<Address, Vec<String>> = BTreeMap::new();
+    {
+        for h in &me.config.homes {
+            let Some(node) = directory.cached_node(&h.url) else {
+                continue;
+            };
+            if node.descriptor.node_key != h.node_key_bytes()? {
+                continue;
             }
+            for a in cert_addresses(&node.cert) {
+                if let Ok(a) = Address::parse(&a) {
+                    nodes
+                        .entry(a)
+                        .or_default()
+                        .push(node.cert.fingerprint().to_hex());
+                }
+            }
+            certs.push(node.cert);
         }
-        Ok(Judge {
-            certs,
-            pinned,
-            nodes,
-            looked_up: HashSet::new(),
-        })
+    }
+    Ok(Judge {
+        certs,
+        pinned,
+        nodes,
+        looked_up: HashSet::new(),
+    })
+}
+
+/// The trusted homes of `me`, fetched from and submitted through; an error when there is
+/// none.
+pub fn trusted_homes(me: &Profile) -> Result<Vec<HomeEntry>> {
+    let homes: Vec<_> = me.config.trusted_homes().cloned().collect();
+    if homes.is_empty() {
+        return Err(Error::input(
+            "homes",
+            "no trusted home node; trust one with `sealpost node trust URL`",
+        ));
+    }
+    Ok(homes)
+}
+
+/// The user's letters: see the module documentation.
+pub struct Mailbox {
+    net: Net,
+    messages: MessageStore,
+}
+
+impl Mailbox {
+    /// The letters of the profile in `profile_dir`, fetched through `net`.
+    pub fn new(profile_dir: &std::path::Path, net: Net) -> Mailbox {
+        Mailbox {
+            net,
+            messages: MessageStore::new(profile_dir),
+        }
     }
 
-    /// Flushes the outbox, then fetches from every trusted home that answers.
-    pub async fn fetch(&self, keys: &Keyring, progress: &dyn Progress) -> Result<FetchReport> {
-        let homes: Vec<_> = self.profile.config.trusted_homes().cloned().collect();
-        if homes.is_empty() {
-            return Err(Error::input(
-                "homes",
-                "no trusted home node; trust one with `sealpost node trust URL`",
-            ));
-        }
-        let mut report = FetchReport {
-            flush: self.flush_outbox(keys, progress).await?,
-            ..FetchReport::default()
-        };
+    /// The letters stored.
+    pub fn messages(&self) -> &MessageStore {
+        &self.messages
+    }
 
-        let timeout = self.net_timeout();
+    /// Fetches from every one of `homes` (the trusted homes of `me`) that answers. The
+    /// report's `flush` is left empty: flushing the outbox first is the caller's.
+    pub async fn fetch(
+        &self,
+        me: &Profile,
+        directory: &Directory,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<FetchReport> {
+        let mut report = FetchReport::default();
+        let timeout = self.net.config().timeout;
         let listings = join_all(
             homes
                 .iter()
@@ -215,7 +244,7 @@ impl Client {
             return Err(Error::NoNodeAnswered { details });
         }
 
-        let mut judge = self.judge_state()?;
+        let mut judge = judge_state(me, directory)?;
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
         for (id, places) in &group_by_envelope(answered) {
             let id = *id;
@@ -257,7 +286,7 @@ impl Client {
             let (sealed, trust, header) = match Envelope::decode(&bytes) {
                 Ok(env) if env.id == id && env.mailbox == homes[i].mailbox => {
                     let (trust, header) = self
-                        .open_and_judge(&env.sealed, keys, &mut judge, &mut report)
+                        .open_and_judge(me, directory, &env.sealed, keys, &mut judge, &mut report)
                         .await;
                     (env.sealed, trust, header)
                 }
@@ -326,12 +355,8 @@ impl Client {
             nr.acked = ok;
             nr.ack_errors = errors;
         }
-        self.save_nodes()?;
+        directory.save_nodes()?;
         Ok(report)
-    }
-
-    fn net_timeout(&self) -> std::time::Duration {
-        self.net.config().timeout
     }
 
     /// Records that a stored message was also found on `urls`.
@@ -357,6 +382,8 @@ impl Client {
     /// makes us look up the From address's record once per run (TOFU for a new sender).
     async fn open_and_judge(
         &self,
+        me: &Profile,
+        directory: &Directory,
         sealed: &[u8],
         keys: &Keyring,
         judge_state: &mut Judge,
@@ -380,7 +407,9 @@ impl Client {
             // the legacy From is never looked up (it has no Sealpost node, and asking
             // would tell the world whom we hear from).
             if let SignatureStatus::UnknownSigner { .. } = status
-                && let Some(again) = self.learn_gateway(sealed, keys, judge_state, report).await
+                && let Some(again) = self
+                    .learn_gateway(me, directory, sealed, keys, judge_state, report)
+                    .await
             {
                 status = again;
             }
@@ -391,11 +420,11 @@ impl Client {
             && !judge_state.nodes.contains_key(&from)
             && judge_state.looked_up.insert(from.clone())
         {
-            match self.resolve_recipient(&from).await {
+            match directory.resolve_recipient(me, &from).await {
                 Ok(r) => {
                     if let Some(outcome) = &r.pin {
                         let c = outcome.contact();
-                        if let Err(e) = self.contacts.save(c) {
+                        if let Err(e) = directory.contacts().save(c) {
                             report.warnings.push(e.to_string());
                         } else {
                             if matches!(outcome, PinOutcome::New(_)) {
@@ -426,20 +455,18 @@ impl Client {
     /// opens `sealed` again: the signature status with the gateway's certificate known.
     async fn learn_gateway(
         &self,
+        me: &Profile,
+        directory: &Directory,
         sealed: &[u8],
         keys: &Keyring,
         judge_state: &mut Judge,
         report: &mut FetchReport,
     ) -> Option<SignatureStatus> {
-        let gateway = Address::parse(&format!(
-            "{DEFAULT_GATEWAY_LOCAL_PART}@{}",
-            self.profile.address().domain()
-        ))
-        .ok()?;
+        let gateway = default_gateway(me.address()).ok()?;
         if !judge_state.looked_up.insert(gateway.clone()) {
             return None;
         }
-        let r = match self.resolve_recipient(&gateway).await {
+        let r = match directory.resolve_recipient(me, &gateway).await {
             Ok(r) => r,
             Err(e) => {
                 report
@@ -450,7 +477,7 @@ impl Client {
         };
         if let Some(outcome) = &r.pin {
             let c = outcome.contact();
-            if let Err(e) = self.contacts.save(c) {
+            if let Err(e) = directory.contacts().save(c) {
                 report.warnings.push(e.to_string());
                 return None;
             }
@@ -466,13 +493,19 @@ impl Client {
     }
 
     /// Opens a stored message again (no network) and marks it seen.
-    pub fn read(&self, id: &EnvelopeId, keys: &Keyring) -> Result<ReadMessage> {
+    pub fn read(
+        &self,
+        me: &Profile,
+        directory: &Directory,
+        id: &EnvelopeId,
+        keys: &Keyring,
+    ) -> Result<ReadMessage> {
         let mut meta = self.messages.get(id)?;
         if meta.header.is_none() {
             return Ok(ReadMessage { meta, letter: None });
         }
         let sealed = self.messages.sealed(id)?;
-        let judge_state = self.judge_state()?;
+        let judge_state = judge_state(me, directory)?;
         let opened = open(&sealed, keys, &|h| judge_state.certs.lookup(h))?;
         if !meta.seen {
             meta.seen = true;
