@@ -244,7 +244,12 @@ impl Mailbox {
             return Err(Error::NoNodeAnswered { details });
         }
 
-        let mut judge = judge_state(me, directory)?;
+        let mut opener = Opener {
+            me,
+            directory,
+            keys,
+            judge: judge_state(me, directory)?,
+        };
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
         for (id, places) in &group_by_envelope(answered) {
             let id = *id;
@@ -285,9 +290,7 @@ impl Mailbox {
             let Some((i, bytes)) = got else { continue };
             let (sealed, trust, header) = match Envelope::decode(&bytes) {
                 Ok(env) if env.id == id && env.mailbox == homes[i].mailbox => {
-                    let (trust, header) = self
-                        .open_and_judge(me, directory, &env.sealed, keys, &mut judge, &mut report)
-                        .await;
+                    let (trust, header) = opener.open_and_judge(&env.sealed, &mut report).await;
                     (env.sealed, trust, header)
                 }
                 Ok(_) => (
@@ -378,120 +381,6 @@ impl Mailbox {
         Ok(())
     }
 
-    /// Opens a sealed letter and decides who sent it. A signer we have no certificate for
-    /// makes us look up the From address's record once per run (TOFU for a new sender).
-    async fn open_and_judge(
-        &self,
-        me: &Profile,
-        directory: &Directory,
-        sealed: &[u8],
-        keys: &Keyring,
-        judge_state: &mut Judge,
-        report: &mut FetchReport,
-    ) -> (Trust, Option<Header>) {
-        let opened = match open(sealed, keys, &|h| judge_state.certs.lookup(h)) {
-            Ok(o) => o,
-            Err(e) => {
-                return (
-                    Trust::Unreadable {
-                        reason: e.to_string(),
-                    },
-                    None,
-                );
-            }
-        };
-        let from = opened.letter.from.clone();
-        let mut status = opened.signature.clone();
-        if opened.letter.legacy.is_some() {
-            // Legacy mail is sealed by the gateway that took it in, `gateway@` our domain;
-            // the legacy From is never looked up (it has no Sealpost node, and asking
-            // would tell the world whom we hear from).
-            if let SignatureStatus::UnknownSigner { .. } = status
-                && let Some(again) = self
-                    .learn_gateway(me, directory, sealed, keys, judge_state, report)
-                    .await
-            {
-                status = again;
-            }
-            let shown = legacy_view(opened.letter, keys, &|h| judge_state.certs.lookup(h));
-            return (judge_legacy(&status), Some(Header::of(&shown)));
-        }
-        if matches!(status, SignatureStatus::UnknownSigner { .. })
-            && !judge_state.nodes.contains_key(&from)
-            && judge_state.looked_up.insert(from.clone())
-        {
-            match directory.resolve_recipient(me, &from).await {
-                Ok(r) => {
-                    if let Some(outcome) = &r.pin {
-                        let c = outcome.contact();
-                        if let Err(e) = directory.contacts().save(c) {
-                            report.warnings.push(e.to_string());
-                        } else {
-                            if matches!(outcome, PinOutcome::New(_)) {
-                                report.new_contacts.push(from.clone());
-                            }
-                            judge_state
-                                .pinned
-                                .insert(from.clone(), c.fingerprint.clone());
-                            judge_state.certs.push(r.cert.clone());
-                        }
-                    }
-                    if let Ok(again) = open(sealed, keys, &|h| judge_state.certs.lookup(h)) {
-                        status = again.signature;
-                    }
-                }
-                Err(e @ Error::KeyChanged { .. }) => report.warnings.push(e.to_string()),
-                Err(e) => report
-                    .warnings
-                    .push(format!("could not look up the sender {from}: {e}")),
-            }
-        }
-        let expected = judge_state.expected_signer(&from, &status);
-        let trust = judge(&status, &from, expected.as_deref());
-        (trust, Some(Header::of(&opened.letter)))
-    }
-
-    /// Looks up our domain's gateway (once per fetch), pins it like any contact, and
-    /// opens `sealed` again: the signature status with the gateway's certificate known.
-    async fn learn_gateway(
-        &self,
-        me: &Profile,
-        directory: &Directory,
-        sealed: &[u8],
-        keys: &Keyring,
-        judge_state: &mut Judge,
-        report: &mut FetchReport,
-    ) -> Option<SignatureStatus> {
-        let gateway = default_gateway(me.address()).ok()?;
-        if !judge_state.looked_up.insert(gateway.clone()) {
-            return None;
-        }
-        let r = match directory.resolve_recipient(me, &gateway).await {
-            Ok(r) => r,
-            Err(e) => {
-                report
-                    .warnings
-                    .push(format!("could not look up the gateway {gateway}: {e}"));
-                return None;
-            }
-        };
-        if let Some(outcome) = &r.pin {
-            let c = outcome.contact();
-            if let Err(e) = directory.contacts().save(c) {
-                report.warnings.push(e.to_string());
-                return None;
-            }
-            if matches!(outcome, PinOutcome::New(_)) {
-                report.new_contacts.push(gateway.clone());
-            }
-            judge_state.pinned.insert(gateway, c.fingerprint.clone());
-        }
-        judge_state.certs.push(r.cert);
-        open(sealed, keys, &|h| judge_state.certs.lookup(h))
-            .ok()
-            .map(|o| o.signature)
-    }
-
     /// Opens a stored message again (no network) and marks it seen.
     pub fn read(
         &self,
@@ -521,6 +410,123 @@ impl Mailbox {
             meta,
             letter: Some(letter),
         })
+    }
+}
+
+/// What opening the letters of one fetch needs: whose they are, the directory to look new
+/// senders up in, the keys, and the signature context so far.
+struct Opener<'a> {
+    me: &'a Profile,
+    directory: &'a Directory,
+    keys: &'a Keyring,
+    judge: Judge,
+}
+
+impl Opener<'_> {
+    /// Opens a sealed letter and decides who sent it. A signer we have no certificate for
+    /// makes us look up the From address's record once per run (TOFU for a new sender).
+    async fn open_and_judge(
+        &mut self,
+        sealed: &[u8],
+        report: &mut FetchReport,
+    ) -> (Trust, Option<Header>) {
+        let (me, directory, keys) = (self.me, self.directory, self.keys);
+        let opened = match open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
+            Ok(o) => o,
+            Err(e) => {
+                return (
+                    Trust::Unreadable {
+                        reason: e.to_string(),
+                    },
+                    None,
+                );
+            }
+        };
+        let from = opened.letter.from.clone();
+        let mut status = opened.signature.clone();
+        if opened.letter.legacy.is_some() {
+            // Legacy mail is sealed by the gateway that took it in, `gateway@` our domain;
+            // the legacy From is never looked up (it has no Sealpost node, and asking
+            // would tell the world whom we hear from).
+            if let SignatureStatus::UnknownSigner { .. } = status
+                && let Some(again) = self.learn_gateway(sealed, report).await
+            {
+                status = again;
+            }
+            let shown = legacy_view(opened.letter, keys, &|h| self.judge.certs.lookup(h));
+            return (judge_legacy(&status), Some(Header::of(&shown)));
+        }
+        if matches!(status, SignatureStatus::UnknownSigner { .. })
+            && !self.judge.nodes.contains_key(&from)
+            && self.judge.looked_up.insert(from.clone())
+        {
+            match directory.resolve_recipient(me, &from).await {
+                Ok(r) => {
+                    if let Some(outcome) = &r.pin {
+                        let c = outcome.contact();
+                        if let Err(e) = directory.contacts().save(c) {
+                            report.warnings.push(e.to_string());
+                        } else {
+                            if matches!(outcome, PinOutcome::New(_)) {
+                                report.new_contacts.push(from.clone());
+                            }
+                            self.judge
+                                .pinned
+                                .insert(from.clone(), c.fingerprint.clone());
+                            self.judge.certs.push(r.cert.clone());
+                        }
+                    }
+                    if let Ok(again) = open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
+                        status = again.signature;
+                    }
+                }
+                Err(e @ Error::KeyChanged { .. }) => report.warnings.push(e.to_string()),
+                Err(e) => report
+                    .warnings
+                    .push(format!("could not look up the sender {from}: {e}")),
+            }
+        }
+        let expected = self.judge.expected_signer(&from, &status);
+        let trust = judge(&status, &from, expected.as_deref());
+        (trust, Some(Header::of(&opened.letter)))
+    }
+
+    /// Looks up our domain's gateway (once per fetch), pins it like any contact, and
+    /// opens `sealed` again: the signature status with the gateway's certificate known.
+    async fn learn_gateway(
+        &mut self,
+        sealed: &[u8],
+        report: &mut FetchReport,
+    ) -> Option<SignatureStatus> {
+        let (me, directory, keys) = (self.me, self.directory, self.keys);
+        let gateway = default_gateway(me.address()).ok()?;
+        if !self.judge.looked_up.insert(gateway.clone()) {
+            return None;
+        }
+        let r = match directory.resolve_recipient(me, &gateway).await {
+            Ok(r) => r,
+            Err(e) => {
+                report
+                    .warnings
+                    .push(format!("could not look up the gateway {gateway}: {e}"));
+                return None;
+            }
+        };
+        if let Some(outcome) = &r.pin {
+            let c = outcome.contact();
+            if let Err(e) = directory.contacts().save(c) {
+                report.warnings.push(e.to_string());
+                return None;
+            }
+            if matches!(outcome, PinOutcome::New(_)) {
+                report.new_contacts.push(gateway.clone());
+            }
+            self.judge.pinned.insert(gateway, c.fingerprint.clone());
+        }
+        self.judge.certs.push(r.cert);
+        open(sealed, keys, &|h| self.judge.certs.lookup(h))
+            .ok()
+            .map(|o| o.signature)
     }
 }
 
