@@ -275,15 +275,35 @@ impl Client {
         for e in &sealed.entries {
             self.outbox.put(e)?;
         }
+        if let Some(Ok(copy)) = &sealed.sent_copy {
+            for e in &copy.entries {
+                self.outbox.put_copy(e)?;
+            }
+        }
         tracker.set(&sealed.entries);
         sealed.commit(&self.directory)?;
         self.profile.confirm_legacy(&consented)?;
+        // The sent copy shows here at once (fetching its envelope later finds it stored).
+        let sent_copy = match &sealed.sent_copy {
+            Some(Ok(copy)) => {
+                self.mailbox.store_sent(
+                    &self.profile,
+                    copy.envelope_id,
+                    &copy.sealed,
+                    &copy.letter,
+                )?;
+                Some(Ok(copy.envelope_id))
+            }
+            Some(Err(why)) => Some(Err(why.clone())),
+            None => None,
+        };
         let flush = self.flush_outbox(keys, progress).await?;
         Ok(SendReport {
             message_id: sealed.message_id,
             recipients: sealed.recipients,
             legacy: sealed.legacy,
             queued: sealed.entries.into_iter().map(|e| e.id).collect(),
+            sent_copy,
             flush,
         })
     }

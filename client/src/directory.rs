@@ -333,6 +333,16 @@ impl Directory {
         Ok(node)
     }
 
+    /// The descriptor of one of the user's own homes: the cached one when it carries the
+    /// node key and URL the record names (it was verified when the node became a home),
+    /// else [`Directory::home_node`].
+    pub async fn own_home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        match self.cached_node(&home.url) {
+            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
+            _ => self.home_node(home).await,
+        }
+    }
+
     /// Writes the node cache if it changed.
     pub fn save_nodes(&self) -> Result<()> {
         self.cache().save()

@@ -26,7 +26,7 @@ use crate::gateway::default_gateway;
 use crate::outbox::FlushReport;
 use crate::profile::{HomeEntry, Profile};
 use crate::progress::Progress;
-use crate::store::{Header, MessageStore, StoredMessage, Trust};
+use crate::store::{Folder, Header, MessageStore, StoredMessage, Trust};
 use crate::verify::{Certs, judge, judge_legacy, legacy_view};
 use crate::{join_all, now};
 
@@ -42,8 +42,11 @@ pub struct NodeReport {
 
 #[derive(Clone, Debug, Default)]
 pub struct FetchReport {
-    /// Messages stored by this fetch.
+    /// Letters received, stored by this fetch.
     pub new: Vec<StoredMessage>,
+    /// Sent copies stored by this fetch: letters the user sent from another device (a copy
+    /// sent from this device is stored when it is sent, and counts as a duplicate here).
+    pub sent: Vec<StoredMessage>,
     /// Envelopes already stored (fetched before or from another home): acked, not stored.
     pub duplicates: usize,
     pub nodes: Vec<NodeReport>,
@@ -150,6 +153,24 @@ fn judge_state(me: &Profile, directory: &Directory) -> Result<Judge> {
         nodes,
         looked_up: HashSet::new(),
     })
+}
+
+/// The folder of a letter fetched into the mailbox of `me`: a letter that `me` signed (with
+/// the key pinned for their own address) and that is not addressed to them is the sent
+/// copy of a letter they wrote (on any of their devices, [`crate::send`]); everything else
+/// was received. A letter the user writes to themselves is received (no sent copy is made
+/// of it).
+pub fn folder_of(me: &Profile, trust: &Trust, header: Option<&Header>) -> Folder {
+    match header {
+        Some(h)
+            if trust.is_verified()
+                && &h.from == me.address()
+                && !h.to.iter().chain(&h.cc).any(|a| a == me.address()) =>
+        {
+            Folder::Sent
+        }
+        _ => Folder::Inbox,
+    }
 }
 
 /// The trusted homes of `me`, fetched from and submitted through; an error when there is
@@ -314,18 +335,24 @@ impl Mailbox {
                     nodes.push(homes[*j].url.clone());
                 }
             }
+            let folder = folder_of(me, &trust, header.as_ref());
             let meta = StoredMessage {
                 id,
                 received_at: now(),
                 nodes,
                 size: sealed.len() as u64,
                 trust,
-                seen: false,
+                // The user wrote it: nothing to read.
+                seen: folder == Folder::Sent,
                 header,
+                folder,
             };
             // Durable (fsync) before any ack.
             self.messages.put(&meta, &sealed)?;
-            report.new.push(meta);
+            match folder {
+                Folder::Inbox => report.new.push(meta),
+                Folder::Sent => report.sent.push(meta),
+            }
             for (i, item) in places {
                 acks[*i].push(item.seq);
             }
@@ -360,6 +387,32 @@ impl Mailbox {
         }
         directory.save_nodes()?;
         Ok(report)
+    }
+
+    /// Stores the sent copy of a letter this device has just sent: `sealed`, sealed to the
+    /// user's own key and signed by `me`, under the envelope id `id` of the copy queued for
+    /// the user's own mailbox. It shows at once; fetching that envelope later finds it stored.
+    pub fn store_sent(
+        &self,
+        me: &Profile,
+        id: EnvelopeId,
+        sealed: &[u8],
+        letter: &Letter,
+    ) -> Result<StoredMessage> {
+        let meta = StoredMessage {
+            id,
+            received_at: now(),
+            nodes: Vec::new(),
+            size: sealed.len() as u64,
+            trust: Trust::Verified {
+                signer: me.config.fingerprint.clone(),
+            },
+            seen: true,
+            header: Some(Header::of(letter)),
+            folder: Folder::Sent,
+        };
+        self.messages.put(&meta, sealed)?;
+        Ok(meta)
     }
 
     /// Records that a stored message was also found on `urls`.
@@ -554,5 +607,26 @@ mod tests {
         assert_eq!(groups[1].1, vec![(0, item(2, 0xb)), (2, item(7, 0xb))]);
         assert_eq!(groups[2].1, vec![(2, item(8, 0xc))]);
         assert!(group_by_envelope(vec![(0, vec![]), (1, vec![])]).is_empty());
+    }
+
+    #[test]
+    fn only_our_own_verified_letter_to_others_is_a_sent_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = crate::profile::tests::sample(tmp.path(), "alice@alpha.test", None);
+        let alice = me.address().clone();
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let header = |from: &Address, to: &Address| {
+            Header::of(&Letter::new(from.clone(), vec![to.clone()], "s", "b", 1))
+        };
+        let verified = Trust::Verified {
+            signer: me.config.fingerprint.clone(),
+        };
+        let unverified = Trust::Unverified { reason: "x".into() };
+        let sent = |t: &Trust, h: Header| folder_of(&me, t, Some(&h));
+        assert_eq!(sent(&verified, header(&alice, &bob)), Folder::Sent);
+        assert_eq!(sent(&verified, header(&alice, &alice)), Folder::Inbox);
+        assert_eq!(sent(&unverified, header(&alice, &bob)), Folder::Inbox);
+        assert_eq!(sent(&verified, header(&bob, &alice)), Folder::Inbox);
+        assert_eq!(folder_of(&me, &verified, None), Folder::Inbox);
     }
 }

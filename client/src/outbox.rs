@@ -28,6 +28,8 @@ use crate::progress::Progress;
 use crate::sent::{SentEntry, SentLog};
 
 pub const OUTBOX_DIR: &str = "outbox";
+/// Hops of sent copies (for the user's own mailbox) not yet accepted.
+pub const COPIES_DIR: &str = "outbox-copies";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -91,6 +93,9 @@ pub struct FlushReport {
     pub pending: Vec<String>,
     /// The last error of each entry still waiting.
     pub errors: Vec<String>,
+    /// Hops of sent copies submitted, and those still waiting, by id (not counted above).
+    pub copies_submitted: usize,
+    pub copies_pending: Vec<String>,
 }
 
 /// A node that failed this way is skipped for the rest of a flush.
@@ -99,28 +104,12 @@ fn node_is_down(e: &Error) -> bool {
         || matches!(e, Error::Node { status, .. } if *status >= 500 || *status == 429)
 }
 
-/// The queue of hops not yet accepted by one of our nodes, and the log of those accepted.
-pub struct Outbox {
+/// A directory of outbox entries, one `ID.json` each.
+struct Queue {
     dir: PathBuf,
-    sent: SentLog,
-    net: Net,
 }
 
-impl Outbox {
-    /// The outbox of the profile in `profile_dir`, submitting through `net`.
-    pub fn new(profile_dir: &Path, net: Net) -> Self {
-        Outbox {
-            dir: profile_dir.join(OUTBOX_DIR),
-            sent: SentLog::new(profile_dir),
-            net,
-        }
-    }
-
-    /// The queue ids of accepted hops.
-    pub fn sent(&self) -> &SentLog {
-        &self.sent
-    }
-
+impl Queue {
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
@@ -178,19 +167,104 @@ impl Outbox {
         }
         Ok(hits.len())
     }
+}
+
+/// The queue of hops not yet accepted by one of our nodes (deliveries to recipients, and
+/// apart from them the sent copies for the user's own mailbox), and the log of those
+/// accepted.
+pub struct Outbox {
+    deliveries: Queue,
+    copies: Queue,
+    sent: SentLog,
+    net: Net,
+}
+
+impl Outbox {
+    /// The outbox of the profile in `profile_dir`, submitting through `net`.
+    pub fn new(profile_dir: &Path, net: Net) -> Self {
+        Outbox {
+            deliveries: Queue {
+                dir: profile_dir.join(OUTBOX_DIR),
+            },
+            copies: Queue {
+                dir: profile_dir.join(COPIES_DIR),
+            },
+            sent: SentLog::new(profile_dir),
+            net,
+        }
+    }
+
+    /// The queue ids of accepted hops.
+    pub fn sent(&self) -> &SentLog {
+        &self.sent
+    }
+
+    /// Queues a delivery (durably).
+    pub fn put(&self, e: &OutboxEntry) -> Result<()> {
+        self.deliveries.put(e)
+    }
+
+    /// Whether the delivery `id` is still waiting.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        self.deliveries.contains(id)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        self.deliveries.remove(id)
+    }
+
+    /// Every delivery waiting, oldest first.
+    pub fn all(&self) -> Result<Vec<OutboxEntry>> {
+        self.deliveries.all()
+    }
+
+    /// Removes the deliveries whose id starts with `prefix`; returns how many.
+    pub fn drop_matching(&self, prefix: &str) -> Result<usize> {
+        self.deliveries.drop_matching(prefix)
+    }
+
+    /// Queues a hop of a sent copy (durably).
+    pub fn put_copy(&self, e: &OutboxEntry) -> Result<()> {
+        self.copies.put(e)
+    }
+
+    /// Every hop of a sent copy waiting, oldest first.
+    pub fn copies(&self) -> Result<Vec<OutboxEntry>> {
+        self.copies.all()
+    }
 
     /// Submits every entry through the first of `homes` (our trusted homes) that takes
     /// it, logging the queue id it answers. A node that is down is not asked again in the
     /// same flush.
+    /// Deliveries go first; sent copies after them.
     pub async fn flush(
         &self,
         homes: &[HomeEntry],
         keys: &Keyring,
         progress: &dyn Progress,
     ) -> Result<FlushReport> {
-        let mut report = FlushReport::default();
         let mut down: Vec<NodeUrl> = Vec::new();
-        for mut entry in self.all()? {
+        let mut report = self
+            .flush_queue(&self.deliveries, homes, keys, progress, &mut down)
+            .await?;
+        let copies = self
+            .flush_queue(&self.copies, homes, keys, progress, &mut down)
+            .await?;
+        report.copies_submitted = copies.submitted;
+        report.copies_pending = copies.pending;
+        Ok(report)
+    }
+
+    async fn flush_queue(
+        &self,
+        queue: &Queue,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+        down: &mut Vec<NodeUrl>,
+    ) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        for mut entry in queue.all()? {
             let hop = Bytes::from(entry.hop_bytes()?);
             let label = format!("to {}", entry.recipient);
             let total = hop.len() as u64;
@@ -229,13 +303,13 @@ impl Outbox {
                 }
             }
             if done {
-                self.remove(&entry.id)?;
+                queue.remove(&entry.id)?;
                 report.submitted += 1;
             } else {
                 let why = last.unwrap_or_else(|| "no trusted home node answered".to_string());
                 entry.attempts += 1;
                 entry.last_error = Some(why.clone());
-                self.put(&entry)?;
+                queue.put(&entry)?;
                 report.errors.push(why);
                 report.pending.push(entry.id);
             }

@@ -15,6 +15,8 @@
 //!   contacts/       ADDRESS.json: pinned certificates (TOFU)
 //!   messages/       ID.sealed (the sealed letter as received) + ID.json (what list shows)
 //!   outbox/         ID.json: hop wrappers not yet accepted by one of our nodes
+//!   outbox-copies/  ID.json: the same for sent copies (to our own mailbox)
+//!   sent/           QUEUEID.json: the queue id of each hop a node accepted
 //!   tmp/            editor drafts
 //!   lock            flock: one sealpost process per profile at a time
 //! ```

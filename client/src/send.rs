@@ -61,6 +61,10 @@ pub struct SendReport {
     pub legacy: Option<LegacyReport>,
     /// Outbox ids of this letter's hops.
     pub queued: Vec<String>,
+    /// The sent copy, sealed to the user's own key for their own mailbox (every device of
+    /// theirs fetches it): its envelope id (also the id it is stored under here), or why
+    /// none was made. `None` when the user is a recipient (that copy serves).
+    pub sent_copy: Option<std::result::Result<EnvelopeId, String>>,
     pub flush: FlushReport,
 }
 
@@ -96,6 +100,8 @@ pub struct SendPlan {
     recipients: Vec<Recipient>,
     legacy_to: Vec<(Address, LegacyReason)>,
     gateway: Option<Recipient>,
+    /// The user, for the sent copy; `None` when they are a recipient.
+    me: Option<Recipient>,
 }
 
 impl SendPlan {
@@ -193,12 +199,18 @@ pub async fn plan(
             }
         }
     };
+    let own = if recipients.iter().any(|r| &r.address == me.address()) {
+        None
+    } else {
+        Some(directory.resolve_recipient(me, me.address()).await?)
+    };
     Ok(SendPlan {
         letter,
         now,
         recipients,
         legacy_to,
         gateway,
+        me: own,
     })
 }
 
@@ -252,8 +264,19 @@ pub struct Sealed {
     pub entries: Vec<OutboxEntry>,
     pub recipients: Vec<RecipientReport>,
     pub legacy: Option<LegacyReport>,
+    /// The sent copy, or why there is none (`None`: the user is a recipient).
+    pub sent_copy: Option<std::result::Result<SentCopy, String>>,
     /// Whose pins to save once the hops are queued.
     pins: Vec<Recipient>,
+}
+
+/// The copy of a letter for the user's own mailbox: its hops (one per home of theirs), and
+/// the letter sealed to their key, to store here at once.
+pub struct SentCopy {
+    pub envelope_id: EnvelopeId,
+    pub entries: Vec<OutboxEntry>,
+    pub sealed: Vec<u8>,
+    pub letter: Letter,
 }
 
 impl Sealed {
@@ -276,17 +299,22 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
         recipients,
         legacy_to,
         gateway,
+        me,
     } = plan;
     let mut entries = Vec::new();
     let mut reports = Vec::new();
     for r in &recipients {
-        reports.push(queue_copy(directory, &letter, r, keys, now, &mut entries).await?);
+        reports.push(
+            queue_copy(directory, &letter, r, keys, now, &mut entries)
+                .await?
+                .0,
+        );
     }
     let legacy_report = match &gateway {
         Some(g) => {
             let mut copy = letter.clone();
             copy.legacy_to = legacy_to.iter().map(|(a, _)| a.clone()).collect();
-            let report = queue_copy(directory, &copy, g, keys, now, &mut entries).await?;
+            let (report, _) = queue_copy(directory, &copy, g, keys, now, &mut entries).await?;
             let mut with_keys = Vec::new();
             for (a, _) in &legacy_to {
                 if directory.contacts().get(a)?.is_some() {
@@ -301,16 +329,39 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
         }
         None => None,
     };
+    // The sent copy is a convenience: a letter that the user's own homes cannot take
+    // (too large for them, their descriptors unknown) is still sent, without one.
+    let sent_copy = match &me {
+        Some(r) => {
+            let mut own = Vec::new();
+            Some(
+                match queue_copy(directory, &letter, r, keys, now, &mut own).await {
+                    Ok((report, sealed)) => Ok(SentCopy {
+                        envelope_id: report.envelope_id,
+                        entries: own,
+                        sealed,
+                        letter: letter.clone(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                },
+            )
+        }
+        None => None,
+    };
     Ok(Sealed {
         message_id: letter.message_id,
         entries,
         recipients: reports,
         legacy: legacy_report,
+        sent_copy,
         pins: recipients.into_iter().chain(gateway).collect(),
     })
 }
 
-/// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`.
+/// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`; returns
+/// the report and the sealed letter. The user's own homes are wrapped for from the node
+/// cache (verified when they became homes) without asking them: nothing reaches our own
+/// nodes before the letter is in the outbox.
 async fn queue_copy(
     directory: &Directory,
     letter: &Letter,
@@ -318,11 +369,15 @@ async fn queue_copy(
     keys: &Keyring,
     now: u64,
     entries: &mut Vec<OutboxEntry>,
-) -> Result<RecipientReport> {
+) -> Result<(RecipientReport, Vec<u8>)> {
     let mut nodes = Vec::new();
     let mut skipped = Vec::new();
     for home in &r.record.homes {
-        match directory.home_node(home).await {
+        let node = match r.pin {
+            None => directory.own_home_node(home).await,
+            Some(_) => directory.home_node(home).await,
+        };
+        match node {
             Ok(n) => nodes.push((home, n)),
             Err(e) => skipped.push((home.url.clone(), e)),
         }
@@ -376,14 +431,17 @@ async fn queue_copy(
             format!("too large for every home of {}", r.address),
         ));
     }
-    Ok(RecipientReport {
-        address: r.address.clone(),
-        envelope_id: id,
-        homes,
-        skipped,
-        newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
-        record_from_cache: r.from_cache,
-    })
+    Ok((
+        RecipientReport {
+            address: r.address.clone(),
+            envelope_id: id,
+            homes,
+            skipped,
+            newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
+            record_from_cache: r.from_cache,
+        },
+        sealed,
+    ))
 }
 
 #[cfg(test)]
@@ -447,6 +505,87 @@ mod tests {
             (200, record_with_homes(&id, address, vec![home], 1).encode()),
         );
         id
+    }
+
+    #[tokio::test]
+    async fn a_sent_copy_sealed_to_ourselves_goes_to_our_own_mailbox_and_shows_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut c, routes, node_url, node_key) = world(tmp.path()).await;
+        // Alice's record lists the vectors' node as her home (mailbox 5), as in her config.
+        let me = c.profile.address().clone();
+        let own = record_with_homes(
+            c.profile.identity(),
+            &me,
+            vec![Home {
+                url: node_url.clone(),
+                node_key,
+                mailbox: MailboxId([5; 16]),
+            }],
+            2,
+        );
+        c.profile.save_record(own).unwrap();
+        let bob = addr("bob@beta.test");
+        publish(&routes, &bob, &node_url, node_key, 7);
+        let keys = c.unlock(None).unwrap();
+        let file = tmp.path().join("plans.bin");
+        std::fs::write(&file, b"attached numbers").unwrap();
+        let draft = Draft {
+            to: vec![bob.clone()],
+            subject: "Plans".into(),
+            body: "Hello Bob".into(),
+            attachments: vec![crate::compose::read_attachment(&file).unwrap()],
+            ..Draft::default()
+        };
+        let report = c
+            .send(&draft, &LegacyChoice::default(), &keys, &NoProgress)
+            .await
+            .unwrap();
+        let id = report.sent_copy.clone().expect("a sent copy").unwrap();
+        assert_eq!(c.outbox.all().unwrap().len(), 1, "one delivery, to bob");
+        assert_ne!(report.recipients[0].envelope_id, id, "its own envelope");
+        assert_eq!(report.flush.copies_pending.len(), 1, "our node is down");
+
+        // The copy's hop: for our own mailbox on our home, sealed to our key, attachments
+        // and all.
+        let copies = c.outbox.copies().unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].recipient, me);
+        let hop = HopWrapper::decode(&copies[0].hop_bytes().unwrap()).unwrap();
+        assert_eq!(hop.destination, node_url);
+        let (_, node_keys) = vector_node();
+        let envelope = HopWrapper::unwrap_payload(&hop.payload, &node_keys).unwrap();
+        assert_eq!((envelope.id, envelope.mailbox), (id, MailboxId([5; 16])));
+        let cert = c.profile.cert();
+        let opened = open(&envelope.sealed, &keys, &|_| Some(cert.clone())).unwrap();
+        assert!(matches!(opened.signature, SignatureStatus::Good { .. }));
+        assert_eq!(opened.letter.to, vec![bob.clone()]);
+        assert_eq!(opened.letter.attachments[0].data, b"attached numbers");
+
+        // Stored here at once, in the sent folder, under the copy's envelope id.
+        let stored = c.messages().get(&id).unwrap();
+        assert_eq!(stored.folder, crate::store::Folder::Sent);
+        assert!(stored.seen && stored.trust.is_verified());
+        assert_eq!(
+            crate::mailbox::folder_of(&c.profile, &stored.trust, stored.header.as_ref()),
+            crate::store::Folder::Sent,
+            "a fetch files it the same way"
+        );
+        let read = c.read(&id, &keys).unwrap();
+        assert_eq!(read.letter.unwrap().attachments.len(), 1);
+
+        // A letter the user is a recipient of needs no sent copy: that copy serves.
+        let to_self = Draft {
+            to: vec![me.clone()],
+            subject: "Note".into(),
+            body: "to self".into(),
+            ..Draft::default()
+        };
+        let report = c
+            .send(&to_self, &LegacyChoice::default(), &keys, &NoProgress)
+            .await
+            .unwrap();
+        assert!(report.sent_copy.is_none());
+        assert_eq!(c.outbox.copies().unwrap().len(), 1, "no second copy");
     }
 
     #[tokio::test]

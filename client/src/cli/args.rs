@@ -117,8 +117,15 @@ pub enum Command {
     Send(SendArgs),
     /// Fetch new mail from every trusted home node (and retry the outbox)
     Fetch,
-    /// List stored letters
-    List,
+    /// List stored letters: those received, or with --sent the copies of those you sent
+    List {
+        /// The letters you sent (from any of your devices) instead
+        #[arg(long, conflicts_with = "all")]
+        sent: bool,
+        /// Received and sent letters together
+        #[arg(long)]
+        all: bool,
+    },
     /// Show a letter (ID: a unique prefix of at least 4 hex digits)
     Read {
         id: String,

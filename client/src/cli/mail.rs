@@ -13,6 +13,7 @@ use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_na
 use sealpost_client::mailbox::ReadMessage;
 use sealpost_client::send::{LegacyChoice, SendPlan, SendReport, SendTracker};
 use sealpost_client::sent::bounce_queue_id;
+use sealpost_client::store::Folder;
 use sealpost_client::{Client, Error};
 use sealpost_proto::Address;
 use sealpost_proto::identity::Keyring;
@@ -226,6 +227,9 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
             "also submitted {earlier} earlier waiting deliveries from the outbox"
         ));
     }
+    if let Some(Err(why)) = &report.sent_copy {
+        warn(format!("no sent copy of this letter is kept: {why}"));
+    }
     let pending = report.unsubmitted();
     if pending > 0 {
         return Err(Error::Unsubmitted {
@@ -348,6 +352,7 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     if ctx.global.json {
         print_json(&json!({
             "new": report.new.iter().map(output::message_json).collect::<Vec<_>>(),
+            "sent": report.sent.iter().map(output::message_json).collect::<Vec<_>>(),
             "duplicates": report.duplicates,
             "nodes": report.nodes.iter().map(|n| json!({
                 "url": n.url, "ok": n.error.is_none(), "error": n.error,
@@ -355,7 +360,11 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
             "new_contacts": report.new_contacts,
             "warnings": report.warnings,
-            "outbox": { "submitted": report.flush.submitted, "pending": report.flush.pending.len() },
+            "outbox": {
+                "submitted": report.flush.submitted, "pending": report.flush.pending.len(),
+                "copies_submitted": report.flush.copies_submitted,
+                "copies_pending": report.flush.copies_pending.len(),
+            },
         }));
         return Ok(());
     }
@@ -367,12 +376,25 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     for m in &report.new {
         println!("{}", output::list_line(m));
     }
+    if !report.sent.is_empty() {
+        println!(
+            "{} sent letter{} from your other devices (sealpost list --sent)",
+            report.sent.len(),
+            if report.sent.len() == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
-pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
+pub(super) fn list(ctx: &Ctx, sent: bool, both: bool) -> anyhow::Result<()> {
     let c = ctx.open()?;
-    let all = c.messages().list()?;
+    let folder = if sent { Folder::Sent } else { Folder::Inbox };
+    let all: Vec<_> = c
+        .messages()
+        .list()?
+        .into_iter()
+        .filter(|m| both || m.folder == folder)
+        .collect();
     if ctx.global.json {
         print_json(&json!(
             all.iter().map(output::message_json).collect::<Vec<_>>()
