@@ -13,6 +13,8 @@
 //! rotate-key, home nodes), [`route`] (Sealpost or legacy e-mail), [`gateway`] (where legacy
 //! e-mail leaves Sealpost), [`send`] (plan, seal, queue).
 //!
+//! [`backup`] makes and restores passphrase-encrypted backups of a profile.
+//!
 //! Beneath them: [`contacts`] (TOFU pins), [`store`] (stored letters), [`sent`] (queue ids
 //! of accepted hops, to explain bounces), [`resolve`] (domain → node), [`dns`] (does a
 //! domain take e-mail; a named DNS server), [`verify`] (who sent a letter), [`compose`]
@@ -20,6 +22,7 @@
 
 pub mod account;
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod compose;
 pub mod contacts;

@@ -264,43 +264,11 @@ impl Profile {
         identity: &SecretIdentity,
         record: &SignedRecord,
     ) -> Result<Profile> {
-        check_free(dir)?;
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fsutil::create_private_dir(parent)?;
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("profile");
-        let staging = parent.join(format!(
-            ".{name}.init-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let result = (|| -> Result<()> {
-            fsutil::create_private_dir(&staging)?;
+        install(dir, |staging| {
             fsutil::write_atomic(&staging.join(SECRET_FILE), identity.to_armored().as_bytes())?;
             fsutil::write_atomic(&staging.join(RECORD_FILE), &record.encode())?;
-            fsutil::write_atomic(&staging.join(CONFIG_FILE), &to_json(&config))?;
-            // rename(2) replaces an empty directory, and fails on a non-empty one, so a
-            // concurrent init cannot be overwritten.
-            std::fs::rename(&staging, dir).map_err(|e| match e.kind() {
-                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
-                    Error::ProfileExists {
-                        dir: dir.to_path_buf(),
-                    }
-                }
-                _ => Error::profile_io(dir, e),
-            })?;
-            fsutil::sync_dir(parent)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        Profile::open(dir)
+            fsutil::write_atomic(&staging.join(CONFIG_FILE), &to_json(&config))
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -487,6 +455,48 @@ impl Profile {
         }
         Ok(had)
     }
+}
+
+/// Makes a profile in `dir`, which must not exist or be empty: `fill` writes its files
+/// into a staging directory next to it, which must then open as a profile, and is renamed
+/// into place; on any failure nothing is left behind.
+pub(crate) fn install(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<Profile> {
+    check_free(dir)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fsutil::create_private_dir(parent)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("profile");
+    let staging = parent.join(format!(
+        ".{name}.init-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| -> Result<()> {
+        fsutil::create_private_dir(&staging)?;
+        fill(&staging)?;
+        drop(Profile::open(&staging)?);
+        // rename(2) replaces an empty directory, and fails on a non-empty one, so a
+        // concurrent init cannot be overwritten.
+        std::fs::rename(&staging, dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                Error::ProfileExists {
+                    dir: dir.to_path_buf(),
+                }
+            }
+            _ => Error::profile_io(dir, e),
+        })?;
+        fsutil::sync_dir(parent)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Profile::open(dir)
 }
 
 /// Checks that `secret.key` holds the key `config` names, finishing a key switch that a

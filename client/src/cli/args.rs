@@ -40,6 +40,7 @@ Environment:
   SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file; at a
                        terminal, sealpost asks)
   SEALPOST_DNS_SERVER  DNS server IP:PORT (like --dns-server)
+  SEALPOST_BACKUP_PASSPHRASE  passphrase of `backup create|restore`
   EDITOR, VISUAL       editor for the body when stdin is a terminal";
 
 #[derive(Debug, Parser)]
@@ -184,6 +185,32 @@ pub enum Command {
     /// Domains without a Sealpost node: their addresses go through the gateway, not looked up
     #[command(subcommand)]
     Legacy(LegacyCommand),
+    /// Passphrase-encrypted backups: key, contacts and pins, settings (letters optional)
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write a backup of this profile to FILE (a new file; OpenPGP, `gpg --decrypt` opens it)
+    Create {
+        file: PathBuf,
+        /// Include the stored letters (received and sent)
+        #[arg(long)]
+        letters: bool,
+        /// Read the backup's passphrase from FILE (first line); else
+        /// SEALPOST_BACKUP_PASSPHRASE, else it is asked at the terminal
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Make the profile (--profile; it must not exist yet) from the backup in FILE
+    Restore {
+        file: PathBuf,
+        /// Read the backup's passphrase from FILE (first line); else
+        /// SEALPOST_BACKUP_PASSPHRASE, else it is asked at the terminal
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

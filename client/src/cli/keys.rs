@@ -1,4 +1,5 @@
-//! Identity and contact commands: init, whoami, rotate-key, contact, export-key, import-key.
+//! Identity and contact commands: init, whoami, rotate-key, contact, export-key, import-key,
+//! backup.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -434,6 +435,60 @@ pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyho
         PinOutcome::Changed(k) => {
             c.contacts().save(&k)?;
             return Err(key_changed(&k).into());
+        }
+    }
+    Ok(())
+}
+
+/// `backup create|restore`.
+pub(super) fn backup(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<()> {
+    let show = |verb: &str, s: &sealpost_client::backup::Summary, file: &Path| {
+        if ctx.global.json {
+            print_json(&json!({
+                "file": file, "address": s.address, "created": s.created, "homes": s.homes,
+                "contacts": s.contacts, "letters": s.letters, "bytes": s.bytes,
+            }));
+        } else {
+            println!(
+                "{verb} {} ({} contact{}, {} letter{}) {} {}",
+                s.address,
+                s.contacts,
+                if s.contacts == 1 { "" } else { "s" },
+                s.letters,
+                if s.letters == 1 { "" } else { "s" },
+                if verb == "backed up" { "to" } else { "from" },
+                file.display()
+            );
+        }
+    };
+    match cmd {
+        BackupCommand::Create {
+            file,
+            letters,
+            backup_passphrase_file,
+        } => {
+            let c = ctx.open()?;
+            let waiting = c.outbox.all()?.len();
+            if waiting > 0 {
+                warn(format!(
+                    "{waiting} deliveries wait in the outbox; a backup does not hold them"
+                ));
+            }
+            let pass = input::backup_passphrase(backup_passphrase_file.as_deref(), true)?;
+            let (data, summary) = sealpost_client::backup::create(&c.profile, letters, &pass)?;
+            sealpost_client::backup::write_new(&file, &data)?;
+            show("backed up", &summary, &file);
+        }
+        BackupCommand::Restore {
+            file,
+            backup_passphrase_file,
+        } => {
+            let data =
+                input::read_bounded(&file, sealpost_client::backup::MAX_BACKUP_BYTES as u64)?;
+            let pass = input::backup_passphrase(backup_passphrase_file.as_deref(), false)?;
+            let (_profile, summary) =
+                sealpost_client::backup::restore(&ctx.dir, &file, &data, &pass)?;
+            show("restored", &summary, &file);
         }
     }
     Ok(())

@@ -168,5 +168,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resolve(cmd) => manage::resolve_cmd(&ctx, cmd),
         Command::Gateway(cmd) => manage::gateway(&ctx, cmd).await,
         Command::Legacy(cmd) => manage::legacy_cmd(&ctx, cmd),
+        Command::Backup(cmd) => keys::backup(&ctx, cmd),
     }
 }
