@@ -50,8 +50,7 @@ use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::{Job, Node};
 use crate::store::{
-    Handoff, NewAccount, NewEnvelope, OutboundItem, RegisterOutcome, SmtpJob,
-    StoreError,
+    Handoff, NewAccount, NewEnvelope, OutboundItem, RegisterOutcome, SmtpJob, StoreError,
 };
 
 /// Why the gateway did not start (and with it the node).
