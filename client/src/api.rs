@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use sealpost_proto::api;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
@@ -139,12 +140,21 @@ pub struct VerifiedNode {
     pub signed: SignedDescriptor,
 }
 
-/// HTTP access to nodes, with the run's token cache.
+/// Bearer tokens of the run by (node, mailbox), with when each expires.
+type TokenCache = Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>;
+
+/// HTTP access to nodes, with the run's token cache. A clone is another handle to the same
+/// connection pool and token cache: each part of a [`crate::Client`] that talks to nodes
+/// holds one.
+#[derive(Clone)]
 pub struct Net {
     http: reqwest::Client,
     config: NetConfig,
     dns: Dns,
-    tokens: Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>,
+    tokens: Arc<TokenCache>,
+    /// The device key this profile signs in with (`spec/api.md` §Devices); `None`: the
+    /// account key (a profile from before devices). Shared by every clone.
+    device: Arc<std::sync::RwLock<Option<Arc<ed25519_dalek::SigningKey>>>>,
 }
 
 fn now() -> u64 {
@@ -258,8 +268,39 @@ impl Net {
             http,
             config,
             dns,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
+            device: Arc::default(),
         })
+    }
+
+    /// Signs in with `key` from now on (every clone of this `Net`); tokens of the account
+    /// key are forgotten.
+    pub fn set_device(&self, key: ed25519_dalek::SigningKey) {
+        *self
+            .device
+            .write()
+            .expect("invariant: device lock not poisoned") = Some(Arc::new(key));
+        self.tokens
+            .lock()
+            .expect("invariant: token cache lock not poisoned")
+            .clear();
+    }
+
+    /// The device this run signs in as.
+    pub fn device(&self) -> Option<sealpost_proto::DeviceId> {
+        self.device_key()
+            .map(|k| sealpost_proto::DeviceId::of_key(&k.verifying_key().to_bytes()))
+    }
+
+    fn device_key(&self) -> Option<Arc<ed25519_dalek::SigningKey>> {
+        self.device
+            .read()
+            .expect("invariant: device lock not poisoned")
+            .clone()
+    }
+
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -290,7 +331,7 @@ impl Net {
         }
     }
 
-    async fn send(
+    pub(crate) async fn send(
         &self,
         node: &NodeUrl,
         req: reqwest::RequestBuilder,
@@ -299,7 +340,7 @@ impl Net {
     }
 
     /// Reads at most `max` bytes of body, reporting progress.
-    async fn body(
+    pub(crate) async fn body(
         &self,
         node: &NodeUrl,
         mut resp: reqwest::Response,
@@ -330,7 +371,11 @@ impl Net {
     }
 
     /// Turns a non-success answer into [`Error::Node`].
-    async fn check(&self, node: &NodeUrl, resp: reqwest::Response) -> Result<reqwest::Response> {
+    pub(crate) async fn check(
+        &self,
+        node: &NodeUrl,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -354,7 +399,7 @@ impl Net {
         })
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(
+    pub(crate) async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         node: &NodeUrl,
         resp: reqwest::Response,
@@ -368,7 +413,7 @@ impl Net {
     pub async fn descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
         let req = self
             .http
-            .get(node.join("/.well-known/sealpost/node"))
+            .get(node.join(api::DESCRIPTOR))
             .timeout(self.config.timeout);
         let resp = self.check(node, self.send(node, req).await?).await?;
         let bytes = self.body(node, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
@@ -397,7 +442,7 @@ impl Net {
         }
         let req = self
             .http
-            .post(node.join("/v1/accounts"))
+            .post(node.join(api::ACCOUNTS))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .timeout(self.config.timeout);
@@ -414,7 +459,7 @@ impl Net {
     ) -> Result<()> {
         let req = self
             .http
-            .put(node.join(&format!("/v1/records/{address}")))
+            .put(node.join(&api::record(address)))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(record.encode())
             .timeout(self.config.timeout);
@@ -426,7 +471,7 @@ impl Net {
     pub async fn get_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
         let req = self
             .http
-            .get(node.join(&format!("/v1/records/{address}")))
+            .get(node.join(&api::record(address)))
             .timeout(self.config.timeout);
         let resp = match self.check(node, self.send(node, req).await?).await {
             Err(Error::Node { status: 404, .. }) => {
@@ -459,7 +504,7 @@ impl Net {
         }
         let req = self
             .http
-            .post(node.join("/v1/auth/challenge"))
+            .post(node.join(api::CHALLENGE))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(json!({ "mailbox": mailbox.to_hex() }).to_string())
             .timeout(self.config.timeout);
@@ -468,20 +513,33 @@ impl Net {
         let mut nonce = [0u8; NONCE_BYTES];
         hex::decode_to_slice(&challenge.nonce, &mut nonce)
             .map_err(|_| Error::protocol(node, "challenge nonce is not 64 hex digits"))?;
-        let statement = challenge_statement(node, &mailbox, &nonce);
-        let signature = sign_detached(&statement, keys)?;
-        let req = self
-            .http
-            .post(node.join("/v1/auth/token"))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
+        let body = match self.device_key() {
+            None => {
+                let statement = challenge_statement(node, &mailbox, &nonce);
+                let signature = sign_detached(&statement, keys)?;
                 json!({
                     "mailbox": mailbox.to_hex(),
                     "nonce": challenge.nonce,
                     "signature": base64::engine::general_purpose::STANDARD.encode(signature),
                 })
-                .to_string(),
-            )
+            }
+            Some(key) => {
+                use sealpost_proto::device::{device_statement, sign};
+                let id = sealpost_proto::DeviceId::of_key(&key.verifying_key().to_bytes());
+                let signature = sign(&key, &device_statement(node, &mailbox, &id, &nonce));
+                json!({
+                    "mailbox": mailbox.to_hex(),
+                    "nonce": challenge.nonce,
+                    "signature": base64::engine::general_purpose::STANDARD.encode(signature),
+                    "device": id.to_hex(),
+                })
+            }
+        };
+        let req = self
+            .http
+            .post(node.join(api::TOKEN))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
             .timeout(self.config.timeout);
         let resp = self.check(node, self.send(node, req).await?).await?;
         let token: Token = self.json(node, resp).await?;
@@ -496,7 +554,7 @@ impl Net {
     }
 
     /// Sends an authenticated request built by `build`; on `401` renews the token once.
-    async fn authed(
+    pub(crate) async fn authed(
         &self,
         node: &NodeUrl,
         mailbox: MailboxId,
@@ -518,7 +576,12 @@ impl Net {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn request(&self, method: Method, url: String, token: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        url: String,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         self.http.request(method, url).bearer_auth(token)
     }
 
@@ -535,7 +598,7 @@ impl Net {
         struct Queued {
             queued: String,
         }
-        let url = node.join("/v1/submit");
+        let url = node.join(api::SUBMIT);
         let build = |token: &str| {
             self.request(Method::POST, url.clone(), token)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -560,7 +623,8 @@ impl Net {
         let mut after = 0u64;
         loop {
             let url = node.join(&format!(
-                "/v1/mailbox/{mailbox}?after={after}&limit={LIST_LIMIT}"
+                "{}?after={after}&limit={LIST_LIMIT}",
+                api::mailbox(mailbox)
             ));
             let timeout = self.config.timeout;
             let build = |token: &str| {
@@ -595,7 +659,7 @@ impl Net {
         seq: u64,
         transfer: &dyn Transfer,
     ) -> Result<Vec<u8>> {
-        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let url = node.join(&api::envelope(mailbox, seq));
         let build = |token: &str| self.request(Method::GET, url.clone(), token);
         let resp = self.authed(node, mailbox, keys, &build).await?;
         self.body(node, resp, MAX_ENVELOPE_BYTES, transfer).await
@@ -609,7 +673,7 @@ impl Net {
         keys: &Keyring,
         seq: u64,
     ) -> Result<()> {
-        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let url = node.join(&api::envelope(mailbox, seq));
         let timeout = self.config.timeout;
         let build = |token: &str| {
             self.request(Method::DELETE, url.clone(), token)

@@ -106,11 +106,17 @@ impl LinkCode {
         Ok(LinkCode { nameplate, secret })
     }
 
+    /// The same secret in the drop `nameplate`: the existing device starts the exchange
+    /// before the node names its drop, so the password is the secret part alone.
+    pub fn with_nameplate(self, nameplate: u32) -> Result<LinkCode, LinkError> {
+        if !(100_000..=999_999).contains(&nameplate) {
+            return Err(LinkError::BadCode);
+        }
+        Ok(LinkCode { nameplate, ..self })
+    }
+
     fn password(&self) -> Password {
-        Password::new(format!(
-            "sealpost-link-v1:{}:{}",
-            self.nameplate, self.secret
-        ))
+        Password::new(format!("sealpost-link-v1:{}", self.secret))
     }
 }
 
@@ -316,6 +322,9 @@ mod tests {
             assert_eq!(LinkCode::parse(bad), Err(LinkError::BadCode), "{bad}");
         }
         assert!(LinkCode::generate(99).is_err());
+        let moved = c.clone().with_nameplate(222_222).unwrap();
+        assert_eq!(moved.to_string()[6..], s[6..]);
+        assert!(c.with_nameplate(5).is_err());
     }
 
     #[test]

@@ -12,7 +12,6 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use hyper::StatusCode;
 use sealpost_proto::{DeviceId, MailboxId};
 
 /// Largest first PAKE message (the existing device's), bytes.
@@ -53,37 +52,6 @@ pub enum DeviceError {
         "this account's devices sign in with their own device keys; the account key alone no longer does"
     )]
     DeviceKeyRequired,
-}
-
-impl DeviceError {
-    pub fn status(&self) -> StatusCode {
-        use DeviceError::*;
-        match self {
-            LinkUnknown | UnknownDevice => StatusCode::NOT_FOUND,
-            LinkExpired | LinkUsed | LinkAborted => StatusCode::GONE,
-            LinkOutOfOrder | TooManyDevices { .. } | LastDevice => StatusCode::CONFLICT,
-            LinkNotYours => StatusCode::FORBIDDEN,
-            TooManyLinks => StatusCode::TOO_MANY_REQUESTS,
-            DeviceKeyRequired => StatusCode::UNAUTHORIZED,
-        }
-    }
-
-    pub fn code(&self) -> &'static str {
-        use DeviceError::*;
-        match self {
-            LinkUnknown => "link_unknown",
-            LinkExpired => "link_expired",
-            LinkUsed => "link_used",
-            LinkAborted => "link_aborted",
-            LinkOutOfOrder => "link_out_of_order",
-            LinkNotYours => "link_not_yours",
-            TooManyLinks => "too_many_links",
-            TooManyDevices { .. } => "too_many_devices",
-            UnknownDevice => "unknown_device",
-            LastDevice => "last_device",
-            DeviceKeyRequired => "device_key_required",
-        }
-    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

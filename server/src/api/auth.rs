@@ -1,7 +1,6 @@
 //! `POST /v1/auth/challenge` and `/v1/auth/token`, and the bearer-token check of
-//! authenticated requests. A token is for a mailbox and a device: the account key signs in
-//! as [`DeviceId::ACCOUNT`] while the account has no registered device; a registered device
-//! signs the device statement with its own Ed25519 key (`device` in the token request).
+//! authenticated requests. A token is for a mailbox and a device ([`DeviceId::ACCOUNT`]:
+//! the account key, while the account has no registered device).
 
 use std::sync::Arc;
 
@@ -10,18 +9,14 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
-use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
-use sealpost_proto::device::{device_statement, verify};
-use sealpost_proto::record::verify_detached;
+use sealpost_proto::auth::NONCE_BYTES;
 use sealpost_proto::{DeviceId, MailboxId};
 use serde::{Deserialize, Serialize};
 
-use super::{Resp, json, json_body};
+use super::{ApiError, Resp, check_anonymous, json, json_body};
 use crate::basics::clock::now_secs;
 use crate::devices::{DeviceError, check_session_device};
-use crate::error::ApiError;
 use crate::node::Node;
-use crate::sessions::TokenError;
 
 #[derive(Deserialize)]
 struct ChallengeRequest {
@@ -55,16 +50,10 @@ pub fn parse_mailbox(s: &str) -> Result<MailboxId, ApiError> {
 }
 
 pub async fn challenge(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    node.check_anonymous(&req)?;
+    check_anonymous(node, &req)?;
     let r: ChallengeRequest = json_body(node, req).await?;
     let mailbox = parse_mailbox(&r.mailbox)?;
-    if node.account(mailbox).await?.is_none() {
-        return Err(ApiError::UnknownMailbox);
-    }
-    let (nonce, expires) = node
-        .sessions
-        .challenge(mailbox, now_secs())
-        .ok_or(ApiError::RateLimited { retry_after: 60 })?;
+    let (nonce, expires) = node.challenge(mailbox).await?;
     Ok(json(
         StatusCode::OK,
         &Challenge {
@@ -83,54 +72,13 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
     let signature = B64
         .decode(&r.signature)
         .map_err(|_| ApiError::BadRequest("signature: not base64".into()))?;
-    let now = now_secs();
-    node.sessions
-        .take_nonce(&nonce, mailbox, now)
-        .map_err(|_| ApiError::Unauthorized("unknown, expired or already used challenge".into()))?;
-    // Read before the key is: a rotation committing after this point revokes the token.
-    let epoch = node.sessions.epoch(mailbox);
-    let account = node
-        .account(mailbox)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("no such account".into()))?;
-    let devices = node.store.devices(mailbox).await?;
-    let device = match &r.device {
-        None => {
-            let statement = challenge_statement(&node.url, &mailbox, &nonce);
-            verify_detached(&statement, &signature, &account.cert).map_err(|_| {
-                ApiError::Unauthorized(
-                    "challenge signature does not verify with the account's key".into(),
-                )
-            })?;
-            DeviceId::ACCOUNT
-        }
-        Some(id) => {
-            let id = DeviceId::from_hex(id)
-                .map_err(|_| ApiError::BadRequest("device: expected 32 hex digits".into()))?;
-            let device = devices
-                .iter()
-                .find(|d| d.id == id)
-                .ok_or_else(|| ApiError::Unauthorized("no such device in this account".into()))?;
-            let statement = device_statement(&node.url, &mailbox, &id, &nonce);
-            verify(&device.key, &statement, &signature).map_err(|_| {
-                ApiError::Unauthorized(
-                    "challenge signature does not verify with the device key".into(),
-                )
-            })?;
-            id
-        }
-    };
-    let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
-    check_session_device(&ids, device)?;
-    let (token, expires) = node
-        .sessions
-        .issue_device_token(mailbox, device, epoch, now)
-        .map_err(|e| match e {
-            TokenError::Full => ApiError::RateLimited { retry_after: 60 },
-            TokenError::Revoked => ApiError::Unauthorized(
-                "the account's key changed during sign-in; ask for a new challenge".into(),
-            ),
-        })?;
+    let device = r
+        .device
+        .as_deref()
+        .map(DeviceId::from_hex)
+        .transpose()
+        .map_err(|_| ApiError::BadRequest("device: expected 32 hex digits".into()))?;
+    let (token, expires) = node.sign_in(mailbox, &nonce, &signature, device).await?;
     Ok(json(
         StatusCode::OK,
         &Token {

@@ -14,20 +14,49 @@ use std::sync::Arc;
 use hyper::body::Incoming;
 use hyper::{Method, Request, StatusCode};
 use sealpost_proto::DeviceId;
+use sealpost_proto::api::{self, LINK_SECRET_HEADER};
 use sealpost_proto::device::{check_key, check_name};
 use serde::{Deserialize, Serialize};
 
+use super::ApiError;
 use super::auth::current_device;
-use super::{Resp, binary, empty, json, json_body, read_body};
+use super::{Resp, binary, check_per_ip, empty, json, json_body, read_body};
 use crate::basics::clock::now_secs;
 use crate::devices::{DeviceError, MAX_LINK_HELLO, MAX_LINK_JOIN, parse_nameplate};
-use crate::error::ApiError;
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, Route};
 use crate::node::Node;
 use crate::store::{AddDeviceOutcome, Device, RemoveDeviceOutcome};
 
-/// The header that carries a joiner's secret.
-pub const LINK_SECRET_HEADER: &str = "x-sealpost-link-secret";
+/// Routes `{DEVICES}/{id}` and `{LINKS}/{nameplate}[/{step}]`.
+pub async fn route(
+    node: &Arc<Node>,
+    path: &str,
+    req: Request<Incoming>,
+) -> (Route, Result<Resp, ApiError>) {
+    if let Some(segs) = api::segments_under(path, api::DEVICES) {
+        let r = match (segs.as_slice(), req.method()) {
+            ([id], &Method::DELETE) => {
+                let id = id.to_string();
+                remove(node, &id, req).await
+            }
+            ([_], _) => Err(ApiError::MethodNotAllowed),
+            _ => Err(ApiError::NotFound),
+        };
+        return (Route::Devices, r);
+    }
+    let r = match api::segments_under(path, api::LINKS).as_deref() {
+        Some([n]) => {
+            let n = n.to_string();
+            link(node, &n, None, req).await
+        }
+        Some([n, step]) => {
+            let (n, step) = (n.to_string(), step.to_string());
+            link(node, &n, Some(&step), req).await
+        }
+        _ => Err(ApiError::NotFound),
+    };
+    (Route::Links, r)
+}
 
 #[derive(Serialize)]
 struct DeviceView {
@@ -172,12 +201,12 @@ pub async fn link(
     let method = req.method().clone();
     match (method, step) {
         (Method::GET, None) => {
-            node.check_per_ip(&node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req)?;
             let n = parse_nameplate(nameplate)?;
             Ok(binary(node.links.hello(n, now_secs())?.into()))
         }
         (Method::POST, Some("join")) => {
-            node.check_per_ip(&node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req)?;
             let n = parse_nameplate(nameplate)?;
             let (_, _, body) = read_body(node, req, MAX_LINK_JOIN, "link join").await?;
             if body.is_empty() {
@@ -192,7 +221,7 @@ pub async fn link(
             ))
         }
         (Method::GET, Some("payload")) => {
-            node.check_per_ip(&node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req)?;
             let n = parse_nameplate(nameplate)?;
             let mut secret = [0u8; 32];
             req.headers()
