@@ -2,12 +2,20 @@
 //! device signs in with its own key and sees every envelope until it acknowledges it; an
 //! envelope goes when every device has; a removed device cannot fetch; the retention period
 //! deletes what a device never acknowledged; a link drop runs once, in order, and says why
-//! it refuses (unknown, used, expired, aborted, too large, too many, rate limited).
+//! it refuses (unknown, used, expired, aborted, too large, too many, rate limited); a node
+//! killed (SIGKILL) while two devices acknowledge loses neither an ack it answered nor a
+//! letter a device still owes.
 
 mod common;
+mod procnode;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use common::*;
 use ed25519_dalek::SigningKey;
+use procnode::ProcNode;
 use reqwest::{Method, StatusCode};
 use sealpost_proto::{DeviceId, MailboxId, NodeUrl};
 use sealpost_testkit::api::Api as Kit;
@@ -490,4 +498,97 @@ async fn a_new_devices_link_requests_are_rate_limited_per_address() {
         ]
     );
     node.stop().await;
+}
+
+/// Acks `1..=n` in order as one device until the node stops answering; answers the seqs
+/// whose ack was answered `204`.
+async fn ack_all(
+    kit: Kit,
+    m: (NodeUrl, MailboxId),
+    token: String,
+    n: u64,
+    done: Arc<AtomicUsize>,
+) -> Vec<u64> {
+    let mut acked = Vec::new();
+    for seq in 1..=n {
+        let a = kit.ack(&m.0, &m.1, seq, Some(&token)).await;
+        match a {
+            Ok((StatusCode::NO_CONTENT, _)) => {
+                acked.push(seq);
+                done.fetch_add(1, Ordering::SeqCst);
+            }
+            _ => break,
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crash_during_two_devices_acks_loses_no_answered_ack_and_no_owed_letter() {
+    const N: u64 = 60;
+    let (api, kit) = (Api::default(), Kit::default());
+    let mut node = ProcNode::start(&["--set", "limits.deliver_per_minute=0"], &[]);
+    let m = Mailbox::new(&api, &node.url).await;
+    let account = api.token(&m.url, &m.mailbox, &m.to.keys).await;
+    let (k1, k2) = (device_key(), device_key());
+    kit.add_device(&m.url, Some(&account), &k1, "one")
+        .await
+        .unwrap();
+    let t1 = device_token(&kit, &m, &k1).await;
+    kit.add_device(&m.url, Some(&t1), &k2, "two").await.unwrap();
+    let t2 = device_token(&kit, &m, &k2).await;
+    for _ in 0..N {
+        m.deliver(&api).await;
+    }
+    assert_eq!(seqs(&api, &m, &t2).await.len(), N as usize);
+
+    let done = Arc::new(AtomicUsize::new(0));
+    let place = (m.url.clone(), m.mailbox);
+    let one = tokio::spawn(ack_all(kit.clone(), place.clone(), t1, N, done.clone()));
+    let two = tokio::spawn(ack_all(kit.clone(), place, t2, N, done.clone()));
+    // Kill the node once both are under way (progress, not time, decides when).
+    eventually("acks under way", || {
+        let done = done.clone();
+        async move { (done.load(Ordering::SeqCst) >= N as usize / 2).then_some(()) }
+    })
+    .await;
+    node.kill();
+    let (acked1, acked2) = (one.await.unwrap(), two.await.unwrap());
+    assert!(
+        (acked1.len() as u64) < N || (acked2.len() as u64) < N,
+        "the kill came before all acks were answered"
+    );
+    node.restart();
+
+    // Each device lists exactly what it did not ack (the one ack in flight at the kill
+    // may or may not have been written).
+    let all: BTreeSet<u64> = (1..=N).collect();
+    for (key, acked) in [(&k1, &acked1), (&k2, &acked2)] {
+        let t = device_token(&kit, &m, key).await;
+        let listed: BTreeSet<u64> = seqs(&api, &m, &t).await.into_iter().collect();
+        let owed: BTreeSet<u64> = all
+            .difference(&acked.iter().copied().collect())
+            .copied()
+            .collect();
+        let in_flight = acked.last().copied().unwrap_or(0) + 1;
+        let mut owed_but_flight = owed.clone();
+        owed_but_flight.remove(&in_flight);
+        assert!(
+            listed == owed || listed == owed_but_flight,
+            "listed {listed:?}, acked {acked:?}"
+        );
+        for seq in listed {
+            assert_eq!(
+                api.ack(&m.url, &m.mailbox, seq, Some(&t)).await.0,
+                StatusCode::NO_CONTENT
+            );
+        }
+    }
+    // Both acked everything: nothing is left.
+    let t1 = device_token(&kit, &m, &k1).await;
+    for seq in 1..=N {
+        let got = api.get(&m.url, &m.mailbox, seq, Some(&t1)).await;
+        assert_eq!(got.status(), StatusCode::NOT_FOUND, "seq {seq} is deleted");
+    }
+    node.kill();
 }
