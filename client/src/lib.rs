@@ -36,6 +36,7 @@ pub mod mailbox;
 pub mod outbox;
 pub mod profile;
 pub mod progress;
+pub mod readstate;
 pub mod resolve;
 pub mod route;
 pub mod send;

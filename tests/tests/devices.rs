@@ -290,3 +290,114 @@ fn wrong_used_and_expired_codes_are_clear_errors_that_make_nothing() {
     let out = again.run(&["device", "join", "12-34", "--node", &node.url], b"");
     assert_eq!(out.code, 1, "{out:?}");
 }
+
+/// `seen` of each received letter in `list --json`, by subject.
+fn seen_by_subject(u: &User) -> BTreeMap<String, bool> {
+    let list = u.ok(&["list", "--json"], b"").json();
+    list.as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["header"]["subject"].as_str().unwrap_or("").to_string(),
+                m["seen"].as_bool().unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_letter_read_on_one_device_shows_as_read_on_the_other() {
+    let node = Node::start("devices-read");
+    let mut resolve = Resolve::default();
+    resolve.add("alpha.test", &node.url);
+    let laptop = User::init("alice@alpha.test", &[&node], &resolve);
+    let bob = User::init("bob@alpha.test", &[&node], &resolve);
+    let phone = link(&laptop, &node, &resolve, "phone", false);
+    send(&bob, "read me");
+    send(&bob, "leave me");
+    let mut seen = vec![BTreeMap::new(), BTreeMap::new()];
+    fetch_in_turn(&[&laptop, &phone], &mut seen, &[2, 2]);
+    let unread: BTreeMap<String, bool> = [
+        ("leave me".to_string(), false),
+        ("read me".to_string(), false),
+    ]
+    .into();
+    assert_eq!(seen_by_subject(&phone), unread);
+
+    let list = laptop.ok(&["list", "--json"], b"").json();
+    let id = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["header"]["subject"] == "read me")
+        .unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    laptop.ok(&["read", &id], b"");
+    // The laptop's next fetch shares it; the phone's fetches then learn it.
+    laptop.ok(&["fetch"], b"");
+    let end = std::time::Instant::now() + ARRIVAL;
+    let want: BTreeMap<String, bool> = [
+        ("leave me".to_string(), false),
+        ("read me".to_string(), true),
+    ]
+    .into();
+    loop {
+        let f = phone.ok(&["fetch", "--json"], b"").json();
+        assert!(
+            f["new"].as_array().is_none_or(|n| n.is_empty()),
+            "a state letter is not a letter: {f:#}"
+        );
+        if seen_by_subject(&phone) == want {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "the phone never learnt: {:?}",
+            seen_by_subject(&phone)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        seen_by_subject(&laptop),
+        want,
+        "no state letter among the laptop's letters"
+    );
+}
+
+#[test]
+fn a_letter_one_device_never_fetches_expires_after_the_retention_period() {
+    let mut args = FAST_RELAY.to_vec();
+    args.extend([
+        "--set",
+        "devices.retention=3",
+        "--set",
+        "devices.retention_check=0.2",
+    ]);
+    let node = Node::start_with("devices-retention", &args);
+    let mut resolve = Resolve::default();
+    resolve.add("alpha.test", &node.url);
+    let laptop = User::init("alice@alpha.test", &[&node], &resolve);
+    let bob = User::init("bob@alpha.test", &[&node], &resolve);
+    let phone = link(&laptop, &node, &resolve, "phone", false);
+    send(&bob, "fleeting");
+    let fetches = laptop.fetch_until(ARRIVAL, |f| {
+        f.iter()
+            .any(|r| r["new"].as_array().is_some_and(|n| !n.is_empty()))
+    });
+    assert!(!fetches.is_empty());
+    // Wait for the clock (not for readiness) to pass the retention period and a sweep.
+    std::thread::sleep(Duration::from_secs(4));
+    let f = phone.ok(&["fetch", "--json"], b"").json();
+    assert_eq!(
+        f["new"].as_array().map(|n| n.len()),
+        Some(0),
+        "expired before the phone fetched: {f:#}"
+    );
+    assert!(
+        node.log().contains("devices.retention"),
+        "the node says why"
+    );
+}
