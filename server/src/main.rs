@@ -1,4 +1,5 @@
-//! The `sealpost-node` command: `init` a node directory, `run` a node.
+//! The `sealpost-node` command: `init` a node directory, `run` a node, `backup` and
+//! `restore` its database.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -64,6 +65,22 @@ enum Command {
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
     },
+    /// Copy the node's database into DIR, a new or empty directory, while the node serves:
+    /// a consistent copy holding every write the node answered before the backup began.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the node's database (node stopped; its data directory must
+    /// be missing or empty). The node's keys and node.toml are not in the backup.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
     ResetAddress {
@@ -112,6 +129,8 @@ fn main() -> std::process::ExitCode {
             find_hex,
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
+        Command::Backup { config, to } => backup(&config, &to),
+        Command::Restore { config, from } => restore(&config, &from),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -197,6 +216,35 @@ fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     } else {
         println!("{} was not claimed and had no record", address.trim());
     }
+    Ok(())
+}
+
+fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::backup_node(&config, to)?;
+    let retried = match copied.attempts {
+        0 | 1 => String::new(),
+        n => format!(" (copy {n}: the node retired files under the earlier ones)"),
+    };
+    println!(
+        "backed up {} entries ({} bytes) into {}{retried}",
+        copied.entries,
+        copied.bytes,
+        to.display()
+    );
+    Ok(())
+}
+
+fn restore(path: &std::path::Path, from: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::restore_node(&config, from)?;
+    println!(
+        "restored {} files ({} bytes) from {} into {}",
+        copied.entries,
+        copied.bytes,
+        from.display(),
+        config.resolve(&config.data_dir).display()
+    );
     Ok(())
 }
 
