@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -140,12 +140,18 @@ pub struct VerifiedNode {
     pub signed: SignedDescriptor,
 }
 
-/// HTTP access to nodes, with the run's token cache.
+/// Bearer tokens of the run by (node, mailbox), with when each expires.
+type TokenCache = Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>;
+
+/// HTTP access to nodes, with the run's token cache. A clone is another handle to the same
+/// connection pool and token cache: each part of a [`crate::Client`] that talks to nodes
+/// holds one.
+#[derive(Clone)]
 pub struct Net {
     http: reqwest::Client,
     config: NetConfig,
     dns: Dns,
-    tokens: Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>,
+    tokens: Arc<TokenCache>,
 }
 
 fn now() -> u64 {
@@ -259,7 +265,7 @@ impl Net {
             http,
             config,
             dns,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 

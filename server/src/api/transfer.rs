@@ -68,6 +68,7 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         next_attempt_ms: now_ms(),
         size: hop.payload.len() as u64,
         last_error: String::new(),
+        smtp: None,
     };
     let payload = Bytes::from(hop.payload);
     if !node.outbound_usage.reserve(&item, client) {
