@@ -384,8 +384,9 @@ impl Client {
             {
                 status = again;
             }
+            let trust = judge_legacy(&status, opened.letter.legacy.as_deref(), &from);
             let shown = legacy_view(opened.letter, keys, &|h| judge_state.certs.lookup(h));
-            return (judge_legacy(&status), Some(Header::of(&shown)));
+            return (trust, Some(Header::of(&shown)));
         }
         if matches!(status, SignatureStatus::UnknownSigner { .. })
             && !judge_state.nodes.contains_key(&from)
