@@ -98,7 +98,10 @@ pub fn judge_legacy(status: &SignatureStatus, label: Option<&str>, from: &Addres
     );
     let dkim_domain = label
         .filter(|_| sealed_by_gateway)
-        .and_then(|l| l.split("; ").find_map(|p| p.strip_prefix("from-verified=dkim:")))
+        .and_then(|l| {
+            l.split("; ")
+                .find_map(|p| p.strip_prefix("from-verified=dkim:"))
+        })
         .filter(|d| d.eq_ignore_ascii_case(from.domain()));
     let tail = match dkim_domain {
         Some(d) => format!("From verified by DKIM for {d}"),
@@ -268,7 +271,10 @@ mod tests {
         let Trust::Unverified { reason } = t else {
             panic!("{t:?}")
         };
-        assert!(reason.ends_with("From verified by DKIM for legacy.test"), "{reason}");
+        assert!(
+            reason.ends_with("From verified by DKIM for legacy.test"),
+            "{reason}"
+        );
         // Not for another From domain, nor when no gateway sealed the label.
         for t in [
             judge_legacy(&good, Some(label), &addr("carol@other.test")),
@@ -283,7 +289,10 @@ mod tests {
         let Trust::Unverified { reason } = judge_legacy(&good, Some(q), &carol) else {
             panic!()
         };
-        assert!(reason.starts_with("SUSPICIOUS: fails the DMARC policy"), "{reason}");
+        assert!(
+            reason.starts_with("SUSPICIOUS: fails the DMARC policy"),
+            "{reason}"
+        );
     }
 
     #[test]

@@ -87,7 +87,10 @@ pub enum AuthError {
 
 /// A resolver for the gateway's DNS questions, at `dns` (shared by the SPF/DKIM/DMARC
 /// checks; MX lookups may use one made the same way).
-pub fn authenticator(dns: &DnsServer, timeout: Duration) -> Result<MessageAuthenticator, AuthError> {
+pub fn authenticator(
+    dns: &DnsServer,
+    timeout: Duration,
+) -> Result<MessageAuthenticator, AuthError> {
     let (config, mut opts) = match dns {
         DnsServer::System => {
             read_system_conf().map_err(|e| AuthError::SystemConf(e.to_string()))?
@@ -415,15 +418,14 @@ async fn verify(
     } else {
         auth.verify_dkim(caches.params(&message)).await
     };
-    let mail_from_domain = arrival
-        .mail_from
-        .rsplit_once('@')
-        .map_or(helo, |(_, d)| d);
+    let mail_from_domain = arrival.mail_from.rsplit_once('@').map_or(helo, |(_, d)| d);
     let dmarc = auth
-        .verify_dmarc(caches.params(
-            DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)
-                .with_domain_suffix_fn(organizational_domain),
-        ))
+        .verify_dmarc(
+            caches.params(
+                DmarcParameters::new(&message, &dkim, mail_from_domain, &spf)
+                    .with_domain_suffix_fn(organizational_domain),
+            ),
+        )
         .await;
     let mut dkim_checks: Vec<DkimCheck> = dkim
         .iter()
@@ -596,7 +598,10 @@ impl<K: Hash + Eq + Clone, V: Clone> ResolverCache<K, V> for TtlCache<K, V> {
         if map.len() >= self.capacity && !map.contains_key(&key) {
             map.retain(|_, (_, u)| *u > now);
             if map.len() >= self.capacity {
-                let soonest = map.iter().min_by_key(|(_, (_, u))| *u).map(|(k, _)| k.clone());
+                let soonest = map
+                    .iter()
+                    .min_by_key(|(_, (_, u))| *u)
+                    .map(|(k, _)| k.clone());
                 if let Some(k) = soonest {
                     map.remove(&k);
                 }
@@ -674,7 +679,11 @@ mod tests {
         let c: TtlCache<String, u32> = TtlCache::new(3);
         let later = Instant::now() + Duration::from_secs(60);
         for i in 0..10u32 {
-            c.insert(format!("k{i}"), i, later + Duration::from_secs(u64::from(i)));
+            c.insert(
+                format!("k{i}"),
+                i,
+                later + Duration::from_secs(u64::from(i)),
+            );
             assert!(c.len() <= 3);
         }
         // The newest stay; the soonest to expire went first.
@@ -683,7 +692,11 @@ mod tests {
         // Already expired answers are not kept; a TTL beyond the cap is cut to it.
         c.insert("old".into(), 1, Instant::now());
         assert_eq!(c.get("old"), None);
-        c.insert("far".into(), 2, Instant::now() + Duration::from_secs(86_400 * 30));
+        c.insert(
+            "far".into(),
+            2,
+            Instant::now() + Duration::from_secs(86_400 * 30),
+        );
         assert_eq!(c.get("far"), Some(2));
         let until = c.lock()["far"].1;
         assert!(until <= Instant::now() + MAX_CACHE_TTL);
@@ -727,8 +740,14 @@ mod tests {
             verdict(Outcome::Fail, Policy::Quarantine).action(),
             Action::Quarantine
         );
-        assert_eq!(verdict(Outcome::Fail, Policy::None).action(), Action::Accept);
-        assert_eq!(verdict(Outcome::Pass, Policy::Reject).action(), Action::Accept);
+        assert_eq!(
+            verdict(Outcome::Fail, Policy::None).action(),
+            Action::Accept
+        );
+        assert_eq!(
+            verdict(Outcome::Pass, Policy::Reject).action(),
+            Action::Accept
+        );
         let mut v = verdict(Outcome::Pass, Policy::Reject);
         v.dkim[0].outcome = Outcome::TempError;
         assert!(matches!(v.action(), Action::TempFail(_)));

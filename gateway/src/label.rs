@@ -233,7 +233,15 @@ mod tests {
     #[test]
     fn unparseable_mail_is_refused() {
         assert!(labelled(&arrival(), b"no headers at all", None, "gw.test").is_err());
-        assert!(labelled(&arrival(), b"Subject: no from\r\n\r\nbody\r\n", None, "gw.test").is_err());
+        assert!(
+            labelled(
+                &arrival(),
+                b"Subject: no from\r\n\r\nbody\r\n",
+                None,
+                "gw.test"
+            )
+            .is_err()
+        );
     }
 
     #[test]
@@ -266,7 +274,14 @@ mod tests {
         );
         assert!(text.contains("\r\nAuthentication-Results: gw.test;\r\n\tspf=pass smtp.mailfrom=carol@legacy.test;\r\n\tdkim=pass header.d=legacy.test header.s=s1;\r\n\tdmarc=pass header.from=legacy.test policy.dmarc=reject\r\n"), "{text}");
         assert!(text.contains("\r\nX-Forged-Authentication-Results: GW.test; dkim=pass header.d=bank.test\r\n\tdmarc=pass\r\n"), "{text}");
-        assert!(text.contains("\r\nAuthentication-Results: other.test; spf=pass\r\n"), "{text}");
-        assert_eq!(text.matches("\nAuthentication-Results: gw.test").count(), 1, "{text}");
+        assert!(
+            text.contains("\r\nAuthentication-Results: other.test; spf=pass\r\n"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("\nAuthentication-Results: gw.test").count(),
+            1,
+            "{text}"
+        );
     }
 }

@@ -650,8 +650,7 @@ impl Config {
             }
             if g.dns_timeout.get().is_zero() || g.verify_timeout < g.dns_timeout {
                 return bad(
-                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout"
-                        .into(),
+                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout".into(),
                 );
             }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {

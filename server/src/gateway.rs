@@ -24,9 +24,9 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use sealpost_gateway::auth::{AuthConfig, AuthError, DnsServer, Verifier};
 use sealpost_gateway::dkim::{DkimError, DkimKeys, new_rsa_pem};
 use sealpost_gateway::smtp_out::{self, OutError};
-use sealpost_gateway::auth::{AuthConfig, AuthError, DnsServer, Verifier};
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
 
 /// Entries in each of the sender checks' DNS caches (SPF/DKIM/DMARC records, addresses).
@@ -286,10 +286,10 @@ fn load_or_make_dkim(config: &Config) -> Result<DkimKeys, GatewayError> {
 /// (made when missing, as the first start would) and DMARC. `sealpost-node dns-records`.
 pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
     let g = &config.gateway;
-    let url = config
-        .public_url
-        .as_ref()
-        .map_or_else(|| format!("http://{}", config.listen), |u| u.as_str().to_string());
+    let url = config.public_url.as_ref().map_or_else(
+        || format!("http://{}", config.listen),
+        |u| u.as_str().to_string(),
+    );
     let host = url
         .split_once("://")
         .map_or(url.as_str(), |(_, rest)| rest)
@@ -327,13 +327,17 @@ pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
         host.clone()
     };
     line(";");
-    line(&format!("; Legacy e-mail for {d} arrives at the gateway: SMTP on port 25 of {mx_host}"));
+    line(&format!(
+        "; Legacy e-mail for {d} arrives at the gateway: SMTP on port 25 of {mx_host}"
+    ));
     line(&format!(
         "; (gateway.listen is {}; forward port 25 to it when it is another port).",
         g.listen
     ));
     if host_is_ip || host.is_empty() {
-        line(&format!("; {mx_host} needs an A/AAAA record for this machine's address."));
+        line(&format!(
+            "; {mx_host} needs an A/AAAA record for this machine's address."
+        ));
     }
     line(&format!("{d}.\tIN\tMX\t10 {mx_host}."));
     line(";");
@@ -341,7 +345,9 @@ pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
     line("; goes through gateway.smarthost when one is set: add its addresses (ip4:/include:).");
     line(&format!("{d}.\tIN\tTXT\t\"v=spf1 mx -all\""));
     line(";");
-    line("; DKIM (RFC 6376, RFC 8463): outbound mail is signed twice, RSA-SHA256 and Ed25519-SHA256.");
+    line(
+        "; DKIM (RFC 6376, RFC 8463): outbound mail is signed twice, RSA-SHA256 and Ed25519-SHA256.",
+    );
     for (name, value) in keys.records() {
         line(&format!("{name}.\tIN\tTXT\t{}", txt_strings(&value)));
     }

@@ -31,13 +31,7 @@ fn txt(zone: &str, name: &str) -> String {
 fn dns_records_names_mx_spf_both_dkim_keys_dmarc_and_discovery() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
-    let (ok, _, err) = node(&[
-        "init",
-        "--dir",
-        d,
-        "--public-url",
-        "https://node.gw.test",
-    ]);
+    let (ok, _, err) = node(&["init", "--dir", d, "--public-url", "https://node.gw.test"]);
     assert!(ok, "{err}");
     let config = dir.path().join("node.toml");
 
@@ -60,7 +54,10 @@ fn dns_records_names_mx_spf_both_dkim_keys_dmarc_and_discovery() {
     std::fs::write(&config, text).unwrap();
     let (ok, zone, err) = node(&["dns-records", "--config", config.to_str().unwrap()]);
     assert!(ok, "{err}\n{}", std::fs::read_to_string(&config).unwrap());
-    assert!(zone.contains("gw.test.\tIN\tMX\t10 node.gw.test."), "{zone}");
+    assert!(
+        zone.contains("gw.test.\tIN\tMX\t10 node.gw.test."),
+        "{zone}"
+    );
     assert_eq!(txt(&zone, "gw.test"), "v=spf1 mx -all");
     assert_eq!(
         txt(&zone, "_dmarc.gw.test"),

@@ -47,7 +47,10 @@ impl Record {
     /// join. dnsmasq takes the option's text as is (quotes would be part of the record) and
     /// splits strings at commas, so `text` may not contain a comma.
     pub fn txt(name: &str, text: &str) -> Record {
-        assert!(!text.contains(','), "a TXT record for dnsmasq without commas: {text}");
+        assert!(
+            !text.contains(','),
+            "a TXT record for dnsmasq without commas: {text}"
+        );
         let strings: Vec<&str> = text
             .as_bytes()
             .chunks(255)

@@ -4,10 +4,9 @@
 //! 127.0.0.3 (not allowed) to the node's gateway, which asks that dnsmasq
 //! (`gateway.dns`). One test walks through the cases so the node starts once.
 
-use std::io::Write;
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use sealpost_tests::dns::{Dns, Record};
 use sealpost_tests::{FAST_RELAY, Node, Resolve, TempDir, User};
@@ -33,7 +32,10 @@ fn run(cmd: &mut Command) -> Vec<u8> {
 /// A fresh RSA key (PEM file in `dir`) and its DKIM key record.
 fn rsa_key(dir: &Path) -> (std::path::PathBuf, String) {
     let pem = dir.join("dkim.pem");
-    run(Command::new("openssl").args(["genrsa", "-out"]).arg(&pem).arg("2048"));
+    run(Command::new("openssl")
+        .args(["genrsa", "-out"])
+        .arg(&pem)
+        .arg("2048"));
     let der = run(Command::new("openssl")
         .args(["rsa", "-pubout", "-outform", "DER", "-in"])
         .arg(&pem));
@@ -42,32 +44,15 @@ fn rsa_key(dir: &Path) -> (std::path::PathBuf, String) {
         std::fs::write(&f, &der).unwrap();
         std::fs::File::open(f).unwrap()
     }));
-    (pem, format!("v=DKIM1; k=rsa; p={}", String::from_utf8(b64).unwrap()))
+    (
+        pem,
+        format!("v=DKIM1; k=rsa; p={}", String::from_utf8(b64).unwrap()),
+    )
 }
 
 /// `message` signed by dkimpy for `domain`, selector `s1`.
 fn dkimpy_sign(message: &[u8], key: &Path, domain: &str) -> Vec<u8> {
-    let script = r#"
-import sys, dkim
-key = open(sys.argv[1], 'rb').read()
-msg = sys.stdin.buffer.read()
-sig = dkim.sign(msg, b's1', sys.argv[2].encode(), key,
-                include_headers=[b'from', b'to', b'subject', b'date'])
-sys.stdout.buffer.write(sig + msg)
-"#;
-    let mut child = Command::new("/usr/bin/python3")
-        .args(["-c", script])
-        .arg(key)
-        .arg(domain)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 with python3-dkim is installed (make deps)");
-    child.stdin.take().unwrap().write_all(message).unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    out.stdout
+    sealpost_testkit::dkim::dkimpy_sign(message, key, domain, "s1")
 }
 
 fn message(from: &str, subject: &str, body: &str) -> Vec<u8> {
@@ -84,7 +69,14 @@ fn swaks(port: u16, source: &str, mail_from: &str, data: &[u8], dir: &Path) -> (
     let out = Command::new("swaks")
         .args(["--server", "127.0.0.1", "--port", &port.to_string()])
         .args(["--local-interface", source])
-        .args(["--helo", "mx.legacy.test", "--from", mail_from, "--to", "bob@gw.test"])
+        .args([
+            "--helo",
+            "mx.legacy.test",
+            "--from",
+            mail_from,
+            "--to",
+            "bob@gw.test",
+        ])
         .arg("--data")
         .arg(&file)
         .output()
@@ -111,7 +103,10 @@ fn letter(bob: &User, subject: &str) -> (String, String) {
         .unwrap_or_else(|| panic!("no letter {subject:?} in {list:#}"))
         .clone();
     assert_eq!(item["legacy"], true, "{item}");
-    assert_eq!(item["verified"], false, "legacy mail is never verified: {item}");
+    assert_eq!(
+        item["verified"], false,
+        "legacy mail is never verified: {item}"
+    );
     let id = item["id"].as_str().unwrap();
     let read = bob.ok(&["read", id, "--json"], b"").json();
     (
@@ -166,17 +161,30 @@ fn spf_dkim_and_dmarc_of_inbound_mail() {
         label.contains("spf=pass (legacy.test); dkim=pass (legacy.test); dmarc=pass (legacy.test, p=reject); from-verified=dkim:legacy.test"),
         "{label}"
     );
-    assert!(reason.ends_with("From verified by DKIM for legacy.test"), "{reason}");
+    assert!(
+        reason.ends_with("From verified by DKIM for legacy.test"),
+        "{reason}"
+    );
 
     // 2. The same signed message from a host SPF does not allow (127.0.0.3): SPF fails, but
     //    the aligned DKIM signature still carries DMARC.
-    let signed2 = dkimpy_sign(&message(carol, "signed elsewhere", "Hi."), &key, "legacy.test");
+    let signed2 = dkimpy_sign(
+        &message(carol, "signed elsewhere", "Hi."),
+        &key,
+        "legacy.test",
+    );
     let (ok, log) = swaks(gw_port, "127.0.0.3", carol, &signed2, dir.path());
     assert!(ok, "{log}");
     let (label, reason) = letter(&bob, "signed elsewhere");
-    assert!(label.contains("spf=fail (legacy.test); dkim=pass"), "{label}");
+    assert!(
+        label.contains("spf=fail (legacy.test); dkim=pass"),
+        "{label}"
+    );
     assert!(label.contains("dmarc=pass"), "{label}");
-    assert!(reason.ends_with("From verified by DKIM for legacy.test"), "{reason}");
+    assert!(
+        reason.ends_with("From verified by DKIM for legacy.test"),
+        "{reason}"
+    );
 
     // 3. A tampered body from the allowed host: DKIM fails, SPF passes and aligns, so
     //    DMARC passes, but the client does not claim a DKIM-verified From.
@@ -192,11 +200,16 @@ fn spf_dkim_and_dmarc_of_inbound_mail() {
     assert!(ok, "{log}");
     let (label, reason) = letter(&bob, "tampered");
     assert!(
-        label.contains("spf=pass (legacy.test); dkim=fail (legacy.test: body hash does not match); dmarc=pass"),
+        label.contains(
+            "spf=pass (legacy.test); dkim=fail (legacy.test: body hash does not match); dmarc=pass"
+        ),
         "{label}"
     );
     assert!(!label.contains("from-verified"), "{label}");
-    assert!(reason.contains("the legacy sender is not proven"), "{reason}");
+    assert!(
+        reason.contains("the legacy sender is not proven"),
+        "{reason}"
+    );
 
     // 4. DMARC p=reject: tampered and from a host SPF refuses, or unsigned from it: 550 5.7.1
     //    at end of data, nothing stored.
@@ -222,7 +235,10 @@ fn spf_dkim_and_dmarc_of_inbound_mail() {
             .as_array()
             .unwrap()
             .iter()
-            .any(|m| m["header"]["subject"].as_str().unwrap_or("").starts_with("forged")),
+            .any(|m| m["header"]["subject"]
+                .as_str()
+                .unwrap_or("")
+                .starts_with("forged")),
         "{list:#}"
     );
 
@@ -241,7 +257,10 @@ fn spf_dkim_and_dmarc_of_inbound_mail() {
         label.contains("spf=fail (quarantine.test); dkim=none; dmarc=fail (quarantine.test, p=quarantine); SUSPICIOUS"),
         "{label}"
     );
-    assert!(reason.starts_with("SUSPICIOUS: fails the DMARC policy of quarantine.test"), "{reason}");
+    assert!(
+        reason.starts_with("SUSPICIOUS: fails the DMARC policy of quarantine.test"),
+        "{reason}"
+    );
 
     // 6. SPF fails, no DMARC record: taken, and the label says what was found.
     let erin = "erin@nodmarc.test";
