@@ -52,6 +52,13 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Print every DNS record the operator publishes for this node (zone-file text): how
+    /// nodes are found, and for the gateway MX, SPF, both DKIM keys (made when missing) and
+    /// DMARC.
+    DnsRecords {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Read the node's database (read-only; the node may be running) and say what it holds:
     /// counts per column family, the outbound queue's destinations, and whether each
     /// --find string occurs anywhere in it.
@@ -131,6 +138,7 @@ fn main() -> std::process::ExitCode {
         Command::ResetAddress { config, address } => reset_address(&config, &address),
         Command::Backup { config, to } => backup(&config, &to),
         Command::Restore { config, from } => restore(&config, &from),
+        Command::DnsRecords { config } => dns_records(&config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -140,6 +148,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn dns_records(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let text = sealpost_server::gateway::dns_records(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyhow::Result<()> {
