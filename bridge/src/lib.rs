@@ -16,6 +16,7 @@ pub mod search;
 pub mod sequence;
 pub mod server;
 pub mod shared;
+pub mod smtp;
 pub mod source;
 pub mod store;
 pub mod stream;
