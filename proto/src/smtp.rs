@@ -721,7 +721,8 @@ fn declared_size(line: &[u8]) -> Result<Option<u128>, ()> {
     let Some(param) = text
         .split_ascii_whitespace()
         .skip(1)
-        .find(|p| p.len() >= 5 && p[..5].eq_ignore_ascii_case("SIZE="))
+        // Bytes, not `&str` slicing: a multi-byte character may straddle byte 5.
+        .find(|p| p.len() >= 5 && p.as_bytes()[..5].eq_ignore_ascii_case(b"SIZE="))
     else {
         return Ok(None);
     };
