@@ -135,3 +135,59 @@ fn curl_lists_and_fetches() {
     let (ok, _) = run(Command::new("curl").args(["-sS", "--max-time", "20", "-u", &format!("{USER}:wrong"), &url]));
     assert!(!ok, "curl with a wrong password must fail");
 }
+
+/// Reads lines until one contains `needle` (or the deadline passes).
+fn read_until(r: &mut impl std::io::BufRead, needle: &str, deadline: std::time::Instant) -> String {
+    let mut all = String::new();
+    while std::time::Instant::now() < deadline {
+        let mut line = String::new();
+        match r.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) => {
+                all.push_str(&line);
+                if line.contains(needle) {
+                    return all;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    panic!("no {needle:?} before the deadline; got:\n{all}");
+}
+
+#[test]
+fn idle_shows_an_imported_letter_within_one_second_and_state_survives_restart() {
+    use std::io::{BufReader, Write};
+    use std::time::{Duration, Instant};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut bridge = Bridge::start_in(tmp.path());
+    import::import(&bridge.shared, &letters(1, 0)).unwrap();
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", bridge.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut w = tcp.try_clone().unwrap();
+    let mut r = BufReader::new(tcp);
+    let far = || Instant::now() + Duration::from_secs(10);
+    read_until(&mut r, "* OK", far());
+    write!(w, "a LOGIN {USER} {PASSWORD}\r\nb SELECT INBOX\r\n").unwrap();
+    let selected = read_until(&mut r, "b OK", far());
+    let validity: String = selected.split("UIDVALIDITY ").nth(1).unwrap().chars().take_while(|c| c.is_ascii_digit()).collect();
+    write!(w, "c IDLE\r\n").unwrap();
+    read_until(&mut r, "+ ", far());
+    let t0 = Instant::now();
+    import::import(&bridge.shared, &letters(1, 7)).unwrap();
+    read_until(&mut r, "* 2 EXISTS", t0 + Duration::from_secs(1));
+    let elapsed = t0.elapsed();
+    assert!(elapsed < Duration::from_secs(1), "IDLE took {elapsed:?}");
+    write!(w, "DONE\r\nd LOGOUT\r\n").unwrap();
+    read_until(&mut r, "c OK", far());
+    drop((r, w));
+    // A restart keeps UIDVALIDITY and UIDs; an old letter offered again is not re-imported.
+    bridge.stop();
+    let bridge = Bridge::start_in(tmp.path());
+    assert_eq!(import::import(&bridge.shared, &letters(1, 7)).unwrap(), 0);
+    let (ok, out) = run(Command::new("curl").args([
+        "-sS", "--max-time", "20", "-u", &format!("{USER}:{PASSWORD}"),
+        "-X", "EXAMINE INBOX", &format!("imap://127.0.0.1:{}/", bridge.port),
+    ]));
+    assert!(ok && out.contains(&format!("UIDVALIDITY {validity}")) && out.contains("UIDNEXT 3"), "{out}");
+}
