@@ -45,9 +45,10 @@ use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
 use crate::config::{GatewayConfig, smarthost_parts};
+use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::Node;
-use crate::store::{DeliverOutcome, NewAccount, NewEnvelope, RegisterOutcome, StoreError};
+use crate::store::{NewAccount, NewEnvelope, RegisterOutcome, StoreError};
 
 /// Why the gateway did not start (and with it the node).
 #[derive(Debug, thiserror::Error)]
@@ -344,7 +345,7 @@ async fn local_mailbox(
     match node.account(home.mailbox).await {
         Ok(Some(acc)) => Ok(Some((home.mailbox, acc))),
         Ok(None) => Ok(None),
-        Err(e) => Err(StoreError::Read(e.to_string())),
+        Err(e) => Err(e),
     }
 }
 
@@ -411,17 +412,17 @@ impl Backend for InboundBackend {
                 bytes: Bytes::from(env.encode()),
                 received: now_secs(),
             };
-            match self.node.store.deliver(new, self.node.quota).await {
-                Ok(DeliverOutcome::Stored { .. }) | Ok(DeliverOutcome::Duplicate { .. }) => {
-                    ids.push(id.to_hex()[..12].to_string())
-                }
-                Ok(DeliverOutcome::QuotaExceeded) => return DeliveryResult::TempFail,
-                Ok(DeliverOutcome::UnknownMailbox) => {
+            match self.node.store_envelope(new).await {
+                Ok(_) => ids.push(id.to_hex()[..12].to_string()),
+                Err(DeliveryError::NotOurs) => {
                     return DeliveryResult::Rejected(format!("{rcpt} has no mailbox here"));
                 }
-                Err(StoreError::Unavailable(_)) | Err(StoreError::Closed) => {
+                Err(DeliveryError::TryLater(TryLater::Storage(
+                    StoreError::Unavailable(_) | StoreError::Closed,
+                ))) => {
                     return DeliveryResult::NoStorage;
                 }
+                // The mailbox is full, or the store failed otherwise.
                 Err(_) => return DeliveryResult::TempFail,
             }
         }
