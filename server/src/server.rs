@@ -34,7 +34,8 @@ use crate::metrics::Metrics;
 use crate::node::{Node, SOFTWARE};
 use crate::peers::Peers;
 use crate::relay;
-use crate::store::{RocksStore, Store, StoreError};
+use crate::config::StorageBackend;
+use crate::store::{PgStore, RocksStore, Store, StoreError};
 
 /// Why a node did not start, or stopped serving other than by its shutdown future.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub enum StartError {
     Keys(#[source] KeyError),
     #[error("opening {}", path.display())]
     OpenStore { path: PathBuf, source: StoreError },
+    #[error("opening the PostgreSQL store (storage.postgres.url)")]
+    OpenPostgres { source: StoreError },
     /// Reading what the store holds for the relay at start (`what`: its queue, its pins).
     #[error("reading the {what} from the store")]
     ReadStore {
@@ -143,12 +146,20 @@ pub async fn run_with(
         &config.resolve(&config.keys.identity),
     )
     .map_err(StartError::Keys)?;
-    let data = config.resolve(&config.data_dir);
-    let store =
-        RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
-            path: data.clone(),
-            source,
-        })?;
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Rocksdb => {
+            let data = config.resolve(&config.data_dir);
+            RocksStore::open(&data, &config.storage).map_err(|source| {
+                StartError::OpenStore {
+                    path: data.clone(),
+                    source,
+                }
+            })?
+        }
+        StorageBackend::Postgres => PgStore::open(&config.storage.postgres)
+            .await
+            .map_err(|source| StartError::OpenPostgres { source })?,
+    };
     let result = serve(
         listener,
         config,
@@ -162,7 +173,7 @@ pub async fn run_with(
     .await;
     let _ = store.close().await;
     // Everything that held the store has finished; dropping the last handle closes RocksDB.
-    if Arc::try_unwrap(store).is_err() {
+    if Arc::strong_count(&store) > 1 {
         tracing::warn!("store still referenced at shutdown; it closes when the last user ends");
     }
     tracing::info!("stopped");
@@ -185,7 +196,7 @@ async fn serve(
     config: Config,
     url: NodeUrl,
     keys: NodeKeys,
-    store: Arc<RocksStore>,
+    store: Arc<dyn Store>,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
@@ -193,14 +204,17 @@ async fn serve(
     let http = http_client(&config)?;
     let read = |what| move |source| StartError::ReadStore { what, source };
     let pins = store.peer_pins().await.map_err(read("peer pins"))?;
-    let queued = store.outbound().await.map_err(read("outbound queue"))?;
+    let queued = store
+        .claim_outbound(usize::MAX)
+        .await
+        .map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let node = Arc::new(Node::new(
         config,
         url,
         keys,
-        store as Arc<dyn Store>,
+        store,
         peers,
         relay_tx,
     ));

@@ -1,12 +1,14 @@
-//! Storage behind a trait, so that a SQL backend can come later. The default is
-//! [`rocks::RocksStore`]: RocksDB with column families, one writer thread that
-//! group-commits every write with a synced WAL (see `spec/node.md` §Storage).
+//! Storage behind a trait. The default is [`rocks::RocksStore`]: RocksDB with column
+//! families, one writer thread that group-commits every write with a synced WAL (see
+//! `spec/node.md` §Storage). [`postgres::PgStore`] keeps the same data in PostgreSQL, so
+//! that several node processes can share it (`[storage] backend = "postgres"`).
 //!
 //! Every write future resolves only once the write is durable. The store makes the
 //! decisions that need a consistent view (per-mailbox sequence numbers, envelope-id dedupe,
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod postgres;
 pub mod reset;
 pub mod rocks;
 mod writer;
@@ -18,6 +20,7 @@ use bytes::Bytes;
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use rocks::RocksStore;
 
 /// A boxed future, so that `Store` is object safe.
@@ -235,7 +238,18 @@ pub trait Store: Send + Sync {
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
     fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    /// Every hop in the outbound queue, whoever works it.
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Claims up to `limit` hops of the queue that no live store handle holds (never
+    /// claimed, or their holder's lease ran out) for this handle, and returns them. Several
+    /// node processes on one database thus work disjoint parts of the queue; a hop of a
+    /// process that died is claimed by another once its lease has run out. A hop this
+    /// handle enqueued is its own from the start. One process (RocksDB) holds every hop:
+    /// each is returned once.
+    fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Extends the lease of every hop this handle holds (call it well within the lease);
+    /// returns how many it holds.
+    fn renew_outbound(&self) -> StoreFuture<'_, u64>;
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
 
