@@ -463,7 +463,9 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
-                node.sessions.sweep(now_secs());
+                if let Err(e) = node.sessions.sweep_any(now_secs()).await {
+                    tracing::warn!(error = %e, "could not forget expired sessions");
+                }
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);

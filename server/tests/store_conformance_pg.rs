@@ -197,3 +197,54 @@ async fn two_processes_dedupe_and_count_quota_together() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+/// Sessions kept in the database: a nonce stored by one process is taken once, by either;
+/// a mailbox keeps its newest few nonces; a token is stored only for the current epoch, and
+/// a key rotation advances the epoch and drops the mailbox's sessions in its own write.
+#[tokio::test]
+async fn sessions_are_shared_single_use_and_end_with_a_rotation() {
+    use sealpost_server::store::{NewAccount, RegisterOutcome, Rotation};
+    let db = unique_db("sessions");
+    let a = open_db(&db, Duration::from_secs(30)).await;
+    let b = open_db(&db, Duration::from_secs(30)).await;
+    assert!(a.keeps_sessions());
+    let m = new_mailbox(&*a, 1).await;
+    a.put_nonce([1; 32], m, 100, 3).await.unwrap();
+    let (x, y) = tokio::join!(a.take_nonce([1; 32]), b.take_nonce([1; 32]));
+    let taken: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
+    assert_eq!(taken, vec![(m, 100)], "one of two racing processes gets the nonce");
+    for k in 0..5u8 {
+        a.put_nonce([10 + k; 32], m, 200 + k as u64, 3).await.unwrap();
+    }
+    assert_eq!(b.take_nonce([10; 32]).await.unwrap(), None, "the oldest went");
+    assert_eq!(b.take_nonce([14; 32]).await.unwrap(), Some((m, 204)));
+    let epoch = b.session_epoch(m).await.unwrap();
+    assert!(a.put_token([2; 32], m, 300, epoch).await.unwrap());
+    assert_eq!(b.token([2; 32]).await.unwrap(), Some((m, 300)));
+    let rotated = b
+        .register(NewAccount {
+            fingerprint: vec![9; 20],
+            cert: vec![0x99, 9],
+            created: 1,
+            invite: None,
+            addresses: Vec::new(),
+            rotation: Some(Rotation {
+                mailbox: m,
+                old_fingerprint: vec![1; 20],
+            }),
+        })
+        .await
+        .unwrap();
+    assert_eq!(rotated, RegisterOutcome::Rotated(m));
+    assert_eq!(a.token([2; 32]).await.unwrap(), None, "the rotation ended the token");
+    assert_eq!(a.take_nonce([13; 32]).await.unwrap(), None, "and the nonces");
+    assert!(
+        !a.put_token([3; 32], m, 300, epoch).await.unwrap(),
+        "a sign-in that read the old epoch gets no token"
+    );
+    assert!(a.put_token([3; 32], m, 300, epoch + 1).await.unwrap());
+    assert_eq!(a.sweep_sessions(301).await.unwrap(), 1);
+    assert_eq!(b.token([3; 32]).await.unwrap(), None);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}

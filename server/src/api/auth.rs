@@ -56,7 +56,8 @@ pub async fn challenge(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp,
     }
     let (nonce, expires) = node
         .sessions
-        .challenge(mailbox, now_secs())
+        .challenge_any(mailbox, now_secs())
+        .await?
         .ok_or(ApiError::RateLimited { retry_after: 60 })?;
     Ok(json(
         StatusCode::OK,
@@ -78,10 +79,11 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
         .map_err(|_| ApiError::BadRequest("signature: not base64".into()))?;
     let now = now_secs();
     node.sessions
-        .take_nonce(&nonce, mailbox, now)
+        .take_nonce_any(&nonce, mailbox, now)
+        .await?
         .map_err(|_| ApiError::Unauthorized("unknown, expired or already used challenge".into()))?;
     // Read before the key is: a rotation committing after this point revokes the token.
-    let epoch = node.sessions.epoch(mailbox);
+    let epoch = node.sessions.epoch_any(mailbox).await?;
     let account = node
         .account(mailbox)
         .await?
@@ -92,7 +94,8 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
     })?;
     let (token, expires) = node
         .sessions
-        .issue_token(mailbox, epoch, now)
+        .issue_token_any(mailbox, epoch, now)
+        .await?
         .map_err(|e| match e {
             TokenError::Full => ApiError::RateLimited { retry_after: 60 },
             TokenError::Revoked => ApiError::Unauthorized(
@@ -109,7 +112,7 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
 }
 
 /// The mailbox whose bearer token the request carries.
-pub fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
+pub async fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
     let unauthorized = || ApiError::Unauthorized("missing, unknown or expired bearer token".into());
     let value = headers
         .get(AUTHORIZATION)
@@ -122,13 +125,18 @@ pub fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
     let mut t = [0u8; 32];
     hex::decode_to_slice(token.trim(), &mut t).map_err(|_| unauthorized())?;
     node.sessions
-        .token_mailbox(&t, now_secs())
+        .token_mailbox_any(&t, now_secs())
+        .await?
         .ok_or_else(unauthorized)
 }
 
 /// Checks that the request's token is for `mailbox` (given as a path segment).
-pub fn bearer_for(node: &Node, headers: &HeaderMap, mailbox: &str) -> Result<MailboxId, ApiError> {
-    let owner = bearer(node, headers)?;
+pub async fn bearer_for(
+    node: &Node,
+    headers: &HeaderMap,
+    mailbox: &str,
+) -> Result<MailboxId, ApiError> {
+    let owner = bearer(node, headers).await?;
     let mailbox = parse_mailbox(mailbox)?;
     if owner != mailbox {
         return Err(ApiError::Unauthorized(

@@ -91,7 +91,8 @@ async fn run(
     // A shared store (several node processes): renew the leases of the hops held here and
     // take over those of a process that died (`Store::claim_outbound`).
     let shared = node.config.storage.backend == crate::config::StorageBackend::Postgres;
-    let mut leases = tokio::time::interval(node.config.storage.postgres.queue_lease.get() / 3);
+    let renew_every = (node.config.storage.postgres.queue_lease.get() / 3).max(Duration::from_millis(100));
+    let mut leases = tokio::time::interval(renew_every);
     leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = now_ms();

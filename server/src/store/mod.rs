@@ -204,6 +204,12 @@ pub struct StoreStats {
     pub batch_bytes: u64,
 }
 
+fn no_sessions<T: Send + 'static>() -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(Err(StoreError::Unavailable(
+        "this store keeps no sessions".into(),
+    ))))
+}
+
 pub trait Store: Send + Sync {
     // --- writes: resolved once durable ---
     fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome>;
@@ -257,6 +263,52 @@ pub trait Store: Send + Sync {
     /// and no longer in their mailbox; returns how many. Entries of envelopes still stored
     /// are kept.
     fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64>;
+
+    // --- sessions, for a store that several node processes share (`keeps_sessions`);
+    // otherwise the node keeps them in memory (`sessions.rs`) and these are never called.
+    // Keys are sha256 of the nonce or token, so the database holds no usable credential.
+
+    /// Whether sign-in challenges and tokens are kept here.
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+    /// Stores a challenge nonce of `mailbox`; beyond `per_mailbox` outstanding ones, the
+    /// oldest go.
+    fn put_nonce(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _expires: u64,
+        _per_mailbox: usize,
+    ) -> StoreFuture<'_, ()> {
+        no_sessions()
+    }
+    /// Removes a nonce and returns its mailbox and expiry: only one caller gets it.
+    fn take_nonce(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        no_sessions()
+    }
+    /// The mailbox's session epoch, advanced by every key rotation (in the rotation's write).
+    fn session_epoch(&self, _mailbox: MailboxId) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
+    /// Stores a token if the mailbox's epoch is still `epoch`; `false` otherwise.
+    fn put_token(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _expires: u64,
+        _epoch: u64,
+    ) -> StoreFuture<'_, bool> {
+        no_sessions()
+    }
+    /// The mailbox and expiry of a token.
+    fn token(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        no_sessions()
+    }
+    /// Forgets nonces and tokens that expired before `now`; returns how many.
+    fn sweep_sessions(&self, _now: u64) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
 
     fn stats(&self) -> StoreStats;
     /// Stops accepting writes, finishes those already queued, and waits for the writer.

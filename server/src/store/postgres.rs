@@ -81,7 +81,21 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX outbound_lease ON outbound (lease_until_ms);
     CREATE INDEX outbound_holder ON outbound (holder);
     CREATE TABLE peers (url TEXT PRIMARY KEY, node_key BYTEA NOT NULL, pinned_at BIGINT NOT NULL);",
+    // 2: sign-in sessions shared by the node processes (kind 0: nonce, 1: token; the key
+    // is sha256 of the secret), and the per-account epoch a key rotation advances.
+    "ALTER TABLE accounts ADD COLUMN session_epoch BIGINT NOT NULL DEFAULT 0;
+    CREATE TABLE sessions (
+        key BYTEA PRIMARY KEY,
+        kind SMALLINT NOT NULL,
+        mailbox BYTEA NOT NULL,
+        expires BIGINT NOT NULL
+    );
+    CREATE INDEX sessions_mailbox ON sessions (mailbox, kind, expires);
+    CREATE INDEX sessions_expires ON sessions (expires);",
 ];
+
+const NONCE: i16 = 0;
+const TOKEN: i16 = 1;
 
 /// The schema version this node speaks.
 pub const SCHEMA_VERSION: i32 = MIGRATIONS.len() as i32;
@@ -414,9 +428,11 @@ async fn register_tx(tx: &Transaction<'_>, a: &NewAccount) -> Result<RegisterOut
     if let Some(r) = &a.rotation {
         // Only if the account still has the endorsing key: of two racing rotations from
         // one key, one wins.
+        // The session epoch advances and the sessions go in the same write: a sign-in that
+        // checked the old key gets no token (`put_token` compares the epoch).
         let n = tx
             .execute(
-                "UPDATE accounts SET cert = $1, fingerprint = $2
+                "UPDATE accounts SET cert = $1, fingerprint = $2, session_epoch = session_epoch + 1
                  WHERE mailbox = $3 AND fingerprint = $4",
                 &[
                     &a.cert,
@@ -431,6 +447,11 @@ async fn register_tx(tx: &Transaction<'_>, a: &NewAccount) -> Result<RegisterOut
                 address: a.addresses.first().cloned().unwrap_or_default(),
             });
         }
+        tx.execute(
+            "DELETE FROM sessions WHERE mailbox = $1",
+            &[&r.mailbox.as_bytes().as_slice()],
+        )
+        .await?;
         for address in &a.addresses {
             set_claim(tx, address, &r.mailbox).await?;
         }
@@ -931,6 +952,126 @@ impl Store for PgStore {
                         &[&before],
                     )
                     .await?,
+                )
+            })
+        })
+    }
+
+    fn keeps_sessions(&self) -> bool {
+        true
+    }
+
+    fn put_nonce(
+        &self,
+        key: [u8; 32],
+        mailbox: MailboxId,
+        expires: u64,
+        per_mailbox: usize,
+    ) -> StoreFuture<'_, ()> {
+        Box::pin(async move {
+            let m = mailbox.as_bytes().as_slice();
+            let keep = per_mailbox.min(i64::MAX as usize) as i64;
+            write_tx!(self, 1, |tx| {
+                tx.execute(
+                    "INSERT INTO sessions (key, kind, mailbox, expires) VALUES ($1, $2, $3, $4)",
+                    &[&key.as_slice(), &NONCE, &m, &i(expires)],
+                )
+                .await?;
+                tx.execute(
+                    "DELETE FROM sessions WHERE kind = $2 AND mailbox = $1 AND key NOT IN
+                       (SELECT key FROM sessions WHERE kind = $2 AND mailbox = $1
+                        ORDER BY expires DESC LIMIT $3)",
+                    &[&m, &NONCE, &keep],
+                )
+                .await?;
+                Ok::<(), TxError>(())
+            })
+        })
+    }
+
+    fn take_nonce(&self, key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        Box::pin(async move {
+            let row = write_tx!(self, 1, |tx| {
+                Ok::<_, TxError>(
+                    tx.query_opt(
+                        "DELETE FROM sessions WHERE key = $1 AND kind = $2
+                         RETURNING mailbox, expires",
+                        &[&key.as_slice(), &NONCE],
+                    )
+                    .await?,
+                )
+            })?;
+            row.map(|r| Ok((mailbox_from(r.get::<_, &[u8]>(0))?, u(r.get(1)))))
+                .transpose()
+        })
+    }
+
+    fn session_epoch(&self, mailbox: MailboxId) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            Ok(self
+                .query_opt(
+                    "SELECT session_epoch FROM accounts WHERE mailbox = $1",
+                    &[&mailbox.as_bytes().as_slice()],
+                )
+                .await?
+                .map(|r| u(r.get(0)))
+                .unwrap_or(0))
+        })
+    }
+
+    fn put_token(
+        &self,
+        key: [u8; 32],
+        mailbox: MailboxId,
+        expires: u64,
+        epoch: u64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let m = mailbox.as_bytes().as_slice();
+            write_tx!(self, 1, |tx| {
+                // The account row is locked: a rotation commits before or after this whole
+                // write, never between the check and the insert.
+                let Some(row) = tx
+                    .query_opt(
+                        "SELECT session_epoch FROM accounts WHERE mailbox = $1 FOR UPDATE",
+                        &[&m],
+                    )
+                    .await?
+                else {
+                    return Ok(false);
+                };
+                if u(row.get(0)) != epoch {
+                    return Ok(false);
+                }
+                tx.execute(
+                    "INSERT INTO sessions (key, kind, mailbox, expires) VALUES ($1, $2, $3, $4)",
+                    &[&key.as_slice(), &TOKEN, &m, &i(expires)],
+                )
+                .await?;
+                Ok::<bool, TxError>(true)
+            })
+        })
+    }
+
+    fn token(&self, key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        Box::pin(async move {
+            self.query_opt(
+                "SELECT mailbox, expires FROM sessions WHERE key = $1 AND kind = $2",
+                &[&key.as_slice(), &TOKEN],
+            )
+            .await?
+            .map(|r| Ok((mailbox_from(r.get::<_, &[u8]>(0))?, u(r.get(1)))))
+            .transpose()
+        })
+    }
+
+    fn sweep_sessions(&self, now: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let now = now.min(i64::MAX as u64) as i64;
+            write_tx!(self, 1, |tx| {
+                Ok::<u64, TxError>(
+                    tx.execute("DELETE FROM sessions WHERE expires <= $1", &[&now])
+                        .await?,
                 )
             })
         })
