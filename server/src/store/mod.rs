@@ -8,6 +8,7 @@
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod migrate;
 pub mod postgres;
 pub mod reset;
 pub mod rocks;

@@ -320,6 +320,27 @@ impl PgStore {
         }
     }
 
+    /// Runs `sql` once per row of parameters, all in one transaction; returns the rows
+    /// affected (for `sealpost-node migrate`).
+    pub(super) async fn execute_each(
+        &self,
+        sql: &str,
+        rows: &[Vec<Box<dyn tokio_postgres::types::ToSql + Sync + Send>>],
+    ) -> Result<u64, StoreError> {
+        write_tx!(self, rows.len() as u64, |tx| {
+            let stmt = tx.prepare(sql).await?;
+            let mut n = 0;
+            for row in rows {
+                let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = row
+                    .iter()
+                    .map(|p| p.as_ref() as &(dyn tokio_postgres::types::ToSql + Sync))
+                    .collect();
+                n += tx.execute(&stmt, &params).await?;
+            }
+            Ok::<u64, TxError>(n)
+        })
+    }
+
     fn count<T>(&self, r: &Result<T, StoreError>, ops: u64) {
         match r {
             Ok(_) => {
