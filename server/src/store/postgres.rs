@@ -25,7 +25,7 @@ use bytes::Bytes;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use sha2::{Digest, Sha256};
-use tokio::sync::RwLock;
+use tokio::sync::{RwLock, mpsc, oneshot};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{NoTls, Transaction};
 
@@ -109,7 +109,23 @@ pub struct PgStore {
     /// it waits for the writes in flight.
     gate: RwLock<bool>,
     stats: Stats,
+    /// Deliveries wait here for a batcher, which stores all that are waiting in one
+    /// transaction (one commit, one WAL flush), as the RocksDB writer does.
+    deliveries: std::sync::Mutex<Option<mpsc::Sender<DeliverOp>>>,
+    /// One receiver per batcher, answered when it has drained the queue at close.
+    batchers_done: std::sync::Mutex<Vec<oneshot::Receiver<()>>>,
 }
+
+struct DeliverOp {
+    envelope: NewEnvelope,
+    quota: Quota,
+    reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
+}
+
+/// Deliveries in one batch at most.
+const MAX_BATCH: usize = 256;
+/// Deliveries waiting for a batcher before senders wait.
+const DELIVERY_QUEUE: usize = 4096;
 
 #[derive(Default)]
 struct Stats {
@@ -254,9 +270,70 @@ impl PgStore {
             lease_ms: lease.as_millis() as u64,
             gate: RwLock::new(false),
             stats: Stats::default(),
+            deliveries: std::sync::Mutex::new(None),
+            batchers_done: std::sync::Mutex::new(Vec::new()),
         };
         store.migrate().await?;
-        Ok(Arc::new(store))
+        let store = Arc::new(store);
+        // A few batchers, so that one batch's commit overlaps the next one's statements.
+        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
+        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        let mut done = Vec::new();
+        for _ in 0..(cfg.pool_size / 4).clamp(1, 4) {
+            let (done_tx, done_rx) = oneshot::channel();
+            done.push(done_rx);
+            tokio::spawn(batcher(Arc::downgrade(&store), rx.clone(), done_tx));
+        }
+        if let Ok(mut d) = store.deliveries.lock() {
+            *d = Some(tx);
+        }
+        if let Ok(mut b) = store.batchers_done.lock() {
+            *b = done;
+        }
+        Ok(store)
+    }
+
+    /// Stores a batch of deliveries in one transaction, mailboxes locked in sorted order
+    /// (two processes' batches cannot deadlock); each sees the ones before it.
+    async fn deliver_batch(&self, ops: Vec<DeliverOp>) {
+        let mut mailboxes: Vec<&[u8]> = ops
+            .iter()
+            .map(|o| o.envelope.mailbox.as_bytes().as_slice())
+            .collect();
+        mailboxes.sort();
+        mailboxes.dedup();
+        let result: Result<Vec<DeliverOutcome>, StoreError> = async {
+            write_tx!(self, ops.len() as u64, |tx| {
+                tx.query(
+                    "SELECT mailbox FROM accounts WHERE mailbox = ANY($1) ORDER BY mailbox FOR UPDATE",
+                    &[&mailboxes],
+                )
+                .await?;
+                let mut outcomes = Vec::with_capacity(ops.len());
+                for op in &ops {
+                    outcomes.push(deliver_tx(tx, &op.envelope, op.quota).await?);
+                }
+                Ok::<_, TxError>(outcomes)
+            })
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                for (op, outcome) in ops.into_iter().zip(outcomes) {
+                    if matches!(outcome, DeliverOutcome::Stored { .. }) {
+                        self.stats
+                            .bytes
+                            .fetch_add(op.envelope.bytes.len() as u64, Ordering::Relaxed);
+                    }
+                    let _ = op.reply.send(Ok(outcome));
+                }
+            }
+            Err(e) => {
+                for op in ops {
+                    let _ = op.reply.send(Err(e.clone()));
+                }
+            }
+        }
     }
 
     /// Applies the missing migrations, each with its version row in one transaction.
@@ -391,6 +468,34 @@ impl PgStore {
             .await
             .map_err(|e| db_err(&e, true))
     }
+}
+
+/// Takes every delivery waiting (up to [`MAX_BATCH`]) and stores them together, until the
+/// store closes (its sender dropped and the queue drained) or is dropped.
+async fn batcher(
+    store: std::sync::Weak<PgStore>,
+    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<DeliverOp>>>,
+    done: oneshot::Sender<()>,
+) {
+    loop {
+        let ops = {
+            let mut rx = rx.lock().await;
+            let Some(first) = rx.recv().await else { break };
+            let mut ops = vec![first];
+            while ops.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) => break,
+                }
+            }
+            ops
+        };
+        let Some(store) = store.upgrade() else {
+            break;
+        };
+        store.deliver_batch(ops).await;
+    }
+    let _ = done.send(());
 }
 
 /// The owner of `address`, locking its claim row (if any) for the transaction.
@@ -703,14 +808,19 @@ impl Store for PgStore {
     }
 
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
+        let sender = self.deliveries.lock().ok().and_then(|d| d.clone());
         Box::pin(async move {
-            let r = write_tx!(self, 1, |tx| deliver_tx(tx, &envelope, quota).await);
-            if matches!(r, Ok(DeliverOutcome::Stored { .. })) {
-                self.stats
-                    .bytes
-                    .fetch_add(envelope.bytes.len() as u64, Ordering::Relaxed);
-            }
-            r
+            let sender = sender.ok_or(StoreError::Closed)?;
+            let (reply, answer) = oneshot::channel();
+            sender
+                .send(DeliverOp {
+                    envelope,
+                    quota,
+                    reply,
+                })
+                .await
+                .map_err(|_| StoreError::Closed)?;
+            answer.await.map_err(|_| StoreError::Closed)?
         })
     }
 
@@ -1108,7 +1218,19 @@ impl Store for PgStore {
     }
 
     fn close(&self) -> StoreFuture<'_, ()> {
+        // No more deliveries; the batchers store what is queued, then end.
+        if let Ok(mut d) = self.deliveries.lock() {
+            d.take();
+        }
+        let done = self
+            .batchers_done
+            .lock()
+            .map(|mut b| std::mem::take(&mut *b))
+            .unwrap_or_default();
         Box::pin(async move {
+            for d in done {
+                let _ = d.await;
+            }
             let mut closed = self.gate.write().await;
             if !*closed {
                 *closed = true;
