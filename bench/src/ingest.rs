@@ -141,7 +141,7 @@ pub async fn run(repo: &Path, work: &Path, p: &Params) -> Result<Vec<Row>> {
             theirs,
             "msgs/s",
         )
-        .note("vs Postfix; target ≥ 2×; one transaction per envelope, PostgreSQL 15 with fsync on the same machine"),
+        .note("vs Postfix; target ≥ 2×; deliveries batched per transaction, PostgreSQL 15 with fsync on the same machine"),
         Row::ratio(
             format!(
                 "durable ingest on PostgreSQL, 2 processes, {} B envelopes, {} clients",
