@@ -27,6 +27,7 @@ use crate::api;
 use crate::basics::client_addr::{ClientIp, addr_key};
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
+use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError};
 use crate::gateway::GatewayError;
 use crate::keys::{KeyError, NodeKeys};
@@ -34,7 +35,6 @@ use crate::metrics::Metrics;
 use crate::node::{Node, SOFTWARE};
 use crate::peers::Peers;
 use crate::relay;
-use crate::config::StorageBackend;
 use crate::store::{PgStore, RocksStore, Store, StoreError};
 
 /// Why a node did not start, or stopped serving other than by its shutdown future.
@@ -149,11 +149,9 @@ pub async fn run_with(
     let store: Arc<dyn Store> = match config.storage.backend {
         StorageBackend::Rocksdb => {
             let data = config.resolve(&config.data_dir);
-            RocksStore::open(&data, &config.storage).map_err(|source| {
-                StartError::OpenStore {
-                    path: data.clone(),
-                    source,
-                }
+            RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
+                path: data.clone(),
+                source,
             })?
         }
         StorageBackend::Postgres => PgStore::open(&config.storage.postgres)
@@ -210,14 +208,7 @@ async fn serve(
         .map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node::new(
-        config,
-        url,
-        keys,
-        store,
-        peers,
-        relay_tx,
-    ));
+    let node = Arc::new(Node::new(config, url, keys, store, peers, relay_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));

@@ -116,7 +116,12 @@ async fn token_across(
 }
 
 /// Every listed envelope id of `mailbox` (all pages) with how often it is listed.
-async fn listed(api: &Api, node: &NodeUrl, mailbox: &MailboxId, token: &str) -> HashMap<String, usize> {
+async fn listed(
+    api: &Api,
+    node: &NodeUrl,
+    mailbox: &MailboxId,
+    token: &str,
+) -> HashMap<String, usize> {
     let mut seen = HashMap::new();
     let mut after = 0u64;
     loop {
@@ -229,7 +234,10 @@ async fn mail_submitted_to_one_process_is_fetched_from_the_other() {
     let got = api.get(&ub, &p.bob_mb, items[0].0, Some(&bob_token)).await;
     assert_eq!(got.status(), StatusCode::OK);
     let a_ack = api.ack(&ua, &p.bob_mb, items[0].0, Some(&bob_token)).await;
-    assert!(a_ack.0.is_success(), "ack through the first process: {a_ack:?}");
+    assert!(
+        a_ack.0.is_success(),
+        "ack through the first process: {a_ack:?}"
+    );
     assert!(listed(&api, &ub, &p.bob_mb, &bob_token).await.is_empty());
     let unknown = api.items(&ub, &p.bob_mb, &bob_token).await;
     assert!(unknown.is_empty());
@@ -252,34 +260,51 @@ async fn a_process_killed_under_load_loses_and_doubles_nothing() {
         let (api, p, token) = (api.clone(), p.clone(), alice_token.clone());
         let (ua, ub) = (ua.clone(), ub.clone());
         load.spawn(async move {
-            let mut acked = Vec::new();
+            let (mut acked, mut tried) = (Vec::new(), Vec::new());
             let started = Instant::now();
             while started.elapsed() < Duration::from_secs(6) {
                 let node = if worker % 2 == 0 { &ua } else { &ub };
                 let (status, id) = submit_one(&api, node, &token, &p).await;
                 if status == StatusCode::ACCEPTED {
-                    acked.push(id);
+                    acked.push(id.clone());
                 }
+                tried.push(id);
             }
-            acked
+            (acked, tried)
         });
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.kill();
-    let mut acked = Vec::new();
+    let (mut acked, mut tried) = (Vec::new(), std::collections::HashSet::new());
     while let Some(r) = load.join_next().await {
-        acked.extend(r.unwrap());
+        let (a, t) = r.unwrap();
+        acked.extend(a);
+        tried.extend(t);
     }
-    assert!(acked.len() > 20, "the load ran: {} acknowledged", acked.len());
+    assert!(
+        acked.len() > 20,
+        "the load ran: {} acknowledged",
+        acked.len()
+    );
     let bob_token = token_across(&api, &ub, &ub, &p.bob_mb, &p.bob).await;
     arrives_once(&api, &ub, &bob_token, &p, &acked).await;
     let seen = listed(&api, &ub, &p.bob_mb, &bob_token).await;
-    assert_eq!(
+    // A submission the killed process had made durable but not yet answered may arrive
+    // too (its sender saw no answer, as after a lost 250 in SMTP): never anything else.
+    let strangers: Vec<_> = seen.keys().filter(|id| !tried.contains(*id)).collect();
+    assert!(strangers.is_empty(), "stored but never sent: {strangers:?}");
+    assert!(
+        seen.len() <= acked.len() + 4,
+        "at most the four submissions in flight at the kill beyond the acknowledged: {} > {}",
         seen.len(),
-        acked.len(),
-        "nothing but the acknowledged envelopes, each once"
+        acked.len()
     );
-    println!("KILL acknowledged={} stored={}", acked.len(), seen.len());
+    println!(
+        "KILL acknowledged={} stored={} (unanswered but durable at the kill: {})",
+        acked.len(),
+        seen.len(),
+        seen.len() - acked.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -76,7 +76,10 @@ async fn view(s: &dyn Store, mailboxes: &[(MailboxId, Vec<u8>)]) -> String {
     let mut queued = s.outbound().await.unwrap();
     queued.sort_by_key(|i| i.id);
     for q in &queued {
-        out += &format!("{q:?} {:?}\n", s.outbound_payload(q.queue_id()).await.unwrap());
+        out += &format!(
+            "{q:?} {:?}\n",
+            s.outbound_payload(q.queue_id()).await.unwrap()
+        );
     }
     out += &format!("{:?}\n", s.peer_pins().await.unwrap());
     out
@@ -101,7 +104,9 @@ async fn next_steps(s: &dyn Store, mailboxes: &[(MailboxId, Vec<u8>)]) -> String
 
 fn run_migrate(dir: &Path, url: &str) -> String {
     let out = Command::new(BIN)
-        .args(["migrate", "--from", "rocksdb", "--to", "postgres", "--config"])
+        .args([
+            "migrate", "--from", "rocksdb", "--to", "postgres", "--config",
+        ])
         .arg(dir.join("node.toml"))
         .args(["--set", &format!("storage.postgres.url=\"{url}\"")])
         .output()
@@ -131,7 +136,9 @@ async fn a_rocksdb_node_moves_to_postgres_and_both_stores_answer_alike() {
     // A running node (the database open) is refused.
     let busy = RocksStore::open(&data, &StorageConfig::default()).unwrap();
     let out = Command::new(BIN)
-        .args(["migrate", "--from", "rocksdb", "--to", "postgres", "--config"])
+        .args([
+            "migrate", "--from", "rocksdb", "--to", "postgres", "--config",
+        ])
         .arg(dir.path().join("node.toml"))
         .args(["--set", &format!("storage.postgres.url=\"{url}\"")])
         .output()
@@ -163,14 +170,23 @@ async fn a_rocksdb_node_moves_to_postgres_and_both_stores_answer_alike() {
     })
     .await
     .unwrap();
-    let (before, after) = (view(&*rocks, &mailboxes).await, view(&*pg_store, &mailboxes).await);
+    let (before, after) = (
+        view(&*rocks, &mailboxes).await,
+        view(&*pg_store, &mailboxes).await,
+    );
     assert!(before.contains("Some(Account"), "the view reads something");
     assert_eq!(before, after, "both stores answer alike");
     let (r, p) = (
         next_steps(&*rocks, &mailboxes).await,
         next_steps(&*pg_store, &mailboxes).await,
     );
-    assert!(r.contains("InviteUsed") && r.contains("AddressTaken") && r.contains("Duplicate { seq: 2 }") && r.contains("Stored { seq: 13 }"), "{r}");
+    assert!(
+        r.contains("InviteUsed")
+            && r.contains("AddressTaken")
+            && r.contains("Duplicate { seq: 2 }")
+            && r.contains("Stored { seq: 13 }"),
+        "{r}"
+    );
     assert_eq!(r, p, "and go on alike");
     assert_eq!(
         pg_store.claim_outbound(10).await.unwrap().len(),

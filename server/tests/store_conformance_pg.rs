@@ -182,9 +182,9 @@ async fn two_processes_dedupe_and_count_quota_together() {
     let mut handles = Vec::new();
     for k in 100..120u8 {
         let s = if k % 2 == 0 { a.clone() } else { b.clone() };
-        handles.push(tokio::spawn(
-            async move { s.deliver(envelope(m, k, 10), quota).await },
-        ));
+        handles.push(tokio::spawn(async move {
+            s.deliver(envelope(m, k, 10), quota).await
+        }));
     }
     for h in handles {
         h.await.unwrap().unwrap();
@@ -212,11 +212,21 @@ async fn sessions_are_shared_single_use_and_end_with_a_rotation() {
     a.put_nonce([1; 32], m, 100, 3).await.unwrap();
     let (x, y) = tokio::join!(a.take_nonce([1; 32]), b.take_nonce([1; 32]));
     let taken: Vec<_> = [x.unwrap(), y.unwrap()].into_iter().flatten().collect();
-    assert_eq!(taken, vec![(m, 100)], "one of two racing processes gets the nonce");
+    assert_eq!(
+        taken,
+        vec![(m, 100)],
+        "one of two racing processes gets the nonce"
+    );
     for k in 0..5u8 {
-        a.put_nonce([10 + k; 32], m, 200 + k as u64, 3).await.unwrap();
+        a.put_nonce([10 + k; 32], m, 200 + k as u64, 3)
+            .await
+            .unwrap();
     }
-    assert_eq!(b.take_nonce([10; 32]).await.unwrap(), None, "the oldest went");
+    assert_eq!(
+        b.take_nonce([10; 32]).await.unwrap(),
+        None,
+        "the oldest went"
+    );
     assert_eq!(b.take_nonce([14; 32]).await.unwrap(), Some((m, 204)));
     let epoch = b.session_epoch(m).await.unwrap();
     assert!(a.put_token([2; 32], m, 300, epoch).await.unwrap());
@@ -236,8 +246,16 @@ async fn sessions_are_shared_single_use_and_end_with_a_rotation() {
         .await
         .unwrap();
     assert_eq!(rotated, RegisterOutcome::Rotated(m));
-    assert_eq!(a.token([2; 32]).await.unwrap(), None, "the rotation ended the token");
-    assert_eq!(a.take_nonce([13; 32]).await.unwrap(), None, "and the nonces");
+    assert_eq!(
+        a.token([2; 32]).await.unwrap(),
+        None,
+        "the rotation ended the token"
+    );
+    assert_eq!(
+        a.take_nonce([13; 32]).await.unwrap(),
+        None,
+        "and the nonces"
+    );
     assert!(
         !a.put_token([3; 32], m, 300, epoch).await.unwrap(),
         "a sign-in that read the old epoch gets no token"

@@ -233,7 +233,10 @@ impl PgServer {
             if exists {
                 break Ok(());
             }
-            match client.batch_execute(&format!("CREATE DATABASE {name}")).await {
+            match client
+                .batch_execute(&format!("CREATE DATABASE {name}"))
+                .await
+            {
                 Ok(()) => break Ok(()),
                 // Created meanwhile, or the template is busy: look again.
                 Err(e)
@@ -286,7 +289,12 @@ fn backends_alive(dir: &Path) -> bool {
         return false;
     };
     for p in procs.flatten() {
-        if !p.file_name().to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+        if !p
+            .file_name()
+            .to_string_lossy()
+            .bytes()
+            .all(|b| b.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(cwd) = std::fs::read_link(p.path().join("cwd"))

@@ -65,7 +65,9 @@ pub enum MigrateError {
         "cannot open the RocksDB database in {dir} ({reason}); stop the node first: only one process may open it"
     )]
     Open { dir: String, reason: String },
-    #[error("the RocksDB database in {dir} has schema {found:?}; this node moves schema {SCHEMA_VERSION} (run the node on it once to upgrade)")]
+    #[error(
+        "the RocksDB database in {dir} has schema {found:?}; this node moves schema {SCHEMA_VERSION} (run the node on it once to upgrade)"
+    )]
     Schema { dir: String, found: Option<Vec<u8>> },
     #[error("reading RocksDB: {0}")]
     Read(#[from] rocksdb::Error),
@@ -221,7 +223,11 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
             continue;
         }
         let used_at = u64_at(&v, 0).ok_or_else(|| corrupt("invite"))?;
-        invites.push(vec![b(k[1..].to_vec()), b(used_at as i64), b(v[8..].to_vec())]);
+        invites.push(vec![
+            b(k[1..].to_vec()),
+            b(used_at as i64),
+            b(v[8..].to_vec()),
+        ]);
     }
     moved.invites = insert(
         pg,

@@ -511,7 +511,11 @@ async fn claim_of(tx: &Transaction<'_>, address: &str) -> Result<Option<MailboxI
         .map_err(TxError::Store)
 }
 
-async fn set_claim(tx: &Transaction<'_>, address: &str, mailbox: &MailboxId) -> Result<(), TxError> {
+async fn set_claim(
+    tx: &Transaction<'_>,
+    address: &str,
+    mailbox: &MailboxId,
+) -> Result<(), TxError> {
     tx.execute(
         "INSERT INTO claims (address, mailbox) VALUES ($1, $2)
          ON CONFLICT (address) DO UPDATE SET mailbox = excluded.mailbox",
@@ -690,9 +694,7 @@ async fn deliver_tx(
         )
         .await?
     {
-        return Ok(DeliverOutcome::Duplicate {
-            seq: u(row.get(0)),
-        });
+        return Ok(DeliverOutcome::Duplicate { seq: u(row.get(0)) });
     }
     let size = e.bytes.len() as u64;
     if bytes.saturating_add(size) > quota.max_bytes || count.saturating_add(1) > quota.max_envelopes
@@ -720,12 +722,7 @@ async fn deliver_tx(
     .await?;
     tx.execute(
         "UPDATE accounts SET next_seq = $2, bytes = $3, envelopes = $4 WHERE mailbox = $1",
-        &[
-            &mailbox,
-            &i(seq + 1),
-            &i(bytes + size),
-            &i(count + 1),
-        ],
+        &[&mailbox, &i(seq + 1), &i(bytes + size), &i(count + 1)],
     )
     .await?;
     Ok(DeliverOutcome::Stored { seq })
@@ -764,6 +761,33 @@ async fn ack_tx(tx: &Transaction<'_>, mailbox: &MailboxId, seq: u64) -> Result<b
     )
     .await?;
     Ok(true)
+}
+
+/// Queues a hop held by `holder` until `lease` (the enqueuing process works it first).
+async fn enqueue_tx(
+    tx: &Transaction<'_>,
+    item: &OutboundItem,
+    payload: &Bytes,
+    holder: &[u8; 16],
+    lease: i64,
+) -> Result<(), TxError> {
+    tx.execute(
+        "INSERT INTO outbound (id, item, next_attempt_ms, holder, lease_until_ms, payload)
+         VALUES ($1, $2, $3, $4, $5, $6)
+         ON CONFLICT (id) DO UPDATE SET item = excluded.item,
+            next_attempt_ms = excluded.next_attempt_ms, holder = excluded.holder,
+            lease_until_ms = excluded.lease_until_ms, payload = excluded.payload",
+        &[
+            &item.id.as_slice(),
+            &item_json(item),
+            &i(item.next_attempt_ms),
+            &holder.as_slice(),
+            &lease,
+            &payload.as_ref(),
+        ],
+    )
+    .await?;
+    Ok(())
 }
 
 fn item_json(item: &OutboundItem) -> String {
@@ -832,25 +856,37 @@ impl Store for PgStore {
         Box::pin(async move {
             // The enqueuing process works the hop first: it holds it from the start.
             let lease = i(now_ms().saturating_add(self.lease_ms));
-            let json = item_json(&item);
             write_tx!(self, 1, |tx| {
-                tx.execute(
-                    "INSERT INTO outbound (id, item, next_attempt_ms, holder, lease_until_ms, payload)
-                     VALUES ($1, $2, $3, $4, $5, $6)
-                     ON CONFLICT (id) DO UPDATE SET item = excluded.item,
-                        next_attempt_ms = excluded.next_attempt_ms, holder = excluded.holder,
-                        lease_until_ms = excluded.lease_until_ms, payload = excluded.payload",
-                    &[
-                        &item.id.as_slice(),
-                        &json,
-                        &i(item.next_attempt_ms),
-                        &self.holder.as_slice(),
-                        &lease,
-                        &payload.as_ref(),
-                    ],
-                )
-                .await?;
-                Ok::<(), TxError>(())
+                enqueue_tx(tx, &item, &payload, &self.holder, lease).await
+            })
+        })
+    }
+
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let lease = i(now_ms().saturating_add(self.lease_ms));
+            write_tx!(self, 1, |tx| {
+                // Only a letter still there is handed on: taken twice, it is queued once.
+                if !ack_tx(tx, &mailbox, seq).await? {
+                    return Ok(false);
+                }
+                match &then {
+                    Handoff::Enqueue(item, payload) => {
+                        enqueue_tx(tx, item, payload, &self.holder, lease).await?
+                    }
+                    Handoff::Bounce(env) => {
+                        let unlimited = Quota {
+                            max_bytes: u64::MAX,
+                            max_envelopes: u64::MAX,
+                        };
+                        match deliver_tx(tx, env, unlimited).await? {
+                            DeliverOutcome::Stored { .. } => {}
+                            other => tracing::warn!(outcome = ?other, "bounce not stored"),
+                        }
+                    }
+                    Handoff::Drop => {}
+                }
+                Ok::<bool, TxError>(true)
             })
         })
     }
@@ -1049,24 +1085,27 @@ impl Store for PgStore {
 
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>> {
         Box::pin(async move {
-            self.query("SELECT url, node_key, pinned_at FROM peers ORDER BY url", &[])
-                .await?
-                .iter()
-                .map(|r| {
-                    let url = NodeUrl::parse(r.get(0)).map_err(|_| corrupt("peer url"))?;
-                    let node_key: [u8; 32] = r
-                        .get::<_, &[u8]>(1)
-                        .try_into()
-                        .map_err(|_| corrupt("peer key"))?;
-                    Ok((
-                        url,
-                        PeerPin {
-                            node_key,
-                            pinned_at: u(r.get(2)),
-                        },
-                    ))
-                })
-                .collect()
+            self.query(
+                "SELECT url, node_key, pinned_at FROM peers ORDER BY url",
+                &[],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                let url = NodeUrl::parse(r.get(0)).map_err(|_| corrupt("peer url"))?;
+                let node_key: [u8; 32] = r
+                    .get::<_, &[u8]>(1)
+                    .try_into()
+                    .map_err(|_| corrupt("peer key"))?;
+                Ok((
+                    url,
+                    PeerPin {
+                        node_key,
+                        pinned_at: u(r.get(2)),
+                    },
+                ))
+            })
+            .collect()
         })
     }
 

@@ -390,6 +390,17 @@ impl Store for RocksStore {
         }
         self.submit(|reply| Op::Finish { id, bounce, reply })
     }
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+        if let (Handoff::Enqueue(item, _), Ok(mut c)) = (&then, self.claimed.lock()) {
+            c.insert(item.id);
+        }
+        self.submit(|reply| Op::Take {
+            mailbox,
+            seq,
+            then,
+            reply,
+        })
+    }
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
         self.submit(|reply| Op::PinPeer { url, pin, reply })
     }
