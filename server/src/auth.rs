@@ -53,7 +53,8 @@ impl Node {
             return Err(AuthError::UnknownMailbox);
         }
         self.sessions
-            .challenge(mailbox, now_secs())
+            .challenge_any(mailbox, now_secs())
+            .await?
             .ok_or(AuthError::Busy {
                 retry_after: FULL_RETRY_SECS,
             })
@@ -72,10 +73,11 @@ impl Node {
     ) -> Result<([u8; 32], u64), AuthError> {
         let now = now_secs();
         self.sessions
-            .take_nonce(nonce, mailbox, now)
+            .take_nonce_any(nonce, mailbox, now)
+            .await?
             .map_err(|_| AuthError::BadChallenge)?;
         // Read before the key is: a rotation committing after this point revokes the token.
-        let epoch = self.sessions.epoch(mailbox);
+        let epoch = self.sessions.epoch_any(mailbox).await?;
         let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
         let devices = self.store.devices(mailbox).await?;
         let device = match device {
@@ -98,7 +100,8 @@ impl Node {
         let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
         check_session_device(&ids, device)?;
         self.sessions
-            .issue_device_token(mailbox, device, epoch, now)
+            .issue_device_token_any(mailbox, device, epoch, now)
+            .await?
             .map_err(|e| match e {
                 TokenError::Full => AuthError::Busy {
                     retry_after: FULL_RETRY_SECS,

@@ -214,11 +214,12 @@ impl Node {
         Node {
             url: url.clone(),
             descriptor,
-            store,
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),
-            ),
+            )
+            .in_store(&store),
+            store,
             links: LinkDrops::new(
                 config.devices.link_ttl.get().as_secs(),
                 config.devices.link_max_bytes,

@@ -89,12 +89,15 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
 }
 
 /// The mailbox whose bearer token the request carries.
-pub fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
-    bearer_device(node, headers).map(|(m, _)| m)
+pub async fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
+    bearer_device(node, headers).await.map(|(m, _)| m)
 }
 
 /// The mailbox and device whose bearer token the request carries.
-pub fn bearer_device(node: &Node, headers: &HeaderMap) -> Result<(MailboxId, DeviceId), ApiError> {
+pub async fn bearer_device(
+    node: &Node,
+    headers: &HeaderMap,
+) -> Result<(MailboxId, DeviceId), ApiError> {
     let unauthorized = || ApiError::Unauthorized("missing, unknown or expired bearer token".into());
     let value = headers
         .get(AUTHORIZATION)
@@ -107,7 +110,8 @@ pub fn bearer_device(node: &Node, headers: &HeaderMap) -> Result<(MailboxId, Dev
     let mut t = [0u8; 32];
     hex::decode_to_slice(token.trim(), &mut t).map_err(|_| unauthorized())?;
     node.sessions
-        .token_device(&t, now_secs())
+        .token_device_any(&t, now_secs())
+        .await?
         .ok_or_else(unauthorized)
 }
 
@@ -117,7 +121,7 @@ pub async fn current_device(
     node: &Node,
     headers: &HeaderMap,
 ) -> Result<(MailboxId, DeviceId), ApiError> {
-    let (mailbox, device) = bearer_device(node, headers)?;
+    let (mailbox, device) = bearer_device(node, headers).await?;
     let ids: Vec<DeviceId> = node
         .store
         .devices(mailbox)

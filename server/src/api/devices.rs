@@ -141,7 +141,9 @@ pub async fn add(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiEr
     };
     if created && you == DeviceId::ACCOUNT {
         // The account's first device key takes the account key's place: its sessions end.
-        node.sessions.revoke_device(mailbox, DeviceId::ACCOUNT);
+        node.sessions
+            .revoke_device_any(mailbox, DeviceId::ACCOUNT)
+            .await?;
     }
     if created {
         tracing::info!("device registered");
@@ -159,7 +161,7 @@ pub async fn remove(node: &Arc<Node>, id: &str, req: Request<Incoming>) -> Resul
     let id = DeviceId::from_hex(id).map_err(|_| DeviceError::UnknownDevice)?;
     match node.store.remove_device(mailbox, id).await? {
         RemoveDeviceOutcome::Removed { released } => {
-            node.sessions.revoke_device(mailbox, id);
+            node.sessions.revoke_device_any(mailbox, id).await?;
             for _ in 0..released {
                 Metrics::inc(&node.metrics.envelopes_acked);
             }
