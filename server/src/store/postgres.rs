@@ -208,6 +208,15 @@ fn mailbox_from(v: &[u8]) -> Result<MailboxId, StoreError> {
     Ok(MailboxId(v.try_into().map_err(|_| corrupt("mailbox id"))?))
 }
 
+/// A listed envelope from a row of (seq, id, size).
+fn list_item(r: &tokio_postgres::Row) -> Result<ListItem, StoreError> {
+    Ok(ListItem {
+        seq: u(r.get(0)),
+        id: EnvelopeId(id16(r.get::<_, &[u8]>(1))?),
+        size: u(r.get(2)),
+    })
+}
+
 fn id16(v: &[u8]) -> Result<[u8; 16], StoreError> {
     v.try_into().map_err(|_| corrupt("16-byte id"))
 }
@@ -1263,15 +1272,7 @@ impl Store for PgStore {
                     &[&mailbox.as_bytes().as_slice(), &i(after), &limit],
                 )
                 .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ListItem {
-                        seq: u(r.get(0)),
-                        id: EnvelopeId(id16(r.get::<_, &[u8]>(1))?),
-                        size: u(r.get(2)),
-                    })
-                })
-                .collect()
+            rows.iter().map(list_item).collect()
         })
     }
 
@@ -1338,15 +1339,7 @@ impl Store for PgStore {
                     ],
                 )
                 .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ListItem {
-                        seq: u(r.get(0)),
-                        id: EnvelopeId(id16(r.get::<_, &[u8]>(1))?),
-                        size: u(r.get(2)),
-                    })
-                })
-                .collect()
+            rows.iter().map(list_item).collect()
         })
     }
 
