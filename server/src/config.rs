@@ -318,8 +318,15 @@ pub struct GatewayConfig {
     pub command_timeout: Secs,
     /// Longest SMTP session.
     pub session_timeout: Secs,
-    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: no outbound.
+    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: each
+    /// recipient domain's MX hosts (direct delivery).
     pub smarthost: String,
+    /// The DNS server the gateway asks (`IP` or `IP:PORT`, UDP then TCP); empty: those of
+    /// `/etc/resolv.conf`.
+    pub dns: String,
+    /// CA certificates (PEM) trusted for outbound TLS besides the webpki roots: MTA-STS
+    /// policy fetches and the MX hosts of domains that enforce it; empty: none.
+    pub tls_ca: PathBuf,
     /// DKIM selector for outbound mail (publish `SELECTOR._domainkey.DOMAIN`).
     pub dkim_selector: String,
     /// Ed25519 DKIM key (base64 seed), made on first start when missing.
@@ -354,6 +361,8 @@ impl Default for GatewayConfig {
             command_timeout: Secs::from_secs(60),
             session_timeout: Secs::from_secs(600),
             smarthost: String::new(),
+            dns: String::new(),
+            tls_ca: PathBuf::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
             dkim_rsa_key: PathBuf::from("keys/dkim.rsa.pem"),
@@ -631,6 +640,9 @@ impl Config {
                     Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
                 }
             }
+            if let Err(e) = dns_server(&g.dns) {
+                return bad(format!("gateway.dns {:?}: {e}", g.dns));
+            }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(
                     "gateway.smarthost {:?}: expected host:port",
@@ -682,6 +694,22 @@ pub fn smarthost_parts(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
     (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
+}
+
+/// `gateway.dns`: `None` for the system's servers, else the server's address (port 53
+/// unless given).
+pub fn dns_server(s: &str) -> Result<Option<SocketAddr>, String> {
+    let s = s.trim();
+    if s.is_empty() {
+        return Ok(None);
+    }
+    if let Ok(a) = s.parse::<SocketAddr>() {
+        return Ok(Some(a));
+    }
+    s.trim_matches(['[', ']'])
+        .parse::<std::net::IpAddr>()
+        .map(|ip| Some(SocketAddr::new(ip, 53)))
+        .map_err(|_| "expected an IP address, or IP:PORT".into())
 }
 
 /// Parses a 64-hex-digit Ed25519 node key.

@@ -161,7 +161,7 @@ token_ttl = 600
 [gateway]
 # The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
 # @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters
-# users seal to gateway@domain go to the smarthost, DKIM-signed.
+# users seal to gateway@domain go, DKIM-signed, to the smarthost or each domain's MX.
 enabled = false
 domain = ""
 listen = "127.0.0.1:2525"
@@ -170,8 +170,12 @@ max_recipients = {g_rcpt}
 max_connections = {g_conn}
 command_timeout = {g_ct}
 session_timeout = {g_st}
-# host:port; empty: no outbound legacy mail.
+# host:port; empty: direct delivery to each recipient domain's MX hosts (port 25).
 smarthost = ""
+# DNS server for MX lookups (IP or IP:PORT); empty: the system's (/etc/resolv.conf).
+dns = ""
+# CA certificates (PEM) trusted for outbound TLS besides the webpki roots (MTA-STS).
+tls_ca = ""
 # Outbound mail is DKIM-signed twice (RFC 8463): Ed25519 under dkim_selector, RSA under
 # "<dkim_selector>-rsa". The keys are made on first start; the node logs both DNS records.
 dkim_selector = "sealpost"
