@@ -321,9 +321,6 @@ pub struct GatewayConfig {
     /// `host:port` of the smarthost that outbound legacy mail goes to; empty: each
     /// recipient domain's MX hosts (direct delivery).
     pub smarthost: String,
-    /// The DNS server the gateway asks (`IP` or `IP:PORT`, UDP then TCP); empty: those of
-    /// `/etc/resolv.conf`.
-    pub dns: String,
     /// CA certificates (PEM) trusted for outbound TLS besides the webpki roots: MTA-STS
     /// policy fetches and the MX hosts of domains that enforce it; empty: none.
     pub tls_ca: PathBuf,
@@ -345,6 +342,16 @@ pub struct GatewayConfig {
     pub give_up_after: Secs,
     pub retry_base: Secs,
     pub retry_max: Secs,
+    /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
+    /// say the outcome; DMARC `p=reject` failures are refused).
+    pub verify: bool,
+    /// The DNS server the gateway asks (inbound checks, and MX lookups and MTA-STS of
+    /// direct delivery): "system" (or empty) for `/etc/resolv.conf`, else `IP` or `IP:PORT`.
+    pub dns: String,
+    /// Longest wait for one DNS answer (each question is asked twice).
+    pub dns_timeout: Secs,
+    /// Longest time the sender checks of one message may take; then 451 4.4.3.
+    pub verify_timeout: Secs,
 }
 
 impl Default for GatewayConfig {
@@ -361,7 +368,6 @@ impl Default for GatewayConfig {
             command_timeout: Secs::from_secs(60),
             session_timeout: Secs::from_secs(600),
             smarthost: String::new(),
-            dns: String::new(),
             tls_ca: PathBuf::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
@@ -371,6 +377,10 @@ impl Default for GatewayConfig {
             give_up_after: Secs::from_secs(5 * 24 * 3600),
             retry_base: Secs::from_secs(60),
             retry_max: Secs::from_secs(3600),
+            verify: true,
+            dns: "system".into(),
+            dns_timeout: Secs::from_secs(5),
+            verify_timeout: Secs::from_secs(30),
         }
     }
 }
@@ -640,8 +650,13 @@ impl Config {
                     Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
                 }
             }
-            if let Err(e) = dns_server(&g.dns) {
-                return bad(format!("gateway.dns {:?}: {e}", g.dns));
+            if let Err(e) = sealpost_gateway::auth::DnsServer::parse(&g.dns) {
+                return bad(format!("gateway.dns {e}"));
+            }
+            if g.dns_timeout.get().is_zero() || g.verify_timeout < g.dns_timeout {
+                return bad(
+                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout".into(),
+                );
             }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(
@@ -694,22 +709,6 @@ pub fn smarthost_parts(s: &str) -> Option<(String, u16)> {
     let (host, port) = s.rsplit_once(':')?;
     let port = port.parse::<u16>().ok().filter(|p| *p > 0)?;
     (!host.is_empty()).then(|| (host.trim_matches(['[', ']']).to_string(), port))
-}
-
-/// `gateway.dns`: `None` for the system's servers, else the server's address (port 53
-/// unless given).
-pub fn dns_server(s: &str) -> Result<Option<SocketAddr>, String> {
-    let s = s.trim();
-    if s.is_empty() {
-        return Ok(None);
-    }
-    if let Ok(a) = s.parse::<SocketAddr>() {
-        return Ok(Some(a));
-    }
-    s.trim_matches(['[', ']'])
-        .parse::<std::net::IpAddr>()
-        .map(|ip| Some(SocketAddr::new(ip, 53)))
-        .map_err(|_| "expected an IP address, or IP:PORT".into())
 }
 
 /// Parses a 64-hex-digit Ed25519 node key.

@@ -172,8 +172,6 @@ command_timeout = {g_ct}
 session_timeout = {g_st}
 # host:port; empty: direct delivery to each recipient domain's MX hosts (port 25).
 smarthost = ""
-# DNS server for MX lookups (IP or IP:PORT); empty: the system's (/etc/resolv.conf).
-dns = ""
 # CA certificates (PEM) trusted for outbound TLS besides the webpki roots (MTA-STS).
 tls_ca = ""
 # Outbound mail is DKIM-signed twice (RFC 8463): Ed25519 under dkim_selector, RSA under
@@ -188,6 +186,13 @@ identity = "keys/gateway-identity.asc"
 give_up_after = {g_gua}
 retry_base = {g_rb}
 retry_max = {g_rm}
+# Inbound sender checks: SPF, DKIM and DMARC, answered by the DNS server `dns` ("system":
+# /etc/resolv.conf; or "IP" / "IP:PORT"), which also answers direct delivery's MX lookups. DMARC p=reject failures are refused (550 5.7.1),
+# p=quarantine ones labelled suspicious; a DNS failure or timeout defers the mail (451).
+verify = true
+dns = "system"
+dns_timeout = {g_dt}
+verify_timeout = {g_vt}
 "#,
         listen = v.listen,
         allow_private = v.listen.ip().is_loopback(),
@@ -237,5 +242,7 @@ retry_max = {g_rm}
         g_gua = d.gateway.give_up_after.get().as_secs(),
         g_rb = d.gateway.retry_base.get().as_secs(),
         g_rm = d.gateway.retry_max.get().as_secs(),
+        g_dt = d.gateway.dns_timeout.get().as_secs(),
+        g_vt = d.gateway.verify_timeout.get().as_secs(),
     )
 }

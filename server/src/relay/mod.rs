@@ -22,17 +22,19 @@ use std::time::Duration;
 use bytes::Bytes;
 use sealpost_gateway::smtp_out;
 use sealpost_proto::NodeUrl;
+use sealpost_proto::api::DELIVER;
 use sealpost_proto::httpsig::sign_request;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::basics::clock::{now_ms, now_secs};
-use crate::basics::paths::{DELIVER, path_prefix};
+use crate::basics::paths::path_prefix;
 use crate::basics::shutdown::stopped;
 use crate::bounce;
+use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node};
-use crate::store::{DeliverOutcome, OutboundItem};
+use crate::store::OutboundItem;
 
 /// How an attempt ended.
 enum Attempt {
@@ -43,6 +45,17 @@ enum Attempt {
     Temporary(String),
     /// The destination refused the hop for good (4xx).
     Permanent(String),
+}
+
+/// The domain's verdict decides: final errors bounce at once, the rest are retried.
+impl From<DeliveryError> for Attempt {
+    fn from(e: DeliveryError) -> Attempt {
+        if e.is_final() {
+            Attempt::Permanent(e.reason())
+        } else {
+            Attempt::Temporary(e.reason())
+        }
+    }
 }
 
 /// The delay before retry number `attempts` (1 for the first retry): `base · 2^(n-1)` capped
@@ -285,16 +298,10 @@ async fn give_up(node: &Arc<Node>, mut item: OutboundItem) -> Option<Job> {
 
 async fn deliver_local(node: &Node, payload: Bytes) -> Attempt {
     match node.accept_hop_payload(payload).await {
-        Ok(DeliverOutcome::Stored { .. }) => Attempt::Delivered { duplicate: false },
-        Ok(DeliverOutcome::Duplicate { .. }) => Attempt::Delivered { duplicate: true },
-        Ok(DeliverOutcome::UnknownMailbox) => {
-            Attempt::Permanent("unknown_mailbox: no such mailbox on this node".into())
-        }
-        Ok(DeliverOutcome::QuotaExceeded) => {
-            Attempt::Temporary("quota_exceeded: the mailbox is full".into())
-        }
-        Err(e) if e.status().is_client_error() => Attempt::Permanent(format!("{}: {e}", e.code())),
-        Err(e) => Attempt::Temporary(format!("{}: {e}", e.code())),
+        Ok(delivered) => Attempt::Delivered {
+            duplicate: delivered == Delivered::Duplicate,
+        },
+        Err(e) => e.into(),
     }
 }
 
@@ -302,10 +309,10 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     if let Err(why) =
         crate::ssrf::check_destination(destination, node.config.relay.allow_private_destinations)
     {
-        return Attempt::Permanent(why);
+        return DeliveryError::from(Refused::Destination(why)).into();
     }
     if let Err(e) = node.check_peer(destination).await {
-        return Attempt::Temporary(e.to_string());
+        return DeliveryError::from(TryLater::Peer(e)).into();
     }
     let path = format!("{}{DELIVER}", path_prefix(destination));
     let sig = sign_request(
@@ -329,7 +336,9 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Attempt::Temporary(format!("no answer: {}", e.without_url())),
+        Err(e) => {
+            return DeliveryError::from(TryLater::NoAnswer(e.without_url().to_string())).into();
+        }
     };
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
@@ -354,11 +363,14 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     let reason = format!("HTTP {} {detail}", status.as_u16())
         .trim_end()
         .to_string();
-    if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-        Attempt::Permanent(reason)
+    // The peer's status, read once here into the domain's verdict.
+    let status = status.as_u16();
+    let e: DeliveryError = if (400..500).contains(&status) && status != 429 && status != 408 {
+        Refused::ByPeer { status, reason }.into()
     } else {
-        Attempt::Temporary(reason)
-    }
+        TryLater::ByPeer { status, reason }.into()
+    };
+    e.into()
 }
 
 #[cfg(test)]

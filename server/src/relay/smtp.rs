@@ -8,13 +8,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sealpost_gateway::auth::DnsServer;
 use sealpost_gateway::mta_sts::Sts;
 use sealpost_gateway::mx::Resolver;
 use sealpost_gateway::smtp_out::{OutError, Route, Sender};
 
 use super::Attempt;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, BounceError, postmaster_letter};
-use crate::config::{dns_server, smarthost_parts};
+use crate::config::smarthost_parts;
 use crate::node::Node;
 use crate::store::{NewEnvelope, OutboundItem, SmtpJob};
 
@@ -31,7 +32,11 @@ pub(super) fn sender(node: &Node) -> Sender {
         Some((host, port)) => Route::Smarthost { host, port },
         None => {
             // Checked at start (`Config::validate`); a bad value means the system's.
-            let resolver = Arc::new(Resolver::new(dns_server(&g.dns).ok().flatten()));
+            let server = match DnsServer::parse(&g.dns) {
+                Ok(DnsServer::At(addr)) => Some(addr),
+                _ => None,
+            };
+            let resolver = Arc::new(Resolver::new(server));
             let extra_ca = if g.tls_ca.as_os_str().is_empty() {
                 None
             } else {

@@ -7,6 +7,7 @@
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod backup;
 pub mod reset;
 pub mod rocks;
 mod writer;
