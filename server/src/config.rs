@@ -370,8 +370,12 @@ pub struct GatewayConfig {
     pub command_timeout: Secs,
     /// Longest SMTP session.
     pub session_timeout: Secs,
-    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: no outbound.
+    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: each
+    /// recipient domain's MX hosts (direct delivery).
     pub smarthost: String,
+    /// CA certificates (PEM) trusted for outbound TLS besides the webpki roots: MTA-STS
+    /// policy fetches and the MX hosts of domains that enforce it; empty: none.
+    pub tls_ca: PathBuf,
     /// DKIM selector for outbound mail (publish `SELECTOR._domainkey.DOMAIN`).
     pub dkim_selector: String,
     /// Ed25519 DKIM key (base64 seed), made on first start when missing.
@@ -393,8 +397,8 @@ pub struct GatewayConfig {
     /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
     /// say the outcome; DMARC `p=reject` failures are refused).
     pub verify: bool,
-    /// The DNS server the gateway asks: "system" (or empty) for `/etc/resolv.conf`,
-    /// else `IP` or `IP:PORT`.
+    /// The DNS server the gateway asks (inbound checks, and MX lookups and MTA-STS of
+    /// direct delivery): "system" (or empty) for `/etc/resolv.conf`, else `IP` or `IP:PORT`.
     pub dns: String,
     /// Longest wait for one DNS answer (each question is asked twice).
     pub dns_timeout: Secs,
@@ -416,6 +420,7 @@ impl Default for GatewayConfig {
             command_timeout: Secs::from_secs(60),
             session_timeout: Secs::from_secs(600),
             smarthost: String::new(),
+            tls_ca: PathBuf::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
             dkim_rsa_key: PathBuf::from("keys/dkim.rsa.pem"),

@@ -169,7 +169,7 @@ token_ttl = 600
 [gateway]
 # The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
 # @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters
-# users seal to gateway@domain go to the smarthost, DKIM-signed.
+# users seal to gateway@domain go, DKIM-signed, to the smarthost or each domain's MX.
 enabled = false
 domain = ""
 listen = "127.0.0.1:2525"
@@ -178,8 +178,10 @@ max_recipients = {g_rcpt}
 max_connections = {g_conn}
 command_timeout = {g_ct}
 session_timeout = {g_st}
-# host:port; empty: no outbound legacy mail.
+# host:port; empty: direct delivery to each recipient domain's MX hosts (port 25).
 smarthost = ""
+# CA certificates (PEM) trusted for outbound TLS besides the webpki roots (MTA-STS).
+tls_ca = ""
 # Outbound mail is DKIM-signed twice (RFC 8463): Ed25519 under dkim_selector, RSA under
 # "<dkim_selector>-rsa". The keys are made on first start; the node logs both DNS records.
 dkim_selector = "sealpost"
@@ -193,7 +195,7 @@ give_up_after = {g_gua}
 retry_base = {g_rb}
 retry_max = {g_rm}
 # Inbound sender checks: SPF, DKIM and DMARC, answered by the DNS server `dns` ("system":
-# /etc/resolv.conf; or "IP" / "IP:PORT"). DMARC p=reject failures are refused (550 5.7.1),
+# /etc/resolv.conf; or "IP" / "IP:PORT"), which also answers direct delivery's MX lookups. DMARC p=reject failures are refused (550 5.7.1),
 # p=quarantine ones labelled suspicious; a DNS failure or timeout defers the mail (451).
 verify = true
 dns = "system"
