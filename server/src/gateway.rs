@@ -25,9 +25,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use sealpost_gateway::auth::{AuthConfig, AuthError, DnsServer, Verifier};
 use sealpost_gateway::dkim::{DkimError, DkimKeys, new_rsa_pem};
 use sealpost_gateway::smtp_out;
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
+
+/// Entries in each of the sender checks' DNS caches (SPF/DKIM/DMARC records, addresses).
+const VERIFY_CACHE_ENTRIES: usize = 10_000;
+/// Threads that run the sender checks (DNS waits and signature checks), apart from the
+/// node's runtime.
+const VERIFY_THREADS: usize = 2;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
@@ -45,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
-use crate::config::{GatewayConfig, smarthost_parts};
+use crate::config::{Config, smarthost_parts};
 use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::{Job, Node};
@@ -107,6 +114,10 @@ pub enum GatewayError {
         address: Address,
         source: StoreError,
     },
+    #[error("gateway.dns {0}")]
+    Dns(String),
+    #[error("setting up the sender checks")]
+    Verifier(#[source] AuthError),
     #[error("binding gateway.listen {addr}")]
     Bind {
         addr: SocketAddr,
@@ -153,7 +164,7 @@ pub async fn start(
         }
     };
     let keyring = Arc::new(identity.unlock(None).map_err(GatewayError::Unlock)?);
-    let dkim = load_or_make_dkim(&node, &g)?;
+    let dkim = load_or_make_dkim(&node.config)?;
     let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
 
     let postmaster = if g.postmaster.is_empty() {
@@ -172,6 +183,20 @@ pub async fn start(
         addr: g.listen,
         source,
     })?;
+    let verifier = if g.verify {
+        let auth = AuthConfig {
+            dns: DnsServer::parse(&g.dns).map_err(GatewayError::Dns)?,
+            dns_timeout: g.dns_timeout.get(),
+            deadline: g.verify_timeout.get(),
+            cache_entries: VERIFY_CACHE_ENTRIES,
+            threads: VERIFY_THREADS,
+        };
+        Some(Arc::new(
+            Verifier::new(&auth, &g.domain).map_err(GatewayError::Verifier)?,
+        ))
+    } else {
+        None
+    };
     let cfg = Arc::new(InboundConfig {
         smtp: SmtpConfig {
             hostname: g.domain.clone(),
@@ -184,6 +209,7 @@ pub async fn start(
         session_timeout: g.session_timeout.get(),
         max_connections: g.max_connections,
         postmaster,
+        verifier,
     });
     let backend = Arc::new(InboundBackend {
         node: node.clone(),
@@ -211,8 +237,10 @@ pub async fn start(
     Ok(Gateway { smtp_addr, tasks })
 }
 
-fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, GatewayError> {
-    let path = node.config.resolve(&g.dkim_key);
+/// The gateway's DKIM keys, made (and saved) when missing.
+fn load_or_make_dkim(config: &Config) -> Result<DkimKeys, GatewayError> {
+    let g = &config.gateway;
+    let path = config.resolve(&g.dkim_key);
     let seed_b64 = match read_secret(&path) {
         Ok(b) => String::from_utf8(b)
             .map_err(|source| GatewayError::DkimNotText {
@@ -228,7 +256,7 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
             text
         }
     };
-    let rsa_path = node.config.resolve(&g.dkim_rsa_key);
+    let rsa_path = config.resolve(&g.dkim_rsa_key);
     let rsa_pem = match read_secret(&rsa_path) {
         Ok(b) => String::from_utf8(b).map_err(|source| GatewayError::DkimNotText {
             path: rsa_path.clone(),
@@ -253,6 +281,101 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
         tracing::info!(%name, txt = %value, "publish this DKIM record for outbound legacy mail");
     }
     Ok(keys)
+}
+
+/// Every DNS record the operator of `config`'s node publishes, as zone-file text: how
+/// clients and nodes find the node, and for the gateway's domain MX, SPF, both DKIM keys
+/// (made when missing, as the first start would) and DMARC. `sealpost-node dns-records`.
+pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
+    let g = &config.gateway;
+    let url = config.public_url.as_ref().map_or_else(
+        || format!("http://{}", config.listen),
+        |u| u.as_str().to_string(),
+    );
+    let host = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .to_string();
+    let host_is_ip = host.parse::<std::net::IpAddr>().is_ok() || url.contains("://[");
+    let mut out = String::new();
+    let mut line = |l: &str| {
+        out.push_str(l);
+        out.push('\n');
+    };
+    line(&format!("; DNS records for the Sealpost node at {url}"));
+    line(";");
+    line("; How clients and other nodes find the node of an address's domain: they fetch");
+    line("; https://DOMAIN/.well-known/sealpost/node, so the A/AAAA records of every domain whose");
+    line(&format!(
+        "; addresses live here must lead to this node ({url}) or to a proxy that forwards there."
+    ));
+    if host_is_ip {
+        line("; (public_url names an IP address: set public_url to the host name you publish.)");
+    }
+    if !g.enabled {
+        line(";");
+        line("; The SMTP gateway is off ([gateway] enabled = false): no mail records to publish.");
+        return Ok(out);
+    }
+    let d = &g.domain;
+    let keys = load_or_make_dkim(config)?;
+    let mx_host = if host_is_ip || host.is_empty() {
+        format!("mail.{d}")
+    } else {
+        host.clone()
+    };
+    line(";");
+    line(&format!(
+        "; Legacy e-mail for {d} arrives at the gateway: SMTP on port 25 of {mx_host}"
+    ));
+    line(&format!(
+        "; (gateway.listen is {}; forward port 25 to it when it is another port).",
+        g.listen
+    ));
+    if host_is_ip || host.is_empty() {
+        line(&format!(
+            "; {mx_host} needs an A/AAAA record for this machine's address."
+        ));
+    }
+    line(&format!("{d}.\tIN\tMX\t10 {mx_host}."));
+    line(";");
+    line("; SPF (RFC 7208): only the hosts of the MX send mail for the domain. Outbound mail");
+    line("; goes through gateway.smarthost when one is set: add its addresses (ip4:/include:).");
+    line(&format!("{d}.\tIN\tTXT\t\"v=spf1 mx -all\""));
+    line(";");
+    line(
+        "; DKIM (RFC 6376, RFC 8463): outbound mail is signed twice, RSA-SHA256 and Ed25519-SHA256.",
+    );
+    for (name, value) in keys.records() {
+        line(&format!("{name}.\tIN\tTXT\t{}", txt_strings(&value)));
+    }
+    line(";");
+    line("; DMARC (RFC 7489): receivers refuse mail that claims the domain without an aligned");
+    line("; SPF or DKIM pass, and report to the postmaster.");
+    let postmaster = if g.postmaster.is_empty() {
+        format!("postmaster@{d}")
+    } else {
+        g.postmaster.clone()
+    };
+    line(&format!(
+        "_dmarc.{d}.\tIN\tTXT\t\"v=DMARC1; p=reject; adkim=s; aspf=r; rua=mailto:{postmaster}\""
+    ));
+    Ok(out)
+}
+
+/// A TXT value as zone-file strings of at most 255 bytes each (RFC 1035 §3.3.14); a
+/// resolver joins them into one (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+fn txt_strings(value: &str) -> String {
+    value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn register_and_publish(

@@ -8,11 +8,13 @@
 //! - [`postgres`]: a private PostgreSQL 15 server (initdb in a temp dir as `nobody`, a
 //!   free loopback port), killed and reaped at drop.
 //! - [`api`]: one client of the node's HTTP API on the `proto` types.
+//! - [`dns`]: a private dnsmasq serving test zones (A, MX, TXT) on a free loopback port.
 //! - with the `server` feature, [`inproc`]: the node inside the test process, and
 //!   [`conformance`]: the `Store` conformance suite every storage backend must pass.
 
 pub mod api;
 pub mod dkim;
+pub mod dns;
 pub mod hygiene;
 pub mod pki;
 pub mod postgres;

@@ -10,6 +10,7 @@
 
 pub mod migrate;
 pub mod postgres;
+pub mod backup;
 pub mod reset;
 pub mod rocks;
 mod writer;
