@@ -72,20 +72,6 @@ enum Command {
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
     },
-    /// Move the node's data from one storage backend to another (every node process
-    /// stopped): `--from rocksdb --to postgres` copies data_dir into [storage.postgres].
-    /// Rows already there are kept, so an interrupted move can be run again.
-    Migrate {
-        #[arg(long)]
-        config: PathBuf,
-        #[arg(long)]
-        from: String,
-        #[arg(long)]
-        to: String,
-        /// Override any field, as for `run`.
-        #[arg(long = "set", value_name = "KEY=VALUE")]
-        set: Vec<String>,
-    },
     /// Copy the node's database into DIR, a new or empty directory, while the node serves:
     /// a consistent copy holding every write the node answered before the backup began.
     Backup {
@@ -101,6 +87,20 @@ enum Command {
         config: PathBuf,
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
+    },
+    /// Move the node's data from one storage backend to another (every node process
+    /// stopped): `--from rocksdb --to postgres` copies data_dir into [storage.postgres].
+    /// Rows already there are kept, so an interrupted move can be run again.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Override any field, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
@@ -150,15 +150,15 @@ fn main() -> std::process::ExitCode {
             find_hex,
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
+        Command::Backup { config, to } => backup(&config, &to),
+        Command::Restore { config, from } => restore(&config, &from),
+        Command::DnsRecords { config } => dns_records(&config),
         Command::Migrate {
             config,
             from,
             to,
             set,
         } => migrate(&config, &from, &to, &set),
-        Command::Backup { config, to } => backup(&config, &to),
-        Command::Restore { config, from } => restore(&config, &from),
-        Command::DnsRecords { config } => dns_records(&config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

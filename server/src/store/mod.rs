@@ -8,9 +8,9 @@
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod backup;
 pub mod migrate;
 pub mod postgres;
-pub mod backup;
 pub mod reset;
 pub mod rocks;
 mod writer;
