@@ -5,10 +5,12 @@
 //! Tour: [`basics`] (shutdown signal, clock, client address, API paths), [`config`]
 //! (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys), [`server`] (accept
 //! loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and RocksDB), [`relay`]
-//! (outbound queue worker), `bounce` (bounces, postmaster letters), [`peers`] (descriptor
+//! (outbound queue worker), [`acme`] (automatic certificates), [`admin`] (the admin socket), `bounce` (bounces, postmaster letters), [`peers`] (descriptor
 //! cache, key pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
 //! The modules sit in layers (README.md, "Layers of `server/src`"; `tests/layering.rs`).
 
+pub mod acme;
+pub mod admin;
 pub mod api;
 pub mod basics;
 pub(crate) mod bounce;

@@ -12,6 +12,7 @@
 //! temporary directories of fixtures kept in statics (which are never dropped).
 
 pub mod dns;
+pub mod pebble;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,6 +110,29 @@ impl Node {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("node.toml")
+    }
+
+    /// The node's directory (config, keys, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Restarts the node on the same port and data with other `run` arguments (after the
+    /// suite's defaults), which may change its scheme (e.g. turn TLS on).
+    pub fn restart_with(&mut self, args: &[String]) {
+        let mut all: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
+        all.extend_from_slice(args);
+        self.process.set_args(all);
+        self.stop();
+        if let Err(e) = self.process.restart(START_DEADLINE) {
+            panic!(
+                "node {} did not start: {e}\n--- log ---\n{}",
+                self.name,
+                self.log()
+            );
+        }
+        self.url = self.process.url().to_string();
+        self.port = self.process.port();
     }
 
     pub fn log_path(&self) -> PathBuf {
