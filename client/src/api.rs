@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use base64::Engine;
@@ -14,6 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde::Deserialize;
 use serde_json::json;
 
+use sealpost_proto::api;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
@@ -139,12 +140,18 @@ pub struct VerifiedNode {
     pub signed: SignedDescriptor,
 }
 
-/// HTTP access to nodes, with the run's token cache.
+/// Bearer tokens of the run by (node, mailbox), with when each expires.
+type TokenCache = Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>;
+
+/// HTTP access to nodes, with the run's token cache. A clone is another handle to the same
+/// connection pool and token cache: each part of a [`crate::Client`] that talks to nodes
+/// holds one.
+#[derive(Clone)]
 pub struct Net {
     http: reqwest::Client,
     config: NetConfig,
     dns: Dns,
-    tokens: Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>,
+    tokens: Arc<TokenCache>,
 }
 
 fn now() -> u64 {
@@ -258,7 +265,7 @@ impl Net {
             http,
             config,
             dns,
-            tokens: Mutex::new(HashMap::new()),
+            tokens: Arc::new(Mutex::new(HashMap::new())),
         })
     }
 
@@ -368,7 +375,7 @@ impl Net {
     pub async fn descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
         let req = self
             .http
-            .get(node.join("/.well-known/sealpost/node"))
+            .get(node.join(api::DESCRIPTOR))
             .timeout(self.config.timeout);
         let resp = self.check(node, self.send(node, req).await?).await?;
         let bytes = self.body(node, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
@@ -397,7 +404,7 @@ impl Net {
         }
         let req = self
             .http
-            .post(node.join("/v1/accounts"))
+            .post(node.join(api::ACCOUNTS))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(body.to_string())
             .timeout(self.config.timeout);
@@ -414,7 +421,7 @@ impl Net {
     ) -> Result<()> {
         let req = self
             .http
-            .put(node.join(&format!("/v1/records/{address}")))
+            .put(node.join(&api::record(address)))
             .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
             .body(record.encode())
             .timeout(self.config.timeout);
@@ -426,7 +433,7 @@ impl Net {
     pub async fn get_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
         let req = self
             .http
-            .get(node.join(&format!("/v1/records/{address}")))
+            .get(node.join(&api::record(address)))
             .timeout(self.config.timeout);
         let resp = match self.check(node, self.send(node, req).await?).await {
             Err(Error::Node { status: 404, .. }) => {
@@ -459,7 +466,7 @@ impl Net {
         }
         let req = self
             .http
-            .post(node.join("/v1/auth/challenge"))
+            .post(node.join(api::CHALLENGE))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(json!({ "mailbox": mailbox.to_hex() }).to_string())
             .timeout(self.config.timeout);
@@ -472,7 +479,7 @@ impl Net {
         let signature = sign_detached(&statement, keys)?;
         let req = self
             .http
-            .post(node.join("/v1/auth/token"))
+            .post(node.join(api::TOKEN))
             .header(reqwest::header::CONTENT_TYPE, "application/json")
             .body(
                 json!({
@@ -535,7 +542,7 @@ impl Net {
         struct Queued {
             queued: String,
         }
-        let url = node.join("/v1/submit");
+        let url = node.join(api::SUBMIT);
         let build = |token: &str| {
             self.request(Method::POST, url.clone(), token)
                 .header(reqwest::header::CONTENT_TYPE, "application/octet-stream")
@@ -560,7 +567,8 @@ impl Net {
         let mut after = 0u64;
         loop {
             let url = node.join(&format!(
-                "/v1/mailbox/{mailbox}?after={after}&limit={LIST_LIMIT}"
+                "{}?after={after}&limit={LIST_LIMIT}",
+                api::mailbox(mailbox)
             ));
             let timeout = self.config.timeout;
             let build = |token: &str| {
@@ -595,7 +603,7 @@ impl Net {
         seq: u64,
         transfer: &dyn Transfer,
     ) -> Result<Vec<u8>> {
-        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let url = node.join(&api::envelope(mailbox, seq));
         let build = |token: &str| self.request(Method::GET, url.clone(), token);
         let resp = self.authed(node, mailbox, keys, &build).await?;
         self.body(node, resp, MAX_ENVELOPE_BYTES, transfer).await
@@ -609,7 +617,7 @@ impl Net {
         keys: &Keyring,
         seq: u64,
     ) -> Result<()> {
-        let url = node.join(&format!("/v1/mailbox/{mailbox}/{seq}"));
+        let url = node.join(&api::envelope(mailbox, seq));
         let timeout = self.config.timeout;
         let build = |token: &str| {
             self.request(Method::DELETE, url.clone(), token)

@@ -1,42 +1,41 @@
-//! [`Client`]: an open profile plus the network, and what changes the user's own identity:
-//! `init` (keys, accounts on every home node, one signed record listing them all),
-//! re-publishing the record, rotating the key, and trusting, untrusting or adding home
-//! nodes.
+//! [`Client`]: an open profile composed of parts, each owning its state in its own module:
+//!
+//! | part | type | owns |
+//! |---|---|---|
+//! | `profile` | [`Profile`] | the secret key, config.json (homes, resolve table, legacy list, gateway, consents), the published record |
+//! | `net` | [`Net`] | the node API: HTTP client, DNS, the run's tokens (each part that talks to nodes holds a handle) |
+//! | `directory` | [`Directory`] | the run's resolve table, the pinned contacts, the node cache: records, trust on first use, home descriptors; routing ([`crate::route`]) and the gateway ([`crate::gateway`]) are built on it |
+//! | `mailbox` | [`Mailbox`] | the letter store and fetching it full |
+//! | `outbox` | [`Outbox`] | hops not yet accepted, the sent log, flushing |
+//!
+//! The user's own account (`init`, publishing, key rotation, home nodes) is
+//! [`crate::account`], over the profile and the node API; sending is [`crate::send`]. The
+//! methods here delegate to the parts, or, where one operation spans several (sending,
+//! fetching), call them in turn.
 
 use std::path::Path;
-use std::sync::Mutex;
 
-use sealpost_proto::identity::{
-    Keyring, SecretIdentity, cert_addresses, cert_from_bytes, cert_to_armored, cert_to_bytes,
-};
-use sealpost_proto::limits::MAX_HOMES;
-use sealpost_proto::record::{MailboxRecord, SignedRecord, endorse_identity};
-use sealpost_proto::{Address, NodeUrl};
+use sealpost_proto::identity::Keyring;
+use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
+use crate::account::{self, PublishReport, RotateReport};
 use crate::api::{Net, NetConfig, VerifiedNode};
+use crate::compose::Draft;
 use crate::contacts::ContactStore;
-use crate::directory::NodeCache;
-use crate::error::{Error, Result};
-use crate::outbox::Outbox;
-use crate::profile::{Config, HomeEntry, PROFILE_VERSION, Profile};
+use crate::directory::{Directory, Recipient};
+use crate::error::Result;
+use crate::gateway::{self, GatewayLookup};
+use crate::mailbox::{self, FetchReport, Mailbox, ReadMessage};
+use crate::outbox::{FlushReport, Outbox};
+use crate::profile::Profile;
+use crate::progress::Progress;
 use crate::resolve::Resolver;
-use crate::sent::SentLog;
+use crate::route::{self, LegacyReason, Route};
+use crate::send::{self, LegacyChoice, SendPlan, SendReport, SendTracker};
 use crate::store::MessageStore;
-use crate::{join_all, now, now_millis};
 
-/// How long a published record is valid.
-pub const RECORD_VALIDITY_SECS: u64 = 365 * 24 * 3600;
-
+pub use crate::account::{InitOptions, RECORD_VALIDITY_SECS};
 pub use crate::profile::ROTATING_FILE;
-
-/// What `rotate-key` did.
-#[derive(Clone, Debug)]
-pub struct RotateReport {
-    /// Upper-case hex fingerprints.
-    pub old: String,
-    pub new: String,
-    pub publish: PublishReport,
-}
 
 /// Settings of one run that do not live in the profile.
 #[derive(Clone, Debug, Default)]
@@ -46,36 +45,13 @@ pub struct Options {
     pub net: NetConfig,
 }
 
-/// What `init` needs.
-#[derive(Clone)]
-pub struct InitOptions {
-    pub address: Address,
-    pub nodes: Vec<NodeUrl>,
-    /// Locks the new secret key (or unlocks an imported one).
-    pub passphrase: Option<String>,
-    /// For nodes whose registration policy is `invite`.
-    pub invite: Option<String>,
-    /// Use this secret key (a backup) instead of generating one.
-    pub identity: Option<SecretIdentity>,
-}
-
-/// The result of publishing the record on each home.
-#[derive(Clone, Debug)]
-pub struct PublishReport {
-    pub sequence: u64,
-    pub results: Vec<(NodeUrl, std::result::Result<(), String>)>,
-}
-
-/// An open profile and the means to talk to nodes.
+/// An open profile and the means to talk to nodes: see the module documentation.
 pub struct Client {
     pub profile: Profile,
     pub net: Net,
-    pub resolver: Resolver,
-    pub contacts: ContactStore,
-    pub messages: MessageStore,
+    pub directory: Directory,
+    pub mailbox: Mailbox,
     pub outbox: Outbox,
-    pub sent: SentLog,
-    pub(crate) nodes: Mutex<NodeCache>,
     /// After [`Client::init`]: each `--node` URL whose node descriptor names another URL,
     /// with that URL (the home is registered and published under the descriptor's URL).
     pub init_followed: Vec<(NodeUrl, NodeUrl)>,
@@ -92,135 +68,33 @@ impl Client {
         let resolver = Resolver::new(&profile.config.resolve, &options.resolve);
         let dir = profile.dir().to_path_buf();
         // The profile's settings, plus this run's (whose DNS server wins).
-        let mut net = options.net.clone();
+        let mut config = options.net.clone();
         for ca in &profile.config.tls.ca_certs {
-            if !net.ca_certs.contains(ca) {
-                net.ca_certs.push(ca.clone());
+            if !config.ca_certs.contains(ca) {
+                config.ca_certs.push(ca.clone());
             }
         }
-        net.dns_server = net.dns_server.or(profile.config.dns.server);
+        config.dns_server = config.dns_server.or(profile.config.dns.server);
+        let net = Net::new(config)?;
         Ok(Client {
-            net: Net::new(net)?,
-            resolver,
-            contacts: ContactStore::new(&dir),
-            messages: MessageStore::new(&dir),
-            outbox: Outbox::new(&dir),
-            sent: SentLog::new(&dir),
-            nodes: Mutex::new(NodeCache::load(&dir)?),
+            directory: Directory::open(&dir, net.clone(), resolver)?,
+            mailbox: Mailbox::new(&dir, net.clone()),
+            outbox: Outbox::new(&dir, net.clone()),
+            net,
             init_followed: Vec::new(),
             profile,
         })
     }
 
-    /// Creates a profile: keys (or the given ones), an account on every node, one signed
-    /// record listing every home, published to each. Nothing is written locally unless
-    /// all of that worked.
+    /// Creates a profile ([`account::create`]) and opens it.
     pub async fn init(dir: &Path, init: InitOptions, options: &Options) -> Result<Client> {
-        let mut nodes: Vec<NodeUrl> = Vec::new();
-        for n in &init.nodes {
-            if !nodes.contains(n) {
-                nodes.push(n.clone());
-            }
+        let created = account::create(dir, init, &options.resolve, &options.net).await?;
+        let mut client = Self::with_profile(created.profile, options)?;
+        client.init_followed = created.followed;
+        for n in &created.nodes {
+            client.directory.remember_node(n);
         }
-        if nodes.is_empty() {
-            return Err(Error::input("nodes", "give at least one --node URL"));
-        }
-        if nodes.len() > MAX_HOMES {
-            return Err(Error::input(
-                "nodes",
-                format!("{} nodes; a record lists at most {MAX_HOMES}", nodes.len()),
-            ));
-        }
-        crate::profile::check_free(dir)?;
-        let passphrase = init.passphrase.as_deref();
-        let identity = match init.identity {
-            Some(id) => match passphrase {
-                Some(p) if !id.is_locked() => crate::profile::lock_identity(&id, p)?,
-                _ => id,
-            },
-            None => SecretIdentity::generate(&init.address, passphrase)?,
-        };
-        let keys = identity.unlock(passphrase)?;
-        let cert = identity.public_cert();
-        if !cert_addresses(&cert)
-            .iter()
-            .any(|a| a == init.address.as_str())
-        {
-            return Err(Error::input(
-                "secret key",
-                format!("its certificate does not name {}", init.address),
-            ));
-        }
-        let net = Net::new(options.net.clone())?;
-        let armored = cert_to_armored(&cert);
-
-        let registered = join_all(
-            nodes
-                .iter()
-                .map(|url| register(&net, url, &armored, init.invite.as_deref()))
-                .collect(),
-        )
-        .await;
-        let mut homes: Vec<HomeEntry> = Vec::new();
-        let mut seen: Vec<VerifiedNode> = Vec::new();
-        let mut followed = Vec::new();
-        for (given, r) in nodes.iter().zip(registered) {
-            let (home, node) = r?;
-            if &home.url != given {
-                followed.push((given.clone(), home.url.clone()));
-            }
-            if !homes.iter().any(|h| h.url == home.url) {
-                homes.push(home);
-                seen.push(node);
-            }
-        }
-        let signed = sign_record(&init.address, &keys, &homes, None)?;
-        let published = join_all(
-            homes
-                .iter()
-                .map(|h| net.publish_record(&h.url, &init.address, &signed))
-                .collect(),
-        )
-        .await;
-        for r in published {
-            r?;
-        }
-        // What this run needed to reach the nodes is what later runs need: `--resolve`,
-        // `--cacert` (as absolute paths) and `--dns-server` are kept in the profile.
-        let mut ca_certs = Vec::new();
-        for p in &options.net.ca_certs {
-            ca_certs.push(std::path::absolute(p).map_err(|e| Error::BadCaCert {
-                path: p.clone(),
-                reason: e.to_string(),
-            })?);
-        }
-        let config = Config {
-            version: PROFILE_VERSION,
-            address: init.address.clone(),
-            fingerprint: identity.fingerprint().to_hex(),
-            homes,
-            resolve: options.resolve.iter().cloned().collect(),
-            gateway: None,
-            legacy: Default::default(),
-            legacy_confirmed: Default::default(),
-            tls: crate::profile::TlsSettings { ca_certs },
-            dns: crate::profile::DnsSettings {
-                server: options.net.dns_server,
-            },
-        };
-        let profile = Profile::create(dir, config, &identity, &signed)?;
-        let mut client = Self::with_profile(profile, options)?;
-        client.init_followed = followed;
-        {
-            let mut cache = client
-                .nodes
-                .lock()
-                .expect("invariant: node cache lock not poisoned");
-            for n in &seen {
-                cache.put(n);
-            }
-            cache.save()?;
-        }
+        client.directory.save_nodes()?;
         Ok(client)
     }
 
@@ -228,313 +102,254 @@ impl Client {
         self.profile.unlock(passphrase)
     }
 
-    /// Signs a new record from the configured homes and publishes it on each of them. The
-    /// local copy is replaced when at least one node took it.
-    pub async fn publish(&mut self, keys: &Keyring) -> Result<PublishReport> {
-        let prev = self.profile.record_body()?.sequence;
-        let signed = sign_record(
-            self.profile.address(),
-            keys,
-            &self.profile.config.homes,
-            Some(prev),
-        )?;
-        let sequence = sealpost_proto::codec::Codec::decode(&signed.body)
-            .map(|r: MailboxRecord| r.sequence)?;
-        let address = self.profile.address().clone();
-        let urls: Vec<NodeUrl> = self
-            .profile
-            .config
-            .homes
-            .iter()
-            .map(|h| h.url.clone())
-            .collect();
-        let answers = join_all(
-            urls.iter()
-                .map(|u| self.net.publish_record(u, &address, &signed))
-                .collect(),
-        )
-        .await;
-        let results: Vec<_> = urls
-            .into_iter()
-            .zip(answers)
-            .map(|(u, r)| (u, r.map_err(|e| e.to_string())))
-            .collect();
-        if results.iter().all(|(_, r)| r.is_err()) {
-            let details = results
-                .iter()
-                .map(|(u, r)| {
-                    format!(
-                        "{u}: {}",
-                        r.as_ref().err().map(String::as_str).unwrap_or("")
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; ");
-            return Err(Error::NoNodeAnswered { details });
-        }
-        self.profile.save_record(signed)?;
-        Ok(PublishReport { sequence, results })
+    // The parts' stores.
+
+    /// The pinned contacts (of the directory).
+    pub fn contacts(&self) -> &ContactStore {
+        self.directory.contacts()
     }
 
-    /// Replaces the profile's key: a new key, endorsed by the current one (an OpenPGP
-    /// certification, so contacts see "signed by the old key"), registered on every home
-    /// (each keeps our mailbox and address) and published in a new record on every home.
-    /// Every home must take it; otherwise the new key stays in [`ROTATING_FILE`] and the next
-    /// call finishes the rotation with it. The old secret key is kept for old letters.
+    /// The letters stored (of the mailbox).
+    pub fn messages(&self) -> &MessageStore {
+        self.mailbox.messages()
+    }
+
+    // The account: [`crate::account`].
+
+    /// [`account::publish`].
+    pub async fn publish(&mut self, keys: &Keyring) -> Result<PublishReport> {
+        account::publish(&mut self.profile, &self.net, keys).await
+    }
+
+    /// [`account::rotate_key`].
     pub async fn rotate_key(
         &mut self,
         old: &Keyring,
         passphrase: Option<&str>,
     ) -> Result<RotateReport> {
-        let address = self.profile.address().clone();
-        let old_fp = self.profile.config.fingerprint.clone();
-        let pending_path = self.profile.path(ROTATING_FILE);
-        let resumed = match crate::fsutil::read_optional(&pending_path)? {
-            Some(bytes) => Some(
-                SecretIdentity::from_bytes(&bytes).map_err(|e| Error::corrupt(&pending_path, e))?,
-            ),
-            None => None,
-        };
-        let next = match resumed {
-            Some(id) if id.fingerprint().to_hex() != old_fp => id,
-            _ => {
-                let fresh = SecretIdentity::generate(&address, passphrase)?;
-                let id = endorse_identity(&fresh, old, &address)?;
-                crate::fsutil::write_atomic(&pending_path, id.to_armored().as_bytes())?;
-                id
-            }
-        };
-        let new_keys = next.unlock(passphrase)?;
-        let armored = cert_to_armored(&next.public_cert());
-        let homes = self.profile.config.homes.clone();
-        let answers = join_all(
-            homes
-                .iter()
-                .map(|h| self.net.register(&h.url, &armored, None))
-                .collect(),
-        )
-        .await;
-        for (h, r) in homes.iter().zip(answers) {
-            let reg = r.map_err(|e| address_taken(e, &address, &h.url))?;
-            if reg.mailbox != h.mailbox {
-                return Err(Error::protocol(
-                    &h.url,
-                    format!(
-                        "the new key got mailbox {} there, not ours ({}): the node did not take it as a rotation",
-                        reg.mailbox, h.mailbox
-                    ),
-                ));
-            }
-        }
-        let prev = self.profile.record_body()?.sequence;
-        let signed = sign_record(&address, &new_keys, &homes, Some(prev))?;
-        let sequence = sealpost_proto::codec::Codec::decode(&signed.body)
-            .map(|r: MailboxRecord| r.sequence)?;
-        let published = join_all(
-            homes
-                .iter()
-                .map(|h| self.net.publish_record(&h.url, &address, &signed))
-                .collect(),
-        )
-        .await;
-        let mut results = Vec::new();
-        for (h, r) in homes.iter().zip(published) {
-            r?;
-            results.push((h.url.clone(), Ok(())));
-        }
-        let new = next.fingerprint().to_hex();
-        self.profile.replace_identity(next, signed)?;
-        Ok(RotateReport {
-            old: old_fp,
-            new,
-            publish: PublishReport { sequence, results },
-        })
+        account::rotate_key(&mut self.profile, &self.net, old, passphrase).await
     }
 
-    /// Trusts `url` again if it is a home; otherwise registers there, adds it to the
-    /// record and publishes the record everywhere. Returns the report when it published.
+    /// [`account::trust_node`].
     pub async fn trust_node(
         &mut self,
         url: &NodeUrl,
         keys: &Keyring,
         invite: Option<&str>,
     ) -> Result<Option<PublishReport>> {
-        if let Some(h) = self.profile.config.homes.iter_mut().find(|h| &h.url == url) {
-            h.trusted = true;
-            self.profile.save_config()?;
-            return Ok(None);
-        }
-        if self.profile.config.homes.len() >= MAX_HOMES {
-            return Err(Error::input(
-                "node",
-                format!("a record lists at most {MAX_HOMES} homes"),
-            ));
-        }
-        let armored = cert_to_armored(&self.profile.cert());
-        let (home, node) = register(&self.net, url, &armored, invite).await?;
-        if let Some(h) = self
-            .profile
-            .config
-            .homes
-            .iter_mut()
-            .find(|h| h.url == home.url)
-        {
-            // The URL given was another name of a home we have.
-            h.trusted = true;
-            self.profile.save_config()?;
-            return Ok(None);
-        }
-        let before = self.profile.config.clone();
-        self.profile.config.homes.push(home);
-        match self.publish(keys).await {
-            Ok(report) => {
-                self.profile.save_config()?;
-                let mut cache = self
-                    .nodes
-                    .lock()
-                    .expect("invariant: node cache lock not poisoned");
-                cache.put(&node);
-                cache.save()?;
-                Ok(Some(report))
-            }
-            Err(e) => {
-                self.profile.config = before;
-                Err(e)
-            }
-        }
+        account::trust_node(
+            &mut self.profile,
+            &self.net,
+            &self.directory,
+            url,
+            keys,
+            invite,
+        )
+        .await
     }
 
-    /// Stops fetching from and submitting through `url`. With `drop`, also removes it from
-    /// the record and publishes the record on the remaining homes.
+    /// [`account::untrust_node`].
     pub async fn untrust_node(
         &mut self,
         url: &NodeUrl,
         drop: bool,
         keys: &Keyring,
     ) -> Result<Option<PublishReport>> {
-        let Some(pos) = self.profile.config.homes.iter().position(|h| &h.url == url) else {
-            return Err(Error::NotFound {
-                what: "home node",
-                id: url.to_string(),
-            });
-        };
-        let others_trusted = self
-            .profile
-            .config
-            .homes
-            .iter()
-            .enumerate()
-            .any(|(i, h)| i != pos && h.trusted);
-        if !others_trusted {
-            return Err(Error::input(
-                "node",
-                format!("{url} is the last trusted home; trust or add another first"),
-            ));
-        }
-        let before = self.profile.config.clone();
-        if !drop {
-            self.profile.config.homes[pos].trusted = false;
-            self.profile.save_config()?;
-            return Ok(None);
-        }
-        self.profile.config.homes.remove(pos);
-        match self.publish(keys).await {
-            Ok(report) => {
-                self.profile.save_config()?;
-                Ok(Some(report))
-            }
-            Err(e) => {
-                self.profile.config = before;
-                Err(e)
-            }
-        }
+        account::untrust_node(&mut self.profile, &self.net, url, drop, keys).await
     }
 
-    /// Adds or replaces a persistent resolve entry. A domain with a node is no legacy
-    /// domain: returns whether it was taken off the legacy list.
+    // Settings: [`Profile`].
+
+    /// [`Profile::set_resolve`].
     pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<bool> {
-        let was_legacy = self.profile.config.legacy.remove(&domain);
-        self.profile.config.resolve.insert(domain, url);
-        self.profile.save_config()?;
-        Ok(was_legacy)
+        self.profile.set_resolve(domain, url)
     }
 
+    /// [`Profile::unset_resolve`].
     pub fn unset_resolve(&mut self, domain: &str) -> Result<bool> {
-        let had = self.profile.config.resolve.remove(domain).is_some();
-        if had {
-            self.profile.save_config()?;
+        self.profile.unset_resolve(domain)
+    }
+
+    /// [`Profile::add_legacy_domain`].
+    pub fn add_legacy_domain(&mut self, domain: &str) -> Result<(String, bool)> {
+        self.profile.add_legacy_domain(domain)
+    }
+
+    /// [`Profile::remove_legacy_domain`].
+    pub fn remove_legacy_domain(&mut self, domain: &str) -> Result<bool> {
+        self.profile.remove_legacy_domain(domain)
+    }
+
+    // The directory: [`Directory`], [`crate::route`], [`crate::gateway`].
+
+    /// [`Directory::resolve_recipient`] for this profile.
+    pub async fn resolve_recipient(&self, address: &Address) -> Result<Recipient> {
+        self.directory
+            .resolve_recipient(&self.profile, address)
+            .await
+    }
+
+    /// [`Directory::add_contact`] for this profile.
+    pub async fn add_contact(
+        &self,
+        address: &Address,
+    ) -> Result<(Recipient, Vec<(NodeUrl, String)>)> {
+        self.directory.add_contact(&self.profile, address).await
+    }
+
+    /// Keeps a verified node descriptor in the directory's cache, and saves it.
+    pub fn remember_node(&self, node: &VerifiedNode) -> Result<()> {
+        self.directory.remember_node(node);
+        self.directory.save_nodes()
+    }
+
+    /// [`route::route`] for this profile.
+    pub async fn route(&self, address: &Address, chosen: Option<LegacyReason>) -> Result<Route> {
+        route::route(&self.directory, &self.profile, address, chosen).await
+    }
+
+    #[cfg(test)]
+    pub(crate) async fn judge_failure(
+        &self,
+        address: &Address,
+        url: &NodeUrl,
+        err: crate::error::Error,
+    ) -> Result<Route> {
+        route::judge_failure(&self.directory, &self.profile, address, url, err).await
+    }
+
+    /// [`gateway::gateway_address`] of this profile.
+    pub fn gateway_address(&self) -> Result<(Address, bool)> {
+        gateway::gateway_address(&self.profile)
+    }
+
+    /// [`gateway::lookup`] for this profile.
+    pub async fn gateway(&self) -> Result<GatewayLookup> {
+        gateway::lookup(&self.directory, &self.profile).await
+    }
+
+    /// `gateway set`: looks `address` up ([`gateway::check`]), pins it and makes it the
+    /// gateway.
+    pub async fn set_gateway(&mut self, address: &Address) -> Result<Recipient> {
+        let r = gateway::check(&self.directory, &self.profile, address).await?;
+        self.directory.commit_pin(&r)?;
+        self.profile.set_gateway(address)?;
+        Ok(r)
+    }
+
+    /// [`Profile::clear_gateway`].
+    pub fn clear_gateway(&mut self) -> Result<bool> {
+        self.profile.clear_gateway()
+    }
+
+    // Sending: [`crate::send`], then the outbox.
+
+    /// [`send::plan`] for this profile.
+    pub async fn plan_send(&self, draft: &Draft, choice: &LegacyChoice) -> Result<SendPlan> {
+        send::plan(&self.directory, &self.profile, draft, choice).await
+    }
+
+    /// [`SendPlan::unconfirmed`] for this profile.
+    pub fn unconfirmed(&self, plan: &SendPlan) -> Vec<Address> {
+        plan.unconfirmed(&self.profile)
+    }
+
+    /// Seals the letter of `plan` for each recipient (and once for the gateway), queues a
+    /// hop per recipient home, and submits the whole outbox. `agreed`: legacy recipients
+    /// the user has just agreed to; any other [`Client::unconfirmed`] one stops the send
+    /// before anything is written. Agreed and forced addresses are remembered in the
+    /// profile, so that later letters to them do not ask. `tracker` learns the queued hops.
+    pub async fn send_plan(
+        &mut self,
+        plan: SendPlan,
+        agreed: &[Address],
+        keys: &Keyring,
+        progress: &dyn Progress,
+        tracker: &SendTracker,
+    ) -> Result<SendReport> {
+        plan.check_agreed(&self.profile, agreed)?;
+        let consented: Vec<Address> = plan.consented().cloned().collect();
+        let sealed = send::seal_plan(&self.directory, plan, keys).await?;
+        // Durable first: once queued, the letter survives whatever happens next (a crash,
+        // Ctrl-C); everything after this point only submits what the outbox holds.
+        for e in &sealed.entries {
+            self.outbox.put(e)?;
         }
-        Ok(had)
+        if let Some(Ok(copy)) = &sealed.sent_copy {
+            for e in &copy.entries {
+                self.outbox.put_copy(e)?;
+            }
+        }
+        tracker.set(&sealed.entries);
+        sealed.commit(&self.directory)?;
+        self.profile.confirm_legacy(&consented)?;
+        // The sent copy shows here at once (fetching its envelope later finds it stored).
+        let sent_copy = match &sealed.sent_copy {
+            Some(Ok(copy)) => {
+                self.mailbox.store_sent(
+                    &self.profile,
+                    copy.envelope_id,
+                    &copy.sealed,
+                    &copy.letter,
+                )?;
+                Some(Ok(copy.envelope_id))
+            }
+            Some(Err(why)) => Some(Err(why.clone())),
+            None => None,
+        };
+        let flush = self.flush_outbox(keys, progress).await?;
+        Ok(SendReport {
+            message_id: sealed.message_id,
+            recipients: sealed.recipients,
+            legacy: sealed.legacy,
+            queued: sealed.entries.into_iter().map(|e| e.id).collect(),
+            sent_copy,
+            flush,
+        })
     }
-}
 
-/// Fetches and verifies `url`'s descriptor, registers our certificate there, and returns
-/// the home (under the node's own URL) for the record.
-async fn register(
-    net: &Net,
-    url: &NodeUrl,
-    cert_armored: &str,
-    invite: Option<&str>,
-) -> Result<(HomeEntry, VerifiedNode)> {
-    let node = net.descriptor(url).await?;
-    let home_url = node.descriptor.url.clone();
-    let address = cert_from_bytes(cert_armored.as_bytes())
-        .ok()
-        .and_then(|c| cert_addresses(&c).into_iter().next())
-        .unwrap_or_default();
-    let reg = net
-        .register(&home_url, cert_armored, invite)
-        .await
-        .map_err(|e| address_taken(e, &address, &home_url))?;
-    let key_hex = hex::encode(node.descriptor.node_key);
-    if !reg.node_key.eq_ignore_ascii_case(&key_hex) {
-        return Err(Error::NodeKeyMismatch {
-            url: home_url.to_string(),
-            expected: key_hex,
-            found: reg.node_key,
-        });
+    /// [`Client::plan_send`] and [`Client::send_plan`] in one, agreeing to no legacy
+    /// address beyond `choice`'s.
+    pub async fn send(
+        &mut self,
+        draft: &Draft,
+        choice: &LegacyChoice,
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<SendReport> {
+        let plan = self.plan_send(draft, choice).await?;
+        self.send_plan(plan, &[], keys, progress, &SendTracker::default())
+            .await
     }
-    Ok((
-        HomeEntry {
-            url: home_url,
-            node_key: key_hex,
-            mailbox: reg.mailbox,
-            trusted: true,
-        },
-        node,
-    ))
-}
 
-/// A node's `address_taken` refusal, said for people.
-fn address_taken(e: Error, address: &dyn std::fmt::Display, url: &NodeUrl) -> Error {
-    match e {
-        Error::Node { code, .. } if code == "address_taken" => Error::AddressTaken {
-            address: address.to_string(),
-            node: url.to_string(),
-        },
-        other => other,
+    /// Submits every outbox entry through the first trusted home of ours that takes it
+    /// ([`Outbox::flush`]).
+    pub async fn flush_outbox(
+        &self,
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<FlushReport> {
+        let homes: Vec<_> = self.profile.config.trusted_homes().cloned().collect();
+        self.outbox.flush(&homes, keys, progress).await
     }
-}
 
-/// A signed record for `homes`, valid for [`RECORD_VALIDITY_SECS`], with a sequence above
-/// `prev` (milliseconds since the epoch, so a re-init also goes above an old record).
-fn sign_record(
-    address: &Address,
-    keys: &Keyring,
-    homes: &[HomeEntry],
-    prev: Option<u64>,
-) -> Result<SignedRecord> {
-    let now = now();
-    let record = MailboxRecord {
-        address: address.clone(),
-        cert: cert_to_bytes(keys.cert()),
-        homes: homes
-            .iter()
-            .map(HomeEntry::to_home)
-            .collect::<Result<_>>()?,
-        created: now,
-        expires: now + RECORD_VALIDITY_SECS,
-        sequence: now_millis().max(prev.map_or(0, |p| p + 1)),
-    };
-    Ok(SignedRecord::sign(&record, keys)?)
+    // Fetching and reading: [`Mailbox`].
+
+    /// Flushes the outbox, then fetches from every trusted home that answers
+    /// ([`Mailbox::fetch`]).
+    pub async fn fetch(&self, keys: &Keyring, progress: &dyn Progress) -> Result<FetchReport> {
+        let homes = mailbox::trusted_homes(&self.profile)?;
+        let flush = self.outbox.flush(&homes, keys, progress).await?;
+        let mut report = self
+            .mailbox
+            .fetch(&self.profile, &self.directory, &homes, keys, progress)
+            .await?;
+        report.flush = flush;
+        Ok(report)
+    }
+
+    /// Opens a stored message again (no network) and marks it seen ([`Mailbox::read`]).
+    pub fn read(&self, id: &EnvelopeId, keys: &Keyring) -> Result<ReadMessage> {
+        self.mailbox.read(&self.profile, &self.directory, id, keys)
+    }
 }

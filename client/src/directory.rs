@@ -1,10 +1,16 @@
-//! Finding people and nodes: a contact's signed mailbox record (from the node its domain
-//! resolves to, or, when that node is down, from the homes of the record seen last), trust
-//! on first use of its certificate, and the verified descriptors of home nodes (cached, so
-//! that mail for a node that is down can still be wrapped for it and queued).
+//! [`Directory`], the part of a [`crate::Client`] that finds people and nodes: a contact's
+//! signed mailbox record (from the node its domain resolves to, or, when that node is down,
+//! from the homes of the record seen last), trust on first use of its certificate (the
+//! pins of [`ContactStore`]), and the verified descriptors of home nodes (cached, so that
+//! mail for a node that is down can still be wrapped for it and queued). It owns the
+//! resolve table of the run, the contacts and the node cache; what it needs of the user's
+//! own profile (their address, certificate and record) is passed in. Deciding between
+//! Sealpost and legacy e-mail ([`crate::route`]) and finding the gateway
+//! ([`crate::gateway`]) are built on it.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use base64::Engine;
 
@@ -14,13 +20,13 @@ use sealpost_proto::openpgp::Cert;
 use sealpost_proto::record::{Home, MailboxRecord, SignedRecord};
 use sealpost_proto::{Address, NodeUrl};
 
-use crate::api::VerifiedNode;
-use crate::client::Client;
-use crate::contacts::{Contact, PinOutcome, PinSource, key_changed, pin};
+use crate::api::{Net, VerifiedNode};
+use crate::contacts::{Contact, ContactStore, PinOutcome, PinSource, key_changed, pin};
 use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::now;
-use crate::profile::to_json;
+use crate::profile::{Profile, to_json};
+use crate::resolve::Resolver;
 
 pub const NODES_FILE: &str = "nodes.json";
 
@@ -114,7 +120,56 @@ fn check_record(
     Ok((signed, record, cert))
 }
 
-impl Client {
+/// Records, pins and node descriptors: see the module documentation.
+pub struct Directory {
+    net: Net,
+    resolver: Resolver,
+    contacts: ContactStore,
+    nodes: Mutex<NodeCache>,
+}
+
+impl Directory {
+    /// The directory of the profile in `profile_dir` (its contacts and node cache), looking
+    /// domains up with `resolver` and nodes through `net`.
+    pub fn open(profile_dir: &Path, net: Net, resolver: Resolver) -> Result<Directory> {
+        Ok(Directory {
+            net,
+            resolver,
+            contacts: ContactStore::new(profile_dir),
+            nodes: Mutex::new(NodeCache::load(profile_dir)?),
+        })
+    }
+
+    /// The pinned contacts.
+    pub fn contacts(&self) -> &ContactStore {
+        &self.contacts
+    }
+
+    /// Which node serves a domain (the run's `--resolve` entries, the profile's table).
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
+    }
+
+    pub(crate) fn net(&self) -> &Net {
+        &self.net
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
+        self.nodes
+            .lock()
+            .expect("invariant: node cache lock not poisoned")
+    }
+
+    /// Keeps a verified descriptor (written by [`Directory::save_nodes`]).
+    pub fn remember_node(&self, node: &VerifiedNode) {
+        self.cache().put(node);
+    }
+
+    /// The cached descriptor of `url`, verified again.
+    pub fn cached_node(&self, url: &NodeUrl) -> Option<VerifiedNode> {
+        self.cache().get(url)
+    }
+
     /// Finds and verifies the record of `address`: from the node its domain resolves to,
     /// else from the homes listed in `cached`, else `cached` itself while it is valid. A
     /// fetched record older than `cached` (same key) loses to it: no rollback.
@@ -177,12 +232,13 @@ impl Client {
 
     /// Looks up `address` and applies TOFU. Nothing is saved, except a key change, which
     /// is recorded as pending (so that `contact accept` can take it) and refused.
-    pub async fn resolve_recipient(&self, address: &Address) -> Result<Recipient> {
-        if address == self.profile.address() {
+    /// `me`: the user's own address resolves to their own profile, without a lookup.
+    pub async fn resolve_recipient(&self, me: &Profile, address: &Address) -> Result<Recipient> {
+        if address == me.address() {
             return Ok(Recipient {
                 address: address.clone(),
-                cert: self.profile.cert(),
-                record: self.profile.record_body()?,
+                cert: me.cert(),
+                record: me.record_body()?,
                 pin: None,
                 from_cache: false,
             });
@@ -224,12 +280,13 @@ impl Client {
     /// descriptor could not be checked, and why.
     pub async fn add_contact(
         &self,
+        me: &Profile,
         address: &Address,
     ) -> Result<(Recipient, Vec<(NodeUrl, String)>)> {
-        if address == self.profile.address() {
+        if address == me.address() {
             return Err(Error::input("contact", "that is your own address"));
         }
-        let r = self.resolve_recipient(address).await?;
+        let r = self.resolve_recipient(me, address).await?;
         // Check each home now and keep its descriptor, so that mail can still be wrapped
         // for a home that is down later. A home that does not answer is not an error here.
         let mut unchecked = Vec::new();
@@ -251,11 +308,7 @@ impl Client {
         let node = match fresh {
             Ok(n) => n,
             Err(e @ (Error::Unreachable { .. } | Error::Node { .. })) => {
-                let cached = self
-                    .nodes
-                    .lock()
-                    .expect("invariant: node cache lock not poisoned")
-                    .get(&home.url);
+                let cached = self.cached_node(&home.url);
                 match cached {
                     Some(n) if n.descriptor.node_key == home.node_key => n,
                     _ => return Err(e),
@@ -276,26 +329,30 @@ impl Client {
                 format!("its descriptor names another URL ({})", node.descriptor.url),
             ));
         }
-        self.nodes
-            .lock()
-            .expect("invariant: node cache lock not poisoned")
-            .put(&node);
+        self.remember_node(&node);
         Ok(node)
+    }
+
+    /// The descriptor of one of the user's own homes: the cached one when it carries the
+    /// node key and URL the record names (it was verified when the node became a home),
+    /// else [`Directory::home_node`].
+    pub async fn own_home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        match self.cached_node(&home.url) {
+            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
+            _ => self.home_node(home).await,
+        }
     }
 
     /// Writes the node cache if it changed.
     pub fn save_nodes(&self) -> Result<()> {
-        self.nodes
-            .lock()
-            .expect("invariant: node cache lock not poisoned")
-            .save()
+        self.cache().save()
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Options;
+    use crate::client::{Client, Options};
     use crate::testutil::{dead, record, stub};
     use sealpost_proto::identity::SecretIdentity;
 
@@ -331,7 +388,7 @@ mod tests {
         let r = c.add_contact(&bob).await.unwrap().0;
         assert!(matches!(r.pin, Some(PinOutcome::New(_))));
         assert_eq!(
-            c.contacts.get(&bob).unwrap().unwrap().fingerprint,
+            c.contacts().get(&bob).unwrap().unwrap().fingerprint,
             id.fingerprint().to_hex()
         );
 
@@ -383,7 +440,7 @@ mod tests {
         let e = c.resolve_recipient(&bob).await.err().unwrap();
         assert!(matches!(e, Error::KeyChanged { .. }), "{e}");
         assert_eq!(e.exit_code(), 3);
-        let saved = c.contacts.get(&bob).unwrap().unwrap();
+        let saved = c.contacts().get(&bob).unwrap().unwrap();
         assert_eq!(saved.fingerprint, id.fingerprint().to_hex(), "pin kept");
         assert_eq!(
             saved.pending.unwrap().fingerprint,
@@ -416,6 +473,6 @@ mod tests {
             .insert(PATH.into(), (200, b"garbage".to_vec()));
         let e = c.resolve_recipient(&bob).await.err().unwrap();
         assert!(matches!(e, Error::BadRecord { .. }), "{e}");
-        assert!(c.contacts.get(&bob).unwrap().is_none(), "nothing pinned");
+        assert!(c.contacts().get(&bob).unwrap().is_none(), "nothing pinned");
     }
 }

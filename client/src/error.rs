@@ -193,6 +193,10 @@ pub enum Error {
         expected: String,
         found: String,
     },
+    #[error("{} is not a usable Sealpost backup: {reason}", path.display())]
+    BadBackup { path: PathBuf, reason: String },
+    #[error("cannot open the backup {}: wrong passphrase", path.display())]
+    BackupPassphrase { path: PathBuf },
     #[error("fingerprint of {address} is {actual}, not {expected}")]
     FingerprintMismatch {
         address: String,
@@ -220,6 +224,7 @@ impl Error {
             | NoSuchDomain { .. }
             | NoMailDomain { .. }
             | LegacyUnconfirmed { .. }
+            | BadBackup { .. }
             | BadCaCert { .. } => ErrorKind::Input,
             NoProfile { .. }
             | ProfileExists { .. }
@@ -238,6 +243,7 @@ impl Error {
             KeyChanged { .. }
             | BadRecord { .. }
             | NodeKeyMismatch { .. }
+            | BackupPassphrase { .. }
             | FingerprintMismatch { .. } => ErrorKind::Crypto,
             Proto(e) => proto_kind(e),
         }

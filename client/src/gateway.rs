@@ -3,13 +3,14 @@
 //! `X-Sealpost-Legacy-To`). A gateway takes letters only from users of its own node (it is
 //! no open relay), so it must live on one of the user's homes. It is the one set with
 //! `gateway set`, else `gateway@` the user's own domain when that domain's node publishes
-//! such a record.
+//! such a record. The functions here look it up in a [`Directory`] for the user of a
+//! [`Profile`]; `gateway set` and `gateway clear` are [`Profile`] settings.
 
 use sealpost_proto::Address;
 
-use crate::client::Client;
-use crate::directory::Recipient;
+use crate::directory::{Directory, Recipient};
 use crate::error::{Error, ErrorKind, Result};
+use crate::profile::Profile;
 
 /// The local part of the default gateway's address.
 pub const DEFAULT_GATEWAY_LOCAL_PART: &str = "gateway";
@@ -23,88 +24,69 @@ pub enum GatewayLookup {
     Missing(String),
 }
 
-impl Client {
-    /// The gateway set with `gateway set`, else the default `gateway@` our own domain; and
-    /// whether it was set.
-    pub fn gateway_address(&self) -> Result<(Address, bool)> {
-        match &self.profile.config.gateway {
-            Some(a) => Ok((a.clone(), true)),
-            None => Ok((
-                Address::parse(&format!(
-                    "{DEFAULT_GATEWAY_LOCAL_PART}@{}",
-                    self.profile.address().domain()
-                ))?,
-                false,
-            )),
-        }
+/// The gateway set with `gateway set`, else the default `gateway@` our own domain; and
+/// whether it was set.
+pub fn gateway_address(me: &Profile) -> Result<(Address, bool)> {
+    match &me.config.gateway {
+        Some(a) => Ok((a.clone(), true)),
+        None => Ok((default_gateway(me.address())?, false)),
     }
+}
 
-    /// Looks the gateway up. A gateway that was set must work; the default is a guess, so
-    /// its absence (or its node not answering) is [`GatewayLookup::Missing`], while a
-    /// changed key or a bad record are errors all the same.
-    pub async fn gateway(&self) -> Result<GatewayLookup> {
-        let (address, set) = self.gateway_address()?;
-        match self.check_gateway(&address).await {
-            Ok(r) => Ok(GatewayLookup::Found(Box::new(r))),
-            Err(e) if set || matches!(e.kind(), ErrorKind::Crypto | ErrorKind::Profile) => Err(e),
-            Err(e) => Ok(GatewayLookup::Missing(format!(
-                "the default, {address}, does not serve: {e}"
-            ))),
-        }
-    }
+/// `gateway@` the domain of `address`.
+pub fn default_gateway(address: &Address) -> Result<Address> {
+    Ok(Address::parse(&format!(
+        "{DEFAULT_GATEWAY_LOCAL_PART}@{}",
+        address.domain()
+    ))?)
+}
 
-    /// Looks `address` up as a gateway: trust on first use like any contact, and one of its
-    /// homes must be one of ours (the same node key).
-    async fn check_gateway(&self, address: &Address) -> Result<Recipient> {
-        if address == self.profile.address() {
-            return Err(Error::input("gateway", "that is your own address"));
-        }
-        let r = self.resolve_recipient(address).await?;
-        let ours: Vec<[u8; 32]> = self
-            .profile
-            .config
-            .homes
-            .iter()
-            .filter_map(|h| h.node_key_bytes().ok())
-            .collect();
-        if !r.record.homes.iter().any(|h| ours.contains(&h.node_key)) {
-            return Err(Error::GatewayElsewhere {
-                gateway: address.to_string(),
-                nodes: r
-                    .record
-                    .homes
-                    .iter()
-                    .map(|h| h.url.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            });
-        }
-        Ok(r)
+/// Looks the gateway up. A gateway that was set must work; the default is a guess, so
+/// its absence (or its node not answering) is [`GatewayLookup::Missing`], while a
+/// changed key or a bad record are errors all the same.
+pub async fn lookup(directory: &Directory, me: &Profile) -> Result<GatewayLookup> {
+    let (address, set) = gateway_address(me)?;
+    match check(directory, me, &address).await {
+        Ok(r) => Ok(GatewayLookup::Found(Box::new(r))),
+        Err(e) if set || matches!(e.kind(), ErrorKind::Crypto | ErrorKind::Profile) => Err(e),
+        Err(e) => Ok(GatewayLookup::Missing(format!(
+            "the default, {address}, does not serve: {e}"
+        ))),
     }
+}
 
-    /// `gateway set`: looks `address` up, pins it and makes it the gateway.
-    pub async fn set_gateway(&mut self, address: &Address) -> Result<Recipient> {
-        let r = self.check_gateway(address).await?;
-        self.commit_pin(&r)?;
-        self.profile.config.gateway = Some(address.clone());
-        self.profile.save_config()?;
-        Ok(r)
+/// Looks `address` up as a gateway: trust on first use like any contact (nothing saved),
+/// and one of its homes must be one of ours (the same node key).
+pub async fn check(directory: &Directory, me: &Profile, address: &Address) -> Result<Recipient> {
+    if address == me.address() {
+        return Err(Error::input("gateway", "that is your own address"));
     }
-
-    /// `gateway clear`: back to the default. Whether one was set.
-    pub fn clear_gateway(&mut self) -> Result<bool> {
-        let had = self.profile.config.gateway.take().is_some();
-        if had {
-            self.profile.save_config()?;
-        }
-        Ok(had)
+    let r = directory.resolve_recipient(me, address).await?;
+    let ours: Vec<[u8; 32]> = me
+        .config
+        .homes
+        .iter()
+        .filter_map(|h| h.node_key_bytes().ok())
+        .collect();
+    if !r.record.homes.iter().any(|h| ours.contains(&h.node_key)) {
+        return Err(Error::GatewayElsewhere {
+            gateway: address.to_string(),
+            nodes: r
+                .record
+                .homes
+                .iter()
+                .map(|h| h.url.to_string())
+                .collect::<Vec<_>>()
+                .join(", "),
+        });
     }
+    Ok(r)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Options;
+    use crate::client::{Client, Options};
     use crate::testutil::{Routes, dead, record_with_homes, stub};
     use sealpost_proto::codec::Codec;
     use sealpost_proto::identity::SecretIdentity;
@@ -159,7 +141,7 @@ mod tests {
         let e = c.set_gateway(&elsewhere).await.err().unwrap();
         assert!(matches!(e, Error::GatewayElsewhere { .. }), "{e}");
         assert_eq!(e.exit_code(), 1);
-        assert!(c.contacts.get(&elsewhere).unwrap().is_none());
+        assert!(c.contacts().get(&elsewhere).unwrap().is_none());
         let e = c
             .set_gateway(&addr("alice@alpha.test"))
             .await
@@ -171,7 +153,7 @@ mod tests {
         let r = c.set_gateway(&gw).await.unwrap();
         assert_eq!(r.cert.fingerprint(), id.fingerprint());
         assert_eq!(
-            c.contacts.get(&gw).unwrap().unwrap().fingerprint,
+            c.contacts().get(&gw).unwrap().unwrap().fingerprint,
             id.fingerprint().to_hex(),
             "pinned"
         );

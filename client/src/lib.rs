@@ -4,25 +4,34 @@
 //! clap, indicatif and anyhow, none of which the library uses); a GUI or an IMAP/SMTP bridge
 //! can use the same [`Client`] with `default-features = false`.
 //!
-//! Layout: [`profile`] (directory, config, secret key), [`contacts`] (TOFU pins),
-//! [`store`] (received messages), [`outbox`] (hops not yet submitted), [`api`] (HTTP),
-//! [`resolve`] (domain → node), [`client`] (init and node management), [`directory`]
-//! (record lookup, node descriptors), [`route`] (Sealpost or legacy e-mail), [`dns`] (does
-//! a domain take e-mail; a named DNS server), [`gateway`]
-//! (where legacy e-mail leaves Sealpost), [`send`], [`fetch`], [`verify`] (who sent a letter),
-//! [`compose`] (drafts, attachments), [`sent`] (queue ids of accepted hops, to explain
-//! bounces), [`progress`] (transfer reporting).
+//! [`Client`] is a composition of parts, each a type owning its state ([`client`] has the
+//! table): the profile ([`profile::Profile`]: secret key, config, record), the node API
+//! ([`api::Net`]), the directory ([`directory::Directory`]: resolve table, contacts and
+//! their pins, node cache), the mailbox ([`mailbox::Mailbox`]: the letter store and
+//! fetching) and the outbox ([`outbox::Outbox`]: hops waiting, the sent log, flushing).
+//! Operations that span parts are functions over them: [`account`] (init, publish,
+//! rotate-key, home nodes), [`route`] (Sealpost or legacy e-mail), [`gateway`] (where legacy
+//! e-mail leaves Sealpost), [`send`] (plan, seal, queue).
+//!
+//! [`backup`] makes and restores passphrase-encrypted backups of a profile.
+//!
+//! Beneath them: [`contacts`] (TOFU pins), [`store`] (stored letters), [`sent`] (queue ids
+//! of accepted hops, to explain bounces), [`resolve`] (domain → node), [`dns`] (does a
+//! domain take e-mail; a named DNS server), [`verify`] (who sent a letter), [`compose`]
+//! (drafts, attachments), [`progress`] (transfer reporting), [`fsutil`] (durable files).
 
+pub mod account;
 pub mod api;
+pub mod backup;
 pub mod client;
 pub mod compose;
 pub mod contacts;
 pub mod directory;
 pub mod dns;
 pub mod error;
-pub mod fetch;
 pub mod fsutil;
 pub mod gateway;
+pub mod mailbox;
 pub mod outbox;
 pub mod profile;
 pub mod progress;

@@ -3,21 +3,33 @@
 //! `202`, so a letter survives a crash or every home node being down; the next `send`,
 //! `fetch` or `outbox flush` retries it. Resubmitting is harmless: nodes dedupe by
 //! envelope id.
+//!
+//! [`Outbox`] is the part of a [`crate::Client`] that owns this queue and the sent log
+//! ([`SentLog`]: the queue id each accepted hop got), and submits what waits
+//! ([`Outbox::flush`]) through the user's trusted homes.
 
 use std::path::{Path, PathBuf};
 
 use base64::Engine;
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::HopWrapper;
+use sealpost_proto::identity::Keyring;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
+use crate::api::Net;
 use crate::error::{Error, Result};
 use crate::fsutil;
-use crate::profile::to_json;
+use crate::now;
+use crate::profile::{HomeEntry, to_json};
+use crate::progress::Progress;
+use crate::sent::{SentEntry, SentLog};
 
 pub const OUTBOX_DIR: &str = "outbox";
+/// Hops of sent copies (for the user's own mailbox) not yet accepted.
+pub const COPIES_DIR: &str = "outbox-copies";
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -73,17 +85,31 @@ impl OutboxEntry {
     }
 }
 
-pub struct Outbox {
+/// What a flush of the outbox did.
+#[derive(Clone, Debug, Default)]
+pub struct FlushReport {
+    pub submitted: usize,
+    /// Outbox entries still waiting, by id.
+    pub pending: Vec<String>,
+    /// The last error of each entry still waiting.
+    pub errors: Vec<String>,
+    /// Hops of sent copies submitted, and those still waiting, by id (not counted above).
+    pub copies_submitted: usize,
+    pub copies_pending: Vec<String>,
+}
+
+/// A node that failed this way is skipped for the rest of a flush.
+fn node_is_down(e: &Error) -> bool {
+    matches!(e, Error::Unreachable { .. })
+        || matches!(e, Error::Node { status, .. } if *status >= 500 || *status == 429)
+}
+
+/// A directory of outbox entries, one `ID.json` each.
+struct Queue {
     dir: PathBuf,
 }
 
-impl Outbox {
-    pub fn new(profile_dir: &Path) -> Self {
-        Outbox {
-            dir: profile_dir.join(OUTBOX_DIR),
-        }
-    }
-
+impl Queue {
     fn path(&self, id: &str) -> PathBuf {
         self.dir.join(format!("{id}.json"))
     }
@@ -143,6 +169,155 @@ impl Outbox {
     }
 }
 
+/// The queue of hops not yet accepted by one of our nodes (deliveries to recipients, and
+/// apart from them the sent copies for the user's own mailbox), and the log of those
+/// accepted.
+pub struct Outbox {
+    deliveries: Queue,
+    copies: Queue,
+    sent: SentLog,
+    net: Net,
+}
+
+impl Outbox {
+    /// The outbox of the profile in `profile_dir`, submitting through `net`.
+    pub fn new(profile_dir: &Path, net: Net) -> Self {
+        Outbox {
+            deliveries: Queue {
+                dir: profile_dir.join(OUTBOX_DIR),
+            },
+            copies: Queue {
+                dir: profile_dir.join(COPIES_DIR),
+            },
+            sent: SentLog::new(profile_dir),
+            net,
+        }
+    }
+
+    /// The queue ids of accepted hops.
+    pub fn sent(&self) -> &SentLog {
+        &self.sent
+    }
+
+    /// Queues a delivery (durably).
+    pub fn put(&self, e: &OutboxEntry) -> Result<()> {
+        self.deliveries.put(e)
+    }
+
+    /// Whether the delivery `id` is still waiting.
+    pub fn contains(&self, id: &str) -> Result<bool> {
+        self.deliveries.contains(id)
+    }
+
+    pub fn remove(&self, id: &str) -> Result<()> {
+        self.deliveries.remove(id)
+    }
+
+    /// Every delivery waiting, oldest first.
+    pub fn all(&self) -> Result<Vec<OutboxEntry>> {
+        self.deliveries.all()
+    }
+
+    /// Removes the deliveries whose id starts with `prefix`; returns how many.
+    pub fn drop_matching(&self, prefix: &str) -> Result<usize> {
+        self.deliveries.drop_matching(prefix)
+    }
+
+    /// Queues a hop of a sent copy (durably).
+    pub fn put_copy(&self, e: &OutboxEntry) -> Result<()> {
+        self.copies.put(e)
+    }
+
+    /// Every hop of a sent copy waiting, oldest first.
+    pub fn copies(&self) -> Result<Vec<OutboxEntry>> {
+        self.copies.all()
+    }
+
+    /// Submits every entry through the first of `homes` (our trusted homes) that takes
+    /// it, logging the queue id it answers. A node that is down is not asked again in the
+    /// same flush.
+    /// Deliveries go first; sent copies after them.
+    pub async fn flush(
+        &self,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<FlushReport> {
+        let mut down: Vec<NodeUrl> = Vec::new();
+        let mut report = self
+            .flush_queue(&self.deliveries, homes, keys, progress, &mut down)
+            .await?;
+        let copies = self
+            .flush_queue(&self.copies, homes, keys, progress, &mut down)
+            .await?;
+        report.copies_submitted = copies.submitted;
+        report.copies_pending = copies.pending;
+        Ok(report)
+    }
+
+    async fn flush_queue(
+        &self,
+        queue: &Queue,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+        down: &mut Vec<NodeUrl>,
+    ) -> Result<FlushReport> {
+        let mut report = FlushReport::default();
+        for mut entry in queue.all()? {
+            let hop = Bytes::from(entry.hop_bytes()?);
+            let label = format!("to {}", entry.recipient);
+            let total = hop.len() as u64;
+            let mut last: Option<String> = None;
+            let mut done = false;
+            for h in homes {
+                if down.contains(&h.url) {
+                    continue;
+                }
+                let start = || progress.transfer(&label, total);
+                match self
+                    .net
+                    .submit(&h.url, h.mailbox, keys, hop.clone(), &start)
+                    .await
+                {
+                    Ok(queue_id) => {
+                        self.sent.put(&SentEntry {
+                            queue_id,
+                            node: h.url.clone(),
+                            submitted: now(),
+                            recipient: entry.recipient.clone(),
+                            destination: entry.destination.clone(),
+                            envelope_id: entry.envelope_id,
+                            message_id: entry.message_id.clone(),
+                            subject: entry.subject.clone(),
+                        })?;
+                        done = true;
+                        break;
+                    }
+                    Err(e) => {
+                        if node_is_down(&e) {
+                            down.push(h.url.clone());
+                        }
+                        last = Some(e.to_string());
+                    }
+                }
+            }
+            if done {
+                queue.remove(&entry.id)?;
+                report.submitted += 1;
+            } else {
+                let why = last.unwrap_or_else(|| "no trusted home node answered".to_string());
+                entry.attempts += 1;
+                entry.last_error = Some(why.clone());
+                queue.put(&entry)?;
+                report.errors.push(why);
+                report.pending.push(entry.id);
+            }
+        }
+        Ok(report)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,12 +340,12 @@ mod tests {
     #[test]
     fn entries_survive_reopen_in_order_and_are_removed() {
         let tmp = tempfile::tempdir().unwrap();
-        let ob = Outbox::new(tmp.path());
+        let ob = Outbox::new(tmp.path(), crate::testutil::offline_net());
         assert!(ob.all().unwrap().is_empty());
         let (a, b) = (entry(2), entry(1));
         ob.put(&a).unwrap();
         ob.put(&b).unwrap();
-        let again = Outbox::new(tmp.path());
+        let again = Outbox::new(tmp.path(), crate::testutil::offline_net());
         let all = again.all().unwrap();
         assert_eq!(all, vec![b.clone(), a.clone()]);
         let hop = HopWrapper::decode(&all[0].hop_bytes().unwrap()).unwrap();
@@ -185,7 +360,7 @@ mod tests {
     #[test]
     fn a_damaged_hop_is_a_profile_error() {
         let tmp = tempfile::tempdir().unwrap();
-        let ob = Outbox::new(tmp.path());
+        let ob = Outbox::new(tmp.path(), crate::testutil::offline_net());
         let mut e = entry(1);
         e.hop = "!!".into();
         ob.put(&e).unwrap();

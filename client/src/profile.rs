@@ -15,6 +15,8 @@
 //!   contacts/       ADDRESS.json: pinned certificates (TOFU)
 //!   messages/       ID.sealed (the sealed letter as received) + ID.json (what list shows)
 //!   outbox/         ID.json: hop wrappers not yet accepted by one of our nodes
+//!   outbox-copies/  ID.json: the same for sent copies (to our own mailbox)
+//!   sent/           QUEUEID.json: the queue id of each hop a node accepted
 //!   tmp/            editor drafts
 //!   lock            flock: one sealpost process per profile at a time
 //! ```
@@ -32,6 +34,7 @@ use sealpost_proto::{Address, MailboxId, NodeUrl};
 
 use crate::error::{Error, Result};
 use crate::fsutil::{self, ProfileLock};
+use crate::resolve::parse_domain;
 
 /// Version of the profile layout this code reads and writes.
 pub const PROFILE_VERSION: u32 = 1;
@@ -261,43 +264,11 @@ impl Profile {
         identity: &SecretIdentity,
         record: &SignedRecord,
     ) -> Result<Profile> {
-        check_free(dir)?;
-        let parent = dir
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(Path::new("."));
-        fsutil::create_private_dir(parent)?;
-        let name = dir
-            .file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("profile");
-        let staging = parent.join(format!(
-            ".{name}.init-{}-{:08x}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
-        let result = (|| -> Result<()> {
-            fsutil::create_private_dir(&staging)?;
+        install(dir, |staging| {
             fsutil::write_atomic(&staging.join(SECRET_FILE), identity.to_armored().as_bytes())?;
             fsutil::write_atomic(&staging.join(RECORD_FILE), &record.encode())?;
-            fsutil::write_atomic(&staging.join(CONFIG_FILE), &to_json(&config))?;
-            // rename(2) replaces an empty directory, and fails on a non-empty one, so a
-            // concurrent init cannot be overwritten.
-            std::fs::rename(&staging, dir).map_err(|e| match e.kind() {
-                std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
-                    Error::ProfileExists {
-                        dir: dir.to_path_buf(),
-                    }
-                }
-                _ => Error::profile_io(dir, e),
-            })?;
-            fsutil::sync_dir(parent)
-        })();
-        if let Err(e) = result {
-            let _ = std::fs::remove_dir_all(&staging);
-            return Err(e);
-        }
-        Profile::open(dir)
+            fsutil::write_atomic(&staging.join(CONFIG_FILE), &to_json(&config))
+        })
     }
 
     pub fn dir(&self) -> &Path {
@@ -404,6 +375,128 @@ impl Profile {
     pub fn mailbox_on(&self, url: &NodeUrl) -> Option<MailboxId> {
         self.config.home(url).map(|h| h.mailbox)
     }
+
+    // Settings: each changes config.json and saves it when something changed.
+
+    /// Adds or replaces a persistent resolve entry. A domain with a node is no legacy
+    /// domain: returns whether it was taken off the legacy list.
+    pub fn set_resolve(&mut self, domain: String, url: NodeUrl) -> Result<bool> {
+        let was_legacy = self.config.legacy.remove(&domain);
+        self.config.resolve.insert(domain, url);
+        self.save_config()?;
+        Ok(was_legacy)
+    }
+
+    /// Removes a persistent resolve entry; whether there was one.
+    pub fn unset_resolve(&mut self, domain: &str) -> Result<bool> {
+        let had = self.config.resolve.remove(domain).is_some();
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
+    }
+
+    /// `legacy add`: letters to addresses at `domain` go through the gateway without a
+    /// lookup. Refused for a domain of the resolve table, which wins. Returns the domain as
+    /// stored and whether it was new.
+    pub fn add_legacy_domain(&mut self, domain: &str) -> Result<(String, bool)> {
+        let domain = parse_domain(domain)?;
+        if let Some(url) = self.config.resolve.get(&domain) {
+            return Err(Error::input(
+                "legacy domain",
+                format!(
+                    "{domain} is in the resolve table (its node is {url}); remove it with `sealpost resolve remove {domain}` first"
+                ),
+            ));
+        }
+        let added = self.config.legacy.insert(domain.clone());
+        if added {
+            self.save_config()?;
+        }
+        Ok((domain, added))
+    }
+
+    /// `legacy remove`; whether it was listed.
+    pub fn remove_legacy_domain(&mut self, domain: &str) -> Result<bool> {
+        let domain = parse_domain(domain)?;
+        let had = self.config.legacy.remove(&domain);
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
+    }
+
+    /// Remembers that the user agreed to write to `addresses` as legacy e-mail.
+    pub fn confirm_legacy<'a>(
+        &mut self,
+        addresses: impl IntoIterator<Item = &'a Address>,
+    ) -> Result<()> {
+        let before = self.config.legacy_confirmed.len();
+        for a in addresses {
+            self.config.legacy_confirmed.insert(a.clone());
+        }
+        if self.config.legacy_confirmed.len() != before {
+            self.save_config()?;
+        }
+        Ok(())
+    }
+
+    /// Makes `address` the gateway for legacy e-mail (`gateway set`, after checking it).
+    pub fn set_gateway(&mut self, address: &Address) -> Result<()> {
+        self.config.gateway = Some(address.clone());
+        self.save_config()
+    }
+
+    /// `gateway clear`: back to the default. Whether one was set.
+    pub fn clear_gateway(&mut self) -> Result<bool> {
+        let had = self.config.gateway.take().is_some();
+        if had {
+            self.save_config()?;
+        }
+        Ok(had)
+    }
+}
+
+/// Makes a profile in `dir`, which must not exist or be empty: `fill` writes its files
+/// into a staging directory next to it, which must then open as a profile, and is renamed
+/// into place; on any failure nothing is left behind.
+pub(crate) fn install(dir: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<Profile> {
+    check_free(dir)?;
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    fsutil::create_private_dir(parent)?;
+    let name = dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("profile");
+    let staging = parent.join(format!(
+        ".{name}.init-{}-{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    ));
+    let result = (|| -> Result<()> {
+        fsutil::create_private_dir(&staging)?;
+        fill(&staging)?;
+        drop(Profile::open(&staging)?);
+        // rename(2) replaces an empty directory, and fails on a non-empty one, so a
+        // concurrent init cannot be overwritten.
+        std::fs::rename(&staging, dir).map_err(|e| match e.kind() {
+            std::io::ErrorKind::DirectoryNotEmpty | std::io::ErrorKind::AlreadyExists => {
+                Error::ProfileExists {
+                    dir: dir.to_path_buf(),
+                }
+            }
+            _ => Error::profile_io(dir, e),
+        })?;
+        fsutil::sync_dir(parent)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_dir_all(&staging);
+        return Err(e);
+    }
+    Profile::open(dir)
 }
 
 /// Checks that `secret.key` holds the key `config` names, finishing a key switch that a

@@ -16,17 +16,19 @@
 //! nearest domains the user knows ("did you mean beta.test?"), one without mail servers
 //! too, and a DNS failure decides nothing. The first letter to each such address also
 //! needs the user's consent ([`crate::send`]).
+//!
+//! The functions here decide over a [`Directory`] (records, pins, node cache) for the user
+//! of a [`Profile`] (their resolve table, legacy list and consents).
 
 use std::fmt;
 
 use sealpost_proto::{Address, NodeUrl};
 
 use crate::api::VerifiedNode;
-use crate::client::Client;
-use crate::directory::Recipient;
+use crate::directory::{Directory, Recipient};
 use crate::dns::{MailDomain, suggest};
 use crate::error::{Error, NetFailure, Result};
-use crate::resolve::parse_domain;
+use crate::profile::Profile;
 
 /// Why a recipient is sent legacy e-mail.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,161 +132,135 @@ pub(crate) fn judge_descriptor(url: &NodeUrl, answer: &Result<VerifiedNode>) -> 
     }
 }
 
-impl Client {
-    /// Decides how `address` is reached: as a Sealpost recipient (looked up, trust on first
-    /// use, nothing saved: see [`Client::resolve_recipient`]) or as a legacy address.
-    /// `chosen`: legacy e-mail without a lookup, for this reason (`--legacy`, a reply to
-    /// legacy mail).
-    pub async fn route(&self, address: &Address, chosen: Option<LegacyReason>) -> Result<Route> {
-        let legacy = |reason| {
-            Ok(Route::Legacy {
-                address: address.clone(),
-                reason,
-            })
-        };
-        if let Some(reason) = chosen {
-            return legacy(reason);
-        }
-        let domain = address.domain();
-        let has_entry = self.resolver.has_entry(domain);
-        if !has_entry && self.profile.config.legacy.contains(domain) {
-            return legacy(LegacyReason::Listed(domain.to_string()));
-        }
-        match self.resolve_recipient(address).await {
-            Ok(r) => Ok(Route::Sealpost(Box::new(r))),
-            // A resolve entry says that the domain has a node: its failure is an error.
-            Err(e) if has_entry => Err(e),
-            Err(e) => {
-                let url = self.resolver.node_for(domain)?;
-                self.judge_failure(address, &url, e).await
-            }
+/// Decides how `address` is reached: as a Sealpost recipient (looked up, trust on first
+/// use, nothing saved: see [`Directory::resolve_recipient`]) or as a legacy address.
+/// `chosen`: legacy e-mail without a lookup, for this reason (`--legacy`, a reply to
+/// legacy mail).
+pub async fn route(
+    directory: &Directory,
+    me: &Profile,
+    address: &Address,
+    chosen: Option<LegacyReason>,
+) -> Result<Route> {
+    let legacy = |reason| {
+        Ok(Route::Legacy {
+            address: address.clone(),
+            reason,
+        })
+    };
+    if let Some(reason) = chosen {
+        return legacy(reason);
+    }
+    let domain = address.domain();
+    let has_entry = directory.resolver().has_entry(domain);
+    if !has_entry && me.config.legacy.contains(domain) {
+        return legacy(LegacyReason::Listed(domain.to_string()));
+    }
+    match directory.resolve_recipient(me, address).await {
+        Ok(r) => Ok(Route::Sealpost(Box::new(r))),
+        // A resolve entry says that the domain has a node: its failure is an error.
+        Err(e) if has_entry => Err(e),
+        Err(e) => {
+            let url = directory.resolver().node_for(domain)?;
+            judge_failure(directory, me, address, &url, e).await
         }
     }
+}
 
-    /// After the record lookup of `address` at its domain's node `url` failed with
-    /// `err`: a legacy route, `err` itself (a Sealpost domain), or a refusal to guess.
-    pub(crate) async fn judge_failure(
-        &self,
-        address: &Address,
-        url: &NodeUrl,
-        err: Error,
-    ) -> Result<Route> {
-        if self.seen_sealpost_at(address, url)? {
-            return Err(err);
-        }
-        let mut judgement = judge_lookup_failure(&err);
-        if judgement == Judgement::AskDescriptor {
-            judgement = judge_descriptor(url, &self.net.descriptor(url).await);
-        }
-        match judgement {
-            Judgement::Sealpost | Judgement::AskDescriptor => Err(err),
-            Judgement::Legacy(why) => self.legacy_if_mail(address, why).await,
-            Judgement::Unsure(reason) => Err(Error::UndecidedDomain {
-                address: address.to_string(),
-                domain: address.domain().to_string(),
-                reason,
-            }),
-        }
+/// After the record lookup of `address` at its domain's node `url` failed with
+/// `err`: a legacy route, `err` itself (a Sealpost domain), or a refusal to guess.
+pub(crate) async fn judge_failure(
+    directory: &Directory,
+    me: &Profile,
+    address: &Address,
+    url: &NodeUrl,
+    err: Error,
+) -> Result<Route> {
+    if seen_sealpost_at(directory, address, url)? {
+        return Err(err);
     }
+    let mut judgement = judge_lookup_failure(&err);
+    if judgement == Judgement::AskDescriptor {
+        judgement = judge_descriptor(url, &directory.net().descriptor(url).await);
+    }
+    match judgement {
+        Judgement::Sealpost | Judgement::AskDescriptor => Err(err),
+        Judgement::Legacy(why) => legacy_if_mail(directory, me, address, why).await,
+        Judgement::Unsure(reason) => Err(Error::UndecidedDomain {
+            address: address.to_string(),
+            domain: address.domain().to_string(),
+            reason,
+        }),
+    }
+}
 
-    /// `address` has no Sealpost node (`why`): legacy if its domain takes e-mail; an error
-    /// if it does not exist (with the known domains it may be a typo of) or takes no mail;
-    /// a temporary error if DNS does not answer.
-    async fn legacy_if_mail(&self, address: &Address, why: String) -> Result<Route> {
-        let domain = address.domain();
-        let no_mail = |reason: &str| Error::NoMailDomain {
+/// `address` has no Sealpost node (`why`): legacy if its domain takes e-mail; an error
+/// if it does not exist (with the known domains it may be a typo of) or takes no mail;
+/// a temporary error if DNS does not answer.
+async fn legacy_if_mail(
+    directory: &Directory,
+    me: &Profile,
+    address: &Address,
+    why: String,
+) -> Result<Route> {
+    let domain = address.domain();
+    let no_mail = |reason: &str| Error::NoMailDomain {
+        address: address.to_string(),
+        domain: domain.to_string(),
+        reason: reason.to_string(),
+    };
+    match directory.net().dns().mail_domain(domain).await? {
+        MailDomain::Accepts(_) => Ok(Route::Legacy {
+            address: address.clone(),
+            reason: LegacyReason::NoNode(why),
+        }),
+        MailDomain::NoSuchDomain => Err(Error::NoSuchDomain {
             address: address.to_string(),
             domain: domain.to_string(),
-            reason: reason.to_string(),
-        };
-        match self.net.dns().mail_domain(domain).await? {
-            MailDomain::Accepts(_) => Ok(Route::Legacy {
-                address: address.clone(),
-                reason: LegacyReason::NoNode(why),
-            }),
-            MailDomain::NoSuchDomain => Err(Error::NoSuchDomain {
-                address: address.to_string(),
-                domain: domain.to_string(),
-                hint: did_you_mean(&suggest(
-                    domain,
-                    self.known_domains()?.iter().map(String::as_str),
-                )),
-            }),
-            MailDomain::NoMx => Err(no_mail("it publishes no MX record")),
-            MailDomain::NullMx => Err(no_mail("its null MX record says so")),
-        }
+            hint: did_you_mean(&suggest(
+                domain,
+                known_domains(directory, me)?.iter().map(String::as_str),
+            )),
+        }),
+        MailDomain::NoMx => Err(no_mail("it publishes no MX record")),
+        MailDomain::NullMx => Err(no_mail("its null MX record says so")),
     }
+}
 
-    /// The domains the user has dealt with: their own, their contacts', the resolve table's,
-    /// the legacy list's and those of legacy addresses they agreed to.
-    fn known_domains(&self) -> Result<Vec<String>> {
-        let config = &self.profile.config;
-        let mut out = vec![config.address.domain().to_string()];
-        out.extend(
-            self.contacts
-                .all()?
-                .iter()
-                .map(|c| c.address.domain().to_string()),
-        );
-        out.extend(config.resolve.keys().cloned());
-        out.extend(config.legacy.iter().cloned());
-        out.extend(
-            config
-                .legacy_confirmed
-                .iter()
-                .map(|a| a.domain().to_string()),
-        );
-        Ok(out)
-    }
-
-    /// Whether we have seen Sealpost at `address`'s domain: a verified descriptor of its
-    /// node (`url`), or a record of the address or of anyone else at the domain.
-    fn seen_sealpost_at(&self, address: &Address, url: &NodeUrl) -> Result<bool> {
-        let cached = self
-            .nodes
-            .lock()
-            .expect("invariant: node cache lock not poisoned")
-            .get(url)
-            .is_some();
-        if cached {
-            return Ok(true);
-        }
-        Ok(self
-            .contacts
+/// The domains the user has dealt with: their own, their contacts', the resolve table's,
+/// the legacy list's and those of legacy addresses they agreed to.
+fn known_domains(directory: &Directory, me: &Profile) -> Result<Vec<String>> {
+    let config = &me.config;
+    let mut out = vec![config.address.domain().to_string()];
+    out.extend(
+        directory
+            .contacts()
             .all()?
             .iter()
-            .any(|c| c.address.domain() == address.domain() && c.record.is_some()))
-    }
+            .map(|c| c.address.domain().to_string()),
+    );
+    out.extend(config.resolve.keys().cloned());
+    out.extend(config.legacy.iter().cloned());
+    out.extend(
+        config
+            .legacy_confirmed
+            .iter()
+            .map(|a| a.domain().to_string()),
+    );
+    Ok(out)
+}
 
-    /// `legacy add`: letters to addresses at `domain` go through the gateway without a
-    /// lookup. Refused for a domain of the resolve table, which wins. Returns the domain as
-    /// stored and whether it was new.
-    pub fn add_legacy_domain(&mut self, domain: &str) -> Result<(String, bool)> {
-        let domain = parse_domain(domain)?;
-        if let Some(url) = self.profile.config.resolve.get(&domain) {
-            return Err(Error::input(
-                "legacy domain",
-                format!(
-                    "{domain} is in the resolve table (its node is {url}); remove it with `sealpost resolve remove {domain}` first"
-                ),
-            ));
-        }
-        let added = self.profile.config.legacy.insert(domain.clone());
-        if added {
-            self.profile.save_config()?;
-        }
-        Ok((domain, added))
+/// Whether we have seen Sealpost at `address`'s domain: a verified descriptor of its
+/// node (`url`), or a record of the address or of anyone else at the domain.
+fn seen_sealpost_at(directory: &Directory, address: &Address, url: &NodeUrl) -> Result<bool> {
+    if directory.cached_node(url).is_some() {
+        return Ok(true);
     }
-
-    /// `legacy remove`; whether it was listed.
-    pub fn remove_legacy_domain(&mut self, domain: &str) -> Result<bool> {
-        let domain = parse_domain(domain)?;
-        let had = self.profile.config.legacy.remove(&domain);
-        if had {
-            self.profile.save_config()?;
-        }
-        Ok(had)
-    }
+    Ok(directory
+        .contacts()
+        .all()?
+        .iter()
+        .any(|c| c.address.domain() == address.domain() && c.record.is_some()))
 }
 
 /// "; did you mean a.test?", "; did you mean a.test or b.test?", or "".
@@ -299,7 +275,7 @@ fn did_you_mean(domains: &[String]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Options;
+    use crate::client::{Client, Options};
     use crate::testutil::{DnsAnswer, dead, dns_stub, record, stub, vector_node};
     use sealpost_proto::codec::Codec;
     use sealpost_proto::identity::SecretIdentity;
@@ -604,7 +580,7 @@ mod tests {
         }
         // Nor is anyone at a domain whose node descriptor we verified.
         let (node, _) = vector_node();
-        c.nodes.lock().unwrap().put(&node);
+        c.directory.remember_node(&node);
         let e = c
             .judge_failure(
                 &addr("erin@beta.test"),

@@ -3,8 +3,11 @@
 //! wrapped for that home's node. Legacy e-mail recipients share one copy, sealed to the
 //! gateway ([`crate::gateway`], [`crate::route`]). Every hop goes to the outbox first, then
 //! is submitted through the first of our own trusted nodes that takes it.
-
-use bytes::Bytes;
+//!
+//! The steps are functions over the parts of a [`crate::Client`]: [`plan`] (routes, over
+//! the [`Directory`] for the user's [`Profile`]), [`seal_plan`] (seals and wraps, nothing
+//! written), then [`crate::Client::send_plan`] queues the hops in the
+//! [`crate::outbox::Outbox`], saves the pins and consents, and flushes.
 
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::{Envelope, HopWrapper};
@@ -13,17 +16,15 @@ use sealpost_proto::letter::Letter;
 use sealpost_proto::seal::seal;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
-use crate::client::Client;
 use crate::compose::Draft;
 use crate::contacts::PinOutcome;
-use crate::directory::Recipient;
+use crate::directory::{Directory, Recipient};
 use crate::error::{Error, Result};
-use crate::gateway::GatewayLookup;
+use crate::gateway::{self, GatewayLookup};
 use crate::now;
-use crate::outbox::OutboxEntry;
-use crate::progress::Progress;
-use crate::route::{LegacyReason, Route};
-use crate::sent::SentEntry;
+use crate::outbox::{FlushReport, OutboxEntry};
+use crate::profile::Profile;
+use crate::route::{self, LegacyReason, Route};
 
 #[derive(Clone, Debug)]
 pub struct RecipientReport {
@@ -37,15 +38,6 @@ pub struct RecipientReport {
     pub newly_pinned: bool,
     /// The record came from the local cache: the node publishing it did not answer.
     pub record_from_cache: bool,
-}
-
-#[derive(Clone, Debug, Default)]
-pub struct FlushReport {
-    pub submitted: usize,
-    /// Outbox entries still waiting, by id.
-    pub pending: Vec<String>,
-    /// The last error of each entry still waiting.
-    pub errors: Vec<String>,
 }
 
 /// The copy of a letter for its legacy e-mail recipients, sealed to the gateway.
@@ -69,6 +61,10 @@ pub struct SendReport {
     pub legacy: Option<LegacyReport>,
     /// Outbox ids of this letter's hops.
     pub queued: Vec<String>,
+    /// The sent copy, sealed to the user's own key for their own mailbox (every device of
+    /// theirs fetches it): its envelope id (also the id it is stored under here), or why
+    /// none was made. `None` when the user is a recipient (that copy serves).
+    pub sent_copy: Option<std::result::Result<EnvelopeId, String>>,
     pub flush: FlushReport,
 }
 
@@ -86,12 +82,6 @@ fn join_addresses(v: &[Address]) -> String {
     v.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", ")
 }
 
-/// A node that failed this way is skipped for the rest of a flush.
-fn node_is_down(e: &Error) -> bool {
-    matches!(e, Error::Unreachable { .. })
-        || matches!(e, Error::Node { status, .. } if *status >= 500 || *status == 429)
-}
-
 /// What the user chose about legacy e-mail for one letter.
 #[derive(Clone, Debug, Default)]
 pub struct LegacyChoice {
@@ -103,13 +93,15 @@ pub struct LegacyChoice {
 }
 
 /// A letter whose recipients are looked up and routed, ready to be sealed and queued
-/// ([`Client::plan_send`], then [`Client::send_plan`]). Nothing is written yet.
+/// ([`plan`], then [`crate::Client::send_plan`]). Nothing is written yet.
 pub struct SendPlan {
     letter: Letter,
     now: u64,
     recipients: Vec<Recipient>,
     legacy_to: Vec<(Address, LegacyReason)>,
     gateway: Option<Recipient>,
+    /// The user, for the sent copy; `None` when they are a recipient.
+    me: Option<Recipient>,
 }
 
 impl SendPlan {
@@ -141,333 +133,321 @@ impl SendTracker {
             .expect("invariant: tracker lock not poisoned")
             .clone()
     }
-}
 
-impl Client {
-    /// Looks up and routes every recipient of `draft`. Recipients the user forced, those
-    /// being replied to, those whose domain is in the legacy list, and those whose domain
-    /// has no Sealpost node but takes e-mail ([`Client::route`]) are legacy: they get one
-    /// copy together, sealed to the gateway, which is looked up here. An unknown address,
-    /// a changed key, a domain that does not exist or takes no mail, or legacy recipients
-    /// without a gateway stop the send before anything is written.
-    pub async fn plan_send(&self, draft: &Draft, choice: &LegacyChoice) -> Result<SendPlan> {
-        let now = now();
-        let letter = draft.to_letter(self.profile.address(), now as i64)?;
-        let all = draft.recipients();
-        if let Some(a) = choice.forced.iter().find(|a| !all.contains(a)) {
-            return Err(Error::input(
-                "--legacy",
-                format!("{a} is not a recipient of this letter"),
-            ));
-        }
-        let mut recipients = Vec::new();
-        let mut legacy_to = Vec::new();
-        for address in all {
-            let chosen = if choice.forced.contains(&address) {
-                Some(LegacyReason::Forced)
-            } else if choice.replies.contains(&address) {
-                Some(LegacyReason::Reply)
-            } else {
-                None
-            };
-            match self.route(&address, chosen).await? {
-                Route::Sealpost(r) => recipients.push(*r),
-                Route::Legacy { address, reason } => legacy_to.push((address, reason)),
-            }
-        }
-        let gateway = if legacy_to.is_empty() {
-            None
-        } else {
-            match self.gateway().await? {
-                GatewayLookup::Found(g) => Some(*g),
-                GatewayLookup::Missing(why) => {
-                    return Err(Error::NoGateway {
-                        recipients: legacy_to
-                            .iter()
-                            .map(|(a, reason)| format!("{a} ({reason})"))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                        detail: format!("; {why}"),
-                    });
-                }
-            }
-        };
-        Ok(SendPlan {
-            letter,
-            now,
-            recipients,
-            legacy_to,
-            gateway,
-        })
-    }
-
-    /// The legacy recipients of `plan` that were found by lookup (no Sealpost node) and
-    /// that the user has not agreed to write to without end-to-end encryption yet.
-    pub fn unconfirmed(&self, plan: &SendPlan) -> Vec<Address> {
-        plan.legacy_to
-            .iter()
-            .filter(|(a, r)| {
-                matches!(r, LegacyReason::NoNode(_))
-                    && !self.profile.config.legacy_confirmed.contains(a)
-            })
-            .map(|(a, _)| a.clone())
-            .collect()
-    }
-
-    /// Seals the letter of `plan` for each recipient (and once for the gateway), queues a
-    /// hop per recipient home, and submits the whole outbox. `agreed`: legacy recipients
-    /// the user has just agreed to; any other [`Client::unconfirmed`] one stops the send
-    /// before anything is written. Agreed and forced addresses are remembered in the
-    /// profile, so that later letters to them do not ask. `tracker` learns the queued hops.
-    pub async fn send_plan(
-        &mut self,
-        plan: SendPlan,
-        agreed: &[Address],
-        keys: &Keyring,
-        progress: &dyn Progress,
-        tracker: &SendTracker,
-    ) -> Result<SendReport> {
-        let missing: Vec<Address> = self
-            .unconfirmed(&plan)
-            .into_iter()
-            .filter(|a| !agreed.contains(a))
-            .collect();
-        if !missing.is_empty() {
-            return Err(Error::LegacyUnconfirmed {
-                addresses: join_addresses(&missing),
-                flags: missing
-                    .iter()
-                    .map(|a| format!("--legacy {a}"))
-                    .collect::<Vec<_>>()
-                    .join(" "),
-            });
-        }
-        let SendPlan {
-            letter,
-            now,
-            recipients,
-            legacy_to,
-            gateway,
-        } = plan;
-
-        let mut entries = Vec::new();
-        let mut reports = Vec::new();
-        for r in &recipients {
-            reports.push(self.queue_copy(&letter, r, keys, now, &mut entries).await?);
-        }
-        let legacy_report = match &gateway {
-            Some(g) => {
-                let mut copy = letter.clone();
-                copy.legacy_to = legacy_to.iter().map(|(a, _)| a.clone()).collect();
-                let report = self.queue_copy(&copy, g, keys, now, &mut entries).await?;
-                let mut with_keys = Vec::new();
-                for (a, _) in &legacy_to {
-                    if self.contacts.get(a)?.is_some() {
-                        with_keys.push(a.clone());
-                    }
-                }
-                Some(LegacyReport {
-                    gateway: report,
-                    recipients: legacy_to.clone(),
-                    with_keys,
-                })
-            }
-            None => None,
-        };
-
-        // Durable first: once queued, the letter survives whatever happens next (a crash,
-        // Ctrl-C); everything after this point only submits what the outbox holds.
-        for e in &entries {
-            self.outbox.put(e)?;
-        }
-        *tracker
+    /// Learns the hops of `entries`, just queued.
+    pub(crate) fn set(&self, entries: &[OutboxEntry]) {
+        *self
             .queued
             .lock()
             .expect("invariant: tracker lock not poisoned") = entries
             .iter()
             .map(|e| (e.id.clone(), e.recipient.clone()))
             .collect();
-        for r in recipients.iter().chain(gateway.iter()) {
-            self.commit_pin(r)?;
+    }
+}
+
+/// Looks up and routes every recipient of `draft` for the user of `me`. Recipients the
+/// user forced, those being replied to, those whose domain is in the legacy list, and those
+/// whose domain has no Sealpost node but takes e-mail ([`route::route`]) are legacy: they
+/// get one copy together, sealed to the gateway, which is looked up here. An unknown
+/// address, a changed key, a domain that does not exist or takes no mail, or legacy
+/// recipients without a gateway stop the send before anything is written.
+pub async fn plan(
+    directory: &Directory,
+    me: &Profile,
+    draft: &Draft,
+    choice: &LegacyChoice,
+) -> Result<SendPlan> {
+    let now = now();
+    let letter = draft.to_letter(me.address(), now as i64)?;
+    let all = draft.recipients();
+    if let Some(a) = choice.forced.iter().find(|a| !all.contains(a)) {
+        return Err(Error::input(
+            "--legacy",
+            format!("{a} is not a recipient of this letter"),
+        ));
+    }
+    let mut recipients = Vec::new();
+    let mut legacy_to = Vec::new();
+    for address in all {
+        let chosen = if choice.forced.contains(&address) {
+            Some(LegacyReason::Forced)
+        } else if choice.replies.contains(&address) {
+            Some(LegacyReason::Reply)
+        } else {
+            None
+        };
+        match route::route(directory, me, &address, chosen).await? {
+            Route::Sealpost(r) => recipients.push(*r),
+            Route::Legacy { address, reason } => legacy_to.push((address, reason)),
         }
-        self.save_nodes()?;
-        let before = self.profile.config.legacy_confirmed.len();
-        for (a, reason) in &legacy_to {
-            if matches!(reason, LegacyReason::Forced | LegacyReason::NoNode(_)) {
-                self.profile.config.legacy_confirmed.insert(a.clone());
+    }
+    let gateway = if legacy_to.is_empty() {
+        None
+    } else {
+        match gateway::lookup(directory, me).await? {
+            GatewayLookup::Found(g) => Some(*g),
+            GatewayLookup::Missing(why) => {
+                return Err(Error::NoGateway {
+                    recipients: legacy_to
+                        .iter()
+                        .map(|(a, reason)| format!("{a} ({reason})"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    detail: format!("; {why}"),
+                });
             }
         }
-        if self.profile.config.legacy_confirmed.len() != before {
-            self.profile.save_config()?;
+    };
+    let own = if recipients.iter().any(|r| &r.address == me.address()) {
+        None
+    } else {
+        Some(directory.resolve_recipient(me, me.address()).await?)
+    };
+    Ok(SendPlan {
+        letter,
+        now,
+        recipients,
+        legacy_to,
+        gateway,
+        me: own,
+    })
+}
+
+impl SendPlan {
+    /// The legacy recipients of the plan that were found by lookup (no Sealpost node) and
+    /// that the user of `me` has not agreed to write to without end-to-end encryption yet.
+    pub fn unconfirmed(&self, me: &Profile) -> Vec<Address> {
+        self.legacy_to
+            .iter()
+            .filter(|(a, r)| {
+                matches!(r, LegacyReason::NoNode(_)) && !me.config.legacy_confirmed.contains(a)
+            })
+            .map(|(a, _)| a.clone())
+            .collect()
+    }
+
+    /// An error naming the [`SendPlan::unconfirmed`] recipients not in `agreed`, if any.
+    pub fn check_agreed(&self, me: &Profile, agreed: &[Address]) -> Result<()> {
+        let missing: Vec<Address> = self
+            .unconfirmed(me)
+            .into_iter()
+            .filter(|a| !agreed.contains(a))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
         }
-        let flush = self.flush_outbox(keys, progress).await?;
-        Ok(SendReport {
-            message_id: letter.message_id,
-            recipients: reports,
-            legacy: legacy_report,
-            queued: entries.into_iter().map(|e| e.id).collect(),
-            flush,
+        Err(Error::LegacyUnconfirmed {
+            addresses: join_addresses(&missing),
+            flags: missing
+                .iter()
+                .map(|a| format!("--legacy {a}"))
+                .collect::<Vec<_>>()
+                .join(" "),
         })
     }
 
-    /// [`Client::plan_send`] and [`Client::send_plan`] in one, agreeing to no legacy
-    /// address beyond `choice`'s.
-    pub async fn send(
-        &mut self,
-        draft: &Draft,
-        choice: &LegacyChoice,
-        keys: &Keyring,
-        progress: &dyn Progress,
-    ) -> Result<SendReport> {
-        let plan = self.plan_send(draft, choice).await?;
-        self.send_plan(plan, &[], keys, progress, &SendTracker::default())
-            .await
+    /// The legacy addresses that sending this plan agrees to for later letters: those
+    /// forced with `--legacy` and those found to have no Sealpost node.
+    pub fn consented(&self) -> impl Iterator<Item = &Address> {
+        self.legacy_to
+            .iter()
+            .filter(|(_, r)| matches!(r, LegacyReason::Forced | LegacyReason::NoNode(_)))
+            .map(|(a, _)| a)
     }
+}
 
-    /// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`.
-    async fn queue_copy(
-        &self,
-        letter: &Letter,
-        r: &Recipient,
-        keys: &Keyring,
-        now: u64,
-        entries: &mut Vec<OutboxEntry>,
-    ) -> Result<RecipientReport> {
-        let mut nodes = Vec::new();
-        let mut skipped = Vec::new();
-        for home in &r.record.homes {
-            match self.home_node(home).await {
-                Ok(n) => nodes.push((home, n)),
-                Err(e) => skipped.push((home.url.clone(), e)),
+/// A letter sealed for each recipient (and once for the gateway), with its hops ready for
+/// the outbox. Nothing is written yet.
+pub struct Sealed {
+    pub message_id: String,
+    pub entries: Vec<OutboxEntry>,
+    pub recipients: Vec<RecipientReport>,
+    pub legacy: Option<LegacyReport>,
+    /// The sent copy, or why there is none (`None`: the user is a recipient).
+    pub sent_copy: Option<std::result::Result<SentCopy, String>>,
+    /// Whose pins to save once the hops are queued.
+    pins: Vec<Recipient>,
+}
+
+/// The copy of a letter for the user's own mailbox: its hops (one per home of theirs), and
+/// the letter sealed to their key, to store here at once.
+pub struct SentCopy {
+    pub envelope_id: EnvelopeId,
+    pub entries: Vec<OutboxEntry>,
+    pub sealed: Vec<u8>,
+    pub letter: Letter,
+}
+
+impl Sealed {
+    /// Saves the pins of the recipients (trust on first use) and the node descriptors
+    /// seen: called once the hops are in the outbox.
+    pub fn commit(&self, directory: &Directory) -> Result<()> {
+        for r in &self.pins {
+            directory.commit_pin(r)?;
+        }
+        directory.save_nodes()
+    }
+}
+
+/// Seals the letter of `plan` for each recipient (and once for the gateway) with `keys`,
+/// and makes a hop per usable recipient home.
+pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) -> Result<Sealed> {
+    let SendPlan {
+        letter,
+        now,
+        recipients,
+        legacy_to,
+        gateway,
+        me,
+    } = plan;
+    let mut entries = Vec::new();
+    let mut reports = Vec::new();
+    for r in &recipients {
+        reports.push(
+            queue_copy(directory, &letter, r, keys, now, &mut entries)
+                .await?
+                .0,
+        );
+    }
+    let legacy_report = match &gateway {
+        Some(g) => {
+            let mut copy = letter.clone();
+            copy.legacy_to = legacy_to.iter().map(|(a, _)| a.clone()).collect();
+            let (report, _) = queue_copy(directory, &copy, g, keys, now, &mut entries).await?;
+            let mut with_keys = Vec::new();
+            for (a, _) in &legacy_to {
+                if directory.contacts().get(a)?.is_some() {
+                    with_keys.push(a.clone());
+                }
             }
+            Some(LegacyReport {
+                gateway: report,
+                recipients: legacy_to,
+                with_keys,
+            })
         }
-        if nodes.is_empty() {
-            let (_, first) = skipped
-                .into_iter()
-                .next()
-                .expect("invariant: a verified record has at least one home");
-            return Err(first);
+        None => None,
+    };
+    // The sent copy is a convenience: a letter that the user's own homes cannot take
+    // (too large for them, their descriptors unknown) is still sent, without one.
+    let sent_copy = match &me {
+        Some(r) => {
+            let mut own = Vec::new();
+            Some(
+                match queue_copy(directory, &letter, r, keys, now, &mut own).await {
+                    Ok((report, sealed)) => Ok(SentCopy {
+                        envelope_id: report.envelope_id,
+                        entries: own,
+                        sealed,
+                        letter: letter.clone(),
+                    }),
+                    Err(e) => Err(e.to_string()),
+                },
+            )
         }
-        let sealed = seal(letter, keys, &r.cert)?;
-        let id = EnvelopeId::random();
-        let mut homes = Vec::new();
-        let mut skipped: Vec<(NodeUrl, String)> = skipped
+        None => None,
+    };
+    Ok(Sealed {
+        message_id: letter.message_id,
+        entries,
+        recipients: reports,
+        legacy: legacy_report,
+        sent_copy,
+        pins: recipients.into_iter().chain(gateway).collect(),
+    })
+}
+
+/// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`; returns
+/// the report and the sealed letter. The user's own homes are wrapped for from the node
+/// cache (verified when they became homes) without asking them: nothing reaches our own
+/// nodes before the letter is in the outbox.
+async fn queue_copy(
+    directory: &Directory,
+    letter: &Letter,
+    r: &Recipient,
+    keys: &Keyring,
+    now: u64,
+    entries: &mut Vec<OutboxEntry>,
+) -> Result<(RecipientReport, Vec<u8>)> {
+    let mut nodes = Vec::new();
+    let mut skipped = Vec::new();
+    for home in &r.record.homes {
+        let node = match r.pin {
+            None => directory.own_home_node(home).await,
+            Some(_) => directory.home_node(home).await,
+        };
+        match node {
+            Ok(n) => nodes.push((home, n)),
+            Err(e) => skipped.push((home.url.clone(), e)),
+        }
+    }
+    if nodes.is_empty() {
+        let (_, first) = skipped
             .into_iter()
-            .map(|(u, e)| (u, e.to_string()))
-            .collect();
-        for (home, node) in nodes {
-            let envelope = Envelope {
-                id,
-                mailbox: home.mailbox,
-                sealed: sealed.clone(),
-                token: Vec::new(),
-            };
-            let size = envelope.encode().len();
-            if size > node.descriptor.max_envelope as usize {
-                skipped.push((
-                    home.url.clone(),
-                    format!(
-                        "envelope of {size} bytes is larger than the {} the node accepts",
-                        node.descriptor.max_envelope
-                    ),
-                ));
-                continue;
-            }
-            let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
-            entries.push(OutboxEntry::new(
-                &r.address,
-                id,
-                &letter.message_id,
-                &letter.subject,
-                &hop,
-                now,
+            .next()
+            .expect("invariant: a verified record has at least one home");
+        return Err(first);
+    }
+    let sealed = seal(letter, keys, &r.cert)?;
+    let id = EnvelopeId::random();
+    let mut homes = Vec::new();
+    let mut skipped: Vec<(NodeUrl, String)> = skipped
+        .into_iter()
+        .map(|(u, e)| (u, e.to_string()))
+        .collect();
+    for (home, node) in nodes {
+        let envelope = Envelope {
+            id,
+            mailbox: home.mailbox,
+            sealed: sealed.clone(),
+            token: Vec::new(),
+        };
+        let size = envelope.encode().len();
+        if size > node.descriptor.max_envelope as usize {
+            skipped.push((
+                home.url.clone(),
+                format!(
+                    "envelope of {size} bytes is larger than the {} the node accepts",
+                    node.descriptor.max_envelope
+                ),
             ));
-            homes.push(home.url.clone());
+            continue;
         }
-        if homes.is_empty() {
-            return Err(Error::input(
-                "letter",
-                format!("too large for every home of {}", r.address),
-            ));
-        }
-        Ok(RecipientReport {
+        let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
+        entries.push(OutboxEntry::new(
+            &r.address,
+            id,
+            &letter.message_id,
+            &letter.subject,
+            &hop,
+            now,
+        ));
+        homes.push(home.url.clone());
+    }
+    if homes.is_empty() {
+        return Err(Error::input(
+            "letter",
+            format!("too large for every home of {}", r.address),
+        ));
+    }
+    Ok((
+        RecipientReport {
             address: r.address.clone(),
             envelope_id: id,
             homes,
             skipped,
             newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
             record_from_cache: r.from_cache,
-        })
-    }
-
-    /// Submits every outbox entry through the first trusted home of ours that takes it.
-    /// A node that is down is not asked again in the same flush.
-    pub async fn flush_outbox(
-        &self,
-        keys: &Keyring,
-        progress: &dyn Progress,
-    ) -> Result<FlushReport> {
-        let mut report = FlushReport::default();
-        let homes: Vec<_> = self.profile.config.trusted_homes().cloned().collect();
-        let mut down: Vec<NodeUrl> = Vec::new();
-        for mut entry in self.outbox.all()? {
-            let hop = Bytes::from(entry.hop_bytes()?);
-            let label = format!("to {}", entry.recipient);
-            let total = hop.len() as u64;
-            let mut last: Option<String> = None;
-            let mut done = false;
-            for h in &homes {
-                if down.contains(&h.url) {
-                    continue;
-                }
-                let start = || progress.transfer(&label, total);
-                match self
-                    .net
-                    .submit(&h.url, h.mailbox, keys, hop.clone(), &start)
-                    .await
-                {
-                    Ok(queue_id) => {
-                        self.sent.put(&SentEntry {
-                            queue_id,
-                            node: h.url.clone(),
-                            submitted: now(),
-                            recipient: entry.recipient.clone(),
-                            destination: entry.destination.clone(),
-                            envelope_id: entry.envelope_id,
-                            message_id: entry.message_id.clone(),
-                            subject: entry.subject.clone(),
-                        })?;
-                        done = true;
-                        break;
-                    }
-                    Err(e) => {
-                        if node_is_down(&e) {
-                            down.push(h.url.clone());
-                        }
-                        last = Some(e.to_string());
-                    }
-                }
-            }
-            if done {
-                self.outbox.remove(&entry.id)?;
-                report.submitted += 1;
-            } else {
-                let why = last.unwrap_or_else(|| "no trusted home node answered".to_string());
-                entry.attempts += 1;
-                entry.last_error = Some(why.clone());
-                self.outbox.put(&entry)?;
-                report.errors.push(why);
-                report.pending.push(entry.id);
-            }
-        }
-        Ok(report)
-    }
+        },
+        sealed,
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client::Options;
+    use crate::client::{Client, Options};
     use crate::profile::HomeEntry;
     use crate::progress::NoProgress;
     use crate::testutil::{Routes, record_with_homes, stub, vector_node};
@@ -497,7 +477,7 @@ mod tests {
         };
         let mut c = Client::open(dir, &options).unwrap();
         let (node, _) = vector_node();
-        c.nodes.lock().unwrap().put(&node);
+        c.directory.remember_node(&node);
         c.profile.config.homes.push(HomeEntry {
             url: node.descriptor.url.clone(),
             node_key: hex::encode(node.descriptor.node_key),
@@ -525,6 +505,87 @@ mod tests {
             (200, record_with_homes(&id, address, vec![home], 1).encode()),
         );
         id
+    }
+
+    #[tokio::test]
+    async fn a_sent_copy_sealed_to_ourselves_goes_to_our_own_mailbox_and_shows_at_once() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (mut c, routes, node_url, node_key) = world(tmp.path()).await;
+        // Alice's record lists the vectors' node as her home (mailbox 5), as in her config.
+        let me = c.profile.address().clone();
+        let own = record_with_homes(
+            c.profile.identity(),
+            &me,
+            vec![Home {
+                url: node_url.clone(),
+                node_key,
+                mailbox: MailboxId([5; 16]),
+            }],
+            2,
+        );
+        c.profile.save_record(own).unwrap();
+        let bob = addr("bob@beta.test");
+        publish(&routes, &bob, &node_url, node_key, 7);
+        let keys = c.unlock(None).unwrap();
+        let file = tmp.path().join("plans.bin");
+        std::fs::write(&file, b"attached numbers").unwrap();
+        let draft = Draft {
+            to: vec![bob.clone()],
+            subject: "Plans".into(),
+            body: "Hello Bob".into(),
+            attachments: vec![crate::compose::read_attachment(&file).unwrap()],
+            ..Draft::default()
+        };
+        let report = c
+            .send(&draft, &LegacyChoice::default(), &keys, &NoProgress)
+            .await
+            .unwrap();
+        let id = report.sent_copy.clone().expect("a sent copy").unwrap();
+        assert_eq!(c.outbox.all().unwrap().len(), 1, "one delivery, to bob");
+        assert_ne!(report.recipients[0].envelope_id, id, "its own envelope");
+        assert_eq!(report.flush.copies_pending.len(), 1, "our node is down");
+
+        // The copy's hop: for our own mailbox on our home, sealed to our key, attachments
+        // and all.
+        let copies = c.outbox.copies().unwrap();
+        assert_eq!(copies.len(), 1);
+        assert_eq!(copies[0].recipient, me);
+        let hop = HopWrapper::decode(&copies[0].hop_bytes().unwrap()).unwrap();
+        assert_eq!(hop.destination, node_url);
+        let (_, node_keys) = vector_node();
+        let envelope = HopWrapper::unwrap_payload(&hop.payload, &node_keys).unwrap();
+        assert_eq!((envelope.id, envelope.mailbox), (id, MailboxId([5; 16])));
+        let cert = c.profile.cert();
+        let opened = open(&envelope.sealed, &keys, &|_| Some(cert.clone())).unwrap();
+        assert!(matches!(opened.signature, SignatureStatus::Good { .. }));
+        assert_eq!(opened.letter.to, vec![bob.clone()]);
+        assert_eq!(opened.letter.attachments[0].data, b"attached numbers");
+
+        // Stored here at once, in the sent folder, under the copy's envelope id.
+        let stored = c.messages().get(&id).unwrap();
+        assert_eq!(stored.folder, crate::store::Folder::Sent);
+        assert!(stored.seen && stored.trust.is_verified());
+        assert_eq!(
+            crate::mailbox::folder_of(&c.profile, &stored.trust, stored.header.as_ref()),
+            crate::store::Folder::Sent,
+            "a fetch files it the same way"
+        );
+        let read = c.read(&id, &keys).unwrap();
+        assert_eq!(read.letter.unwrap().attachments.len(), 1);
+
+        // A letter the user is a recipient of needs no sent copy: that copy serves.
+        let to_self = Draft {
+            to: vec![me.clone()],
+            subject: "Note".into(),
+            body: "to self".into(),
+            ..Draft::default()
+        };
+        let report = c
+            .send(&to_self, &LegacyChoice::default(), &keys, &NoProgress)
+            .await
+            .unwrap();
+        assert!(report.sent_copy.is_none());
+        assert_eq!(c.outbox.copies().unwrap().len(), 1, "no second copy");
     }
 
     #[tokio::test]
@@ -569,7 +630,7 @@ mod tests {
         assert!(legacy.with_keys.is_empty());
         assert_eq!(report.unsubmitted(), 2, "our only trusted home is down");
         assert!(
-            c.contacts.get(&gateway).unwrap().is_some(),
+            c.contacts().get(&gateway).unwrap().is_some(),
             "gateway pinned"
         );
 
@@ -643,7 +704,7 @@ mod tests {
         );
         assert!(!s.contains('\n'));
         assert!(c.outbox.all().unwrap().is_empty(), "nothing queued");
-        assert!(c.contacts.all().unwrap().is_empty(), "nothing pinned");
+        assert!(c.contacts().all().unwrap().is_empty(), "nothing pinned");
 
         // --legacy must name a recipient.
         let choice = LegacyChoice {

@@ -85,6 +85,30 @@ impl Header {
     }
 }
 
+/// Which folder a stored letter is in.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Folder {
+    /// Received.
+    #[default]
+    Inbox,
+    /// A copy of a letter the user sent (from this device or another one of theirs).
+    Sent,
+}
+
+impl Folder {
+    pub fn is_inbox(&self) -> bool {
+        *self == Folder::Inbox
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Folder::Inbox => "inbox",
+            Folder::Sent => "sent",
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoredMessage {
@@ -98,6 +122,9 @@ pub struct StoredMessage {
     pub seen: bool,
     /// `None` when the letter could not be opened.
     pub header: Option<Header>,
+    /// Written only for a sent copy: received letters' files read and write as before.
+    #[serde(default, skip_serializing_if = "Folder::is_inbox")]
+    pub folder: Folder,
 }
 
 pub struct MessageStore {
@@ -222,6 +249,7 @@ mod tests {
             },
             seen: false,
             header: None,
+            folder: Default::default(),
         }
     }
 

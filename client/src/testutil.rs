@@ -15,6 +15,11 @@ use sealpost_proto::{Address, MailboxId, NodeUrl};
 use crate::api::VerifiedNode;
 use crate::now;
 
+/// A node API handle for tests that never reach a node.
+pub fn offline_net() -> crate::api::Net {
+    crate::api::Net::new(crate::api::NetConfig::default()).unwrap()
+}
+
 /// What the stub answers, by path: status and body.
 pub type Routes = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
 

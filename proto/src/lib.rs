@@ -4,6 +4,7 @@
 //! values or typed errors. No sockets, no files, no async runtime: the node, the client and
 //! the tests drive it. The normative description is `spec/protocol.md`.
 
+pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod descriptor;

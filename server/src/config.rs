@@ -396,6 +396,16 @@ pub struct GatewayConfig {
     pub give_up_after: Secs,
     pub retry_base: Secs,
     pub retry_max: Secs,
+    /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
+    /// say the outcome; DMARC `p=reject` failures are refused).
+    pub verify: bool,
+    /// The DNS server the gateway asks: "system" (or empty) for `/etc/resolv.conf`,
+    /// else `IP` or `IP:PORT`.
+    pub dns: String,
+    /// Longest wait for one DNS answer (each question is asked twice).
+    pub dns_timeout: Secs,
+    /// Longest time the sender checks of one message may take; then 451 4.4.3.
+    pub verify_timeout: Secs,
 }
 
 impl Default for GatewayConfig {
@@ -420,6 +430,10 @@ impl Default for GatewayConfig {
             give_up_after: Secs::from_secs(5 * 24 * 3600),
             retry_base: Secs::from_secs(60),
             retry_max: Secs::from_secs(3600),
+            verify: true,
+            dns: "system".into(),
+            dns_timeout: Secs::from_secs(5),
+            verify_timeout: Secs::from_secs(30),
         }
     }
 }
@@ -712,6 +726,14 @@ impl Config {
                     Ok(_) => {}
                     Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
                 }
+            }
+            if let Err(e) = sealpost_gateway::auth::DnsServer::parse(&g.dns) {
+                return bad(format!("gateway.dns {e}"));
+            }
+            if g.dns_timeout.get().is_zero() || g.verify_timeout < g.dns_timeout {
+                return bad(
+                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout".into(),
+                );
             }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(

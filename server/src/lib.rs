@@ -2,21 +2,26 @@
 //! (hyper 1, optional rustls), stores envelopes, accounts, records and its outbound queue in
 //! RocksDB with group-committed durable writes, and relays hops to other nodes.
 //!
-//! Tour: [`basics`] (shutdown signal, clock, client address, API paths), [`config`]
+//! Tour: [`basics`] (shutdown signal, clock, client address, path prefix), [`config`]
 //! (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys), [`server`] (accept
-//! loop, shutdown), [`api`] (endpoints), [`store`] (storage trait and RocksDB), [`relay`]
-//! (outbound queue worker), [`acme`] (automatic certificates), [`admin`] (the admin socket), `bounce` (bounces, postmaster letters), [`peers`] (descriptor
-//! cache, key pins), [`sessions`] (challenge/token auth), [`ratelimit`], [`metrics`].
+//! loop, shutdown), [`api`] (endpoints; `ApiError`, the one place domain errors become
+//! HTTP), [`accounts`] (registration), [`auth`] (sign-in), [`delivery`] (local delivery),
+//! [`store`] (storage trait and RocksDB), [`relay`] (outbound queue worker), [`acme`]
+//! (automatic certificates), [`admin`] (the admin socket), `bounce`
+//! (bounces, postmaster letters), [`peers`] (descriptor cache, key pins), [`sessions`]
+//! (challenges and tokens), [`ratelimit`], [`metrics`].
 //! The modules sit in layers (README.md, "Layers of `server/src`"; `tests/layering.rs`).
 
+pub mod accounts;
 pub mod acme;
 pub mod admin;
 pub mod api;
+pub mod auth;
 pub mod basics;
 pub(crate) mod bounce;
 pub mod budget;
 pub mod config;
-pub mod error;
+pub mod delivery;
 pub mod gateway;
 pub mod init;
 pub mod keys;
@@ -30,7 +35,7 @@ pub mod sessions;
 pub mod ssrf;
 pub mod store;
 
+pub use api::ApiError;
 pub use config::Config;
-pub use error::ApiError;
 pub use init::{InitOptions, init_node};
 pub use server::{Ready, run, run_with};

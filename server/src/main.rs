@@ -1,4 +1,5 @@
-//! The `sealpost-node` command: `init` a node directory, `run` a node.
+//! The `sealpost-node` command: `init` a node directory, `run` a node, `backup` and
+//! `restore` its database.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,6 +52,13 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Print every DNS record the operator publishes for this node (zone-file text): how
+    /// nodes are found, and for the gateway MX, SPF, both DKIM keys (made when missing) and
+    /// DMARC.
+    DnsRecords {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Read the node's database (read-only; the node may be running) and say what it holds:
     /// counts per column family, the outbound queue's destinations, and whether each
     /// --find string occurs anywhere in it.
@@ -71,6 +79,22 @@ enum Command {
         config: PathBuf,
         #[command(subcommand)]
         command: AdminCommand,
+    },
+    /// Copy the node's database into DIR, a new or empty directory, while the node serves:
+    /// a consistent copy holding every write the node answered before the backup began.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the node's database (node stopped; its data directory must
+    /// be missing or empty). The node's keys and node.toml are not in the backup.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
     },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
@@ -183,6 +207,9 @@ fn main() -> std::process::ExitCode {
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
         Command::Admin { config, command } => admin(&config, command),
+        Command::Backup { config, to } => backup(&config, &to),
+        Command::Restore { config, from } => restore(&config, &from),
+        Command::DnsRecords { config } => dns_records(&config),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -192,6 +219,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn dns_records(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let text = sealpost_server::gateway::dns_records(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyhow::Result<()> {
@@ -268,6 +302,35 @@ fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     } else {
         println!("{} was not claimed and had no record", address.trim());
     }
+    Ok(())
+}
+
+fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::backup_node(&config, to)?;
+    let retried = match copied.attempts {
+        0 | 1 => String::new(),
+        n => format!(" (copy {n}: the node retired files under the earlier ones)"),
+    };
+    println!(
+        "backed up {} entries ({} bytes) into {}{retried}",
+        copied.entries,
+        copied.bytes,
+        to.display()
+    );
+    Ok(())
+}
+
+fn restore(path: &std::path::Path, from: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::restore_node(&config, from)?;
+    println!(
+        "restored {} files ({} bytes) from {} into {}",
+        copied.entries,
+        copied.bytes,
+        from.display(),
+        config.resolve(&config.data_dir).display()
+    );
     Ok(())
 }
 

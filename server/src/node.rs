@@ -1,6 +1,5 @@
 //! The running node's shared state: configuration, keys, the signed descriptor, the store,
-//! caches and limiters. Also the one operation two paths share: accepting a hop payload
-//! into a local mailbox (from `/v1/deliver`, and from the relay for hops to this node).
+//! caches and limiters. Local delivery into its mailboxes is in `delivery`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
@@ -9,24 +8,21 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
-use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{cert_from_bytes, cert_to_bytes};
 use sealpost_proto::openpgp::{Cert, Fingerprint};
-use sealpost_proto::seal::decrypt_with;
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
-use crate::basics::client_addr::{ClientIp, TrustedProxies};
+use crate::basics::client_addr::TrustedProxies;
 use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
 use crate::config::{Config, parse_node_key};
-use crate::error::ApiError;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
 use crate::peers::{PeerError, Peers};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{RateLimited, RateLimiter};
 use crate::sessions::Sessions;
-use crate::store::{DeliverOutcome, NewEnvelope, OutboundItem, Quota, Store};
+use crate::store::{OutboundItem, Quota, Store, StoreError};
 
 /// A hop for the relay to attempt: its queue entry and, when still in memory, its payload.
 /// The relay owns the queue; the node only hands it what was queued ([`Node::schedule`]).
@@ -38,8 +34,6 @@ pub struct Job {
 /// Software name in the descriptor.
 pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
 
-/// Hop payloads above this size are decrypted on the blocking pool.
-const INLINE_DECRYPT_MAX: usize = 64 * 1024;
 /// Peer keys remembered as having delivered here.
 const MAX_KNOWN_PEERS: usize = 100_000;
 /// Parsed account certificates kept in memory.
@@ -262,7 +256,7 @@ impl Node {
     pub async fn account(
         &self,
         mailbox: MailboxId,
-    ) -> Result<Option<Arc<CachedAccount>>, ApiError> {
+    ) -> Result<Option<Arc<CachedAccount>>, StoreError> {
         if let Some(a) = self
             .accounts
             .read()
@@ -278,7 +272,7 @@ impl Node {
             return Ok(None);
         };
         let cert = cert_from_bytes(&acc.cert)
-            .map_err(|e| ApiError::Internal(format!("stored certificate: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("stored certificate: {e}")))?;
         let cached = Arc::new(CachedAccount {
             mailbox,
             fingerprint: cert.fingerprint(),
@@ -359,29 +353,9 @@ impl Node {
         }
     }
 
-    /// Charges one unauthenticated, costly request to the client's IP.
-    pub fn check_anonymous(
-        &self,
-        req: &hyper::Request<hyper::body::Incoming>,
-    ) -> Result<(), ApiError> {
-        self.check_per_ip(&self.anonymous_limit, req)
-    }
-
-    /// Takes a token from `limiter` for the request's client address key (IPv6 by /64).
+    /// Takes a token from `limiter` for the client address key of `ip` (IPv6 by /64).
     /// Loopback clients pass only with `limits.anonymous_exempt_loopback` (opt-in).
-    pub fn check_per_ip(
-        &self,
-        limiter: &RateLimiter<IpAddr>,
-        req: &hyper::Request<hyper::body::Incoming>,
-    ) -> Result<(), ApiError> {
-        let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() else {
-            return Ok(());
-        };
-        self.check_ip(limiter, *ip)
-    }
-
-    /// [`Node::check_per_ip`] for a known client address.
-    pub fn check_ip(&self, limiter: &RateLimiter<IpAddr>, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, limiter: &RateLimiter<IpAddr>, ip: IpAddr) -> Result<(), RateLimited> {
         if ip.is_loopback() && self.config.limits.anonymous_exempt_loopback {
             return Ok(());
         }
@@ -392,7 +366,7 @@ impl Node {
             )
             .map_err(|retry_after| {
                 Metrics::inc(&self.metrics.rate_limited);
-                ApiError::RateLimited { retry_after }
+                RateLimited { retry_after }
             })
     }
 
@@ -428,49 +402,5 @@ impl Node {
             // again at the next start.
             tracing::debug!("relay stopped; queued hop waits for the next start");
         }
-    }
-
-    /// Decrypts a hop payload addressed to this node and stores its envelope.
-    pub async fn accept_hop_payload(&self, payload: Bytes) -> Result<DeliverOutcome, ApiError> {
-        let max = self.config.limits.max_envelope as usize;
-        let keyring = self.keys.keyring.clone();
-        let len = payload.len();
-        let decrypt = move || decrypt_with(&payload, &keyring, max);
-        let plain = if len > INLINE_DECRYPT_MAX {
-            tokio::task::spawn_blocking(decrypt)
-                .await
-                .map_err(|e| ApiError::Internal(e.to_string()))?
-        } else {
-            decrypt()
-        };
-        let plain = plain.map_err(|e| match e {
-            sealpost_proto::Error::TooLong { len, max, .. } => ApiError::TooLarge {
-                what: "envelope",
-                len: len as u64,
-                max: max as u64,
-            },
-            other => ApiError::MalformedBody(format!("hop payload: {other}")),
-        })?;
-        let env = Envelope::decode(&plain).map_err(ApiError::from_body)?;
-        let (id, mailbox) = (env.id, env.mailbox);
-        drop(env);
-        let outcome = self
-            .store
-            .deliver(
-                NewEnvelope {
-                    mailbox,
-                    id,
-                    bytes: Bytes::from(plain),
-                    received: now_secs(),
-                },
-                self.quota,
-            )
-            .await?;
-        match outcome {
-            DeliverOutcome::Stored { .. } => Metrics::inc(&self.metrics.envelopes_stored),
-            DeliverOutcome::Duplicate { .. } => Metrics::inc(&self.metrics.envelopes_duplicate),
-            _ => {}
-        }
-        Ok(outcome)
     }
 }

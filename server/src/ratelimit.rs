@@ -6,6 +6,13 @@ use std::hash::Hash;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+/// A request over its limit: the client may try again after `retry_after` seconds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("too many requests; retry after {retry_after} s")]
+pub struct RateLimited {
+    pub retry_after: u64,
+}
+
 struct Bucket {
     tokens: f64,
     last: Instant,

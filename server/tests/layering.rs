@@ -14,7 +14,6 @@ const LAYERS: &[(&str, &[&str])] = &[
     (
         "domain",
         &[
-            "error",
             "metrics",
             "keys",
             "budget",
@@ -23,6 +22,9 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sessions",
             "peers",
             "node",
+            "accounts",
+            "auth",
+            "delivery",
             "bounce",
         ],
     ),
@@ -319,6 +321,72 @@ fn the_readme_table_lists_every_module_in_its_layer() {
             );
         }
     }
+}
+
+/// Every line of a domain file that names the HTTP edge's types: the domain returns its own
+/// errors (`delivery::DeliveryError`, `ratelimit::RateLimited`, `StoreError`, ...) and only
+/// `api/` turns them into `ApiError` and status codes.
+fn http_in_domain(files: &[(String, String)]) -> Vec<String> {
+    let domain = LAYERS
+        .iter()
+        .find(|(name, _)| *name == "domain")
+        .map(|(_, mods)| *mods)
+        .unwrap_or_default();
+    let mut bad = Vec::new();
+    for (rel, text) in files {
+        if !domain.contains(&module_path(rel)[0].as_str()) {
+            continue;
+        }
+        for (i, line) in text.lines().enumerate() {
+            let code = line.trim_start();
+            if code.starts_with("//") {
+                continue;
+            }
+            if ["ApiError", "StatusCode", "hyper::"]
+                .iter()
+                .any(|w| code.contains(w))
+            {
+                bad.push(format!("src/{rel}:{}: {code}", i + 1));
+            }
+        }
+    }
+    bad
+}
+
+#[test]
+fn the_domain_returns_no_http_errors() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    read_tree(&root, &root, &mut files);
+    assert!(files.iter().any(|(rel, _)| rel == "node.rs"), "read src/");
+    let bad = http_in_domain(&files);
+    assert!(
+        bad.is_empty(),
+        "HTTP types in the domain (return a domain error; map it in api/):\n{}",
+        bad.join("\n")
+    );
+}
+
+#[test]
+fn http_in_the_domain_is_named_with_file_and_line() {
+    let files = vec![
+        file(
+            "node.rs",
+            "//! ApiError is the edge's.\nuse crate::api::ApiError;\n",
+        ),
+        file(
+            "api/error.rs",
+            "pub enum ApiError {}\nuse hyper::StatusCode;\n",
+        ),
+        file("delivery.rs", "fn f() -> hyper::StatusCode { todo!() }\n"),
+    ];
+    assert_eq!(
+        http_in_domain(&files),
+        vec![
+            "src/node.rs:2: use crate::api::ApiError;",
+            "src/delivery.rs:1: fn f() -> hyper::StatusCode { todo!() }",
+        ]
+    );
 }
 
 fn file(rel: &str, text: &str) -> (String, String) {

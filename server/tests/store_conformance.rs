@@ -98,6 +98,9 @@ mod mutants {
         fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
             self.inner.finish(id, bounce)
         }
+        fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+            self.inner.take(mailbox, seq, then)
+        }
         fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
             self.inner.pin_peer(url, pin)
         }

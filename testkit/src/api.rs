@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use ed25519_dalek::SigningKey;
 use reqwest::StatusCode;
+use sealpost_proto::api;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
@@ -115,7 +116,7 @@ impl Api {
         const WHAT: &str = "descriptor";
         let resp = self
             .http
-            .get(node.join("/.well-known/sealpost/node"))
+            .get(node.join(api::DESCRIPTOR))
             .send()
             .await
             .map_err(http(WHAT))?;
@@ -145,7 +146,7 @@ impl Api {
         }
         let req = self
             .http
-            .post(node.join("/v1/accounts"))
+            .post(node.join(api::ACCOUNTS))
             .body(body.to_string());
         self.send("register", req).await
     }
@@ -171,7 +172,7 @@ impl Api {
     pub async fn challenge(&self, node: &NodeUrl, mailbox: &MailboxId) -> Result<Answer, ApiError> {
         let req = self
             .http
-            .post(node.join("/v1/auth/challenge"))
+            .post(node.join(api::CHALLENGE))
             .body(serde_json::json!({ "mailbox": mailbox.to_hex() }).to_string());
         self.send("challenge", req).await
     }
@@ -196,10 +197,7 @@ impl Api {
             "nonce": nonce_hex,
             "signature": B64.encode(sig),
         });
-        let req = self
-            .http
-            .post(node.join("/v1/auth/token"))
-            .body(body.to_string());
+        let req = self.http.post(node.join(api::TOKEN)).body(body.to_string());
         self.send(WHAT, req).await
     }
 
@@ -244,10 +242,7 @@ impl Api {
         address: &str,
         body: Vec<u8>,
     ) -> Result<Answer, ApiError> {
-        let req = self
-            .http
-            .put(node.join(&format!("/v1/records/{address}")))
-            .body(body);
+        let req = self.http.put(node.join(&api::record(address))).body(body);
         self.send("put record", req).await
     }
 
@@ -258,7 +253,7 @@ impl Api {
         token: Option<&str>,
         hop: Vec<u8>,
     ) -> Result<Answer, ApiError> {
-        let req = bearer(self.http.post(node.join("/v1/submit")).body(hop), token);
+        let req = bearer(self.http.post(node.join(api::SUBMIT)).body(hop), token);
         self.send("submit", req).await
     }
 
@@ -269,10 +264,7 @@ impl Api {
         mailbox: &MailboxId,
         token: Option<&str>,
     ) -> Result<Answer, ApiError> {
-        let req = bearer(
-            self.http.get(node.join(&format!("/v1/mailbox/{mailbox}"))),
-            token,
-        );
+        let req = bearer(self.http.get(node.join(&api::mailbox(mailbox))), token);
         self.send("list", req).await
     }
 
@@ -311,8 +303,7 @@ impl Api {
         token: Option<&str>,
     ) -> Result<reqwest::Response, ApiError> {
         let req = bearer(
-            self.http
-                .get(node.join(&format!("/v1/mailbox/{mailbox}/{seq}"))),
+            self.http.get(node.join(&api::envelope(mailbox, seq))),
             token,
         );
         req.send().await.map_err(http("get"))
@@ -327,8 +318,7 @@ impl Api {
         token: Option<&str>,
     ) -> Result<Answer, ApiError> {
         let req = bearer(
-            self.http
-                .delete(node.join(&format!("/v1/mailbox/{mailbox}/{seq}"))),
+            self.http.delete(node.join(&api::envelope(mailbox, seq))),
             token,
         );
         self.send("ack", req).await
@@ -345,13 +335,13 @@ impl Api {
             key,
             "POST",
             node.authority(),
-            "/v1/deliver",
+            api::DELIVER,
             &payload,
             now(),
         );
         let req = self
             .http
-            .post(node.join("/v1/deliver"))
+            .post(node.join(api::DELIVER))
             .header("content-digest", h.content_digest)
             .header("signature-input", h.signature_input)
             .header("signature", h.signature)
@@ -364,7 +354,7 @@ impl Api {
         const WHAT: &str = "metrics";
         let text = self
             .http
-            .get(node.join("/metrics"))
+            .get(node.join(api::METRICS))
             .send()
             .await
             .map_err(http(WHAT))?

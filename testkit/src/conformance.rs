@@ -29,8 +29,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
-    DeliverOutcome, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome,
-    RegisterOutcome, Rotation, Store, StoreError,
+    DeliverOutcome, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota,
+    RecordOutcome, RegisterOutcome, Rotation, SmtpJob, Store, StoreError,
 };
 
 /// A store implementation under test.
@@ -81,6 +81,7 @@ pub fn outbound_item(id: u8, sender: MailboxId) -> OutboundItem {
         next_attempt_ms: 0,
         size: 3,
         last_error: String::new(),
+        smtp: None,
     }
 }
 
@@ -523,6 +524,67 @@ pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// `take` moves a letter out of a mailbox into the queue (or a bounce) in one write, once.
+pub async fn take_hands_a_letter_on_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let outbox = new_mailbox(&*s, 1).await;
+    let sender = new_mailbox(&*s, 2).await;
+    let first = stored_seq(&*s, envelope(outbox, 1, 10), BIG).await;
+    let second = stored_seq(&*s, envelope(outbox, 2, 10), BIG).await;
+    let third = stored_seq(&*s, envelope(outbox, 3, 10), BIG).await;
+    let mut job = outbound_item(7, sender);
+    job.smtp = Some(SmtpJob {
+        from: "alice@a.test".into(),
+        rcpts: vec!["carol@legacy.test".into(), "dave@legacy.test".into()],
+        message_id: "m1@a.test".into(),
+        failed: vec![("eve@legacy.test".into(), "550 5.1.1 no such user".into())],
+    });
+    let payload = Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n");
+    let handoff = || Handoff::Enqueue(job.clone(), payload.clone());
+    assert!(s.take(outbox, first, handoff()).await.unwrap());
+    assert!(
+        !s.take(outbox, first, handoff()).await.unwrap(),
+        "a letter is taken once"
+    );
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![job.clone()],
+        "SMTP fields kept"
+    );
+    assert_eq!(
+        s.outbound_payload(QueueId([7; 16])).await.unwrap(),
+        Some(payload.clone())
+    );
+    // Taken again after the job was done: nothing comes back.
+    s.finish(QueueId([7; 16]), None).await.unwrap();
+    assert!(!s.take(outbox, first, handoff()).await.unwrap());
+    assert!(s.outbound().await.unwrap().is_empty(), "no second job");
+    // A bounce instead, and a plain drop.
+    assert!(
+        s.take(outbox, second, Handoff::Bounce(envelope(sender, 9, 5)))
+            .await
+            .unwrap()
+    );
+    assert!(s.take(outbox, third, Handoff::Drop).await.unwrap());
+    assert!(s.list(outbox, 0, 10).await.unwrap().is_empty());
+    let bounced: Vec<EnvelopeId> = s
+        .list(sender, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(bounced, vec![EnvelopeId([9; 16])]);
+    assert!(
+        !s.take(outbox, second, Handoff::Bounce(envelope(sender, 10, 5)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.list(sender, 0, 10).await.unwrap().len(), 1, "one bounce");
+    s.close().await.unwrap();
+}
+
 pub async fn peer_pins_are_kept_per_url<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -662,6 +724,7 @@ macro_rules! store_conformance {
             prune_forgets_only_acked_old_ids,
             outbound_queue_round_trips,
             finish_stores_a_bounce_beyond_quota,
+            take_hands_a_letter_on_once,
             peer_pins_are_kept_per_url,
             everything_survives_reopen,
             writes_after_close_are_refused,

@@ -40,6 +40,7 @@ Environment:
   SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file; at a
                        terminal, sealpost asks)
   SEALPOST_DNS_SERVER  DNS server IP:PORT (like --dns-server)
+  SEALPOST_BACKUP_PASSPHRASE  passphrase of `backup create|restore`
   EDITOR, VISUAL       editor for the body when stdin is a terminal";
 
 #[derive(Debug, Parser)]
@@ -117,8 +118,15 @@ pub enum Command {
     Send(SendArgs),
     /// Fetch new mail from every trusted home node (and retry the outbox)
     Fetch,
-    /// List stored letters
-    List,
+    /// List stored letters: those received, or with --sent the copies of those you sent
+    List {
+        /// The letters you sent (from any of your devices) instead
+        #[arg(long, conflicts_with = "all")]
+        sent: bool,
+        /// Received and sent letters together
+        #[arg(long)]
+        all: bool,
+    },
     /// Show a letter (ID: a unique prefix of at least 4 hex digits)
     Read {
         id: String,
@@ -177,6 +185,32 @@ pub enum Command {
     /// Domains without a Sealpost node: their addresses go through the gateway, not looked up
     #[command(subcommand)]
     Legacy(LegacyCommand),
+    /// Passphrase-encrypted backups: key, contacts and pins, settings (letters optional)
+    #[command(subcommand)]
+    Backup(BackupCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Write a backup of this profile to FILE (a new file; OpenPGP, `gpg --decrypt` opens it)
+    Create {
+        file: PathBuf,
+        /// Include the stored letters (received and sent)
+        #[arg(long)]
+        letters: bool,
+        /// Read the backup's passphrase from FILE (first line); else
+        /// SEALPOST_BACKUP_PASSPHRASE, else it is asked at the terminal
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
+    /// Make the profile (--profile; it must not exist yet) from the backup in FILE
+    Restore {
+        file: PathBuf,
+        /// Read the backup's passphrase from FILE (first line); else
+        /// SEALPOST_BACKUP_PASSPHRASE, else it is asked at the terminal
+        #[arg(long, value_name = "FILE")]
+        backup_passphrase_file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -16,6 +16,11 @@ const MAX_KEY_FILE_BYTES: u64 = 1024 * 1024;
 
 /// `--passphrase-file` (first line) or `SEALPOST_PASSPHRASE`.
 pub fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
+    secret(file, "SEALPOST_PASSPHRASE")
+}
+
+/// The first line of `file`, else the environment variable `var`.
+fn secret(file: Option<&Path>, var: &'static str) -> Result<Option<String>, Error> {
     if let Some(path) = file {
         let bytes = read_bounded(path, MAX_PASSPHRASE_BYTES)?;
         let text =
@@ -29,12 +34,10 @@ pub fn passphrase(file: Option<&Path>) -> Result<Option<String>, Error> {
         }
         return Ok(Some(line));
     }
-    match std::env::var("SEALPOST_PASSPHRASE") {
+    match std::env::var(var) {
         Ok(p) if !p.is_empty() => Ok(Some(p)),
         Ok(_) | Err(std::env::VarError::NotPresent) => Ok(None),
-        Err(std::env::VarError::NotUnicode(_)) => {
-            Err(Error::input("SEALPOST_PASSPHRASE", "not UTF-8"))
-        }
+        Err(std::env::VarError::NotUnicode(_)) => Err(Error::input(var, "not UTF-8")),
     }
 }
 
@@ -43,6 +46,35 @@ pub const PASSPHRASE_TRIES: usize = 3;
 
 fn tty_error(what: &'static str) -> impl Fn(std::io::Error) -> Error {
     move |e| Error::input(what, format!("cannot read it from the terminal: {e}"))
+}
+
+/// The passphrase of a backup: `--backup-passphrase-file` or `SEALPOST_BACKUP_PASSPHRASE`,
+/// else asked at the terminal (twice for a new backup, `confirm`). None of them: an error.
+pub fn backup_passphrase(file: Option<&Path>, confirm: bool) -> Result<String, Error> {
+    if let Some(p) = secret(file, "SEALPOST_BACKUP_PASSPHRASE")? {
+        return Ok(p);
+    }
+    if !super::tty::interactive() {
+        return Err(Error::input(
+            "backup passphrase",
+            "set SEALPOST_BACKUP_PASSPHRASE or use --backup-passphrase-file (or run at a terminal to be asked)",
+        ));
+    }
+    let ask = tty_error("backup passphrase");
+    let first = super::tty::ask_secret("Passphrase of the backup: ").map_err(&ask)?;
+    if first.is_empty() {
+        return Err(Error::input("backup passphrase", "it is empty"));
+    }
+    if confirm {
+        let again = super::tty::ask_secret("The same passphrase again: ").map_err(&ask)?;
+        if again != first {
+            return Err(Error::input(
+                "backup passphrase",
+                "the two passphrases differ; nothing was written",
+            ));
+        }
+    }
+    Ok(first)
 }
 
 /// The passphrase for `init`'s new key: `--passphrase-file` or `SEALPOST_PASSPHRASE`, else

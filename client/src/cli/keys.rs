@@ -1,4 +1,5 @@
-//! Identity and contact commands: init, whoami, rotate-key, contact, export-key, import-key.
+//! Identity and contact commands: init, whoami, rotate-key, contact, export-key, import-key,
+//! backup.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -56,7 +57,10 @@ pub(super) async fn init(
     super::run::init_notes(&client);
     let config = &client.profile.config;
     // Others find the record at the node the address's domain names.
-    if let Ok(domain_node) = client.resolver.node_for(config.address.domain())
+    if let Ok(domain_node) = client
+        .directory
+        .resolver()
+        .node_for(config.address.domain())
         && config.home(&domain_node).is_none()
     {
         note(format!(
@@ -196,7 +200,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             }
         }
         ContactCommand::List => {
-            let all = c.contacts.all()?;
+            let all = c.contacts().all()?;
             if ctx.global.json {
                 print_json(&serde_json::to_value(&all)?);
                 return Ok(());
@@ -217,7 +221,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         }
         ContactCommand::Show { address } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let k = c.contacts.get(&address)?.ok_or_else(|| Error::NotFound {
+            let k = c.contacts().get(&address)?.ok_or_else(|| Error::NotFound {
                 what: "contact",
                 id: address.to_string(),
             })?;
@@ -278,7 +282,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             fingerprint,
         } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let k = c.contacts.verify(&address, &fingerprint)?;
+            let k = c.contacts().verify(&address, &fingerprint)?;
             println!(
                 "verified {}: {}",
                 k.address,
@@ -291,11 +295,13 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
             yes,
         } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            let current = c.contacts.require(&address)?;
+            let current = c.contacts().require(&address)?;
             if current.verified && current.pending.is_some() && !yes {
                 confirm_replacing_verified(&current)?;
             }
-            let k = c.contacts.accept(&address, fingerprint.as_deref(), now())?;
+            let k = c
+                .contacts()
+                .accept(&address, fingerprint.as_deref(), now())?;
             println!(
                 "accepted the new key of {}: {}",
                 k.address,
@@ -304,7 +310,7 @@ pub(super) async fn contact(ctx: &Ctx, cmd: ContactCommand) -> anyhow::Result<()
         }
         ContactCommand::Remove { address } => {
             let address = Address::parse(address.trim()).map_err(Error::from)?;
-            if !c.contacts.remove(&address)? {
+            if !c.contacts().remove(&address)? {
                 return Err(Error::NotFound {
                     what: "contact",
                     id: address.to_string(),
@@ -408,7 +414,7 @@ pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyho
         return Err(Error::input("key file", format!("{address} is your own address")).into());
     }
     match pin(
-        c.contacts.get(&address)?,
+        c.contacts().get(&address)?,
         &address,
         &cert,
         None,
@@ -416,19 +422,73 @@ pub(super) fn import_key(ctx: &Ctx, file: &Path, address: Option<&str>) -> anyho
         now(),
     ) {
         PinOutcome::New(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             println!("pinned {address}: {}", display_fingerprint(&k.fingerprint));
         }
         PinOutcome::Same(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             println!(
                 "already pinned {address}: {} (certificate updated)",
                 display_fingerprint(&k.fingerprint)
             );
         }
         PinOutcome::Changed(k) => {
-            c.contacts.save(&k)?;
+            c.contacts().save(&k)?;
             return Err(key_changed(&k).into());
+        }
+    }
+    Ok(())
+}
+
+/// `backup create|restore`.
+pub(super) fn backup(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<()> {
+    let show = |verb: &str, s: &sealpost_client::backup::Summary, file: &Path| {
+        if ctx.global.json {
+            print_json(&json!({
+                "file": file, "address": s.address, "created": s.created, "homes": s.homes,
+                "contacts": s.contacts, "letters": s.letters, "bytes": s.bytes,
+            }));
+        } else {
+            println!(
+                "{verb} {} ({} contact{}, {} letter{}) {} {}",
+                s.address,
+                s.contacts,
+                if s.contacts == 1 { "" } else { "s" },
+                s.letters,
+                if s.letters == 1 { "" } else { "s" },
+                if verb == "backed up" { "to" } else { "from" },
+                file.display()
+            );
+        }
+    };
+    match cmd {
+        BackupCommand::Create {
+            file,
+            letters,
+            backup_passphrase_file,
+        } => {
+            let c = ctx.open()?;
+            let waiting = c.outbox.all()?.len();
+            if waiting > 0 {
+                warn(format!(
+                    "{waiting} deliveries wait in the outbox; a backup does not hold them"
+                ));
+            }
+            let pass = input::backup_passphrase(backup_passphrase_file.as_deref(), true)?;
+            let (data, summary) = sealpost_client::backup::create(&c.profile, letters, &pass)?;
+            sealpost_client::backup::write_new(&file, &data)?;
+            show("backed up", &summary, &file);
+        }
+        BackupCommand::Restore {
+            file,
+            backup_passphrase_file,
+        } => {
+            let data =
+                input::read_bounded(&file, sealpost_client::backup::MAX_BACKUP_BYTES as u64)?;
+            let pass = input::backup_passphrase(backup_passphrase_file.as_deref(), false)?;
+            let (_profile, summary) =
+                sealpost_client::backup::restore(&ctx.dir, &file, &data, &pass)?;
+            show("restored", &summary, &file);
         }
     }
     Ok(())

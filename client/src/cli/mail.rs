@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use sealpost_client::compose::{Draft, read_attachment, reply_draft, safe_file_name};
-use sealpost_client::fetch::ReadMessage;
+use sealpost_client::mailbox::ReadMessage;
 use sealpost_client::send::{LegacyChoice, SendPlan, SendReport, SendTracker};
 use sealpost_client::sent::bounce_queue_id;
+use sealpost_client::store::Folder;
 use sealpost_client::{Client, Error};
 use sealpost_proto::Address;
 use sealpost_proto::identity::Keyring;
@@ -226,6 +227,9 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
             "also submitted {earlier} earlier waiting deliveries from the outbox"
         ));
     }
+    if let Some(Err(why)) = &report.sent_copy {
+        warn(format!("no sent copy of this letter is kept: {why}"));
+    }
     let pending = report.unsubmitted();
     if pending > 0 {
         return Err(Error::Unsubmitted {
@@ -282,7 +286,7 @@ pub(super) async fn reply(
     legacy: &[String],
 ) -> anyhow::Result<()> {
     let mut c = ctx.open()?;
-    let id = c.messages.find(id)?;
+    let id = c.messages().find(id)?;
     let legacy = addresses(legacy)?;
     let attachments = read_attachments(attach)?;
     let keys = ctx.keys(&c)?;
@@ -348,6 +352,7 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     if ctx.global.json {
         print_json(&json!({
             "new": report.new.iter().map(output::message_json).collect::<Vec<_>>(),
+            "sent": report.sent.iter().map(output::message_json).collect::<Vec<_>>(),
             "duplicates": report.duplicates,
             "nodes": report.nodes.iter().map(|n| json!({
                 "url": n.url, "ok": n.error.is_none(), "error": n.error,
@@ -355,7 +360,11 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
             })).collect::<Vec<_>>(),
             "new_contacts": report.new_contacts,
             "warnings": report.warnings,
-            "outbox": { "submitted": report.flush.submitted, "pending": report.flush.pending.len() },
+            "outbox": {
+                "submitted": report.flush.submitted, "pending": report.flush.pending.len(),
+                "copies_submitted": report.flush.copies_submitted,
+                "copies_pending": report.flush.copies_pending.len(),
+            },
         }));
         return Ok(());
     }
@@ -367,12 +376,25 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
     for m in &report.new {
         println!("{}", output::list_line(m));
     }
+    if !report.sent.is_empty() {
+        println!(
+            "{} sent letter{} from your other devices (sealpost list --sent)",
+            report.sent.len(),
+            if report.sent.len() == 1 { "" } else { "s" }
+        );
+    }
     Ok(())
 }
 
-pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
+pub(super) fn list(ctx: &Ctx, sent: bool, both: bool) -> anyhow::Result<()> {
     let c = ctx.open()?;
-    let all = c.messages.list()?;
+    let folder = if sent { Folder::Sent } else { Folder::Inbox };
+    let all: Vec<_> = c
+        .messages()
+        .list()?
+        .into_iter()
+        .filter(|m| both || m.folder == folder)
+        .collect();
     if ctx.global.json {
         print_json(&json!(
             all.iter().map(output::message_json).collect::<Vec<_>>()
@@ -387,7 +409,7 @@ pub(super) fn list(ctx: &Ctx) -> anyhow::Result<()> {
 
 pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<()> {
     let c = ctx.open()?;
-    let id = c.messages.find(id)?;
+    let id = c.messages().find(id)?;
     let keys = ctx.keys(&c)?;
     let r = c.read(&id, &keys)?;
     let saved = match (save, &r.letter) {
@@ -397,14 +419,14 @@ pub(super) fn read(ctx: &Ctx, id: &str, save: Option<&Path>) -> anyhow::Result<(
     let from = r.meta.header.as_ref().map(|h| &h.from);
     let checked = match from {
         Some(a) if a == c.profile.address() => true,
-        Some(a) => c.contacts.get(a)?.is_some_and(|k| k.verified),
+        Some(a) => c.contacts().get(a)?.is_some_and(|k| k.verified),
         None => false,
     };
     // A verified bounce from one of our nodes names the queue id of the hop it gave up.
     let bounce_of = match &r.letter {
         Some(l) if r.meta.trust.is_verified() && l.subject.starts_with("Undeliverable: ") => {
             match bounce_queue_id(&l.body) {
-                Some(q) => c.sent.get(q)?,
+                Some(q) => c.outbox.sent().get(q)?,
                 None => None,
             }
         }

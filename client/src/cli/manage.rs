@@ -104,6 +104,13 @@ pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> 
             let keys = ctx.keys(&c)?;
             let r = c.flush_outbox(&keys, &Bars::new()).await?;
             println!("submitted {}, waiting {}", r.submitted, r.pending.len());
+            if r.copies_submitted > 0 || !r.copies_pending.is_empty() {
+                println!(
+                    "sent copies: submitted {}, waiting {}",
+                    r.copies_submitted,
+                    r.copies_pending.len()
+                );
+            }
             if !r.pending.is_empty() {
                 return Err(Error::Unsubmitted {
                     pending: r.pending.len(),

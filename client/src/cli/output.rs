@@ -2,9 +2,9 @@
 //! types plus a few fields assembled here.
 
 use sealpost_client::contacts::display_fingerprint;
-use sealpost_client::fetch::ReadMessage;
+use sealpost_client::mailbox::ReadMessage;
 use sealpost_client::sent::SentEntry;
-use sealpost_client::store::{StoredMessage, Trust};
+use sealpost_client::store::{Folder, StoredMessage, Trust};
 use serde_json::{Value, json};
 
 /// The label every letter that entered through the SMTP gateway carries.
@@ -57,10 +57,15 @@ pub fn list_line(m: &StoredMessage) -> String {
             } else {
                 format!(" [{} att]", h.attachments.len())
             };
+            // A sent letter is listed by whom it went to.
+            let who = match m.folder {
+                Folder::Sent => format!("to {}", join(&h.to)),
+                Folder::Inbox => h.from.to_string(),
+            };
             format!(
                 "{new}{id}  {}  {trust}  {:<28}  {}{attach}{legacy}",
                 date(h.date),
-                h.from.as_str(),
+                clean(&who),
                 clean(&h.subject)
             )
         }
@@ -179,6 +184,7 @@ pub fn message_json(m: &StoredMessage) -> Value {
     let mut v = serde_json::to_value(m).expect("invariant: stored messages serialize");
     v["verified"] = json!(m.trust.is_verified());
     v["legacy"] = json!(m.header.as_ref().is_some_and(|h| h.legacy.is_some()));
+    v["folder"] = json!(m.folder.as_str());
     v
 }
 
@@ -232,6 +238,7 @@ mod tests {
             },
             seen: false,
             header: Some(Header::of(&letter)),
+            folder: Default::default(),
         };
         ReadMessage {
             meta,

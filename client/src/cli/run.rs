@@ -137,7 +137,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Contact(cmd) => keys::contact(&ctx, cmd).await,
         Command::Send(args) => mail::send(&ctx, args).await,
         Command::Fetch => mail::fetch(&ctx).await,
-        Command::List => mail::list(&ctx),
+        Command::List { sent, all } => mail::list(&ctx, sent, all),
         Command::Read {
             id,
             save_attachments,
@@ -168,5 +168,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Resolve(cmd) => manage::resolve_cmd(&ctx, cmd),
         Command::Gateway(cmd) => manage::gateway(&ctx, cmd).await,
         Command::Legacy(cmd) => manage::legacy_cmd(&ctx, cmd),
+        Command::Backup(cmd) => keys::backup(&ctx, cmd),
     }
 }

@@ -9,15 +9,12 @@ use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HeaderMap};
 use hyper::{Request, StatusCode};
 use sealpost_proto::MailboxId;
-use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
-use sealpost_proto::record::verify_detached;
+use sealpost_proto::auth::NONCE_BYTES;
 use serde::{Deserialize, Serialize};
 
-use super::{Resp, json, json_body};
+use super::{ApiError, Resp, check_anonymous, json, json_body};
 use crate::basics::clock::now_secs;
-use crate::error::ApiError;
 use crate::node::Node;
-use crate::sessions::TokenError;
 
 #[derive(Deserialize)]
 struct ChallengeRequest {
@@ -48,16 +45,10 @@ pub fn parse_mailbox(s: &str) -> Result<MailboxId, ApiError> {
 }
 
 pub async fn challenge(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    node.check_anonymous(&req)?;
+    check_anonymous(node, &req)?;
     let r: ChallengeRequest = json_body(node, req).await?;
     let mailbox = parse_mailbox(&r.mailbox)?;
-    if node.account(mailbox).await?.is_none() {
-        return Err(ApiError::UnknownMailbox);
-    }
-    let (nonce, expires) = node
-        .sessions
-        .challenge(mailbox, now_secs())
-        .ok_or(ApiError::RateLimited { retry_after: 60 })?;
+    let (nonce, expires) = node.challenge(mailbox).await?;
     Ok(json(
         StatusCode::OK,
         &Challenge {
@@ -76,29 +67,7 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
     let signature = B64
         .decode(&r.signature)
         .map_err(|_| ApiError::BadRequest("signature: not base64".into()))?;
-    let now = now_secs();
-    node.sessions
-        .take_nonce(&nonce, mailbox, now)
-        .map_err(|_| ApiError::Unauthorized("unknown, expired or already used challenge".into()))?;
-    // Read before the key is: a rotation committing after this point revokes the token.
-    let epoch = node.sessions.epoch(mailbox);
-    let account = node
-        .account(mailbox)
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("no such account".into()))?;
-    let statement = challenge_statement(&node.url, &mailbox, &nonce);
-    verify_detached(&statement, &signature, &account.cert).map_err(|_| {
-        ApiError::Unauthorized("challenge signature does not verify with the account's key".into())
-    })?;
-    let (token, expires) = node
-        .sessions
-        .issue_token(mailbox, epoch, now)
-        .map_err(|e| match e {
-            TokenError::Full => ApiError::RateLimited { retry_after: 60 },
-            TokenError::Revoked => ApiError::Unauthorized(
-                "the account's key changed during sign-in; ask for a new challenge".into(),
-            ),
-        })?;
+    let (token, expires) = node.sign_in(mailbox, &nonce, &signature).await?;
     Ok(json(
         StatusCode::OK,
         &Token {

@@ -7,9 +7,9 @@ use hyper::body::Incoming;
 use hyper::{Request, StatusCode};
 use serde::Serialize;
 
+use super::ApiError;
 use super::auth::bearer_for;
 use super::{Resp, binary, empty, json};
-use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::node::Node;
 use crate::store::ListItem;

@@ -3,9 +3,12 @@
 
 mod accounts;
 mod auth;
+pub mod error;
 mod mailbox;
 mod records;
 mod transfer;
+
+pub use error::ApiError;
 
 use std::sync::Arc;
 
@@ -15,15 +18,16 @@ use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
+use sealpost_proto::api;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::basics::client_addr::ClientIp;
 use crate::basics::paths::path_prefix;
 use crate::budget::{Charge, Exhausted};
-use crate::error::ApiError;
 use crate::metrics::{Metrics, Route};
 use crate::node::Node;
+use crate::ratelimit::RateLimiter;
 
 pub type Resp = Response<Full<Bytes>>;
 
@@ -62,7 +66,8 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
         .strip_prefix(path_prefix(&node.url))
         .filter(|p| p.starts_with('/'))
         .unwrap_or(&path);
-    let segs: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    // Leading slashes collapse (`//v1/submit` is `/v1/submit`), as they always have.
+    let path = format!("/{}", path.trim_start_matches('/'));
     let method = req.method().clone();
     let only = |m: Method| {
         if method == m {
@@ -71,8 +76,8 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
             Err(ApiError::MethodNotAllowed)
         }
     };
-    match segs.as_slice() {
-        [".well-known", "sealpost", "node"] => (
+    match path.as_str() {
+        api::DESCRIPTOR => (
             Route::Descriptor,
             only(Method::GET).map(|_| {
                 let mut r = binary(node.descriptor.clone());
@@ -83,15 +88,15 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
                 r
             }),
         ),
-        ["healthz"] => (
+        api::HEALTH => (
             Route::Health,
             only(Method::GET).map(|_| text(StatusCode::OK, "ok\n".into())),
         ),
         // With admin.metrics_token set, only a bearer of it learns that /metrics exists.
-        ["metrics"] if !metrics_allowed(node, req.headers()) => {
+        api::METRICS if !metrics_allowed(node, req.headers()) => {
             (Route::Metrics, Err(ApiError::NotFound))
         }
-        ["metrics"] => (
+        api::METRICS => (
             Route::Metrics,
             only(Method::GET).map(|_| {
                 let mut r = text(StatusCode::OK, node.metrics.render(node.store.stats()));
@@ -102,60 +107,68 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
                 r
             }),
         ),
-        ["v1", "accounts"] => (
+        api::ACCOUNTS => (
             Route::Register,
             run(only(Method::POST), accounts::register(node, req)).await,
         ),
-        ["v1", "records", address] => {
-            let address = address.to_string();
-            match method {
-                Method::PUT => (Route::PutRecord, records::put(node, &address, req).await),
-                Method::GET => (
-                    Route::GetRecord,
-                    run(
-                        node.check_per_ip(&node.lookup_limit, &req),
-                        records::get(node, &address),
-                    )
-                    .await,
-                ),
-                _ => (Route::PutRecord, Err(ApiError::MethodNotAllowed)),
-            }
-        }
-        ["v1", "auth", "challenge"] => (
+        api::CHALLENGE => (
             Route::Challenge,
             run(only(Method::POST), auth::challenge(node, req)).await,
         ),
-        ["v1", "auth", "token"] => (
+        api::TOKEN => (
             Route::Token,
             run(only(Method::POST), auth::token(node, req)).await,
         ),
-        ["v1", "submit"] => (
+        api::SUBMIT => (
             Route::Submit,
             run(only(Method::POST), transfer::submit(node, req)).await,
         ),
-        ["v1", "deliver"] => (
+        api::DELIVER => (
             Route::Deliver,
             run(only(Method::POST), transfer::deliver(node, req)).await,
         ),
-        ["v1", "mailbox", mailbox] => {
-            let mailbox = mailbox.to_string();
-            (
-                Route::List,
-                run(only(Method::GET), mailbox::list(node, &mailbox, req)).await,
-            )
-        }
-        ["v1", "mailbox", mailbox, seq] => {
-            let (mailbox, seq) = (mailbox.to_string(), seq.to_string());
-            match method {
-                Method::GET => (
-                    Route::GetEnvelope,
-                    mailbox::get(node, &mailbox, &seq, req).await,
-                ),
-                Method::DELETE => (Route::Ack, mailbox::ack(node, &mailbox, &seq, req).await),
-                _ => (Route::GetEnvelope, Err(ApiError::MethodNotAllowed)),
+        p => {
+            let under_records = api::segments_under(p, api::RECORDS);
+            let under_mailbox = api::segments_under(p, api::MAILBOX);
+            match (under_records.as_deref(), under_mailbox.as_deref()) {
+                (Some([address]), _) => {
+                    let address = address.to_string();
+                    match method {
+                        Method::PUT => (Route::PutRecord, records::put(node, &address, req).await),
+                        Method::GET => (
+                            Route::GetRecord,
+                            run(
+                                check_per_ip(node, &node.lookup_limit, &req),
+                                records::get(node, &address),
+                            )
+                            .await,
+                        ),
+                        _ => (Route::PutRecord, Err(ApiError::MethodNotAllowed)),
+                    }
+                }
+                (_, Some([mailbox])) => {
+                    let mailbox = mailbox.to_string();
+                    (
+                        Route::List,
+                        run(only(Method::GET), mailbox::list(node, &mailbox, req)).await,
+                    )
+                }
+                (_, Some([mailbox, seq])) => {
+                    let (mailbox, seq) = (mailbox.to_string(), seq.to_string());
+                    match method {
+                        Method::GET => (
+                            Route::GetEnvelope,
+                            mailbox::get(node, &mailbox, &seq, req).await,
+                        ),
+                        Method::DELETE => {
+                            (Route::Ack, mailbox::ack(node, &mailbox, &seq, req).await)
+                        }
+                        _ => (Route::GetEnvelope, Err(ApiError::MethodNotAllowed)),
+                    }
+                }
+                _ => (Route::Unknown, Err(ApiError::NotFound)),
             }
         }
-        _ => (Route::Unknown, Err(ApiError::NotFound)),
     }
 }
 
@@ -329,6 +342,23 @@ pub async fn read_body_charged(
         bytes: buf.freeze(),
         charge,
     })
+}
+
+/// Charges one unauthenticated, costly request to the client's address.
+pub fn check_anonymous(node: &Node, req: &Request<Incoming>) -> Result<(), ApiError> {
+    check_per_ip(node, &node.anonymous_limit, req)
+}
+
+/// Takes a token from `limiter` for the request's client address ([`Node::check_ip`]).
+pub fn check_per_ip(
+    node: &Node,
+    limiter: &RateLimiter<std::net::IpAddr>,
+    req: &Request<Incoming>,
+) -> Result<(), ApiError> {
+    let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() else {
+        return Ok(());
+    };
+    Ok(node.check_ip(limiter, *ip)?)
 }
 
 /// The address key (`client_addr::addr_key`) of the client a request came from.

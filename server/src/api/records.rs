@@ -12,9 +12,9 @@ use sealpost_proto::codec::Codec;
 use sealpost_proto::limits::{MAX_SIGNATURE_BYTES, MAX_SIGNED_BODY_BYTES};
 use sealpost_proto::record::SignedRecord;
 
+use super::ApiError;
 use super::{Resp, binary, empty, percent_decode, read_body};
 use crate::basics::clock::now_secs;
-use crate::error::ApiError;
 use crate::node::Node;
 use crate::store::RecordOutcome;
 

@@ -8,6 +8,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
+use sealpost_proto::api::DELIVER;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::HopWrapper;
 use sealpost_proto::httpsig::{SigError, parse_content_digest, verify_signature};
@@ -15,14 +16,15 @@ use sealpost_proto::limits::MAX_URL_BYTES;
 use serde_json::json as j;
 use sha2::{Digest, Sha256};
 
+use super::ApiError;
 use super::auth::bearer;
-use super::{HOP_OVERHEAD, Resp, client_key, json, read_body_charged};
+use super::{HOP_OVERHEAD, Resp, check_per_ip, client_key, json, read_body_charged};
 use crate::basics::clock::{now_ms, now_secs};
-use crate::basics::paths::{DELIVER, path_prefix};
-use crate::error::ApiError;
+use crate::basics::paths::path_prefix;
+use crate::delivery::Delivered;
 use crate::metrics::Metrics;
 use crate::node::{Job, Node};
-use crate::store::{DeliverOutcome, OutboundItem, QueueId};
+use crate::store::{OutboundItem, QueueId};
 
 /// How far a request signature's `created` may be from our clock.
 pub const MAX_SIGNATURE_SKEW_SECS: u64 = 300;
@@ -66,6 +68,7 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         next_attempt_ms: now_ms(),
         size: hop.payload.len() as u64,
         last_error: String::new(),
+        smtp: None,
     };
     let payload = Bytes::from(hop.payload);
     if !node.outbound_usage.reserve(&item, client) {
@@ -125,7 +128,7 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
         ));
     }
     if !node.peer_has_history(&peer) {
-        node.check_per_ip(&node.new_peer_limit, &req)?;
+        check_per_ip(node, &node.new_peer_limit, &req)?;
     }
     if let Err(retry_after) = node.deliver_limit.check(peer, Instant::now()) {
         Metrics::inc(&node.metrics.rate_limited);
@@ -140,12 +143,8 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
         return Err(unauthorized(SigError::DigestMismatch));
     }
     node.peer_delivered(peer);
-    let outcome = node.accept_hop_payload(body.bytes).await?;
+    let delivered = node.accept_hop_payload(body.bytes).await?;
     drop(body.charge);
-    match outcome {
-        DeliverOutcome::Stored { .. } => Ok(json(StatusCode::OK, &j!({ "stored": true }))),
-        DeliverOutcome::Duplicate { .. } => Ok(json(StatusCode::OK, &j!({ "stored": false }))),
-        DeliverOutcome::UnknownMailbox => Err(ApiError::UnknownMailbox),
-        DeliverOutcome::QuotaExceeded => Err(ApiError::QuotaExceeded),
-    }
+    let stored = delivered == Delivered::Stored;
+    Ok(json(StatusCode::OK, &j!({ "stored": stored })))
 }

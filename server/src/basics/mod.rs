@@ -1,6 +1,7 @@
 //! The bottom layer: small things every other module may use and that know nothing of the
 //! node, the store, HTTP routing or the workers: the shutdown signal ([`shutdown`]), the
-//! clock ([`clock`]), the client address ([`client_addr`]) and the API paths ([`paths`]).
+//! clock ([`clock`]), the client address ([`client_addr`]) and a node URL's path prefix
+//! ([`paths`]; the API paths themselves are constants in `sealpost_proto::api`).
 //! See the layer table in README.md (Architecture) and `server/tests/layering.rs`.
 
 pub mod client_addr;

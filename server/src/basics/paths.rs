@@ -1,8 +1,5 @@
-//! Paths of the HTTP API (`spec/api.md`) relative to a node's URL.
-
-/// Where nodes deliver hops (`POST`, signed per RFC 9421 over this path after the
-/// destination's [`path_prefix`]): the relay signs it, `/v1/deliver` verifies it.
-pub const DELIVER: &str = "/v1/deliver";
+//! The path prefix of a node URL, which the API paths (`sealpost_proto::api`, beside the
+//! types they carry) follow.
 
 /// The path part of a node URL (`""` or e.g. `/sealpost`).
 pub fn path_prefix(url: &sealpost_proto::NodeUrl) -> &str {

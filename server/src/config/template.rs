@@ -202,6 +202,13 @@ identity = "keys/gateway-identity.asc"
 give_up_after = {g_gua}
 retry_base = {g_rb}
 retry_max = {g_rm}
+# Inbound sender checks: SPF, DKIM and DMARC, answered by the DNS server `dns` ("system":
+# /etc/resolv.conf; or "IP" / "IP:PORT"). DMARC p=reject failures are refused (550 5.7.1),
+# p=quarantine ones labelled suspicious; a DNS failure or timeout defers the mail (451).
+verify = true
+dns = "system"
+dns_timeout = {g_dt}
+verify_timeout = {g_vt}
 "#,
         listen = v.listen,
         allow_private = v.listen.ip().is_loopback(),
@@ -251,5 +258,7 @@ retry_max = {g_rm}
         g_gua = d.gateway.give_up_after.get().as_secs(),
         g_rb = d.gateway.retry_base.get().as_secs(),
         g_rm = d.gateway.retry_max.get().as_secs(),
+        g_dt = d.gateway.dns_timeout.get().as_secs(),
+        g_vt = d.gateway.verify_timeout.get().as_secs(),
     )
 }

@@ -1,10 +1,17 @@
-//! The relay: works through the persistent outbound queue. Each hop is POSTed to
-//! `{destination}/v1/deliver`, signed per RFC 9421; `2xx` finishes it, another `4xx` than
-//! `429` fails it for good, anything else is retried with exponential backoff and jitter
-//! until `relay.give_up_after`; a failed hop becomes a sealed bounce in the sender's mailbox.
+//! The relay: works through the persistent outbound queue, the one queue of everything
+//! that leaves the node. A hop to a node is POSTed to `{destination}/v1/deliver`, signed
+//! per RFC 9421 (or stored here when the destination is this node); `2xx` finishes it,
+//! another `4xx` than `429` fails it for good. Legacy mail (an [`SmtpJob`](crate::store::SmtpJob), queued by the
+//! gateway) goes over SMTP ([`smtp`]): `250` finishes it, `5xx` fails it. Anything else is
+//! retried with the one backoff policy ([`backoff`]) until the deadline; a failed job
+//! becomes one sealed bounce in the sender's mailbox, written with its removal.
 //!
 //! The queue lives in the store; this task keeps only a schedule (id and due time) in
-//! memory, plus the payload of a fresh submission for its first attempt.
+//! memory, plus the payload of a fresh submission for its first attempt. Every change of
+//! a job's state (attempts, next try, last reply, recipients left) is written before the
+//! next attempt, and "done" is written as soon as the destination has answered.
+
+mod smtp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -14,17 +21,19 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use sealpost_proto::NodeUrl;
+use sealpost_proto::api::DELIVER;
 use sealpost_proto::httpsig::sign_request;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
 use crate::basics::clock::{now_ms, now_secs};
-use crate::basics::paths::{DELIVER, path_prefix};
+use crate::basics::paths::path_prefix;
 use crate::basics::shutdown::stopped;
 use crate::bounce;
+use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node};
-use crate::store::{DeliverOutcome, OutboundItem};
+use crate::store::OutboundItem;
 
 /// How an attempt ended.
 enum Attempt {
@@ -35,6 +44,17 @@ enum Attempt {
     Temporary(String),
     /// The destination refused the hop for good (4xx).
     Permanent(String),
+}
+
+/// The domain's verdict decides: final errors bounce at once, the rest are retried.
+impl From<DeliveryError> for Attempt {
+    fn from(e: DeliveryError) -> Attempt {
+        if e.is_final() {
+            Attempt::Permanent(e.reason())
+        } else {
+            Attempt::Temporary(e.reason())
+        }
+    }
 }
 
 /// The delay before retry number `attempts` (1 for the first retry): `base · 2^(n-1)` capped
@@ -156,7 +176,9 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
         },
     };
     let destination = job.item.destination.clone();
-    let result = if destination == node.url {
+    let result = if job.item.smtp.is_some() {
+        smtp::attempt(&node, &mut job.item, payload).await
+    } else if destination == node.url {
         deliver_local(&node, payload).await
     } else {
         deliver_remote(&node, &destination, payload).await
@@ -193,22 +215,18 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
 
 /// Schedules the next attempt, or gives up once the deadline has passed.
 async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
-    let relay = &node.config.relay;
     tracing::debug!(queue_id = %job.item.queue_id().to_hex(), attempts = job.item.attempts, reason = %reason, "hop not delivered yet");
     job.item.last_error = reason;
+    let s = Schedule::of(node, &job.item);
     let deadline = job
         .item
         .submitted_ms
-        .saturating_add(relay.give_up_after.get().as_millis() as u64);
+        .saturating_add(s.give_up_after.as_millis() as u64);
     let now = now_ms();
     if now >= deadline {
         return give_up(node, job.item).await;
     }
-    let delay = backoff(
-        job.item.attempts.max(1),
-        relay.retry_base.get(),
-        relay.retry_max.get(),
-    );
+    let delay = backoff(job.item.attempts.max(1), s.retry_base, s.retry_max);
     // The last attempt happens at the deadline itself.
     job.item.next_attempt_ms = now.saturating_add(delay.as_millis() as u64).min(deadline);
     job.payload = None;
@@ -218,11 +236,45 @@ async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
     Some(job)
 }
 
-async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
+/// The timing of the one backoff policy for a job: hops to nodes follow `relay.*`, legacy
+/// mail `gateway.*` (mail servers are customarily given days, and are retried less often).
+struct Schedule {
+    give_up_after: Duration,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl Schedule {
+    fn of(node: &Node, item: &OutboundItem) -> Schedule {
+        if item.smtp.is_some() {
+            let g = &node.config.gateway;
+            Schedule {
+                give_up_after: g.give_up_after.get(),
+                retry_base: g.retry_base.get(),
+                retry_max: g.retry_max.get(),
+            }
+        } else {
+            let r = &node.config.relay;
+            Schedule {
+                give_up_after: r.give_up_after.get(),
+                retry_base: r.retry_base.get(),
+                retry_max: r.retry_max.get(),
+            }
+        }
+    }
+}
+
+async fn give_up(node: &Arc<Node>, mut item: OutboundItem) -> Option<Job> {
     let id = item.queue_id();
     tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
-        reason = %item.last_error, "giving up on hop; bouncing to its sender");
-    let envelope = match bounce::bounce_envelope(node, &item).await {
+        reason = %item.last_error, smtp = item.smtp.is_some(), "giving up on hop; bouncing to its sender");
+    let envelope = if item.smtp.is_some() {
+        smtp::give_up_rest(&mut item);
+        smtp::bounce_envelope(node, &item).await
+    } else {
+        bounce::bounce_envelope(node, &item).await
+    };
+    let envelope = match envelope {
         Ok(e) => Some(e),
         Err(e) => {
             tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not seal a bounce; dropping the hop without one");
@@ -244,16 +296,10 @@ async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
 
 async fn deliver_local(node: &Node, payload: Bytes) -> Attempt {
     match node.accept_hop_payload(payload).await {
-        Ok(DeliverOutcome::Stored { .. }) => Attempt::Delivered { duplicate: false },
-        Ok(DeliverOutcome::Duplicate { .. }) => Attempt::Delivered { duplicate: true },
-        Ok(DeliverOutcome::UnknownMailbox) => {
-            Attempt::Permanent("unknown_mailbox: no such mailbox on this node".into())
-        }
-        Ok(DeliverOutcome::QuotaExceeded) => {
-            Attempt::Temporary("quota_exceeded: the mailbox is full".into())
-        }
-        Err(e) if e.status().is_client_error() => Attempt::Permanent(format!("{}: {e}", e.code())),
-        Err(e) => Attempt::Temporary(format!("{}: {e}", e.code())),
+        Ok(delivered) => Attempt::Delivered {
+            duplicate: delivered == Delivered::Duplicate,
+        },
+        Err(e) => e.into(),
     }
 }
 
@@ -261,10 +307,10 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     if let Err(why) =
         crate::ssrf::check_destination(destination, node.config.relay.allow_private_destinations)
     {
-        return Attempt::Permanent(why);
+        return DeliveryError::from(Refused::Destination(why)).into();
     }
     if let Err(e) = node.check_peer(destination).await {
-        return Attempt::Temporary(e.to_string());
+        return DeliveryError::from(TryLater::Peer(e)).into();
     }
     let path = format!("{}{DELIVER}", path_prefix(destination));
     let sig = sign_request(
@@ -288,7 +334,9 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
         .await;
     let resp = match resp {
         Ok(r) => r,
-        Err(e) => return Attempt::Temporary(format!("no answer: {}", e.without_url())),
+        Err(e) => {
+            return DeliveryError::from(TryLater::NoAnswer(e.without_url().to_string())).into();
+        }
     };
     let status = resp.status();
     let body = resp.bytes().await.unwrap_or_default();
@@ -313,11 +361,14 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     let reason = format!("HTTP {} {detail}", status.as_u16())
         .trim_end()
         .to_string();
-    if status.is_client_error() && status.as_u16() != 429 && status.as_u16() != 408 {
-        Attempt::Permanent(reason)
+    // The peer's status, read once here into the domain's verdict.
+    let status = status.as_u16();
+    let e: DeliveryError = if (400..500).contains(&status) && status != 429 && status != 408 {
+        Refused::ByPeer { status, reason }.into()
     } else {
-        Attempt::Temporary(reason)
-    }
+        TryLater::ByPeer { status, reason }.into()
+    };
+    e.into()
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod backup;
 pub mod reset;
 pub mod rocks;
 mod writer;
@@ -162,8 +163,37 @@ pub struct OutboundItem {
     /// Unix milliseconds.
     pub next_attempt_ms: u64,
     pub size: u64,
-    /// Why the last attempt failed, for the bounce.
+    /// Why the last attempt failed, for the bounce: for SMTP, the remote server's last reply.
     pub last_error: String,
+    /// Legacy mail over SMTP; `None` for a hop to a node (over HTTP, or this node's own
+    /// mailboxes). Absent in entries written before SMTP jobs shared the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpJob>,
+}
+
+/// An SMTP job: the payload is the finished (DKIM-signed) RFC 5322 message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpJob {
+    /// Envelope sender (MAIL FROM).
+    pub from: String,
+    /// Recipients still to do (RCPT TO): delivered ones leave the list.
+    pub rcpts: Vec<String>,
+    /// The message's Message-ID (without angle brackets), for logs and bounces.
+    pub message_id: String,
+    /// Recipients refused for good, with the remote reply: named in the bounce.
+    #[serde(default)]
+    pub failed: Vec<(String, String)>,
+}
+
+/// What [`Store::take`] does with the envelope it takes out of a mailbox, in the same write.
+#[derive(Clone, Debug)]
+pub enum Handoff {
+    /// Queue an outbound job with this payload.
+    Enqueue(OutboundItem, Bytes),
+    /// Store this bounce (to the letter's sender; no quota).
+    Bounce(NewEnvelope),
+    /// Nothing: the letter is dropped.
+    Drop,
 }
 
 impl OutboundItem {
@@ -223,6 +253,11 @@ pub trait Store: Send + Sync {
     fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()>;
     /// Removes a hop from the queue; with `bounce`, stores it in the same write (no quota).
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()>;
+    /// Takes the envelope at `seq` out of `mailbox` and, in the same write, does `then` with
+    /// it (queues an outbound job, stores a bounce, or nothing). `false`, and nothing
+    /// written, when there was no envelope at `seq` (taken before): a letter handed on is
+    /// handed on once, also when its taker crashes and tries again.
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool>;
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()>;
 
     // --- reads ---

@@ -380,6 +380,14 @@ impl Store for RocksStore {
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
         self.submit(|reply| Op::Finish { id, bounce, reply })
     }
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+        self.submit(|reply| Op::Take {
+            mailbox,
+            seq,
+            then,
+            reply,
+        })
+    }
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
         self.submit(|reply| Op::PinPeer { url, pin, reply })
     }

@@ -1,7 +1,12 @@
+//! [`Mailbox`], the part of a [`crate::Client`] that holds the user's letters: the local
+//! letter store ([`MessageStore`]) and the fetching that fills it.
+//!
 //! Fetching: list every trusted home in parallel (each with a timeout), download each new
 //! envelope id once, open it and decide who sent it, store it durably, and only then ack
 //! (delete) it on every home that holds it. A node that does not answer is reported and
-//! asked again next time; what it holds is still there.
+//! asked again next time; what it holds is still there. Who sent a letter is judged against
+//! the pins of the [`Directory`] (a new sender is looked up there) and the user's own
+//! [`Profile`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -13,14 +18,15 @@ use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
 use sealpost_proto::seal::{SignatureStatus, open};
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
-use crate::api::ListItem;
-use crate::client::Client;
+use crate::api::{ListItem, Net};
 use crate::contacts::PinOutcome;
+use crate::directory::Directory;
 use crate::error::{Error, NetFailure, Result};
-use crate::gateway::DEFAULT_GATEWAY_LOCAL_PART;
+use crate::gateway::default_gateway;
+use crate::outbox::FlushReport;
+use crate::profile::{HomeEntry, Profile};
 use crate::progress::Progress;
-use crate::send::FlushReport;
-use crate::store::{Header, StoredMessage, Trust};
+use crate::store::{Folder, Header, MessageStore, StoredMessage, Trust};
 use crate::verify::{Certs, judge, judge_legacy, legacy_view};
 use crate::{join_all, now};
 
@@ -36,8 +42,11 @@ pub struct NodeReport {
 
 #[derive(Clone, Debug, Default)]
 pub struct FetchReport {
-    /// Messages stored by this fetch.
+    /// Letters received, stored by this fetch.
     pub new: Vec<StoredMessage>,
+    /// Sent copies stored by this fetch: letters the user sent from another device (a copy
+    /// sent from this device is stored when it is sent, and counts as a duplicate here).
+    pub sent: Vec<StoredMessage>,
     /// Envelopes already stored (fetched before or from another home): acked, not stored.
     pub duplicates: usize,
     pub nodes: Vec<NodeReport>,
@@ -109,65 +118,106 @@ impl Judge {
     }
 }
 
-impl Client {
-    fn judge_state(&self) -> Result<Judge> {
-        let mut certs = Certs::new(vec![self.profile.cert()]);
-        let mut pinned = BTreeMap::new();
-        pinned.insert(
-            self.profile.address().clone(),
-            self.profile.config.fingerprint.clone(),
-        );
-        for c in self.contacts.all()? {
-            certs.push(c.parsed_cert()?);
-            pinned.insert(c.address.clone(), c.fingerprint.clone());
-        }
-        let mut nodes: BTreeMap<Address, Vec<String>> = BTreeMap::new();
-        {
-            let cache = self
-                .nodes
-                .lock()
-                .expect("invariant: node cache lock not poisoned");
-            for h in &self.profile.config.homes {
-                let Some(node) = cache.get(&h.url) else {
-                    continue;
-                };
-                if node.descriptor.node_key != h.node_key_bytes()? {
-                    continue;
-                }
-                for a in cert_addresses(&node.cert) {
-                    if let Ok(a) = Address::parse(&a) {
-                        nodes
-                            .entry(a)
-                            .or_default()
-                            .push(node.cert.fingerprint().to_hex());
-                    }
-                }
-                certs.push(node.cert);
+/// The signature context of `me` with the pins and cached nodes of `directory`.
+fn judge_state(me: &Profile, directory: &Directory) -> Result<Judge> {
+    let mut certs = Certs::new(vec![me.cert()]);
+    let mut pinned = BTreeMap::new();
+    pinned.insert(me.address().clone(), me.config.fingerprint.clone());
+    for c in directory.contacts().all()? {
+        certs.push(c.parsed_cert()?);
+        pinned.insert(c.address.clone(), c.fingerprint.clone());
+    }
+    let mut nodes: BTreeMap<Address, Vec<String>> = BTreeMap::new();
+    {
+        for h in &me.config.homes {
+            let Some(node) = directory.cached_node(&h.url) else {
+                continue;
+            };
+            if node.descriptor.node_key != h.node_key_bytes()? {
+                continue;
             }
+            for a in cert_addresses(&node.cert) {
+                if let Ok(a) = Address::parse(&a) {
+                    nodes
+                        .entry(a)
+                        .or_default()
+                        .push(node.cert.fingerprint().to_hex());
+                }
+            }
+            certs.push(node.cert);
         }
-        Ok(Judge {
-            certs,
-            pinned,
-            nodes,
-            looked_up: HashSet::new(),
-        })
+    }
+    Ok(Judge {
+        certs,
+        pinned,
+        nodes,
+        looked_up: HashSet::new(),
+    })
+}
+
+/// The folder of a letter fetched into the mailbox of `me`: a letter that `me` signed (with
+/// the key pinned for their own address) and that is not addressed to them is the sent
+/// copy of a letter they wrote (on any of their devices, [`crate::send`]); everything else
+/// was received. A letter the user writes to themselves is received (no sent copy is made
+/// of it).
+pub fn folder_of(me: &Profile, trust: &Trust, header: Option<&Header>) -> Folder {
+    match header {
+        Some(h)
+            if trust.is_verified()
+                && &h.from == me.address()
+                && !h.to.iter().chain(&h.cc).any(|a| a == me.address()) =>
+        {
+            Folder::Sent
+        }
+        _ => Folder::Inbox,
+    }
+}
+
+/// The trusted homes of `me`, fetched from and submitted through; an error when there is
+/// none.
+pub fn trusted_homes(me: &Profile) -> Result<Vec<HomeEntry>> {
+    let homes: Vec<_> = me.config.trusted_homes().cloned().collect();
+    if homes.is_empty() {
+        return Err(Error::input(
+            "homes",
+            "no trusted home node; trust one with `sealpost node trust URL`",
+        ));
+    }
+    Ok(homes)
+}
+
+/// The user's letters: see the module documentation.
+pub struct Mailbox {
+    net: Net,
+    messages: MessageStore,
+}
+
+impl Mailbox {
+    /// The letters of the profile in `profile_dir`, fetched through `net`.
+    pub fn new(profile_dir: &std::path::Path, net: Net) -> Mailbox {
+        Mailbox {
+            net,
+            messages: MessageStore::new(profile_dir),
+        }
     }
 
-    /// Flushes the outbox, then fetches from every trusted home that answers.
-    pub async fn fetch(&self, keys: &Keyring, progress: &dyn Progress) -> Result<FetchReport> {
-        let homes: Vec<_> = self.profile.config.trusted_homes().cloned().collect();
-        if homes.is_empty() {
-            return Err(Error::input(
-                "homes",
-                "no trusted home node; trust one with `sealpost node trust URL`",
-            ));
-        }
-        let mut report = FetchReport {
-            flush: self.flush_outbox(keys, progress).await?,
-            ..FetchReport::default()
-        };
+    /// The letters stored.
+    pub fn messages(&self) -> &MessageStore {
+        &self.messages
+    }
 
-        let timeout = self.net_timeout();
+    /// Fetches from every one of `homes` (the trusted homes of `me`) that answers. The
+    /// report's `flush` is left empty: flushing the outbox first is the caller's.
+    pub async fn fetch(
+        &self,
+        me: &Profile,
+        directory: &Directory,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        progress: &dyn Progress,
+    ) -> Result<FetchReport> {
+        let mut report = FetchReport::default();
+        let timeout = self.net.config().timeout;
         let listings = join_all(
             homes
                 .iter()
@@ -215,7 +265,12 @@ impl Client {
             return Err(Error::NoNodeAnswered { details });
         }
 
-        let mut judge = self.judge_state()?;
+        let mut opener = Opener {
+            me,
+            directory,
+            keys,
+            judge: judge_state(me, directory)?,
+        };
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
         for (id, places) in &group_by_envelope(answered) {
             let id = *id;
@@ -256,9 +311,7 @@ impl Client {
             let Some((i, bytes)) = got else { continue };
             let (sealed, trust, header) = match Envelope::decode(&bytes) {
                 Ok(env) if env.id == id && env.mailbox == homes[i].mailbox => {
-                    let (trust, header) = self
-                        .open_and_judge(&env.sealed, keys, &mut judge, &mut report)
-                        .await;
+                    let (trust, header) = opener.open_and_judge(&env.sealed, &mut report).await;
                     (env.sealed, trust, header)
                 }
                 Ok(_) => (
@@ -282,18 +335,24 @@ impl Client {
                     nodes.push(homes[*j].url.clone());
                 }
             }
+            let folder = folder_of(me, &trust, header.as_ref());
             let meta = StoredMessage {
                 id,
                 received_at: now(),
                 nodes,
                 size: sealed.len() as u64,
                 trust,
-                seen: false,
+                // The user wrote it: nothing to read.
+                seen: folder == Folder::Sent,
                 header,
+                folder,
             };
             // Durable (fsync) before any ack.
             self.messages.put(&meta, &sealed)?;
-            report.new.push(meta);
+            match folder {
+                Folder::Inbox => report.new.push(meta),
+                Folder::Sent => report.sent.push(meta),
+            }
             for (i, item) in places {
                 acks[*i].push(item.seq);
             }
@@ -326,12 +385,34 @@ impl Client {
             nr.acked = ok;
             nr.ack_errors = errors;
         }
-        self.save_nodes()?;
+        directory.save_nodes()?;
         Ok(report)
     }
 
-    fn net_timeout(&self) -> std::time::Duration {
-        self.net.config().timeout
+    /// Stores the sent copy of a letter this device has just sent: `sealed`, sealed to the
+    /// user's own key and signed by `me`, under the envelope id `id` of the copy queued for
+    /// the user's own mailbox. It shows at once; fetching that envelope later finds it stored.
+    pub fn store_sent(
+        &self,
+        me: &Profile,
+        id: EnvelopeId,
+        sealed: &[u8],
+        letter: &Letter,
+    ) -> Result<StoredMessage> {
+        let meta = StoredMessage {
+            id,
+            received_at: now(),
+            nodes: Vec::new(),
+            size: sealed.len() as u64,
+            trust: Trust::Verified {
+                signer: me.config.fingerprint.clone(),
+            },
+            seen: true,
+            header: Some(Header::of(letter)),
+            folder: Folder::Sent,
+        };
+        self.messages.put(&meta, sealed)?;
+        Ok(meta)
     }
 
     /// Records that a stored message was also found on `urls`.
@@ -353,16 +434,57 @@ impl Client {
         Ok(())
     }
 
+    /// Opens a stored message again (no network) and marks it seen.
+    pub fn read(
+        &self,
+        me: &Profile,
+        directory: &Directory,
+        id: &EnvelopeId,
+        keys: &Keyring,
+    ) -> Result<ReadMessage> {
+        let mut meta = self.messages.get(id)?;
+        if meta.header.is_none() {
+            return Ok(ReadMessage { meta, letter: None });
+        }
+        let sealed = self.messages.sealed(id)?;
+        let judge_state = judge_state(me, directory)?;
+        let opened = open(&sealed, keys, &|h| judge_state.certs.lookup(h))?;
+        if !meta.seen {
+            meta.seen = true;
+            self.messages.update(&meta)?;
+        }
+        let mut letter = opened.letter;
+        if letter.legacy.is_some() {
+            // What `list` showed was made the same way at fetch: the two agree.
+            letter = legacy_view(letter, keys, &|h| judge_state.certs.lookup(h));
+            meta.header = Some(Header::of(&letter));
+        }
+        Ok(ReadMessage {
+            meta,
+            letter: Some(letter),
+        })
+    }
+}
+
+/// What opening the letters of one fetch needs: whose they are, the directory to look new
+/// senders up in, the keys, and the signature context so far.
+struct Opener<'a> {
+    me: &'a Profile,
+    directory: &'a Directory,
+    keys: &'a Keyring,
+    judge: Judge,
+}
+
+impl Opener<'_> {
     /// Opens a sealed letter and decides who sent it. A signer we have no certificate for
     /// makes us look up the From address's record once per run (TOFU for a new sender).
     async fn open_and_judge(
-        &self,
+        &mut self,
         sealed: &[u8],
-        keys: &Keyring,
-        judge_state: &mut Judge,
         report: &mut FetchReport,
     ) -> (Trust, Option<Header>) {
-        let opened = match open(sealed, keys, &|h| judge_state.certs.lookup(h)) {
+        let (me, directory, keys) = (self.me, self.directory, self.keys);
+        let opened = match open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
             Ok(o) => o,
             Err(e) => {
                 return (
@@ -380,34 +502,35 @@ impl Client {
             // the legacy From is never looked up (it has no Sealpost node, and asking
             // would tell the world whom we hear from).
             if let SignatureStatus::UnknownSigner { .. } = status
-                && let Some(again) = self.learn_gateway(sealed, keys, judge_state, report).await
+                && let Some(again) = self.learn_gateway(sealed, report).await
             {
                 status = again;
             }
-            let shown = legacy_view(opened.letter, keys, &|h| judge_state.certs.lookup(h));
-            return (judge_legacy(&status), Some(Header::of(&shown)));
+            let trust = judge_legacy(&status, opened.letter.legacy.as_deref(), &from);
+            let shown = legacy_view(opened.letter, keys, &|h| self.judge.certs.lookup(h));
+            return (trust, Some(Header::of(&shown)));
         }
         if matches!(status, SignatureStatus::UnknownSigner { .. })
-            && !judge_state.nodes.contains_key(&from)
-            && judge_state.looked_up.insert(from.clone())
+            && !self.judge.nodes.contains_key(&from)
+            && self.judge.looked_up.insert(from.clone())
         {
-            match self.resolve_recipient(&from).await {
+            match directory.resolve_recipient(me, &from).await {
                 Ok(r) => {
                     if let Some(outcome) = &r.pin {
                         let c = outcome.contact();
-                        if let Err(e) = self.contacts.save(c) {
+                        if let Err(e) = directory.contacts().save(c) {
                             report.warnings.push(e.to_string());
                         } else {
                             if matches!(outcome, PinOutcome::New(_)) {
                                 report.new_contacts.push(from.clone());
                             }
-                            judge_state
+                            self.judge
                                 .pinned
                                 .insert(from.clone(), c.fingerprint.clone());
-                            judge_state.certs.push(r.cert.clone());
+                            self.judge.certs.push(r.cert.clone());
                         }
                     }
-                    if let Ok(again) = open(sealed, keys, &|h| judge_state.certs.lookup(h)) {
+                    if let Ok(again) = open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
                         status = again.signature;
                     }
                 }
@@ -417,7 +540,7 @@ impl Client {
                     .push(format!("could not look up the sender {from}: {e}")),
             }
         }
-        let expected = judge_state.expected_signer(&from, &status);
+        let expected = self.judge.expected_signer(&from, &status);
         let trust = judge(&status, &from, expected.as_deref());
         (trust, Some(Header::of(&opened.letter)))
     }
@@ -425,21 +548,16 @@ impl Client {
     /// Looks up our domain's gateway (once per fetch), pins it like any contact, and
     /// opens `sealed` again: the signature status with the gateway's certificate known.
     async fn learn_gateway(
-        &self,
+        &mut self,
         sealed: &[u8],
-        keys: &Keyring,
-        judge_state: &mut Judge,
         report: &mut FetchReport,
     ) -> Option<SignatureStatus> {
-        let gateway = Address::parse(&format!(
-            "{DEFAULT_GATEWAY_LOCAL_PART}@{}",
-            self.profile.address().domain()
-        ))
-        .ok()?;
-        if !judge_state.looked_up.insert(gateway.clone()) {
+        let (me, directory, keys) = (self.me, self.directory, self.keys);
+        let gateway = default_gateway(me.address()).ok()?;
+        if !self.judge.looked_up.insert(gateway.clone()) {
             return None;
         }
-        let r = match self.resolve_recipient(&gateway).await {
+        let r = match directory.resolve_recipient(me, &gateway).await {
             Ok(r) => r,
             Err(e) => {
                 report
@@ -450,44 +568,19 @@ impl Client {
         };
         if let Some(outcome) = &r.pin {
             let c = outcome.contact();
-            if let Err(e) = self.contacts.save(c) {
+            if let Err(e) = directory.contacts().save(c) {
                 report.warnings.push(e.to_string());
                 return None;
             }
             if matches!(outcome, PinOutcome::New(_)) {
                 report.new_contacts.push(gateway.clone());
             }
-            judge_state.pinned.insert(gateway, c.fingerprint.clone());
+            self.judge.pinned.insert(gateway, c.fingerprint.clone());
         }
-        judge_state.certs.push(r.cert);
-        open(sealed, keys, &|h| judge_state.certs.lookup(h))
+        self.judge.certs.push(r.cert);
+        open(sealed, keys, &|h| self.judge.certs.lookup(h))
             .ok()
             .map(|o| o.signature)
-    }
-
-    /// Opens a stored message again (no network) and marks it seen.
-    pub fn read(&self, id: &EnvelopeId, keys: &Keyring) -> Result<ReadMessage> {
-        let mut meta = self.messages.get(id)?;
-        if meta.header.is_none() {
-            return Ok(ReadMessage { meta, letter: None });
-        }
-        let sealed = self.messages.sealed(id)?;
-        let judge_state = self.judge_state()?;
-        let opened = open(&sealed, keys, &|h| judge_state.certs.lookup(h))?;
-        if !meta.seen {
-            meta.seen = true;
-            self.messages.update(&meta)?;
-        }
-        let mut letter = opened.letter;
-        if letter.legacy.is_some() {
-            // What `list` showed was made the same way at fetch: the two agree.
-            letter = legacy_view(letter, keys, &|h| judge_state.certs.lookup(h));
-            meta.header = Some(Header::of(&letter));
-        }
-        Ok(ReadMessage {
-            meta,
-            letter: Some(letter),
-        })
     }
 }
 
@@ -515,5 +608,26 @@ mod tests {
         assert_eq!(groups[1].1, vec![(0, item(2, 0xb)), (2, item(7, 0xb))]);
         assert_eq!(groups[2].1, vec![(2, item(8, 0xc))]);
         assert!(group_by_envelope(vec![(0, vec![]), (1, vec![])]).is_empty());
+    }
+
+    #[test]
+    fn only_our_own_verified_letter_to_others_is_a_sent_copy() {
+        let tmp = tempfile::tempdir().unwrap();
+        let me = crate::profile::tests::sample(tmp.path(), "alice@alpha.test", None);
+        let alice = me.address().clone();
+        let bob = Address::parse("bob@beta.test").unwrap();
+        let header = |from: &Address, to: &Address| {
+            Header::of(&Letter::new(from.clone(), vec![to.clone()], "s", "b", 1))
+        };
+        let verified = Trust::Verified {
+            signer: me.config.fingerprint.clone(),
+        };
+        let unverified = Trust::Unverified { reason: "x".into() };
+        let sent = |t: &Trust, h: Header| folder_of(&me, t, Some(&h));
+        assert_eq!(sent(&verified, header(&alice, &bob)), Folder::Sent);
+        assert_eq!(sent(&verified, header(&alice, &alice)), Folder::Inbox);
+        assert_eq!(sent(&unverified, header(&alice, &bob)), Folder::Inbox);
+        assert_eq!(sent(&verified, header(&bob, &alice)), Folder::Inbox);
+        assert_eq!(folder_of(&me, &verified, None), Folder::Inbox);
     }
 }

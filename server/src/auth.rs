@@ -1,0 +1,83 @@
+//! Sign-in of a mailbox's owner: the node hands out a challenge for the mailbox, the owner
+//! signs it with the account's key ([`sealpost_proto::auth::challenge_statement`]) and gets
+//! a bearer token. `sessions` holds the challenges and tokens; a key rotation revokes them.
+
+use sealpost_proto::MailboxId;
+use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
+use sealpost_proto::record::verify_detached;
+
+use crate::basics::clock::now_secs;
+use crate::node::Node;
+use crate::sessions::TokenError;
+use crate::store::StoreError;
+
+/// How long a client waits when the session tables are full.
+const FULL_RETRY_SECS: u64 = 60;
+
+/// Why a challenge or a token was not given.
+#[derive(Debug, thiserror::Error)]
+pub enum AuthError {
+    /// A challenge for a mailbox that has no account here.
+    #[error("no such mailbox on this node")]
+    UnknownMailbox,
+    /// Too many challenges or tokens outstanding; try again after `retry_after` seconds.
+    #[error("too many sign-ins under way; retry after {retry_after} s")]
+    Busy { retry_after: u64 },
+    #[error("unknown, expired or already used challenge")]
+    BadChallenge,
+    #[error("no such account")]
+    NoAccount,
+    #[error("challenge signature does not verify with the account's key")]
+    BadSignature,
+    /// The key rotated between the challenge and its answer.
+    #[error("the account's key changed during sign-in; ask for a new challenge")]
+    KeyChanged,
+    #[error(transparent)]
+    Storage(#[from] StoreError),
+}
+
+impl Node {
+    /// A fresh challenge for `mailbox` and when it expires (Unix seconds).
+    pub async fn challenge(
+        &self,
+        mailbox: MailboxId,
+    ) -> Result<([u8; NONCE_BYTES], u64), AuthError> {
+        if self.account(mailbox).await?.is_none() {
+            return Err(AuthError::UnknownMailbox);
+        }
+        self.sessions
+            .challenge(mailbox, now_secs())
+            .ok_or(AuthError::Busy {
+                retry_after: FULL_RETRY_SECS,
+            })
+    }
+
+    /// A bearer token for `mailbox` and when it expires, for a challenge `nonce` signed
+    /// (`signature`, detached) by the account's current key. The challenge is spent either
+    /// way.
+    pub async fn sign_in(
+        &self,
+        mailbox: MailboxId,
+        nonce: &[u8; NONCE_BYTES],
+        signature: &[u8],
+    ) -> Result<([u8; 32], u64), AuthError> {
+        let now = now_secs();
+        self.sessions
+            .take_nonce(nonce, mailbox, now)
+            .map_err(|_| AuthError::BadChallenge)?;
+        // Read before the key is: a rotation committing after this point revokes the token.
+        let epoch = self.sessions.epoch(mailbox);
+        let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
+        let statement = challenge_statement(&self.url, &mailbox, nonce);
+        verify_detached(&statement, signature, &account.cert)
+            .map_err(|_| AuthError::BadSignature)?;
+        self.sessions
+            .issue_token(mailbox, epoch, now)
+            .map_err(|e| match e {
+                TokenError::Full => AuthError::Busy {
+                    retry_after: FULL_RETRY_SECS,
+                },
+                TokenError::Revoked => AuthError::KeyChanged,
+            })
+    }
+}
