@@ -81,6 +81,15 @@ async fn node_obtains_and_renews_its_certificate_from_pebble_under_load() {
         "directory_ca",
         format!("{:?}", pebble.https_ca().display().to_string()),
     ));
+    // The gateway, whose STARTTLS must present the same certificate.
+    for kv in [
+        "gateway.enabled=true",
+        "gateway.verify=false",
+        "gateway.domain=\"sealpost.test\"",
+        "gateway.listen=\"127.0.0.1:0\"",
+    ] {
+        args.extend(["--set".to_string(), kv.to_string()]);
+    }
     node.restart_with(&args);
     let root = pebble.root_pem().await;
 
@@ -112,6 +121,42 @@ async fn node_obtains_and_renews_its_certificate_from_pebble_under_load() {
         "pebble validated a challenge:\n{}",
         pebble.log()
     );
+
+    // The gateway's STARTTLS presents the ACME certificate: OpenSSL verifies it against
+    // pebble's root for the node's name.
+    let smtp = node.stdout_line(sealpost_testkit::process::GATEWAY_READY_PREFIX);
+    let root_file = node.dir().join("pebble-root.pem");
+    std::fs::write(&root_file, &root).expect("write root");
+    let s_client = std::process::Command::new("openssl")
+        .args(["s_client", "-connect", smtp.trim(), "-starttls", "smtp"])
+        .args([
+            "-servername",
+            NAME,
+            "-verify_hostname",
+            NAME,
+            "-verify_return_error",
+        ])
+        .arg("-CAfile")
+        .arg(&root_file)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("openssl s_client");
+    let said = String::from_utf8_lossy(&s_client.stdout);
+    assert!(
+        said.contains("Verify return code: 0 (ok)"),
+        "STARTTLS certificate verified: {said}\n{}",
+        String::from_utf8_lossy(&s_client.stderr)
+    );
+
+    // The admin CLI reaches the running node over its socket.
+    let admin = std::process::Command::new(sealpost_tests::node_bin())
+        .args(["admin", "--config"])
+        .arg(node.config_path())
+        .args(["peers", "list"])
+        .output()
+        .expect("sealpost-node admin");
+    assert!(admin.status.success(), "{admin:?}");
+    assert_eq!(String::from_utf8_lossy(&admin.stdout), "no pinned peers\n");
 
     // 2. Load until a second certificate is served: no request may fail meanwhile.
     let stop = Arc::new(AtomicBool::new(false));
