@@ -124,6 +124,10 @@ impl Node {
         let mut all: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
         all.extend_from_slice(args);
         self.process.set_args(all);
+        self.relaunch();
+    }
+
+    fn relaunch(&mut self) {
         self.stop();
         if let Err(e) = self.process.restart(START_DEADLINE) {
             panic!(
@@ -152,17 +156,8 @@ impl Node {
 
     /// Starts the node again on the same port, data and keys.
     pub fn restart(&mut self) {
-        self.stop();
         let url = self.url.clone();
-        if let Err(e) = self.process.restart(START_DEADLINE) {
-            panic!(
-                "node {} did not start: {e}\n--- log ---\n{}",
-                self.name,
-                self.log()
-            );
-        }
-        self.url = self.process.url().to_string();
-        self.port = self.process.port();
+        self.relaunch();
         assert_eq!(self.url, url, "restarted node must keep its URL");
     }
 

@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
@@ -175,34 +174,12 @@ pub fn read_small(path: &Path) -> Result<Option<Vec<u8>>, CertError> {
     Ok(Some(buf))
 }
 
-/// Writes `bytes` to `path` with mode 0600 (its directory 0700), durably: a temporary
-/// file, fsync, rename, fsync of the directory.
+/// Writes `bytes` to `path` with mode 0600, durably ([`write_private`](crate::basics::private_file::write_private)).
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), CertError> {
-    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-    let err = |source| CertError::Write {
+    crate::basics::private_file::write_private(path, bytes).map_err(|source| CertError::Write {
         path: path.to_owned(),
         source,
-    };
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(err)?;
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(err)?;
-    f.write_all(bytes).map_err(err)?;
-    f.sync_all().map_err(err)?;
-    std::fs::rename(&tmp, path).map_err(err)?;
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(err)
+    })
 }
 
 /// What the TLS listeners present: the current certificate and pending challenges.

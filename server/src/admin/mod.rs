@@ -296,8 +296,6 @@ fn configured_blocked(node: &Node, key: &[u8; 32]) -> bool {
 
 /// Writes the admin-made blocks (the blocked set minus `peers.blocked`) to the file.
 fn save_blocked(node: &Node) -> Result<(), std::io::Error> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = node.config.resolve(&node.config.admin.blocked_peers);
     let mut text =
         String::from("# peer node keys blocked with `sealpost-node admin peers block`\n");
@@ -307,16 +305,7 @@ fn save_blocked(node: &Node) -> Result<(), std::io::Error> {
             text.push('\n');
         }
     }
-    let tmp = path.with_extension("tmp");
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    std::fs::rename(&tmp, &path)
+    crate::basics::private_file::write_private(&path, text.as_bytes())
 }
 
 fn parse_key(s: &str) -> Option<[u8; 32]> {
