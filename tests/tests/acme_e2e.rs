@@ -17,8 +17,9 @@ use sealpost_tests::dns::{Dns, Record};
 use sealpost_tests::pebble::Pebble;
 
 const NAME: &str = "node.sealpost.test";
-/// Short enough that a renewal (two thirds in) happens within the test.
-const VALIDITY: Duration = Duration::from_secs(24);
+/// Short enough that a renewal (two thirds in, at 30 s) happens within the test, long
+/// enough that a loaded machine renews before the old certificate expires (15 s later).
+const VALIDITY: Duration = Duration::from_secs(45);
 const DEADLINE: Duration = Duration::from_secs(90);
 
 /// A client that trusts only `root` and reaches NAME at the node's loopback port. Each
