@@ -96,6 +96,20 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         from: PathBuf,
     },
+    /// Move the node's data from one storage backend to another (every node process
+    /// stopped): `--from rocksdb --to postgres` copies data_dir into [storage.postgres].
+    /// Rows already there are kept, so an interrupted move can be run again.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Override any field, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
     ResetAddress {
@@ -210,6 +224,12 @@ fn main() -> std::process::ExitCode {
         Command::Backup { config, to } => backup(&config, &to),
         Command::Restore { config, from } => restore(&config, &from),
         Command::DnsRecords { config } => dns_records(&config),
+        Command::Migrate {
+            config,
+            from,
+            to,
+            set,
+        } => migrate(&config, &from, &to, &set),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -292,6 +312,22 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     }
     // A closed pipe (`| head`) is not an error worth a panic.
     let _ = std::io::Write::write_all(&mut std::io::stdout(), out.as_bytes());
+    Ok(())
+}
+
+fn migrate(path: &std::path::Path, from: &str, to: &str, set: &[String]) -> anyhow::Result<()> {
+    use sealpost_server::store::migrate::{MigrateError, rocks_to_postgres};
+    if (from, to) != ("rocksdb", "postgres") {
+        return Err(MigrateError::Direction.into());
+    }
+    let config = Config::load_with(path, set)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let moved = runtime.block_on(rocks_to_postgres(&config))?;
+    println!("moved to PostgreSQL: {moved}");
+    println!("now set [storage] backend = \"postgres\" and start the node processes");
     Ok(())
 }
 

@@ -132,6 +132,12 @@ mod mutants {
         fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
             self.inner.outbound()
         }
+        fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>> {
+            self.inner.claim_outbound(limit)
+        }
+        fn renew_outbound(&self) -> StoreFuture<'_, u64> {
+            self.inner.renew_outbound()
+        }
         fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
             self.inner.outbound_payload(id)
         }

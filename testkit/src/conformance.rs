@@ -18,7 +18,8 @@
 //! forward; each mailbox numbers its envelopes from 1 without reuse, dedupes by envelope id
 //! (also after an ack) and enforces its quota inside the write; listing pages from a
 //! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
-//! the outbound queue round-trips and a finished hop can leave a bounce; peer pins are kept
+//! the outbound queue round-trips, each stored hop is claimed once, and a finished hop can
+//! leave a bounce; peer pins are kept
 //! per URL; an address belongs to its first account (claims, rotation, operator reset);
 //! everything survives close and reopen; a closed store refuses writes.
 
@@ -482,6 +483,39 @@ pub async fn outbound_queue_round_trips<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// The relay's claim: a hop this handle enqueued is its own (no claim returns it); after a
+/// reopen every stored hop is claimed exactly once; a finished hop is gone from the claims.
+pub async fn the_queue_is_claimed_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let sender = MailboxId([1; 16]);
+    for id in [4, 5, 6] {
+        s.enqueue(outbound_item(id, sender), Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.claim_outbound(10).await.unwrap(),
+        vec![],
+        "hops enqueued by this handle are held by it already"
+    );
+    assert_eq!(s.renew_outbound().await.unwrap(), 3, "it holds all three");
+    s.close().await.unwrap();
+    drop(s);
+
+    let s = b.open(dir.path()).await;
+    let first = s.claim_outbound(2).await.unwrap();
+    assert_eq!(first.len(), 2, "a claim takes at most `limit` hops");
+    let second = s.claim_outbound(10).await.unwrap();
+    let mut ids: Vec<u8> = first.iter().chain(&second).map(|i| i.id[0]).collect();
+    ids.sort();
+    assert_eq!(ids, vec![4, 5, 6], "each hop is claimed exactly once");
+    assert!(s.claim_outbound(10).await.unwrap().is_empty());
+    s.finish(QueueId([5; 16]), None).await.unwrap();
+    assert_eq!(s.renew_outbound().await.unwrap(), 2);
+    s.close().await.unwrap();
+}
+
 pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -723,6 +757,7 @@ macro_rules! store_conformance {
             quotas_count_bytes_and_envelopes,
             prune_forgets_only_acked_old_ids,
             outbound_queue_round_trips,
+            the_queue_is_claimed_once,
             finish_stores_a_bounce_beyond_quota,
             take_hands_a_letter_on_once,
             peer_pins_are_kept_per_url,

@@ -26,12 +26,17 @@ pub struct FakeSender {
 impl Sender for FakeSender {
     async fn send(&self, s: Submission) -> Result<SendOutcome, SendError> {
         if s.rcpt_to.iter().any(|r| r.ends_with("@nogateway.test")) {
-            return Err(SendError::Permanent("no gateway for legacy e-mail to nogateway.test".into()));
+            return Err(SendError::Permanent(
+                "no gateway for legacy e-mail to nogateway.test".into(),
+            ));
         }
         if s.rcpt_to.iter().any(|r| r.ends_with("@later.test")) {
             return Err(SendError::Temporary("home node unreachable".into()));
         }
-        let outcome = SendOutcome { sealed: s.rcpt_to.clone(), legacy: Vec::new() };
+        let outcome = SendOutcome {
+            sealed: s.rcpt_to.clone(),
+            legacy: Vec::new(),
+        };
         self.sent.lock().unwrap().push(s);
         Ok(outcome)
     }
@@ -49,7 +54,11 @@ pub struct Dovecot {
 
 /// A free loopback port (bound and released; Dovecot binds it right after).
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Dovecot {
@@ -63,10 +72,18 @@ impl Dovecot {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let ok = Command::new("chown").arg("nobody:nogroup").arg(d.join("home")).status().unwrap();
+            let ok = Command::new("chown")
+                .arg("nobody:nogroup")
+                .arg(d.join("home"))
+                .status()
+                .unwrap();
             assert!(ok.success(), "chown of the Dovecot home");
         }
-        std::fs::write(d.join("passwd"), format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n")).unwrap();
+        std::fs::write(
+            d.join("passwd"),
+            format!("{USER}:{{PLAIN}}{PASSWORD}::::::\n"),
+        )
+        .unwrap();
         let p = |x: &str| d.join(x).display().to_string();
         let conf = format!(
             r#"protocols = imap
@@ -180,7 +197,10 @@ pub fn wait_for_greeting(port: u16, log: &Path) {
             }
         }
         if Instant::now() > deadline {
-            panic!("no IMAP greeting on {port}; log: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "no IMAP greeting on {port}; log: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -228,18 +248,32 @@ impl Bridge {
         let port = listener.local_addr().unwrap().port();
         let smtp_listener = StdListener::bind("127.0.0.1:0").unwrap();
         smtp_listener.set_nonblocking(true).unwrap();
-        let smtp_port = if sender.is_some() { smtp_listener.local_addr().unwrap().port() } else { 0 };
+        let smtp_port = if sender.is_some() {
+            smtp_listener.local_addr().unwrap().port()
+        } else {
+            0
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let s2 = shared.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let mut rx1 = rx.clone();
-                let imap = tokio::spawn(server::serve(listener, None, s2.clone(), server::imap_handler, async move {
-                    let _ = rx1.wait_for(|v| *v).await;
-                }));
+                let imap = tokio::spawn(server::serve(
+                    listener,
+                    None,
+                    s2.clone(),
+                    server::imap_handler,
+                    async move {
+                        let _ = rx1.wait_for(|v| *v).await;
+                    },
+                ));
                 if let Some(sender) = sender {
                     let smtp_listener = tokio::net::TcpListener::from_std(smtp_listener).unwrap();
                     let mut rx2 = rx.clone();
@@ -258,7 +292,15 @@ impl Bridge {
                 let _ = imap.await;
             });
         });
-        Bridge { port, smtp_port, shared, dir: dir.to_owned(), _tmp: None, stop: Some(stop), thread: Some(thread) }
+        Bridge {
+            port,
+            smtp_port,
+            shared,
+            dir: dir.to_owned(),
+            _tmp: None,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -278,12 +320,18 @@ impl Drop for Bridge {
 }
 
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
 }
 
 /// Runs a command, returns (success, stdout + stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("command runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

@@ -151,12 +151,20 @@ blocked = []
 # node_key = "<64 hex digits>"
 
 [storage]
+# "rocksdb": the database in data_dir, for one node process. "postgres": the database of
+# [storage.postgres], which several node processes with these same keys and settings share.
+backend = "rocksdb"
 # RocksDB block cache and total memtable budget, MiB.
 cache_mb = {cache}
 write_buffer_mb = {wb}
 # Seconds the id of an acked envelope is remembered, so that a late redelivery (a peer
 # retrying after a crash) is not stored again. Keep it above peers' relay.give_up_after.
 dedupe_retention = {dr}
+
+# [storage.postgres]
+# url = "postgres://sealpost:PASSWORD@127.0.0.1:5432/sealpost"   # no TLS: private network
+# pool_size = 16          # connections per node process
+# connect_timeout = 5     # seconds to wait for a connection
 
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.

@@ -35,6 +35,9 @@ use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node};
 use crate::store::OutboundItem;
 
+/// Most hops taken over from the shared queue at one lease tick.
+const CLAIM_BATCH: usize = 1000;
+
 /// How an attempt ended.
 enum Attempt {
     Delivered {
@@ -105,6 +108,13 @@ async fn run(
         );
     }
     let concurrency = node.config.relay.concurrency;
+    // A shared store (several node processes): renew the leases of the hops held here and
+    // take over those of a process that died (`Store::claim_outbound`).
+    let shared = node.config.storage.backend == crate::config::StorageBackend::Postgres;
+    let renew_every =
+        (node.config.storage.postgres.queue_lease.get() / 3).max(Duration::from_millis(100));
+    let mut leases = tokio::time::interval(renew_every);
+    leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = now_ms();
         while inflight.len() < concurrency {
@@ -140,6 +150,28 @@ async fn run(
                     }
                     Ok(None) => {}
                     Err(e) => tracing::error!(error = %e, "relay attempt panicked; the hop is retried at the next start"),
+                }
+            }
+            _ = leases.tick(), if shared => {
+                if let Err(e) = node.store.renew_outbound().await {
+                    tracing::warn!(error = %e, "could not renew the outbound queue leases");
+                }
+                match node.store.claim_outbound(CLAIM_BATCH).await {
+                    Ok(items) => {
+                        if !items.is_empty() {
+                            tracing::info!(hops = items.len(), "took over outbound hops");
+                        }
+                        for item in items {
+                            if waiting.contains_key(&item.id) {
+                                continue;
+                            }
+                            node.metrics.outbound_queue.fetch_add(1, Ordering::Relaxed);
+                            node.outbound_usage.add(item.sender, item.size);
+                            schedule.push(Reverse((item.next_attempt_ms, item.id)));
+                            waiting.insert(item.id, Job { item, payload: None });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim outbound hops"),
                 }
             }
             _ = tokio::time::sleep(sleep_for) => {}
