@@ -28,7 +28,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bounce",
         ],
     ),
-    ("workers and edge", &["relay", "gateway", "api"]),
+    (
+        "workers and edge",
+        &["relay", "gateway", "api", "acme", "admin"],
+    ),
     ("start-up", &["server", "init", "main", "lib"]),
 ];
 

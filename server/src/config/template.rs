@@ -55,6 +55,15 @@ identity = "keys/node-identity.asc"
 # PEM certificate chain and private key. When both are set the node speaks HTTPS only.
 # cert = "tls/cert.pem"
 # key = "tls/key.pem"
+# Or obtain and renew the certificate automatically from an ACME CA (RFC 8555), validated
+# with TLS-ALPN-01 on this node's own HTTPS port (which must be reachable as port 443 of
+# every name). Renewed after two thirds of its lifetime, without a restart.
+# [tls.acme]
+# directory = "https://acme-v02.api.letsencrypt.org/directory"
+# contact = ["mailto:ops@example.org"]
+# names = ["alpha.example", "mx.alpha.example"]   # default: the host of public_url
+# dir = "acme"                                    # account, certificate, key (mode 0600)
+# directory_ca = "acme-ca.pem"                    # extra root for the CA's own HTTPS (tests)
 
 [registration]
 # Who may create an account: "open", "invite" (a code from `invites`, each usable once)
@@ -160,6 +169,15 @@ dedupe_retention = {dr}
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.
 filter = "info"
+
+[admin]
+# Unix socket for `sealpost-node admin` (mode 0600: this user and root); "" turns it off.
+socket = "admin.sock"
+# Set a token to keep /metrics private: then only `Authorization: Bearer <token>` reads it
+# (`sealpost-node admin metrics` always can).
+metrics_token = ""
+# Peer keys blocked with `sealpost-node admin peers block` (besides peers.blocked).
+blocked_peers = "blocked-peers.txt"
 
 [auth]
 # Seconds a challenge nonce may be answered, and a bearer token is valid.
