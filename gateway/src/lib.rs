@@ -13,6 +13,8 @@
 pub mod auth;
 pub mod dkim;
 pub mod label;
+pub mod mta_sts;
+pub mod mx;
 pub mod smtp_in;
 pub mod smtp_out;
 

@@ -128,6 +128,7 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub devices: DevicesConfig,
+    pub admin: AdminConfig,
     /// Directory that relative paths resolve against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -149,7 +150,39 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Obtain and renew the certificate from an ACME CA instead (`[tls.acme]`).
+    pub acme: Option<AcmeConfig>,
 }
+
+/// Automatic certificates (RFC 8555) with the TLS-ALPN-01 challenge on the node's own port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL (https).
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:ops@example.org`.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// DNS names the certificate covers (the node's and the gateway's MX host); empty: the
+    /// host of `public_url`.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Where the account key, certificate and its key are kept (mode 0600).
+    #[serde(default = "default_acme_dir")]
+    pub dir: PathBuf,
+    /// Extra PEM CA certificates to trust for the ACME server's own HTTPS (a test CA);
+    /// empty: the system's roots.
+    #[serde(default)]
+    pub directory_ca: Option<PathBuf>,
+}
+
+fn default_acme_dir() -> PathBuf {
+    PathBuf::from("acme")
+}
+
+/// Longest DNS name (RFC 1035), and most names on one certificate.
+pub const MAX_ACME_NAME: usize = 253;
+pub const MAX_ACME_NAMES: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -332,6 +365,31 @@ pub struct LogConfig {
     pub filter: String,
 }
 
+/// The operator's side door: `sealpost-node admin` and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket of `sealpost-node admin` (mode 0600; only the node's user and root may
+    /// use it); empty: no admin socket.
+    pub socket: PathBuf,
+    /// When set, `GET /metrics` answers only with `Authorization: Bearer TOKEN` (404
+    /// otherwise); `sealpost-node admin metrics` always works.
+    pub metrics_token: String,
+    /// Peer node keys blocked with `sealpost-node admin peers block` (one hex key a line,
+    /// mode 0600), besides `peers.blocked`.
+    pub blocked_peers: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("admin.sock"),
+            metrics_token: String::new(),
+            blocked_peers: PathBuf::from("blocked-peers.txt"),
+        }
+    }
+}
+
 /// Mailbox-owner authentication (`spec/api.md` §Authentication).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -409,8 +467,12 @@ pub struct GatewayConfig {
     pub command_timeout: Secs,
     /// Longest SMTP session.
     pub session_timeout: Secs,
-    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: no outbound.
+    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: each
+    /// recipient domain's MX hosts (direct delivery).
     pub smarthost: String,
+    /// CA certificates (PEM) trusted for outbound TLS besides the webpki roots: MTA-STS
+    /// policy fetches and the MX hosts of domains that enforce it; empty: none.
+    pub tls_ca: PathBuf,
     /// DKIM selector for outbound mail (publish `SELECTOR._domainkey.DOMAIN`).
     pub dkim_selector: String,
     /// Ed25519 DKIM key (base64 seed), made on first start when missing.
@@ -432,8 +494,8 @@ pub struct GatewayConfig {
     /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
     /// say the outcome; DMARC `p=reject` failures are refused).
     pub verify: bool,
-    /// The DNS server the gateway asks: "system" (or empty) for `/etc/resolv.conf`,
-    /// else `IP` or `IP:PORT`.
+    /// The DNS server the gateway asks (inbound checks, and MX lookups and MTA-STS of
+    /// direct delivery): "system" (or empty) for `/etc/resolv.conf`, else `IP` or `IP:PORT`.
     pub dns: String,
     /// Longest wait for one DNS answer (each question is asked twice).
     pub dns_timeout: Secs,
@@ -455,6 +517,7 @@ impl Default for GatewayConfig {
             command_timeout: Secs::from_secs(60),
             session_timeout: Secs::from_secs(600),
             smarthost: String::new(),
+            tls_ca: PathBuf::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
             dkim_rsa_key: PathBuf::from("keys/dkim.rsa.pem"),
@@ -500,6 +563,7 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             devices: DevicesConfig::default(),
+            admin: AdminConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -699,6 +763,29 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }
+        if let Some(acme) = &self.tls.acme {
+            if self.tls.cert.is_some() {
+                return bad("set either tls.cert/tls.key or [tls.acme], not both".into());
+            }
+            if !acme.directory.starts_with("https://") {
+                return bad("tls.acme.directory must be an https:// URL".into());
+            }
+            let names = self.acme_names();
+            if names.is_empty() {
+                return bad(
+                    "tls.acme.names is empty and public_url has no DNS name to cover".into(),
+                );
+            }
+            if names.len() > MAX_ACME_NAMES {
+                return bad(format!("tls.acme.names: at most {MAX_ACME_NAMES} names"));
+            }
+            if let Some(n) = names.iter().find(|n| !is_dns_name(n)) {
+                return bad(format!(
+                    "tls.acme.names: {n:?} is not a DNS name (no IP addresses or wildcards: \
+                     TLS-ALPN-01 validates one host at a time)"
+                ));
+            }
+        }
         let pg = &self.storage.postgres;
         if self.storage.backend == StorageBackend::Postgres {
             if pg.url.is_empty() {
@@ -802,7 +889,23 @@ impl Config {
     }
 
     pub fn tls_enabled(&self) -> bool {
-        self.tls.cert.is_some()
+        self.tls.cert.is_some() || self.tls.acme.is_some()
+    }
+
+    /// The names an ACME certificate covers: `tls.acme.names`, or the host of `public_url`.
+    pub fn acme_names(&self) -> Vec<String> {
+        let Some(acme) = &self.tls.acme else {
+            return Vec::new();
+        };
+        if !acme.names.is_empty() {
+            return acme.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        }
+        self.public_url
+            .as_ref()
+            .and_then(|u| url_host(u.as_str()))
+            .filter(|h| is_dns_name(h))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -865,3 +968,32 @@ fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The host of an `http(s)://host[:port]/...` URL, lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.starts_with('[') {
+        return None;
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    Some(host.to_ascii_lowercase())
+}
+
+/// A DNS host name of two or more labels (letters, digits, hyphens), not an IP address.
+fn is_dns_name(n: &str) -> bool {
+    let labels: Vec<&str> = n.split('.').collect();
+    n.len() <= MAX_ACME_NAME
+        && labels.len() >= 2
+        && n.parse::<std::net::IpAddr>().is_err()
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}

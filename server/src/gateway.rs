@@ -52,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
-use crate::config::{Config, smarthost_parts};
+use crate::config::Config;
 use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::{Job, Node};
@@ -224,16 +224,15 @@ pub async fn start(
         backend,
         async move { stopped(&mut inbound_stop).await },
     ))];
-    if smarthost_parts(&g.smarthost).is_some() {
-        let outbox = Outbox { keyring, mailbox };
-        tasks.push(tokio::spawn(outbound_worker(
-            node.clone(),
-            outbox,
-            dkim,
-            stop,
-        )));
-    }
-    tracing::info!(%smtp_addr, domain = %g.domain, outbound = !g.smarthost.is_empty(), "gateway listening");
+    // Outbound: to the smarthost, or (none set) to each recipient domain's MX.
+    let outbox = Outbox { keyring, mailbox };
+    tasks.push(tokio::spawn(outbound_worker(
+        node.clone(),
+        outbox,
+        dkim,
+        stop,
+    )));
+    tracing::info!(%smtp_addr, domain = %g.domain, outbound = if g.smarthost.is_empty() { "mx" } else { "smarthost" }, "gateway listening");
     Ok(Gateway { smtp_addr, tasks })
 }
 
@@ -587,13 +586,15 @@ async fn outbound_worker(
 
 /// Turns the letter at `seq` into a queued SMTP job, a bounce, or nothing.
 async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
-    let (handoff, job) = match prepare(node, outbox, dkim, seq).await {
-        Ok((item, wire)) => (
-            Handoff::Enqueue(item.clone(), wire.clone()),
-            Some(Job {
-                item,
-                payload: Some(wire),
-            }),
+    let (handoff, jobs) = match prepare(node, outbox, dkim, seq).await {
+        Ok(jobs) => (
+            Handoff::Enqueue(jobs.clone()),
+            jobs.into_iter()
+                .map(|(item, wire)| Job {
+                    item,
+                    payload: Some(wire),
+                })
+                .collect(),
         ),
         Err(Failure::Later(why)) => {
             tracing::warn!(reason = %why, "gateway outbox: trying this letter again later");
@@ -601,19 +602,19 @@ async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
         }
         Err(Failure::Drop(why)) => {
             tracing::warn!(reason = %why, "gateway dropped an outbound letter it cannot accept");
-            (Handoff::Drop, None)
+            (Handoff::Drop, Vec::new())
         }
         Err(Failure::Permanent { sender, why }) => match bounce_letter(node, sender, &why).await {
-            Ok(env) => (Handoff::Bounce(env), None),
+            Ok(env) => (Handoff::Bounce(env), Vec::new()),
             Err(e) => {
                 tracing::warn!(error = %e, reason = %why, "could not seal a gateway bounce; dropping the letter without one");
-                (Handoff::Drop, None)
+                (Handoff::Drop, Vec::new())
             }
         },
     };
     match node.store.take(outbox.mailbox, seq, handoff).await {
         Ok(true) => {
-            if let Some(job) = job {
+            for job in jobs {
                 node.outbound_usage.add(job.item.sender, job.item.size);
                 node.metrics
                     .outbound_queue
@@ -641,14 +642,15 @@ enum Failure {
 /// Longest Message-ID kept in a queue entry.
 const MAX_MESSAGE_ID: usize = 256;
 
-/// Opens the letter at `seq`, checks it, builds and signs the message: the SMTP job and its
-/// payload. The job's id follows from the envelope's, so the same letter is the same job.
+/// Opens the letter at `seq`, checks it, builds and signs the message: the SMTP jobs (one
+/// for the smarthost, or one per recipient domain for direct delivery) and their payload.
+/// Job ids follow from the envelope's, so the same letter makes the same jobs.
 async fn prepare(
     node: &Arc<Node>,
     outbox: &Outbox,
     dkim: &DkimKeys,
     seq: u64,
-) -> Result<(OutboundItem, Bytes), Failure> {
+) -> Result<Vec<(OutboundItem, Bytes)>, Failure> {
     let bytes = match node.store.envelope(outbox.mailbox, seq).await {
         Ok(Some(b)) => b,
         Ok(None) => return Err(Failure::Drop("gone from the outbox".into())),
@@ -665,43 +667,68 @@ async fn prepare(
     }
     // The headers keep every recipient the sender wrote; the SMTP envelope names only the
     // legacy ones (the others got their own end-to-end copies).
-    let msg = smtp_out::build(&letter, Some(dkim)).map_err(|e| Failure::Permanent {
-        sender,
-        why: e.to_string(),
-    })?;
-    let mut h = Sha256::new();
-    h.update(b"sealpost gateway smtp job\0");
-    h.update(envelope_id.0);
-    let id: [u8; 16] = h.finalize()[..16]
-        .try_into()
-        .expect("invariant: sha256 is 32 bytes");
-    let now = crate::basics::clock::now_ms();
-    let item = OutboundItem {
-        id,
-        destination: node.url.clone(),
-        sender,
-        submitted_ms: now,
-        attempts: 0,
-        next_attempt_ms: now,
-        size: msg.len() as u64,
-        last_error: String::new(),
-        smtp: Some(SmtpJob {
-            from: letter.from.as_str().to_string(),
-            rcpts: letter
-                .legacy_to
-                .iter()
-                .map(|a| a.as_str().to_string())
-                .collect(),
-            message_id: letter
-                .message_id
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_MESSAGE_ID)
-                .collect(),
-            failed: Vec::new(),
-        }),
+    let msg =
+        Bytes::from(
+            smtp_out::build(&letter, Some(dkim)).map_err(|e| Failure::Permanent {
+                sender,
+                why: e.to_string(),
+            })?,
+        );
+    let rcpts: Vec<String> = letter
+        .legacy_to
+        .iter()
+        .map(|a| a.as_str().to_string())
+        .collect();
+    let groups: Vec<Vec<String>> = if node.config.gateway.smarthost.is_empty() {
+        let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (r, a) in rcpts.iter().zip(&letter.legacy_to) {
+            by_domain
+                .entry(a.domain().to_ascii_lowercase())
+                .or_default()
+                .push(r.clone());
+        }
+        by_domain.into_values().collect()
+    } else {
+        vec![rcpts]
     };
-    Ok((item, Bytes::from(msg)))
+    let message_id: String = letter
+        .message_id
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_ID)
+        .collect();
+    let now = crate::basics::clock::now_ms();
+    let jobs = groups
+        .into_iter()
+        .enumerate()
+        .map(|(n, rcpts)| {
+            let mut h = Sha256::new();
+            h.update(b"sealpost gateway smtp job\0");
+            h.update(envelope_id.0);
+            h.update((n as u64).to_be_bytes());
+            let id: [u8; 16] = h.finalize()[..16]
+                .try_into()
+                .expect("invariant: sha256 is 32 bytes");
+            let item = OutboundItem {
+                id,
+                destination: node.url.clone(),
+                sender,
+                submitted_ms: now,
+                attempts: 0,
+                next_attempt_ms: now,
+                size: msg.len() as u64,
+                last_error: String::new(),
+                smtp: Some(SmtpJob {
+                    from: letter.from.as_str().to_string(),
+                    rcpts,
+                    message_id: message_id.clone(),
+                    failed: Vec::new(),
+                }),
+            };
+            (item, msg.clone())
+        })
+        .collect();
+    Ok(jobs)
 }
 
 /// Opens an outbound letter and checks that a user of this node signed it.

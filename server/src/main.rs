@@ -72,6 +72,14 @@ enum Command {
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
     },
+    /// Administer the running node through its admin socket (`[admin] socket`; run as the
+    /// node's user or root).
+    Admin {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
     /// Copy the node's database into DIR, a new or empty directory, while the node serves:
     /// a consistent copy holding every write the node answered before the backup began.
     Backup {
@@ -109,6 +117,68 @@ enum Command {
         config: PathBuf,
         address: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Peer nodes: pins, blocks, rotated keys.
+    Peers {
+        #[command(subcommand)]
+        command: PeersCommand,
+    },
+    /// The outbound queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Print /metrics (whatever admin.metrics_token says).
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Pinned peers (URL, node key, from node.toml or first contact) and blocked keys.
+    List,
+    /// Refuse deliveries signed by KEY (64 hex digits), also after restarts.
+    Block { key: String },
+    /// Lift a block made with `block`.
+    Unblock { key: String },
+    /// Pin the key the peer at URL presents now (after it rotated its key).
+    Accept { url: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// The hops waiting for delivery.
+    List,
+}
+
+fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
+    use sealpost_server::admin::proto::Request;
+    let config = Config::load(path)?;
+    let socket = sealpost_server::admin::socket_path(&config)
+        .context("admin.socket is empty in the config: the node has no admin socket")?;
+    let req = match command {
+        AdminCommand::Peers { command } => match command {
+            PeersCommand::List => Request::PeersList,
+            PeersCommand::Block { key } => Request::PeersBlock { key },
+            PeersCommand::Unblock { key } => Request::PeersUnblock { key },
+            PeersCommand::Accept { url } => Request::PeersAccept { url },
+        },
+        AdminCommand::Queue {
+            command: QueueCommand::List,
+        } => Request::QueueList,
+        AdminCommand::Metrics => Request::Metrics,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime.block_on(sealpost_server::admin::call(&socket, &req))?;
+    if !reply.ok {
+        anyhow::bail!("{}", reply.text.trim_end());
+    }
+    let _ = std::io::stdout().write_all(reply.text.as_bytes());
+    Ok(())
 }
 
 fn parse_policy(s: &str) -> Result<RegistrationPolicy, String> {
@@ -150,6 +220,7 @@ fn main() -> std::process::ExitCode {
             find_hex,
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
+        Command::Admin { config, command } => admin(&config, command),
         Command::Backup { config, to } => backup(&config, &to),
         Command::Restore { config, from } => restore(&config, &from),
         Command::DnsRecords { config } => dns_records(&config),

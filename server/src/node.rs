@@ -176,7 +176,8 @@ pub struct Node {
     accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
     /// Bumped by every key rotation, so that a certificate read before it is not cached.
     account_generation: std::sync::atomic::AtomicU64,
-    blocked: HashSet<[u8; 32]>,
+    /// `peers.blocked` and what `sealpost-node admin peers block` added.
+    blocked: RwLock<HashSet<[u8; 32]>>,
     listed: HashSet<[u8; 32]>,
     invites: HashSet<String>,
 }
@@ -263,7 +264,7 @@ impl Node {
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
             account_generation: Default::default(),
-            blocked: keyset(&config.peers.blocked),
+            blocked: RwLock::new(keyset(&config.peers.blocked)),
             listed,
             invites: config.registration.invites.iter().cloned().collect(),
             keys,
@@ -327,9 +328,43 @@ impl Node {
         self.invites.contains(code)
     }
 
+    /// Refuses deliveries signed by `key` from now on; false when it was blocked already.
+    pub fn block_peer(&self, key: [u8; 32]) -> bool {
+        self.blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+    }
+
+    /// Lifts a block; false when `key` was not blocked.
+    pub fn unblock_peer(&self, key: &[u8; 32]) -> bool {
+        self.blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
+    /// The blocked peer keys, sorted.
+    pub fn blocked_peers(&self) -> Vec<[u8; 32]> {
+        let mut v: Vec<_> = self
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether a peer with this key may deliver here.
     pub fn peer_allowed(&self, key: &[u8; 32]) -> bool {
-        if self.blocked.contains(key) {
+        if self
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+        {
             return false;
         }
         match self.config.peers.accept {

@@ -23,6 +23,7 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::acme::Acme;
 use crate::api;
 use crate::basics::client_addr::{ClientIp, addr_key};
 use crate::basics::clock::now_secs;
@@ -98,6 +99,8 @@ pub enum StartError {
     HttpClient(#[source] reqwest::Error),
     #[error("starting the SMTP gateway")]
     Gateway(#[from] GatewayError),
+    #[error("the admin socket")]
+    Admin(#[from] crate::admin::AdminError),
     /// Cannot happen: the node never closes its connection semaphore.
     #[error("connection semaphore closed")]
     SemaphoreClosed,
@@ -133,7 +136,14 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     config.validate()?;
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
-    let tls = tls_acceptor(&config)?;
+    let (tls, acme) = match &config.tls.acme {
+        Some(a) => {
+            let acme = Acme::new(&config, a);
+            let acceptor = acme.resolver.acceptor().map_err(StartError::TlsProtocols)?;
+            (Some(acceptor), Some(acme))
+        }
+        None => (tls_acceptor(&config)?, None),
+    };
     let url = match &config.public_url {
         Some(u) => u.clone(),
         None => derived_url(addr, tls.is_some())?,
@@ -165,6 +175,7 @@ pub async fn run_with(
         keys,
         store.clone(),
         tls,
+        acme,
         shutdown,
         on_ready,
     )
@@ -196,6 +207,7 @@ async fn serve(
     keys: NodeKeys,
     store: Arc<dyn Store>,
     tls: Option<TlsAcceptor>,
+    acme: Option<Acme>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), StartError> {
@@ -212,6 +224,23 @@ async fn serve(
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
+    let acme = acme.map(|a| a.spawn(stop_rx.clone()));
+    let blocked = crate::admin::load_blocked(&node)?;
+    if blocked > 0 {
+        tracing::info!(blocked, "peer keys blocked by the operator");
+    }
+    let admin = match crate::admin::socket_path(&node.config) {
+        Some(path) => {
+            let listener = crate::admin::bind(&path)?;
+            Some(crate::admin::spawn(
+                node.clone(),
+                listener,
+                path,
+                stop_rx.clone(),
+            ))
+        }
+        None => None,
+    };
     let gateway = if node.config.gateway.enabled {
         Some(crate::gateway::start(node.clone(), tls.clone(), stop_rx.clone()).await?)
     } else {
@@ -303,6 +332,12 @@ async fn serve(
     }
     let _ = relay.await;
     let _ = janitor.await;
+    if let Some(a) = acme {
+        let _ = a.await;
+    }
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     for task in gateway.map(|g| g.tasks).unwrap_or_default() {
         let _ = task.await;
     }
@@ -323,6 +358,10 @@ async fn serve_connection(
         Some(acceptor) => {
             let timeout = node.config.limits.header_timeout.get();
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                // A TLS-ALPN-01 validation (RFC 8737) ends with the handshake.
+                Ok(Ok(s))
+                    if s.get_ref().1.alpn_protocol()
+                        == Some(crate::acme::resolver::ACME_TLS_ALPN) => {}
                 Ok(Ok(s)) => serve_io(node, TokioIo::new(s), client, stop).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),

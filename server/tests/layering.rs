@@ -29,7 +29,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bounce",
         ],
     ),
-    ("workers and edge", &["relay", "gateway", "api"]),
+    (
+        "workers and edge",
+        &["relay", "gateway", "api", "acme", "admin"],
+    ),
     ("start-up", &["server", "init", "main", "lib"]),
 ];
 

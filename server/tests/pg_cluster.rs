@@ -62,8 +62,15 @@ impl Cluster {
     }
 
     fn process(&self, name: &str) -> NodeProcess {
+        // Each process its own admin socket: one node directory, several processes.
+        let mut args = self.args.clone();
+        args.push("--set".into());
+        args.push(format!(
+            "admin.socket=\"{}\"",
+            self.dir.path().join(format!("{name}.sock")).display()
+        ));
         let spec = NodeSpec {
-            args: self.args.clone(),
+            args,
             stderr: Stderr::File(self.dir.path().join(format!("{name}.log"))),
             ..NodeSpec::new(BIN, self.dir.path())
         };

@@ -580,7 +580,7 @@ pub async fn take_hands_a_letter_on_once<B: Backend>(b: &B) {
         failed: vec![("eve@legacy.test".into(), "550 5.1.1 no such user".into())],
     });
     let payload = Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n");
-    let handoff = || Handoff::Enqueue(job.clone(), payload.clone());
+    let handoff = || Handoff::Enqueue(vec![(job.clone(), payload.clone())]);
     assert!(s.take(outbox, first, handoff()).await.unwrap());
     assert!(
         !s.take(outbox, first, handoff()).await.unwrap(),

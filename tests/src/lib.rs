@@ -13,6 +13,7 @@
 
 /// The private dnsmasq of the harness (moved to the testkit so the benchmarks share it).
 pub use sealpost_testkit::dns;
+pub mod pebble;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -112,6 +113,33 @@ impl Node {
         self.dir.path().join("node.toml")
     }
 
+    /// The node's directory (config, keys, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Restarts the node on the same port and data with other `run` arguments (after the
+    /// suite's defaults), which may change its scheme (e.g. turn TLS on).
+    pub fn restart_with(&mut self, args: &[String]) {
+        let mut all: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
+        all.extend_from_slice(args);
+        self.process.set_args(all);
+        self.relaunch();
+    }
+
+    fn relaunch(&mut self) {
+        self.stop();
+        if let Err(e) = self.process.restart(START_DEADLINE) {
+            panic!(
+                "node {} did not start: {e}\n--- log ---\n{}",
+                self.name,
+                self.log()
+            );
+        }
+        self.url = self.process.url().to_string();
+        self.port = self.process.port();
+    }
+
     pub fn log_path(&self) -> PathBuf {
         self.dir.path().join("node.log")
     }
@@ -128,17 +156,8 @@ impl Node {
 
     /// Starts the node again on the same port, data and keys.
     pub fn restart(&mut self) {
-        self.stop();
         let url = self.url.clone();
-        if let Err(e) = self.process.restart(START_DEADLINE) {
-            panic!(
-                "node {} did not start: {e}\n--- log ---\n{}",
-                self.name,
-                self.log()
-            );
-        }
-        self.url = self.process.url().to_string();
-        self.port = self.process.port();
+        self.relaunch();
         assert_eq!(self.url, url, "restarted node must keep its URL");
     }
 

@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sealpost_gateway::smtp_out;
 use sealpost_proto::NodeUrl;
 use sealpost_proto::api::DELIVER;
 use sealpost_proto::httpsig::sign_request;
@@ -115,6 +116,7 @@ async fn run(
         (node.config.storage.postgres.queue_lease.get() / 3).max(Duration::from_millis(100));
     let mut leases = tokio::time::interval(renew_every);
     leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let smtp = Arc::new(smtp::sender(&node));
     loop {
         let now = now_ms();
         while inflight.len() < concurrency {
@@ -126,7 +128,7 @@ async fn run(
                 break;
             };
             if let Some(job) = waiting.remove(&id) {
-                inflight.spawn(attempt(node.clone(), job));
+                inflight.spawn(attempt(node.clone(), job, smtp.clone()));
             }
         }
         let next_due = schedule.peek().map(|Reverse((due, _))| *due);
@@ -191,7 +193,7 @@ async fn run(
     }
 }
 
-async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
+async fn attempt(node: Arc<Node>, mut job: Job, smtp: Arc<smtp_out::Sender>) -> Option<Job> {
     let id = job.item.queue_id();
     let payload = match job.payload.take() {
         Some(p) => p,
@@ -209,7 +211,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
     };
     let destination = job.item.destination.clone();
     let result = if job.item.smtp.is_some() {
-        smtp::attempt(&node, &mut job.item, payload).await
+        smtp::attempt(&smtp, &mut job.item, payload).await
     } else if destination == node.url {
         deliver_local(&node, payload).await
     } else {

@@ -33,6 +33,10 @@ pub struct Copied {
 
 #[derive(Debug, thiserror::Error)]
 pub enum BackupError {
+    #[error(
+        "this node keeps its data in PostgreSQL (storage.backend = \"postgres\"): back it up with PostgreSQL's tools (pg_dump, pg_basebackup)"
+    )]
+    Postgres,
     #[error("{0} exists and is not empty; back up into a new directory")]
     TargetNotEmpty(PathBuf),
     #[error("reading the node's database in {dir}: {source}")]
@@ -70,13 +74,23 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> BackupE
 /// or not) into `to`, a new or empty directory. The one backend today is RocksDB; another
 /// backend answers here with its own copy or an error that says it has none.
 pub fn backup_node(config: &Config, to: &Path) -> Result<Copied, BackupError> {
+    refuse_postgres(config)?;
     backup(&config.resolve(&config.data_dir), to)
 }
 
 /// `sealpost-node restore`: puts the backup in `from` in place as the database of the
 /// (stopped) node configured by `config`, whose data directory must be missing or empty.
 pub fn restore_node(config: &Config, from: &Path) -> Result<Copied, BackupError> {
+    refuse_postgres(config)?;
     restore(from, &config.resolve(&config.data_dir))
+}
+
+/// A node on PostgreSQL is backed up by the database's own tools (`pg_dump`, base backups).
+fn refuse_postgres(config: &Config) -> Result<(), BackupError> {
+    if config.storage.backend == crate::config::StorageBackend::Postgres {
+        return Err(BackupError::Postgres);
+    }
+    Ok(())
 }
 
 /// Whether `dir` is missing or an empty directory.

@@ -192,8 +192,8 @@ pub struct SmtpJob {
 /// What [`Store::take`] does with the envelope it takes out of a mailbox, in the same write.
 #[derive(Clone, Debug)]
 pub enum Handoff {
-    /// Queue an outbound job with this payload.
-    Enqueue(OutboundItem, Bytes),
+    /// Queue these outbound jobs, each with its payload.
+    Enqueue(Vec<(OutboundItem, Bytes)>),
     /// Store this bounce (to the letter's sender; no quota).
     Bounce(NewEnvelope),
     /// Nothing: the letter is dropped.

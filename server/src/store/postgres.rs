@@ -22,12 +22,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
+use deadpool_postgres::Transaction;
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sha2::{Digest, Sha256};
 use tokio::sync::{RwLock, mpsc, oneshot};
+use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{NoTls, Transaction};
 
 use super::*;
 use crate::basics::clock::now_ms;
@@ -704,13 +705,12 @@ async fn deliver_tx(
     quota: Quota,
 ) -> Result<DeliverOutcome, TxError> {
     let mailbox = e.mailbox.as_bytes().as_slice();
-    let Some(state) = tx
-        .query_opt(
+    let lock = tx
+        .prepare_cached(
             "SELECT next_seq, bytes, envelopes FROM accounts WHERE mailbox = $1 FOR UPDATE",
-            &[&mailbox],
         )
-        .await?
-    else {
+        .await?;
+    let Some(state) = tx.query_opt(&lock, &[&mailbox]).await? else {
         return Ok(DeliverOutcome::UnknownMailbox);
     };
     let (next_seq, bytes, count) = (
@@ -719,13 +719,10 @@ async fn deliver_tx(
         u(state.get::<_, i64>(2)),
     );
     let id = e.id.as_bytes().as_slice();
-    if let Some(row) = tx
-        .query_opt(
-            "SELECT seq FROM dedupe WHERE mailbox = $1 AND id = $2",
-            &[&mailbox, &id],
-        )
-        .await?
-    {
+    let seen = tx
+        .prepare_cached("SELECT seq FROM dedupe WHERE mailbox = $1 AND id = $2")
+        .await?;
+    if let Some(row) = tx.query_opt(&seen, &[&mailbox, &id]).await? {
         return Ok(DeliverOutcome::Duplicate { seq: u(row.get(0)) });
     }
     let size = e.bytes.len() as u64;
@@ -734,14 +731,19 @@ async fn deliver_tx(
         return Ok(DeliverOutcome::QuotaExceeded);
     }
     let seq = next_seq;
+    let dedupe = tx
+        .prepare_cached("INSERT INTO dedupe (mailbox, id, seq, received) VALUES ($1, $2, $3, $4)")
+        .await?;
+    tx.execute(&dedupe, &[&mailbox, &id, &i(seq), &i(e.received)])
+        .await?;
+    let store = tx
+        .prepare_cached(
+            "INSERT INTO envelopes (mailbox, seq, id, size, received, body)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?;
     tx.execute(
-        "INSERT INTO dedupe (mailbox, id, seq, received) VALUES ($1, $2, $3, $4)",
-        &[&mailbox, &id, &i(seq), &i(e.received)],
-    )
-    .await?;
-    tx.execute(
-        "INSERT INTO envelopes (mailbox, seq, id, size, received, body)
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        &store,
         &[
             &mailbox,
             &i(seq),
@@ -752,8 +754,13 @@ async fn deliver_tx(
         ],
     )
     .await?;
+    let update = tx
+        .prepare_cached(
+            "UPDATE accounts SET next_seq = $2, bytes = $3, envelopes = $4 WHERE mailbox = $1",
+        )
+        .await?;
     tx.execute(
-        "UPDATE accounts SET next_seq = $2, bytes = $3, envelopes = $4 WHERE mailbox = $1",
+        &update,
         &[&mailbox, &i(seq + 1), &i(bytes + size), &i(count + 1)],
     )
     .await?;
@@ -1089,8 +1096,10 @@ impl Store for PgStore {
                     return Ok(false);
                 }
                 match &then {
-                    Handoff::Enqueue(item, payload) => {
-                        enqueue_tx(tx, item, payload, &self.holder, lease).await?
+                    Handoff::Enqueue(jobs) => {
+                        for (item, payload) in jobs {
+                            enqueue_tx(tx, item, payload, &self.holder, lease).await?
+                        }
                     }
                     Handoff::Bounce(env) => {
                         let unlimited = Quota {

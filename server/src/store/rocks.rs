@@ -443,8 +443,8 @@ impl Store for RocksStore {
         self.submit(|reply| Op::Finish { id, bounce, reply })
     }
     fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
-        if let (Handoff::Enqueue(item, _), Ok(mut c)) = (&then, self.claimed.lock()) {
-            c.insert(item.id);
+        if let (Handoff::Enqueue(jobs), Ok(mut c)) = (&then, self.claimed.lock()) {
+            c.extend(jobs.iter().map(|(item, _)| item.id));
         }
         self.submit(|reply| Op::Take {
             mailbox,

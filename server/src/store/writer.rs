@@ -331,7 +331,11 @@ impl Writer {
                 };
                 if taken {
                     match then {
-                        Handoff::Enqueue(item, payload) => self.put_queued(b, &item, &payload),
+                        Handoff::Enqueue(jobs) => {
+                            for (item, payload) in &jobs {
+                                self.put_queued(b, item, payload)
+                            }
+                        }
                         Handoff::Bounce(env) => {
                             if let Err(e) = self.store_bounce(b, &env) {
                                 drop(reply.send(Err(e)));
