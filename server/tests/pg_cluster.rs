@@ -59,8 +59,11 @@ impl Cluster {
     }
 
     fn process(&self, name: &str) -> NodeProcess {
+        // Processes that share a directory each need an admin socket of their own.
+        let mut args = self.args.clone();
+        args.extend(["--set".to_string(), format!("admin.socket=\"admin-{name}.sock\"")]);
         let spec = NodeSpec {
-            args: self.args.clone(),
+            args,
             stderr: Stderr::File(self.dir.path().join(format!("{name}.log"))),
             ..NodeSpec::new(BIN, self.dir.path())
         };
