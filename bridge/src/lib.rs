@@ -8,8 +8,10 @@
 //! imap-next), [`import`] (letters from the source into INBOX), [`auth`] (bridge password).
 
 pub mod auth;
+pub mod client_adapter;
 pub mod error;
 pub mod imap;
+pub mod info;
 pub mod import;
 pub mod message;
 pub mod search;

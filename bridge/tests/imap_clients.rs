@@ -17,7 +17,7 @@ fn conformance(port: u16) -> (bool, String) {
 
 #[test]
 fn conformance_script_passes_against_dovecot_and_the_bridge() {
-    let dovecot = Dovecot::start();
+    let dovecot = Dovecot::start(USER, PASSWORD);
     let (ok, out) = conformance(dovecot.port);
     assert!(ok, "reference run against Dovecot failed:\n{out}\nlog:\n{}", dovecot.log());
     let bridge = Bridge::start();

@@ -6,11 +6,13 @@
 //! - [`process`]: `sealpost-node` as a child process: init, start with a deadline on its
 //!   ready line, kill, SIGTERM, restart on the same port(s) and data, logs, peak RSS.
 //! - [`api`]: one client of the node's HTTP API on the `proto` types.
+//! - [`dovecot`]: a private Dovecot on loopback, the bridge's reference IMAP server.
 //! - with the `server` feature, [`inproc`]: the node inside the test process, and
 //!   [`conformance`]: the `Store` conformance suite every storage backend must pass.
 
 pub mod api;
 pub mod dkim;
+pub mod dovecot;
 pub mod hygiene;
 pub mod pki;
 pub mod process;
