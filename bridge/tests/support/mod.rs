@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-pub use sealpost_testkit::dovecot::{Dovecot, wait_for_greeting};
+pub use sealpost_testkit::dovecot::Dovecot;
 use sealpost_bridge::auth::Credentials;
 use sealpost_bridge::server;
 use sealpost_bridge::shared::Shared;
