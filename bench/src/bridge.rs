@@ -44,11 +44,17 @@ fn add(shared: &Shared, maildir: &Path, range: std::ops::Range<usize>) -> Result
         for l in chunk {
             // The very bytes the bridge serves, so both sides move the same data.
             let served = import::compose(l);
-            let name = maildir.join("new").join(format!("{}.{}.bench", l.received, l.id));
+            let name = maildir
+                .join("new")
+                .join(format!("{}.{}.bench", l.received, l.id));
             std::fs::write(&name, served)?;
         }
     }
-    let ok = Command::new("chown").arg("-R").arg("nobody:nogroup").arg(maildir).status()?;
+    let ok = Command::new("chown")
+        .arg("-R")
+        .arg("nobody:nogroup")
+        .arg(maildir)
+        .status()?;
     if !ok.success() {
         bail!("chown of Dovecot's Maildir failed");
     }
@@ -73,7 +79,12 @@ fn mbsync_conf(dir: &Path, port: u16) -> Result<std::path::PathBuf> {
 
 fn mbsync(conf: &Path) -> Result<Duration> {
     let start = Instant::now();
-    let out = Command::new("mbsync").arg("-c").arg(conf).arg("-a").output().context("running mbsync")?;
+    let out = Command::new("mbsync")
+        .arg("-c")
+        .arg(conf)
+        .arg("-a")
+        .output()
+        .context("running mbsync")?;
     let took = start.elapsed();
     if !out.status.success() {
         bail!("mbsync failed: {}", String::from_utf8_lossy(&out.stderr));
@@ -82,17 +93,32 @@ fn mbsync(conf: &Path) -> Result<Duration> {
 }
 
 fn count(dir: &Path) -> usize {
-    ["cur", "new"].iter().filter_map(|s| std::fs::read_dir(dir.join(s)).ok()).map(|d| d.count()).sum()
+    ["cur", "new"]
+        .iter()
+        .filter_map(|s| std::fs::read_dir(dir.join(s)).ok())
+        .map(|d| d.count())
+        .sum()
 }
 
 /// Warms a server: one EXAMINE of INBOX (Dovecot indexes its Maildir here).
 fn warm(port: u16) -> Result<()> {
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "300", "-u", &format!("{USER}:{PASSWORD}"), "-X", "EXAMINE INBOX"])
+        .args([
+            "-sS",
+            "--max-time",
+            "300",
+            "-u",
+            &format!("{USER}:{PASSWORD}"),
+            "-X",
+            "EXAMINE INBOX",
+        ])
         .arg(format!("imap://127.0.0.1:{port}/"))
         .output()?;
     if !out.status.success() {
-        bail!("warming 127.0.0.1:{port} failed: {}", String::from_utf8_lossy(&out.stderr));
+        bail!(
+            "warming 127.0.0.1:{port} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
     Ok(())
 }
@@ -104,7 +130,10 @@ pub async fn run(work: &Path, n: usize) -> Result<Vec<Row>> {
         std::fs::create_dir_all(maildir.join(sub))?;
     }
     let state = work.join("bridge-state");
-    let shared = Shared::new(Store::open(&state)?, Credentials::new(USER.into(), PASSWORD.into()));
+    let shared = Shared::new(
+        Store::open(&state)?,
+        Credentials::new(USER.into(), PASSWORD.into()),
+    );
     let (work2, shared2, maildir2) = (work.to_owned(), shared.clone(), maildir.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let port = listener.local_addr()?.port();
@@ -134,12 +163,23 @@ pub async fn run(work: &Path, n: usize) -> Result<Vec<Row>> {
         std::thread::sleep(Duration::from_millis(1100));
         let inc_b = mbsync(&bconf)?;
         let inc_d = mbsync(&dconf)?;
-        if count(&bdir.join("mail/INBOX")) != n + NEW || count(&ddir.join("mail/INBOX")) != n + NEW {
+        if count(&bdir.join("mail/INBOX")) != n + NEW || count(&ddir.join("mail/INBOX")) != n + NEW
+        {
             bail!("incremental sync did not bring the {NEW} new letters to both Maildirs");
         }
-        let mut full = Row::ratio(format!("mbsync full sync of {n} letters, bridge vs Dovecot"), full_b.as_secs_f64(), full_d.as_secs_f64(), "s");
+        let mut full = Row::ratio(
+            format!("mbsync full sync of {n} letters, bridge vs Dovecot"),
+            full_b.as_secs_f64(),
+            full_d.as_secs_f64(),
+            "s",
+        );
         full.note = "lower is better; same letters, same run".into();
-        let mut inc = Row::ratio(format!("mbsync incremental sync ({NEW} new of {})", n + NEW), inc_b.as_secs_f64(), inc_d.as_secs_f64(), "s");
+        let mut inc = Row::ratio(
+            format!("mbsync incremental sync ({NEW} new of {})", n + NEW),
+            inc_b.as_secs_f64(),
+            inc_d.as_secs_f64(),
+            "s",
+        );
         inc.note = "lower is better; goal < 1 s".into();
         Ok(vec![full, inc])
     })

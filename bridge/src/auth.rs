@@ -27,7 +27,9 @@ pub struct Credentials {
 
 impl std::fmt::Debug for Credentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Credentials").field("user", &self.user).finish_non_exhaustive()
+        f.debug_struct("Credentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
     }
 }
 
@@ -40,11 +42,15 @@ impl Credentials {
     pub fn load_or_create(dir: &Path, user: String) -> Result<Credentials> {
         let path = dir.join("password");
         match std::fs::read_to_string(&path) {
-            Ok(p) => Ok(Credentials { user, password: p.trim().to_owned() }),
+            Ok(p) => Ok(Credentials {
+                user,
+                password: p.trim().to_owned(),
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut rng = rand::rng();
-                let password: String =
-                    (0..24).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+                let password: String = (0..24)
+                    .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+                    .collect();
                 std::fs::create_dir_all(dir).map_err(Error::io(dir))?;
                 let tmp = dir.join("password.tmp");
                 {
@@ -54,7 +60,8 @@ impl Credentials {
                     #[cfg(unix)]
                     std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
                     let mut f = opts.open(&tmp).map_err(Error::io(&tmp))?;
-                    f.write_all(format!("{password}\n").as_bytes()).map_err(Error::io(&tmp))?;
+                    f.write_all(format!("{password}\n").as_bytes())
+                        .map_err(Error::io(&tmp))?;
                     f.sync_all().map_err(Error::io(&tmp))?;
                 }
                 std::fs::rename(&tmp, &path).map_err(Error::io(&path))?;
@@ -78,7 +85,10 @@ impl Credentials {
         if user.len() > MAX_CREDENTIAL || password.len() > MAX_CREDENTIAL {
             return false;
         }
-        let user_ok = constant_eq(&user.to_ascii_lowercase(), self.user.to_ascii_lowercase().as_bytes());
+        let user_ok = constant_eq(
+            &user.to_ascii_lowercase(),
+            self.user.to_ascii_lowercase().as_bytes(),
+        );
         let pass_ok = constant_eq(password, self.password.as_bytes());
         user_ok & pass_ok
     }
@@ -86,7 +96,10 @@ impl Credentials {
 
 fn constant_eq(a: &[u8], b: &[u8]) -> bool {
     let (da, db) = (Sha256::digest(a), Sha256::digest(b));
-    da.iter().zip(db.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    da.iter()
+        .zip(db.iter())
+        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+        == 0
 }
 
 /// Decodes a SASL PLAIN message (RFC 4616): authzid NUL authcid NUL passwd.
@@ -119,7 +132,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            let mode = std::fs::metadata(dir.path().join("password")).unwrap().permissions().mode();
+            let mode = std::fs::metadata(dir.path().join("password"))
+                .unwrap()
+                .permissions()
+                .mode();
             assert_eq!(mode & 0o777, 0o600);
         }
     }

@@ -13,18 +13,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use mail_parser::MimeHeaders;
+use sealpost_client::Client;
 use sealpost_client::compose::Draft;
 use sealpost_client::error::ErrorKind;
 use sealpost_client::progress::NoProgress;
 use sealpost_client::send::LegacyChoice;
 use sealpost_client::store::{Folder as ClientFolder, Trust};
-use sealpost_client::Client;
+use sealpost_proto::Address;
 use sealpost_proto::identity::Keyring;
 use sealpost_proto::letter::Attachment;
-use sealpost_proto::Address;
 use tokio::sync::Mutex;
 
-use crate::source::{Folder, Letter, MailSource, SendError, SendOutcome, Sender, SourceError, Submission, Verdict};
+use crate::source::{
+    Folder, Letter, MailSource, SendError, SendOutcome, Sender, SourceError, Submission, Verdict,
+};
 
 /// Time between two fetches from the home nodes.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(400);
@@ -41,11 +43,18 @@ pub struct Profile {
 
 impl Profile {
     pub fn new(client: Client, keys: Keyring) -> Arc<Profile> {
-        Arc::new(Profile { client: Mutex::new(client), keys, own_copies: Default::default() })
+        Arc::new(Profile {
+            client: Mutex::new(client),
+            keys,
+            own_copies: Default::default(),
+        })
     }
 
     fn is_own_copy(&self, id: &str) -> bool {
-        self.own_copies.lock().unwrap_or_else(|p| p.into_inner()).contains(id)
+        self.own_copies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(id)
     }
 }
 
@@ -56,22 +65,34 @@ pub struct ClientSource {
 
 impl ClientSource {
     pub fn new(profile: Arc<Profile>) -> ClientSource {
-        ClientSource { profile, first: true }
+        ClientSource {
+            profile,
+            first: true,
+        }
     }
 }
 
 fn verdict(trust: &Trust, legacy: Option<&str>) -> Verdict {
     if let Some(note) = legacy {
-        return Verdict::Legacy { note: note.replace(['\r', '\n'], " ") };
+        return Verdict::Legacy {
+            note: note.replace(['\r', '\n'], " "),
+        };
     }
     match trust {
-        Trust::Verified { signer } => Verdict::Verified { signer: signer.clone() },
-        Trust::Unverified { reason } | Trust::Unreadable { reason } => Verdict::Unverified { reason: reason.clone() },
+        Trust::Verified { signer } => Verdict::Verified {
+            signer: signer.clone(),
+        },
+        Trust::Unverified { reason } | Trust::Unreadable { reason } => Verdict::Unverified {
+            reason: reason.clone(),
+        },
     }
 }
 
 impl MailSource for ClientSource {
-    async fn next_batch(&mut self, known: &(dyn Fn(&str) -> bool + Send + Sync)) -> Result<Vec<Letter>, SourceError> {
+    async fn next_batch(
+        &mut self,
+        known: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> Result<Vec<Letter>, SourceError> {
         if !std::mem::take(&mut self.first) {
             tokio::time::sleep(POLL_INTERVAL).await;
         }
@@ -81,7 +102,10 @@ impl MailSource for ClientSource {
             // Letters fetched before stay readable; say why this round failed.
             tracing::warn!(error = %e, "bridge fetch from the home nodes failed");
         }
-        let stored = client.messages().list().map_err(|e| SourceError::Failed(e.to_string()))?;
+        let stored = client
+            .messages()
+            .list()
+            .map_err(|e| SourceError::Failed(e.to_string()))?;
         let mut out = Vec::new();
         for meta in stored {
             let id = meta.id.to_hex();
@@ -108,7 +132,11 @@ impl MailSource for ClientSource {
                 rfc5322,
                 verdict: verdict(&read.meta.trust, letter.legacy.as_deref()),
                 received: read.meta.received_at as i64,
-                folder: if read.meta.folder == ClientFolder::Sent { Folder::Sent } else { Folder::Inbox },
+                folder: if read.meta.folder == ClientFolder::Sent {
+                    Folder::Sent
+                } else {
+                    Folder::Inbox
+                },
             });
         }
         Ok(out)
@@ -126,7 +154,12 @@ impl ClientSender {
 }
 
 fn addresses(list: Option<&mail_parser::Address<'_>>) -> Vec<String> {
-    list.map(|a| a.iter().filter_map(|x| x.address.as_deref().map(str::to_owned)).collect()).unwrap_or_default()
+    list.map(|a| {
+        a.iter()
+            .filter_map(|x| x.address.as_deref().map(str::to_owned))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 fn parse_address(s: &str) -> Result<Address, SendError> {
@@ -144,7 +177,11 @@ fn draft_of(msg: &[u8], rcpt: &[String]) -> Result<(Draft, Vec<String>), SendErr
     let cc: Vec<String> = addresses(parsed.cc()).into_iter().filter(in_rcpt).collect();
     let blind: Vec<String> = rcpt
         .iter()
-        .filter(|r| !to.iter().chain(cc.iter()).any(|a| a.eq_ignore_ascii_case(r)))
+        .filter(|r| {
+            !to.iter()
+                .chain(cc.iter())
+                .any(|a| a.eq_ignore_ascii_case(r))
+        })
         .cloned()
         .collect();
     let attachments = parsed
@@ -159,12 +196,24 @@ fn draft_of(msg: &[u8], rcpt: &[String]) -> Result<(Draft, Vec<String>), SendErr
         })
         .collect();
     let draft = Draft {
-        to: to.iter().map(|a| parse_address(a)).collect::<Result<_, _>>()?,
-        cc: cc.iter().map(|a| parse_address(a)).collect::<Result<_, _>>()?,
+        to: to
+            .iter()
+            .map(|a| parse_address(a))
+            .collect::<Result<_, _>>()?,
+        cc: cc
+            .iter()
+            .map(|a| parse_address(a))
+            .collect::<Result<_, _>>()?,
         subject: parsed.subject().unwrap_or("").to_owned(),
-        body: parsed.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+        body: parsed
+            .body_text(0)
+            .map(|b| b.into_owned())
+            .unwrap_or_default(),
         attachments,
-        in_reply_to: parsed.in_reply_to().as_text().map(|s| format!("<{}>", s.trim_matches(['<', '>']))),
+        in_reply_to: parsed
+            .in_reply_to()
+            .as_text()
+            .map(|s| format!("<{}>", s.trim_matches(['<', '>']))),
     };
     Ok((draft, blind))
 }
@@ -172,7 +221,9 @@ fn draft_of(msg: &[u8], rcpt: &[String]) -> Result<(Draft, Vec<String>), SendErr
 fn send_error(e: sealpost_client::Error) -> SendError {
     match e.kind() {
         ErrorKind::Network | ErrorKind::Profile => SendError::Temporary(e.to_string()),
-        ErrorKind::Input | ErrorKind::Crypto => SendError::Permanent(e.to_string().replace(['\r', '\n'], " ")),
+        ErrorKind::Input | ErrorKind::Crypto => {
+            SendError::Permanent(e.to_string().replace(['\r', '\n'], " "))
+        }
     }
 }
 
@@ -184,14 +235,21 @@ impl Sender for ClientSender {
             drafts.push(draft.clone());
         }
         for b in &blind {
-            drafts.push(Draft { to: vec![parse_address(b)?], cc: Vec::new(), ..draft.clone() });
+            drafts.push(Draft {
+                to: vec![parse_address(b)?],
+                cc: Vec::new(),
+                ..draft.clone()
+            });
         }
         let p = &self.profile;
         let mut client = p.client.lock().await;
         // Plan every letter before sending any, so a refused recipient stops them all.
         let mut plans = Vec::new();
         for d in &drafts {
-            let plan = client.plan_send(d, &LegacyChoice::default()).await.map_err(send_error)?;
+            let plan = client
+                .plan_send(d, &LegacyChoice::default())
+                .await
+                .map_err(send_error)?;
             let unconfirmed = client.unconfirmed(&plan);
             if !unconfirmed.is_empty() {
                 let list: Vec<&str> = unconfirmed.iter().map(|a| a.as_str()).collect();
@@ -206,9 +264,15 @@ impl Sender for ClientSender {
         let mut seen = HashSet::new();
         for plan in plans {
             let tracker = Default::default();
-            let report = client.send_plan(plan, &[], &p.keys, &NoProgress, &tracker).await.map_err(send_error)?;
+            let report = client
+                .send_plan(plan, &[], &p.keys, &NoProgress, &tracker)
+                .await
+                .map_err(send_error)?;
             if let Some(Ok(id)) = report.sent_copy {
-                p.own_copies.lock().unwrap_or_else(|p| p.into_inner()).insert(id.to_hex());
+                p.own_copies
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(id.to_hex());
                 outcome.copy_ids.push(id.to_hex());
             }
             for (addr, _) in report.legacy.iter().flat_map(|l| l.recipients.iter()) {
@@ -217,7 +281,12 @@ impl Sender for ClientSender {
                 }
             }
         }
-        outcome.sealed = s.rcpt_to.iter().filter(|r| !outcome.legacy.contains(r)).cloned().collect();
+        outcome.sealed = s
+            .rcpt_to
+            .iter()
+            .filter(|r| !outcome.legacy.contains(r))
+            .cloned()
+            .collect();
         Ok(outcome)
     }
 }

@@ -35,21 +35,36 @@ pub fn compose(letter: &Letter) -> Vec<u8> {
     match &letter.verdict {
         Verdict::Verified { signer } => field(
             &mut out,
-            format!("Authentication-Results: {AUTHSERV_ID}; sealpost=pass (signature verified, end-to-end encrypted) header.from={signer}"),
+            format!(
+                "Authentication-Results: {AUTHSERV_ID}; sealpost=pass (signature verified, end-to-end encrypted) header.from={signer}"
+            ),
         ),
         Verdict::Unverified { reason } => field(
             &mut out,
-            format!("Authentication-Results: {AUTHSERV_ID}; sealpost=fail reason=\"{}\"", reason.replace('"', "'")),
+            format!(
+                "Authentication-Results: {AUTHSERV_ID}; sealpost=fail reason=\"{}\"",
+                reason.replace('"', "'")
+            ),
         ),
         Verdict::Legacy { note } => {
-            field(&mut out, format!("Authentication-Results: {AUTHSERV_ID}; sealpost=none reason=\"legacy e-mail, not end-to-end\""));
-            field(&mut out, format!("X-Sealpost-Legacy: not end-to-end; {note}"));
+            field(
+                &mut out,
+                format!(
+                    "Authentication-Results: {AUTHSERV_ID}; sealpost=none reason=\"legacy e-mail, not end-to-end\""
+                ),
+            );
+            field(
+                &mut out,
+                format!("X-Sealpost-Legacy: not end-to-end; {note}"),
+            );
         }
     }
     let mut had_subject = false;
     for (name, f) in message::fields(header) {
         let own_ar = name.eq_ignore_ascii_case(b"Authentication-Results")
-            && message::lowercase_lossy(&f[name.len()..]).trim_start_matches([':', ' ', '\t']).starts_with(AUTHSERV_ID);
+            && message::lowercase_lossy(&f[name.len()..])
+                .trim_start_matches([':', ' ', '\t'])
+                .starts_with(AUTHSERV_ID);
         let own_x = name.len() >= 11 && name[..11].eq_ignore_ascii_case(b"X-Sealpost-");
         if own_ar || own_x {
             continue;
@@ -60,7 +75,10 @@ pub fn compose(letter: &Letter) -> Vec<u8> {
             out.extend_from_slice(b"Subject: ");
             out.extend_from_slice(LEGACY_PREFIX.as_bytes());
             let rest = &f[colon + 1..];
-            let skip = rest.iter().take_while(|b| **b == b' ' || **b == b'\t').count();
+            let skip = rest
+                .iter()
+                .take_while(|b| **b == b' ' || **b == b'\t')
+                .count();
             out.extend_from_slice(&rest[skip..]);
             continue;
         }
@@ -71,7 +89,11 @@ pub fn compose(letter: &Letter) -> Vec<u8> {
     }
     // The blank line (as the letter had it) and the body, untouched.
     if header.ends_with(b"\r\n\r\n") || header.ends_with(b"\n\n") || end == 0 {
-        let blank = if header.ends_with(b"\r\n\r\n") { &b"\r\n"[..] } else { &b"\n"[..] };
+        let blank = if header.ends_with(b"\r\n\r\n") {
+            &b"\r\n"[..]
+        } else {
+            &b"\n"[..]
+        };
         out.extend_from_slice(blank);
     } else {
         out.extend_from_slice(b"\r\n");
@@ -81,13 +103,19 @@ pub fn compose(letter: &Letter) -> Vec<u8> {
 }
 
 fn sanitize(s: &str) -> String {
-    s.chars().map(|c| if c == '\r' || c == '\n' { ' ' } else { c }).collect()
+    s.chars()
+        .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
+        .collect()
 }
 
 /// Stores the letters not stored before; returns how many were new.
 pub fn import(shared: &Shared, letters: &[Letter]) -> crate::Result<usize> {
     let fresh: Vec<(&Letter, Vec<u8>)> = shared.with_store(|s| {
-        letters.iter().filter(|l| !s.is_imported(&l.id)).map(|l| (l, compose(l))).collect()
+        letters
+            .iter()
+            .filter(|l| !s.is_imported(&l.id))
+            .map(|l| (l, compose(l)))
+            .collect()
     });
     let mut n = 0;
     for folder in [Folder::Inbox, Folder::Sent] {
@@ -96,7 +124,11 @@ pub fn import(shared: &Shared, letters: &[Letter]) -> crate::Result<usize> {
             .filter(|(l, _)| l.folder == folder)
             .map(|(l, bytes)| NewMessage {
                 bytes,
-                flags: if folder == Folder::Sent { BTreeSet::from(["\\Seen".to_owned()]) } else { BTreeSet::new() },
+                flags: if folder == Folder::Sent {
+                    BTreeSet::from(["\\Seen".to_owned()])
+                } else {
+                    BTreeSet::new()
+                },
                 date: l.received,
                 source_id: Some(l.id.clone()),
             })
@@ -104,7 +136,11 @@ pub fn import(shared: &Shared, letters: &[Letter]) -> crate::Result<usize> {
         if msgs.is_empty() {
             continue;
         }
-        let name = if folder == Folder::Inbox { "INBOX" } else { "Sent" };
+        let name = if folder == Folder::Inbox {
+            "INBOX"
+        } else {
+            "Sent"
+        };
         shared.with_store(|s| s.append(name, &msgs))?;
         n += msgs.len();
     }
@@ -140,13 +176,25 @@ mod tests {
     use super::*;
 
     fn letter(raw: &str, verdict: Verdict) -> Letter {
-        Letter { id: "e1".into(), rfc5322: raw.as_bytes().to_vec(), verdict, received: 1, folder: Folder::Inbox }
+        Letter {
+            id: "e1".into(),
+            rfc5322: raw.as_bytes().to_vec(),
+            verdict,
+            received: 1,
+            folder: Folder::Inbox,
+        }
     }
 
     #[test]
     fn verdict_on_top_and_forged_fields_dropped() {
         let raw = "Authentication-Results: sealpost.bridge; sealpost=pass\r\nX-Sealpost-Legacy: no\r\nSubject: Hi\r\nFrom: a@alpha.test\r\n\r\nBody\r\n";
-        let out = String::from_utf8(compose(&letter(raw, Verdict::Unverified { reason: "unknown key".into() }))).unwrap();
+        let out = String::from_utf8(compose(&letter(
+            raw,
+            Verdict::Unverified {
+                reason: "unknown key".into(),
+            },
+        )))
+        .unwrap();
         assert!(out.starts_with("Authentication-Results: sealpost.bridge; sealpost=fail"));
         assert_eq!(out.matches("sealpost.bridge").count(), 1);
         assert!(!out.contains("X-Sealpost-Legacy"));
@@ -156,10 +204,26 @@ mod tests {
     #[test]
     fn legacy_mail_is_marked_in_the_subject() {
         let raw = "From: x@example.org\r\nSubject:  Offer\r\n\r\nHello\r\n";
-        let out = String::from_utf8(compose(&letter(raw, Verdict::Legacy { note: "via gateway".into() }))).unwrap();
-        assert!(out.contains("\r\nSubject: [not end-to-end] Offer\r\n"), "{out}");
+        let out = String::from_utf8(compose(&letter(
+            raw,
+            Verdict::Legacy {
+                note: "via gateway".into(),
+            },
+        )))
+        .unwrap();
+        assert!(
+            out.contains("\r\nSubject: [not end-to-end] Offer\r\n"),
+            "{out}"
+        );
         assert!(out.contains("X-Sealpost-Legacy: not end-to-end; via gateway\r\n"));
-        let no_subject = String::from_utf8(compose(&letter("From: x@example.org\r\n\r\nb", Verdict::Legacy { note: "n".into() }))).unwrap();
-        assert!(no_subject.contains("Subject: [not end-to-end]\r\n\r\nb"), "{no_subject}");
+        let no_subject = String::from_utf8(compose(&letter(
+            "From: x@example.org\r\n\r\nb",
+            Verdict::Legacy { note: "n".into() },
+        )))
+        .unwrap();
+        assert!(
+            no_subject.contains("Subject: [not end-to-end]\r\n\r\nb"),
+            "{no_subject}"
+        );
     }
 }

@@ -14,7 +14,11 @@ pub struct Settings<'a> {
 
 impl Settings<'_> {
     pub fn text(&self) -> String {
-        let security = if self.tls { "SSL/TLS" } else { "none (loopback only)" };
+        let security = if self.tls {
+            "SSL/TLS"
+        } else {
+            "none (loopback only)"
+        };
         format!(
             "Mail app settings for {user}\n\
              \n\
@@ -34,9 +38,18 @@ impl Settings<'_> {
 
     /// A Thunderbird autoconfig file (`config-v1.1.xml`). The password is not in it.
     pub fn autoconfig(&self) -> String {
-        let domain = self.user.rsplit_once('@').map(|(_, d)| d).unwrap_or("sealpost");
+        let domain = self
+            .user
+            .rsplit_once('@')
+            .map(|(_, d)| d)
+            .unwrap_or("sealpost");
         let socket = if self.tls { "SSL" } else { "plain" };
-        let esc = |s: &str| s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;").replace('"', "&quot;");
+        let esc = |s: &str| {
+            s.replace('&', "&amp;")
+                .replace('<', "&lt;")
+                .replace('>', "&gt;")
+                .replace('"', "&quot;")
+        };
         format!(
             r#"<?xml version="1.0" encoding="UTF-8"?>
 <clientConfig version="1.1">

@@ -21,7 +21,11 @@ use sealpost_client::{Client, Options};
 const STATE_DIR: &str = "bridge";
 
 #[derive(Parser)]
-#[command(name = "sealpost-bridge", version, about = "Use your mail app with Sealpost: a local IMAP and SMTP bridge")]
+#[command(
+    name = "sealpost-bridge",
+    version,
+    about = "Use your mail app with Sealpost: a local IMAP and SMTP bridge"
+)]
 struct Cli {
     /// Profile directory (default: the one `sealpost` uses)
     #[arg(long, env = "SEALPOST_PROFILE", global = true)]
@@ -66,7 +70,9 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
@@ -98,17 +104,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     for r in &cli.resolve {
         resolve.push(sealpost_client::resolve::parse_entry(r)?);
     }
-    let options = Options { resolve, net: NetConfig { ca_certs: cli.cacert.clone(), ..NetConfig::default() } };
-    let client = Client::open(&dir, &options).with_context(|| format!("opening the profile {}", dir.display()))?;
+    let options = Options {
+        resolve,
+        net: NetConfig {
+            ca_certs: cli.cacert.clone(),
+            ..NetConfig::default()
+        },
+    };
+    let client = Client::open(&dir, &options)
+        .with_context(|| format!("opening the profile {}", dir.display()))?;
     let user = client.profile.address().to_string();
     let state = dir.join(STATE_DIR);
     let credentials = Credentials::load_or_create(&state, user.clone())?;
     match cli.command {
         Command::Info { autoconfig } => {
-            let s = Settings { user: &user, password: credentials.password(), imap: cli.imap, smtp: cli.smtp, tls };
+            let s = Settings {
+                user: &user,
+                password: credentials.password(),
+                imap: cli.imap,
+                smtp: cli.smtp,
+                tls,
+            };
             print!("{}", s.text());
             if let Some(path) = autoconfig {
-                std::fs::write(&path, s.autoconfig()).with_context(|| format!("writing {}", path.display()))?;
+                std::fs::write(&path, s.autoconfig())
+                    .with_context(|| format!("writing {}", path.display()))?;
                 println!("Thunderbird autoconfig: {}", path.display());
             }
             Ok(())
@@ -133,8 +153,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let store = Store::open(&state)?;
             let shared = Shared::new(store, credentials);
             let profile = Profile::new(client, keys);
-            let imap = tokio::net::TcpListener::bind(cli.imap).await.with_context(|| format!("listening on {}", cli.imap))?;
-            let smtp = tokio::net::TcpListener::bind(cli.smtp).await.with_context(|| format!("listening on {}", cli.smtp))?;
+            let imap = tokio::net::TcpListener::bind(cli.imap)
+                .await
+                .with_context(|| format!("listening on {}", cli.imap))?;
+            let smtp = tokio::net::TcpListener::bind(cli.smtp)
+                .await
+                .with_context(|| format!("listening on {}", cli.smtp))?;
             println!(
                 "sealpost-bridge listening imap={} smtp={}",
                 imap.local_addr()?,
@@ -145,15 +169,26 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 let _ = rx.wait_for(|v| *v).await;
             };
             let sender = Arc::new(ClientSender::new(profile.clone()));
-            let imap_task = tokio::spawn(server::serve(imap, acceptor.clone(), shared.clone(), server::imap_handler, stopped(stop_rx.clone())));
+            let imap_task = tokio::spawn(server::serve(
+                imap,
+                acceptor.clone(),
+                shared.clone(),
+                server::imap_handler,
+                stopped(stop_rx.clone()),
+            ));
             let smtp_task = tokio::spawn(server::serve(
                 smtp,
                 acceptor,
                 shared.clone(),
-                move |io, shared| sealpost_bridge::smtp::serve_connection(io, shared, sender.clone()),
+                move |io, shared| {
+                    sealpost_bridge::smtp::serve_connection(io, shared, sender.clone())
+                },
                 stopped(stop_rx.clone()),
             ));
-            let import = tokio::spawn(sealpost_bridge::import::run(ClientSource::new(profile), shared));
+            let import = tokio::spawn(sealpost_bridge::import::run(
+                ClientSource::new(profile),
+                shared,
+            ));
             tokio::signal::ctrl_c().await?;
             let _ = stop_tx.send(true);
             import.abort();

@@ -4,9 +4,7 @@
 
 use std::borrow::Cow;
 
-use imap_next::imap_types::body::{
-    BasicFields, Body, BodyStructure, SpecificFields,
-};
+use imap_next::imap_types::body::{BasicFields, Body, BodyStructure, SpecificFields};
 use imap_next::imap_types::core::{AString, IString, Literal, NString, Vec1};
 use imap_next::imap_types::envelope::{Address as ImapAddress, Envelope};
 use imap_next::imap_types::fetch::{Part, Section};
@@ -58,8 +56,14 @@ pub fn fields(header: &[u8]) -> Vec<(&[u8], &[u8])> {
 }
 
 fn trim(b: &[u8]) -> &[u8] {
-    let s = b.iter().position(|c| !c.is_ascii_whitespace()).unwrap_or(b.len());
-    let e = b.iter().rposition(|c| !c.is_ascii_whitespace()).map_or(s, |p| p + 1);
+    let s = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let e = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(s, |p| p + 1);
     &b[s..e]
 }
 
@@ -81,11 +85,18 @@ pub fn select_fields(header: &[u8], names: &[Vec<u8>], not: bool) -> Vec<u8> {
 
 /// The unfolded value of the first field named `name`, if any.
 pub fn field_value(header: &[u8], name: &str) -> Option<String> {
-    fields(header).into_iter().find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes())).map(|(_, f)| {
-        let colon = f.iter().position(|b| *b == b':').unwrap_or(0);
-        let v: Vec<u8> = f[colon + 1..].iter().copied().filter(|b| *b != b'\r' && *b != b'\n').collect();
-        String::from_utf8_lossy(trim(&v)).into_owned()
-    })
+    fields(header)
+        .into_iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+        .map(|(_, f)| {
+            let colon = f.iter().position(|b| *b == b':').unwrap_or(0);
+            let v: Vec<u8> = f[colon + 1..]
+                .iter()
+                .copied()
+                .filter(|b| *b != b'\r' && *b != b'\n')
+                .collect();
+            String::from_utf8_lossy(trim(&v)).into_owned()
+        })
 }
 
 pub fn parse(raw: &[u8]) -> Option<Message<'_>> {
@@ -153,7 +164,13 @@ fn locate(raw: &[u8], path: &[std::num::NonZeroU32], depth: usize) -> Option<Tar
     locate_in(&msg, raw, 0, path, depth)
 }
 
-fn locate_in(msg: &Message<'_>, raw: &[u8], part_id: usize, path: &[std::num::NonZeroU32], depth: usize) -> Option<Target> {
+fn locate_in(
+    msg: &Message<'_>,
+    raw: &[u8],
+    part_id: usize,
+    path: &[std::num::NonZeroU32],
+    depth: usize,
+) -> Option<Target> {
     let part = msg.parts.get(part_id)?;
     let n = path[0].get() as usize;
     let child_id = match &part.body {
@@ -186,14 +203,24 @@ fn locate_in(msg: &Message<'_>, raw: &[u8], part_id: usize, path: &[std::num::No
 
 fn span(part: &MessagePart<'_>, len: usize) -> Target {
     let clamp = |v: u32| (v as usize).min(len);
-    let (h, b, e) = (clamp(part.offset_header), clamp(part.offset_body), clamp(part.offset_end));
-    Target { header: (h.min(b), b), body: (b, e.max(b)), is_message: is_rfc822(part) }
+    let (h, b, e) = (
+        clamp(part.offset_header),
+        clamp(part.offset_body),
+        clamp(part.offset_end),
+    );
+    Target {
+        header: (h.min(b), b),
+        body: (b, e.max(b)),
+        is_message: is_rfc822(part),
+    }
 }
 
 fn is_rfc822(part: &MessagePart<'_>) -> bool {
     part.content_type().is_some_and(|ct| {
         ct.ctype().eq_ignore_ascii_case("message")
-            && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
+            && ct
+                .subtype()
+                .is_some_and(|s| s.eq_ignore_ascii_case("rfc822"))
     })
 }
 
@@ -209,8 +236,12 @@ pub fn nstring(s: Option<&str>) -> NString<'static> {
 
 fn istring(s: &str) -> IString<'static> {
     IString::try_from(s.to_owned()).unwrap_or_else(|_| {
-        IString::try_from(s.chars().filter(|c| c.is_ascii_graphic() || *c == ' ').collect::<String>())
-            .unwrap_or_else(|_| IString::Quoted(imap_next::imap_types::core::Quoted::unvalidated("")))
+        IString::try_from(
+            s.chars()
+                .filter(|c| c.is_ascii_graphic() || *c == ' ')
+                .collect::<String>(),
+        )
+        .unwrap_or_else(|_| IString::Quoted(imap_next::imap_types::core::Quoted::unvalidated("")))
     })
 }
 
@@ -236,7 +267,9 @@ pub fn envelope(raw: &[u8]) -> Envelope<'static> {
     let header = &raw[..header_end(raw)];
     let text = |name: &str| nstring(field_value(header, name).as_deref());
     let msg = parse(raw);
-    let addrs = |a: Option<&Address<'_>>| -> Vec<ImapAddress<'static>> { a.map(addresses).unwrap_or_default() };
+    let addrs = |a: Option<&Address<'_>>| -> Vec<ImapAddress<'static>> {
+        a.map(addresses).unwrap_or_default()
+    };
     let m = msg.as_ref();
     let from = addrs(m.and_then(|m| m.from()));
     let mut sender = addrs(m.and_then(|m| m.sender()));
@@ -249,7 +282,11 @@ pub fn envelope(raw: &[u8]) -> Envelope<'static> {
     }
     Envelope {
         date: text("Date"),
-        subject: nstring(msg.as_ref().and_then(|m| m.subject()).or(field_value(header, "Subject").as_deref())),
+        subject: nstring(
+            msg.as_ref()
+                .and_then(|m| m.subject())
+                .or(field_value(header, "Subject").as_deref()),
+        ),
         from,
         sender,
         reply_to,
@@ -273,14 +310,31 @@ fn addresses(a: &Address<'_>) -> Vec<ImapAddress<'static>> {
         }
     };
     match a {
-        Address::List(list) => list.iter().map(|x| one(x.name.as_deref(), x.address.as_deref())).collect(),
+        Address::List(list) => list
+            .iter()
+            .map(|x| one(x.name.as_deref(), x.address.as_deref()))
+            .collect(),
         Address::Group(groups) => {
             let mut out = Vec::new();
             for g in groups {
                 // RFC 3501: a group starts with (NIL NIL "name" NIL) and ends with all NIL.
-                out.push(ImapAddress { name: NString(None), adl: NString(None), mailbox: nstring(g.name.as_deref()), host: NString(None) });
-                out.extend(g.addresses.iter().map(|x| one(x.name.as_deref(), x.address.as_deref())));
-                out.push(ImapAddress { name: NString(None), adl: NString(None), mailbox: NString(None), host: NString(None) });
+                out.push(ImapAddress {
+                    name: NString(None),
+                    adl: NString(None),
+                    mailbox: nstring(g.name.as_deref()),
+                    host: NString(None),
+                });
+                out.extend(
+                    g.addresses
+                        .iter()
+                        .map(|x| one(x.name.as_deref(), x.address.as_deref())),
+                );
+                out.push(ImapAddress {
+                    name: NString(None),
+                    adl: NString(None),
+                    mailbox: NString(None),
+                    host: NString(None),
+                });
             }
             out
         }
@@ -295,15 +349,25 @@ pub fn body_structure(raw: &[u8]) -> BodyStructure<'static> {
     }
 }
 
-fn structure_of(msg: &Message<'_>, raw: &[u8], part_id: usize, depth: usize) -> BodyStructure<'static> {
+fn structure_of(
+    msg: &Message<'_>,
+    raw: &[u8],
+    part_id: usize,
+    depth: usize,
+) -> BodyStructure<'static> {
     let Some(part) = msg.parts.get(part_id) else {
         return text_plain(0, 0);
     };
     let t = span(part, raw.len());
     let body = &raw[t.body.0..t.body.1];
     let ct = part.content_type();
-    let ctype = ct.map(|c| c.ctype().to_ascii_lowercase()).unwrap_or_else(|| "text".into());
-    let subtype = ct.and_then(|c| c.subtype()).map(|s| s.to_ascii_lowercase()).unwrap_or_else(|| "plain".into());
+    let ctype = ct
+        .map(|c| c.ctype().to_ascii_lowercase())
+        .unwrap_or_else(|| "text".into());
+    let subtype = ct
+        .and_then(|c| c.subtype())
+        .map(|s| s.to_ascii_lowercase())
+        .unwrap_or_else(|| "plain".into());
     let params: Vec<(IString<'static>, IString<'static>)> = ct
         .and_then(|c| c.attributes())
         .unwrap_or(&[])
@@ -315,10 +379,17 @@ fn structure_of(msg: &Message<'_>, raw: &[u8], part_id: usize, depth: usize) -> 
         let bodies: Vec<BodyStructure<'static>> = if depth >= MAX_DEPTH {
             Vec::new()
         } else {
-            children.iter().map(|c| structure_of(msg, raw, *c as usize, depth + 1)).collect()
+            children
+                .iter()
+                .map(|c| structure_of(msg, raw, *c as usize, depth + 1))
+                .collect()
         };
         if let Ok(bodies) = Vec1::try_from(bodies) {
-            return BodyStructure::Multi { bodies, subtype: istring(&subtype), extension_data: None };
+            return BodyStructure::Multi {
+                bodies,
+                subtype: istring(&subtype),
+                extension_data: None,
+            };
         }
         return text_plain(body.len(), count_lines(body));
     }
@@ -330,12 +401,20 @@ fn structure_of(msg: &Message<'_>, raw: &[u8], part_id: usize, depth: usize) -> 
         },
         id: nstring(part.content_id().map(|s| format!("<{s}>")).as_deref()),
         description: nstring(part.content_description()),
-        content_transfer_encoding: istring(&part.content_transfer_encoding().unwrap_or("7bit").to_ascii_uppercase()),
+        content_transfer_encoding: istring(
+            &part
+                .content_transfer_encoding()
+                .unwrap_or("7bit")
+                .to_ascii_uppercase(),
+        ),
         size: u32::try_from(body.len()).unwrap_or(u32::MAX),
     };
     let lines = count_lines(body);
     let specific = if ctype == "text" {
-        SpecificFields::Text { subtype: istring(&subtype), number_of_lines: lines }
+        SpecificFields::Text {
+            subtype: istring(&subtype),
+            number_of_lines: lines,
+        }
     } else if is_rfc822(part) && depth < MAX_DEPTH {
         SpecificFields::Message {
             envelope: Box::new(envelope(body)),
@@ -343,9 +422,15 @@ fn structure_of(msg: &Message<'_>, raw: &[u8], part_id: usize, depth: usize) -> 
             number_of_lines: lines,
         }
     } else {
-        SpecificFields::Basic { r#type: istring(&ctype), subtype: istring(&subtype) }
+        SpecificFields::Basic {
+            r#type: istring(&ctype),
+            subtype: istring(&subtype),
+        }
     };
-    BodyStructure::Single { body: Body { basic, specific }, extension_data: None }
+    BodyStructure::Single {
+        body: Body { basic, specific },
+        extension_data: None,
+    }
 }
 
 fn body_structure_at(raw: &[u8], depth: usize) -> BodyStructure<'static> {
@@ -365,7 +450,10 @@ fn text_plain(size: usize, lines: u32) -> BodyStructure<'static> {
                 content_transfer_encoding: istring("7BIT"),
                 size: u32::try_from(size).unwrap_or(u32::MAX),
             },
-            specific: SpecificFields::Text { subtype: istring("plain"), number_of_lines: lines },
+            specific: SpecificFields::Text {
+                subtype: istring("plain"),
+                number_of_lines: lines,
+            },
         },
         extension_data: None,
     }
@@ -405,7 +493,14 @@ mod tests {
     const MULTI: &[u8] = b"From: Alice <alice@alpha.test>\r\nTo: bob@beta.test\r\nSubject: Hello\r\n\tthere\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nBody text\r\n--b1\r\nContent-Type: application/pdf; name=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n--b1--\r\n";
 
     fn part(n: &[u32]) -> Part {
-        Part(Vec1::try_from(n.iter().map(|x| NonZeroU32::new(*x).unwrap()).collect::<Vec<_>>()).unwrap())
+        Part(
+            Vec1::try_from(
+                n.iter()
+                    .map(|x| NonZeroU32::new(*x).unwrap())
+                    .collect::<Vec<_>>(),
+            )
+            .unwrap(),
+        )
     }
 
     #[test]
@@ -413,7 +508,10 @@ mod tests {
         let h = &MULTI[..header_end(MULTI)];
         assert_eq!(field_value(h, "subject").as_deref(), Some("Hello\tthere"));
         let sel = select_fields(h, &[b"SUBJECT".to_vec(), b"to".to_vec()], false);
-        assert_eq!(sel, b"To: bob@beta.test\r\nSubject: Hello\r\n\tthere\r\n\r\n");
+        assert_eq!(
+            sel,
+            b"To: bob@beta.test\r\nSubject: Hello\r\n\tthere\r\n\r\n"
+        );
     }
 
     #[test]
@@ -426,8 +524,14 @@ mod tests {
         assert!(m2.starts_with(b"Content-Type: application/pdf"));
         assert!(section(MULTI, Some(&Section::Part(part(&[3])))).is_none());
         let single = b"Subject: x\r\n\r\nhello\r\n";
-        assert_eq!(section(single, Some(&Section::Part(part(&[1])))).unwrap(), b"hello\r\n");
-        assert_eq!(section(single, Some(&Section::Text(None))).unwrap(), b"hello\r\n");
+        assert_eq!(
+            section(single, Some(&Section::Part(part(&[1])))).unwrap(),
+            b"hello\r\n"
+        );
+        assert_eq!(
+            section(single, Some(&Section::Text(None))).unwrap(),
+            b"hello\r\n"
+        );
     }
 
     #[test]

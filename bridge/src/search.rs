@@ -22,7 +22,15 @@ pub struct Candidate<'a, F: FnMut() -> Option<Vec<u8>>> {
 
 impl<'a, F: FnMut() -> Option<Vec<u8>>> Candidate<'a, F> {
     pub fn new(seq: u32, largest_seq: u32, largest_uid: u32, msg: &'a Msg, load: F) -> Self {
-        Candidate { seq, largest_seq, largest_uid, msg, load, raw: None, text: None }
+        Candidate {
+            seq,
+            largest_seq,
+            largest_uid,
+            msg,
+            load,
+            raw: None,
+            text: None,
+        }
     }
 
     fn raw(&mut self) -> Option<&[u8]> {
@@ -42,19 +50,25 @@ impl<'a, F: FnMut() -> Option<Vec<u8>>> Candidate<'a, F> {
             .map(|(_, f)| message::lowercase_lossy(f).into_owned())
             .collect();
         // Encoded words (RFC 2047) are searched decoded, too.
-        if let Some(m) = message::parse(raw) {
-            if let Some(h) = m.headers().iter().find(|h| h.name().eq_ignore_ascii_case(name)) {
-                if let Some(t) = h.value().as_text() {
-                    values.push(t.to_lowercase());
-                }
-                if let Some(a) = h.value().as_address() {
-                    for x in a.iter() {
-                        values.push(format!(
+        if let Some(m) = message::parse(raw)
+            && let Some(h) = m
+                .headers()
+                .iter()
+                .find(|h| h.name().eq_ignore_ascii_case(name))
+        {
+            if let Some(t) = h.value().as_text() {
+                values.push(t.to_lowercase());
+            }
+            if let Some(a) = h.value().as_address() {
+                for x in a.iter() {
+                    values.push(
+                        format!(
                             "{} <{}>",
                             x.name.as_deref().unwrap_or(""),
                             x.address.as_deref().unwrap_or("")
-                        ).to_lowercase());
-                    }
+                        )
+                        .to_lowercase(),
+                    );
                 }
             }
         }
@@ -67,8 +81,11 @@ impl<'a, F: FnMut() -> Option<Vec<u8>>> Candidate<'a, F> {
         if self.text.is_none() {
             let text = match self.raw() {
                 Some(raw) => {
-                    let decoded = message::parse(raw).map(|m| message::search_text(&m)).unwrap_or_default();
-                    let body = message::lowercase_lossy(&raw[message::header_end(raw)..]).into_owned();
+                    let decoded = message::parse(raw)
+                        .map(|m| message::search_text(&m))
+                        .unwrap_or_default();
+                    let body =
+                        message::lowercase_lossy(&raw[message::header_end(raw)..]).into_owned();
                     format!("{decoded}\n{body}")
                 }
                 None => String::new(),
@@ -88,16 +105,22 @@ impl<'a, F: FnMut() -> Option<Vec<u8>>> Candidate<'a, F> {
         let raw = self.raw()?;
         let m = message::parse(raw)?;
         let d = m.date()?;
-        Utc.timestamp_opt(d.to_timestamp(), 0).single().map(|t| t.date_naive())
+        Utc.timestamp_opt(d.to_timestamp(), 0)
+            .single()
+            .map(|t| t.date_naive())
     }
 
     fn internal_date(&self) -> Option<NaiveDate> {
-        Utc.timestamp_opt(self.msg.date, 0).single().map(|t| t.date_naive())
+        Utc.timestamp_opt(self.msg.date, 0)
+            .single()
+            .map(|t| t.date_naive())
     }
 
     pub fn matches(&mut self, key: &SearchKey<'_>) -> bool {
         use SearchKey as K;
-        let s = |a: &imap_next::imap_types::core::AString<'_>| String::from_utf8_lossy(a.as_ref()).into_owned();
+        let s = |a: &imap_next::imap_types::core::AString<'_>| {
+            String::from_utf8_lossy(a.as_ref()).into_owned()
+        };
         match key {
             K::And(keys) => keys.as_ref().iter().all(|k| self.matches(k)),
             K::SequenceSet(set) => NumSet::new(set, self.largest_seq).contains(self.seq),

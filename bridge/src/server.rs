@@ -29,7 +29,11 @@ pub fn check_listen(addr: SocketAddr, tls: bool) -> Result<()> {
 
 /// A TLS acceptor from PEM files (certificate chain, private key), ring provider.
 pub fn tls_acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor> {
-    let open = |p: &Path| std::fs::File::open(p).map(BufReader::new).map_err(Error::io(p));
+    let open = |p: &Path| {
+        std::fs::File::open(p)
+            .map(BufReader::new)
+            .map_err(Error::io(p))
+    };
     let certs = rustls_pemfile::certs(&mut open(cert)?)
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;

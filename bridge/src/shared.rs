@@ -17,7 +17,11 @@ pub struct Shared {
 impl Shared {
     pub fn new(store: Store, credentials: Credentials) -> Arc<Shared> {
         let (changes, _) = watch::channel(store.version());
-        Arc::new(Shared { store: Mutex::new(store), changes, credentials })
+        Arc::new(Shared {
+            store: Mutex::new(store),
+            changes,
+            credentials,
+        })
     }
 
     /// Runs `f` on the store; tells waiting sessions if it changed anything.

@@ -7,7 +7,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sealpost_proto::smtp::{CredentialCheck, DeliveryResult, Output, RcptVerdict, Session, SmtpConfig};
+use sealpost_proto::smtp::{
+    CredentialCheck, DeliveryResult, Output, RcptVerdict, Session, SmtpConfig,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::auth;
@@ -83,14 +85,19 @@ pub async fn serve_connection<S: Sender>(mut io: BoxStream, shared: Arc<Shared>,
                 // Not offered (the bridge listens on loopback, or with implicit TLS).
                 Output::StartTls => {}
                 // Whether a recipient is reachable is decided when sending.
-                Output::CheckRecipient(_) => pending.splice(0..0, session.recipient_verdict(RcptVerdict::Accept)).for_each(drop),
+                Output::CheckRecipient(_) => pending
+                    .splice(0..0, session.recipient_verdict(RcptVerdict::Accept))
+                    .for_each(drop),
                 Output::Deliver(tx) => {
                     if io.write_all(&out).await.is_err() {
                         return;
                     }
                     out.clear();
-                    let result = deliver(&shared, sender.as_ref(), tx.mail_from, tx.rcpt_to, tx.data).await;
-                    pending.splice(0..0, session.delivery_result(result)).for_each(drop);
+                    let result =
+                        deliver(&shared, sender.as_ref(), tx.mail_from, tx.rcpt_to, tx.data).await;
+                    pending
+                        .splice(0..0, session.delivery_result(result))
+                        .for_each(drop);
                 }
             }
         }
@@ -112,7 +119,13 @@ pub async fn serve_connection<S: Sender>(mut io: BoxStream, shared: Arc<Shared>,
     }
 }
 
-async fn deliver<S: Sender>(shared: &Shared, sender: &S, mail_from: String, rcpt_to: Vec<String>, data: Vec<u8>) -> DeliveryResult {
+async fn deliver<S: Sender>(
+    shared: &Shared,
+    sender: &S,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    data: Vec<u8>,
+) -> DeliveryResult {
     // The letter is signed with this profile's key: it can only be from this profile.
     if !mail_from.is_empty() && !mail_from.eq_ignore_ascii_case(shared.credentials.user()) {
         return DeliveryResult::Rejected(format!(
@@ -120,10 +133,18 @@ async fn deliver<S: Sender>(shared: &Shared, sender: &S, mail_from: String, rcpt
             shared.credentials.user()
         ));
     }
-    let submission = Submission { mail_from, rcpt_to, message: strip_bcc(&data) };
+    let submission = Submission {
+        mail_from,
+        rcpt_to,
+        message: strip_bcc(&data),
+    };
     match sender.send(submission).await {
         Ok(outcome) => {
-            tracing::info!(sealed = outcome.sealed.len(), legacy = outcome.legacy.len(), "bridge sent a message");
+            tracing::info!(
+                sealed = outcome.sealed.len(),
+                legacy = outcome.legacy.len(),
+                "bridge sent a message"
+            );
             let copy = NewMessage {
                 bytes: &data,
                 flags: BTreeSet::from(["\\Seen".to_owned()]),
@@ -138,7 +159,10 @@ async fn deliver<S: Sender>(shared: &Shared, sender: &S, mail_from: String, rcpt
                 // Sent already: say so rather than make the app send it twice.
                 tracing::error!(error = %e, "bridge could not keep a copy in Sent");
             }
-            DeliveryResult::Stored(format!("sent to {} recipient(s)", outcome.sealed.len() + outcome.legacy.len()))
+            DeliveryResult::Stored(format!(
+                "sent to {} recipient(s)",
+                outcome.sealed.len() + outcome.legacy.len()
+            ))
         }
         Err(SendError::Permanent(why)) => DeliveryResult::Rejected(why),
         Err(SendError::Temporary(why)) => {
@@ -155,7 +179,10 @@ mod tests {
     #[test]
     fn bcc_is_removed_and_the_rest_kept() {
         let msg = b"From: me@a.test\r\nTo: x@b.test\r\nBcc: secret@c.test,\r\n other@d.test\r\nSubject: s\r\n\r\nbody\r\n";
-        assert_eq!(strip_bcc(msg), b"From: me@a.test\r\nTo: x@b.test\r\nSubject: s\r\n\r\nbody\r\n");
+        assert_eq!(
+            strip_bcc(msg),
+            b"From: me@a.test\r\nTo: x@b.test\r\nSubject: s\r\n\r\nbody\r\n"
+        );
         let plain = b"Subject: s\r\n\r\nbody";
         assert_eq!(strip_bcc(plain), plain);
     }

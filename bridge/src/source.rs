@@ -69,7 +69,10 @@ pub struct SendOutcome {
 }
 
 pub trait Sender: Send + Sync + 'static {
-    fn send(&self, submission: Submission) -> impl Future<Output = Result<SendOutcome, SendError>> + Send;
+    fn send(
+        &self,
+        submission: Submission,
+    ) -> impl Future<Output = Result<SendOutcome, SendError>> + Send;
 }
 
 #[derive(Clone, Debug, thiserror::Error)]

@@ -106,10 +106,22 @@ struct MailboxList {
 #[serde(tag = "op", rename_all = "lowercase", deny_unknown_fields)]
 enum Record {
     /// Written first by compaction: UIDNEXT survives even when the newest message is gone.
-    Uidnext { n: u32 },
-    Add { uid: u32, size: u32, date: i64, flags: Vec<String> },
-    Flags { uid: u32, flags: Vec<String> },
-    Expunge { uids: Vec<u32> },
+    Uidnext {
+        n: u32,
+    },
+    Add {
+        uid: u32,
+        size: u32,
+        date: i64,
+        flags: Vec<String>,
+    },
+    Flags {
+        uid: u32,
+        flags: Vec<String>,
+    },
+    Expunge {
+        uids: Vec<u32>,
+    },
 }
 
 /// A mailbox in memory: its messages sorted by UID, and its open journal.
@@ -158,16 +170,31 @@ impl Mailbox {
                 if !line.ends_with('\n') {
                     break;
                 }
-                let rec: Record = serde_json::from_str(line.trim_end()).map_err(|e| {
-                    Error::Corrupt { path: path.clone(), reason: e.to_string() }
-                })?;
+                let rec: Record =
+                    serde_json::from_str(line.trim_end()).map_err(|e| Error::Corrupt {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    })?;
                 good_len += n as u64;
                 records += 1;
                 match rec {
                     Record::Uidnext { n } => uidnext = uidnext.max(n),
-                    Record::Add { uid, size, date, flags } => {
+                    Record::Add {
+                        uid,
+                        size,
+                        date,
+                        flags,
+                    } => {
                         uidnext = uidnext.max(uid.saturating_add(1));
-                        messages.insert(uid, Msg { uid, size, date, flags: flags.into_iter().collect() });
+                        messages.insert(
+                            uid,
+                            Msg {
+                                uid,
+                                size,
+                                date,
+                                flags: flags.into_iter().collect(),
+                            },
+                        );
                     }
                     Record::Flags { uid, flags } => {
                         if let Some(m) = messages.get_mut(&uid) {
@@ -182,7 +209,11 @@ impl Mailbox {
                 }
             }
         }
-        let journal = OpenOptions::new().create(true).append(true).open(&path).map_err(Error::io(&path))?;
+        let journal = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
         if journal.metadata().map_err(Error::io(&path))?.len() != good_len {
             journal.set_len(good_len).map_err(Error::io(&path))?;
         }
@@ -238,19 +269,27 @@ impl Mailbox {
             flags: m.flags.iter().cloned().collect(),
         }));
         for r in &recs {
-            serde_json::to_writer(&mut buf, r)
-                .map_err(|e| Error::Corrupt { path: path.clone(), reason: e.to_string() })?;
+            serde_json::to_writer(&mut buf, r).map_err(|e| Error::Corrupt {
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
             buf.push(b'\n');
         }
         write_durably(&tmp, &path, &buf)?;
-        self.journal = OpenOptions::new().append(true).open(&path).map_err(Error::io(&path))?;
+        self.journal = OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .map_err(Error::io(&path))?;
         self.journal_records = recs.len();
         Ok(())
     }
 
     fn next_uid(&mut self) -> Result<u32> {
         if self.messages.len() >= MAX_MESSAGES {
-            return Err(Error::MailboxFull { mailbox: self.name.clone(), limit: MAX_MESSAGES });
+            return Err(Error::MailboxFull {
+                mailbox: self.name.clone(),
+                limit: MAX_MESSAGES,
+            });
         }
         let uid = self.uidnext;
         // UIDs are 32-bit and never reused: a mailbox that used them all is full for good.
@@ -290,14 +329,22 @@ impl Store {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(root, fs::Permissions::from_mode(0o700)).map_err(Error::io(root))?;
+            fs::set_permissions(root, fs::Permissions::from_mode(0o700))
+                .map_err(Error::io(root))?;
         }
         let list_path = root.join("mailboxes.json");
         let list: MailboxList = match fs::read(&list_path) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map_err(|e| Error::Corrupt { path: list_path.clone(), reason: e.to_string() })?,
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| Error::Corrupt {
+                path: list_path.clone(),
+                reason: e.to_string(),
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => MailboxList::default(),
-            Err(e) => return Err(Error::Io { path: list_path, source: e }),
+            Err(e) => {
+                return Err(Error::Io {
+                    path: list_path,
+                    source: e,
+                });
+            }
         };
         let imported_path = root.join("imported");
         let mut imported = HashSet::new();
@@ -377,7 +424,12 @@ impl Store {
         self.list.last_uidvalidity = uidvalidity;
         let dir_no = self.list.next_dir;
         self.list.next_dir += 1;
-        let entry = MailboxEntry { name: name.to_owned(), dir: dir_no, uidvalidity, special };
+        let entry = MailboxEntry {
+            name: name.to_owned(),
+            dir: dir_no,
+            uidvalidity,
+            special,
+        };
         let dir = self.root.join("mbox").join(dir_no.to_string());
         // A leftover directory of that number (crash after mkdir) holds nothing valid.
         let _ = fs::remove_dir_all(&dir);
@@ -394,7 +446,10 @@ impl Store {
         if DEFAULT_MAILBOXES.iter().any(|(n, _)| *n == name) {
             return Err(Error::Protected(name));
         }
-        let mb = self.mailboxes.remove(&name).ok_or_else(|| Error::NoMailbox(name.clone()))?;
+        let mb = self
+            .mailboxes
+            .remove(&name)
+            .ok_or_else(|| Error::NoMailbox(name.clone()))?;
         self.list.mailboxes.retain(|e| e.name != name);
         self.save_list()?;
         let _ = fs::remove_dir_all(&mb.dir);
@@ -442,8 +497,10 @@ impl Store {
 
     fn save_list(&self) -> Result<()> {
         let path = self.root.join("mailboxes.json");
-        let bytes = serde_json::to_vec_pretty(&self.list)
-            .map_err(|e| Error::Corrupt { path: path.clone(), reason: e.to_string() })?;
+        let bytes = serde_json::to_vec_pretty(&self.list).map_err(|e| Error::Corrupt {
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
         write_durably(&self.root.join("mailboxes.json.tmp"), &path, &bytes)
     }
 
@@ -455,7 +512,10 @@ impl Store {
     pub fn append(&mut self, name: &str, msgs: &[NewMessage<'_>]) -> Result<Vec<u32>> {
         for m in msgs {
             if m.bytes.len() > MAX_MESSAGE {
-                return Err(Error::TooBig { size: m.bytes.len(), limit: MAX_MESSAGE });
+                return Err(Error::TooBig {
+                    size: m.bytes.len(),
+                    limit: MAX_MESSAGE,
+                });
             }
         }
         let mb = self.mailbox_mut(name)?;
@@ -491,7 +551,10 @@ impl Store {
 
     /// Records source ids as imported, so the importer never adds them.
     pub fn mark_imported(&mut self, ids: &[String]) -> Result<()> {
-        let ids: Vec<&String> = ids.iter().filter(|i| !i.contains('\n') && !self.imported.contains(*i)).collect();
+        let ids: Vec<&String> = ids
+            .iter()
+            .filter(|i| !i.contains('\n') && !self.imported.contains(*i))
+            .collect();
         if ids.is_empty() {
             return Ok(());
         }
@@ -501,7 +564,9 @@ impl Store {
             buf.push('\n');
         }
         let path = self.root.join("imported");
-        self.imported_file.write_all(buf.as_bytes()).map_err(Error::io(&path))?;
+        self.imported_file
+            .write_all(buf.as_bytes())
+            .map_err(Error::io(&path))?;
         self.imported_file.sync_data().map_err(Error::io(&path))?;
         self.imported.extend(ids.into_iter().cloned());
         Ok(())
@@ -515,7 +580,10 @@ impl Store {
             if let Some(i) = mb.index_of(*uid) {
                 let flags = clean_flags(flags);
                 if mb.messages[i].flags != flags {
-                    recs.push(Record::Flags { uid: *uid, flags: flags.iter().cloned().collect() });
+                    recs.push(Record::Flags {
+                        uid: *uid,
+                        flags: flags.iter().cloned().collect(),
+                    });
                     mb.messages[i].flags = flags;
                 }
             }
@@ -529,7 +597,9 @@ impl Store {
 
     /// Copies messages into `to`, keeping flags and dates; returns (source UID, new UID).
     pub fn copy(&mut self, from: &str, uids: &[u32], to: &str) -> Result<Vec<(u32, u32)>> {
-        let src = self.mailbox(from).ok_or_else(|| Error::NoMailbox(from.to_owned()))?;
+        let src = self
+            .mailbox(from)
+            .ok_or_else(|| Error::NoMailbox(from.to_owned()))?;
         let items: Vec<(Msg, PathBuf)> = uids
             .iter()
             .filter_map(|u| src.get(*u).map(|m| (m.clone(), src.path_of(*u))))
@@ -546,7 +616,12 @@ impl Store {
                 let bytes = fs::read(&path).map_err(Error::io(&path))?;
                 write_file_synced(&target, &bytes)?;
             }
-            recs.push(Record::Add { uid, size: m.size, date: m.date, flags: m.flags.iter().cloned().collect() });
+            recs.push(Record::Add {
+                uid,
+                size: m.size,
+                date: m.date,
+                flags: m.flags.iter().cloned().collect(),
+            });
             pairs.push((m.uid, uid));
             added.push(Msg { uid, ..m });
         }
@@ -562,7 +637,11 @@ impl Store {
     /// Removes messages for good; returns the UIDs actually removed.
     pub fn expunge(&mut self, name: &str, uids: &[u32]) -> Result<Vec<u32>> {
         let mb = self.mailbox_mut(name)?;
-        let gone: Vec<u32> = uids.iter().copied().filter(|u| mb.index_of(*u).is_some()).collect();
+        let gone: Vec<u32> = uids
+            .iter()
+            .copied()
+            .filter(|u| mb.index_of(*u).is_some())
+            .collect();
         if gone.is_empty() {
             return Ok(gone);
         }
@@ -578,7 +657,9 @@ impl Store {
 
     /// The message's bytes as served.
     pub fn read(&self, name: &str, uid: u32) -> Result<Vec<u8>> {
-        let mb = self.mailbox(name).ok_or_else(|| Error::NoMailbox(name.to_owned()))?;
+        let mb = self
+            .mailbox(name)
+            .ok_or_else(|| Error::NoMailbox(name.to_owned()))?;
         let path = mb.path_of(uid);
         fs::read(&path).map_err(Error::io(path))
     }
@@ -586,7 +667,11 @@ impl Store {
 
 /// `inbox` in any case is INBOX (RFC 3501 5.1); other names are case-sensitive.
 pub fn canonical(name: &str) -> String {
-    if name.eq_ignore_ascii_case("INBOX") { "INBOX".to_owned() } else { name.to_owned() }
+    if name.eq_ignore_ascii_case("INBOX") {
+        "INBOX".to_owned()
+    } else {
+        name.to_owned()
+    }
 }
 
 fn validate_name(name: &str) -> Result<()> {
@@ -631,7 +716,9 @@ fn write_file_synced(path: &Path, bytes: &[u8]) -> Result<()> {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir).and_then(|d| d.sync_all()).map_err(Error::io(dir))
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(Error::io(dir))
 }
 
 /// Temp file, fsync, rename, fsync the directory: the old or the new content, never half.
@@ -650,7 +737,15 @@ mod tests {
 
     fn add(store: &mut Store, name: &str, body: &str) -> u32 {
         store
-            .append(name, &[NewMessage { bytes: body.as_bytes(), flags: BTreeSet::new(), date: 1, source_id: None }])
+            .append(
+                name,
+                &[NewMessage {
+                    bytes: body.as_bytes(),
+                    flags: BTreeSet::new(),
+                    date: 1,
+                    source_id: None,
+                }],
+            )
             .unwrap()[0]
     }
 
@@ -684,8 +779,11 @@ mod tests {
             }
             // Enough flag churn to trigger compaction, then expunge the newest.
             for round in 0..120 {
-                let flags: BTreeSet<String> =
-                    if round % 2 == 0 { ["\\Seen".to_owned(), "work".to_owned()].into() } else { BTreeSet::new() };
+                let flags: BTreeSet<String> = if round % 2 == 0 {
+                    ["\\Seen".to_owned(), "work".to_owned()].into()
+                } else {
+                    BTreeSet::new()
+                };
                 let changes: Vec<_> = uids.iter().map(|u| (*u, flags.clone())).collect();
                 s.set_flags("Archive", &changes).unwrap();
             }
@@ -722,9 +820,20 @@ mod tests {
         let mut s = Store::open(dir.path()).unwrap();
         s.create("Work").unwrap();
         s.create("Work/2026").unwrap();
-        assert!(matches!(s.create("Work/2026"), Err(Error::MailboxExists(_))));
+        assert!(matches!(
+            s.create("Work/2026"),
+            Err(Error::MailboxExists(_))
+        ));
         let uid = s
-            .append("INBOX", &[NewMessage { bytes: b"hi", flags: BTreeSet::new(), date: 5, source_id: Some("abc".into()) }])
+            .append(
+                "INBOX",
+                &[NewMessage {
+                    bytes: b"hi",
+                    flags: BTreeSet::new(),
+                    date: 5,
+                    source_id: Some("abc".into()),
+                }],
+            )
             .unwrap()[0];
         let pairs = s.copy("INBOX", &[uid, 99], "Work/2026").unwrap();
         assert_eq!(pairs, vec![(uid, 1)]);

@@ -42,9 +42,13 @@ fn corpus() -> Vec<Vec<u8>> {
 }
 
 fn saved(target: &str) -> Vec<Vec<u8>> {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fuzz_regressions").join(target);
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fuzz_regressions")
+        .join(target);
     match std::fs::read_dir(dir) {
-        Ok(rd) => rd.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect(),
+        Ok(rd) => rd
+            .map(|e| std::fs::read(e.unwrap().path()).unwrap())
+            .collect(),
         Err(_) => Vec::new(),
     }
 }

@@ -12,14 +12,23 @@ use sealpost_bridge::source::{Folder, Letter, Verdict};
 use support::{Bridge, Dovecot, PASSWORD, USER, run, script};
 
 fn conformance(port: u16) -> (bool, String) {
-    run(Command::new("python3").arg(script("imap_conformance.py")).arg("127.0.0.1").arg(port.to_string()).arg(USER).arg(PASSWORD))
+    run(Command::new("python3")
+        .arg(script("imap_conformance.py"))
+        .arg("127.0.0.1")
+        .arg(port.to_string())
+        .arg(USER)
+        .arg(PASSWORD))
 }
 
 #[test]
 fn conformance_script_passes_against_dovecot_and_the_bridge() {
     let dovecot = Dovecot::start(USER, PASSWORD);
     let (ok, out) = conformance(dovecot.port);
-    assert!(ok, "reference run against Dovecot failed:\n{out}\nlog:\n{}", dovecot.log());
+    assert!(
+        ok,
+        "reference run against Dovecot failed:\n{out}\nlog:\n{}",
+        dovecot.log()
+    );
     let bridge = Bridge::start();
     let (ok, out) = conformance(bridge.port);
     assert!(ok, "bridge failed the conformance script:\n{out}");
@@ -83,39 +92,89 @@ fn mbsync_syncs_the_bridge_and_a_second_run_transfers_nothing() {
     assert_eq!(import::import(&bridge.shared, &letters(20, 0)).unwrap(), 0);
     let tmp = tempfile::tempdir().unwrap();
     let conf = mbsync_conf(tmp.path(), bridge.port);
-    let (ok, out) = run(Command::new("mbsync").arg("-V").arg("-c").arg(&conf).arg("-a"));
+    let (ok, out) = run(Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-a"));
     assert!(ok, "mbsync failed:\n{out}");
     let inbox = tmp.path().join("mail/INBOX");
     let files = maildir_files(&inbox);
     assert_eq!(files.len(), 20, "{out}");
     // mbsync stores messages with LF line ends (and adds X-TUID while it works).
-    let all: Vec<String> = files.iter().map(|f| std::fs::read_to_string(f).unwrap().replace("\r\n", "\n")).collect();
-    let verified = all.iter().find(|m| m.contains("Subject: letter 4\n")).expect("letter 4 synced");
-    assert!(verified.starts_with("Authentication-Results: sealpost.bridge; sealpost=pass"), "{verified}");
-    let legacy = all.iter().find(|m| m.contains("letter 3\n")).expect("letter 3 synced");
-    assert!(legacy.contains("Subject: [not end-to-end] letter 3\n"), "{legacy}");
+    let all: Vec<String> = files
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap().replace("\r\n", "\n"))
+        .collect();
+    let verified = all
+        .iter()
+        .find(|m| m.contains("Subject: letter 4\n"))
+        .expect("letter 4 synced");
+    assert!(
+        verified.starts_with("Authentication-Results: sealpost.bridge; sealpost=pass"),
+        "{verified}"
+    );
+    let legacy = all
+        .iter()
+        .find(|m| m.contains("letter 3\n"))
+        .expect("letter 3 synced");
+    assert!(
+        legacy.contains("Subject: [not end-to-end] letter 3\n"),
+        "{legacy}"
+    );
     for folder in ["Sent", "Drafts", "Trash", "Archive"] {
-        assert!(tmp.path().join("mail").join(folder).join("cur").is_dir(), "{folder} created by mbsync");
+        assert!(
+            tmp.path().join("mail").join(folder).join("cur").is_dir(),
+            "{folder} created by mbsync"
+        );
     }
     // Nothing transferred either way: the Maildir (names carry the flags) and the bridge's
     // store (UIDs, flags) are exactly as before the second run.
-    let snapshot = |b: &Bridge| b.shared.with_store(|s| (s.version(), s.mailbox("INBOX").unwrap().messages.clone()));
-    let before: Vec<(PathBuf, Vec<u8>)> = files.iter().map(|f| (f.clone(), std::fs::read(f).unwrap())).collect();
+    let snapshot = |b: &Bridge| {
+        b.shared
+            .with_store(|s| (s.version(), s.mailbox("INBOX").unwrap().messages.clone()))
+    };
+    let before: Vec<(PathBuf, Vec<u8>)> = files
+        .iter()
+        .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+        .collect();
     let store_before = snapshot(&bridge);
-    let (ok, out) = run(Command::new("mbsync").arg("-V").arg("-c").arg(&conf).arg("-a"));
+    let (ok, out) = run(Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-a"));
     assert!(ok, "second mbsync failed:\n{out}");
-    let after: Vec<(PathBuf, Vec<u8>)> = maildir_files(&inbox).iter().map(|f| (f.clone(), std::fs::read(f).unwrap())).collect();
+    let after: Vec<(PathBuf, Vec<u8>)> = maildir_files(&inbox)
+        .iter()
+        .map(|f| (f.clone(), std::fs::read(f).unwrap()))
+        .collect();
     assert_eq!(before, after, "second run changed the Maildir:\n{out}");
-    assert_eq!(store_before, snapshot(&bridge), "second run changed the bridge:\n{out}");
+    assert_eq!(
+        store_before,
+        snapshot(&bridge),
+        "second run changed the bridge:\n{out}"
+    );
     // Two new letters: only they come.
     import::import(&bridge.shared, &letters(2, 100)).unwrap();
-    let (ok, out) = run(Command::new("mbsync").arg("-V").arg("-c").arg(&conf).arg("-a"));
+    let (ok, out) = run(Command::new("mbsync")
+        .arg("-V")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-a"));
     assert!(ok, "incremental run:\n{out}");
     let files = maildir_files(&inbox);
     assert_eq!(files.len(), 22);
-    let new: Vec<&PathBuf> = files.iter().filter(|f| !before.iter().any(|(p, _)| p == *f)).collect();
+    let new: Vec<&PathBuf> = files
+        .iter()
+        .filter(|f| !before.iter().any(|(p, _)| p == *f))
+        .collect();
     assert_eq!(new.len(), 2);
-    assert!(new.iter().all(|f| std::fs::read_to_string(f).unwrap().contains("Body of letter 10")));
+    assert!(new.iter().all(|f| {
+        std::fs::read_to_string(f)
+            .unwrap()
+            .contains("Body of letter 10")
+    }));
 }
 
 #[test]
@@ -129,10 +188,27 @@ fn curl_lists_and_fetches() {
     for folder in ["INBOX", "Sent", "Drafts", "Trash", "Archive"] {
         assert!(out.contains(folder), "curl list lacks {folder}: {out}");
     }
-    let (ok, out) = run(Command::new("curl").args(["-sS", "--max-time", "20", "-u", &user, &format!("{url}INBOX;UID=2")]));
+    let (ok, out) = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-u",
+        &user,
+        &format!("{url}INBOX;UID=2"),
+    ]));
     assert!(ok, "curl FETCH failed: {out}");
-    assert!(out.contains("Subject: [not end-to-end] letter 1") && out.contains("Body of letter 1."), "{out}");
-    let (ok, _) = run(Command::new("curl").args(["-sS", "--max-time", "20", "-u", &format!("{USER}:wrong"), &url]));
+    assert!(
+        out.contains("Subject: [not end-to-end] letter 1") && out.contains("Body of letter 1."),
+        "{out}"
+    );
+    let (ok, _) = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "20",
+        "-u",
+        &format!("{USER}:wrong"),
+        &url,
+    ]));
     assert!(!ok, "curl with a wrong password must fail");
 }
 
@@ -170,7 +246,13 @@ fn idle_shows_an_imported_letter_within_one_second_and_state_survives_restart() 
     read_until(&mut r, "* OK", far());
     write!(w, "a LOGIN {USER} {PASSWORD}\r\nb SELECT INBOX\r\n").unwrap();
     let selected = read_until(&mut r, "b OK", far());
-    let validity: String = selected.split("UIDVALIDITY ").nth(1).unwrap().chars().take_while(|c| c.is_ascii_digit()).collect();
+    let validity: String = selected
+        .split("UIDVALIDITY ")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_digit())
+        .collect();
     write!(w, "c IDLE\r\n").unwrap();
     read_until(&mut r, "+ ", far());
     let t0 = Instant::now();
@@ -186,10 +268,19 @@ fn idle_shows_an_imported_letter_within_one_second_and_state_survives_restart() 
     let bridge = Bridge::start_in(tmp.path());
     assert_eq!(import::import(&bridge.shared, &letters(1, 7)).unwrap(), 0);
     let (ok, out) = run(Command::new("curl").args([
-        "-sS", "--max-time", "20", "-u", &format!("{USER}:{PASSWORD}"),
-        "-X", "EXAMINE INBOX", &format!("imap://127.0.0.1:{}/", bridge.port),
+        "-sS",
+        "--max-time",
+        "20",
+        "-u",
+        &format!("{USER}:{PASSWORD}"),
+        "-X",
+        "EXAMINE INBOX",
+        &format!("imap://127.0.0.1:{}/", bridge.port),
     ]));
-    assert!(ok && out.contains(&format!("UIDVALIDITY {validity}")) && out.contains("UIDNEXT 3"), "{out}");
+    assert!(
+        ok && out.contains(&format!("UIDVALIDITY {validity}")) && out.contains("UIDNEXT 3"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -211,19 +302,41 @@ fn tls_listener_serves_imaps_and_plain_non_loopback_is_refused() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     listener.set_nonblocking(true).unwrap();
     let port = listener.local_addr().unwrap().port();
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
     rt.spawn(async move {
         let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-        let _ = server::serve(listener, Some(acceptor), shared, server::imap_handler, std::future::pending()).await;
+        let _ = server::serve(
+            listener,
+            Some(acceptor),
+            shared,
+            server::imap_handler,
+            std::future::pending(),
+        )
+        .await;
     });
     let (ok, out) = run(Command::new("curl").args([
-        "-sS", "--max-time", "20", "--cacert", ca.to_str().unwrap(), "-u", &format!("{USER}:{PASSWORD}"),
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-u",
+        &format!("{USER}:{PASSWORD}"),
         &format!("imaps://127.0.0.1:{port}/INBOX;UID=1"),
     ]));
     assert!(ok && out.contains("Body of letter 0."), "{out}");
     // A plain-text client on the TLS port gets nothing it can use.
     let (ok, _) = run(Command::new("curl").args([
-        "-sS", "--max-time", "5", "-u", &format!("{USER}:{PASSWORD}"), &format!("imap://127.0.0.1:{port}/"),
+        "-sS",
+        "--max-time",
+        "5",
+        "-u",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("imap://127.0.0.1:{port}/"),
     ]));
     assert!(!ok);
     rt.shutdown_background();

@@ -195,7 +195,11 @@ impl Session {
     pub fn new_submission(cfg: SmtpConfig, check: CredentialCheck) -> (Session, Output) {
         let greeting = reply(220, &format!("{} ESMTP Sealpost submission", cfg.hostname));
         let (mut s, _) = Session::new(cfg);
-        s.auth = Some(Auth { check, done: false, step: AuthStep::None });
+        s.auth = Some(Auth {
+            check,
+            done: false,
+            step: AuthStep::None,
+        });
         (s, greeting)
     }
 
@@ -294,7 +298,10 @@ impl Session {
                 auth.step = AuthStep::LoginUser;
                 reply(334, "VXNlcm5hbWU6")
             }
-            _ => self.error(504, "5.5.4 Unrecognized authentication type: use PLAIN or LOGIN"),
+            _ => self.error(
+                504,
+                "5.5.4 Unrecognized authentication type: use PLAIN or LOGIN",
+            ),
         }
     }
 
@@ -692,9 +699,10 @@ impl Session {
                 out.push(reply(220, "2.0.0 Ready to start TLS"));
                 Output::StartTls
             }
-            Request::Auth { mechanism, initial_response } => {
-                self.auth_command(mechanism, &initial_response)
-            }
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(mechanism, &initial_response),
             Request::Bdat { .. } => self.error(502, "5.5.1 CHUNKING not available"),
             _ => self.error(502, "5.5.1 Command not implemented"),
         }

@@ -18,7 +18,11 @@ pub struct Dovecot {
 
 /// A free loopback port (bound and released; Dovecot binds it right after).
 fn free_port() -> u16 {
-    StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Dovecot {
@@ -32,10 +36,18 @@ impl Dovecot {
         {
             use std::os::unix::fs::PermissionsExt;
             std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
-            let ok = Command::new("chown").arg("nobody:nogroup").arg(d.join("home")).status().unwrap();
+            let ok = Command::new("chown")
+                .arg("nobody:nogroup")
+                .arg(d.join("home"))
+                .status()
+                .unwrap();
             assert!(ok.success(), "chown of the Dovecot home");
         }
-        std::fs::write(d.join("passwd"), format!("{user}:{{PLAIN}}{password}::::::\n")).unwrap();
+        std::fs::write(
+            d.join("passwd"),
+            format!("{user}:{{PLAIN}}{password}::::::\n"),
+        )
+        .unwrap();
         let p = |x: &str| d.join(x).display().to_string();
         let conf = format!(
             r#"protocols = imap
@@ -113,7 +125,12 @@ protocol imap {{
             .stderr(Stdio::inherit())
             .spawn()
             .expect("dovecot runs (scripts/deps.sh installs dovecot-imapd)");
-        let dc = Dovecot { port, user: user.to_owned(), dir, child };
+        let dc = Dovecot {
+            port,
+            user: user.to_owned(),
+            dir,
+            child,
+        };
         wait_for_greeting(port, &dc.dir.path().join("dovecot.log"));
         dc
     }
@@ -123,7 +140,11 @@ protocol imap {{
     }
 
     pub fn maildir(&self) -> PathBuf {
-        self.dir.path().join("home").join(&self.user).join("Maildir")
+        self.dir
+            .path()
+            .join("home")
+            .join(&self.user)
+            .join("Maildir")
     }
 }
 
@@ -142,16 +163,18 @@ pub fn wait_for_greeting(port: u16, log: &Path) {
         if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
             s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
             let mut buf = [0u8; 64];
-            if let Ok(n) = s.read(&mut buf) {
-                if buf[..n].starts_with(b"* OK") {
-                    return;
-                }
+            if let Ok(n) = s.read(&mut buf)
+                && buf[..n].starts_with(b"* OK")
+            {
+                return;
             }
         }
         if Instant::now() > deadline {
-            panic!("no IMAP greeting on {port}; log: {}", std::fs::read_to_string(log).unwrap_or_default());
+            panic!(
+                "no IMAP greeting on {port}; log: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
 }
-

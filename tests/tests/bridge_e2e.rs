@@ -22,7 +22,11 @@ struct BridgeProcess {
 impl BridgeProcess {
     fn start(user: &User) -> BridgeProcess {
         let bin = bin_dir().join("sealpost-bridge");
-        assert!(bin.exists(), "{} missing: cargo build --workspace --bins", bin.display());
+        assert!(
+            bin.exists(),
+            "{} missing: cargo build --workspace --bins",
+            bin.display()
+        );
         let mut cmd = Command::new(bin);
         cmd.arg("--profile").arg(user.profile());
         for (d, u) in &user.resolve.0 {
@@ -39,14 +43,20 @@ impl BridgeProcess {
                 let _ = tx.send(line);
             }
         });
-        let line = rx.recv_timeout(Duration::from_secs(60)).expect("the bridge reports its ports");
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the bridge reports its ports");
         let field = |k: &str| {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(k))
                 .unwrap_or_else(|| panic!("no {k} in {line:?}"))
                 .to_string()
         };
-        BridgeProcess { imap: field("imap="), smtp: field("smtp="), child }
+        BridgeProcess {
+            imap: field("imap="),
+            smtp: field("smtp="),
+            child,
+        }
     }
 }
 
@@ -74,7 +84,10 @@ fn password(user: &User) -> String {
 }
 
 fn items<'a>(fetches: &'a [Value], key: &str) -> Vec<&'a Value> {
-    fetches.iter().flat_map(|f| f[key].as_array().into_iter().flatten()).collect()
+    fetches
+        .iter()
+        .flat_map(|f| f[key].as_array().into_iter().flatten())
+        .collect()
 }
 
 #[test]
@@ -90,13 +103,38 @@ fn swaks_through_the_bridge_reaches_the_recipient_verified_and_mail_comes_back_o
 
     // Bob's mail app submits a letter to alice.
     let out = Command::new("swaks")
-        .args(["--server", &bridge.smtp, "--auth", "PLAIN", "--auth-user", "bob@beta.test", "--auth-password", &pass])
-        .args(["--from", "bob@beta.test", "--to", "alice@alpha.test", "--timeout", "60"])
-        .args(["--header", "Subject: From my mail app", "--body", "Written in a mail app, sent through the bridge."])
+        .args([
+            "--server",
+            &bridge.smtp,
+            "--auth",
+            "PLAIN",
+            "--auth-user",
+            "bob@beta.test",
+            "--auth-password",
+            &pass,
+        ])
+        .args([
+            "--from",
+            "bob@beta.test",
+            "--to",
+            "alice@alpha.test",
+            "--timeout",
+            "60",
+        ])
+        .args([
+            "--header",
+            "Subject: From my mail app",
+            "--body",
+            "Written in a mail app, sent through the bridge.",
+        ])
         .output()
         .unwrap();
     let swaks_out = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(out.status.success(), "swaks failed:\n{swaks_out}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "swaks failed:\n{swaks_out}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Alice reads it with the CLI: from bob, signature verified.
     let fetches = alice.fetch_until(ARRIVAL, |f| !items(f, "new").is_empty());
@@ -106,31 +144,62 @@ fn swaks_through_the_bridge_reaches_the_recipient_verified_and_mail_comes_back_o
     assert_eq!(new[0]["header"]["subject"], "From my mail app");
     let id = new[0]["id"].as_str().unwrap().to_string();
     let read = alice.ok(&["read", &id, "--json"], b"").json();
-    assert!(read["body"].as_str().unwrap().contains("sent through the bridge"), "{read:#}");
+    assert!(
+        read["body"]
+            .as_str()
+            .unwrap()
+            .contains("sent through the bridge"),
+        "{read:#}"
+    );
     assert_eq!(read["header"]["from"], "bob@beta.test");
 
     // Alice answers with the CLI; bob's bridge has it in INBOX, verified, within ARRIVAL.
-    alice.ok(&["send", "--to", "bob@beta.test", "--subject", "Got it"], b"Thanks, it arrived.\n");
+    alice.ok(
+        &["send", "--to", "bob@beta.test", "--subject", "Got it"],
+        b"Thanks, it arrived.\n",
+    );
     let user = format!("bob@beta.test:{pass}");
     let deadline = Instant::now() + ARRIVAL;
     let letter = loop {
         let out = Command::new("curl")
-            .args(["-sS", "--max-time", "20", "-u", &user, &format!("imap://{}/INBOX;UID=1", bridge.imap)])
+            .args([
+                "-sS",
+                "--max-time",
+                "20",
+                "-u",
+                &user,
+                &format!("imap://{}/INBOX;UID=1", bridge.imap),
+            ])
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         if out.status.success() && text.contains("Subject: Got it") {
             break text;
         }
-        assert!(Instant::now() < deadline, "the reply never reached the bridge's INBOX");
+        assert!(
+            Instant::now() < deadline,
+            "the reply never reached the bridge's INBOX"
+        );
         std::thread::sleep(Duration::from_millis(300));
     };
-    assert!(letter.starts_with("Authentication-Results: sealpost.bridge; sealpost=pass"), "{letter}");
+    assert!(
+        letter.starts_with("Authentication-Results: sealpost.bridge; sealpost=pass"),
+        "{letter}"
+    );
     assert!(letter.contains("Thanks, it arrived."), "{letter}");
 
     // The submitted message is in Sent, once (the client's own sent copy is not added again).
     let out = Command::new("curl")
-        .args(["-sS", "--max-time", "20", "-u", &user, "-X", "EXAMINE Sent", &format!("imap://{}/", bridge.imap)])
+        .args([
+            "-sS",
+            "--max-time",
+            "20",
+            "-u",
+            &user,
+            "-X",
+            "EXAMINE Sent",
+            &format!("imap://{}/", bridge.imap),
+        ])
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);

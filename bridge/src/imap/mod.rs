@@ -30,8 +30,11 @@ fn server() -> Server {
     let mut options = Options::default();
     options.max_literal_size = MAX_LITERAL;
     options.max_command_size = MAX_COMMAND;
-    let greeting = Greeting::ok(Some(Code::Capability(session::capabilities(false))), "Sealpost Bridge ready")
-        .expect("invariant: greeting text is valid");
+    let greeting = Greeting::ok(
+        Some(Code::Capability(session::capabilities(false))),
+        "Sealpost Bridge ready",
+    )
+    .expect("invariant: greeting text is valid");
     Server::new(options, greeting)
 }
 
@@ -70,7 +73,13 @@ pub struct Harness {
 
 impl Harness {
     pub fn new(shared: Arc<Shared>) -> Harness {
-        Harness { server: server(), session: Session::new(shared), auth_tag: None, idle_tag: None, closing: false }
+        Harness {
+            server: server(),
+            session: Session::new(shared),
+            auth_tag: None,
+            idle_tag: None,
+            closing: false,
+        }
     }
 
     pub fn is_closing(&self) -> bool {
@@ -98,7 +107,7 @@ impl Harness {
                             After::Continue => {}
                             After::Delay => delay = true,
                             After::Close => {
-                                delay |= self.session.is_authenticated() == false;
+                                delay |= !self.session.is_authenticated();
                                 self.closing = true;
                             }
                         }
@@ -134,10 +143,15 @@ impl Harness {
         match event {
             Event::GreetingSent { .. } | Event::ResponseSent { .. } => None,
             Event::CommandReceived { command } => Some(self.session.handle(command)),
-            Event::CommandAuthenticateReceived { command_authenticate } => {
+            Event::CommandAuthenticateReceived {
+                command_authenticate,
+            } => {
                 let tag = command_authenticate.tag;
-                if command_authenticate.mechanism != AuthMechanism::Plain || self.session.is_authenticated() {
-                    let st = Status::no(Some(tag), None, "Only AUTHENTICATE PLAIN, once").expect("invariant: text");
+                if command_authenticate.mechanism != AuthMechanism::Plain
+                    || self.session.is_authenticated()
+                {
+                    let st = Status::no(Some(tag), None, "Only AUTHENTICATE PLAIN, once")
+                        .expect("invariant: text");
                     let _ = self.server.authenticate_finish(st);
                     return None;
                 }
@@ -164,7 +178,8 @@ impl Harness {
                         Some(self.finish_auth(reply))
                     }
                     AuthenticateData::Cancel => {
-                        let st = Status::bad(Some(tag), None, "AUTHENTICATE cancelled").expect("invariant: text");
+                        let st = Status::bad(Some(tag), None, "AUTHENTICATE cancelled")
+                            .expect("invariant: text");
                         let _ = self.server.authenticate_finish(st);
                         None
                     }
@@ -172,12 +187,14 @@ impl Harness {
             }
             Event::IdleCommandReceived { tag } => {
                 if self.session.is_selected() {
-                    let ccr = CommandContinuationRequest::basic(None, "idling").expect("invariant: text");
+                    let ccr =
+                        CommandContinuationRequest::basic(None, "idling").expect("invariant: text");
                     let _ = self.server.idle_accept(ccr);
                     self.idle_tag = Some(tag);
                     self.idle_updates();
                 } else {
-                    let st = Status::bad(Some(tag), None, "Select a mailbox first").expect("invariant: text");
+                    let st = Status::bad(Some(tag), None, "Select a mailbox first")
+                        .expect("invariant: text");
                     let _ = self.server.idle_reject(st);
                 }
                 None
@@ -186,8 +203,13 @@ impl Harness {
                 let tag = self.idle_tag.take()?;
                 let mut out = Vec::new();
                 self.session.updates(false, &mut out);
-                out.push(Response::Status(Status::ok(Some(tag), None, "IDLE done").expect("invariant: text")));
-                Some(Reply { responses: out, after: After::Continue })
+                out.push(Response::Status(
+                    Status::ok(Some(tag), None, "IDLE done").expect("invariant: text"),
+                ));
+                Some(Reply {
+                    responses: out,
+                    after: After::Continue,
+                })
             }
         }
     }
@@ -201,10 +223,10 @@ impl Harness {
 
     /// AUTHENTICATE ends through imap-next's own call, which sends the tagged status.
     fn finish_auth(&mut self, mut reply: Reply) -> Reply {
-        if let Some(Response::Status(st)) = reply.responses.pop() {
-            if let Err(st) = self.server.authenticate_finish(st) {
-                reply.responses.push(Response::Status(st));
-            }
+        if let Some(Response::Status(st)) = reply.responses.pop()
+            && let Err(st) = self.server.authenticate_finish(st)
+        {
+            reply.responses.push(Response::Status(st));
         }
         reply
     }

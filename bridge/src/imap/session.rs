@@ -12,8 +12,12 @@ use imap_next::imap_types::core::{Atom, IString, QuotedChar, Tag, Text, Vec1};
 use imap_next::imap_types::datetime::DateTime;
 use imap_next::imap_types::extensions::namespace::Namespace;
 use imap_next::imap_types::extensions::uidplus::{UidElement, UidSet};
-use imap_next::imap_types::fetch::{Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName};
-use imap_next::imap_types::flag::{Flag, FlagFetch, FlagNameAttribute, FlagPerm, StoreResponse, StoreType};
+use imap_next::imap_types::fetch::{
+    Macro, MacroOrMessageDataItemNames, MessageDataItem, MessageDataItemName,
+};
+use imap_next::imap_types::flag::{
+    Flag, FlagFetch, FlagNameAttribute, FlagPerm, StoreResponse, StoreType,
+};
 use imap_next::imap_types::mailbox::{ListMailbox, Mailbox};
 use imap_next::imap_types::response::{Capability, Code, CodeOther, Data, Response, Status};
 use imap_next::imap_types::sequence::SequenceSet;
@@ -25,7 +29,7 @@ use crate::message;
 use crate::search::Candidate;
 use crate::sequence::NumSet;
 use crate::shared::Shared;
-use crate::store::{self, NewMessage, DELIMITER};
+use crate::store::{self, DELIMITER, NewMessage};
 
 /// What the connection driver does after a command.
 #[derive(Debug, PartialEq, Eq)]
@@ -72,16 +76,24 @@ fn text(s: &str) -> Text<'static> {
 }
 
 fn ok(tag: Tag<'static>, code: Option<Code<'static>>, t: &str) -> Response<'static> {
-    Response::Status(Status::ok(Some(tag), code, text(t)).expect("invariant: ok status with a valid text"))
+    Response::Status(
+        Status::ok(Some(tag), code, text(t)).expect("invariant: ok status with a valid text"),
+    )
 }
 fn no(tag: Tag<'static>, code: Option<Code<'static>>, t: &str) -> Response<'static> {
-    Response::Status(Status::no(Some(tag), code, text(t)).expect("invariant: no status with a valid text"))
+    Response::Status(
+        Status::no(Some(tag), code, text(t)).expect("invariant: no status with a valid text"),
+    )
 }
 fn bad(tag: Tag<'static>, t: &str) -> Response<'static> {
-    Response::Status(Status::bad(Some(tag), None, text(t)).expect("invariant: bad status with a valid text"))
+    Response::Status(
+        Status::bad(Some(tag), None, text(t)).expect("invariant: bad status with a valid text"),
+    )
 }
 fn untagged_ok(code: Code<'static>, t: &str) -> Response<'static> {
-    Response::Status(Status::ok(None, Some(code), text(t)).expect("invariant: ok status with a valid text"))
+    Response::Status(
+        Status::ok(None, Some(code), text(t)).expect("invariant: ok status with a valid text"),
+    )
 }
 fn nz(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
@@ -90,7 +102,9 @@ fn nz(n: u32) -> NonZeroU32 {
 pub fn capabilities(authenticated: bool) -> Vec1<Capability<'static>> {
     let mut caps = vec![Capability::Imap4Rev1];
     if !authenticated {
-        caps.push(Capability::Auth(imap_next::imap_types::auth::AuthMechanism::Plain));
+        caps.push(Capability::Auth(
+            imap_next::imap_types::auth::AuthMechanism::Plain,
+        ));
         caps.push(Capability::SaslIr);
     }
     caps.extend([
@@ -131,7 +145,10 @@ fn to_flag(s: &str) -> Option<Flag<'static>> {
 }
 
 fn flags_fetch(set: &BTreeSet<String>) -> Vec<FlagFetch<'static>> {
-    set.iter().filter_map(|s| to_flag(s)).map(FlagFetch::Flag).collect()
+    set.iter()
+        .filter_map(|s| to_flag(s))
+        .map(FlagFetch::Flag)
+        .collect()
 }
 
 fn mailbox_name(m: &Mailbox<'_>) -> String {
@@ -146,7 +163,10 @@ fn to_mailbox(name: &str) -> Mailbox<'static> {
 }
 
 fn internal_date(secs: i64) -> Option<DateTime> {
-    let t = Utc.timestamp_opt(secs, 0).single()?.with_timezone(&FixedOffset::east_opt(0)?);
+    let t = Utc
+        .timestamp_opt(secs, 0)
+        .single()?
+        .with_timezone(&FixedOffset::east_opt(0)?);
     DateTime::try_from(t).ok()
 }
 
@@ -160,7 +180,11 @@ fn uid_set(uids: &[u32]) -> Option<UidSet> {
             end += 1;
             i += 1;
         }
-        elems.push(if start == end { UidElement::Single(nz(start)) } else { UidElement::Range(nz(start), nz(end)) });
+        elems.push(if start == end {
+            UidElement::Single(nz(start))
+        } else {
+            UidElement::Range(nz(start), nz(end))
+        });
         i += 1;
     }
     Vec1::try_from(elems).ok().map(UidSet)
@@ -172,7 +196,10 @@ fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
         None => name.is_empty(),
         Some((b'*', rest)) => (0..=name.len()).any(|i| wildcard(rest, &name[i..])),
         Some((b'%', rest)) => {
-            let stop = name.iter().position(|c| *c == DELIMITER as u8).unwrap_or(name.len());
+            let stop = name
+                .iter()
+                .position(|c| *c == DELIMITER as u8)
+                .unwrap_or(name.len());
             (0..=stop).any(|i| wildcard(rest, &name[i..]))
         }
         Some((c, rest)) => name.first() == Some(c) && wildcard(rest, &name[1..]),
@@ -181,7 +208,11 @@ fn wildcard(pattern: &[u8], name: &[u8]) -> bool {
 
 impl Session {
     pub fn new(shared: Arc<Shared>) -> Session {
-        Session { shared, state: State::NotAuthenticated, failures: 0 }
+        Session {
+            shared,
+            state: State::NotAuthenticated,
+            failures: 0,
+        }
     }
 
     pub fn is_authenticated(&self) -> bool {
@@ -196,18 +227,34 @@ impl Session {
     /// authenticated.
     pub fn authenticate(&mut self, tag: Tag<'static>, user: &[u8], pass: &[u8]) -> Reply {
         if self.is_authenticated() {
-            return Reply { responses: vec![bad(tag, "Already authenticated")], after: After::Continue };
+            return Reply {
+                responses: vec![bad(tag, "Already authenticated")],
+                after: After::Continue,
+            };
         }
         if self.shared.credentials.check(user, pass) {
             self.state = State::Authenticated;
             let code = Code::Capability(capabilities(true));
-            Reply { responses: vec![ok(tag, Some(code), "Logged in")], after: After::Continue }
+            Reply {
+                responses: vec![ok(tag, Some(code), "Logged in")],
+                after: After::Continue,
+            }
         } else {
             self.failures += 1;
             tracing::info!(failures = self.failures, "bridge IMAP login failed");
-            let after = if self.failures >= auth::MAX_FAILURES { After::Close } else { After::Delay };
+            let after = if self.failures >= auth::MAX_FAILURES {
+                After::Close
+            } else {
+                After::Delay
+            };
             Reply {
-                responses: vec![no(tag, Some(Code::Other(CodeOther::unvalidated(b"AUTHENTICATIONFAILED".as_slice()))), "Wrong user name or bridge password")],
+                responses: vec![no(
+                    tag,
+                    Some(Code::Other(CodeOther::unvalidated(
+                        b"AUTHENTICATIONFAILED".as_slice(),
+                    ))),
+                    "Wrong user name or bridge password",
+                )],
                 after,
             }
         }
@@ -228,20 +275,29 @@ impl Session {
             }
             CommandBody::Noop | CommandBody::Check => out.push(ok(tag, None, "NOOP done")),
             CommandBody::Logout => {
-                out.push(Response::Status(Status::bye(None, text("Logging out")).expect("invariant: bye")));
+                out.push(Response::Status(
+                    Status::bye(None, text("Logging out")).expect("invariant: bye"),
+                ));
                 out.push(ok(tag, None, "LOGOUT done"));
-                return Reply { responses: out, after: After::Close };
+                return Reply {
+                    responses: out,
+                    after: After::Close,
+                };
             }
             CommandBody::Id { .. } => {
                 let params = vec![(
                     IString::try_from("name").expect("invariant: quoted"),
                     message::nstring(Some("Sealpost Bridge")),
                 )];
-                out.push(Response::Data(Data::Id { parameters: Some(params) }));
+                out.push(Response::Data(Data::Id {
+                    parameters: Some(params),
+                }));
                 out.push(ok(tag, None, "ID done"));
             }
             CommandBody::Enable { .. } if authed => {
-                out.push(Response::Data(Data::Enabled { capabilities: Vec::new() }));
+                out.push(Response::Data(Data::Enabled {
+                    capabilities: Vec::new(),
+                }));
                 out.push(ok(tag, None, "ENABLE done"));
             }
             CommandBody::Login { username, password } => {
@@ -254,13 +310,23 @@ impl Session {
                     delimiter: Some(QuotedChar::unvalidated(DELIMITER)),
                     extensions: Vec::new(),
                 };
-                out.push(Response::Data(Data::Namespace { personal: vec![ns], other: Vec::new(), shared: Vec::new() }));
+                out.push(Response::Data(Data::Namespace {
+                    personal: vec![ns],
+                    other: Vec::new(),
+                    shared: Vec::new(),
+                }));
                 out.push(ok(tag, None, "NAMESPACE done"));
             }
-            CommandBody::Select { mailbox, .. } => self.select(tag, &mailbox_name(&mailbox), false, &mut out),
-            CommandBody::Examine { mailbox, .. } => self.select(tag, &mailbox_name(&mailbox), true, &mut out),
+            CommandBody::Select { mailbox, .. } => {
+                self.select(tag, &mailbox_name(&mailbox), false, &mut out)
+            }
+            CommandBody::Examine { mailbox, .. } => {
+                self.select(tag, &mailbox_name(&mailbox), true, &mut out)
+            }
             CommandBody::Create { mailbox } => {
-                let r = self.shared.with_store(|s| s.create(&mailbox_name(&mailbox)));
+                let r = self
+                    .shared
+                    .with_store(|s| s.create(&mailbox_name(&mailbox)));
                 out.push(self.result(tag, r.map(|_| ()), "CREATE done"));
             }
             CommandBody::Delete { mailbox } => {
@@ -272,36 +338,77 @@ impl Session {
                 out.push(self.result(tag, r, "DELETE done"));
             }
             CommandBody::Rename { from, to } => {
-                let r = self.shared.with_store(|s| s.rename(&mailbox_name(&from), &mailbox_name(&to)));
+                let r = self
+                    .shared
+                    .with_store(|s| s.rename(&mailbox_name(&from), &mailbox_name(&to)));
                 out.push(self.result(tag, r, "RENAME done"));
             }
             // Every mailbox counts as subscribed; LSUB lists them all.
-            CommandBody::Subscribe { .. } | CommandBody::Unsubscribe { .. } => out.push(ok(tag, None, "done")),
-            CommandBody::List { reference, mailbox_wildcard } => {
+            CommandBody::Subscribe { .. } | CommandBody::Unsubscribe { .. } => {
+                out.push(ok(tag, None, "done"))
+            }
+            CommandBody::List {
+                reference,
+                mailbox_wildcard,
+            } => {
                 self.list(&reference, &mailbox_wildcard, false, &mut out);
                 out.push(ok(tag, None, "LIST done"));
             }
-            CommandBody::Lsub { reference, mailbox_wildcard } => {
+            CommandBody::Lsub {
+                reference,
+                mailbox_wildcard,
+            } => {
                 self.list(&reference, &mailbox_wildcard, true, &mut out);
                 out.push(ok(tag, None, "LSUB done"));
             }
-            CommandBody::Status { mailbox, item_names } => self.status(tag, &mailbox, &item_names, &mut out),
-            CommandBody::Append { mailbox, flags, date, message } => {
+            CommandBody::Status {
+                mailbox,
+                item_names,
+            } => self.status(tag, &mailbox, &item_names, &mut out),
+            CommandBody::Append {
+                mailbox,
+                flags,
+                date,
+                message,
+            } => {
                 let name = mailbox_name(&mailbox);
                 let flags: BTreeSet<String> = flags.iter().filter_map(flag_name).collect();
-                let date = date.map(|d| d.as_ref().timestamp()).unwrap_or(crate::now() as i64);
+                let date = date
+                    .map(|d| d.as_ref().timestamp())
+                    .unwrap_or(crate::now() as i64);
                 let bytes = match &message {
-                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => l.data().to_vec(),
-                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => l.data.to_vec(),
+                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal(l) => {
+                        l.data().to_vec()
+                    }
+                    imap_next::imap_types::extensions::binary::LiteralOrLiteral8::Literal8(l) => {
+                        l.data.to_vec()
+                    }
                 };
                 let r = self.shared.with_store(|s| {
-                    let uids = s.append(&name, &[NewMessage { bytes: &bytes, flags, date, source_id: None }])?;
+                    let uids = s.append(
+                        &name,
+                        &[NewMessage {
+                            bytes: &bytes,
+                            flags,
+                            date,
+                            source_id: None,
+                        }],
+                    )?;
                     let v = s.mailbox(&name).map(|m| m.uidvalidity).unwrap_or(1);
                     Ok::<_, Error>((v, uids[0]))
                 });
                 match r {
-                    Ok((v, uid)) => out.push(ok(tag, Some(Code::AppendUid { uid_validity: nz(v), uid: nz(uid) }), "APPEND done")),
-                    Err(Error::NoMailbox(_)) => out.push(no(tag, Some(Code::TryCreate), "No such mailbox")),
+                    Ok((v, uid)) => out.push(ok(
+                        tag,
+                        Some(Code::AppendUid {
+                            uid_validity: nz(v),
+                            uid: nz(uid),
+                        }),
+                        "APPEND done",
+                    )),
+                    Err(Error::NoMailbox(_)) => {
+                        out.push(no(tag, Some(Code::TryCreate), "No such mailbox"))
+                    }
                     Err(e) => out.push(self.result(tag, Err(e), "")),
                 }
             }
@@ -309,20 +416,24 @@ impl Session {
             CommandBody::Unselect => {
                 self.state = State::Authenticated;
                 out.push(ok(tag, None, "UNSELECT done"));
-                return Reply { responses: out, after };
+                return Reply {
+                    responses: out,
+                    after,
+                };
             }
             CommandBody::Close => {
                 let _ = self.expunge_deleted(None, &mut Vec::new());
                 self.state = State::Authenticated;
                 out.push(ok(tag, None, "CLOSE done"));
-                return Reply { responses: out, after };
+                return Reply {
+                    responses: out,
+                    after,
+                };
             }
-            CommandBody::Expunge => {
-                match self.expunge_deleted(None, &mut out) {
-                    Ok(()) => out.push(ok(tag, None, "EXPUNGE done")),
-                    Err(e) => out.push(self.result(tag, Err(e), "")),
-                }
-            }
+            CommandBody::Expunge => match self.expunge_deleted(None, &mut out) {
+                Ok(()) => out.push(ok(tag, None, "EXPUNGE done")),
+                Err(e) => out.push(self.result(tag, Err(e), "")),
+            },
             CommandBody::ExpungeUid { sequence_set } => {
                 match self.expunge_deleted(Some(&sequence_set), &mut out) {
                     Ok(()) => out.push(ok(tag, None, "UID EXPUNGE done")),
@@ -332,22 +443,40 @@ impl Session {
             CommandBody::Search { criteria, uid, .. } => {
                 defer_expunge = !uid;
                 let hits = self.search(criteria.as_ref(), uid);
-                out.push(Response::Data(Data::Search(hits.into_iter().map(nz).collect())));
+                out.push(Response::Data(Data::Search(
+                    hits.into_iter().map(nz).collect(),
+                )));
                 out.push(ok(tag, None, "SEARCH done"));
             }
-            CommandBody::Fetch { sequence_set, macro_or_item_names, uid, .. } => {
+            CommandBody::Fetch {
+                sequence_set,
+                macro_or_item_names,
+                uid,
+                ..
+            } => {
                 defer_expunge = !uid;
                 self.fetch(&sequence_set, macro_or_item_names, uid, &mut out);
                 out.push(ok(tag, None, "FETCH done"));
             }
-            CommandBody::Store { sequence_set, kind, response, flags, uid, .. } => {
+            CommandBody::Store {
+                sequence_set,
+                kind,
+                response,
+                flags,
+                uid,
+                ..
+            } => {
                 defer_expunge = !uid;
                 match self.store_flags(&sequence_set, kind, response, &flags, uid, &mut out) {
                     Ok(()) => out.push(ok(tag, None, "STORE done")),
                     Err(e) => out.push(self.result(tag, Err(e), "")),
                 }
             }
-            CommandBody::Copy { sequence_set, mailbox, uid } => {
+            CommandBody::Copy {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
                 defer_expunge = !uid;
                 let r = self.copy(&sequence_set, &mailbox_name(&mailbox), uid, false, &mut out);
                 out.push(match r {
@@ -356,7 +485,11 @@ impl Session {
                     Err(e) => self.result(tag, Err(e), ""),
                 });
             }
-            CommandBody::Move { sequence_set, mailbox, uid } => {
+            CommandBody::Move {
+                sequence_set,
+                mailbox,
+                uid,
+            } => {
                 let r = self.copy(&sequence_set, &mailbox_name(&mailbox), uid, true, &mut out);
                 out.push(match r {
                     Ok(_) => ok(tag, None, "MOVE done"),
@@ -372,7 +505,10 @@ impl Session {
             self.updates(defer_expunge, &mut out);
             out.extend(last);
         }
-        Reply { responses: out, after }
+        Reply {
+            responses: out,
+            after,
+        }
     }
 
     fn result(&self, tag: Tag<'static>, r: Result<(), Error>, done: &str) -> Response<'static> {
@@ -380,23 +516,40 @@ impl Session {
             Ok(()) => ok(tag, None, done),
             Err(e @ (Error::Io { .. } | Error::Corrupt { .. })) => {
                 tracing::error!(error = %e, "bridge store failed");
-                no(tag, Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice()))), "The bridge could not write its store")
+                no(
+                    tag,
+                    Some(Code::Other(CodeOther::unvalidated(b"SERVERBUG".as_slice()))),
+                    "The bridge could not write its store",
+                )
             }
             Err(e @ Error::TooBig { .. }) => no(tag, Some(Code::TooBig), &e.to_string()),
             Err(e) => no(tag, None, &e.to_string()),
         }
     }
 
-    fn select(&mut self, tag: Tag<'static>, name: &str, read_only: bool, out: &mut Vec<Response<'static>>) {
+    fn select(
+        &mut self,
+        tag: Tag<'static>,
+        name: &str,
+        read_only: bool,
+        out: &mut Vec<Response<'static>>,
+    ) {
         self.state = State::Authenticated;
         let view = self.shared.with_store(|s| {
             let mb = s.mailbox(name)?;
-            let unseen = mb.messages.iter().position(|m| !m.has("\\Seen")).map(|i| i as u32 + 1);
+            let unseen = mb
+                .messages
+                .iter()
+                .position(|m| !m.has("\\Seen"))
+                .map(|i| i as u32 + 1);
             Some((
                 mb.name.clone(),
                 mb.uidvalidity,
                 mb.uidnext,
-                mb.messages.iter().map(|m| (m.uid, m.flags.clone())).collect::<Vec<_>>(),
+                mb.messages
+                    .iter()
+                    .map(|m| (m.uid, m.flags.clone()))
+                    .collect::<Vec<_>>(),
                 unseen,
                 s.version(),
             ))
@@ -405,7 +558,13 @@ impl Session {
             out.push(no(tag, None, "No such mailbox"));
             return;
         };
-        let system = [Flag::Answered, Flag::Flagged, Flag::Deleted, Flag::Seen, Flag::Draft];
+        let system = [
+            Flag::Answered,
+            Flag::Flagged,
+            Flag::Deleted,
+            Flag::Seen,
+            Flag::Draft,
+        ];
         out.push(Response::Data(Data::Flags(system.to_vec())));
         out.push(Response::Data(Data::Exists(msgs.len() as u32)));
         out.push(Response::Data(Data::Recent(0)));
@@ -414,17 +573,47 @@ impl Session {
         }
         let mut perm: Vec<FlagPerm<'static>> = system.into_iter().map(FlagPerm::Flag).collect();
         perm.push(FlagPerm::Asterisk);
-        out.push(untagged_ok(Code::PermanentFlags(if read_only { Vec::new() } else { perm }), "Flags permitted"));
+        out.push(untagged_ok(
+            Code::PermanentFlags(if read_only { Vec::new() } else { perm }),
+            "Flags permitted",
+        ));
         out.push(untagged_ok(Code::UidValidity(nz(validity)), "UIDs valid"));
-        out.push(untagged_ok(Code::UidNext(nz(uidnext)), "Predicted next UID"));
+        out.push(untagged_ok(
+            Code::UidNext(nz(uidnext)),
+            "Predicted next UID",
+        ));
         let uids = msgs.iter().map(|(u, _)| *u).collect();
         let flags = msgs.into_iter().collect();
-        self.state = State::Selected(Selected { name, read_only, uids, flags, version });
-        let code = if read_only { Code::ReadOnly } else { Code::ReadWrite };
-        out.push(ok(tag, Some(code), if read_only { "EXAMINE done" } else { "SELECT done" }));
+        self.state = State::Selected(Selected {
+            name,
+            read_only,
+            uids,
+            flags,
+            version,
+        });
+        let code = if read_only {
+            Code::ReadOnly
+        } else {
+            Code::ReadWrite
+        };
+        out.push(ok(
+            tag,
+            Some(code),
+            if read_only {
+                "EXAMINE done"
+            } else {
+                "SELECT done"
+            },
+        ));
     }
 
-    fn list(&self, reference: &Mailbox<'_>, pattern: &ListMailbox<'_>, lsub: bool, out: &mut Vec<Response<'static>>) {
+    fn list(
+        &self,
+        reference: &Mailbox<'_>,
+        pattern: &ListMailbox<'_>,
+        lsub: bool,
+        out: &mut Vec<Response<'static>>,
+    ) {
         let reference = match reference {
             Mailbox::Inbox => "INBOX".to_owned(),
             Mailbox::Other(o) => String::from_utf8_lossy(o.inner().as_ref()).into_owned(),
@@ -451,7 +640,11 @@ impl Session {
                 .map(|n| {
                     let prefix = format!("{n}{DELIMITER}");
                     let children = names.iter().any(|c| c.starts_with(&prefix));
-                    (n.to_string(), s.mailbox(n).and_then(|m| m.special), children)
+                    (
+                        n.to_string(),
+                        s.mailbox(n).and_then(|m| m.special),
+                        children,
+                    )
                 })
                 .collect()
         });
@@ -462,34 +655,59 @@ impl Session {
                 continue;
             }
             let mut items = vec![FlagNameAttribute::from(
-                Atom::try_from(if children { "HasChildren" } else { "HasNoChildren" }).expect("invariant: atom"),
+                Atom::try_from(if children {
+                    "HasChildren"
+                } else {
+                    "HasNoChildren"
+                })
+                .expect("invariant: atom"),
             )];
             if let Some(su) = special {
-                items.push(FlagNameAttribute::from(Atom::try_from(su.attribute()).expect("invariant: atom")));
+                items.push(FlagNameAttribute::from(
+                    Atom::try_from(su.attribute()).expect("invariant: atom"),
+                ));
             }
             let mailbox = to_mailbox(&name);
             out.push(Response::Data(if lsub {
-                Data::Lsub { items, delimiter, mailbox }
+                Data::Lsub {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
             } else {
-                Data::List { items, delimiter, mailbox }
+                Data::List {
+                    items,
+                    delimiter,
+                    mailbox,
+                }
             }));
         }
     }
 
-    fn status(&self, tag: Tag<'static>, mailbox: &Mailbox<'_>, names: &[StatusDataItemName], out: &mut Vec<Response<'static>>) {
+    fn status(
+        &self,
+        tag: Tag<'static>,
+        mailbox: &Mailbox<'_>,
+        names: &[StatusDataItemName],
+        out: &mut Vec<Response<'static>>,
+    ) {
         let name = mailbox_name(mailbox);
         let items = self.shared.with_store(|s| {
             let mb = s.mailbox(&name)?;
             let items: Vec<StatusDataItem> = names
                 .iter()
                 .filter_map(|n| match n {
-                    StatusDataItemName::Messages => Some(StatusDataItem::Messages(mb.messages.len() as u32)),
+                    StatusDataItemName::Messages => {
+                        Some(StatusDataItem::Messages(mb.messages.len() as u32))
+                    }
                     StatusDataItemName::Recent => Some(StatusDataItem::Recent(0)),
                     StatusDataItemName::UidNext => Some(StatusDataItem::UidNext(nz(mb.uidnext))),
-                    StatusDataItemName::UidValidity => Some(StatusDataItem::UidValidity(nz(mb.uidvalidity))),
-                    StatusDataItemName::Unseen => {
-                        Some(StatusDataItem::Unseen(mb.messages.iter().filter(|m| !m.has("\\Seen")).count() as u32))
+                    StatusDataItemName::UidValidity => {
+                        Some(StatusDataItem::UidValidity(nz(mb.uidvalidity)))
                     }
+                    StatusDataItemName::Unseen => Some(StatusDataItem::Unseen(
+                        mb.messages.iter().filter(|m| !m.has("\\Seen")).count() as u32,
+                    )),
                     _ => None,
                 })
                 .collect();
@@ -497,7 +715,10 @@ impl Session {
         });
         match items {
             Some(items) => {
-                out.push(Response::Data(Data::Status { mailbox: to_mailbox(&name), items: items.into() }));
+                out.push(Response::Data(Data::Status {
+                    mailbox: to_mailbox(&name),
+                    items: items.into(),
+                }));
                 out.push(ok(tag, None, "STATUS done"));
             }
             None => out.push(no(tag, None, "No such mailbox")),
@@ -506,8 +727,14 @@ impl Session {
 
     /// The (sequence number, UID) pairs a set names.
     fn resolve(&self, set: &SequenceSet, uid: bool) -> Vec<(u32, u32)> {
-        let State::Selected(sel) = &self.state else { return Vec::new() };
-        let largest = if uid { sel.uids.last().copied().unwrap_or(0) } else { sel.uids.len() as u32 };
+        let State::Selected(sel) = &self.state else {
+            return Vec::new();
+        };
+        let largest = if uid {
+            sel.uids.last().copied().unwrap_or(0)
+        } else {
+            sel.uids.len() as u32
+        };
         let ns = NumSet::new(set, largest);
         sel.uids
             .iter()
@@ -517,8 +744,14 @@ impl Session {
             .collect()
     }
 
-    fn search(&self, criteria: &[imap_next::imap_types::search::SearchKey<'_>], uid: bool) -> Vec<u32> {
-        let State::Selected(sel) = &self.state else { return Vec::new() };
+    fn search(
+        &self,
+        criteria: &[imap_next::imap_types::search::SearchKey<'_>],
+        uid: bool,
+    ) -> Vec<u32> {
+        let State::Selected(sel) = &self.state else {
+            return Vec::new();
+        };
         let key = match criteria {
             [one] => one.clone(),
             many => imap_next::imap_types::search::SearchKey::And(
@@ -531,7 +764,10 @@ impl Session {
         let shared = self.shared.clone();
         let metas: Vec<(u32, Option<store::Msg>)> = shared.with_store(|s| {
             let mb = s.mailbox(&name);
-            sel.uids.iter().map(|u| (*u, mb.and_then(|m| m.get(*u)).cloned())).collect()
+            sel.uids
+                .iter()
+                .map(|u| (*u, mb.and_then(|m| m.get(*u)).cloned()))
+                .collect()
         });
         let mut hits = Vec::new();
         for (i, (u, meta)) in metas.iter().enumerate() {
@@ -545,12 +781,33 @@ impl Session {
         hits
     }
 
-    fn fetch(&mut self, set: &SequenceSet, items: MacroOrMessageDataItemNames<'static>, uid: bool, out: &mut Vec<Response<'static>>) {
+    fn fetch(
+        &mut self,
+        set: &SequenceSet,
+        items: MacroOrMessageDataItemNames<'static>,
+        uid: bool,
+        out: &mut Vec<Response<'static>>,
+    ) {
         let mut names: Vec<MessageDataItemName<'static>> = match items {
             MacroOrMessageDataItemNames::Macro(m) => match m {
-                Macro::All => vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size, MessageDataItemName::Envelope],
-                Macro::Fast => vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size],
-                Macro::Full => vec![MessageDataItemName::Flags, MessageDataItemName::InternalDate, MessageDataItemName::Rfc822Size, MessageDataItemName::Envelope, MessageDataItemName::Body],
+                Macro::All => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                    MessageDataItemName::Envelope,
+                ],
+                Macro::Fast => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                ],
+                Macro::Full => vec![
+                    MessageDataItemName::Flags,
+                    MessageDataItemName::InternalDate,
+                    MessageDataItemName::Rfc822Size,
+                    MessageDataItemName::Envelope,
+                    MessageDataItemName::Body,
+                ],
                 _ => vec![MessageDataItemName::Flags],
             },
             MacroOrMessageDataItemNames::MessageDataItemNames(v) => v,
@@ -559,19 +816,35 @@ impl Session {
             names.insert(0, MessageDataItemName::Uid);
         }
         let targets = self.resolve(set, uid);
-        let State::Selected(sel) = &self.state else { return };
+        let State::Selected(sel) = &self.state else {
+            return;
+        };
         let read_only = sel.read_only;
         let name = sel.name.clone();
         let needs_body = names.iter().any(|n| {
-            !matches!(n, MessageDataItemName::Uid | MessageDataItemName::Flags | MessageDataItemName::InternalDate | MessageDataItemName::Rfc822Size)
+            !matches!(
+                n,
+                MessageDataItemName::Uid
+                    | MessageDataItemName::Flags
+                    | MessageDataItemName::InternalDate
+                    | MessageDataItemName::Rfc822Size
+            )
         });
         let sets_seen = !read_only
             && names.iter().any(|n| {
-                matches!(n, MessageDataItemName::BodyExt { peek: false, .. } | MessageDataItemName::Rfc822 | MessageDataItemName::Rfc822Text)
+                matches!(
+                    n,
+                    MessageDataItemName::BodyExt { peek: false, .. }
+                        | MessageDataItemName::Rfc822
+                        | MessageDataItemName::Rfc822Text
+                )
             });
         let metas: Vec<(u32, u32, Option<store::Msg>)> = self.shared.with_store(|s| {
             let mb = s.mailbox(&name);
-            targets.iter().map(|(seq, u)| (*seq, *u, mb.and_then(|m| m.get(*u)).cloned())).collect()
+            targets
+                .iter()
+                .map(|(seq, u)| (*seq, *u, mb.and_then(|m| m.get(*u)).cloned()))
+                .collect()
         });
         let mut seen_changes = Vec::new();
         for (seq, u, meta) in metas {
@@ -600,17 +873,27 @@ impl Session {
                         None => continue,
                     },
                     MessageDataItemName::Rfc822Size => MessageDataItem::Rfc822Size(meta.size),
-                    MessageDataItemName::Envelope => MessageDataItem::Envelope(message::envelope(raw)),
-                    MessageDataItemName::Body => MessageDataItem::Body(message::body_structure(raw)),
-                    MessageDataItemName::BodyStructure => MessageDataItem::BodyStructure(message::body_structure(raw)),
-                    MessageDataItemName::Rfc822 => MessageDataItem::Rfc822(message::literal_lossy(raw.to_vec())),
-                    MessageDataItemName::Rfc822Header => {
-                        MessageDataItem::Rfc822Header(message::literal_lossy(raw[..message::header_end(raw)].to_vec()))
+                    MessageDataItemName::Envelope => {
+                        MessageDataItem::Envelope(message::envelope(raw))
                     }
-                    MessageDataItemName::Rfc822Text => {
-                        MessageDataItem::Rfc822Text(message::literal_lossy(raw[message::header_end(raw)..].to_vec()))
+                    MessageDataItemName::Body => {
+                        MessageDataItem::Body(message::body_structure(raw))
                     }
-                    MessageDataItemName::BodyExt { section, partial, .. } => {
+                    MessageDataItemName::BodyStructure => {
+                        MessageDataItem::BodyStructure(message::body_structure(raw))
+                    }
+                    MessageDataItemName::Rfc822 => {
+                        MessageDataItem::Rfc822(message::literal_lossy(raw.to_vec()))
+                    }
+                    MessageDataItemName::Rfc822Header => MessageDataItem::Rfc822Header(
+                        message::literal_lossy(raw[..message::header_end(raw)].to_vec()),
+                    ),
+                    MessageDataItemName::Rfc822Text => MessageDataItem::Rfc822Text(
+                        message::literal_lossy(raw[message::header_end(raw)..].to_vec()),
+                    ),
+                    MessageDataItemName::BodyExt {
+                        section, partial, ..
+                    } => {
                         let bytes = message::section(raw, section.as_ref()).unwrap_or_default();
                         let (origin, bytes) = match partial {
                             Some((start, len)) => {
@@ -620,18 +903,30 @@ impl Session {
                             }
                             None => (None, bytes),
                         };
-                        MessageDataItem::BodyExt { section: section.clone(), origin, data: message::literal_lossy(bytes) }
+                        MessageDataItem::BodyExt {
+                            section: section.clone(),
+                            origin,
+                            data: message::literal_lossy(bytes),
+                        }
                     }
                     // BINARY and MODSEQ are not advertised.
-                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => continue,
+                    MessageDataItemName::Binary { .. } | MessageDataItemName::BinarySize { .. } => {
+                        continue;
+                    }
                 });
             }
             // \Seen set by this FETCH is reported with it (RFC 3501 6.4.5).
-            if sets_seen && !names.contains(&MessageDataItemName::Flags) && seen_changes.last().is_some_and(|(x, _)| *x == u) {
+            if sets_seen
+                && !names.contains(&MessageDataItemName::Flags)
+                && seen_changes.last().is_some_and(|(x, _)| *x == u)
+            {
                 data.push(MessageDataItem::Flags(flags_fetch(&meta.flags)));
             }
             if let Ok(items) = Vec1::try_from(data) {
-                out.push(Response::Data(Data::Fetch { seq: nz(seq), items }));
+                out.push(Response::Data(Data::Fetch {
+                    seq: nz(seq),
+                    items,
+                }));
             }
         }
         if !seen_changes.is_empty() {
@@ -658,7 +953,9 @@ impl Session {
         out: &mut Vec<Response<'static>>,
     ) -> Result<(), Error> {
         let targets = self.resolve(set, uid);
-        let State::Selected(sel) = &self.state else { return Ok(()) };
+        let State::Selected(sel) = &self.state else {
+            return Ok(());
+        };
         if sel.read_only {
             return Err(Error::Source("the mailbox is open read-only".into()));
         }
@@ -666,7 +963,16 @@ impl Session {
         let given: BTreeSet<String> = flags.iter().filter_map(flag_name).collect();
         let current: Vec<(u32, u32, Option<BTreeSet<String>>)> = self.shared.with_store(|s| {
             let mb = s.mailbox(&name);
-            targets.iter().map(|(seq, u)| (*seq, *u, mb.and_then(|m| m.get(*u)).map(|m| m.flags.clone()))).collect()
+            targets
+                .iter()
+                .map(|(seq, u)| {
+                    (
+                        *seq,
+                        *u,
+                        mb.and_then(|m| m.get(*u)).map(|m| m.flags.clone()),
+                    )
+                })
+                .collect()
         });
         let mut changes = Vec::new();
         let mut shown = Vec::new();
@@ -700,9 +1006,18 @@ impl Session {
         Ok(())
     }
 
-    fn copy(&mut self, set: &SequenceSet, to: &str, uid: bool, remove: bool, out: &mut Vec<Response<'static>>) -> Result<Option<Code<'static>>, Error> {
+    fn copy(
+        &mut self,
+        set: &SequenceSet,
+        to: &str,
+        uid: bool,
+        remove: bool,
+        out: &mut Vec<Response<'static>>,
+    ) -> Result<Option<Code<'static>>, Error> {
         let targets = self.resolve(set, uid);
-        let State::Selected(sel) = &self.state else { return Ok(None) };
+        let State::Selected(sel) = &self.state else {
+            return Ok(None);
+        };
         if remove && sel.read_only {
             return Err(Error::Source("the mailbox is open read-only".into()));
         }
@@ -717,8 +1032,15 @@ impl Session {
             let v = s.mailbox(to).map(|m| m.uidvalidity).unwrap_or(1);
             Ok::<_, Error>((pairs, v))
         })?;
-        let code = match (uid_set(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()), uid_set(&pairs.iter().map(|p| p.1).collect::<Vec<_>>())) {
-            (Some(source), Some(destination)) => Some(Code::CopyUid { uid_validity: nz(validity), source, destination }),
+        let code = match (
+            uid_set(&pairs.iter().map(|p| p.0).collect::<Vec<_>>()),
+            uid_set(&pairs.iter().map(|p| p.1).collect::<Vec<_>>()),
+        ) {
+            (Some(source), Some(destination)) => Some(Code::CopyUid {
+                uid_validity: nz(validity),
+                source,
+                destination,
+            }),
             _ => None,
         };
         if remove {
@@ -731,15 +1053,23 @@ impl Session {
     }
 
     /// EXPUNGE: removes messages flagged \Deleted (within `only`, for UID EXPUNGE).
-    fn expunge_deleted(&mut self, only: Option<&SequenceSet>, out: &mut Vec<Response<'static>>) -> Result<(), Error> {
-        let State::Selected(sel) = &self.state else { return Ok(()) };
+    fn expunge_deleted(
+        &mut self,
+        only: Option<&SequenceSet>,
+        out: &mut Vec<Response<'static>>,
+    ) -> Result<(), Error> {
+        let State::Selected(sel) = &self.state else {
+            return Ok(());
+        };
         if sel.read_only {
             return Ok(());
         }
         let name = sel.name.clone();
         let limit = only.map(|s| NumSet::new(s, sel.uids.last().copied().unwrap_or(0)));
         self.shared.with_store(|s| {
-            let Some(mb) = s.mailbox(&name) else { return Ok(()) };
+            let Some(mb) = s.mailbox(&name) else {
+                return Ok(());
+            };
             let doomed: Vec<u32> = mb
                 .messages
                 .iter()
@@ -754,10 +1084,14 @@ impl Session {
 
     /// Sends EXPUNGE for every message of the view that the store no longer has.
     fn report_expunged(&mut self, out: &mut Vec<Response<'static>>) {
-        let State::Selected(sel) = &mut self.state else { return };
+        let State::Selected(sel) = &mut self.state else {
+            return;
+        };
         let name = sel.name.clone();
-        let present: Option<std::collections::HashSet<u32>> =
-            self.shared.with_store(|s| s.mailbox(&name).map(|m| m.messages.iter().map(|x| x.uid).collect()));
+        let present: Option<std::collections::HashSet<u32>> = self.shared.with_store(|s| {
+            s.mailbox(&name)
+                .map(|m| m.messages.iter().map(|x| x.uid).collect())
+        });
         let present = present.unwrap_or_default();
         // Highest sequence number first, so earlier numbers stay valid as we go.
         let mut i = sel.uids.len();
@@ -775,16 +1109,28 @@ impl Session {
     /// Unsolicited updates for the selected mailbox: EXPUNGE (unless deferred), EXISTS for
     /// new messages, FETCH FLAGS for flags changed elsewhere.
     pub fn updates(&mut self, defer_expunge: bool, out: &mut Vec<Response<'static>>) {
-        let State::Selected(sel) = &self.state else { return };
+        let State::Selected(sel) = &self.state else {
+            return;
+        };
         let name = sel.name.clone();
         let seen_version = sel.version;
         let snapshot = self.shared.with_store(|s| {
             if s.version() == seen_version {
                 return None;
             }
-            Some((s.version(), s.mailbox(&name).map(|m| m.messages.iter().map(|x| (x.uid, x.flags.clone())).collect::<Vec<_>>())))
+            Some((
+                s.version(),
+                s.mailbox(&name).map(|m| {
+                    m.messages
+                        .iter()
+                        .map(|x| (x.uid, x.flags.clone()))
+                        .collect::<Vec<_>>()
+                }),
+            ))
         });
-        let Some((version, msgs)) = snapshot else { return };
+        let Some((version, msgs)) = snapshot else {
+            return;
+        };
         let Some(msgs) = msgs else {
             // Deleted under us: nothing sensible to show; the next command fails.
             return;
@@ -792,18 +1138,23 @@ impl Session {
         if !defer_expunge {
             self.report_expunged(out);
         }
-        let State::Selected(sel) = &mut self.state else { return };
+        let State::Selected(sel) = &mut self.state else {
+            return;
+        };
         let current: HashMap<u32, &BTreeSet<String>> = msgs.iter().map(|(u, f)| (*u, f)).collect();
         for (i, u) in sel.uids.iter().enumerate() {
-            if let Some(f) = current.get(u) {
-                if sel.flags.get(u) != Some(*f) {
-                    sel.flags.insert(*u, (*f).clone());
-                    let items = vec![MessageDataItem::Flags(flags_fetch(f)), MessageDataItem::Uid(nz(*u))];
-                    out.push(Response::Data(Data::Fetch {
-                        seq: nz(i as u32 + 1),
-                        items: Vec1::try_from(items).expect("invariant: two items"),
-                    }));
-                }
+            if let Some(f) = current.get(u)
+                && sel.flags.get(u) != Some(*f)
+            {
+                sel.flags.insert(*u, (*f).clone());
+                let items = vec![
+                    MessageDataItem::Flags(flags_fetch(f)),
+                    MessageDataItem::Uid(nz(*u)),
+                ];
+                out.push(Response::Data(Data::Fetch {
+                    seq: nz(i as u32 + 1),
+                    items: Vec1::try_from(items).expect("invariant: two items"),
+                }));
             }
         }
         let last = sel.uids.last().copied().unwrap_or(0);

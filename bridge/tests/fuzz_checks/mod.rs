@@ -40,7 +40,11 @@ pub fn imap(data: &[u8]) {
     assert!(greeting.starts_with(b"* OK"), "greeting");
     h.feed(b"a LOGIN me@a.test pw\r\n");
     let (out, _) = h.step();
-    assert!(out.starts_with(b"a OK"), "login: {}", String::from_utf8_lossy(&out));
+    assert!(
+        out.starts_with(b"a OK"),
+        "login: {}",
+        String::from_utf8_lossy(&out)
+    );
     let split = data.first().copied().unwrap_or(1).max(1) as usize;
     let mut total = 0usize;
     for chunk in data.chunks(split) {
@@ -52,7 +56,10 @@ pub fn imap(data: &[u8]) {
         total += out.len();
         assert!(total <= MAX_OUTPUT, "output unbounded");
         if !out.is_empty() {
-            assert!(out.ends_with(b"\r\n") || h.is_closing() || out.ends_with(b"}\r\n"), "a response ends its line");
+            assert!(
+                out.ends_with(b"\r\n") || h.is_closing() || out.ends_with(b"}\r\n"),
+                "a response ends its line"
+            );
         }
     }
 }

@@ -8,13 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-pub use sealpost_testkit::dovecot::Dovecot;
 use sealpost_bridge::auth::Credentials;
 use sealpost_bridge::server;
 use sealpost_bridge::shared::Shared;
 use sealpost_bridge::smtp;
 use sealpost_bridge::source::{SendError, SendOutcome, Sender, Submission};
 use sealpost_bridge::store::Store;
+#[allow(unused_imports)]
+pub use sealpost_testkit::dovecot::Dovecot;
 
 /// A sender that records what it is given; recipients at `nogateway.test` fail for good,
 /// at `later.test` for now.
@@ -26,12 +27,18 @@ pub struct FakeSender {
 impl Sender for FakeSender {
     async fn send(&self, s: Submission) -> Result<SendOutcome, SendError> {
         if s.rcpt_to.iter().any(|r| r.ends_with("@nogateway.test")) {
-            return Err(SendError::Permanent("no gateway for legacy e-mail to nogateway.test".into()));
+            return Err(SendError::Permanent(
+                "no gateway for legacy e-mail to nogateway.test".into(),
+            ));
         }
         if s.rcpt_to.iter().any(|r| r.ends_with("@later.test")) {
             return Err(SendError::Temporary("home node unreachable".into()));
         }
-        let outcome = SendOutcome { sealed: s.rcpt_to.clone(), legacy: Vec::new(), copy_ids: Vec::new() };
+        let outcome = SendOutcome {
+            sealed: s.rcpt_to.clone(),
+            legacy: Vec::new(),
+            copy_ids: Vec::new(),
+        };
         self.sent.lock().unwrap().push(s);
         Ok(outcome)
     }
@@ -82,18 +89,32 @@ impl Bridge {
         let port = listener.local_addr().unwrap().port();
         let smtp_listener = StdListener::bind("127.0.0.1:0").unwrap();
         smtp_listener.set_nonblocking(true).unwrap();
-        let smtp_port = if sender.is_some() { smtp_listener.local_addr().unwrap().port() } else { 0 };
+        let smtp_port = if sender.is_some() {
+            smtp_listener.local_addr().unwrap().port()
+        } else {
+            0
+        };
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let s2 = shared.clone();
         let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
             rt.block_on(async move {
                 let (tx, rx) = tokio::sync::watch::channel(false);
                 let listener = tokio::net::TcpListener::from_std(listener).unwrap();
                 let mut rx1 = rx.clone();
-                let imap = tokio::spawn(server::serve(listener, None, s2.clone(), server::imap_handler, async move {
-                    let _ = rx1.wait_for(|v| *v).await;
-                }));
+                let imap = tokio::spawn(server::serve(
+                    listener,
+                    None,
+                    s2.clone(),
+                    server::imap_handler,
+                    async move {
+                        let _ = rx1.wait_for(|v| *v).await;
+                    },
+                ));
                 if let Some(sender) = sender {
                     let smtp_listener = tokio::net::TcpListener::from_std(smtp_listener).unwrap();
                     let mut rx2 = rx.clone();
@@ -112,7 +133,15 @@ impl Bridge {
                 let _ = imap.await;
             });
         });
-        Bridge { port, smtp_port, shared, dir: dir.to_owned(), _tmp: None, stop: Some(stop), thread: Some(thread) }
+        Bridge {
+            port,
+            smtp_port,
+            shared,
+            dir: dir.to_owned(),
+            _tmp: None,
+            stop: Some(stop),
+            thread: Some(thread),
+        }
     }
 
     pub fn stop(&mut self) {
@@ -132,12 +161,18 @@ impl Drop for Bridge {
 }
 
 pub fn script(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests")
+        .join(name)
 }
 
 /// Runs a command, returns (success, stdout + stderr).
 pub fn run(cmd: &mut Command) -> (bool, String) {
     let out = cmd.output().expect("command runs");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (out.status.success(), text)
 }

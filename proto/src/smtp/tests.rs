@@ -507,7 +507,10 @@ fn submission(chunks: &[&[u8]]) -> (String, Vec<Transaction>) {
 #[test]
 fn submission_requires_auth_before_mail() {
     let (wire, stored) = submission(&[b"EHLO app\r\n", b"MAIL FROM:<me@x.test>\r\n"]);
-    assert!(wire.contains("250-AUTH PLAIN LOGIN\r\n") || wire.contains("250 AUTH PLAIN LOGIN\r\n"), "{wire}");
+    assert!(
+        wire.contains("250-AUTH PLAIN LOGIN\r\n") || wire.contains("250 AUTH PLAIN LOGIN\r\n"),
+        "{wire}"
+    );
     assert_eq!(codes(&wire).last(), Some(&"530"));
     assert!(stored.is_empty());
 }
@@ -520,17 +523,39 @@ fn submission_auth_plain_and_login() {
         b"MAIL FROM:<me@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n",
         b"Subject: s\r\n\r\nhi\r\n.\r\n",
     ]);
-    assert_eq!(codes(&wire), vec!["220", "250", "235", "250", "250", "354", "250"], "{wire}");
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "235", "250", "250", "354", "250"],
+        "{wire}"
+    );
     assert_eq!(stored.len(), 1);
     // LOGIN in two steps ("me", "pw").
     let (wire, _) = submission(&[b"EHLO app\r\n", b"AUTH LOGIN\r\n", b"bWU=\r\n", b"cHc=\r\n"]);
-    assert_eq!(codes(&wire), vec!["220", "250", "334", "334", "235"], "{wire}");
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "334", "235"],
+        "{wire}"
+    );
     // PLAIN without an initial response, wrong password.
-    let (wire, _) = submission(&[b"EHLO app\r\n", b"AUTH PLAIN\r\n", b"AG1lAHh4\r\n", b"MAIL FROM:<me@x.test>\r\n"]);
-    assert_eq!(codes(&wire), vec!["220", "250", "334", "535", "530"], "{wire}");
+    let (wire, _) = submission(&[
+        b"EHLO app\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AG1lAHh4\r\n",
+        b"MAIL FROM:<me@x.test>\r\n",
+    ]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "535", "530"],
+        "{wire}"
+    );
     // Cancel, garbage, unknown mechanism.
-    let (wire, _) = submission(&[b"EHLO app\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\n"]);
-    assert_eq!(codes(&wire), vec!["220", "250", "334", "501", "501", "504"], "{wire}");
+    let (wire, _) =
+        submission(&[b"EHLO app\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\n"]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "501", "501", "504"],
+        "{wire}"
+    );
 }
 
 #[test]
