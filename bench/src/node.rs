@@ -51,6 +51,24 @@ impl NodeProc {
         })
     }
 
+    /// Another process of the node initialised in `dir` (same keys and config), on its own
+    /// free loopback port: for a node that runs as several processes on one database.
+    pub fn start_another(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
+        let spec = NodeSpec {
+            args: sets
+                .iter()
+                .flat_map(|s| ["--set".to_string(), s.to_string()])
+                .collect(),
+            stderr: Stderr::Inherit,
+            ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)
+        };
+        let process = NodeProcess::start(spec, START_DEADLINE)?;
+        Ok(NodeProc {
+            url: process.url().clone(),
+            process,
+        })
+    }
+
     /// Peak resident set size (VmHWM) of the node process, in MiB.
     pub fn peak_rss_mib(&self) -> f64 {
         self.process.peak_rss_mib().unwrap_or(0.0)

@@ -506,8 +506,9 @@ impl Opener<'_> {
             {
                 status = again;
             }
+            let trust = judge_legacy(&status, opened.letter.legacy.as_deref(), &from);
             let shown = legacy_view(opened.letter, keys, &|h| self.judge.certs.lookup(h));
-            return (judge_legacy(&status), Some(Header::of(&shown)));
+            return (trust, Some(Header::of(&shown)));
         }
         if matches!(status, SignatureStatus::UnknownSigner { .. })
             && !self.judge.nodes.contains_key(&from)

@@ -1,7 +1,9 @@
 //! Outbound legacy mail: a letter from a Sealpost user to a legacy address becomes an
 //! RFC 5322 message (lettre's builder), DKIM-signed for the gateway's domain over the exact
-//! bytes that are sent ([`crate::dkim`]), and is sent to the smarthost. Failures are
-//! classified so the caller retries transient ones and bounces permanent ones.
+//! bytes that are sent ([`crate::dkim`]), and is sent to the smarthost by [`send`], one
+//! attempt per call: the node's durable queue (`server/src/relay`) owns retries. Failures
+//! are classified, per recipient, so the caller retries transient ones and bounces
+//! permanent ones, quoting the remote reply.
 //!
 //! The wire form is 7-bit clean whatever the letter holds: a body with a bare CR or LF, NUL,
 //! other control characters, 8-bit bytes or over-long lines is sent quoted-printable, so a
@@ -11,11 +13,12 @@
 
 use std::time::Duration;
 
-use lettre::address::Envelope as SmtpEnvelope;
+use lettre::Message;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::AsyncSmtpTransport;
-use lettre::{AsyncTransport, Message, Tokio1Executor};
+use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::ClientId;
 use sealpost_proto::letter::Letter;
 
 use crate::dkim::DkimKeys;
@@ -128,35 +131,153 @@ pub fn check_wire(wire: &[u8]) -> Result<(), OutError> {
     Ok(())
 }
 
-/// Sends `msg` (from [`build`]) to the smarthost at `host:port` for exactly `rcpts` (the
-/// SMTP envelope: the headers keep every recipient the sender wrote). Plain SMTP: the
-/// smarthost is on a trusted network, loopback in tests.
+/// Longest remote reply kept (in the queue entry and the bounce), in characters.
+pub const MAX_REPLY_CHARS: usize = 512;
+
+/// Where one SMTP transaction goes.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub host: String,
+    pub port: u16,
+    /// The name in EHLO: the gateway's domain.
+    pub helo: String,
+}
+
+/// How a transaction ended for its recipients, when the server took part of it or all
+/// (the message was sent to `accepted`, answered `250` after the data).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub accepted: Vec<String>,
+    /// Refused for good at `RCPT TO` (5xx): recipient and the server's reply.
+    pub refused: Vec<(String, String)>,
+    /// Refused for now at `RCPT TO` (4xx): to be tried again.
+    pub deferred: Vec<(String, String)>,
+    /// The reply to the end of data.
+    pub reply: String,
+}
+
+/// Sends `msg` (from [`build`]) from `from` to exactly `rcpts` (the SMTP envelope: the
+/// headers keep every recipient the sender wrote) in one transaction at `target`. Plain
+/// SMTP: the smarthost is on a trusted network, loopback in tests.
+///
+/// Returns as soon as the server has answered the end of data, so that the caller can
+/// record the delivery at once; the `QUIT` goes on in the background. `Err` when no
+/// recipient got the message: `Permanent` when the server refused it for good (every
+/// recipient, the sender, or the data), `Transient` otherwise (no connection, 4xx, time-out).
 pub async fn send(
-    host: &str,
-    port: u16,
-    from: &sealpost_proto::Address,
-    rcpts: &[sealpost_proto::Address],
+    target: &Target,
+    from: &str,
+    rcpts: &[String],
     msg: &[u8],
     timeout: Duration,
-) -> Result<(), OutError> {
-    let addr = |a: &sealpost_proto::Address| {
-        a.as_str()
-            .parse::<lettre::Address>()
-            .map_err(|e| OutError::Build(e.to_string()))
+) -> Result<Delivery, OutError> {
+    let addr = |a: &str| {
+        a.parse::<lettre::Address>()
+            .map_err(|e| OutError::Build(format!("{a:?}: {e}")))
     };
-    let envelope = SmtpEnvelope::new(
-        Some(addr(from)?),
-        rcpts.iter().map(addr).collect::<Result<_, _>>()?,
+    let sender = addr(from)?;
+    let rcpt_addrs = rcpts
+        .iter()
+        .map(|r| addr(r))
+        .collect::<Result<Vec<_>, _>>()?;
+    let hello = ClientId::Domain(target.helo.clone());
+    let connect = AsyncSmtpConnection::connect_tokio1(
+        (target.host.as_str(), target.port),
+        Some(timeout),
+        &hello,
+        None,
+        None,
+    );
+    let mut conn = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => return Err(classify(&e, "connecting")),
+        Err(_) => return Err(OutError::Transient("connecting: timed out".into())),
+    };
+    let result = tokio::time::timeout(
+        timeout,
+        transaction(&mut conn, sender, rcpts, rcpt_addrs, msg),
     )
-    .map_err(|e| OutError::Build(e.to_string()))?;
-    let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-        .port(port)
-        .timeout(Some(timeout))
-        .build();
-    match transport.send_raw(&envelope, msg).await {
-        Ok(_) => Ok(()),
-        Err(e) if e.is_permanent() => Err(OutError::Permanent(e.to_string())),
-        Err(e) => Err(OutError::Transient(e.to_string())),
+    .await
+    .unwrap_or_else(|_| Err(OutError::Transient("timed out".into())));
+    // The answer counts now; the goodbye is no part of it.
+    tokio::spawn(async move {
+        let _ = tokio::time::timeout(Duration::from_secs(10), conn.abort()).await;
+    });
+    result
+}
+
+async fn transaction(
+    conn: &mut AsyncSmtpConnection,
+    sender: lettre::Address,
+    rcpts: &[String],
+    rcpt_addrs: Vec<lettre::Address>,
+    msg: &[u8],
+) -> Result<Delivery, OutError> {
+    conn.command(Mail::new(Some(sender), Vec::new()))
+        .await
+        .map_err(|e| classify(&e, "MAIL FROM"))?;
+    let mut d = Delivery::default();
+    for (rcpt, a) in rcpts.iter().zip(rcpt_addrs) {
+        match conn.command(Rcpt::new(a, Vec::new())).await {
+            Ok(_) => d.accepted.push(rcpt.clone()),
+            Err(e) => match classify(&e, "RCPT TO") {
+                OutError::Permanent(why) => d.refused.push((rcpt.clone(), why)),
+                OutError::Transient(why) | OutError::Build(why) => {
+                    d.deferred.push((rcpt.clone(), why))
+                }
+            },
+        }
+    }
+    if d.accepted.is_empty() {
+        let _ = conn.command(Rset).await;
+        return Err(if d.deferred.is_empty() {
+            OutError::Permanent(summary(&d.refused))
+        } else {
+            OutError::Transient(summary(&d.deferred))
+        });
+    }
+    conn.command(Data).await.map_err(|e| classify(&e, "DATA"))?;
+    let reply = conn
+        .message(msg)
+        .await
+        .map_err(|e| classify(&e, "end of data"))?;
+    d.reply = short(&format!(
+        "{} {}",
+        reply.code(),
+        reply.message().collect::<Vec<_>>().join(" ")
+    ));
+    Ok(d)
+}
+
+/// The replies to several recipients, in one line.
+fn summary(replies: &[(String, String)]) -> String {
+    short(
+        &replies
+            .iter()
+            .map(|(r, why)| format!("<{r}>: {why}"))
+            .collect::<Vec<_>>()
+            .join("; "),
+    )
+}
+
+/// A reply as kept: one line of printable text, at most [`MAX_REPLY_CHARS`].
+fn short(s: &str) -> String {
+    no_controls(s).chars().take(MAX_REPLY_CHARS).collect()
+}
+
+/// Permanent for a 5xx reply, transient for anything else; the text names the step and
+/// quotes the server's reply.
+fn classify(e: &lettre::transport::smtp::Error, step: &str) -> OutError {
+    use std::error::Error as _;
+    let text = match (e.status(), e.source()) {
+        (Some(code), Some(reply)) => format!("{code} {reply}"),
+        _ => e.to_string(),
+    };
+    let why = short(&format!("{text} (in reply to {step})"));
+    if e.is_permanent() {
+        OutError::Permanent(why)
+    } else {
+        OutError::Transient(why)
     }
 }
 

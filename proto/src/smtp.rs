@@ -101,6 +101,10 @@ pub enum DeliveryResult {
     TempFail,
     /// Refused for good, with a reason for the 554 reply (one line, no CR/LF).
     Rejected(String),
+    /// Refused by the sender domain's policy (DMARC `p=reject`): 550 5.7.1 with the reason.
+    PolicyRejected(String),
+    /// The sender checks could not finish (DNS down or slow): 451 4.4.3.
+    DnsTempFail,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -370,6 +374,13 @@ impl Session {
             DeliveryResult::Rejected(why) => {
                 reply(554, &format!("5.6.0 Message refused: {}", sanitize(&why)))
             }
+            DeliveryResult::PolicyRejected(why) => {
+                reply(550, &format!("5.7.1 Message refused: {}", sanitize(&why)))
+            }
+            DeliveryResult::DnsTempFail => reply(
+                451,
+                "4.4.3 Sender checks failed for a DNS error, try again later",
+            ),
         });
         self.process(&mut out);
         out

@@ -46,7 +46,8 @@ impl Node {
             return Err(AuthError::UnknownMailbox);
         }
         self.sessions
-            .challenge(mailbox, now_secs())
+            .challenge_any(mailbox, now_secs())
+            .await?
             .ok_or(AuthError::Busy {
                 retry_after: FULL_RETRY_SECS,
             })
@@ -63,16 +64,18 @@ impl Node {
     ) -> Result<([u8; 32], u64), AuthError> {
         let now = now_secs();
         self.sessions
-            .take_nonce(nonce, mailbox, now)
+            .take_nonce_any(nonce, mailbox, now)
+            .await?
             .map_err(|_| AuthError::BadChallenge)?;
         // Read before the key is: a rotation committing after this point revokes the token.
-        let epoch = self.sessions.epoch(mailbox);
+        let epoch = self.sessions.epoch_any(mailbox).await?;
         let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
         let statement = challenge_statement(&self.url, &mailbox, nonce);
         verify_detached(&statement, signature, &account.cert)
             .map_err(|_| AuthError::BadSignature)?;
         self.sessions
-            .issue_token(mailbox, epoch, now)
+            .issue_token_any(mailbox, epoch, now)
+            .await?
             .map_err(|e| match e {
                 TokenError::Full => AuthError::Busy {
                     retry_after: FULL_RETRY_SECS,

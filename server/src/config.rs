@@ -263,6 +263,10 @@ pub struct PinnedPeer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where the node keeps its data: `rocksdb` (in `data_dir`, one process) or `postgres`
+    /// (`[storage.postgres]`, shared by several node processes).
+    pub backend: StorageBackend,
+    pub postgres: PostgresConfig,
     /// RocksDB block cache, MiB.
     pub cache_mb: usize,
     /// Memtable budget for all column families together, MiB.
@@ -270,6 +274,54 @@ pub struct StorageConfig {
     /// How long the id of an acked envelope is remembered, so that a late redelivery is not
     /// stored again. Must exceed every peer's `relay.give_up_after`.
     pub dedupe_retention: Secs,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Rocksdb,
+    Postgres,
+}
+
+/// `[storage.postgres]`: the shared database of a node that runs as several processes.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database` or a key=value connection string.
+    /// TLS is not spoken: reach the database over a private network or a local socket.
+    pub url: String,
+    /// Connections each node process keeps at most.
+    pub pool_size: usize,
+    /// How long a request waits for a connection (and a connection attempt may take).
+    pub connect_timeout: Secs,
+    /// How long a hop of the outbound queue stays with the process that claimed it without
+    /// a renewal (renewed every third of it): after a process dies, the others take its
+    /// hops over within this time.
+    pub queue_lease: Secs,
+}
+
+impl fmt::Debug for PostgresConfig {
+    // The URL may carry a password: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &if self.url.is_empty() { "" } else { "<set>" })
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("queue_lease", &self.queue_lease)
+            .finish()
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            pool_size: 16,
+            connect_timeout: Secs::from_secs(5),
+            queue_lease: Secs::from_secs(30),
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -338,6 +390,16 @@ pub struct GatewayConfig {
     pub give_up_after: Secs,
     pub retry_base: Secs,
     pub retry_max: Secs,
+    /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
+    /// say the outcome; DMARC `p=reject` failures are refused).
+    pub verify: bool,
+    /// The DNS server the gateway asks: "system" (or empty) for `/etc/resolv.conf`,
+    /// else `IP` or `IP:PORT`.
+    pub dns: String,
+    /// Longest wait for one DNS answer (each question is asked twice).
+    pub dns_timeout: Secs,
+    /// Longest time the sender checks of one message may take; then 451 4.4.3.
+    pub verify_timeout: Secs,
 }
 
 impl Default for GatewayConfig {
@@ -362,6 +424,10 @@ impl Default for GatewayConfig {
             give_up_after: Secs::from_secs(5 * 24 * 3600),
             retry_base: Secs::from_secs(60),
             retry_max: Secs::from_secs(3600),
+            verify: true,
+            dns: "system".into(),
+            dns_timeout: Secs::from_secs(5),
+            verify_timeout: Secs::from_secs(30),
         }
     }
 }
@@ -481,6 +547,8 @@ impl Default for PeersConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Rocksdb,
+            postgres: PostgresConfig::default(),
             cache_mb: 32,
             write_buffer_mb: 32,
             dedupe_retention: Secs::from_secs(30 * 24 * 3600),
@@ -591,6 +659,21 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }
+        let pg = &self.storage.postgres;
+        if self.storage.backend == StorageBackend::Postgres {
+            if pg.url.is_empty() {
+                return bad("storage.backend = \"postgres\" needs storage.postgres.url".into());
+            }
+            if pg.pool_size == 0 || pg.pool_size > 1024 {
+                return bad("storage.postgres.pool_size must be 1 to 1024".into());
+            }
+            if pg.connect_timeout.get().is_zero() {
+                return bad("storage.postgres.connect_timeout must be above 0".into());
+            }
+            if pg.queue_lease.get() < Duration::from_millis(300) {
+                return bad("storage.postgres.queue_lease must be at least 0.3 seconds".into());
+            }
+        }
         for (name, ttl) in [
             ("auth.nonce_ttl", self.auth.nonce_ttl),
             ("auth.token_ttl", self.auth.token_ttl),
@@ -630,6 +713,14 @@ impl Config {
                     Ok(_) => {}
                     Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
                 }
+            }
+            if let Err(e) = sealpost_gateway::auth::DnsServer::parse(&g.dns) {
+                return bad(format!("gateway.dns {e}"));
+            }
+            if g.dns_timeout.get().is_zero() || g.verify_timeout < g.dns_timeout {
+                return bad(
+                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout".into(),
+                );
             }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(

@@ -12,10 +12,11 @@
 //! published here. A client seals the copy for legacy recipients to it (naming them in
 //! `X-Sealpost-Legacy-To`); it arrives like any envelope. A worker opens each one, accepts
 //! it only when it is signed by an account of this node (never an open relay), builds and
-//! DKIM-signs the RFC 5322 message (RSA and Ed25519) and sends it to the smarthost, retrying transient
-//! failures with backoff and bouncing permanent ones (or the deadline) to the sender.
+//! DKIM-signs the RFC 5322 message (RSA and Ed25519) and hands it to the node's one durable
+//! outbound queue as an SMTP job (`relay`), which sends it to the smarthost, retries
+//! transient failures with the queue's backoff across restarts, and bounces permanent ones
+//! (or the deadline) to the sender.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,9 +25,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use sealpost_gateway::auth::{AuthConfig, AuthError, DnsServer, Verifier};
 use sealpost_gateway::dkim::{DkimError, DkimKeys, new_rsa_pem};
-use sealpost_gateway::smtp_out::{self, OutError};
+use sealpost_gateway::smtp_out;
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
+
+/// Entries in each of the sender checks' DNS caches (SPF/DKIM/DMARC records, addresses).
+const VERIFY_CACHE_ENTRIES: usize = 10_000;
+/// Threads that run the sender checks (DNS waits and signature checks), apart from the
+/// node's runtime.
+const VERIFY_THREADS: usize = 2;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
@@ -44,11 +52,13 @@ use tokio::task::JoinHandle;
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
-use crate::config::{GatewayConfig, smarthost_parts};
+use crate::config::{Config, smarthost_parts};
 use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
-use crate::node::Node;
-use crate::store::{NewAccount, NewEnvelope, RegisterOutcome, StoreError};
+use crate::node::{Job, Node};
+use crate::store::{
+    Handoff, NewAccount, NewEnvelope, OutboundItem, RegisterOutcome, SmtpJob, StoreError,
+};
 
 /// Why the gateway did not start (and with it the node).
 #[derive(Debug, thiserror::Error)]
@@ -104,6 +114,10 @@ pub enum GatewayError {
         address: Address,
         source: StoreError,
     },
+    #[error("gateway.dns {0}")]
+    Dns(String),
+    #[error("setting up the sender checks")]
+    Verifier(#[source] AuthError),
     #[error("binding gateway.listen {addr}")]
     Bind {
         addr: SocketAddr,
@@ -150,7 +164,7 @@ pub async fn start(
         }
     };
     let keyring = Arc::new(identity.unlock(None).map_err(GatewayError::Unlock)?);
-    let dkim = load_or_make_dkim(&node, &g)?;
+    let dkim = load_or_make_dkim(&node.config)?;
     let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
 
     let postmaster = if g.postmaster.is_empty() {
@@ -169,6 +183,20 @@ pub async fn start(
         addr: g.listen,
         source,
     })?;
+    let verifier = if g.verify {
+        let auth = AuthConfig {
+            dns: DnsServer::parse(&g.dns).map_err(GatewayError::Dns)?,
+            dns_timeout: g.dns_timeout.get(),
+            deadline: g.verify_timeout.get(),
+            cache_entries: VERIFY_CACHE_ENTRIES,
+            threads: VERIFY_THREADS,
+        };
+        Some(Arc::new(
+            Verifier::new(&auth, &g.domain).map_err(GatewayError::Verifier)?,
+        ))
+    } else {
+        None
+    };
     let cfg = Arc::new(InboundConfig {
         smtp: SmtpConfig {
             hostname: g.domain.clone(),
@@ -181,6 +209,7 @@ pub async fn start(
         session_timeout: g.session_timeout.get(),
         max_connections: g.max_connections,
         postmaster,
+        verifier,
     });
     let backend = Arc::new(InboundBackend {
         node: node.clone(),
@@ -195,13 +224,11 @@ pub async fn start(
         backend,
         async move { stopped(&mut inbound_stop).await },
     ))];
-    if let Some((host, port)) = smarthost_parts(&g.smarthost) {
+    if smarthost_parts(&g.smarthost).is_some() {
         let outbox = Outbox { keyring, mailbox };
         tasks.push(tokio::spawn(outbound_worker(
             node.clone(),
             outbox,
-            host,
-            port,
             dkim,
             stop,
         )));
@@ -210,8 +237,10 @@ pub async fn start(
     Ok(Gateway { smtp_addr, tasks })
 }
 
-fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, GatewayError> {
-    let path = node.config.resolve(&g.dkim_key);
+/// The gateway's DKIM keys, made (and saved) when missing.
+fn load_or_make_dkim(config: &Config) -> Result<DkimKeys, GatewayError> {
+    let g = &config.gateway;
+    let path = config.resolve(&g.dkim_key);
     let seed_b64 = match read_secret(&path) {
         Ok(b) => String::from_utf8(b)
             .map_err(|source| GatewayError::DkimNotText {
@@ -227,7 +256,7 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
             text
         }
     };
-    let rsa_path = node.config.resolve(&g.dkim_rsa_key);
+    let rsa_path = config.resolve(&g.dkim_rsa_key);
     let rsa_pem = match read_secret(&rsa_path) {
         Ok(b) => String::from_utf8(b).map_err(|source| GatewayError::DkimNotText {
             path: rsa_path.clone(),
@@ -252,6 +281,101 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
         tracing::info!(%name, txt = %value, "publish this DKIM record for outbound legacy mail");
     }
     Ok(keys)
+}
+
+/// Every DNS record the operator of `config`'s node publishes, as zone-file text: how
+/// clients and nodes find the node, and for the gateway's domain MX, SPF, both DKIM keys
+/// (made when missing, as the first start would) and DMARC. `sealpost-node dns-records`.
+pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
+    let g = &config.gateway;
+    let url = config.public_url.as_ref().map_or_else(
+        || format!("http://{}", config.listen),
+        |u| u.as_str().to_string(),
+    );
+    let host = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .to_string();
+    let host_is_ip = host.parse::<std::net::IpAddr>().is_ok() || url.contains("://[");
+    let mut out = String::new();
+    let mut line = |l: &str| {
+        out.push_str(l);
+        out.push('\n');
+    };
+    line(&format!("; DNS records for the Sealpost node at {url}"));
+    line(";");
+    line("; How clients and other nodes find the node of an address's domain: they fetch");
+    line("; https://DOMAIN/.well-known/sealpost/node, so the A/AAAA records of every domain whose");
+    line(&format!(
+        "; addresses live here must lead to this node ({url}) or to a proxy that forwards there."
+    ));
+    if host_is_ip {
+        line("; (public_url names an IP address: set public_url to the host name you publish.)");
+    }
+    if !g.enabled {
+        line(";");
+        line("; The SMTP gateway is off ([gateway] enabled = false): no mail records to publish.");
+        return Ok(out);
+    }
+    let d = &g.domain;
+    let keys = load_or_make_dkim(config)?;
+    let mx_host = if host_is_ip || host.is_empty() {
+        format!("mail.{d}")
+    } else {
+        host.clone()
+    };
+    line(";");
+    line(&format!(
+        "; Legacy e-mail for {d} arrives at the gateway: SMTP on port 25 of {mx_host}"
+    ));
+    line(&format!(
+        "; (gateway.listen is {}; forward port 25 to it when it is another port).",
+        g.listen
+    ));
+    if host_is_ip || host.is_empty() {
+        line(&format!(
+            "; {mx_host} needs an A/AAAA record for this machine's address."
+        ));
+    }
+    line(&format!("{d}.\tIN\tMX\t10 {mx_host}."));
+    line(";");
+    line("; SPF (RFC 7208): only the hosts of the MX send mail for the domain. Outbound mail");
+    line("; goes through gateway.smarthost when one is set: add its addresses (ip4:/include:).");
+    line(&format!("{d}.\tIN\tTXT\t\"v=spf1 mx -all\""));
+    line(";");
+    line(
+        "; DKIM (RFC 6376, RFC 8463): outbound mail is signed twice, RSA-SHA256 and Ed25519-SHA256.",
+    );
+    for (name, value) in keys.records() {
+        line(&format!("{name}.\tIN\tTXT\t{}", txt_strings(&value)));
+    }
+    line(";");
+    line("; DMARC (RFC 7489): receivers refuse mail that claims the domain without an aligned");
+    line("; SPF or DKIM pass, and report to the postmaster.");
+    let postmaster = if g.postmaster.is_empty() {
+        format!("postmaster@{d}")
+    } else {
+        g.postmaster.clone()
+    };
+    line(&format!(
+        "_dmarc.{d}.\tIN\tTXT\t\"v=DMARC1; p=reject; adkim=s; aspf=r; rua=mailto:{postmaster}\""
+    ));
+    Ok(out)
+}
+
+/// A TXT value as zone-file strings of at most 255 bytes each (RFC 1035 §3.3.14); a
+/// resolver joins them into one (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+fn txt_strings(value: &str) -> String {
+    value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn register_and_publish(
@@ -431,23 +555,17 @@ impl Backend for InboundBackend {
     }
 }
 
-/// Retry state of one outbound letter, by its mailbox sequence number.
-struct Attempt {
-    first_ms: u64,
-    attempts: u32,
-    next_ms: u64,
-}
-
+/// Hands every letter that arrives in the gateway's mailbox on to the outbound queue: each
+/// becomes an SMTP job (the finished, DKIM-signed message), taken out of the mailbox in the
+/// same durable write that queues it ([`crate::store::Store::take`]), so that a crash
+/// leaves it either still in the mailbox or queued, never both and never neither. Retries,
+/// backoff and the bounce are the relay's.
 async fn outbound_worker(
     node: Arc<Node>,
     outbox: Outbox,
-    host: String,
-    port: u16,
     dkim: DkimKeys,
     mut stop: watch::Receiver<bool>,
 ) {
-    let g = node.config.gateway.clone();
-    let mut retries: HashMap<u64, Attempt> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_millis(250));
     loop {
         tokio::select! {
@@ -461,97 +579,83 @@ async fn outbound_worker(
                 continue;
             }
         };
-        let now = crate::basics::clock::now_ms();
         for item in items {
-            if retries.get(&item.seq).is_some_and(|a| a.next_ms > now) {
-                continue;
+            hand_on(&node, &outbox, &dkim, item.seq).await;
+        }
+    }
+}
+
+/// Turns the letter at `seq` into a queued SMTP job, a bounce, or nothing.
+async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
+    let (handoff, job) = match prepare(node, outbox, dkim, seq).await {
+        Ok((item, wire)) => (
+            Handoff::Enqueue(item.clone(), wire.clone()),
+            Some(Job {
+                item,
+                payload: Some(wire),
+            }),
+        ),
+        Err(Failure::Later(why)) => {
+            tracing::warn!(reason = %why, "gateway outbox: trying this letter again later");
+            return;
+        }
+        Err(Failure::Drop(why)) => {
+            tracing::warn!(reason = %why, "gateway dropped an outbound letter it cannot accept");
+            (Handoff::Drop, None)
+        }
+        Err(Failure::Permanent { sender, why }) => match bounce_letter(node, sender, &why).await {
+            Ok(env) => (Handoff::Bounce(env), None),
+            Err(e) => {
+                tracing::warn!(error = %e, reason = %why, "could not seal a gateway bounce; dropping the letter without one");
+                (Handoff::Drop, None)
             }
-            let result = send_one(
-                &node,
-                &outbox,
-                item.seq,
-                &host,
-                port,
-                &dkim,
-                g.retry_base.get(),
-            )
-            .await;
-            let done = match result {
-                Ok(()) => true,
-                Err(Failure::Drop(why)) => {
-                    tracing::warn!(reason = %why, "gateway dropped an outbound letter it cannot accept");
-                    true
-                }
-                Err(Failure::Permanent { sender, why }) => {
-                    bounce(&node, sender, &why).await;
-                    true
-                }
-                Err(Failure::Transient { sender, why }) => {
-                    let a = retries.entry(item.seq).or_insert(Attempt {
-                        first_ms: now,
-                        attempts: 0,
-                        next_ms: now,
-                    });
-                    a.attempts += 1;
-                    let give_up =
-                        now.saturating_sub(a.first_ms) >= g.give_up_after.get().as_millis() as u64;
-                    if give_up {
-                        bounce(
-                            &node,
-                            sender,
-                            &format!("gave up after {} attempts; last error: {why}", a.attempts),
-                        )
-                        .await;
-                        true
-                    } else {
-                        let base = g.retry_base.get().as_millis() as u64;
-                        let delay =
-                            (base << a.attempts.min(20)).min(g.retry_max.get().as_millis() as u64);
-                        let jitter = rand::random::<u64>() % (delay / 4 + 1);
-                        a.next_ms = now + delay + jitter;
-                        tracing::info!(attempt = a.attempts, error = %why, "smarthost refused for now; will retry");
-                        false
-                    }
-                }
-            };
-            if done {
-                retries.remove(&item.seq);
-                if let Err(e) = node.store.ack(outbox.mailbox, item.seq).await {
-                    tracing::warn!(error = %e, "could not remove a handled outbound letter; it will be handled again");
-                }
+        },
+    };
+    match node.store.take(outbox.mailbox, seq, handoff).await {
+        Ok(true) => {
+            if let Some(job) = job {
+                node.outbound_usage.add(job.item.sender, job.item.size);
+                node.metrics
+                    .outbound_queue
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                node.schedule(job);
             }
+        }
+        // Taken before (another pass of this worker saw it first).
+        Ok(false) => {}
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand an outbound letter on; it is tried again")
         }
     }
 }
 
 enum Failure {
+    /// The store could not be read: the letter stays and is tried again.
+    Later(String),
     /// Not a letter the gateway may send (not from a user of this node, undecryptable).
     Drop(String),
-    Permanent {
-        sender: MailboxId,
-        why: String,
-    },
-    Transient {
-        sender: MailboxId,
-        why: String,
-    },
+    /// From a user of this node, but not sendable: bounced.
+    Permanent { sender: MailboxId, why: String },
 }
 
-async fn send_one(
+/// Longest Message-ID kept in a queue entry.
+const MAX_MESSAGE_ID: usize = 256;
+
+/// Opens the letter at `seq`, checks it, builds and signs the message: the SMTP job and its
+/// payload. The job's id follows from the envelope's, so the same letter is the same job.
+async fn prepare(
     node: &Arc<Node>,
     outbox: &Outbox,
-    seq: u64,
-    host: &str,
-    port: u16,
     dkim: &DkimKeys,
-    timeout: Duration,
-) -> Result<(), Failure> {
+    seq: u64,
+) -> Result<(OutboundItem, Bytes), Failure> {
     let bytes = match node.store.envelope(outbox.mailbox, seq).await {
         Ok(Some(b)) => b,
-        Ok(None) => return Ok(()),
-        Err(e) => return Err(Failure::Drop(format!("unreadable: {e}"))),
+        Ok(None) => return Err(Failure::Drop("gone from the outbox".into())),
+        Err(e) => return Err(Failure::Later(format!("unreadable: {e}"))),
     };
     let env = Envelope::decode(&bytes).map_err(|e| Failure::Drop(e.to_string()))?;
+    let envelope_id = env.id;
     let (letter, sender) = open_from_local_user(node, outbox, env.sealed).await?;
     if letter.legacy_to.is_empty() {
         return Err(Failure::Permanent {
@@ -565,28 +669,39 @@ async fn send_one(
         sender,
         why: e.to_string(),
     })?;
-    match smtp_out::send(
-        host,
-        port,
-        &letter.from,
-        &letter.legacy_to,
-        &msg,
-        timeout.max(Duration::from_secs(30)),
-    )
-    .await
-    {
-        Ok(()) => {
-            tracing::info!(
-                recipients = letter.legacy_to.len(),
-                "gateway sent legacy mail"
-            );
-            Ok(())
-        }
-        Err(OutError::Permanent(why)) | Err(OutError::Build(why)) => {
-            Err(Failure::Permanent { sender, why })
-        }
-        Err(OutError::Transient(why)) => Err(Failure::Transient { sender, why }),
-    }
+    let mut h = Sha256::new();
+    h.update(b"sealpost gateway smtp job\0");
+    h.update(envelope_id.0);
+    let id: [u8; 16] = h.finalize()[..16]
+        .try_into()
+        .expect("invariant: sha256 is 32 bytes");
+    let now = crate::basics::clock::now_ms();
+    let item = OutboundItem {
+        id,
+        destination: node.url.clone(),
+        sender,
+        submitted_ms: now,
+        attempts: 0,
+        next_attempt_ms: now,
+        size: msg.len() as u64,
+        last_error: String::new(),
+        smtp: Some(SmtpJob {
+            from: letter.from.as_str().to_string(),
+            rcpts: letter
+                .legacy_to
+                .iter()
+                .map(|a| a.as_str().to_string())
+                .collect(),
+            message_id: letter
+                .message_id
+                .chars()
+                .filter(|c| !c.is_control())
+                .take(MAX_MESSAGE_ID)
+                .collect(),
+            failed: Vec::new(),
+        }),
+    };
+    Ok((item, Bytes::from(msg)))
 }
 
 /// Opens an outbound letter and checks that a user of this node signed it.
@@ -645,22 +760,15 @@ async fn open_from_local_user(
 }
 
 /// A letter from postmaster to the sender: why their legacy mail was not sent.
-async fn bounce(node: &Arc<Node>, sender: MailboxId, why: &str) {
+async fn bounce_letter(
+    node: &Arc<Node>,
+    sender: MailboxId,
+    why: &str,
+) -> Result<NewEnvelope, crate::bounce::BounceError> {
     let body = format!(
         "Your message to legacy e-mail could not be delivered by the gateway {}.\r\n\r\nReason: {why}\r\n",
         node.config.gateway.domain
     );
     let subject = format!("{BOUNCE_SUBJECT_PREFIX}legacy mail");
-    let stored = match postmaster_letter(node, sender, subject, body).await {
-        Ok(env) => node
-            .store
-            .deliver(env, node.quota)
-            .await
-            .map(|_| ())
-            .map_err(|e| e.to_string()),
-        Err(e) => Err(e.to_string()),
-    };
-    if let Err(e) = stored {
-        tracing::warn!(error = %e, "could not store a gateway bounce");
-    }
+    postmaster_letter(node, sender, subject, body).await
 }

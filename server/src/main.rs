@@ -1,4 +1,5 @@
-//! The `sealpost-node` command: `init` a node directory, `run` a node.
+//! The `sealpost-node` command: `init` a node directory, `run` a node, `backup` and
+//! `restore` its database.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,6 +52,13 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Print every DNS record the operator publishes for this node (zone-file text): how
+    /// nodes are found, and for the gateway MX, SPF, both DKIM keys (made when missing) and
+    /// DMARC.
+    DnsRecords {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Read the node's database (read-only; the node may be running) and say what it holds:
     /// counts per column family, the outbound queue's destinations, and whether each
     /// --find string occurs anywhere in it.
@@ -63,6 +71,36 @@ enum Command {
         /// Bytes, in hex, to look for (repeatable): e.g. a key fingerprint.
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
+    },
+    /// Copy the node's database into DIR, a new or empty directory, while the node serves:
+    /// a consistent copy holding every write the node answered before the backup began.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the node's database (node stopped; its data directory must
+    /// be missing or empty). The node's keys and node.toml are not in the backup.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
+    /// Move the node's data from one storage backend to another (every node process
+    /// stopped): `--from rocksdb --to postgres` copies data_dir into [storage.postgres].
+    /// Rows already there are kept, so an interrupted move can be run again.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Override any field, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
     },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
@@ -112,6 +150,15 @@ fn main() -> std::process::ExitCode {
             find_hex,
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
+        Command::Backup { config, to } => backup(&config, &to),
+        Command::Restore { config, from } => restore(&config, &from),
+        Command::DnsRecords { config } => dns_records(&config),
+        Command::Migrate {
+            config,
+            from,
+            to,
+            set,
+        } => migrate(&config, &from, &to, &set),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -121,6 +168,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn dns_records(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let text = sealpost_server::gateway::dns_records(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyhow::Result<()> {
@@ -190,6 +244,22 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     Ok(())
 }
 
+fn migrate(path: &std::path::Path, from: &str, to: &str, set: &[String]) -> anyhow::Result<()> {
+    use sealpost_server::store::migrate::{MigrateError, rocks_to_postgres};
+    if (from, to) != ("rocksdb", "postgres") {
+        return Err(MigrateError::Direction.into());
+    }
+    let config = Config::load_with(path, set)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let moved = runtime.block_on(rocks_to_postgres(&config))?;
+    println!("moved to PostgreSQL: {moved}");
+    println!("now set [storage] backend = \"postgres\" and start the node processes");
+    Ok(())
+}
+
 fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     if sealpost_server::store::reset::reset_address(&config, address)? {
@@ -197,6 +267,35 @@ fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     } else {
         println!("{} was not claimed and had no record", address.trim());
     }
+    Ok(())
+}
+
+fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::backup_node(&config, to)?;
+    let retried = match copied.attempts {
+        0 | 1 => String::new(),
+        n => format!(" (copy {n}: the node retired files under the earlier ones)"),
+    };
+    println!(
+        "backed up {} entries ({} bytes) into {}{retried}",
+        copied.entries,
+        copied.bytes,
+        to.display()
+    );
+    Ok(())
+}
+
+fn restore(path: &std::path::Path, from: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::restore_node(&config, from)?;
+    println!(
+        "restored {} files ({} bytes) from {} into {}",
+        copied.entries,
+        copied.bytes,
+        from.display(),
+        config.resolve(&config.data_dir).display()
+    );
     Ok(())
 }
 

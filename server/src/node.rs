@@ -207,11 +207,12 @@ impl Node {
         Node {
             url: url.clone(),
             descriptor,
-            store,
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),
-            ),
+            )
+            .in_store(&store),
+            store,
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
             anonymous_limit: RateLimiter::new(

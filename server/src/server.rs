@@ -27,6 +27,7 @@ use crate::api;
 use crate::basics::client_addr::{ClientIp, addr_key};
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
+use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError};
 use crate::gateway::GatewayError;
 use crate::keys::{KeyError, NodeKeys};
@@ -34,7 +35,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, SOFTWARE};
 use crate::peers::Peers;
 use crate::relay;
-use crate::store::{RocksStore, Store, StoreError};
+use crate::store::{PgStore, RocksStore, Store, StoreError};
 
 /// Why a node did not start, or stopped serving other than by its shutdown future.
 #[derive(Debug, thiserror::Error)]
@@ -75,6 +76,8 @@ pub enum StartError {
     Keys(#[source] KeyError),
     #[error("opening {}", path.display())]
     OpenStore { path: PathBuf, source: StoreError },
+    #[error("opening the PostgreSQL store (storage.postgres.url)")]
+    OpenPostgres { source: StoreError },
     /// Reading what the store holds for the relay at start (`what`: its queue, its pins).
     #[error("reading the {what} from the store")]
     ReadStore {
@@ -143,12 +146,18 @@ pub async fn run_with(
         &config.resolve(&config.keys.identity),
     )
     .map_err(StartError::Keys)?;
-    let data = config.resolve(&config.data_dir);
-    let store =
-        RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
-            path: data.clone(),
-            source,
-        })?;
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Rocksdb => {
+            let data = config.resolve(&config.data_dir);
+            RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
+                path: data.clone(),
+                source,
+            })?
+        }
+        StorageBackend::Postgres => PgStore::open(&config.storage.postgres)
+            .await
+            .map_err(|source| StartError::OpenPostgres { source })?,
+    };
     let result = serve(
         listener,
         config,
@@ -162,7 +171,7 @@ pub async fn run_with(
     .await;
     let _ = store.close().await;
     // Everything that held the store has finished; dropping the last handle closes RocksDB.
-    if Arc::try_unwrap(store).is_err() {
+    if Arc::strong_count(&store) > 1 {
         tracing::warn!("store still referenced at shutdown; it closes when the last user ends");
     }
     tracing::info!("stopped");
@@ -185,7 +194,7 @@ async fn serve(
     config: Config,
     url: NodeUrl,
     keys: NodeKeys,
-    store: Arc<RocksStore>,
+    store: Arc<dyn Store>,
     tls: Option<TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
@@ -193,17 +202,13 @@ async fn serve(
     let http = http_client(&config)?;
     let read = |what| move |source| StartError::ReadStore { what, source };
     let pins = store.peer_pins().await.map_err(read("peer pins"))?;
-    let queued = store.outbound().await.map_err(read("outbound queue"))?;
+    let queued = store
+        .claim_outbound(usize::MAX)
+        .await
+        .map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node::new(
-        config,
-        url,
-        keys,
-        store as Arc<dyn Store>,
-        peers,
-        relay_tx,
-    ));
+    let node = Arc::new(Node::new(config, url, keys, store, peers, relay_tx));
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
@@ -449,7 +454,9 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
-                node.sessions.sweep(now_secs());
+                if let Err(e) = node.sessions.sweep_any(now_secs()).await {
+                    tracing::warn!(error = %e, "could not forget expired sessions");
+                }
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);

@@ -1,6 +1,9 @@
 //! Mailbox-owner authentication state: single-use challenge nonces (60 s; at most
 //! [`MAX_NONCES_PER_MAILBOX`] per mailbox, the oldest replaced) and bearer tokens (600 s),
-//! kept in memory. A restart forgets them; clients then ask for a new challenge.
+//! kept in memory. A restart forgets them; clients then ask for a new challenge. With a
+//! store that keeps sessions (PostgreSQL, shared by several node processes) the `*_any`
+//! methods keep them there instead (hashed), so that any process honours them; a key
+//! rotation then advances the epoch and drops the sessions in its own write.
 //! `[auth] nonce_ttl` and `token_ttl` in node.toml change the lifetimes (`spec/node.md`).
 //!
 //! A key rotation [`revoke`](Sessions::revoke)s every nonce and token of the mailbox. Each
@@ -9,10 +12,19 @@
 //! while the rotation committed gets no token either.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use sealpost_proto::MailboxId;
 use sealpost_proto::auth::NONCE_BYTES;
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// What the store keeps of a nonce or token: its hash, so that the database holds no
+/// usable credential.
+fn secret_key(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
 
 /// How long a nonce may be answered.
 pub const NONCE_TTL_SECS: u64 = 60;
@@ -35,6 +47,9 @@ pub struct Sessions {
     token_ttl: u64,
     nonces: Mutex<Nonces>,
     tokens: Mutex<Tokens>,
+    /// A store that keeps the sessions (several node processes on one database): then the
+    /// `*_any` methods use it instead of the tables above.
+    shared: Option<Arc<dyn Store>>,
 }
 
 /// Live tokens, and the epoch of each mailbox whose sessions were ever revoked (absent: 0).
@@ -110,7 +125,108 @@ impl Sessions {
             token_ttl: token_ttl.max(1),
             nonces: Mutex::default(),
             tokens: Mutex::default(),
+            shared: None,
         }
+    }
+
+    /// Keeps the sessions in `store` when it [keeps sessions](Store::keeps_sessions), so
+    /// that a token or challenge from one node process is valid in the others.
+    pub fn in_store(mut self, store: &Arc<dyn Store>) -> Self {
+        if store.keeps_sessions() {
+            self.shared = Some(store.clone());
+        }
+        self
+    }
+
+    /// [`challenge`](Self::challenge), in the store when it keeps the sessions.
+    pub async fn challenge_any(
+        &self,
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Option<([u8; NONCE_BYTES], u64)>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.challenge(mailbox, now));
+        };
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let expires = now + self.nonce_ttl;
+        store
+            .put_nonce(secret_key(&nonce), mailbox, expires, MAX_NONCES_PER_MAILBOX)
+            .await?;
+        Ok(Some((nonce, expires)))
+    }
+
+    /// [`take_nonce`](Self::take_nonce), in the store when it keeps the sessions.
+    pub async fn take_nonce_any(
+        &self,
+        nonce: &[u8; NONCE_BYTES],
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Result<(), NonceError>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.take_nonce(nonce, mailbox, now));
+        };
+        Ok(match store.take_nonce(secret_key(nonce)).await? {
+            None => Err(NonceError::Unknown),
+            Some((_, expires)) if expires <= now => Err(NonceError::Expired),
+            Some((m, _)) if m != mailbox => Err(NonceError::OtherMailbox),
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// [`epoch`](Self::epoch), in the store when it keeps the sessions.
+    pub async fn epoch_any(&self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        match &self.shared {
+            None => Ok(self.epoch(mailbox)),
+            Some(store) => store.session_epoch(mailbox).await,
+        }
+    }
+
+    /// [`issue_token`](Self::issue_token), in the store when it keeps the sessions.
+    pub async fn issue_token_any(
+        &self,
+        mailbox: MailboxId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<Result<([u8; 32], u64), TokenError>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.issue_token(mailbox, epoch, now));
+        };
+        let token: [u8; 32] = rand::random();
+        let expires = now + self.token_ttl;
+        Ok(
+            match store
+                .put_token(secret_key(&token), mailbox, expires, epoch)
+                .await?
+            {
+                true => Ok((token, expires)),
+                false => Err(TokenError::Revoked),
+            },
+        )
+    }
+
+    /// [`token_mailbox`](Self::token_mailbox), in the store when it keeps the sessions.
+    pub async fn token_mailbox_any(
+        &self,
+        token: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<MailboxId>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.token_mailbox(token, now));
+        };
+        Ok(store
+            .token(secret_key(token))
+            .await?
+            .filter(|(_, expires)| *expires > now)
+            .map(|(m, _)| m))
+    }
+
+    /// [`sweep`](Self::sweep), and the store's expired sessions when it keeps them.
+    pub async fn sweep_any(&self, now: u64) -> Result<(), StoreError> {
+        self.sweep(now);
+        if let Some(store) = &self.shared {
+            store.sweep_sessions(now).await?;
+        }
+        Ok(())
     }
 
     /// A fresh nonce for `mailbox`; `None` when too many are outstanding.

@@ -98,6 +98,9 @@ mod mutants {
         fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
             self.inner.finish(id, bounce)
         }
+        fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+            self.inner.take(mailbox, seq, then)
+        }
         fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
             self.inner.pin_peer(url, pin)
         }
@@ -128,6 +131,12 @@ mod mutants {
         }
         fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
             self.inner.outbound()
+        }
+        fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>> {
+            self.inner.claim_outbound(limit)
+        }
+        fn renew_outbound(&self) -> StoreFuture<'_, u64> {
+            self.inner.renew_outbound()
         }
         fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
             self.inner.outbound_payload(id)

@@ -18,7 +18,8 @@
 //! forward; each mailbox numbers its envelopes from 1 without reuse, dedupes by envelope id
 //! (also after an ack) and enforces its quota inside the write; listing pages from a
 //! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
-//! the outbound queue round-trips and a finished hop can leave a bounce; peer pins are kept
+//! the outbound queue round-trips, each stored hop is claimed once, and a finished hop can
+//! leave a bounce; peer pins are kept
 //! per URL; an address belongs to its first account (claims, rotation, operator reset);
 //! everything survives close and reopen; a closed store refuses writes.
 
@@ -29,8 +30,8 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
-    DeliverOutcome, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome,
-    RegisterOutcome, Rotation, Store, StoreError,
+    DeliverOutcome, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota,
+    RecordOutcome, RegisterOutcome, Rotation, SmtpJob, Store, StoreError,
 };
 
 /// A store implementation under test.
@@ -81,6 +82,7 @@ pub fn outbound_item(id: u8, sender: MailboxId) -> OutboundItem {
         next_attempt_ms: 0,
         size: 3,
         last_error: String::new(),
+        smtp: None,
     }
 }
 
@@ -481,6 +483,39 @@ pub async fn outbound_queue_round_trips<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// The relay's claim: a hop this handle enqueued is its own (no claim returns it); after a
+/// reopen every stored hop is claimed exactly once; a finished hop is gone from the claims.
+pub async fn the_queue_is_claimed_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let sender = MailboxId([1; 16]);
+    for id in [4, 5, 6] {
+        s.enqueue(outbound_item(id, sender), Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.claim_outbound(10).await.unwrap(),
+        vec![],
+        "hops enqueued by this handle are held by it already"
+    );
+    assert_eq!(s.renew_outbound().await.unwrap(), 3, "it holds all three");
+    s.close().await.unwrap();
+    drop(s);
+
+    let s = b.open(dir.path()).await;
+    let first = s.claim_outbound(2).await.unwrap();
+    assert_eq!(first.len(), 2, "a claim takes at most `limit` hops");
+    let second = s.claim_outbound(10).await.unwrap();
+    let mut ids: Vec<u8> = first.iter().chain(&second).map(|i| i.id[0]).collect();
+    ids.sort();
+    assert_eq!(ids, vec![4, 5, 6], "each hop is claimed exactly once");
+    assert!(s.claim_outbound(10).await.unwrap().is_empty());
+    s.finish(QueueId([5; 16]), None).await.unwrap();
+    assert_eq!(s.renew_outbound().await.unwrap(), 2);
+    s.close().await.unwrap();
+}
+
 pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -520,6 +555,67 @@ pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
     .await
     .unwrap();
     assert!(s.outbound().await.unwrap().is_empty());
+    s.close().await.unwrap();
+}
+
+/// `take` moves a letter out of a mailbox into the queue (or a bounce) in one write, once.
+pub async fn take_hands_a_letter_on_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let outbox = new_mailbox(&*s, 1).await;
+    let sender = new_mailbox(&*s, 2).await;
+    let first = stored_seq(&*s, envelope(outbox, 1, 10), BIG).await;
+    let second = stored_seq(&*s, envelope(outbox, 2, 10), BIG).await;
+    let third = stored_seq(&*s, envelope(outbox, 3, 10), BIG).await;
+    let mut job = outbound_item(7, sender);
+    job.smtp = Some(SmtpJob {
+        from: "alice@a.test".into(),
+        rcpts: vec!["carol@legacy.test".into(), "dave@legacy.test".into()],
+        message_id: "m1@a.test".into(),
+        failed: vec![("eve@legacy.test".into(), "550 5.1.1 no such user".into())],
+    });
+    let payload = Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n");
+    let handoff = || Handoff::Enqueue(job.clone(), payload.clone());
+    assert!(s.take(outbox, first, handoff()).await.unwrap());
+    assert!(
+        !s.take(outbox, first, handoff()).await.unwrap(),
+        "a letter is taken once"
+    );
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![job.clone()],
+        "SMTP fields kept"
+    );
+    assert_eq!(
+        s.outbound_payload(QueueId([7; 16])).await.unwrap(),
+        Some(payload.clone())
+    );
+    // Taken again after the job was done: nothing comes back.
+    s.finish(QueueId([7; 16]), None).await.unwrap();
+    assert!(!s.take(outbox, first, handoff()).await.unwrap());
+    assert!(s.outbound().await.unwrap().is_empty(), "no second job");
+    // A bounce instead, and a plain drop.
+    assert!(
+        s.take(outbox, second, Handoff::Bounce(envelope(sender, 9, 5)))
+            .await
+            .unwrap()
+    );
+    assert!(s.take(outbox, third, Handoff::Drop).await.unwrap());
+    assert!(s.list(outbox, 0, 10).await.unwrap().is_empty());
+    let bounced: Vec<EnvelopeId> = s
+        .list(sender, 0, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(|i| i.id)
+        .collect();
+    assert_eq!(bounced, vec![EnvelopeId([9; 16])]);
+    assert!(
+        !s.take(outbox, second, Handoff::Bounce(envelope(sender, 10, 5)))
+            .await
+            .unwrap()
+    );
+    assert_eq!(s.list(sender, 0, 10).await.unwrap().len(), 1, "one bounce");
     s.close().await.unwrap();
 }
 
@@ -661,7 +757,9 @@ macro_rules! store_conformance {
             quotas_count_bytes_and_envelopes,
             prune_forgets_only_acked_old_ids,
             outbound_queue_round_trips,
+            the_queue_is_claimed_once,
             finish_stores_a_bounce_beyond_quota,
+            take_hands_a_letter_on_once,
             peer_pins_are_kept_per_url,
             everything_survives_reopen,
             writes_after_close_are_refused,

@@ -11,7 +11,8 @@
 //! with `PR_SET_PDEATHSIG`, and an `atexit` handler kills what is left and removes the
 //! temporary directories of fixtures kept in statics (which are never dropped).
 
-pub mod dns;
+/// The private dnsmasq of the harness (moved to the testkit so the benchmarks share it).
+pub use sealpost_testkit::dns;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -78,7 +78,7 @@ pub async fn token(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
 }
 
 /// The mailbox whose bearer token the request carries.
-pub fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
+pub async fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
     let unauthorized = || ApiError::Unauthorized("missing, unknown or expired bearer token".into());
     let value = headers
         .get(AUTHORIZATION)
@@ -91,13 +91,18 @@ pub fn bearer(node: &Node, headers: &HeaderMap) -> Result<MailboxId, ApiError> {
     let mut t = [0u8; 32];
     hex::decode_to_slice(token.trim(), &mut t).map_err(|_| unauthorized())?;
     node.sessions
-        .token_mailbox(&t, now_secs())
+        .token_mailbox_any(&t, now_secs())
+        .await?
         .ok_or_else(unauthorized)
 }
 
 /// Checks that the request's token is for `mailbox` (given as a path segment).
-pub fn bearer_for(node: &Node, headers: &HeaderMap, mailbox: &str) -> Result<MailboxId, ApiError> {
-    let owner = bearer(node, headers)?;
+pub async fn bearer_for(
+    node: &Node,
+    headers: &HeaderMap,
+    mailbox: &str,
+) -> Result<MailboxId, ApiError> {
+    let owner = bearer(node, headers).await?;
     let mailbox = parse_mailbox(mailbox)?;
     if owner != mailbox {
         return Err(ApiError::Unauthorized(

@@ -34,7 +34,7 @@ pub async fn list(
     mailbox: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let mailbox = bearer_for(node, req.headers(), mailbox).await?;
     let (mut after, mut limit) = (0u64, DEFAULT_LIMIT);
     for pair in req
         .uri()
@@ -73,7 +73,7 @@ pub async fn get(
     seq: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let mailbox = bearer_for(node, req.headers(), mailbox).await?;
     let seq = parse_seq(seq)?;
     let bytes = node
         .store
@@ -89,7 +89,7 @@ pub async fn ack(
     seq: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let mailbox = bearer_for(node, req.headers(), mailbox).await?;
     let seq = parse_seq(seq)?;
     if node.store.ack(mailbox, seq).await? {
         Metrics::inc(&node.metrics.envelopes_acked);

@@ -34,7 +34,7 @@ fn max_payload(node: &Node) -> usize {
 }
 
 pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let sender = bearer(node, req.headers())?;
+    let sender = bearer(node, req.headers()).await?;
     if let Err(retry_after) = node.submit_limit.check(sender, Instant::now()) {
         Metrics::inc(&node.metrics.rate_limited);
         return Err(ApiError::RateLimited { retry_after });
@@ -68,6 +68,7 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         next_attempt_ms: now_ms(),
         size: hop.payload.len() as u64,
         last_error: String::new(),
+        smtp: None,
     };
     let payload = Bytes::from(hop.payload);
     if !node.outbound_usage.reserve(&item, client) {

@@ -142,12 +142,20 @@ blocked = []
 # node_key = "<64 hex digits>"
 
 [storage]
+# "rocksdb": the database in data_dir, for one node process. "postgres": the database of
+# [storage.postgres], which several node processes with these same keys and settings share.
+backend = "rocksdb"
 # RocksDB block cache and total memtable budget, MiB.
 cache_mb = {cache}
 write_buffer_mb = {wb}
 # Seconds the id of an acked envelope is remembered, so that a late redelivery (a peer
 # retrying after a crash) is not stored again. Keep it above peers' relay.give_up_after.
 dedupe_retention = {dr}
+
+# [storage.postgres]
+# url = "postgres://sealpost:PASSWORD@127.0.0.1:5432/sealpost"   # no TLS: private network
+# pool_size = 16          # connections per node process
+# connect_timeout = 5     # seconds to wait for a connection
 
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.
@@ -184,6 +192,13 @@ identity = "keys/gateway-identity.asc"
 give_up_after = {g_gua}
 retry_base = {g_rb}
 retry_max = {g_rm}
+# Inbound sender checks: SPF, DKIM and DMARC, answered by the DNS server `dns` ("system":
+# /etc/resolv.conf; or "IP" / "IP:PORT"). DMARC p=reject failures are refused (550 5.7.1),
+# p=quarantine ones labelled suspicious; a DNS failure or timeout defers the mail (451).
+verify = true
+dns = "system"
+dns_timeout = {g_dt}
+verify_timeout = {g_vt}
 "#,
         listen = v.listen,
         allow_private = v.listen.ip().is_loopback(),
@@ -233,5 +248,7 @@ retry_max = {g_rm}
         g_gua = d.gateway.give_up_after.get().as_secs(),
         g_rb = d.gateway.retry_base.get().as_secs(),
         g_rm = d.gateway.retry_max.get().as_secs(),
+        g_dt = d.gateway.dns_timeout.get().as_secs(),
+        g_vt = d.gateway.verify_timeout.get().as_secs(),
     )
 }

@@ -1,10 +1,17 @@
-//! The relay: works through the persistent outbound queue. Each hop is POSTed to
-//! `{destination}/v1/deliver`, signed per RFC 9421; `2xx` finishes it, another `4xx` than
-//! `429` fails it for good, anything else is retried with exponential backoff and jitter
-//! until `relay.give_up_after`; a failed hop becomes a sealed bounce in the sender's mailbox.
+//! The relay: works through the persistent outbound queue, the one queue of everything
+//! that leaves the node. A hop to a node is POSTed to `{destination}/v1/deliver`, signed
+//! per RFC 9421 (or stored here when the destination is this node); `2xx` finishes it,
+//! another `4xx` than `429` fails it for good. Legacy mail (an [`SmtpJob`](crate::store::SmtpJob), queued by the
+//! gateway) goes over SMTP ([`smtp`]): `250` finishes it, `5xx` fails it. Anything else is
+//! retried with the one backoff policy ([`backoff`]) until the deadline; a failed job
+//! becomes one sealed bounce in the sender's mailbox, written with its removal.
 //!
 //! The queue lives in the store; this task keeps only a schedule (id and due time) in
-//! memory, plus the payload of a fresh submission for its first attempt.
+//! memory, plus the payload of a fresh submission for its first attempt. Every change of
+//! a job's state (attempts, next try, last reply, recipients left) is written before the
+//! next attempt, and "done" is written as soon as the destination has answered.
+
+mod smtp;
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -27,6 +34,9 @@ use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node};
 use crate::store::OutboundItem;
+
+/// Most hops taken over from the shared queue at one lease tick.
+const CLAIM_BATCH: usize = 1000;
 
 /// How an attempt ended.
 enum Attempt {
@@ -98,6 +108,13 @@ async fn run(
         );
     }
     let concurrency = node.config.relay.concurrency;
+    // A shared store (several node processes): renew the leases of the hops held here and
+    // take over those of a process that died (`Store::claim_outbound`).
+    let shared = node.config.storage.backend == crate::config::StorageBackend::Postgres;
+    let renew_every =
+        (node.config.storage.postgres.queue_lease.get() / 3).max(Duration::from_millis(100));
+    let mut leases = tokio::time::interval(renew_every);
+    leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let now = now_ms();
         while inflight.len() < concurrency {
@@ -135,6 +152,28 @@ async fn run(
                     Err(e) => tracing::error!(error = %e, "relay attempt panicked; the hop is retried at the next start"),
                 }
             }
+            _ = leases.tick(), if shared => {
+                if let Err(e) = node.store.renew_outbound().await {
+                    tracing::warn!(error = %e, "could not renew the outbound queue leases");
+                }
+                match node.store.claim_outbound(CLAIM_BATCH).await {
+                    Ok(items) => {
+                        if !items.is_empty() {
+                            tracing::info!(hops = items.len(), "took over outbound hops");
+                        }
+                        for item in items {
+                            if waiting.contains_key(&item.id) {
+                                continue;
+                            }
+                            node.metrics.outbound_queue.fetch_add(1, Ordering::Relaxed);
+                            node.outbound_usage.add(item.sender, item.size);
+                            schedule.push(Reverse((item.next_attempt_ms, item.id)));
+                            waiting.insert(item.id, Job { item, payload: None });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim outbound hops"),
+                }
+            }
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
@@ -169,7 +208,9 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
         },
     };
     let destination = job.item.destination.clone();
-    let result = if destination == node.url {
+    let result = if job.item.smtp.is_some() {
+        smtp::attempt(&node, &mut job.item, payload).await
+    } else if destination == node.url {
         deliver_local(&node, payload).await
     } else {
         deliver_remote(&node, &destination, payload).await
@@ -206,22 +247,18 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
 
 /// Schedules the next attempt, or gives up once the deadline has passed.
 async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
-    let relay = &node.config.relay;
     tracing::debug!(queue_id = %job.item.queue_id().to_hex(), attempts = job.item.attempts, reason = %reason, "hop not delivered yet");
     job.item.last_error = reason;
+    let s = Schedule::of(node, &job.item);
     let deadline = job
         .item
         .submitted_ms
-        .saturating_add(relay.give_up_after.get().as_millis() as u64);
+        .saturating_add(s.give_up_after.as_millis() as u64);
     let now = now_ms();
     if now >= deadline {
         return give_up(node, job.item).await;
     }
-    let delay = backoff(
-        job.item.attempts.max(1),
-        relay.retry_base.get(),
-        relay.retry_max.get(),
-    );
+    let delay = backoff(job.item.attempts.max(1), s.retry_base, s.retry_max);
     // The last attempt happens at the deadline itself.
     job.item.next_attempt_ms = now.saturating_add(delay.as_millis() as u64).min(deadline);
     job.payload = None;
@@ -231,11 +268,45 @@ async fn retry(node: &Arc<Node>, mut job: Job, reason: String) -> Option<Job> {
     Some(job)
 }
 
-async fn give_up(node: &Arc<Node>, item: OutboundItem) -> Option<Job> {
+/// The timing of the one backoff policy for a job: hops to nodes follow `relay.*`, legacy
+/// mail `gateway.*` (mail servers are customarily given days, and are retried less often).
+struct Schedule {
+    give_up_after: Duration,
+    retry_base: Duration,
+    retry_max: Duration,
+}
+
+impl Schedule {
+    fn of(node: &Node, item: &OutboundItem) -> Schedule {
+        if item.smtp.is_some() {
+            let g = &node.config.gateway;
+            Schedule {
+                give_up_after: g.give_up_after.get(),
+                retry_base: g.retry_base.get(),
+                retry_max: g.retry_max.get(),
+            }
+        } else {
+            let r = &node.config.relay;
+            Schedule {
+                give_up_after: r.give_up_after.get(),
+                retry_base: r.retry_base.get(),
+                retry_max: r.retry_max.get(),
+            }
+        }
+    }
+}
+
+async fn give_up(node: &Arc<Node>, mut item: OutboundItem) -> Option<Job> {
     let id = item.queue_id();
     tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
-        reason = %item.last_error, "giving up on hop; bouncing to its sender");
-    let envelope = match bounce::bounce_envelope(node, &item).await {
+        reason = %item.last_error, smtp = item.smtp.is_some(), "giving up on hop; bouncing to its sender");
+    let envelope = if item.smtp.is_some() {
+        smtp::give_up_rest(&mut item);
+        smtp::bounce_envelope(node, &item).await
+    } else {
+        bounce::bounce_envelope(node, &item).await
+    };
+    let envelope = match envelope {
         Ok(e) => Some(e),
         Err(e) => {
             tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not seal a bounce; dropping the hop without one");

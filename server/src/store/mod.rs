@@ -1,12 +1,16 @@
-//! Storage behind a trait, so that a SQL backend can come later. The default is
-//! [`rocks::RocksStore`]: RocksDB with column families, one writer thread that
-//! group-commits every write with a synced WAL (see `spec/node.md` §Storage).
+//! Storage behind a trait. The default is [`rocks::RocksStore`]: RocksDB with column
+//! families, one writer thread that group-commits every write with a synced WAL (see
+//! `spec/node.md` §Storage). [`postgres::PgStore`] keeps the same data in PostgreSQL, so
+//! that several node processes can share it (`[storage] backend = "postgres"`).
 //!
 //! Every write future resolves only once the write is durable. The store makes the
 //! decisions that need a consistent view (per-mailbox sequence numbers, envelope-id dedupe,
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod backup;
+pub mod migrate;
+pub mod postgres;
 pub mod reset;
 pub mod rocks;
 mod writer;
@@ -18,6 +22,7 @@ use bytes::Bytes;
 use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use rocks::RocksStore;
 
 /// A boxed future, so that `Store` is object safe.
@@ -162,8 +167,37 @@ pub struct OutboundItem {
     /// Unix milliseconds.
     pub next_attempt_ms: u64,
     pub size: u64,
-    /// Why the last attempt failed, for the bounce.
+    /// Why the last attempt failed, for the bounce: for SMTP, the remote server's last reply.
     pub last_error: String,
+    /// Legacy mail over SMTP; `None` for a hop to a node (over HTTP, or this node's own
+    /// mailboxes). Absent in entries written before SMTP jobs shared the queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smtp: Option<SmtpJob>,
+}
+
+/// An SMTP job: the payload is the finished (DKIM-signed) RFC 5322 message.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpJob {
+    /// Envelope sender (MAIL FROM).
+    pub from: String,
+    /// Recipients still to do (RCPT TO): delivered ones leave the list.
+    pub rcpts: Vec<String>,
+    /// The message's Message-ID (without angle brackets), for logs and bounces.
+    pub message_id: String,
+    /// Recipients refused for good, with the remote reply: named in the bounce.
+    #[serde(default)]
+    pub failed: Vec<(String, String)>,
+}
+
+/// What [`Store::take`] does with the envelope it takes out of a mailbox, in the same write.
+#[derive(Clone, Debug)]
+pub enum Handoff {
+    /// Queue an outbound job with this payload.
+    Enqueue(OutboundItem, Bytes),
+    /// Store this bounce (to the letter's sender; no quota).
+    Bounce(NewEnvelope),
+    /// Nothing: the letter is dropped.
+    Drop,
 }
 
 impl OutboundItem {
@@ -201,6 +235,12 @@ pub struct StoreStats {
     pub batch_bytes: u64,
 }
 
+fn no_sessions<T: Send + 'static>() -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(Err(StoreError::Unavailable(
+        "this store keeps no sessions".into(),
+    ))))
+}
+
 pub trait Store: Send + Sync {
     // --- writes: resolved once durable ---
     fn register(&self, account: NewAccount) -> StoreFuture<'_, RegisterOutcome>;
@@ -223,6 +263,11 @@ pub trait Store: Send + Sync {
     fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()>;
     /// Removes a hop from the queue; with `bounce`, stores it in the same write (no quota).
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()>;
+    /// Takes the envelope at `seq` out of `mailbox` and, in the same write, does `then` with
+    /// it (queues an outbound job, stores a bounce, or nothing). `false`, and nothing
+    /// written, when there was no envelope at `seq` (taken before): a letter handed on is
+    /// handed on once, also when its taker crashes and tries again.
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool>;
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()>;
 
     // --- reads ---
@@ -235,7 +280,18 @@ pub trait Store: Send + Sync {
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
     fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    /// Every hop in the outbound queue, whoever works it.
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Claims up to `limit` hops of the queue that no live store handle holds (never
+    /// claimed, or their holder's lease ran out) for this handle, and returns them. Several
+    /// node processes on one database thus work disjoint parts of the queue; a hop of a
+    /// process that died is claimed by another once its lease has run out. A hop this
+    /// handle enqueued is its own from the start. One process (RocksDB) holds every hop:
+    /// each is returned once.
+    fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Extends the lease of every hop this handle holds (call it well within the lease);
+    /// returns how many it holds.
+    fn renew_outbound(&self) -> StoreFuture<'_, u64>;
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
 
@@ -243,6 +299,52 @@ pub trait Store: Send + Sync {
     /// and no longer in their mailbox; returns how many. Entries of envelopes still stored
     /// are kept.
     fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64>;
+
+    // --- sessions, for a store that several node processes share (`keeps_sessions`);
+    // otherwise the node keeps them in memory (`sessions.rs`) and these are never called.
+    // Keys are sha256 of the nonce or token, so the database holds no usable credential.
+
+    /// Whether sign-in challenges and tokens are kept here.
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+    /// Stores a challenge nonce of `mailbox`; beyond `per_mailbox` outstanding ones, the
+    /// oldest go.
+    fn put_nonce(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _expires: u64,
+        _per_mailbox: usize,
+    ) -> StoreFuture<'_, ()> {
+        no_sessions()
+    }
+    /// Removes a nonce and returns its mailbox and expiry: only one caller gets it.
+    fn take_nonce(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        no_sessions()
+    }
+    /// The mailbox's session epoch, advanced by every key rotation (in the rotation's write).
+    fn session_epoch(&self, _mailbox: MailboxId) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
+    /// Stores a token if the mailbox's epoch is still `epoch`; `false` otherwise.
+    fn put_token(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _expires: u64,
+        _epoch: u64,
+    ) -> StoreFuture<'_, bool> {
+        no_sessions()
+    }
+    /// The mailbox and expiry of a token.
+    fn token(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        no_sessions()
+    }
+    /// Forgets nonces and tokens that expired before `now`; returns how many.
+    fn sweep_sessions(&self, _now: u64) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
 
     fn stats(&self) -> StoreStats;
     /// Stops accepting writes, finishes those already queued, and waits for the writer.

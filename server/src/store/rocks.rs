@@ -118,6 +118,9 @@ pub struct RocksStore {
     tx: RwLock<Option<mpsc::Sender<Op>>>,
     stats: Arc<SharedStats>,
     writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Hops handed to the relay (claimed or enqueued here): one process holds the whole
+    /// queue, so a claim returns only what was not handed out before.
+    claimed: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
 fn read_err(e: rocksdb::Error) -> StoreError {
@@ -207,6 +210,7 @@ impl RocksStore {
             tx: RwLock::new(Some(tx)),
             stats,
             writer_done: Mutex::new(Some(done_rx)),
+            claimed: Mutex::default(),
         }))
     }
 
@@ -368,6 +372,9 @@ impl Store for RocksStore {
         })
     }
     fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()> {
+        if let Ok(mut c) = self.claimed.lock() {
+            c.insert(item.id);
+        }
         self.submit(|reply| Op::Enqueue {
             item,
             payload,
@@ -378,7 +385,21 @@ impl Store for RocksStore {
         self.submit(|reply| Op::Reschedule { item, reply })
     }
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
+        if let Ok(mut c) = self.claimed.lock() {
+            c.remove(&id.0);
+        }
         self.submit(|reply| Op::Finish { id, bounce, reply })
+    }
+    fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+        if let (Handoff::Enqueue(item, _), Ok(mut c)) = (&then, self.claimed.lock()) {
+            c.insert(item.id);
+        }
+        self.submit(|reply| Op::Take {
+            mailbox,
+            seq,
+            then,
+            reply,
+        })
     }
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
         self.submit(|reply| Op::PinPeer { url, pin, reply })
@@ -425,6 +446,24 @@ impl Store for RocksStore {
     }
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
         Self::ready(self.read_outbound())
+    }
+    fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>> {
+        Self::ready(self.read_outbound().and_then(|all| {
+            let mut claimed = self
+                .claimed
+                .lock()
+                .map_err(|_| StoreError::Read("claim set poisoned".into()))?;
+            let fresh: Vec<OutboundItem> = all
+                .into_iter()
+                .filter(|i| !claimed.contains(&i.id))
+                .take(limit)
+                .collect();
+            claimed.extend(fresh.iter().map(|i| i.id));
+            Ok(fresh)
+        }))
+    }
+    fn renew_outbound(&self) -> StoreFuture<'_, u64> {
+        Self::ready(Ok(self.claimed.lock().map(|c| c.len() as u64).unwrap_or(0)))
     }
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
         Self::ready(self.get(CF_OUTBOUND, &key::prefixed(key::QUEUE_PAYLOAD, &id.0)))

@@ -72,6 +72,12 @@ pub(super) enum Op {
         bounce: Option<NewEnvelope>,
         reply: Reply<()>,
     },
+    Take {
+        mailbox: MailboxId,
+        seq: u64,
+        then: Handoff,
+        reply: Reply<bool>,
+    },
     ForgetDedupe {
         keys: Vec<[u8; 32]>,
         reply: Reply<()>,
@@ -254,17 +260,7 @@ impl Writer {
                 payload,
                 reply,
             } => {
-                let meta = serde_json::to_vec(&item).expect("invariant: outbound item serialises");
-                b.wb.put_cf(
-                    cf(&self.db, CF_OUTBOUND),
-                    key::prefixed(key::QUEUE_META, &item.id),
-                    meta,
-                );
-                b.wb.put_cf(
-                    cf(&self.db, CF_OUTBOUND),
-                    key::prefixed(key::QUEUE_PAYLOAD, &item.id),
-                    &payload,
-                );
+                self.put_queued(b, &item, &payload);
                 b.answer(reply, ());
             }
             Op::Reschedule { item, reply } => {
@@ -285,21 +281,41 @@ impl Writer {
                     cf(&self.db, CF_OUTBOUND),
                     key::prefixed(key::QUEUE_PAYLOAD, &id.0),
                 );
-                if let Some(env) = bounce {
-                    let unlimited = Quota {
-                        max_bytes: u64::MAX,
-                        max_envelopes: u64::MAX,
-                    };
-                    match self.deliver(b, &env, unlimited) {
-                        Ok(DeliverOutcome::Stored { .. }) => {}
-                        Ok(other) => tracing::warn!(outcome = ?other, "bounce not stored"),
-                        Err(e) => {
-                            drop(reply.send(Err(e)));
-                            return;
-                        }
-                    }
+                if let Some(env) = bounce
+                    && let Err(e) = self.store_bounce(b, &env)
+                {
+                    drop(reply.send(Err(e)));
+                    return;
                 }
                 b.answer(reply, ());
+            }
+            Op::Take {
+                mailbox,
+                seq,
+                then,
+                reply,
+            } => {
+                // Only a letter still there is handed on: taken twice, it is queued once.
+                let taken = match self.ack(b, mailbox, seq) {
+                    Ok(t) => t,
+                    Err(e) => {
+                        drop(reply.send(Err(e)));
+                        return;
+                    }
+                };
+                if taken {
+                    match then {
+                        Handoff::Enqueue(item, payload) => self.put_queued(b, &item, &payload),
+                        Handoff::Bounce(env) => {
+                            if let Err(e) = self.store_bounce(b, &env) {
+                                drop(reply.send(Err(e)));
+                                return;
+                            }
+                        }
+                        Handoff::Drop => {}
+                    }
+                }
+                b.answer(reply, taken);
             }
             Op::ForgetDedupe { keys, reply } => {
                 for k in keys {
@@ -315,6 +331,34 @@ impl Writer {
                 b.answer(reply, ());
             }
         }
+    }
+
+    /// Writes a queue entry: its metadata and its payload.
+    fn put_queued(&mut self, b: &mut Batch, item: &OutboundItem, payload: &[u8]) {
+        let meta = serde_json::to_vec(item).expect("invariant: outbound item serialises");
+        b.wb.put_cf(
+            cf(&self.db, CF_OUTBOUND),
+            key::prefixed(key::QUEUE_META, &item.id),
+            meta,
+        );
+        b.wb.put_cf(
+            cf(&self.db, CF_OUTBOUND),
+            key::prefixed(key::QUEUE_PAYLOAD, &item.id),
+            payload,
+        );
+    }
+
+    /// Stores a bounce in its mailbox, beyond the quota (a bounce is never refused).
+    fn store_bounce(&mut self, b: &mut Batch, env: &NewEnvelope) -> Result<(), StoreError> {
+        let unlimited = Quota {
+            max_bytes: u64::MAX,
+            max_envelopes: u64::MAX,
+        };
+        match self.deliver(b, env, unlimited)? {
+            DeliverOutcome::Stored { .. } => {}
+            other => tracing::warn!(outcome = ?other, "bounce not stored"),
+        }
+        Ok(())
     }
 
     fn get(&self, cf_name: &str, k: &[u8]) -> Result<Option<Vec<u8>>, StoreError> {

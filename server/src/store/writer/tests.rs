@@ -230,6 +230,7 @@ async fn outbound_queue_round_trips() {
         next_attempt_ms: 0,
         size: 3,
         last_error: String::new(),
+        smtp: None,
     };
     s.enqueue(item.clone(), Bytes::from_static(b"abc"))
         .await

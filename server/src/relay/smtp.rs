@@ -1,0 +1,141 @@
+//! The SMTP transport of the outbound queue: legacy mail that the gateway built (and
+//! DKIM-signed) from a user's letter, queued as a job whose payload is the finished message.
+//! One attempt is one SMTP transaction at the smarthost; recipients refused for good are
+//! kept in the job and named, with the remote reply, in the one bounce the job ends with.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use sealpost_gateway::smtp_out::{self, OutError, Target};
+
+use super::Attempt;
+use crate::bounce::{BOUNCE_SUBJECT_PREFIX, BounceError, postmaster_letter};
+use crate::config::smarthost_parts;
+use crate::node::Node;
+use crate::store::{NewEnvelope, OutboundItem, SmtpJob};
+
+/// The shortest time an SMTP transaction may take before it counts as failed for now.
+const MIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// One transaction for the recipients still to do. Updates the job's recipients (those
+/// deferred stay, refused ones move to `failed`). `Delivered` when nobody is left and
+/// nobody failed; `Permanent` when nobody is left but somebody failed (the bounce names
+/// them); `Temporary` while recipients are left.
+pub(super) async fn attempt(node: &Node, item: &mut OutboundItem, payload: Bytes) -> Attempt {
+    let Some(job) = item.smtp.as_mut() else {
+        return Attempt::Permanent("not an SMTP job".into());
+    };
+    let g = &node.config.gateway;
+    let Some((host, port)) = smarthost_parts(&g.smarthost) else {
+        return Attempt::Temporary("no smarthost configured (gateway.smarthost)".into());
+    };
+    let target = Target {
+        host,
+        port,
+        helo: g.domain.clone(),
+    };
+    let timeout = g.command_timeout.get().max(MIN_TIMEOUT);
+    match smtp_out::send(&target, &job.from, &job.rcpts, &payload, timeout).await {
+        Ok(d) => {
+            tracing::info!(
+                message_id = %job.message_id,
+                accepted = d.accepted.len(),
+                refused = d.refused.len(),
+                deferred = d.deferred.len(),
+                reply = %d.reply,
+                "legacy mail sent"
+            );
+            job.failed.extend(d.refused);
+            job.rcpts = d.deferred.iter().map(|(r, _)| r.clone()).collect();
+            outcome(job, d.deferred.first().map(|(_, why)| why.clone()))
+        }
+        Err(OutError::Transient(why)) => Attempt::Temporary(why),
+        Err(OutError::Permanent(why)) | Err(OutError::Build(why)) => {
+            let rcpts = std::mem::take(&mut job.rcpts);
+            job.failed
+                .extend(rcpts.into_iter().map(|r| (r, why.clone())));
+            Attempt::Permanent(why)
+        }
+    }
+}
+
+/// What is left of a job after a transaction that reached the data.
+fn outcome(job: &SmtpJob, deferred_why: Option<String>) -> Attempt {
+    match (deferred_why, job.failed.first()) {
+        (Some(why), _) => Attempt::Temporary(why),
+        (None, None) => Attempt::Delivered { duplicate: false },
+        (None, Some((_, why))) => Attempt::Permanent(why.clone()),
+    }
+}
+
+/// When a job is given up: the recipients still to do failed with the last error.
+pub(super) fn give_up_rest(item: &mut OutboundItem) {
+    let why = item.last_error.clone();
+    if let Some(job) = item.smtp.as_mut() {
+        let rest = std::mem::take(&mut job.rcpts);
+        job.failed
+            .extend(rest.into_iter().map(|r| (r, format!("gave up: {why}"))));
+    }
+}
+
+/// The one bounce of a finished SMTP job: which recipients did not get the message, and
+/// what their servers answered.
+pub(super) async fn bounce_envelope(
+    node: &Arc<Node>,
+    item: &OutboundItem,
+) -> Result<NewEnvelope, BounceError> {
+    let job = item
+        .smtp
+        .as_ref()
+        .ok_or_else(|| BounceError::Seal("not an SMTP job".into()))?;
+    let mut body = format!(
+        "Your message to legacy e-mail could not be delivered by the gateway {}.\r\n\r\n",
+        node.config.gateway.domain
+    );
+    for (rcpt, why) in &job.failed {
+        body.push_str(&format!("Recipient: {rcpt}\r\nRemote reply: {why}\r\n\r\n"));
+    }
+    body.push_str(&format!(
+        "Message-ID: <{}>\r\nQueued:     {} (Unix time)\r\nAttempts:   {}\r\n",
+        job.message_id,
+        item.submitted_ms / 1000,
+        item.attempts
+    ));
+    let first = job.failed.first().map(|(r, _)| r.as_str()).unwrap_or("");
+    let subject = format!("{BOUNCE_SUBJECT_PREFIX}legacy mail to {first}");
+    postmaster_letter(node, item.sender, subject, body).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(failed: &[(&str, &str)]) -> SmtpJob {
+        SmtpJob {
+            from: "a@gw.test".into(),
+            rcpts: Vec::new(),
+            message_id: "m@gw.test".into(),
+            failed: failed
+                .iter()
+                .map(|(r, w)| (r.to_string(), w.to_string()))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn deferred_recipients_keep_the_job_and_failures_end_it_with_a_bounce() {
+        assert!(matches!(
+            outcome(&job(&[]), Some("451 later".into())),
+            Attempt::Temporary(w) if w == "451 later"
+        ));
+        assert!(matches!(
+            outcome(&job(&[]), None),
+            Attempt::Delivered { duplicate: false }
+        ));
+        assert!(matches!(
+            outcome(&job(&[("c@l.test", "550 no")]), None),
+            Attempt::Permanent(w) if w == "550 no"
+        ));
+    }
+}
