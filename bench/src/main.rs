@@ -2,6 +2,7 @@
 //! (Postfix for ingest, gpg and raw sequoia for crypto) and prints a table of ratios, plus
 //! JSON. `make bench` runs it in release mode; `--quick` is the smoke run `make test` uses.
 
+mod bridge;
 mod crypto;
 mod fetch;
 mod gateway;
@@ -34,7 +35,7 @@ struct Args {
     /// Concurrent senders for the ingest runs.
     #[arg(long, default_value_t = 20)]
     clients: usize,
-    /// Which sections to run (default: all): ingest, gateway, fetch, latency, crypto.
+    /// Which sections to run (default: all): ingest, gateway, fetch, bridge, latency, crypto.
     #[arg(long = "only")]
     only: Vec<String>,
 }
@@ -94,6 +95,11 @@ fn main() -> Result<()> {
         let n = if args.quick { 20 } else { 10_000 };
         eprintln!("bench: client fetch of {n} letters ...");
         rows.extend(rt.block_on(fetch::run(work.path(), n))?);
+    }
+    if want("bridge") {
+        let n = if args.quick { 50 } else { 10_000 };
+        eprintln!("bench: bridge vs Dovecot, mbsync of {n} letters ...");
+        rows.extend(rt.block_on(bridge::run(work.path(), n))?);
     }
     if want("latency") {
         let p = if args.quick {

@@ -36,10 +36,13 @@ pub struct NodeProc {
 impl NodeProc {
     /// `init` a node in `dir` and run it on a free loopback port with `sets` overrides.
     pub fn start(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
+        // The first process holds the directory's admin socket; this one serves none.
         let spec = NodeSpec {
             args: sets
                 .iter()
-                .flat_map(|s| ["--set".to_string(), s.to_string()])
+                .map(|s| s.to_string())
+                .chain(["admin.socket=\"\"".to_string()])
+                .flat_map(|s| ["--set".to_string(), s])
                 .collect(),
             stderr: Stderr::Inherit,
             ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)
@@ -54,10 +57,13 @@ impl NodeProc {
     /// Another process of the node initialised in `dir` (same keys and config), on its own
     /// free loopback port: for a node that runs as several processes on one database.
     pub fn start_another(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
+        // The first process holds the directory's admin socket; this one serves none.
         let spec = NodeSpec {
             args: sets
                 .iter()
-                .flat_map(|s| ["--set".to_string(), s.to_string()])
+                .map(|s| s.to_string())
+                .chain(["admin.socket=\"\"".to_string()])
+                .flat_map(|s| ["--set".to_string(), s])
                 .collect(),
             stderr: Stderr::Inherit,
             ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)

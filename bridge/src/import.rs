@@ -150,7 +150,11 @@ pub fn import(shared: &Shared, letters: &[Letter]) -> crate::Result<usize> {
 /// Pulls from the source for as long as the bridge runs.
 pub async fn run<S: MailSource>(mut source: S, shared: Arc<Shared>) {
     loop {
-        match source.next_batch().await {
+        let known = {
+            let shared = shared.clone();
+            move |id: &str| shared.with_store(|s| s.is_imported(id))
+        };
+        match source.next_batch(&known).await {
             Ok(letters) => match import(&shared, &letters) {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(new = n, "bridge imported letters"),

@@ -8,9 +8,11 @@
 //! imap-next), [`import`] (letters from the source into INBOX), [`auth`] (bridge password).
 
 pub mod auth;
+pub mod client_adapter;
 pub mod error;
 pub mod imap;
 pub mod import;
+pub mod info;
 pub mod message;
 pub mod search;
 pub mod sequence;

@@ -50,26 +50,25 @@ impl<'a, F: FnMut() -> Option<Vec<u8>>> Candidate<'a, F> {
             .map(|(_, f)| message::lowercase_lossy(f).into_owned())
             .collect();
         // Encoded words (RFC 2047) are searched decoded, too.
-        if let Some(m) = message::parse(raw) {
-            if let Some(h) = m
+        if let Some(m) = message::parse(raw)
+            && let Some(h) = m
                 .headers()
                 .iter()
                 .find(|h| h.name().eq_ignore_ascii_case(name))
-            {
-                if let Some(t) = h.value().as_text() {
-                    values.push(t.to_lowercase());
-                }
-                if let Some(a) = h.value().as_address() {
-                    for x in a.iter() {
-                        values.push(
-                            format!(
-                                "{} <{}>",
-                                x.name.as_deref().unwrap_or(""),
-                                x.address.as_deref().unwrap_or("")
-                            )
-                            .to_lowercase(),
-                        );
-                    }
+        {
+            if let Some(t) = h.value().as_text() {
+                values.push(t.to_lowercase());
+            }
+            if let Some(a) = h.value().as_address() {
+                for x in a.iter() {
+                    values.push(
+                        format!(
+                            "{} <{}>",
+                            x.name.as_deref().unwrap_or(""),
+                            x.address.as_deref().unwrap_or("")
+                        )
+                        .to_lowercase(),
+                    );
                 }
             }
         }

@@ -151,7 +151,11 @@ async fn deliver<S: Sender>(
                 date: crate::now() as i64,
                 source_id: None,
             };
-            if let Err(e) = shared.with_store(|s| s.append("Sent", &[copy])) {
+            let copy_ids = outcome.copy_ids.clone();
+            if let Err(e) = shared.with_store(|s| {
+                s.append("Sent", &[copy])?;
+                s.mark_imported(&copy_ids)
+            }) {
                 // Sent already: say so rather than make the app send it twice.
                 tracing::error!(error = %e, "bridge could not keep a copy in Sent");
             }

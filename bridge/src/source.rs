@@ -39,10 +39,13 @@ pub struct Letter {
 
 /// Where new letters come from.
 pub trait MailSource: Send + 'static {
-    /// Waits until there may be new letters (a long poll, bounded by the source), then
-    /// returns every letter it holds that is not in `known`... the importer filters by id,
-    /// so returning letters seen before is harmless.
-    fn next_batch(&mut self) -> impl Future<Output = Result<Vec<Letter>, SourceError>> + Send;
+    /// Waits until there may be new letters (a poll or long poll, bounded by the source),
+    /// then returns the letters whose id `known` does not know. (The importer filters by
+    /// id again, so a letter returned twice is harmless.)
+    fn next_batch(
+        &mut self,
+        known: &(dyn Fn(&str) -> bool + Send + Sync),
+    ) -> impl Future<Output = Result<Vec<Letter>, SourceError>> + Send;
 }
 
 /// A message a mail app submitted: SMTP envelope and the bytes of the message.
@@ -60,6 +63,9 @@ pub struct SendOutcome {
     pub sealed: Vec<String>,
     /// Recipients sent through the gateway as legacy e-mail.
     pub legacy: Vec<String>,
+    /// Source ids of the copies of this message that the source will yield for Sent: the
+    /// bridge keeps the message as submitted there instead, and marks these as imported.
+    pub copy_ids: Vec<String>,
 }
 
 pub trait Sender: Send + Sync + 'static {

@@ -543,22 +543,33 @@ impl Store {
         mb.append_records(&recs)?;
         let uids = added.iter().map(|m| m.uid).collect();
         mb.messages.extend(added);
-        let ids: Vec<&str> = msgs.iter().filter_map(|m| m.source_id.as_deref()).collect();
-        if !ids.is_empty() {
-            let mut buf = String::new();
-            for id in &ids {
-                buf.push_str(id);
-                buf.push('\n');
-            }
-            let path = self.root.join("imported");
-            self.imported_file
-                .write_all(buf.as_bytes())
-                .map_err(Error::io(&path))?;
-            self.imported_file.sync_data().map_err(Error::io(&path))?;
-            self.imported.extend(ids.into_iter().map(str::to_owned));
-        }
+        let ids: Vec<String> = msgs.iter().filter_map(|m| m.source_id.clone()).collect();
+        self.mark_imported(&ids)?;
         self.version += 1;
         Ok(uids)
+    }
+
+    /// Records source ids as imported, so the importer never adds them.
+    pub fn mark_imported(&mut self, ids: &[String]) -> Result<()> {
+        let ids: Vec<&String> = ids
+            .iter()
+            .filter(|i| !i.contains('\n') && !self.imported.contains(*i))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut buf = String::new();
+        for id in &ids {
+            buf.push_str(id);
+            buf.push('\n');
+        }
+        let path = self.root.join("imported");
+        self.imported_file
+            .write_all(buf.as_bytes())
+            .map_err(Error::io(&path))?;
+        self.imported_file.sync_data().map_err(Error::io(&path))?;
+        self.imported.extend(ids.into_iter().cloned());
+        Ok(())
     }
 
     /// Sets the flags of several messages (absent UIDs are skipped).

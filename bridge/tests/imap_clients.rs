@@ -22,7 +22,7 @@ fn conformance(port: u16) -> (bool, String) {
 
 #[test]
 fn conformance_script_passes_against_dovecot_and_the_bridge() {
-    let dovecot = Dovecot::start();
+    let dovecot = Dovecot::start(USER, PASSWORD);
     let (ok, out) = conformance(dovecot.port);
     assert!(
         ok,
@@ -281,4 +281,63 @@ fn idle_shows_an_imported_letter_within_one_second_and_state_survives_restart() 
         ok && out.contains(&format!("UIDVALIDITY {validity}")) && out.contains("UIDNEXT 3"),
         "{out}"
     );
+}
+
+#[test]
+fn tls_listener_serves_imaps_and_plain_non_loopback_is_refused() {
+    use sealpost_bridge::server;
+    // Without TLS only loopback; with TLS any address.
+    assert!(server::check_listen("0.0.0.0:1143".parse().unwrap(), false).is_err());
+    assert!(server::check_listen("192.0.2.1:1143".parse().unwrap(), false).is_err());
+    assert!(server::check_listen("0.0.0.0:1143".parse().unwrap(), true).is_ok());
+    assert!(server::check_listen("127.0.0.1:1143".parse().unwrap(), false).is_ok());
+    assert!(server::check_listen("[::1]:1143".parse().unwrap(), false).is_ok());
+
+    let pki = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = sealpost_testkit::pki::certificates(pki.path());
+    let acceptor = server::tls_acceptor(&cert, &key).unwrap();
+    let bridge = Bridge::start();
+    let shared = bridge.shared.clone();
+    import::import(&shared, &letters(1, 0)).unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.spawn(async move {
+        let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+        let _ = server::serve(
+            listener,
+            Some(acceptor),
+            shared,
+            server::imap_handler,
+            std::future::pending(),
+        )
+        .await;
+    });
+    let (ok, out) = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "20",
+        "--cacert",
+        ca.to_str().unwrap(),
+        "-u",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("imaps://127.0.0.1:{port}/INBOX;UID=1"),
+    ]));
+    assert!(ok && out.contains("Body of letter 0."), "{out}");
+    // A plain-text client on the TLS port gets nothing it can use.
+    let (ok, _) = run(Command::new("curl").args([
+        "-sS",
+        "--max-time",
+        "5",
+        "-u",
+        &format!("{USER}:{PASSWORD}"),
+        &format!("imap://127.0.0.1:{port}/"),
+    ]));
+    assert!(!ok);
+    rt.shutdown_background();
 }

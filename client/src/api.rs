@@ -559,7 +559,7 @@ impl Net {
         node: &NodeUrl,
         mailbox: MailboxId,
         keys: &Keyring,
-        build: &dyn Fn(&str) -> reqwest::RequestBuilder,
+        build: &(dyn Fn(&str) -> reqwest::RequestBuilder + Sync),
     ) -> Result<reqwest::Response> {
         for attempt in 0..2 {
             let token = self.token(node, mailbox, keys).await?;

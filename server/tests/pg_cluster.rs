@@ -62,13 +62,9 @@ impl Cluster {
     }
 
     fn process(&self, name: &str) -> NodeProcess {
-        // Each process its own admin socket: one node directory, several processes.
+        // Processes that share a directory each need an admin socket of their own.
         let mut args = self.args.clone();
-        args.push("--set".into());
-        args.push(format!(
-            "admin.socket=\"{}\"",
-            self.dir.path().join(format!("{name}.sock")).display()
-        ));
+        args.extend(["--set".to_string(), format!("admin.socket=\"admin-{name}.sock\"")]);
         let spec = NodeSpec {
             args,
             stderr: Stderr::File(self.dir.path().join(format!("{name}.log"))),

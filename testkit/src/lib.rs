@@ -8,6 +8,7 @@
 //! - [`postgres`]: a private PostgreSQL 15 server (initdb in a temp dir as `nobody`, a
 //!   free loopback port), killed and reaped at drop.
 //! - [`api`]: one client of the node's HTTP API on the `proto` types.
+//! - [`dovecot`]: a private Dovecot on loopback, the bridge's reference IMAP server.
 //! - [`dns`]: a private dnsmasq serving test zones (A, MX, TXT) on a free loopback port.
 //! - with the `server` feature, [`inproc`]: the node inside the test process, and
 //!   [`conformance`]: the `Store` conformance suite every storage backend must pass.
@@ -15,6 +16,7 @@
 pub mod api;
 pub mod dkim;
 pub mod dns;
+pub mod dovecot;
 pub mod hygiene;
 pub mod pki;
 pub mod postgres;

@@ -107,7 +107,7 @@ impl Harness {
                             After::Continue => {}
                             After::Delay => delay = true,
                             After::Close => {
-                                delay |= self.session.is_authenticated() == false;
+                                delay |= !self.session.is_authenticated();
                                 self.closing = true;
                             }
                         }
@@ -223,10 +223,10 @@ impl Harness {
 
     /// AUTHENTICATE ends through imap-next's own call, which sends the tagged status.
     fn finish_auth(&mut self, mut reply: Reply) -> Reply {
-        if let Some(Response::Status(st)) = reply.responses.pop() {
-            if let Err(st) = self.server.authenticate_finish(st) {
-                reply.responses.push(Response::Status(st));
-            }
+        if let Some(Response::Status(st)) = reply.responses.pop()
+            && let Err(st) = self.server.authenticate_finish(st)
+        {
+            reply.responses.push(Response::Status(st));
         }
         reply
     }

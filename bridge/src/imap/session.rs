@@ -1143,18 +1143,18 @@ impl Session {
         };
         let current: HashMap<u32, &BTreeSet<String>> = msgs.iter().map(|(u, f)| (*u, f)).collect();
         for (i, u) in sel.uids.iter().enumerate() {
-            if let Some(f) = current.get(u) {
-                if sel.flags.get(u) != Some(*f) {
-                    sel.flags.insert(*u, (*f).clone());
-                    let items = vec![
-                        MessageDataItem::Flags(flags_fetch(f)),
-                        MessageDataItem::Uid(nz(*u)),
-                    ];
-                    out.push(Response::Data(Data::Fetch {
-                        seq: nz(i as u32 + 1),
-                        items: Vec1::try_from(items).expect("invariant: two items"),
-                    }));
-                }
+            if let Some(f) = current.get(u)
+                && sel.flags.get(u) != Some(*f)
+            {
+                sel.flags.insert(*u, (*f).clone());
+                let items = vec![
+                    MessageDataItem::Flags(flags_fetch(f)),
+                    MessageDataItem::Uid(nz(*u)),
+                ];
+                out.push(Response::Data(Data::Fetch {
+                    seq: nz(i as u32 + 1),
+                    items: Vec1::try_from(items).expect("invariant: two items"),
+                }));
             }
         }
         let last = sel.uids.last().copied().unwrap_or(0);
