@@ -64,7 +64,10 @@ impl Cluster {
     fn process(&self, name: &str) -> NodeProcess {
         // Processes that share a directory each need an admin socket of their own.
         let mut args = self.args.clone();
-        args.extend(["--set".to_string(), format!("admin.socket=\"admin-{name}.sock\"")]);
+        args.extend([
+            "--set".to_string(),
+            format!("admin.socket=\"admin-{name}.sock\""),
+        ]);
         let spec = NodeSpec {
             args,
             stderr: Stderr::File(self.dir.path().join(format!("{name}.log"))),
