@@ -155,6 +155,22 @@ mod mutants {
         fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>> {
             self.inner.account(mailbox)
         }
+        fn set_account_settings(
+            &self,
+            mailbox: MailboxId,
+            settings: AccountSettings,
+        ) -> StoreFuture<'_, bool> {
+            self.inner.set_account_settings(mailbox, settings)
+        }
+        fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
+            self.inner.delete_account(mailbox)
+        }
+        fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
+            self.inner.accounts(limit)
+        }
+        fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
+            self.inner.account_usage(mailbox)
+        }
         fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>> {
             self.inner.mailbox_of(fingerprint)
         }

@@ -25,7 +25,9 @@
 //! device lists what it has not acknowledged, an envelope goes when every device has
 //! acknowledged it, removing a device releases what only it still owed, the retention
 //! period deletes old envelopes whatever their acknowledgements, and all of it survives a
-//! reopen.
+//! reopen. Operator commands: an account's settings (suspended, its own quota) are kept,
+//! listed with its usage and override the byte quota but not a bounce's; deleting an
+//! account removes everything of it and nothing of another account.
 
 use std::future::Future;
 use std::path::Path;
@@ -34,9 +36,9 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
-    AddDeviceOutcome, DeliverOutcome, Device, DeviceAck, Handoff, NewAccount, NewEnvelope,
-    OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome, RemoveDeviceOutcome,
-    Rotation, SmtpJob, Store, StoreError,
+    AccountSettings, AddDeviceOutcome, DeletedAccount, DeliverOutcome, Device, DeviceAck, Handoff,
+    NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome,
+    RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError,
 };
 
 /// A store implementation under test.
@@ -981,6 +983,182 @@ pub async fn devices_and_their_acks_survive_reopen<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+pub async fn account_settings_are_kept_and_override_the_quota<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let other = new_mailbox(&*s, 2).await;
+    let unknown = MailboxId([7; 16]);
+    let set = AccountSettings {
+        suspended: true,
+        quota_bytes: Some(50),
+    };
+    assert!(!s.set_account_settings(unknown, set).await.unwrap());
+    assert!(
+        s.account(unknown).await.unwrap().is_none(),
+        "no account appears"
+    );
+    assert!(s.set_account_settings(m, set).await.unwrap());
+    assert_eq!(
+        s.deliver(envelope(m, 1, 60), BIG).await.unwrap(),
+        DeliverOutcome::QuotaExceeded,
+        "the account's quota replaces the byte quota given"
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 1, 50), BIG).await,
+        1,
+        "a suspended account's mail is held"
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(other, 1, 60), BIG).await,
+        1,
+        "other accounts keep theirs"
+    );
+    s.finish(QueueId([9; 16]), Some(envelope(m, 2, 70)))
+        .await
+        .unwrap();
+    let u = s
+        .account_usage(m)
+        .await
+        .unwrap()
+        .expect("usage of an account");
+    assert_eq!(
+        (u.bytes, u.envelopes, u.settings),
+        (120, 2, set),
+        "a bounce ignores the override"
+    );
+    assert_eq!(u.created, account(1, None).created);
+    assert!(s.account_usage(unknown).await.unwrap().is_none());
+    let all = s.accounts(10).await.unwrap();
+    assert_eq!(all.len(), 2);
+    assert_eq!(
+        all.iter().find(|a| a.mailbox == other).map(|a| a.settings),
+        Some(AccountSettings::default())
+    );
+    assert_eq!(s.accounts(1).await.unwrap().len(), 1, "the limit holds");
+    s.close().await.unwrap();
+    drop(s);
+    let s = b.open(dir.path()).await;
+    assert_eq!(
+        s.account_usage(m).await.unwrap().map(|u| u.settings),
+        Some(set),
+        "settings survive reopen"
+    );
+    assert!(
+        s.set_account_settings(m, AccountSettings::default())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        stored_seq(&*s, envelope(m, 3, 60), BIG).await,
+        3,
+        "without override the given quota counts"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn deleting_an_account_removes_all_its_data<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let mut a = account(1, None);
+    a.addresses = vec!["gone@a.test".into()];
+    let RegisterOutcome::Created(m) = s.register(a.clone()).await.unwrap() else {
+        panic!("register");
+    };
+    let mut k = account(2, None);
+    k.addresses = vec!["kept@a.test".into()];
+    let RegisterOutcome::Created(kept) = s.register(k).await.unwrap() else {
+        panic!("register");
+    };
+    s.put_record("gone@a.test".into(), m, 1, vec![1])
+        .await
+        .unwrap();
+    s.put_record("kept@a.test".into(), kept, 1, vec![2])
+        .await
+        .unwrap();
+    for id in 1..=3 {
+        stored_seq(&*s, envelope(m, id, 10), BIG).await;
+        stored_seq(&*s, envelope(kept, id, 10), BIG).await;
+    }
+    assert_eq!(
+        s.add_device(m, device(1), 4).await.unwrap(),
+        AddDeviceOutcome::Added
+    );
+    assert_eq!(
+        s.add_device(m, device(2), 4).await.unwrap(),
+        AddDeviceOutcome::Added
+    );
+    assert_eq!(
+        s.ack_device(m, 1, device(1).id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    s.enqueue(outbound_item(1, m), Bytes::from_static(b"abc"))
+        .await
+        .unwrap();
+    s.enqueue(outbound_item(2, kept), Bytes::from_static(b"def"))
+        .await
+        .unwrap();
+
+    assert_eq!(
+        s.delete_account(MailboxId([7; 16])).await.unwrap(),
+        None,
+        "unknown account"
+    );
+    assert_eq!(
+        s.delete_account(m).await.unwrap(),
+        Some(DeletedAccount {
+            envelopes: 3,
+            addresses: 1,
+            devices: 2,
+            queued: 1
+        })
+    );
+    assert_eq!(s.delete_account(m).await.unwrap(), None, "deleted once");
+    let check = |s: Arc<dyn Store>| async move {
+        assert!(s.account(m).await.unwrap().is_none());
+        assert!(s.account_usage(m).await.unwrap().is_none());
+        assert_eq!(s.mailbox_of(vec![1; 20]).await.unwrap(), None);
+        assert_eq!(s.owner_of("gone@a.test".into()).await.unwrap(), None);
+        assert!(s.record("gone@a.test".into()).await.unwrap().is_none());
+        assert!(s.list(m, 0, 10).await.unwrap().is_empty());
+        assert!(s.envelope(m, 2).await.unwrap().is_none());
+        assert!(s.devices(m).await.unwrap().is_empty());
+        let queue: Vec<[u8; 16]> = s.outbound().await.unwrap().iter().map(|i| i.id).collect();
+        assert_eq!(queue, vec![[2; 16]], "only the other account's hop is left");
+        assert!(
+            s.outbound_payload(QueueId([1; 16]))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        assert_eq!(
+            s.deliver(envelope(m, 9, 1), BIG).await.unwrap(),
+            DeliverOutcome::UnknownMailbox
+        );
+        // The other account is untouched.
+        assert_eq!(s.owner_of("kept@a.test".into()).await.unwrap(), Some(kept));
+        assert!(s.record("kept@a.test".into()).await.unwrap().is_some());
+        assert_eq!(seqs(&*s, kept).await, vec![1, 2, 3]);
+        assert_eq!(s.accounts(10).await.unwrap().len(), 1);
+        s
+    };
+    let s = check(s).await;
+    // The certificate and the address can be registered anew: a fresh account.
+    let RegisterOutcome::Created(again) = s.register(a).await.unwrap() else {
+        panic!("the fingerprint is free again");
+    };
+    assert_ne!(again, m);
+    assert_eq!(
+        s.delete_account(again).await.unwrap().map(|d| d.envelopes),
+        Some(0)
+    );
+    s.close().await.unwrap();
+    drop(s);
+    let s = b.open(dir.path()).await;
+    let s = check(s).await;
+    s.close().await.unwrap();
+}
+
 /// One `#[tokio::test]` per conformance case for `$backend` (an expression of a type that
 /// implements [`Backend`]). Put it in its own test file or module: the tests are named
 /// after the cases. Every case of this module is listed here.
@@ -1009,6 +1187,8 @@ macro_rules! store_conformance {
             removing_a_device_releases_what_only_it_owed,
             retention_expires_envelopes_whatever_their_acks,
             devices_and_their_acks_survive_reopen,
+            account_settings_are_kept_and_override_the_quota,
+            deleting_an_account_removes_all_its_data,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

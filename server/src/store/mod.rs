@@ -286,6 +286,61 @@ pub struct StoredToken {
     pub expires: u64,
 }
 
+/// What the operator set on an account (`sealpost-node admin users suspend`, `admin quota
+/// set`): kept with the mailbox's counters, so that the quota is decided in the delivery's
+/// own write.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct AccountSettings {
+    /// The account may not sign in (deliveries to it are still stored: held).
+    pub suspended: bool,
+    /// Replaces `[limits] mailbox_quota` (bytes) for this account.
+    pub quota_bytes: Option<u64>,
+}
+
+/// An account as `admin users list` shows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountUsage {
+    pub mailbox: MailboxId,
+    /// Unix seconds.
+    pub created: u64,
+    /// Bytes and envelopes stored in the mailbox now.
+    pub bytes: u64,
+    pub envelopes: u64,
+    /// The addresses the account owns, sorted.
+    pub addresses: Vec<String>,
+    pub settings: AccountSettings,
+}
+
+/// What [`Store::delete_account`] removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DeletedAccount {
+    pub envelopes: u64,
+    pub addresses: u64,
+    pub devices: u64,
+    /// Outbound hops the account had submitted, dropped without a bounce.
+    pub queued: u64,
+}
+
+impl Quota {
+    /// No limit (bounces): an account's quota override does not apply to it.
+    pub const UNLIMITED: Quota = Quota {
+        max_bytes: u64::MAX,
+        max_envelopes: u64::MAX,
+    };
+
+    /// This quota for an account with `settings`: its override replaces the byte limit,
+    /// except of an unlimited quota.
+    pub fn for_account(self, settings: &AccountSettings) -> Quota {
+        match settings.quota_bytes {
+            Some(b) if self != Quota::UNLIMITED => Quota {
+                max_bytes: b,
+                ..self
+            },
+            _ => self,
+        }
+    }
+}
+
 /// Counters of the write path, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreStats {
@@ -357,8 +412,26 @@ pub trait Store: Send + Sync {
     /// acknowledged or not (the retention period); returns how many.
     fn expire(&self, received_before: u64) -> StoreFuture<'_, u64>;
 
+    /// Sets what the operator set on `mailbox`; `false`, and nothing written, when there is
+    /// no such account. A store that keeps sessions drops the mailbox's sessions and
+    /// advances its epoch in the same write when the account becomes suspended.
+    fn set_account_settings(
+        &self,
+        mailbox: MailboxId,
+        settings: AccountSettings,
+    ) -> StoreFuture<'_, bool>;
+    /// Deletes the account and everything of it in one write: its certificate and
+    /// fingerprint, address claims and records, devices, envelopes with their
+    /// acknowledgements and dedupe entries, sessions, and the outbound hops it submitted.
+    /// `None` when there is no such account. A spent invite stays spent.
+    fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>>;
+
     // --- reads ---
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
+    /// Up to `limit` accounts with their usage, by mailbox id.
+    fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>>;
+    /// One account with its usage.
+    fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>>;
     /// The mailbox registered for a certificate fingerprint.
     fn mailbox_of(&self, fingerprint: Vec<u8>) -> StoreFuture<'_, Option<MailboxId>>;
     /// The account that owns `address` on this node.

@@ -116,6 +116,10 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX device_acks_device ON device_acks (mailbox, device, seq);
     CREATE INDEX envelopes_received ON envelopes (received);
     ALTER TABLE sessions ADD COLUMN device BYTEA;",
+    // 4: what the operator set on an account (`sealpost-node admin`): suspended, and a
+    // quota in bytes replacing `[limits] mailbox_quota` (NULL: none).
+    "ALTER TABLE accounts ADD COLUMN suspended BOOLEAN NOT NULL DEFAULT false;
+    ALTER TABLE accounts ADD COLUMN quota_bytes BIGINT;",
 ];
 
 const NONCE: i16 = 0;
@@ -707,12 +711,17 @@ async fn deliver_tx(
     let mailbox = e.mailbox.as_bytes().as_slice();
     let lock = tx
         .prepare_cached(
-            "SELECT next_seq, bytes, envelopes FROM accounts WHERE mailbox = $1 FOR UPDATE",
+            "SELECT next_seq, bytes, envelopes, quota_bytes FROM accounts
+             WHERE mailbox = $1 FOR UPDATE",
         )
         .await?;
     let Some(state) = tx.query_opt(&lock, &[&mailbox]).await? else {
         return Ok(DeliverOutcome::UnknownMailbox);
     };
+    let quota = quota.for_account(&AccountSettings {
+        suspended: false,
+        quota_bytes: state.get::<_, Option<i64>>(3).map(u),
+    });
     let (next_seq, bytes, count) = (
         u(state.get::<_, i64>(0)),
         u(state.get::<_, i64>(1)),
@@ -1019,6 +1028,80 @@ fn item_json(item: &OutboundItem) -> String {
     serde_json::to_string(item).expect("invariant: outbound item serialises")
 }
 
+/// `accounts` rows with their usage and settings, and the addresses each owns.
+const USAGE_COLUMNS: &str = "mailbox, created, bytes, envelopes, suspended, quota_bytes,
+    ARRAY(SELECT address FROM claims c WHERE c.mailbox = a.mailbox ORDER BY address)";
+
+fn usage_row(r: &tokio_postgres::Row) -> Result<AccountUsage, StoreError> {
+    Ok(AccountUsage {
+        mailbox: mailbox_from(r.get(0))?,
+        created: u(r.get(1)),
+        bytes: u(r.get(2)),
+        envelopes: u(r.get(3)),
+        settings: AccountSettings {
+            suspended: r.get(4),
+            quota_bytes: r.get::<_, Option<i64>>(5).map(u),
+        },
+        addresses: r.get(6),
+    })
+}
+
+async fn delete_account_tx(
+    tx: &Transaction<'_>,
+    mailbox: &MailboxId,
+) -> Result<Option<DeletedAccount>, TxError> {
+    let m = mailbox.as_bytes().as_slice();
+    let Some(row) = tx
+        .query_opt(
+            "SELECT envelopes FROM accounts WHERE mailbox = $1 FOR UPDATE",
+            &[&m],
+        )
+        .await?
+    else {
+        return Ok(None);
+    };
+    let envelopes = u(row.get(0));
+    tx.execute("DELETE FROM device_acks WHERE mailbox = $1", &[&m])
+        .await?;
+    tx.execute("DELETE FROM envelopes WHERE mailbox = $1", &[&m])
+        .await?;
+    tx.execute("DELETE FROM dedupe WHERE mailbox = $1", &[&m])
+        .await?;
+    let devices = tx
+        .execute("DELETE FROM devices WHERE mailbox = $1", &[&m])
+        .await?;
+    tx.execute(
+        "DELETE FROM records WHERE address IN (SELECT address FROM claims WHERE mailbox = $1)",
+        &[&m],
+    )
+    .await?;
+    let addresses = tx
+        .execute("DELETE FROM claims WHERE mailbox = $1", &[&m])
+        .await?;
+    tx.execute("DELETE FROM sessions WHERE mailbox = $1", &[&m])
+        .await?;
+    let mut queued = 0;
+    for r in tx.query("SELECT id, item FROM outbound", &[]).await? {
+        let item = parse_item(r.get(1)).map_err(TxError::Store)?;
+        if item.sender == *mailbox {
+            tx.execute(
+                "DELETE FROM outbound WHERE id = $1",
+                &[&r.get::<_, &[u8]>(0)],
+            )
+            .await?;
+            queued += 1;
+        }
+    }
+    tx.execute("DELETE FROM accounts WHERE mailbox = $1", &[&m])
+        .await?;
+    Ok(Some(DeletedAccount {
+        envelopes,
+        addresses,
+        devices,
+        queued,
+    }))
+}
+
 fn parse_item(text: &str) -> Result<OutboundItem, StoreError> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("outbound item: {e}")))
 }
@@ -1218,6 +1301,63 @@ impl Store for PgStore {
                 .await?;
                 Ok::<(), TxError>(())
             })
+        })
+    }
+
+    fn set_account_settings(
+        &self,
+        mailbox: MailboxId,
+        settings: AccountSettings,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            write_tx!(self, 1, |tx| {
+                let m = mailbox.as_bytes().as_slice();
+                let quota = settings.quota_bytes.map(i);
+                // Suspending ends the sessions: an epoch read before this write gets no
+                // token (see `put_token`).
+                let n = tx
+                    .execute(
+                        "UPDATE accounts SET suspended = $2, quota_bytes = $3,
+                         session_epoch = session_epoch + (CASE WHEN $2 THEN 1 ELSE 0 END)
+                         WHERE mailbox = $1",
+                        &[&m, &settings.suspended, &quota],
+                    )
+                    .await?;
+                if n > 0 && settings.suspended {
+                    tx.execute("DELETE FROM sessions WHERE mailbox = $1", &[&m])
+                        .await?;
+                }
+                Ok::<bool, TxError>(n > 0)
+            })
+        })
+    }
+
+    fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
+        Box::pin(async move { write_tx!(self, 1, |tx| delete_account_tx(tx, &mailbox).await) })
+    }
+
+    fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
+        Box::pin(async move {
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = self
+                .query(
+                    &format!("SELECT {USAGE_COLUMNS} FROM accounts a ORDER BY mailbox LIMIT $1"),
+                    &[&limit],
+                )
+                .await?;
+            rows.iter().map(usage_row).collect()
+        })
+    }
+
+    fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    &format!("SELECT {USAGE_COLUMNS} FROM accounts a WHERE mailbox = $1"),
+                    &[&mailbox.as_bytes().as_slice()],
+                )
+                .await?;
+            row.as_ref().map(usage_row).transpose()
         })
     }
 

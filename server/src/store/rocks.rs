@@ -10,7 +10,7 @@
 //! | `dedupe` | mailbox ‖ envelope id | seq ‖ received |
 //! | `accounts` | `a` ‖ mailbox | created ‖ certificate |
 //! | | `f` ‖ cert fingerprint | mailbox |
-//! | | `s` ‖ mailbox | next seq ‖ bytes ‖ count |
+//! | | `s` ‖ mailbox | next seq ‖ bytes ‖ count [‖ flags ‖ quota] (operator settings) |
 //! | | `c` ‖ address | mailbox (the account that owns the address) |
 //! | | `d` ‖ mailbox ‖ device id | created ‖ device key (32) ‖ name |
 //! | `records` | address | sequence ‖ signed record |
@@ -33,7 +33,7 @@ use rocksdb::{
 use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use tokio::sync::{mpsc, oneshot};
 
-use super::writer::{Op, Reply, Writer};
+use super::writer::{MailboxState, Op, Reply, Writer};
 use super::*;
 use crate::config::StorageConfig;
 
@@ -359,6 +359,79 @@ impl RocksStore {
         Ok(out)
     }
 
+    fn read_usage(
+        &self,
+        mailbox: MailboxId,
+        created: u64,
+    ) -> Result<Option<AccountUsage>, StoreError> {
+        let Some(v) = self.get(CF_ACCOUNTS, &key::prefixed(key::STATE, mailbox.as_bytes()))? else {
+            return Ok(None);
+        };
+        let s =
+            MailboxState::decode(&v).ok_or_else(|| StoreError::Corrupt("mailbox state".into()))?;
+        Ok(Some(AccountUsage {
+            mailbox,
+            created,
+            bytes: s.bytes,
+            envelopes: s.count,
+            addresses: Vec::new(),
+            settings: s.settings,
+        }))
+    }
+
+    /// Accounts from `first` on (all of them, or just `first`), with their addresses.
+    fn read_accounts(
+        &self,
+        only: Option<MailboxId>,
+        limit: usize,
+    ) -> Result<Vec<AccountUsage>, StoreError> {
+        let start = key::prefixed(
+            key::ACCOUNT,
+            only.as_ref().map(|m| &m.as_bytes()[..]).unwrap_or(&[]),
+        );
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_ACCOUNTS),
+            IteratorMode::From(&start, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(read_err)?;
+            if out.len() >= limit || !k.starts_with(&start) {
+                break;
+            }
+            let mailbox = mailbox_value(&k[1..])?;
+            let created =
+                u64_at(&v, 0).ok_or_else(|| StoreError::Corrupt("account value".into()))?;
+            if let Some(u) = self.read_usage(mailbox, created)? {
+                out.push(u);
+            }
+        }
+        if out.is_empty() {
+            return Ok(out);
+        }
+        let at: std::collections::HashMap<MailboxId, usize> = out
+            .iter()
+            .enumerate()
+            .map(|(i, u)| (u.mailbox, i))
+            .collect();
+        let prefix = [key::CLAIM];
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_ACCOUNTS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(read_err)?;
+            if k.first() != Some(&key::CLAIM) {
+                break;
+            }
+            let owner = mailbox_value(&v)?;
+            if let Some(i) = at.get(&owner) {
+                out[*i]
+                    .addresses
+                    .push(String::from_utf8_lossy(&k[1..]).into_owned());
+            }
+        }
+        Ok(out)
+    }
+
     fn read_pins(&self) -> Result<Vec<(NodeUrl, PeerPin)>, StoreError> {
         let mut out = Vec::new();
         for kv in self
@@ -508,6 +581,30 @@ impl Store for RocksStore {
             }
             Ok(n)
         })
+    }
+
+    fn set_account_settings(
+        &self,
+        mailbox: MailboxId,
+        settings: AccountSettings,
+    ) -> StoreFuture<'_, bool> {
+        self.submit(|reply| Op::SetSettings {
+            mailbox,
+            settings,
+            reply,
+        })
+    }
+    fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
+        self.submit(|reply| Op::DeleteAccount { mailbox, reply })
+    }
+    fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
+        Self::ready(self.read_accounts(None, limit))
+    }
+    fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
+        Self::ready(
+            self.read_accounts(Some(mailbox), 1)
+                .map(|v| v.into_iter().next()),
+        )
     }
 
     fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>> {

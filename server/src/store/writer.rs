@@ -109,28 +109,56 @@ pub(super) enum Op {
         items: Vec<(MailboxId, u64)>,
         reply: Reply<u64>,
     },
+    SetSettings {
+        mailbox: MailboxId,
+        settings: AccountSettings,
+        reply: Reply<bool>,
+    },
+    DeleteAccount {
+        mailbox: MailboxId,
+        reply: Reply<Option<DeletedAccount>>,
+    },
 }
 
+/// A mailbox's counters and its operator settings, at `s` ‖ mailbox: 24 bytes (next seq,
+/// bytes, count) while the settings are the default, else 33 (then a flags byte: 1
+/// suspended, 2 quota set; and the quota in bytes).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct MailboxState {
-    next_seq: u64,
-    bytes: u64,
-    count: u64,
+pub(super) struct MailboxState {
+    pub next_seq: u64,
+    pub bytes: u64,
+    pub count: u64,
+    pub settings: AccountSettings,
 }
 
 impl MailboxState {
-    fn encode(&self) -> [u8; 24] {
-        let mut v = [0u8; 24];
-        v[..8].copy_from_slice(&self.next_seq.to_be_bytes());
-        v[8..16].copy_from_slice(&self.bytes.to_be_bytes());
-        v[16..].copy_from_slice(&self.count.to_be_bytes());
+    pub fn encode(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(33);
+        v.extend_from_slice(&self.next_seq.to_be_bytes());
+        v.extend_from_slice(&self.bytes.to_be_bytes());
+        v.extend_from_slice(&self.count.to_be_bytes());
+        if self.settings != AccountSettings::default() {
+            let flags = u8::from(self.settings.suspended)
+                | (u8::from(self.settings.quota_bytes.is_some()) << 1);
+            v.push(flags);
+            v.extend_from_slice(&self.settings.quota_bytes.unwrap_or(0).to_be_bytes());
+        }
         v
     }
-    fn decode(v: &[u8]) -> Option<Self> {
+    pub fn decode(v: &[u8]) -> Option<Self> {
+        let settings = match v.len() {
+            24 => AccountSettings::default(),
+            33 => AccountSettings {
+                suspended: v[24] & 1 != 0,
+                quota_bytes: (v[24] & 2 != 0).then(|| u64_at(v, 25)).flatten(),
+            },
+            _ => return None,
+        };
         Some(MailboxState {
             next_seq: u64_at(v, 0)?,
             bytes: u64_at(v, 8)?,
             count: u64_at(v, 16)?,
+            settings,
         })
     }
 }
@@ -156,6 +184,8 @@ struct Batch {
     devices: HashMap<(MailboxId, DeviceId), bool>,
     /// Device acknowledgements written (`true`) or deleted (`false`) by this batch.
     device_acks: HashMap<(MailboxId, u64, DeviceId), bool>,
+    /// Accounts deleted by this batch.
+    deleted: HashSet<MailboxId>,
     answers: Vec<Answer>,
 }
 
@@ -210,6 +240,7 @@ impl Writer {
             wb,
             ops,
             states,
+            deleted,
             answers,
             ..
         } = batch;
@@ -229,6 +260,9 @@ impl Writer {
                     self.states.clear();
                 }
                 self.states.extend(states);
+                for m in &deleted {
+                    self.states.remove(m);
+                }
                 self.stats.batches.fetch_add(1, Ordering::Relaxed);
                 self.stats.ops.fetch_add(ops as u64, Ordering::Relaxed);
                 self.stats.batch_bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -289,7 +323,35 @@ impl Writer {
                 self.put_queued(b, &item, &payload);
                 b.answer(reply, ());
             }
+            Op::SetSettings {
+                mailbox,
+                settings,
+                reply,
+            } => match self.state(b, mailbox) {
+                Ok(Some(state)) => {
+                    self.set_state(b, mailbox, MailboxState { settings, ..state });
+                    b.answer(reply, true);
+                }
+                Ok(None) => b.answer(reply, false),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Op::DeleteAccount { mailbox, reply } => match self.delete_account(b, mailbox) {
+                Ok(o) => b.answer(reply, o),
+                Err(e) => drop(reply.send(Err(e))),
+            },
             Op::Reschedule { item, reply } => {
+                // A hop dropped meanwhile (its account deleted) is not brought back.
+                match self.get(CF_OUTBOUND, &key::prefixed(key::QUEUE_META, &item.id)) {
+                    Ok(Some(_)) => {}
+                    Ok(None) => {
+                        b.answer(reply, ());
+                        return;
+                    }
+                    Err(e) => {
+                        drop(reply.send(Err(e)));
+                        return;
+                    }
+                }
                 let meta = serde_json::to_vec(&item).expect("invariant: outbound item serialises");
                 b.wb.put_cf(
                     cf(&self.db, CF_OUTBOUND),
@@ -437,6 +499,9 @@ impl Writer {
 
     /// The mailbox's state as this batch sees it; `None` if there is no such account.
     fn state(&mut self, b: &Batch, mailbox: MailboxId) -> Result<Option<MailboxState>, StoreError> {
+        if b.deleted.contains(&mailbox) {
+            return Ok(None);
+        }
         if let Some(s) = b.states.get(&mailbox) {
             return Ok(Some(*s));
         }
@@ -542,6 +607,7 @@ impl Writer {
                 next_seq: 1,
                 bytes: 0,
                 count: 0,
+                settings: AccountSettings::default(),
             },
         );
         if let Some(h) = invite_key {
@@ -669,6 +735,7 @@ impl Writer {
             return Ok(DeliverOutcome::Duplicate { seq });
         }
         let size = e.bytes.len() as u64;
+        let quota = quota.for_account(&state.settings);
         if state.bytes.saturating_add(size) > quota.max_bytes
             || state.count.saturating_add(1) > quota.max_envelopes
         {
@@ -692,6 +759,7 @@ impl Writer {
                 next_seq: seq + 1,
                 bytes: state.bytes + size,
                 count: state.count + 1,
+                ..state
             },
         );
         b.dedupe.insert((e.mailbox, e.id), seq);
@@ -730,6 +798,7 @@ impl Writer {
             next_seq: state.next_seq,
             bytes: state.bytes.saturating_sub(size),
             count: state.count.saturating_sub(1),
+            ..state
         };
         self.set_state(b, mailbox, next);
         b.acked.insert((mailbox, seq));
@@ -918,6 +987,125 @@ impl Writer {
         );
         b.device_acks.insert((mailbox, seq, device), true);
         Ok(DeviceAck::Recorded)
+    }
+}
+
+/// Account deletion (`sealpost-node admin users delete`).
+impl Writer {
+    /// Every key of `cf_name` under `prefix` (committed state).
+    fn keys_under(
+        &self,
+        cf_name: &str,
+        prefix: &[u8],
+    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self.db.iterator_cf(
+            cf(&self.db, cf_name),
+            IteratorMode::From(prefix, Direction::Forward),
+        ) {
+            let (k, v) = kv.map_err(read_err)?;
+            if !k.starts_with(prefix) {
+                break;
+            }
+            out.push((k, v));
+        }
+        Ok(out)
+    }
+
+    fn delete_account(
+        &mut self,
+        b: &mut Batch,
+        mailbox: MailboxId,
+    ) -> Result<Option<DeletedAccount>, StoreError> {
+        let Some(state) = self.state(b, mailbox)? else {
+            return Ok(None);
+        };
+        let accounts = cf(&self.db, CF_ACCOUNTS);
+        let m = *mailbox.as_bytes();
+        // Fingerprints and claims naming the account, committed or written by this batch.
+        let mut fingerprints: Vec<Vec<u8>> = Vec::new();
+        for (k, v) in self.keys_under(CF_ACCOUNTS, &[key::FINGERPRINT])? {
+            if v[..] == m[..] && b.fingerprints.get(&k[1..]).is_none() {
+                fingerprints.push(k[1..].to_vec());
+            }
+        }
+        fingerprints.extend(
+            b.fingerprints
+                .iter()
+                .filter(|(_, o)| **o == Some(mailbox))
+                .map(|(f, _)| f.clone()),
+        );
+        let mut addresses: Vec<String> = Vec::new();
+        for (k, v) in self.keys_under(CF_ACCOUNTS, &[key::CLAIM])? {
+            if v[..] == m[..] {
+                let a = String::from_utf8_lossy(&k[1..]).into_owned();
+                if !b.claims.contains_key(&a) {
+                    addresses.push(a);
+                }
+            }
+        }
+        addresses.extend(
+            b.claims
+                .iter()
+                .filter(|(_, o)| **o == Some(mailbox))
+                .map(|(a, _)| a.clone()),
+        );
+        for f in &fingerprints {
+            b.wb.delete_cf(accounts, key::prefixed(key::FINGERPRINT, f));
+            b.fingerprints.insert(f.clone(), None);
+        }
+        for a in &addresses {
+            b.wb.delete_cf(accounts, key::prefixed(key::CLAIM, a.as_bytes()));
+            b.wb.delete_cf(cf(&self.db, CF_RECORDS), a.as_bytes());
+            b.claims.insert(a.clone(), None);
+            b.records.insert(a.clone(), None);
+        }
+        let devices = self
+            .device_ids(b, mailbox)?
+            .into_iter()
+            .filter(|d| *d != DeviceId::ACCOUNT)
+            .count() as u64;
+        // Every key that starts with the mailbox id (envelopes, index, acks, dedupe) or with
+        // a prefix and the id (devices): none is longer than 41 bytes, so each sorts below
+        // `start ‖ ff×41`.
+        let under = |start: &[u8]| {
+            let mut end = start.to_vec();
+            end.extend_from_slice(&[0xff; 41]);
+            end
+        };
+        for name in [CF_ENVELOPES, CF_INDEX, CF_ACKS, CF_DEDUPE] {
+            b.wb.delete_range_cf(cf(&self.db, name), &m[..], &under(&m)[..]);
+        }
+        let dev = key::prefixed(key::DEVICE, &m);
+        b.wb.delete_range_cf(accounts, &dev[..], &under(&dev)[..]);
+        b.wb.delete_cf(accounts, key::prefixed(key::ACCOUNT, &m));
+        b.wb.delete_cf(accounts, key::prefixed(key::STATE, &m));
+        b.states.remove(&mailbox);
+        b.deleted.insert(mailbox);
+        b.index.retain(|(mb, _), _| *mb != mailbox);
+        b.dedupe.retain(|(mb, _), _| *mb != mailbox);
+        b.devices.retain(|(mb, _), _| *mb != mailbox);
+        b.device_acks.retain(|(mb, _, _), _| *mb != mailbox);
+        // Its outbound hops (committed; a hop it queued in this same batch is left).
+        let mut queued = 0;
+        for (k, v) in self.keys_under(CF_OUTBOUND, &[key::QUEUE_META])? {
+            let item: OutboundItem = serde_json::from_slice(&v)
+                .map_err(|e| StoreError::Corrupt(format!("outbound item: {e}")))?;
+            if item.sender == mailbox {
+                b.wb.delete_cf(cf(&self.db, CF_OUTBOUND), &k);
+                b.wb.delete_cf(
+                    cf(&self.db, CF_OUTBOUND),
+                    key::prefixed(key::QUEUE_PAYLOAD, &item.id),
+                );
+                queued += 1;
+            }
+        }
+        Ok(Some(DeletedAccount {
+            envelopes: state.count,
+            addresses: addresses.len() as u64,
+            devices,
+            queued,
+        }))
     }
 }
 
