@@ -39,6 +39,9 @@ pub enum AuthError {
     Device(#[from] DeviceError),
     #[error("challenge signature does not verify with the device key")]
     BadDeviceSignature,
+    /// The node's operator suspended the account (`sealpost-node admin users suspend`).
+    #[error("this account is suspended by the node's operator")]
+    Suspended,
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -78,6 +81,15 @@ impl Node {
             .map_err(|_| AuthError::BadChallenge)?;
         // Read before the key is: a rotation committing after this point revokes the token.
         let epoch = self.sessions.epoch_any(mailbox).await?;
+        // After the epoch: a suspension committing later revokes the token it would get.
+        if self
+            .store
+            .account_settings(mailbox)
+            .await?
+            .is_some_and(|s| s.suspended)
+        {
+            return Err(AuthError::Suspended);
+        }
         let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
         let devices = self.store.devices(mailbox).await?;
         let device = match device {

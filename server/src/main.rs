@@ -133,6 +133,37 @@ enum AdminCommand {
     },
     /// Print /metrics (whatever admin.metrics_token says).
     Metrics,
+    /// Accounts: list with usage, suspend, unsuspend, delete. USER is an address the
+    /// account owns or its mailbox id (32 hex digits).
+    Users {
+        #[command(subcommand)]
+        command: UsersCommand,
+    },
+    /// An account's own quota, in place of `[limits] mailbox_quota`.
+    Quota {
+        #[command(subcommand)]
+        command: QuotaCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Every account: mailbox, created, usage, quota, suspended, addresses.
+    List,
+    /// End the account's sessions and refuse its sign-ins (mail to it is still accepted).
+    Suspend { user: String },
+    /// Lift a suspension.
+    Unsuspend { user: String },
+    /// Delete the account and all its data (letters, devices, addresses, queued mail).
+    Delete { user: String },
+}
+
+#[derive(Subcommand)]
+enum QuotaCommand {
+    /// Set the account's quota: BYTES (suffix K, M, G, T: powers of 1024) or `default`.
+    Set { user: String, bytes: String },
+    /// The account's quota and usage.
+    Show { user: String },
 }
 
 #[derive(Subcommand)]
@@ -169,6 +200,16 @@ fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
             command: QueueCommand::List,
         } => Request::QueueList,
         AdminCommand::Metrics => Request::Metrics,
+        AdminCommand::Users { command } => match command {
+            UsersCommand::List => Request::UsersList,
+            UsersCommand::Suspend { user } => Request::UsersSuspend { user },
+            UsersCommand::Unsuspend { user } => Request::UsersUnsuspend { user },
+            UsersCommand::Delete { user } => Request::UsersDelete { user },
+        },
+        AdminCommand::Quota { command } => match command {
+            QuotaCommand::Set { user, bytes } => Request::QuotaSet { user, bytes },
+            QuotaCommand::Show { user } => Request::QuotaShow { user },
+        },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -153,3 +153,218 @@ async fn metrics_need_the_token_when_one_is_set() {
     assert!(over_socket.ok && over_socket.text.contains("sealpost_"));
     node.stop().await;
 }
+
+/// `admin users` and `admin quota` against a running node: list with usage, suspend (its
+/// token stops working, sign-in is refused, mail to it is held), quotas of one account,
+/// delete with all its data; bad input changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_lists_suspends_limits_and_deletes_accounts() {
+    let api = Api::default();
+    let mut node = TestNode::start(|_| {}).await;
+    let url = node.url.clone();
+    let (_, cert) = api.descriptor(&url).await;
+    let peer = peer_key();
+    let (alice, bob) = (User::new("alice@alpha.test"), User::new("bob@beta.test"));
+    let alice_mb = api.mailbox(&url, &alice).await;
+    let bob_mb = api.mailbox(&url, &bob).await;
+    let payload = |s: &str| hop(&envelope(&alice, &bob, bob_mb, s, "x"), &url, &cert).payload;
+    let stored = (StatusCode::OK, serde_json::json!({ "stored": true }));
+    assert_eq!(api.deliver(&url, &peer, payload("one")).await, stored);
+    let bob_token = api.token(&url, &bob_mb, &bob.keys).await;
+
+    let list = admin(&node, Request::UsersList).await;
+    assert!(list.ok, "{list:?}");
+    let bob_line = list
+        .text
+        .lines()
+        .find(|l| l.starts_with(&bob_mb.to_hex()))
+        .unwrap_or_else(|| panic!("bob listed: {list:?}"));
+    assert!(
+        bob_line.contains("in 1 letter(s)") && bob_line.ends_with("bob@beta.test"),
+        "{bob_line}"
+    );
+    assert!(!bob_line.contains("SUSPENDED"));
+    assert!(list.text.contains(&alice_mb.to_hex()), "{list:?}");
+
+    // Bad input: clear errors, nothing changed.
+    for (req, says) in [
+        (
+            Request::UsersSuspend {
+                user: "nobody@beta.test".into(),
+            },
+            "no account owns",
+        ),
+        (
+            Request::UsersDelete { user: "zz".into() },
+            "neither an address nor a mailbox id",
+        ),
+        (
+            Request::UsersDelete {
+                user: "00".repeat(16),
+            },
+            "no account has mailbox",
+        ),
+        (
+            Request::QuotaSet {
+                user: "bob@beta.test".into(),
+                bytes: "1.5G".into(),
+            },
+            "not a size",
+        ),
+        (
+            Request::QuotaSet {
+                user: "nobody@beta.test".into(),
+                bytes: "10".into(),
+            },
+            "no account owns",
+        ),
+    ] {
+        let r = admin(&node, req.clone()).await;
+        assert!(!r.ok && r.text.contains(says), "{req:?} → {r:?}");
+    }
+    assert_eq!(
+        admin(&node, Request::UsersList).await,
+        list,
+        "bad commands changed nothing"
+    );
+
+    // Suspension: the token ends, sign-in is refused, mail is held.
+    let r = admin(
+        &node,
+        Request::UsersSuspend {
+            user: "BOB@beta.test".into(),
+        },
+    )
+    .await;
+    assert!(r.ok, "{r:?}");
+    assert_eq!(
+        api.list(&url, &bob_mb, Some(&bob_token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    let (status, body) = api.challenge(&url, &bob_mb).await;
+    assert_eq!(status, StatusCode::OK);
+    let nonce = body["nonce"].as_str().expect("nonce").to_string();
+    let (status, body) = api
+        .answer_challenge(&url, &url, &bob_mb, &nonce, &bob.keys)
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN, "{body}");
+    assert!(body.to_string().contains("suspended"), "{body}");
+    assert_eq!(
+        api.deliver(&url, &peer, payload("two")).await,
+        stored,
+        "held"
+    );
+    let shown = admin(
+        &node,
+        Request::QuotaShow {
+            user: bob_mb.to_hex(),
+        },
+    )
+    .await;
+    assert!(
+        shown.ok && shown.text.contains("SUSPENDED") && shown.text.contains("in 2 letter(s)"),
+        "{shown:?}"
+    );
+    let alice_token = api.token(&url, &alice_mb, &alice.keys).await;
+    assert_eq!(
+        api.list(&url, &alice_mb, Some(&alice_token)).await.0,
+        StatusCode::OK,
+        "others unaffected"
+    );
+    let r = admin(
+        &node,
+        Request::UsersUnsuspend {
+            user: "bob@beta.test".into(),
+        },
+    )
+    .await;
+    assert!(r.ok, "{r:?}");
+    let bob_token = api.token(&url, &bob_mb, &bob.keys).await;
+    assert_eq!(
+        api.items(&url, &bob_mb, &bob_token).await.len(),
+        2,
+        "the held mail is there"
+    );
+
+    // An account's own quota, and back to the default.
+    let r = admin(
+        &node,
+        Request::QuotaSet {
+            user: "bob@beta.test".into(),
+            bytes: "10".into(),
+        },
+    )
+    .await;
+    assert!(
+        r.ok && r.text.contains("10 bytes (own)") && r.text.contains("refused"),
+        "{r:?}"
+    );
+    assert_eq!(
+        api.deliver(&url, &peer, payload("three")).await.0,
+        StatusCode::INSUFFICIENT_STORAGE
+    );
+    node.stop().await;
+    node.restart().await;
+    assert_eq!(
+        api.deliver(&url, &peer, payload("three")).await.0,
+        StatusCode::INSUFFICIENT_STORAGE,
+        "the quota survives a restart"
+    );
+    let r = admin(
+        &node,
+        Request::QuotaSet {
+            user: "bob@beta.test".into(),
+            bytes: "default".into(),
+        },
+    )
+    .await;
+    assert!(r.ok && r.text.contains("(default)"), "{r:?}");
+    assert_eq!(api.deliver(&url, &peer, payload("three")).await, stored);
+
+    // Delete: everything of bob goes, alice stays.
+    let bob_token = api.token(&url, &bob_mb, &bob.keys).await;
+    let r = admin(
+        &node,
+        Request::UsersDelete {
+            user: "bob@beta.test".into(),
+        },
+    )
+    .await;
+    assert!(
+        r.ok && r.text.contains("3 letter(s), 1 address(es)"),
+        "{r:?}"
+    );
+    assert_eq!(
+        api.list(&url, &bob_mb, Some(&bob_token)).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_ne!(
+        api.challenge(&url, &bob_mb).await.0,
+        StatusCode::OK,
+        "no account to sign in to"
+    );
+    assert_ne!(api.deliver(&url, &peer, payload("four")).await, stored);
+    let list = admin(&node, Request::UsersList).await;
+    assert!(
+        !list.text.contains(&bob_mb.to_hex()) && !list.text.contains("bob@beta.test"),
+        "{list:?}"
+    );
+    assert!(list.text.contains(&alice_mb.to_hex()), "{list:?}");
+    let again = admin(
+        &node,
+        Request::UsersDelete {
+            user: "bob@beta.test".into(),
+        },
+    )
+    .await;
+    assert!(
+        !again.ok && again.text.contains("no account owns"),
+        "{again:?}"
+    );
+    let new_mb = api.mailbox(&url, &bob).await;
+    assert_ne!(
+        new_mb, bob_mb,
+        "the address and key are free again: a new account"
+    );
+    node.stop().await;
+}

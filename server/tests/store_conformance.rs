@@ -168,6 +168,9 @@ mod mutants {
         fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
             self.inner.accounts(limit)
         }
+        fn account_settings(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountSettings>> {
+            self.inner.account_settings(mailbox)
+        }
         fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
             self.inner.account_usage(mailbox)
         }

@@ -1029,6 +1029,12 @@ pub async fn account_settings_are_kept_and_override_the_quota<B: Backend>(b: &B)
     );
     assert_eq!(u.created, account(1, None).created);
     assert!(s.account_usage(unknown).await.unwrap().is_none());
+    assert_eq!(s.account_settings(m).await.unwrap(), Some(set));
+    assert_eq!(
+        s.account_settings(other).await.unwrap(),
+        Some(AccountSettings::default())
+    );
+    assert_eq!(s.account_settings(unknown).await.unwrap(), None);
     let all = s.accounts(10).await.unwrap();
     assert_eq!(all.len(), 2);
     assert_eq!(

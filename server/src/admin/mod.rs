@@ -3,9 +3,11 @@
 //! `SO_PEERCRED`. `sealpost-node admin …` sends one [`proto::Request`] and prints the
 //! [`proto::Reply`]. Peers: list pins, block and unblock keys (kept in
 //! `admin.blocked_peers`, mode 0600, so a block survives restarts), accept a peer's
-//! rotated key; the outbound queue: list; metrics.
+//! rotated key; the outbound queue: list; metrics; accounts (`users`: list with usage,
+//! suspend, unsuspend, delete with all their data) and their quotas (see [`users`]).
 
 pub mod proto;
+mod users;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -229,6 +231,12 @@ pub async fn execute(node: &Node, req: Request) -> Reply {
         },
         Request::QueueList => queue_list(node).await,
         Request::Metrics => Reply::ok(node.metrics.render(node.store.stats())),
+        Request::UsersList => users::list(node).await,
+        Request::UsersSuspend { user } => users::suspend(node, &user, true).await,
+        Request::UsersUnsuspend { user } => users::suspend(node, &user, false).await,
+        Request::UsersDelete { user } => users::delete(node, &user).await,
+        Request::QuotaSet { user, bytes } => users::quota_set(node, &user, &bytes).await,
+        Request::QuotaShow { user } => users::quota_show(node, &user).await,
     }
 }
 

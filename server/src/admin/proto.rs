@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 pub const MAX_REQUEST: usize = 4096;
 /// Longest reply line the CLI reads (a long queue listing).
 pub const MAX_REPLY: usize = 16 << 20;
-/// Most outbound hops `queue list` prints.
+/// Most outbound hops `queue list` (and accounts `users list`) prints.
 pub const MAX_LISTED: usize = 10_000;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -25,6 +25,19 @@ pub enum Request {
     QueueList,
     /// The Prometheus text of `/metrics`.
     Metrics,
+    /// Every account: mailbox, created, usage, quota, suspended, addresses.
+    UsersList,
+    /// Stop an account (an address it owns, or its mailbox id) signing in.
+    UsersSuspend { user: String },
+    /// Lift a suspension.
+    UsersUnsuspend { user: String },
+    /// Delete an account and all its data.
+    UsersDelete { user: String },
+    /// Give an account its own quota (`BYTES`, with an optional K, M, G or T suffix, powers
+    /// of 1024), or `default` for `[limits] mailbox_quota` again.
+    QuotaSet { user: String, bytes: String },
+    /// An account's quota and usage.
+    QuotaShow { user: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

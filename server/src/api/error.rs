@@ -215,6 +215,7 @@ impl From<AuthError> for ApiError {
             }
             AuthError::Device(d) => ApiError::Device(d),
             AuthError::BadDeviceSignature => ApiError::Unauthorized(e.to_string()),
+            AuthError::Suspended => ApiError::Forbidden(e.to_string()),
             AuthError::Storage(s) => s.into(),
         }
     }

@@ -430,6 +430,8 @@ pub trait Store: Send + Sync {
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
     /// Up to `limit` accounts with their usage, by mailbox id.
     fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>>;
+    /// What the operator set on an account; `None` when there is no such account.
+    fn account_settings(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountSettings>>;
     /// One account with its usage.
     fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>>;
     /// The mailbox registered for a certificate fingerprint.

@@ -1349,6 +1349,21 @@ impl Store for PgStore {
         })
     }
 
+    fn account_settings(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountSettings>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    "SELECT suspended, quota_bytes FROM accounts WHERE mailbox = $1",
+                    &[&mailbox.as_bytes().as_slice()],
+                )
+                .await?;
+            Ok(row.map(|r| AccountSettings {
+                suspended: r.get(0),
+                quota_bytes: r.get::<_, Option<i64>>(1).map(u),
+            }))
+        })
+    }
+
     fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
         Box::pin(async move {
             let row = self

@@ -600,6 +600,9 @@ impl Store for RocksStore {
     fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
         Self::ready(self.read_accounts(None, limit))
     }
+    fn account_settings(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountSettings>> {
+        Self::ready(self.read_usage(mailbox, 0).map(|u| u.map(|u| u.settings)))
+    }
     fn account_usage(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<AccountUsage>> {
         Self::ready(
             self.read_accounts(Some(mailbox), 1)
