@@ -43,6 +43,14 @@ async fn fill(s: &dyn Store) -> Vec<(MailboxId, Vec<u8>)> {
         s.enqueue(outbound_item(fpr, m), Bytes::from(vec![fpr; 50]))
             .await
             .unwrap();
+        // The operator's settings move along (one account has its own).
+        if fpr == 3 {
+            let settings = sealpost_server::store::AccountSettings {
+                suspended: true,
+                quota_bytes: Some(12_345),
+            };
+            assert!(s.set_account_settings(m, settings).await.unwrap());
+        }
     }
     s.pin_peer(
         NodeUrl::parse("https://peer.test").unwrap(),
@@ -62,6 +70,7 @@ async fn view(s: &dyn Store, mailboxes: &[(MailboxId, Vec<u8>)]) -> String {
     for (m, fpr) in mailboxes {
         out += &format!("{:?}\n", s.account(*m).await.unwrap());
         out += &format!("{:?}\n", s.mailbox_of(fpr.clone()).await.unwrap());
+        out += &format!("{:?}\n", s.account_usage(*m).await.unwrap());
         let items = s.list(*m, 0, 1000).await.unwrap();
         out += &format!("{items:?}\n");
         for i in items {

@@ -19,7 +19,7 @@ use super::rocks::{
     CF_ACCOUNTS, CF_ACKS, CF_DEDUPE, CF_ENVELOPES, CF_INDEX, CF_META, CF_OUTBOUND, CF_PEERS,
     CF_RECORDS, COLUMN_FAMILIES, SCHEMA_VERSION, cf, decode_device, key, u64_at,
 };
-use super::{OutboundItem, StoreError};
+use super::{AccountSettings, OutboundItem, StoreError};
 use crate::config::Config;
 
 /// Rows per transaction.
@@ -146,7 +146,7 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
     // Accounts: the account, fingerprint, state and claim entries are joined by mailbox.
     let mut certs: HashMap<Vec<u8>, (i64, Vec<u8>)> = HashMap::new();
     let mut fingerprints: HashMap<Vec<u8>, Vec<u8>> = HashMap::new();
-    let mut states: HashMap<Vec<u8>, [i64; 3]> = HashMap::new();
+    let mut states: HashMap<Vec<u8>, super::writer::MailboxState> = HashMap::new();
     let mut claims: Vec<Row> = Vec::new();
     for kv in db.iterator_cf(cf(db, CF_ACCOUNTS), IteratorMode::Start) {
         let (k, v) = kv?;
@@ -162,11 +162,9 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
                 fingerprints.insert(v.to_vec(), rest.to_vec());
             }
             key::STATE => {
-                let s = [0, 8, 16].map(|at| u64_at(&v, at).map(|x| x as i64));
-                let [Some(a), Some(bb), Some(c)] = s else {
-                    return Err(corrupt("mailbox state"));
-                };
-                states.insert(rest.to_vec(), [a, bb, c]);
+                let state = super::writer::MailboxState::decode(&v)
+                    .ok_or_else(|| corrupt("mailbox state"))?;
+                states.insert(rest.to_vec(), state);
             }
             key::CLAIM => {
                 let address =
@@ -182,7 +180,11 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
             .get(&mailbox)
             .cloned()
             .ok_or_else(|| corrupt("account without fingerprint"))?;
-        let [next_seq, bytes, count] = states.get(&mailbox).copied().unwrap_or([1, 0, 0]);
+        let (state, settings) = match states.get(&mailbox) {
+            Some(s) => ([s.next_seq, s.bytes, s.count].map(|x| x as i64), s.settings),
+            None => ([1, 0, 0], AccountSettings::default()),
+        };
+        let [next_seq, bytes, count] = state;
         accounts.push(vec![
             b(mailbox),
             b(fingerprint),
@@ -191,12 +193,15 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
             b(next_seq),
             b(bytes),
             b(count),
+            b(settings.suspended),
+            b(settings.quota_bytes.map(|q| q as i64)),
         ]);
     }
     moved.accounts = insert(
         pg,
-        "INSERT INTO accounts (mailbox, fingerprint, cert, created, next_seq, bytes, envelopes)
-         VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",
+        "INSERT INTO accounts (mailbox, fingerprint, cert, created, next_seq, bytes, envelopes,
+         suspended, quota_bytes)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
         accounts,
     )
     .await?;
