@@ -165,6 +165,18 @@ mod mutants {
         fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
             self.inner.delete_account(mailbox)
         }
+        fn put_invite(&self, hash: [u8; 32], invite: StoredInvite) -> StoreFuture<'_, bool> {
+            self.inner.put_invite(hash, invite)
+        }
+        fn revoke_invite(&self, hash: [u8; 32]) -> StoreFuture<'_, bool> {
+            self.inner.revoke_invite(hash)
+        }
+        fn invites(&self) -> StoreFuture<'_, Vec<([u8; 32], StoredInvite)>> {
+            self.inner.invites()
+        }
+        fn invite(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<StoredInvite>> {
+            self.inner.invite(hash)
+        }
         fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
             self.inner.accounts(limit)
         }

@@ -38,7 +38,7 @@ use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
     AccountSettings, AddDeviceOutcome, DeletedAccount, DeliverOutcome, Device, DeviceAck, Handoff,
     NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome,
-    RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError,
+    RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError, StoredInvite,
 };
 
 /// A store implementation under test.
@@ -1165,6 +1165,94 @@ pub async fn deleting_an_account_removes_all_its_data<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+pub async fn stored_invites_count_uses_expire_and_revoke<B: Backend>(b: &B) {
+    let hash = sealpost_server::store::invite_hash;
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let created = account(1, None).created;
+    let twice = StoredInvite {
+        created,
+        expires: None,
+        uses: 2,
+        used: 0,
+        revoked: false,
+    };
+    assert!(s.put_invite(hash("twice"), twice).await.unwrap());
+    assert!(
+        !s.put_invite(hash("twice"), twice).await.unwrap(),
+        "created once"
+    );
+    let expired = StoredInvite {
+        expires: Some(created),
+        ..twice
+    };
+    assert!(s.put_invite(hash("old"), expired).await.unwrap());
+    assert!(s.put_invite(hash("gone"), twice).await.unwrap());
+    assert!(s.revoke_invite(hash("gone")).await.unwrap());
+    assert!(
+        !s.revoke_invite(hash("gone")).await.unwrap(),
+        "revoked once"
+    );
+    assert!(!s.revoke_invite(hash("never")).await.unwrap());
+
+    // Three registrations race for two uses: exactly two win.
+    let (o1, o2, o3) = tokio::join!(
+        s.register(account(1, Some("twice"))),
+        s.register(account(2, Some("twice"))),
+        s.register(account(3, Some("twice"))),
+    );
+    let outcomes = [o1, o2, o3];
+    let created_n = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(RegisterOutcome::Created(_))))
+        .count();
+    assert_eq!(created_n, 2, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, Ok(RegisterOutcome::InviteUsed)))
+    );
+    assert_eq!(
+        s.invite(hash("twice")).await.unwrap().map(|i| i.used),
+        Some(2)
+    );
+    assert_eq!(
+        s.register(account(4, Some("old"))).await.unwrap(),
+        RegisterOutcome::InviteUsed,
+        "an invite is refused from its expiry on"
+    );
+    assert_eq!(
+        s.register(account(5, Some("gone"))).await.unwrap(),
+        RegisterOutcome::InviteUsed,
+        "a revoked invite is refused"
+    );
+    let mut listed = s.invites().await.unwrap();
+    listed.sort_by_key(|(h, _)| *h);
+    let mut want = vec![
+        (hash("twice"), StoredInvite { used: 2, ..twice }),
+        (hash("old"), expired),
+        (
+            hash("gone"),
+            StoredInvite {
+                revoked: true,
+                ..twice
+            },
+        ),
+    ];
+    want.sort_by_key(|(h, _)| *h);
+    assert_eq!(listed, want, "kept by hash, with their counts");
+    assert_eq!(s.invite(hash("never")).await.unwrap(), None);
+    s.close().await.unwrap();
+    drop(s);
+    let s = b.open(dir.path()).await;
+    assert_eq!(
+        s.invites().await.unwrap().len(),
+        3,
+        "invites survive reopen"
+    );
+    s.close().await.unwrap();
+}
+
 /// One `#[tokio::test]` per conformance case for `$backend` (an expression of a type that
 /// implements [`Backend`]). Put it in its own test file or module: the tests are named
 /// after the cases. Every case of this module is listed here.
@@ -1195,6 +1283,7 @@ macro_rules! store_conformance {
             devices_and_their_acks_survive_reopen,
             account_settings_are_kept_and_override_the_quota,
             deleting_an_account_removes_all_its_data,
+            stored_invites_count_uses_expire_and_revoke,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -72,7 +72,9 @@ pub struct NewAccount {
     pub fingerprint: Vec<u8>,
     pub cert: Vec<u8>,
     pub created: u64,
-    /// Invite code to consume, for policy `invite`.
+    /// Invite code to consume, for policy `invite`: a stored invite ([`StoredInvite`]) when
+    /// one is stored under its hash (one of its uses, if it is usable at `created`);
+    /// otherwise a code of the config's list, which works once.
     pub invite: Option<String>,
     /// The addresses the certificate names (lower-case): each becomes a claim of this
     /// account; one already claimed by another account refuses the registration.
@@ -341,6 +343,36 @@ impl Quota {
     }
 }
 
+/// An invite made with `sealpost-node admin invites create`, kept under sha256 of its
+/// code (the code itself is never stored). Registration with the code uses it up one use
+/// at a time, in the registration's own write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredInvite {
+    /// Unix seconds.
+    pub created: u64,
+    /// Unix seconds from which it no longer works; `None`: never expires.
+    pub expires: Option<u64>,
+    /// Registrations it allows in all.
+    pub uses: u32,
+    /// Registrations it made.
+    pub used: u32,
+    /// Revoked by the operator: kept, so that it keeps refusing.
+    pub revoked: bool,
+}
+
+/// What an invite code is stored under: sha256 of the code.
+pub fn invite_hash(code: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(code.as_bytes()).into()
+}
+
+impl StoredInvite {
+    /// Whether a registration at `now` (Unix seconds) may use it.
+    pub fn usable(&self, now: u64) -> bool {
+        !self.revoked && self.used < self.uses && self.expires.is_none_or(|e| now < e)
+    }
+}
+
 /// Counters of the write path, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreStats {
@@ -426,7 +458,16 @@ pub trait Store: Send + Sync {
     /// `None` when there is no such account. A spent invite stays spent.
     fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>>;
 
+    /// Stores a new invite under `hash` (sha256 of its code); `false`, and nothing
+    /// written, when one is stored under it already.
+    fn put_invite(&self, hash: [u8; 32], invite: StoredInvite) -> StoreFuture<'_, bool>;
+    /// Marks the invite revoked; `false` when there is none, or it was revoked before.
+    fn revoke_invite(&self, hash: [u8; 32]) -> StoreFuture<'_, bool>;
+
     // --- reads ---
+    /// Every stored invite, by hash.
+    fn invites(&self) -> StoreFuture<'_, Vec<([u8; 32], StoredInvite)>>;
+    fn invite(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<StoredInvite>>;
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
     /// Up to `limit` accounts with their usage, by mailbox id.
     fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>>;

@@ -119,7 +119,15 @@ const MIGRATIONS: &[&str] = &[
     // 4: what the operator set on an account (`sealpost-node admin`): suspended, and a
     // quota in bytes replacing `[limits] mailbox_quota` (NULL: none).
     "ALTER TABLE accounts ADD COLUMN suspended BOOLEAN NOT NULL DEFAULT false;
-    ALTER TABLE accounts ADD COLUMN quota_bytes BIGINT;",
+    ALTER TABLE accounts ADD COLUMN quota_bytes BIGINT;
+    CREATE TABLE stored_invites (
+        code_hash BYTEA PRIMARY KEY,
+        created BIGINT NOT NULL,
+        expires BIGINT,
+        uses INTEGER NOT NULL,
+        used INTEGER NOT NULL,
+        revoked BOOLEAN NOT NULL
+    );",
 ];
 
 const NONCE: i16 = 0;
@@ -625,7 +633,33 @@ async fn register_tx(tx: &Transaction<'_>, a: &NewAccount) -> Result<RegisterOut
         return Ok(RegisterOutcome::Rotated(r.mailbox));
     }
     let mailbox = MailboxId::random();
-    if let Some(code) = &a.invite {
+    let stored_invite = match &a.invite {
+        Some(code) => {
+            let h: [u8; 32] = Sha256::digest(code.as_bytes()).into();
+            // Locked: registrations with one invite take turns, so its uses are counted.
+            tx.query_opt(
+                &format!(
+                    "SELECT {INVITE_COLUMNS} FROM stored_invites WHERE code_hash = $1 FOR UPDATE"
+                ),
+                &[&h.as_slice()],
+            )
+            .await?
+            .map(|r| invite_row(&r))
+            .transpose()
+            .map_err(TxError::Store)?
+        }
+        None => None,
+    };
+    if let Some((h, inv)) = &stored_invite {
+        if !inv.usable(a.created) {
+            return Ok(RegisterOutcome::InviteUsed);
+        }
+        tx.execute(
+            "UPDATE stored_invites SET used = used + 1 WHERE code_hash = $1",
+            &[&h.as_slice()],
+        )
+        .await?;
+    } else if let Some(code) = &a.invite {
         let h: [u8; 32] = Sha256::digest(code.as_bytes()).into();
         let used = tx
             .query_opt(
@@ -1028,6 +1062,26 @@ fn item_json(item: &OutboundItem) -> String {
     serde_json::to_string(item).expect("invariant: outbound item serialises")
 }
 
+const INVITE_COLUMNS: &str = "code_hash, created, expires, uses, used, revoked";
+
+fn invite_row(r: &tokio_postgres::Row) -> Result<([u8; 32], StoredInvite), StoreError> {
+    let h: [u8; 32] = r
+        .get::<_, &[u8]>(0)
+        .try_into()
+        .map_err(|_| corrupt("invite hash"))?;
+    let count = |at: usize| u32::try_from(r.get::<_, i32>(at)).map_err(|_| corrupt("invite uses"));
+    Ok((
+        h,
+        StoredInvite {
+            created: u(r.get(1)),
+            expires: r.get::<_, Option<i64>>(2).map(u),
+            uses: count(3)?,
+            used: count(4)?,
+            revoked: r.get(5),
+        },
+    ))
+}
+
 /// `accounts` rows with their usage and settings, and the addresses each owns.
 const USAGE_COLUMNS: &str = "mailbox, created, bytes, envelopes, suspended, quota_bytes,
     ARRAY(SELECT address FROM claims c WHERE c.mailbox = a.mailbox ORDER BY address)";
@@ -1334,6 +1388,69 @@ impl Store for PgStore {
 
     fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
         Box::pin(async move { write_tx!(self, 1, |tx| delete_account_tx(tx, &mailbox).await) })
+    }
+
+    fn put_invite(&self, hash: [u8; 32], invite: StoredInvite) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let uses = i32::try_from(invite.uses).unwrap_or(i32::MAX);
+            let used = i32::try_from(invite.used).unwrap_or(i32::MAX);
+            write_tx!(self, 1, |tx| {
+                let n = tx
+                    .execute(
+                        "INSERT INTO stored_invites (code_hash, created, expires, uses, used, revoked)
+                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+                        &[
+                            &hash.as_slice(),
+                            &i(invite.created),
+                            &invite.expires.map(i),
+                            &uses,
+                            &used,
+                            &invite.revoked,
+                        ],
+                    )
+                    .await?;
+                Ok::<bool, TxError>(n > 0)
+            })
+        })
+    }
+
+    fn revoke_invite(&self, hash: [u8; 32]) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            write_tx!(self, 1, |tx| {
+                let n = tx
+                    .execute(
+                        "UPDATE stored_invites SET revoked = true
+                         WHERE code_hash = $1 AND NOT revoked",
+                        &[&hash.as_slice()],
+                    )
+                    .await?;
+                Ok::<bool, TxError>(n > 0)
+            })
+        })
+    }
+
+    fn invites(&self) -> StoreFuture<'_, Vec<([u8; 32], StoredInvite)>> {
+        Box::pin(async move {
+            let rows = self
+                .query(
+                    &format!("SELECT {INVITE_COLUMNS} FROM stored_invites ORDER BY code_hash"),
+                    &[],
+                )
+                .await?;
+            rows.iter().map(invite_row).collect()
+        })
+    }
+
+    fn invite(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<StoredInvite>> {
+        Box::pin(async move {
+            let row = self
+                .query_opt(
+                    &format!("SELECT {INVITE_COLUMNS} FROM stored_invites WHERE code_hash = $1"),
+                    &[&hash.as_slice()],
+                )
+                .await?;
+            Ok(row.as_ref().map(invite_row).transpose()?.map(|(_, i)| i))
+        })
     }
 
     fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {

@@ -20,6 +20,7 @@
 //! | `peers` | node URL | node key ‖ pinned at |
 //! | `meta` | `schema` | version |
 //! | | `i` ‖ sha256(invite) | used at ‖ mailbox |
+//! | | `v` ‖ sha256(invite) | a stored invite: created ‖ expires (0: never) ‖ uses (u32) ‖ used (u32) ‖ revoked (u8) |
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -106,6 +107,7 @@ pub(super) mod key {
     pub const QUEUE_META: u8 = b'm';
     pub const QUEUE_PAYLOAD: u8 = b'p';
     pub const INVITE: u8 = b'i';
+    pub const STORED_INVITE: u8 = b'v';
     pub const CLAIM: u8 = b'c';
     pub const DEVICE: u8 = b'd';
     pub const SCHEMA: &[u8] = b"schema";
@@ -597,6 +599,56 @@ impl Store for RocksStore {
     fn delete_account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<DeletedAccount>> {
         self.submit(|reply| Op::DeleteAccount { mailbox, reply })
     }
+    fn put_invite(&self, hash: [u8; 32], invite: StoredInvite) -> StoreFuture<'_, bool> {
+        self.submit(|reply| Op::PutInvite {
+            hash,
+            invite,
+            revoke: false,
+            reply,
+        })
+    }
+    fn revoke_invite(&self, hash: [u8; 32]) -> StoreFuture<'_, bool> {
+        let placeholder = StoredInvite {
+            created: 0,
+            expires: None,
+            uses: 0,
+            used: 0,
+            revoked: true,
+        };
+        self.submit(|reply| Op::PutInvite {
+            hash,
+            invite: placeholder,
+            revoke: true,
+            reply,
+        })
+    }
+    fn invites(&self) -> StoreFuture<'_, Vec<([u8; 32], StoredInvite)>> {
+        let read = || -> Result<Vec<([u8; 32], StoredInvite)>, StoreError> {
+            let prefix = [key::STORED_INVITE];
+            let mut out = Vec::new();
+            for kv in self.db.iterator_cf(
+                cf(&self.db, CF_META),
+                IteratorMode::From(&prefix, Direction::Forward),
+            ) {
+                let (k, v) = kv.map_err(read_err)?;
+                if k.first() != Some(&key::STORED_INVITE) {
+                    break;
+                }
+                let h: [u8; 32] = k[1..]
+                    .try_into()
+                    .map_err(|_| StoreError::Corrupt("invite key".into()))?;
+                out.push((h, decode_invite(&v)?));
+            }
+            Ok(out)
+        };
+        Self::ready(read())
+    }
+    fn invite(&self, hash: [u8; 32]) -> StoreFuture<'_, Option<StoredInvite>> {
+        Self::ready(
+            self.get(CF_META, &key::prefixed(key::STORED_INVITE, &hash))
+                .and_then(|v| v.map(|v| decode_invite(&v)).transpose()),
+        )
+    }
     fn accounts(&self, limit: usize) -> StoreFuture<'_, Vec<AccountUsage>> {
         Self::ready(self.read_accounts(None, limit))
     }
@@ -732,6 +784,32 @@ impl Store for RocksStore {
             Ok(())
         })
     }
+}
+
+pub(super) fn encode_invite(i: &StoredInvite) -> Vec<u8> {
+    let mut v = Vec::with_capacity(25);
+    v.extend_from_slice(&i.created.to_be_bytes());
+    v.extend_from_slice(&i.expires.unwrap_or(0).to_be_bytes());
+    v.extend_from_slice(&i.uses.to_be_bytes());
+    v.extend_from_slice(&i.used.to_be_bytes());
+    v.push(u8::from(i.revoked));
+    v
+}
+
+pub(super) fn decode_invite(v: &[u8]) -> Result<StoredInvite, StoreError> {
+    let corrupt = || StoreError::Corrupt("stored invite".into());
+    if v.len() != 25 {
+        return Err(corrupt());
+    }
+    let u32_at =
+        |at: usize| -> u32 { u32::from_be_bytes([v[at], v[at + 1], v[at + 2], v[at + 3]]) };
+    Ok(StoredInvite {
+        created: u64_at(v, 0).ok_or_else(corrupt)?,
+        expires: u64_at(v, 8).filter(|e| *e != 0),
+        uses: u32_at(16),
+        used: u32_at(20),
+        revoked: v[24] != 0,
+    })
 }
 
 /// A mailbox id stored as a value (fingerprint index, claims).

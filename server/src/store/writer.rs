@@ -19,7 +19,8 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::rocks::{
     CF_ACCOUNTS, CF_ACKS, CF_DEDUPE, CF_ENVELOPES, CF_INDEX, CF_META, CF_OUTBOUND, CF_PEERS,
-    CF_RECORDS, SharedStats, cf, encode_device, key, mailbox_value, read_devices, u64_at,
+    CF_RECORDS, SharedStats, cf, decode_invite, encode_device, encode_invite, key, mailbox_value,
+    read_devices, u64_at,
 };
 use super::*;
 
@@ -109,6 +110,13 @@ pub(super) enum Op {
         items: Vec<(MailboxId, u64)>,
         reply: Reply<u64>,
     },
+    /// Creates an invite, or (`revoke`) marks the stored one revoked.
+    PutInvite {
+        hash: [u8; 32],
+        invite: StoredInvite,
+        revoke: bool,
+        reply: Reply<bool>,
+    },
     SetSettings {
         mailbox: MailboxId,
         settings: AccountSettings,
@@ -178,6 +186,8 @@ struct Batch {
     /// Address claims written (`Some`) or deleted (`None`) by this batch.
     claims: HashMap<String, Option<MailboxId>>,
     invites: HashSet<[u8; 32]>,
+    /// Stored invites written by this batch.
+    stored_invites: HashMap<[u8; 32], StoredInvite>,
     /// Record sequences written (`Some`) or deleted (`None`) by this batch.
     records: HashMap<String, Option<u64>>,
     /// Devices registered (`true`) or removed (`false`) by this batch.
@@ -323,6 +333,25 @@ impl Writer {
                 self.put_queued(b, &item, &payload);
                 b.answer(reply, ());
             }
+            Op::PutInvite {
+                hash,
+                invite,
+                revoke,
+                reply,
+            } => match self.stored_invite(b, &hash) {
+                Err(e) => drop(reply.send(Err(e))),
+                Ok(old) => {
+                    let new = match (old, revoke) {
+                        (None, false) => Some(invite),
+                        (Some(o), true) if !o.revoked => Some(StoredInvite { revoked: true, ..o }),
+                        _ => None,
+                    };
+                    if let Some(n) = new {
+                        self.set_stored_invite(b, hash, n);
+                    }
+                    b.answer(reply, new.is_some());
+                }
+            },
             Op::SetSettings {
                 mailbox,
                 settings,
@@ -526,6 +555,29 @@ impl Writer {
         b.states.insert(mailbox, s);
     }
 
+    /// The invite stored under `hash`, as this batch sees it.
+    fn stored_invite(
+        &self,
+        b: &Batch,
+        hash: &[u8; 32],
+    ) -> Result<Option<StoredInvite>, StoreError> {
+        if let Some(i) = b.stored_invites.get(hash) {
+            return Ok(Some(*i));
+        }
+        self.get(CF_META, &key::prefixed(key::STORED_INVITE, hash))?
+            .map(|v| decode_invite(&v))
+            .transpose()
+    }
+
+    fn set_stored_invite(&self, b: &mut Batch, hash: [u8; 32], invite: StoredInvite) {
+        b.wb.put_cf(
+            cf(&self.db, CF_META),
+            key::prefixed(key::STORED_INVITE, &hash),
+            encode_invite(&invite),
+        );
+        b.stored_invites.insert(hash, invite);
+    }
+
     /// The account `fingerprint` names, as this batch sees it.
     fn fingerprint_owner(
         &self,
@@ -583,7 +635,18 @@ impl Writer {
             .invite
             .as_ref()
             .map(|code| -> [u8; 32] { Sha256::digest(code.as_bytes()).into() });
-        if let Some(h) = &invite_key
+        // A stored invite: one of its uses, if it is usable now.
+        let stored = match &invite_key {
+            Some(h) => self.stored_invite(b, h)?.map(|i| (*h, i)),
+            None => None,
+        };
+        if let Some((_, i)) = &stored
+            && !i.usable(a.created)
+        {
+            return Ok(RegisterOutcome::InviteUsed);
+        }
+        if stored.is_none()
+            && let Some(h) = &invite_key
             && (b.invites.contains(h)
                 || self.get(CF_META, &key::prefixed(key::INVITE, h))?.is_some())
         {
@@ -610,7 +673,16 @@ impl Writer {
                 settings: AccountSettings::default(),
             },
         );
-        if let Some(h) = invite_key {
+        if let Some((h, i)) = stored {
+            self.set_stored_invite(
+                b,
+                h,
+                StoredInvite {
+                    used: i.used + 1,
+                    ..i
+                },
+            );
+        } else if let Some(h) = invite_key {
             let mut v = a.created.to_be_bytes().to_vec();
             v.extend_from_slice(mailbox.as_bytes());
             b.wb.put_cf(cf(&self.db, CF_META), key::prefixed(key::INVITE, &h), v);
