@@ -16,7 +16,7 @@ use sealpost_proto::{Address, MailboxId};
 use crate::basics::clock::now_secs;
 use crate::config::RegistrationPolicy;
 use crate::node::Node;
-use crate::store::{NewAccount, RegisterOutcome, Rotation, StoreError};
+use crate::store::{NewAccount, RegisterOutcome, Rotation, StoreError, invite_hash};
 
 /// Most addresses one certificate may claim.
 pub const MAX_CLAIMED_ADDRESSES: usize = 8;
@@ -90,7 +90,15 @@ impl Node {
                     (Some(_), _) | (None, RegistrationPolicy::Open) => None,
                     (None, RegistrationPolicy::Closed) => return Err(RegisterError::Closed),
                     (None, RegistrationPolicy::Invite) => match invite {
-                        Some(code) if self.is_invite(&code) => Some(code),
+                        // A code of the config's list, or one made with `admin invites
+                        // create` (whose uses, expiry and revocation the store checks in
+                        // the registration's write).
+                        Some(code)
+                            if self.is_invite(&code)
+                                || self.store.invite(invite_hash(&code)).await?.is_some() =>
+                        {
+                            Some(code)
+                        }
                         _ => return Err(RegisterError::BadInvite),
                     },
                 };

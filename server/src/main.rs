@@ -144,6 +144,28 @@ enum AdminCommand {
         #[command(subcommand)]
         command: QuotaCommand,
     },
+    /// Invites kept by the node (for `registration.policy = "invite"`).
+    Invites {
+        #[command(subcommand)]
+        command: InvitesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum InvitesCommand {
+    /// Make an invite and print its code (shown only now: the node keeps its hash).
+    Create {
+        /// Registrations it allows (default 1).
+        #[arg(long)]
+        uses: Option<u32>,
+        /// How long it works: N followed by s, m, h, d or w (default: no expiry).
+        #[arg(long, value_name = "DURATION")]
+        expires: Option<String>,
+    },
+    /// Stored invites: id, created, expiry, uses, state.
+    List,
+    /// Revoke an invite by its code or its listed id.
+    Revoke { code: String },
 }
 
 #[derive(Subcommand)]
@@ -209,6 +231,11 @@ fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
         AdminCommand::Quota { command } => match command {
             QuotaCommand::Set { user, bytes } => Request::QuotaSet { user, bytes },
             QuotaCommand::Show { user } => Request::QuotaShow { user },
+        },
+        AdminCommand::Invites { command } => match command {
+            InvitesCommand::Create { uses, expires } => Request::InvitesCreate { uses, expires },
+            InvitesCommand::List => Request::InvitesList,
+            InvitesCommand::Revoke { code } => Request::InvitesRevoke { code },
         },
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

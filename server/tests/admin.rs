@@ -368,3 +368,193 @@ async fn the_operator_lists_suspends_limits_and_deletes_accounts() {
     );
     node.stop().await;
 }
+
+/// `admin invites`: a stored invite works for its number of uses until it expires or is
+/// revoked, the config's invite list still works, and bad input changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stored_invites_admit_registrations_until_used_up_expired_or_revoked() {
+    use sealpost_server::config::RegistrationPolicy;
+    let api = Api::default();
+    let mut node = TestNode::start(|c| {
+        c.registration.policy = RegistrationPolicy::Invite;
+        c.registration.invites = vec!["from-the-config".into()];
+    })
+    .await;
+    let url = node.url.clone();
+    let code_of = |r: &Reply| {
+        r.text
+            .lines()
+            .next()
+            .expect("a code line")
+            .trim()
+            .to_string()
+    };
+
+    // Bad input: nothing is created.
+    for (req, says) in [
+        (
+            Request::InvitesCreate {
+                uses: Some(0),
+                expires: None,
+            },
+            "--uses must be",
+        ),
+        (
+            Request::InvitesCreate {
+                uses: None,
+                expires: Some("soon".into()),
+            },
+            "not a duration",
+        ),
+        (
+            Request::InvitesCreate {
+                uses: None,
+                expires: Some("20y".into()),
+            },
+            "not a duration",
+        ),
+        (
+            Request::InvitesCreate {
+                uses: None,
+                expires: Some("99999d".into()),
+            },
+            "at most ten years",
+        ),
+        (
+            Request::InvitesRevoke {
+                code: "no-such-code".into(),
+            },
+            "no stored invite",
+        ),
+    ] {
+        let r = admin(&node, req.clone()).await;
+        assert!(!r.ok && r.text.contains(says), "{req:?} → {r:?}");
+    }
+    let empty = admin(&node, Request::InvitesList).await;
+    assert!(
+        empty.ok && empty.text.starts_with("0 invite(s) stored"),
+        "{empty:?}"
+    );
+
+    let two = admin(
+        &node,
+        Request::InvitesCreate {
+            uses: Some(2),
+            expires: Some("1h".into()),
+        },
+    )
+    .await;
+    assert!(two.ok, "{two:?}");
+    let code = code_of(&two);
+    assert_eq!(code.len(), 32, "{two:?}");
+    let users: Vec<User> = (0..4)
+        .map(|n| User::new(&format!("u{n}@beta.test")))
+        .collect();
+    assert_eq!(
+        api.register(&url, &users[0], None).await.0,
+        StatusCode::FORBIDDEN,
+        "policy invite"
+    );
+    assert_eq!(
+        api.register(&url, &users[0], Some("made-up")).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.register(&url, &users[0], Some(&code)).await.0,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        api.register(&url, &users[1], Some(&code)).await.0,
+        StatusCode::CREATED
+    );
+    let used_up = api.register(&url, &users[2], Some(&code)).await;
+    assert_eq!(
+        used_up.0,
+        StatusCode::FORBIDDEN,
+        "two uses only: {used_up:?}"
+    );
+    assert_eq!(
+        api.register(&url, &users[2], Some("from-the-config"))
+            .await
+            .0,
+        StatusCode::CREATED,
+        "the config's list still works"
+    );
+    let list = admin(&node, Request::InvitesList).await;
+    assert!(list.text.contains("used 2/2 used up"), "{list:?}");
+    assert!(
+        !list.text.contains(&code),
+        "the code is never shown again: {list:?}"
+    );
+
+    // Expiry, enforced by the store (a 1 s invite is refused after it).
+    let short = admin(
+        &node,
+        Request::InvitesCreate {
+            uses: Some(5),
+            expires: Some("1s".into()),
+        },
+    )
+    .await;
+    let short_code = code_of(&short);
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
+    assert_eq!(
+        api.register(&url, &users[3], Some(&short_code)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let list = admin(&node, Request::InvitesList).await;
+    assert!(list.text.contains("used 0/5 expired"), "{list:?}");
+
+    // Revoke by code, and by listed id; both survive a restart.
+    let a = code_of(
+        &admin(
+            &node,
+            Request::InvitesCreate {
+                uses: None,
+                expires: None,
+            },
+        )
+        .await,
+    );
+    let b = admin(
+        &node,
+        Request::InvitesCreate {
+            uses: None,
+            expires: None,
+        },
+    )
+    .await;
+    let b_id = b
+        .text
+        .lines()
+        .nth(1)
+        .and_then(|l| l.split([' ', ',']).nth(1))
+        .expect("id")
+        .to_string();
+    let b_code = code_of(&b);
+    assert!(
+        admin(&node, Request::InvitesRevoke { code: a.clone() })
+            .await
+            .ok
+    );
+    let r = admin(&node, Request::InvitesRevoke { code: b_id.clone() }).await;
+    assert!(r.ok, "revoked by id {b_id}: {r:?}");
+    let again = admin(&node, Request::InvitesRevoke { code: a.clone() }).await;
+    assert!(!again.ok, "{again:?}");
+    node.stop().await;
+    node.restart().await;
+    assert_eq!(
+        api.register(&url, &users[3], Some(&a)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        api.register(&url, &users[3], Some(&b_code)).await.0,
+        StatusCode::FORBIDDEN
+    );
+    let list = admin(&node, Request::InvitesList).await;
+    assert!(
+        list.text.starts_with("4 invite(s) stored") && list.text.matches("revoked").count() == 2,
+        "{list:?}"
+    );
+    node.stop().await;
+}

@@ -4,8 +4,10 @@
 //! [`proto::Reply`]. Peers: list pins, block and unblock keys (kept in
 //! `admin.blocked_peers`, mode 0600, so a block survives restarts), accept a peer's
 //! rotated key; the outbound queue: list; metrics; accounts (`users`: list with usage,
-//! suspend, unsuspend, delete with all their data) and their quotas (see [`users`]).
+//! suspend, unsuspend, delete with all their data) and their quotas (see [`users`]); stored
+//! invites (see [`invites`]).
 
+mod invites;
 pub mod proto;
 mod users;
 
@@ -237,6 +239,11 @@ pub async fn execute(node: &Node, req: Request) -> Reply {
         Request::UsersDelete { user } => users::delete(node, &user).await,
         Request::QuotaSet { user, bytes } => users::quota_set(node, &user, &bytes).await,
         Request::QuotaShow { user } => users::quota_show(node, &user).await,
+        Request::InvitesCreate { uses, expires } => {
+            invites::create(node, uses, expires.as_deref()).await
+        }
+        Request::InvitesList => invites::list(node).await,
+        Request::InvitesRevoke { code } => invites::revoke(node, &code).await,
     }
 }
 

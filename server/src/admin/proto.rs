@@ -38,6 +38,18 @@ pub enum Request {
     QuotaSet { user: String, bytes: String },
     /// An account's quota and usage.
     QuotaShow { user: String },
+    /// A new stored invite for `uses` registrations (default 1), expiring after `expires`
+    /// (`N` with `s`, `m`, `h`, `d` or `w`; default never). The reply's first line is the code.
+    InvitesCreate {
+        #[serde(default)]
+        uses: Option<u32>,
+        #[serde(default)]
+        expires: Option<String>,
+    },
+    /// Stored invites: id, created, expiry, uses, state (never the code).
+    InvitesList,
+    /// Revoke a stored invite by its code or its listed id.
+    InvitesRevoke { code: String },
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
