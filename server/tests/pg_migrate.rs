@@ -50,6 +50,14 @@ async fn fill(s: &dyn Store) -> Vec<(MailboxId, Vec<u8>)> {
                 quota_bytes: Some(12_345),
             };
             assert!(s.set_account_settings(m, settings).await.unwrap());
+            let invite = sealpost_server::store::StoredInvite {
+                created: 5,
+                expires: Some(1 << 40),
+                uses: 3,
+                used: 1,
+                revoked: false,
+            };
+            assert!(s.put_invite([fpr; 32], invite).await.unwrap());
         }
     }
     s.pin_peer(
@@ -91,6 +99,7 @@ async fn view(s: &dyn Store, mailboxes: &[(MailboxId, Vec<u8>)]) -> String {
         );
     }
     out += &format!("{:?}\n", s.peer_pins().await.unwrap());
+    out += &format!("{:?}\n", s.invites().await.unwrap());
     out
 }
 
@@ -163,7 +172,7 @@ async fn a_rocksdb_node_moves_to_postgres_and_both_stores_answer_alike() {
 
     let text = run_migrate(dir.path(), &url);
     assert!(
-        text.contains("accounts 3, address claims 3, records 3, used invites 1, envelopes 30, dedupe entries 36, queued hops 3, peer pins 1"),
+        text.contains("accounts 3, address claims 3, records 3, used invites 1, envelopes 30, dedupe entries 36, queued hops 3, peer pins 1, devices 0, device acks 0, stored invites 1"),
         "{text}"
     );
     let again = run_migrate(dir.path(), &url);

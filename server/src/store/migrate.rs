@@ -38,6 +38,8 @@ pub struct Moved {
     pub peers: u64,
     pub devices: u64,
     pub device_acks: u64,
+    /// Invites made with `admin invites create`.
+    pub stored_invites: u64,
 }
 
 impl std::fmt::Display for Moved {
@@ -45,7 +47,8 @@ impl std::fmt::Display for Moved {
         write!(
             f,
             "accounts {}, address claims {}, records {}, used invites {}, envelopes {}, \
-             dedupe entries {}, queued hops {}, peer pins {}, devices {}, device acks {}",
+             dedupe entries {}, queued hops {}, peer pins {}, devices {}, device acks {}, \
+             stored invites {}",
             self.accounts,
             self.claims,
             self.records,
@@ -55,7 +58,8 @@ impl std::fmt::Display for Moved {
             self.outbound,
             self.peers,
             self.devices,
-            self.device_acks
+            self.device_acks,
+            self.stored_invites
         )
     }
 }
@@ -227,8 +231,21 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
     .await?;
 
     let mut invites: Vec<Row> = Vec::new();
+    let mut stored_invites: Vec<Row> = Vec::new();
     for kv in db.iterator_cf(cf(db, CF_META), IteratorMode::Start) {
         let (k, v) = kv?;
+        if k.first() == Some(&key::STORED_INVITE) {
+            let i = super::rocks::decode_invite(&v)?;
+            stored_invites.push(vec![
+                b(k[1..].to_vec()),
+                b(i.created as i64),
+                b(i.expires.map(|e| e as i64)),
+                b(i32::try_from(i.uses).unwrap_or(i32::MAX)),
+                b(i32::try_from(i.used).unwrap_or(i32::MAX)),
+                b(i.revoked),
+            ]);
+            continue;
+        }
         if k.first() != Some(&key::INVITE) {
             continue;
         }
@@ -243,6 +260,13 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
         pg,
         "INSERT INTO invites (code_hash, used_at, mailbox) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
         invites,
+    )
+    .await?;
+    moved.stored_invites = insert(
+        pg,
+        "INSERT INTO stored_invites (code_hash, created, expires, uses, used, revoked)
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING",
+        stored_invites,
     )
     .await?;
 
