@@ -204,6 +204,16 @@ enum PeersCommand {
 enum QueueCommand {
     /// The hops waiting for delivery.
     List,
+    /// Attempt a hop (JOB: its id from `list`), or every hop (`--all`), now, whatever its
+    /// backoff.
+    Retry {
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        job: Option<String>,
+        #[arg(long)]
+        all: bool,
+    },
+    /// Give up on a hop now: it leaves the queue and its sender gets a bounce.
+    Drop { job: String },
 }
 
 fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
@@ -218,9 +228,11 @@ fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
             PeersCommand::Unblock { key } => Request::PeersUnblock { key },
             PeersCommand::Accept { url } => Request::PeersAccept { url },
         },
-        AdminCommand::Queue {
-            command: QueueCommand::List,
-        } => Request::QueueList,
+        AdminCommand::Queue { command } => match command {
+            QueueCommand::List => Request::QueueList,
+            QueueCommand::Retry { job, .. } => Request::QueueRetry { id: job },
+            QueueCommand::Drop { job } => Request::QueueDrop { id: job },
+        },
         AdminCommand::Metrics => Request::Metrics,
         AdminCommand::Users { command } => match command {
             UsersCommand::List => Request::UsersList,

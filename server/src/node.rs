@@ -32,6 +32,23 @@ pub struct Job {
     pub payload: Option<Bytes>,
 }
 
+/// An operator's command to the relay about the hops it holds (`sealpost-node admin
+/// queue retry|drop`).
+pub enum QueueControl {
+    /// Make this hop (or, `None`, every hop) waiting here due now; answers the ids.
+    Retry {
+        id: Option<[u8; 16]>,
+        reply: tokio::sync::oneshot::Sender<Vec<[u8; 16]>>,
+    },
+    /// Give up on this hop now: it is removed and bounced to its sender, as when its
+    /// retries run out. Answers whether it was waiting here (not in flight, not held by
+    /// another process).
+    Drop {
+        id: [u8; 16],
+        reply: tokio::sync::oneshot::Sender<bool>,
+    },
+}
+
 /// Software name in the descriptor.
 pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
 
@@ -173,6 +190,8 @@ pub struct Node {
     pub quota: Quota,
     pub outbound_usage: OutboundUsage,
     relay_tx: mpsc::UnboundedSender<Job>,
+    /// The relay's control channel, set when it starts.
+    pub queue_control: std::sync::OnceLock<mpsc::UnboundedSender<QueueControl>>,
     accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
     /// Bumped by every key rotation, so that a certificate read before it is not cached.
     account_generation: std::sync::atomic::AtomicU64,
@@ -262,6 +281,7 @@ impl Node {
                 l.outbound_bytes_per_ip,
             ),
             relay_tx,
+            queue_control: std::sync::OnceLock::new(),
             accounts: RwLock::new(HashMap::new()),
             account_generation: Default::default(),
             blocked: RwLock::new(keyset(&config.peers.blocked)),

@@ -6,6 +6,8 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 
+use sealpost_proto::codec::Codec;
+
 use common::*;
 use reqwest::StatusCode;
 use sealpost_server::admin::proto::{Reply, Request};
@@ -557,4 +559,119 @@ async fn stored_invites_admit_registrations_until_used_up_expired_or_revoked() {
         "{list:?}"
     );
     node.stop().await;
+}
+
+/// `admin queue retry` attempts a hop now whatever its backoff; `queue drop` gives up on
+/// one at once and bounces it to its sender; bad ids change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_retries_and_drops_queued_hops() {
+    use sealpost_server::config::Secs;
+    let api = Api::default();
+    let mut alpha = TestNode::start(|c| {
+        // Without the operator, a failed hop waits an hour.
+        c.relay.retry_base = Secs::from_secs(3600);
+        c.relay.retry_max = Secs::from_secs(3600);
+    })
+    .await;
+    let mut beta = TestNode::start(|_| {}).await;
+    let (alice, bob) = (User::new("alice@alpha.test"), User::new("bob@beta.test"));
+    let alice_mb = api.mailbox(&alpha.url, &alice).await;
+    let bob_mb = api.mailbox(&beta.url, &bob).await;
+    let (_, beta_cert) = api.descriptor(&beta.url).await;
+    let token = api.token(&alpha.url, &alice_mb, &alice.keys).await;
+    beta.stop().await;
+    let submit = async |subject: &str| {
+        let env = envelope(&alice, &bob, bob_mb, subject, "x");
+        let a = api
+            .submit(
+                &alpha.url,
+                Some(&token),
+                hop(&env, &beta.url, &beta_cert).encode(),
+            )
+            .await;
+        assert_eq!(a.0, StatusCode::ACCEPTED, "{a:?}");
+        a.1["queued"].as_str().expect("queue id").to_string()
+    };
+    let first = submit("retry me").await;
+    let second = submit("drop me").await;
+    eventually("both first attempts to fail", || {
+        let (api, url) = (api.clone(), alpha.url.clone());
+        async move {
+            (api.metric(&url, "sealpost_relay_attempts_total{result=\"retry\"}")
+                .await
+                >= 2.0)
+                .then_some(())
+        }
+    })
+    .await;
+
+    for (req, says) in [
+        (
+            Request::QueueRetry {
+                id: Some("xyz".into()),
+            },
+            "not a queue id",
+        ),
+        (
+            Request::QueueDrop {
+                id: "00".repeat(16),
+            },
+            "no hop",
+        ),
+        (Request::QueueDrop { id: String::new() }, "not a queue id"),
+    ] {
+        let r = admin(&alpha, req.clone()).await;
+        assert!(!r.ok && r.text.contains(says), "{req:?} → {r:?}");
+    }
+    let q = admin(&alpha, Request::QueueList).await;
+    assert!(
+        q.text.starts_with("2 hop(s) queued"),
+        "bad ids changed nothing: {q:?}"
+    );
+
+    beta.restart().await;
+    let r = admin(
+        &alpha,
+        Request::QueueRetry {
+            id: Some(first.clone()),
+        },
+    )
+    .await;
+    assert!(r.ok, "{r:?}");
+    let bob_token = api.token(&beta.url, &bob_mb, &bob.keys).await;
+    eventually("the retried hop to reach beta at once", || {
+        let (api, url, t) = (api.clone(), beta.url.clone(), bob_token.clone());
+        async move { (api.items(&url, &bob_mb, &t).await.len() == 1).then_some(()) }
+    })
+    .await;
+    let q = admin(&alpha, Request::QueueList).await;
+    assert!(
+        q.text.starts_with("1 hop(s) queued") && q.text.contains(&second),
+        "{q:?}"
+    );
+
+    let r = admin(&alpha, Request::QueueDrop { id: second.clone() }).await;
+    assert!(r.ok && r.text.contains("bounce"), "{r:?}");
+    let q = admin(&alpha, Request::QueueList).await;
+    assert!(q.text.starts_with("0 hop(s) queued"), "{q:?}");
+    let items = eventually("the dropped hop's bounce in alice's mailbox", || {
+        let (api, url, t) = (api.clone(), alpha.url.clone(), token.clone());
+        async move {
+            let items = api.items(&url, &alice_mb, &t).await;
+            (!items.is_empty()).then_some(items)
+        }
+    })
+    .await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(
+        api.items(&beta.url, &bob_mb, &bob_token).await.len(),
+        1,
+        "never delivered"
+    );
+    let again = admin(&alpha, Request::QueueDrop { id: second }).await;
+    assert!(!again.ok && again.text.contains("no hop"), "{again:?}");
+    let all = admin(&alpha, Request::QueueRetry { id: None }).await;
+    assert!(all.ok && all.text.starts_with("0 hop(s)"), "{all:?}");
+    alpha.stop().await;
+    beta.stop().await;
 }

@@ -232,6 +232,8 @@ pub async fn execute(node: &Node, req: Request) -> Reply {
             },
         },
         Request::QueueList => queue_list(node).await,
+        Request::QueueRetry { id } => queue_retry(node, id.as_deref()).await,
+        Request::QueueDrop { id } => queue_drop(node, &id).await,
         Request::Metrics => Reply::ok(node.metrics.render(node.store.stats())),
         Request::UsersList => users::list(node).await,
         Request::UsersSuspend { user } => users::suspend(node, &user, true).await,
@@ -299,6 +301,90 @@ async fn queue_list(node: &Node) -> Reply {
         let _ = writeln!(out, "… and {} more", items.len() - MAX_LISTED);
     }
     Reply::ok(out)
+}
+
+/// The queued hop named by `id` (32 hex digits), or the reply saying why there is none.
+async fn queued_hop(node: &Node, id: &str) -> Result<[u8; 16], Reply> {
+    let mut hop = [0u8; 16];
+    hex::decode_to_slice(id.trim(), &mut hop).map_err(|_| {
+        Reply::err(format!(
+            "{id:?} is not a queue id (32 hex digits, as `queue list` shows)"
+        ))
+    })?;
+    match node.store.outbound().await {
+        Ok(items) if items.iter().any(|i| i.id == hop) => Ok(hop),
+        Ok(_) => Err(Reply::err(format!(
+            "no hop {} in the queue",
+            hex::encode(hop)
+        ))),
+        Err(e) => Err(Reply::err(format!("reading the queue: {e}"))),
+    }
+}
+
+/// Sends a command to the relay and waits for its answer.
+async fn to_relay<T>(
+    node: &Node,
+    make: impl FnOnce(tokio::sync::oneshot::Sender<T>) -> crate::node::QueueControl,
+) -> Result<T, Reply> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let stopped = || Reply::err("the relay is not running (the node is stopping)".into());
+    let control = node.queue_control.get().ok_or_else(stopped)?;
+    control.send(make(tx)).map_err(|_| stopped())?;
+    match tokio::time::timeout(READ_TIMEOUT, rx).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(_)) => Err(stopped()),
+        Err(_) => Err(Reply::err("the relay did not answer in time".into())),
+    }
+}
+
+async fn queue_retry(node: &Node, id: Option<&str>) -> Reply {
+    let id = match id {
+        Some(id) => match queued_hop(node, id).await {
+            Ok(h) => Some(h),
+            Err(r) => return r,
+        },
+        None => None,
+    };
+    let due = match to_relay(node, |reply| crate::node::QueueControl::Retry { id, reply }).await {
+        Ok(d) => d,
+        Err(r) => return r,
+    };
+    match id {
+        Some(h) if due.is_empty() => Reply::err(format!(
+            "hop {} is being attempted right now, or another node process holds it (ask \
+             that process's admin socket)",
+            hex::encode(h)
+        )),
+        Some(h) => Reply::ok(format!("hop {} is attempted now\n", hex::encode(h))),
+        None => Reply::ok(format!("{} hop(s) attempted now\n", due.len())),
+    }
+}
+
+async fn queue_drop(node: &Node, id: &str) -> Reply {
+    let hop = match queued_hop(node, id).await {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match to_relay(node, |reply| crate::node::QueueControl::Drop {
+        id: hop,
+        reply,
+    })
+    .await
+    {
+        Ok(true) => {
+            tracing::info!(queue_id = %hex::encode(hop), "hop dropped by the operator");
+            Reply::ok(format!(
+                "dropped hop {}: its sender gets a bounce\n",
+                hex::encode(hop)
+            ))
+        }
+        Ok(false) => Reply::err(format!(
+            "hop {} is being attempted right now, or another node process holds it; nothing \
+             changed",
+            hex::encode(hop)
+        )),
+        Err(r) => r,
+    }
 }
 
 fn configured_blocked(node: &Node, key: &[u8; 32]) -> bool {

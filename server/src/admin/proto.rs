@@ -23,6 +23,13 @@ pub enum Request {
     PeersAccept { url: String },
     /// The outbound queue: id, destination, attempts, next attempt, last error.
     QueueList,
+    /// Attempt this hop (32 hex digits), or every hop (`None`), now, whatever its backoff.
+    QueueRetry {
+        #[serde(default)]
+        id: Option<String>,
+    },
+    /// Give up on this hop now: removed from the queue and bounced to its sender.
+    QueueDrop { id: String },
     /// The Prometheus text of `/metrics`.
     Metrics,
     /// Every account: mailbox, created, usage, quota, suspended, addresses.

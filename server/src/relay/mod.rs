@@ -33,7 +33,7 @@ use crate::basics::shutdown::stopped;
 use crate::bounce;
 use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
-use crate::node::{Job, Node};
+use crate::node::{Job, Node, QueueControl};
 use crate::store::OutboundItem;
 
 /// Most hops taken over from the shared queue at one lease tick.
@@ -91,6 +91,8 @@ async fn run(
     let mut schedule: BinaryHeap<Reverse<(u64, [u8; 16])>> = BinaryHeap::new();
     let mut waiting: HashMap<[u8; 16], Job> = HashMap::new();
     let mut inflight: JoinSet<Option<Job>> = JoinSet::new();
+    let (control_tx, mut control) = mpsc::unbounded_channel();
+    let _ = node.queue_control.set(control_tx);
     if !queued.is_empty() {
         tracing::info!(hops = queued.len(), "resuming outbound queue");
     }
@@ -127,8 +129,15 @@ async fn run(
             let Some(Reverse((_, id))) = schedule.pop() else {
                 break;
             };
-            if let Some(job) = waiting.remove(&id) {
-                inflight.spawn(attempt(node.clone(), job, smtp.clone()));
+            match waiting.remove(&id) {
+                // An entry left by `queue retry` (the hop was rescheduled since): not due.
+                Some(job) if job.item.next_attempt_ms > now => {
+                    waiting.insert(id, job);
+                }
+                Some(job) => {
+                    inflight.spawn(attempt(node.clone(), job, smtp.clone()));
+                }
+                None => {}
             }
         }
         let next_due = schedule.peek().map(|Reverse((due, _))| *due);
@@ -144,6 +153,33 @@ async fn run(
                 schedule.push(Reverse((job.item.next_attempt_ms, job.item.id)));
                 waiting.insert(job.item.id, job);
             }
+            Some(c) = control.recv() => match c {
+                QueueControl::Retry { id, reply } => {
+                    let mut due = Vec::new();
+                    for job in waiting.values_mut() {
+                        if id.is_none_or(|id| id == job.item.id) {
+                            job.item.next_attempt_ms = now;
+                            schedule.push(Reverse((now, job.item.id)));
+                            due.push(job.item.id);
+                        }
+                    }
+                    let _ = reply.send(due);
+                }
+                QueueControl::Drop { id, reply } => match waiting.remove(&id) {
+                    Some(mut job) => {
+                        job.item.last_error = "dropped by the node's operator".into();
+                        let node = node.clone();
+                        inflight.spawn(async move {
+                            give_up(&node, job.item).await;
+                            let _ = reply.send(true);
+                            None
+                        });
+                    }
+                    None => {
+                        let _ = reply.send(false);
+                    }
+                },
+            },
             Some(done) = inflight.join_next(), if !inflight.is_empty() => {
                 match done {
                     Ok(Some(job)) => {
