@@ -47,6 +47,9 @@ pub enum QueueControl {
         id: [u8; 16],
         reply: tokio::sync::oneshot::Sender<bool>,
     },
+    /// The account was deleted with its queued hops: forget those waiting here, without a
+    /// bounce (an attempt in flight finishes).
+    ForgetSender { sender: MailboxId },
 }
 
 /// Software name in the descriptor.

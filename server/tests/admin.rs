@@ -580,13 +580,14 @@ async fn the_operator_retries_and_drops_queued_hops() {
     let (_, beta_cert) = api.descriptor(&beta.url).await;
     let token = api.token(&alpha.url, &alice_mb, &alice.keys).await;
     beta.stop().await;
+    let beta_url = beta.url.clone();
     let submit = async |subject: &str| {
         let env = envelope(&alice, &bob, bob_mb, subject, "x");
         let a = api
             .submit(
                 &alpha.url,
                 Some(&token),
-                hop(&env, &beta.url, &beta_cert).encode(),
+                hop(&env, &beta_url, &beta_cert).encode(),
             )
             .await;
         assert_eq!(a.0, StatusCode::ACCEPTED, "{a:?}");
@@ -672,6 +673,35 @@ async fn the_operator_retries_and_drops_queued_hops() {
     assert!(!again.ok && again.text.contains("no hop"), "{again:?}");
     let all = admin(&alpha, Request::QueueRetry { id: None }).await;
     assert!(all.ok && all.text.starts_with("0 hop(s)"), "{all:?}");
-    alpha.stop().await;
+
+    // Deleting the sender takes its waiting hops out of the queue and out of the relay.
     beta.stop().await;
+    submit("gone with alice").await;
+    eventually("the third hop's first attempt to fail", || {
+        let (api, url) = (api.clone(), alpha.url.clone());
+        async move {
+            (api.metric(&url, "sealpost_relay_attempts_total{result=\"retry\"}")
+                .await
+                >= 3.0)
+                .then_some(())
+        }
+    })
+    .await;
+    assert_eq!(api.metric(&alpha.url, "sealpost_outbound_queue").await, 1.0);
+    let r = admin(
+        &alpha,
+        Request::UsersDelete {
+            user: alice_mb.to_hex(),
+        },
+    )
+    .await;
+    assert!(r.ok && r.text.contains("1 queued hop(s) dropped"), "{r:?}");
+    let q = admin(&alpha, Request::QueueList).await;
+    assert!(q.text.starts_with("0 hop(s) queued"), "{q:?}");
+    eventually("the relay to forget the hop", || {
+        let (api, url) = (api.clone(), alpha.url.clone());
+        async move { (api.metric(&url, "sealpost_outbound_queue").await == 0.0).then_some(()) }
+    })
+    .await;
+    alpha.stop().await;
 }

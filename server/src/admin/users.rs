@@ -155,6 +155,10 @@ pub async fn delete(node: &Node, user: &str) -> Reply {
         Ok(Some(d)) => {
             node.sessions.revoke(u.mailbox);
             node.forget_account(u.mailbox);
+            if let Some(relay) = node.queue_control.get() {
+                // Its hops left the queue in the deletion's write; the relay forgets them.
+                let _ = relay.send(crate::node::QueueControl::ForgetSender { sender: u.mailbox });
+            }
             tracing::info!("account deleted by the operator");
             Reply::ok(format!(
                 "deleted {id}: {} letter(s), {} address(es), {} device(s), {} queued hop(s) dropped\n",

@@ -165,6 +165,16 @@ async fn run(
                     }
                     let _ = reply.send(due);
                 }
+                QueueControl::ForgetSender { sender } => {
+                    waiting.retain(|_, job| {
+                        if job.item.sender != sender {
+                            return true;
+                        }
+                        node.outbound_usage.release(&job.item);
+                        node.metrics.outbound_queue.fetch_sub(1, Ordering::Relaxed);
+                        false
+                    });
+                }
                 QueueControl::Drop { id, reply } => match waiting.remove(&id) {
                     Some(mut job) => {
                         job.item.last_error = "dropped by the node's operator".into();
