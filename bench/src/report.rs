@@ -59,14 +59,6 @@ impl Row {
         }
     }
 
-    /// A measurement repeated in rounds with no peer: the median.
-    pub fn repeated_single(name: String, ours: &[f64], unit: &str) -> Row {
-        Row {
-            runs: ours.to_vec(),
-            ..Row::single(name, median(ours), unit)
-        }
-    }
-
     pub fn single(name: String, value: f64, unit: &str) -> Row {
         Row {
             name,
