@@ -1,9 +1,10 @@
 //! [`Mailbox`], the part of a [`crate::Client`] that holds the user's letters: the local
 //! letter store ([`MessageStore`]) and the fetching that fills it.
 //!
-//! Fetching: list every trusted home in parallel (each with a timeout), download each new
-//! envelope id once, open it and decide who sent it, store it durably, and only then ack
-//! (delete) it on every home that holds it. A node that does not answer is reported and
+//! Fetching: list every trusted home in parallel (each with a timeout), then, in batches of
+//! letters, download each new envelope id once (one batched request per home), open them on
+//! every core and decide who sent each, store the batch durably, and only then ack (delete)
+//! its letters on every home that holds them (one batched request per home). A node that does not answer is reported and
 //! asked again next time; what it holds is still there. Who sent a letter is judged against
 //! the pins of the [`Directory`] (a new sender is looked up there) and the user's own
 //! [`Profile`].
