@@ -874,7 +874,8 @@ pub async fn batched_fetch_and_ack<B: Backend>(b: &B) {
     // The byte budget cuts the answer to a prefix; a first envelope always fits.
     assert_eq!(
         s.envelopes(m, vec![a, b2, c], 250).await.unwrap(),
-        vec![(a, body(1)), (b2, body(2))]
+        vec![(a, body(1)), (b2, body(2))],
+        "a byte budget of 250 answers two envelopes of 100"
     );
     assert_eq!(
         s.envelopes(m, vec![b2, c], 0).await.unwrap(),
