@@ -1125,6 +1125,41 @@ mod tests {
         }
 
         #[tokio::test]
+        async fn a_node_that_refuses_the_batched_ack_as_unknown_is_acked_one_by_one() {
+            let tmp = tempfile::tempdir().unwrap();
+            let n = 3;
+            let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
+            let keys = c.unlock(None).unwrap();
+            {
+                let mut r = routes.lock().unwrap();
+                r.insert(
+                    format!("POST /v1/mailbox/{MAILBOX}/fetch"),
+                    (200, batch_of(&envelopes)),
+                );
+                // No route for the batched ack: the stub's 404.
+                for i in 1..=n {
+                    r.insert(format!("DELETE /v1/mailbox/{MAILBOX}/{i}"), (204, vec![]));
+                }
+            }
+            let r = c
+                .mailbox
+                .fetch(&c.profile, &c.directory, &[home], &keys, &NoProgress)
+                .await
+                .unwrap();
+            assert_eq!(r.new.len(), n);
+            assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
+            assert_eq!(requests(&log, "POST", "/ack").len(), 1);
+            let deleted: Vec<String> = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, _, _)| m == "DELETE")
+                .map(|(_, p, _)| p.rsplit('/').next().unwrap().to_string())
+                .collect();
+            assert_eq!(deleted, vec!["1", "2", "3"]);
+        }
+
+        #[tokio::test]
         async fn a_node_without_batches_is_fetched_and_acked_one_by_one() {
             let tmp = tempfile::tempdir().unwrap();
             let n = 5;
