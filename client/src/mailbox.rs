@@ -1039,6 +1039,21 @@ mod tests {
             .encode()
         }
 
+        async fn fetch(c: &Client, homes: &[HomeEntry], keys: &Keyring) -> FetchReport {
+            c.mailbox
+                .fetch(&c.profile, &c.directory, homes, keys, &NoProgress)
+                .await
+                .unwrap()
+        }
+
+        /// Makes the stub answer `METHOD path`.
+        fn answer(routes: &Routes, method: &str, path: String, status: u16, body: Vec<u8>) {
+            routes
+                .lock()
+                .unwrap()
+                .insert(format!("{method} {path}"), (status, body));
+        }
+
         fn requests(log: &Log, method: &str, suffix: &str) -> Vec<Vec<u8>> {
             log.lock()
                 .unwrap()
@@ -1054,21 +1069,15 @@ mod tests {
             let n = 40;
             let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
             let keys = c.unlock(None).unwrap();
-            routes.lock().unwrap().insert(
-                format!("POST /v1/mailbox/{MAILBOX}/fetch"),
-                (200, batch_of(&envelopes)),
+            let (fetch_path, ack_path) = (
+                format!("/v1/mailbox/{MAILBOX}/fetch"),
+                format!("/v1/mailbox/{MAILBOX}/ack"),
             );
+            answer(&routes, "POST", fetch_path, 200, batch_of(&envelopes));
             // The ack never lands: as if the client died right after storing the batch.
-            routes.lock().unwrap().insert(
-                format!("POST /v1/mailbox/{MAILBOX}/ack"),
-                (500, b"{}".to_vec()),
-            );
+            answer(&routes, "POST", ack_path.clone(), 500, b"{}".to_vec());
             let homes = vec![home];
-            let r = c
-                .mailbox
-                .fetch(&c.profile, &c.directory, &homes, &keys, &NoProgress)
-                .await
-                .unwrap();
+            let r = fetch(&c, &homes, &keys).await;
             assert_eq!(r.new.len(), n);
             assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (0, 1));
             assert_eq!(
@@ -1089,18 +1098,9 @@ mod tests {
                 },
             )
             .unwrap();
-            routes.lock().unwrap().insert(
-                format!("POST /v1/mailbox/{MAILBOX}/ack"),
-                (
-                    200,
-                    b"{\"deleted\":40,\"recorded\":0,\"missing\":0}".to_vec(),
-                ),
-            );
-            let r = c
-                .mailbox
-                .fetch(&c.profile, &c.directory, &homes, &keys, &NoProgress)
-                .await
-                .unwrap();
+            let counts = b"{\"deleted\":40,\"recorded\":0,\"missing\":0}";
+            answer(&routes, "POST", ack_path, 200, counts.to_vec());
+            let r = fetch(&c, &homes, &keys).await;
             assert_eq!((r.new.len(), r.duplicates), (0, n));
             assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
             assert_eq!(
@@ -1130,22 +1130,19 @@ mod tests {
             let n = 3;
             let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
             let keys = c.unlock(None).unwrap();
-            {
-                let mut r = routes.lock().unwrap();
-                r.insert(
-                    format!("POST /v1/mailbox/{MAILBOX}/fetch"),
-                    (200, batch_of(&envelopes)),
+            let fetch_path = format!("/v1/mailbox/{MAILBOX}/fetch");
+            answer(&routes, "POST", fetch_path, 200, batch_of(&envelopes));
+            // No route for the batched ack: the stub's 404.
+            for i in 1..=n {
+                answer(
+                    &routes,
+                    "DELETE",
+                    format!("/v1/mailbox/{MAILBOX}/{i}"),
+                    204,
+                    vec![],
                 );
-                // No route for the batched ack: the stub's 404.
-                for i in 1..=n {
-                    r.insert(format!("DELETE /v1/mailbox/{MAILBOX}/{i}"), (204, vec![]));
-                }
             }
-            let r = c
-                .mailbox
-                .fetch(&c.profile, &c.directory, &[home], &keys, &NoProgress)
-                .await
-                .unwrap();
+            let r = fetch(&c, &[home], &keys).await;
             assert_eq!(r.new.len(), n);
             assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
             assert_eq!(requests(&log, "POST", "/ack").len(), 1);
@@ -1165,29 +1162,15 @@ mod tests {
             let n = 5;
             let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
             let keys = c.unlock(None).unwrap();
-            {
-                let mut r = routes.lock().unwrap();
-                // An older node routes POST .../fetch as a sequence number: 405.
-                r.insert(
-                    format!("POST /v1/mailbox/{MAILBOX}/fetch"),
-                    (405, b"{}".to_vec()),
-                );
-                for (i, e) in envelopes.iter().enumerate() {
-                    r.insert(
-                        format!("GET /v1/mailbox/{MAILBOX}/{}", i + 1),
-                        (200, e.clone()),
-                    );
-                    r.insert(
-                        format!("DELETE /v1/mailbox/{MAILBOX}/{}", i + 1),
-                        (204, vec![]),
-                    );
-                }
+            // An older node routes POST .../fetch as a sequence number: 405.
+            let fetch_path = format!("/v1/mailbox/{MAILBOX}/fetch");
+            answer(&routes, "POST", fetch_path, 405, b"{}".to_vec());
+            for (i, e) in envelopes.iter().enumerate() {
+                let path = format!("/v1/mailbox/{MAILBOX}/{}", i + 1);
+                answer(&routes, "GET", path.clone(), 200, e.clone());
+                answer(&routes, "DELETE", path, 204, vec![]);
             }
-            let r = c
-                .mailbox
-                .fetch(&c.profile, &c.directory, &[home], &keys, &NoProgress)
-                .await
-                .unwrap();
+            let r = fetch(&c, &[home], &keys).await;
             assert_eq!(r.new.len(), n);
             assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
             assert_eq!(requests(&log, "POST", "/fetch").len(), 1, "asked once");
