@@ -1086,14 +1086,13 @@ impl Writer {
     }
 }
 
+/// A key and its value, as an iterator returns them.
+type KeyValue = (Box<[u8]>, Box<[u8]>);
+
 /// Account deletion (`sealpost-node admin users delete`).
 impl Writer {
     /// Every key of `cf_name` under `prefix` (committed state).
-    fn keys_under(
-        &self,
-        cf_name: &str,
-        prefix: &[u8],
-    ) -> Result<Vec<(Box<[u8]>, Box<[u8]>)>, StoreError> {
+    fn keys_under(&self, cf_name: &str, prefix: &[u8]) -> Result<Vec<KeyValue>, StoreError> {
         let mut out = Vec::new();
         for kv in self.db.iterator_cf(
             cf(&self.db, cf_name),
@@ -1121,7 +1120,7 @@ impl Writer {
         // Fingerprints and claims naming the account, committed or written by this batch.
         let mut fingerprints: Vec<Vec<u8>> = Vec::new();
         for (k, v) in self.keys_under(CF_ACCOUNTS, &[key::FINGERPRINT])? {
-            if v[..] == m[..] && b.fingerprints.get(&k[1..]).is_none() {
+            if v[..] == m[..] && !b.fingerprints.contains_key(&k[1..]) {
                 fingerprints.push(k[1..].to_vec());
             }
         }
