@@ -1,6 +1,7 @@
 //! The admin socket (`sealpost-node admin`): owner-only, blocks that take effect at once
 //! and survive a restart, a peer's rotated key accepted by the operator, the queue listing,
-//! and `/metrics` behind `admin.metrics_token`.
+//! and `/metrics` behind `admin.metrics_token`; accounts (list, suspend, quota, delete),
+//! stored invites, queue retry and drop; and the command line itself.
 
 mod common;
 
@@ -704,4 +705,59 @@ async fn the_operator_retries_and_drops_queued_hops() {
     })
     .await;
     alpha.stop().await;
+}
+
+/// The `sealpost-node admin` command line against a running node: output on stdout and
+/// exit 0, or the node's error on stderr and exit 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_command_line_prints_answers_and_fails_on_errors() {
+    let api = Api::default();
+    let mut node = TestNode::start(|_| {}).await;
+    let bob = User::new("bob@beta.test");
+    let bob_mb = api.mailbox(&node.url, &bob).await;
+    let config = node.dir.path().join("node.toml");
+    let run = |args: &[&str]| {
+        let config = config.clone();
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        async move {
+            tokio::task::spawn_blocking(move || {
+                std::process::Command::new(env!("CARGO_BIN_EXE_sealpost-node"))
+                    .arg("admin")
+                    .arg("--config")
+                    .arg(&config)
+                    .args(&args)
+                    .output()
+                    .expect("run sealpost-node admin")
+            })
+            .await
+            .expect("join")
+        }
+    };
+    let out = run(&["users", "list"]).await;
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&bob_mb.to_hex()),
+        "{out:?}"
+    );
+    let out = run(&["users", "suspend", "nobody@beta.test"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no account owns nobody@beta.test"),
+        "{out:?}"
+    );
+    let out = run(&["invites", "create", "--expires", "soon"]).await;
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let out = run(&["quota", "set", "bob@beta.test", "5M"]).await;
+    assert!(out.status.success(), "{out:?}");
+    let out = run(&["quota", "show", "bob@beta.test"]).await;
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("quota 5242880 bytes (own)"),
+        "{out:?}"
+    );
+    let out = run(&["queue", "retry", "--all"]).await;
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).starts_with("0 hop(s)"),
+        "{out:?}"
+    );
+    node.stop().await;
 }
