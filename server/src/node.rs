@@ -212,6 +212,8 @@ impl Node {
             .filter_map(|p| parse_node_key(&p.node_key).ok())
             .collect();
         let l = &config.limits;
+        // Counted in the store when several processes share it (`RateLimiter::in_store`).
+        let (shared, lease) = (store.clone(), config.storage.postgres.limit_lease);
         Node {
             url: url.clone(),
             descriptor,
@@ -228,22 +230,29 @@ impl Node {
             link_limit: RateLimiter::new(
                 config.devices.links_per_minute,
                 config.devices.links_burst,
-            ),
+            )
+            .in_store("links", &shared, lease),
             link_ip_limit: RateLimiter::new(
                 config.devices.link_requests_per_minute_per_ip,
                 config.devices.link_requests_burst_per_ip,
-            ),
-            submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
-            deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
+            )
+            .in_store("link_requests_ip", &shared, lease),
+            submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst)
+                .in_store("submit", &shared, lease),
+            deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst)
+                .in_store("deliver", &shared, lease),
             anonymous_limit: RateLimiter::new(
                 l.anonymous_per_minute_per_ip,
                 l.anonymous_burst_per_ip,
-            ),
-            lookup_limit: RateLimiter::new(l.lookups_per_minute_per_ip, l.lookups_burst_per_ip),
+            )
+            .in_store("anonymous_ip", &shared, lease),
+            lookup_limit: RateLimiter::new(l.lookups_per_minute_per_ip, l.lookups_burst_per_ip)
+                .in_store("lookups_ip", &shared, lease),
             new_peer_limit: RateLimiter::new(
                 l.new_peers_per_minute_per_ip,
                 l.new_peers_burst_per_ip,
-            ),
+            )
+            .in_store("new_peers_ip", &shared, lease),
             body_budget: BodyBudget::new(l.body_bytes_in_flight, l.body_bytes_in_flight_per_ip),
             // `Config::validate` has checked every entry.
             trusted_proxies: TrustedProxies::parse(&l.trusted_proxies).unwrap_or_default(),
@@ -375,15 +384,17 @@ impl Node {
 
     /// Takes a token from `limiter` for the client address key of `ip` (IPv6 by /64).
     /// Loopback clients pass only with `limits.anonymous_exempt_loopback` (opt-in).
-    pub fn check_ip(&self, limiter: &RateLimiter<IpAddr>, ip: IpAddr) -> Result<(), RateLimited> {
+    pub async fn check_ip(
+        &self,
+        limiter: &RateLimiter<IpAddr>,
+        ip: IpAddr,
+    ) -> Result<(), RateLimited> {
         if ip.is_loopback() && self.config.limits.anonymous_exempt_loopback {
             return Ok(());
         }
         limiter
-            .check(
-                crate::basics::client_addr::addr_key(ip),
-                std::time::Instant::now(),
-            )
+            .take(crate::basics::client_addr::addr_key(ip))
+            .await
             .map_err(|retry_after| {
                 Metrics::inc(&self.metrics.rate_limited);
                 RateLimited { retry_after }

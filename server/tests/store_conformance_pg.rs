@@ -27,6 +27,7 @@ fn config(db: &str, lease: Duration) -> PostgresConfig {
         pool_size: 4,
         connect_timeout: Secs(Duration::from_secs(5)),
         queue_lease: Secs(lease),
+        ..PostgresConfig::default()
     }
 }
 

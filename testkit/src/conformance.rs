@@ -25,7 +25,8 @@
 //! device lists what it has not acknowledged, an envelope goes when every device has
 //! acknowledged it, removing a device releases what only it still owed, the retention
 //! period deletes old envelopes whatever their acknowledgements, and all of it survives a
-//! reopen.
+//! reopen. Rate limits: a token bucket gives its burst, then a token per interval, whole
+//! tokens only, the same to concurrent takers together, and is forgotten once full.
 
 use std::future::Future;
 use std::path::Path;
@@ -38,6 +39,7 @@ use sealpost_server::store::{
     OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome, RemoveDeviceOutcome,
     Rotation, SmtpJob, Store, StoreError,
 };
+use sealpost_server::store::{Bucket, Tokens};
 
 /// A store implementation under test.
 pub trait Backend: Sync {
@@ -981,6 +983,74 @@ pub async fn devices_and_their_acks_survive_reopen<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// A shared rate-limit bucket ([`Store::take_tokens`]) follows [`Bucket::take`]: a new
+/// bucket gives its burst (in part when less is left), then one token per interval; keys
+/// are independent; concurrent takes add up to exactly what the bucket held; a full bucket
+/// is swept and behaves like a new one.
+pub async fn rate_limit_buckets_hold<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let bucket = Bucket {
+        interval_us: 1_000_000,
+        burst: 5,
+    };
+    let t0 = 1_700_000_000_000_000u64;
+    let take = |key: u8, at: u64, want: u64| s.take_tokens([key; 32], bucket, at, want);
+    let first = take(1, t0, 3).await.unwrap();
+    assert_eq!(
+        first,
+        Tokens {
+            granted: 3,
+            tat: t0 + 3_000_000
+        }
+    );
+    assert_eq!(
+        take(1, t0, 3).await.unwrap().granted,
+        2,
+        "what is left, not more"
+    );
+    let empty = take(1, t0, 1).await.unwrap();
+    assert_eq!(empty.granted, 0);
+    assert_eq!(
+        bucket.wait_us(empty.tat, t0),
+        1_000_000,
+        "one interval to the next token"
+    );
+    assert_eq!(
+        take(2, t0, 9).await.unwrap().granted,
+        5,
+        "keys are independent"
+    );
+    assert_eq!(
+        take(1, t0 + 999_999, 1).await.unwrap().granted,
+        0,
+        "whole tokens only"
+    );
+    assert_eq!(take(1, t0 + 1_000_000, 2).await.unwrap().granted, 1);
+    assert_eq!(take(1, t0 + 1_000_000, 1).await.unwrap().granted, 0);
+    // Many takers at once, as from several processes: together exactly the burst.
+    let racers: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.take_tokens([3; 32], bucket, t0, 1).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for r in racers {
+        granted += r.await.unwrap().granted;
+    }
+    assert_eq!(granted, 5);
+    // Full again 6 s later (5 intervals after its last take): swept, and like new.
+    assert_eq!(
+        s.sweep_limits(t0 + 1_000_000).await.unwrap(),
+        0,
+        "none is full yet"
+    );
+    assert!(s.sweep_limits(t0 + 6_000_000).await.unwrap() >= 3);
+    assert_eq!(take(1, t0 + 6_000_000, 9).await.unwrap().granted, 5);
+    s.close().await.unwrap();
+}
+
 /// One `#[tokio::test]` per conformance case for `$backend` (an expression of a type that
 /// implements [`Backend`]). Put it in its own test file or module: the tests are named
 /// after the cases. Every case of this module is listed here.
@@ -1009,6 +1079,7 @@ macro_rules! store_conformance {
             removing_a_device_releases_what_only_it_owed,
             retention_expires_envelopes_whatever_their_acks,
             devices_and_their_acks_survive_reopen,
+            rate_limit_buckets_hold,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {
