@@ -50,9 +50,13 @@ pub struct CachedAccount {
 /// What each user, and each client address, has waiting in the outbound queue: counted at
 /// submit, released when the relay is done with a hop (delivered, bounced or dropped). At
 /// start the per-user counts are rebuilt from the queue; the per-address ones count what
-/// was submitted since (the queue does not record addresses).
+/// was submitted since (the queue does not record addresses). On a store that several
+/// processes share (`Store::keeps_limits`) the per-user limit is decided by the store
+/// (`Store::enqueue_within`) and only the per-address one here.
 pub struct OutboundUsage {
     usage: std::sync::Mutex<Usage>,
+    /// The per-user limit is the store's (`Store::enqueue_within`).
+    pub senders_in_store: bool,
     max_hops: u64,
     max_bytes: u64,
     max_hops_per_ip: u64,
@@ -75,6 +79,7 @@ impl OutboundUsage {
     pub fn new(max_hops: u64, max_bytes: u64, max_hops_per_ip: u64, max_bytes_per_ip: u64) -> Self {
         OutboundUsage {
             usage: Default::default(),
+            senders_in_store: false,
             max_hops,
             max_bytes,
             max_hops_per_ip,
@@ -90,7 +95,7 @@ impl OutboundUsage {
         };
         let mine = u.by_sender.get(&item.sender).copied().unwrap_or_default();
         let theirs = u.by_ip.get(&ip).copied().unwrap_or_default();
-        if over(mine, item.size, self.max_hops, self.max_bytes)
+        if (!self.senders_in_store && over(mine, item.size, self.max_hops, self.max_bytes))
             || over(
                 theirs,
                 item.size,
@@ -264,12 +269,15 @@ impl Node {
                 max_bytes: l.mailbox_quota,
                 max_envelopes: l.mailbox_max_envelopes,
             },
-            outbound_usage: OutboundUsage::new(
-                l.outbound_hops_per_user,
-                l.outbound_bytes_per_user,
-                l.outbound_hops_per_ip,
-                l.outbound_bytes_per_ip,
-            ),
+            outbound_usage: OutboundUsage {
+                senders_in_store: shared.keeps_limits(),
+                ..OutboundUsage::new(
+                    l.outbound_hops_per_user,
+                    l.outbound_bytes_per_user,
+                    l.outbound_hops_per_ip,
+                    l.outbound_bytes_per_ip,
+                )
+            },
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
             account_generation: Default::default(),

@@ -5,7 +5,8 @@
 //! the database crashing under load gives clear 503s while it is down, and everything
 //! acknowledged arrives once after it is back; a device signed in at one process works at
 //! the other, and removing it at one ends its token in both. Limits hold for both together:
-//! a per-minute rate limit (with and without leased tokens) and a mailbox's quota.
+//! a per-minute rate limit (with and without leased tokens), a mailbox's quota and a
+//! user's share of the outbound queue.
 
 mod common;
 
@@ -553,7 +554,7 @@ async fn a_rate_limit_holds_for_both_processes_together() {
         let (a, b) = (cluster.process("a"), cluster.process("b"));
         let api = Api::default();
         // k: the lease, at most an eighth of the burst (ratelimit::lease_size).
-        let k = lease.min(L / 8).max(1);
+        let k = lease.clamp(1, L / 8);
         let (passed, secs) = lookups(&api, &addr(&a), &addr(&b), 4 * L).await;
         let refill = (L as f64 * secs / 60.0).ceil() as usize;
         let most = L + refill + 2 * (k - 1);
@@ -647,4 +648,58 @@ async fn two_processes_filling_one_mailbox_stop_at_its_quota() {
     }
     let sent: std::collections::HashSet<_> = sent.into_iter().collect();
     assert_eq!(received, sent);
+}
+
+/// A user's share of the outbound queue (`limits.outbound_hops_per_user`) holds for both
+/// processes together: twenty hops to an unreachable node submitted through both at once,
+/// exactly the limit accepted (they stay queued), the rest `507 quota_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_queue_quota_holds_for_both_processes() {
+    const MAX: usize = 6;
+    let pg = PgServer::start().expect("PostgreSQL");
+    let db = database(&pg, "outq").await;
+    let cluster = Cluster::with(&pg, &db, &[&format!("limits.outbound_hops_per_user={MAX}")]);
+    let (a, b) = (cluster.process("a"), cluster.process("b"));
+    let (ua, ub) = (addr(&a), addr(&b));
+    let api = Api::default();
+    let p = Arc::new(parties(&api, &ua).await);
+    let token = Arc::new(token_across(&api, &ua, &ub, &p.alice_mb, &p.alice).await);
+    // Nothing listens on the discard port: the hops wait in the queue.
+    let nowhere = NodeUrl::parse("http://127.0.0.1:9").unwrap();
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let (api, p, token, nowhere) = (api.clone(), p.clone(), token.clone(), nowhere.clone());
+        let node = if worker % 2 == 0 {
+            ua.clone()
+        } else {
+            ub.clone()
+        };
+        load.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                let env = envelope(&p.alice, &p.bob, p.bob_mb, "queued", "waits");
+                let hop = hop(&env, &nowhere, &p.node_cert);
+                let (status, body) = sealpost_testkit::api::Api::new(api.http.clone())
+                    .submit(&node, Some(&token), hop.encode())
+                    .await
+                    .expect("submit");
+                statuses.push((status, body["error"]["code"].clone()));
+            }
+            statuses
+        });
+    }
+    let mut accepted = 0;
+    while let Some(r) = load.join_next().await {
+        for (status, code) in r.unwrap() {
+            match status {
+                StatusCode::ACCEPTED => accepted += 1,
+                StatusCode::INSUFFICIENT_STORAGE => assert_eq!(code, "quota_exceeded"),
+                other => panic!("unexpected {other} {code}"),
+            }
+        }
+    }
+    assert_eq!(
+        accepted, MAX,
+        "the queue quota holds for both processes together"
+    );
 }

@@ -73,9 +73,21 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
     if !node.outbound_usage.reserve(&item, client) {
         return Err(ApiError::OutboundFull);
     }
-    if let Err(e) = node.store.enqueue(item.clone(), payload.clone()).await {
+    let l = &node.config.limits;
+    let queued = if node.outbound_usage.senders_in_store {
+        let (hops, bytes) = (l.outbound_hops_per_user, l.outbound_bytes_per_user);
+        (node.store)
+            .enqueue_within(item.clone(), payload.clone(), hops, bytes)
+            .await
+    } else {
+        node.store
+            .enqueue(item.clone(), payload.clone())
+            .await
+            .map(|()| true)
+    };
+    if !matches!(queued, Ok(true)) {
         node.outbound_usage.release(&item);
-        return Err(e.into());
+        return Err(queued.map_or_else(ApiError::from, |_| ApiError::OutboundFull));
     }
     Metrics::inc(&node.metrics.hops_queued);
     node.metrics

@@ -523,6 +523,19 @@ pub trait Store: Send + Sync {
     ) -> StoreFuture<'_, Tokens> {
         no_limits()
     }
+    /// [`enqueue`](Store::enqueue), unless the sender would then have more than
+    /// `max_hops` hops or `max_bytes` bytes in the queue (0: no limit); decided inside the
+    /// write, so the limit holds for every process sharing the store. `false`: over it,
+    /// nothing written. Hops are counted from enqueue to `finish`.
+    fn enqueue_within(
+        &self,
+        _item: OutboundItem,
+        _payload: Bytes,
+        _max_hops: u64,
+        _max_bytes: u64,
+    ) -> StoreFuture<'_, bool> {
+        no_limits()
+    }
     /// Forgets buckets that are full again at `now_us` (they behave like new ones);
     /// returns how many.
     fn sweep_limits(&self, _now_us: u64) -> StoreFuture<'_, u64> {

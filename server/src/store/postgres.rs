@@ -128,6 +128,12 @@ const MIGRATIONS: &[&str] = &[
         granted BIGINT NOT NULL
     );
     CREATE INDEX rate_limits_tat ON rate_limits (tat);",
+    // 5: each hop's sender and size beside its JSON item, so that a user's share of the
+    // queue is counted in the database (`Store::enqueue_within`). Hops queued before have
+    // none and are not counted.
+    "ALTER TABLE outbound ADD COLUMN sender BYTEA;
+    ALTER TABLE outbound ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX outbound_sender ON outbound (sender);",
 ];
 
 /// One take of a shared rate-limit bucket (`Bucket::take` in SQL), one atomic statement:
@@ -1023,11 +1029,13 @@ async fn enqueue_tx(
     lease: i64,
 ) -> Result<(), TxError> {
     tx.execute(
-        "INSERT INTO outbound (id, item, next_attempt_ms, holder, lease_until_ms, payload)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO outbound
+            (id, item, next_attempt_ms, holder, lease_until_ms, payload, sender, size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET item = excluded.item,
             next_attempt_ms = excluded.next_attempt_ms, holder = excluded.holder,
-            lease_until_ms = excluded.lease_until_ms, payload = excluded.payload",
+            lease_until_ms = excluded.lease_until_ms, payload = excluded.payload,
+            sender = excluded.sender, size = excluded.size",
         &[
             &item.id.as_slice(),
             &item_json(item),
@@ -1035,6 +1043,8 @@ async fn enqueue_tx(
             &holder.as_slice(),
             &lease,
             &payload.as_ref(),
+            &item.sender.as_bytes().as_slice(),
+            &i(item.size),
         ],
     )
     .await?;
@@ -1109,6 +1119,42 @@ impl Store for PgStore {
             let lease = i(now_ms().saturating_add(self.lease_ms));
             write_tx!(self, 1, |tx| {
                 enqueue_tx(tx, &item, &payload, &self.holder, lease).await
+            })
+        })
+    }
+
+    fn enqueue_within(
+        &self,
+        item: OutboundItem,
+        payload: Bytes,
+        max_hops: u64,
+        max_bytes: u64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let lease = i(now_ms().saturating_add(self.lease_ms));
+            let sender = item.sender.as_bytes().as_slice();
+            write_tx!(self, 1, |tx| {
+                // The sender's row lock puts one user's submits in turn, in any process.
+                tx.execute(
+                    "SELECT 1 FROM accounts WHERE mailbox = $1 FOR UPDATE",
+                    &[&sender],
+                )
+                .await?;
+                let used = tx
+                    .query_one(
+                        "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT)
+                         FROM outbound WHERE sender = $1",
+                        &[&sender],
+                    )
+                    .await?;
+                let (hops, bytes) = (u(used.get(0)), u(used.get(1)));
+                if (max_hops > 0 && hops.saturating_add(1) > max_hops)
+                    || (max_bytes > 0 && bytes.saturating_add(item.size) > max_bytes)
+                {
+                    return Ok::<bool, TxError>(false);
+                }
+                enqueue_tx(tx, &item, &payload, &self.holder, lease).await?;
+                Ok(true)
             })
         })
     }
