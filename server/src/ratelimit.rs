@@ -265,6 +265,31 @@ mod tests {
     }
 
     #[test]
+    fn leases_are_an_eighth_of_the_burst_at_most() {
+        assert_eq!(lease_size(16, 1000), 16);
+        assert_eq!(lease_size(16, 40), 5);
+        assert_eq!(lease_size(16, 15), 1, "a small burst is never leased out");
+        assert_eq!(lease_size(1, 1000), 1);
+        assert_eq!(secs_from_us(1), 1);
+        assert_eq!(secs_from_us(1_000_001), 2);
+    }
+
+    #[test]
+    fn a_shared_bucket_refills_by_its_interval() {
+        let b = SharedBucket {
+            interval_us: 1_500_000, // 40 per minute
+            burst: 2,
+        };
+        let t = b.take(None, 100, 5);
+        assert_eq!(t.granted, 2);
+        assert_eq!(b.wait_us(t.tat, 100), 1_500_000);
+        let later = b.take(Some(t.tat), 100 + 1_500_000, 5);
+        assert_eq!(later.granted, 1);
+        // A bucket idle for long is full, not fuller.
+        assert_eq!(b.take(Some(later.tat), 1 << 40, 5).granted, 2);
+    }
+
+    #[test]
     fn zero_means_unlimited() {
         let l = RateLimiter::new(0, 0);
         let t = Instant::now();

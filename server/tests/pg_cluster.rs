@@ -573,6 +573,46 @@ async fn a_rate_limit_holds_for_both_processes_together() {
     }
 }
 
+/// Two processes of one node on a fresh database with one `extra` setting, the parties,
+/// and a token of alice's.
+struct Two {
+    _a: NodeProcess,
+    _b: NodeProcess,
+    _cluster: Cluster,
+    ua: NodeUrl,
+    ub: NodeUrl,
+    api: Api,
+    p: Arc<Parties>,
+    token: Arc<String>,
+}
+
+impl Two {
+    fn parts(&self) -> (NodeUrl, NodeUrl, Api, Arc<Parties>, Arc<String>) {
+        let (p, token) = (self.p.clone(), self.token.clone());
+        (self.ua.clone(), self.ub.clone(), self.api.clone(), p, token)
+    }
+
+    async fn start(pg: &PgServer, name: &str, extra: &str) -> Two {
+        let db = database(pg, name).await;
+        let cluster = Cluster::with(pg, &db, &[extra]);
+        let (a, b) = (cluster.process("a"), cluster.process("b"));
+        let (ua, ub) = (addr(&a), addr(&b));
+        let api = Api::default();
+        let p = Arc::new(parties(&api, &ua).await);
+        let token = Arc::new(token_across(&api, &ua, &ub, &p.alice_mb, &p.alice).await);
+        Two {
+            _a: a,
+            _b: b,
+            _cluster: cluster,
+            ua,
+            ub,
+            api,
+            p,
+            token,
+        }
+    }
+}
+
 /// Two processes delivering into one mailbox at once cannot fill it past its quota: the
 /// count is decided under the mailbox's row lock, so the bound is exact (0 over). Letters
 /// beyond it wait in the queue and arrive once room is made.
@@ -580,13 +620,8 @@ async fn a_rate_limit_holds_for_both_processes_together() {
 async fn two_processes_filling_one_mailbox_stop_at_its_quota() {
     const MAX: usize = 5;
     let pg = PgServer::start().expect("PostgreSQL");
-    let db = database(&pg, "quota").await;
-    let cluster = Cluster::with(&pg, &db, &[&format!("limits.mailbox_max_envelopes={MAX}")]);
-    let (a, b) = (cluster.process("a"), cluster.process("b"));
-    let (ua, ub) = (addr(&a), addr(&b));
-    let api = Api::default();
-    let p = Arc::new(parties(&api, &ua).await);
-    let token = Arc::new(token_across(&api, &ua, &ub, &p.alice_mb, &p.alice).await);
+    let two = Two::start(&pg, "quota", &format!("limits.mailbox_max_envelopes={MAX}")).await;
+    let (ua, ub, api, p, token) = two.parts();
     let mut load = tokio::task::JoinSet::new();
     for worker in 0..4 {
         let (api, p, token) = (api.clone(), p.clone(), token.clone());
@@ -657,13 +692,8 @@ async fn two_processes_filling_one_mailbox_stop_at_its_quota() {
 async fn a_users_queue_quota_holds_for_both_processes() {
     const MAX: usize = 6;
     let pg = PgServer::start().expect("PostgreSQL");
-    let db = database(&pg, "outq").await;
-    let cluster = Cluster::with(&pg, &db, &[&format!("limits.outbound_hops_per_user={MAX}")]);
-    let (a, b) = (cluster.process("a"), cluster.process("b"));
-    let (ua, ub) = (addr(&a), addr(&b));
-    let api = Api::default();
-    let p = Arc::new(parties(&api, &ua).await);
-    let token = Arc::new(token_across(&api, &ua, &ub, &p.alice_mb, &p.alice).await);
+    let two = Two::start(&pg, "outq", &format!("limits.outbound_hops_per_user={MAX}")).await;
+    let (ua, ub, api, p, token) = two.parts();
     // Nothing listens on the discard port: the hops wait in the queue.
     let nowhere = NodeUrl::parse("http://127.0.0.1:9").unwrap();
     let mut load = tokio::task::JoinSet::new();
