@@ -121,7 +121,7 @@ const MIGRATIONS: &[&str] = &[
     // sha256 of the limit's name and key, tat = the bucket's theoretical arrival time in
     // Unix microseconds, granted = what the last take gave). UNLOGGED: no WAL, no flush per
     // take; a database crash forgets the buckets (they are full again), which a rate limit
-    // may. CockroachDB and YugabyteDB accept the word and keep the table logged.
+    // may. CockroachDB (20.2 on) and YugabyteDB (2024.2 on) accept the word as a no-op.
     "CREATE UNLOGGED TABLE rate_limits (
         key BYTEA PRIMARY KEY,
         tat BIGINT NOT NULL,
