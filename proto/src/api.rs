@@ -31,8 +31,14 @@ pub const SUBMIT: &str = "/v1/submit";
 /// the destination URL's path prefix).
 pub const DELIVER: &str = "/v1/deliver";
 /// `GET {MAILBOX}/{mailbox}` lists, `GET`/`DELETE {MAILBOX}/{mailbox}/{seq}` fetches and
-/// acknowledges ([`mailbox`], [`envelope`]).
+/// acknowledges ([`mailbox`], [`envelope`]); `POST` to [`mailbox_fetch`] and
+/// [`mailbox_ack`] does either for up to [`MAX_BATCH_SEQS`](crate::limits::MAX_BATCH_SEQS)
+/// sequence numbers at once.
 pub const MAILBOX: &str = "/v1/mailbox";
+/// The last segment of [`mailbox_fetch`].
+pub const FETCH_STEP: &str = "fetch";
+/// The last segment of [`mailbox_ack`].
+pub const ACK_STEP: &str = "ack";
 
 /// `GET` lists the account's devices, `POST` registers one, `DELETE {DEVICES}/{id}` removes
 /// one ([`device`]).
@@ -67,6 +73,17 @@ pub fn mailbox(mailbox: impl Display) -> String {
     format!("{MAILBOX}/{mailbox}")
 }
 
+/// `{MAILBOX}/{mailbox}/fetch`: `POST` a JSON `{"seqs": [...]}`, get an
+/// [`EnvelopeBatch`](crate::batch::EnvelopeBatch).
+pub fn mailbox_fetch(mailbox: impl Display) -> String {
+    format!("{MAILBOX}/{mailbox}/{FETCH_STEP}")
+}
+
+/// `{MAILBOX}/{mailbox}/ack`: `POST` a JSON `{"seqs": [...]}` to acknowledge them at once.
+pub fn mailbox_ack(mailbox: impl Display) -> String {
+    format!("{MAILBOX}/{mailbox}/{ACK_STEP}")
+}
+
 /// `{MAILBOX}/{mailbox}/{seq}`.
 pub fn envelope(mailbox: impl Display, seq: u64) -> String {
     format!("{MAILBOX}/{mailbox}/{seq}")
@@ -87,6 +104,8 @@ mod tests {
     fn parameterised_paths_and_their_segments() {
         assert_eq!(record("a@b.test"), "/v1/records/a@b.test");
         assert_eq!(envelope("ab", 7), "/v1/mailbox/ab/7");
+        assert_eq!(mailbox_fetch("ab"), "/v1/mailbox/ab/fetch");
+        assert_eq!(mailbox_ack("ab"), "/v1/mailbox/ab/ack");
         assert_eq!(segments_under(&mailbox("ab"), MAILBOX), Some(vec!["ab"]));
         assert_eq!(
             segments_under(&envelope("ab", 7), MAILBOX),

@@ -22,13 +22,15 @@ pub enum Route {
     List,
     GetEnvelope,
     Ack,
+    FetchBatch,
+    AckBatch,
     Devices,
     Links,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 16] = [
+    const ALL: [Route; 18] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -42,6 +44,8 @@ impl Route {
         Route::List,
         Route::GetEnvelope,
         Route::Ack,
+        Route::FetchBatch,
+        Route::AckBatch,
         Route::Devices,
         Route::Links,
         Route::Unknown,
@@ -62,6 +66,8 @@ impl Route {
             Route::List => "list",
             Route::GetEnvelope => "get_envelope",
             Route::Ack => "ack",
+            Route::FetchBatch => "fetch_batch",
+            Route::AckBatch => "ack_batch",
             Route::Devices => "devices",
             Route::Links => "links",
             Route::Unknown => "unknown",
