@@ -333,6 +333,10 @@ pub struct PostgresConfig {
     /// a renewal (renewed every third of it): after a process dies, the others take its
     /// hops over within this time.
     pub queue_lease: Secs,
+    /// Tokens of a shared rate-limit bucket a process takes at once (one database round
+    /// trip per that many requests of one key); at most an eighth of the limit's burst is
+    /// taken. 1: every request asks the database.
+    pub limit_lease: u32,
 }
 
 impl fmt::Debug for PostgresConfig {
@@ -343,6 +347,7 @@ impl fmt::Debug for PostgresConfig {
             .field("pool_size", &self.pool_size)
             .field("connect_timeout", &self.connect_timeout)
             .field("queue_lease", &self.queue_lease)
+            .field("limit_lease", &self.limit_lease)
             .finish()
     }
 }
@@ -354,6 +359,7 @@ impl Default for PostgresConfig {
             pool_size: 16,
             connect_timeout: Secs::from_secs(5),
             queue_lease: Secs::from_secs(30),
+            limit_lease: 16,
         }
     }
 }
@@ -799,6 +805,9 @@ impl Config {
             }
             if pg.queue_lease.get() < Duration::from_millis(300) {
                 return bad("storage.postgres.queue_lease must be at least 0.3 seconds".into());
+            }
+            if pg.limit_lease == 0 || pg.limit_lease > 1024 {
+                return bad("storage.postgres.limit_lease must be 1 to 1024".into());
             }
         }
         for (name, ttl) in [

@@ -70,9 +70,13 @@ pub struct CachedAccount {
 /// What each user, and each client address, has waiting in the outbound queue: counted at
 /// submit, released when the relay is done with a hop (delivered, bounced or dropped). At
 /// start the per-user counts are rebuilt from the queue; the per-address ones count what
-/// was submitted since (the queue does not record addresses).
+/// was submitted since (the queue does not record addresses). On a store that several
+/// processes share (`Store::keeps_limits`) the per-user limit is decided by the store
+/// (`Store::enqueue_within`) and only the per-address one here.
 pub struct OutboundUsage {
     usage: std::sync::Mutex<Usage>,
+    /// The per-user limit is the store's (`Store::enqueue_within`).
+    pub senders_in_store: bool,
     max_hops: u64,
     max_bytes: u64,
     max_hops_per_ip: u64,
@@ -95,6 +99,7 @@ impl OutboundUsage {
     pub fn new(max_hops: u64, max_bytes: u64, max_hops_per_ip: u64, max_bytes_per_ip: u64) -> Self {
         OutboundUsage {
             usage: Default::default(),
+            senders_in_store: false,
             max_hops,
             max_bytes,
             max_hops_per_ip,
@@ -110,7 +115,7 @@ impl OutboundUsage {
         };
         let mine = u.by_sender.get(&item.sender).copied().unwrap_or_default();
         let theirs = u.by_ip.get(&ip).copied().unwrap_or_default();
-        if over(mine, item.size, self.max_hops, self.max_bytes)
+        if (!self.senders_in_store && over(mine, item.size, self.max_hops, self.max_bytes))
             || over(
                 theirs,
                 item.size,
@@ -234,6 +239,8 @@ impl Node {
             .filter_map(|p| parse_node_key(&p.node_key).ok())
             .collect();
         let l = &config.limits;
+        // Counted in the store when several processes share it (`RateLimiter::in_store`).
+        let (shared, lease) = (store.clone(), config.storage.postgres.limit_lease);
         Node {
             url: url.clone(),
             descriptor,
@@ -250,22 +257,29 @@ impl Node {
             link_limit: RateLimiter::new(
                 config.devices.links_per_minute,
                 config.devices.links_burst,
-            ),
+            )
+            .in_store("links", &shared, lease),
             link_ip_limit: RateLimiter::new(
                 config.devices.link_requests_per_minute_per_ip,
                 config.devices.link_requests_burst_per_ip,
-            ),
-            submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
-            deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
+            )
+            .in_store("link_requests_ip", &shared, lease),
+            submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst)
+                .in_store("submit", &shared, lease),
+            deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst)
+                .in_store("deliver", &shared, lease),
             anonymous_limit: RateLimiter::new(
                 l.anonymous_per_minute_per_ip,
                 l.anonymous_burst_per_ip,
-            ),
-            lookup_limit: RateLimiter::new(l.lookups_per_minute_per_ip, l.lookups_burst_per_ip),
+            )
+            .in_store("anonymous_ip", &shared, lease),
+            lookup_limit: RateLimiter::new(l.lookups_per_minute_per_ip, l.lookups_burst_per_ip)
+                .in_store("lookups_ip", &shared, lease),
             new_peer_limit: RateLimiter::new(
                 l.new_peers_per_minute_per_ip,
                 l.new_peers_burst_per_ip,
-            ),
+            )
+            .in_store("new_peers_ip", &shared, lease),
             body_budget: BodyBudget::new(l.body_bytes_in_flight, l.body_bytes_in_flight_per_ip),
             // `Config::validate` has checked every entry.
             trusted_proxies: TrustedProxies::parse(&l.trusted_proxies).unwrap_or_default(),
@@ -277,12 +291,15 @@ impl Node {
                 max_bytes: l.mailbox_quota,
                 max_envelopes: l.mailbox_max_envelopes,
             },
-            outbound_usage: OutboundUsage::new(
-                l.outbound_hops_per_user,
-                l.outbound_bytes_per_user,
-                l.outbound_hops_per_ip,
-                l.outbound_bytes_per_ip,
-            ),
+            outbound_usage: OutboundUsage {
+                senders_in_store: shared.keeps_limits(),
+                ..OutboundUsage::new(
+                    l.outbound_hops_per_user,
+                    l.outbound_bytes_per_user,
+                    l.outbound_hops_per_ip,
+                    l.outbound_bytes_per_ip,
+                )
+            },
             relay_tx,
             queue_control: std::sync::OnceLock::new(),
             accounts: RwLock::new(HashMap::new()),
@@ -398,15 +415,17 @@ impl Node {
 
     /// Takes a token from `limiter` for the client address key of `ip` (IPv6 by /64).
     /// Loopback clients pass only with `limits.anonymous_exempt_loopback` (opt-in).
-    pub fn check_ip(&self, limiter: &RateLimiter<IpAddr>, ip: IpAddr) -> Result<(), RateLimited> {
+    pub async fn check_ip(
+        &self,
+        limiter: &RateLimiter<IpAddr>,
+        ip: IpAddr,
+    ) -> Result<(), RateLimited> {
         if ip.is_loopback() && self.config.limits.anonymous_exempt_loopback {
             return Ok(());
         }
         limiter
-            .check(
-                crate::basics::client_addr::addr_key(ip),
-                std::time::Instant::now(),
-            )
+            .take(crate::basics::client_addr::addr_key(ip))
+            .await
             .map_err(|retry_after| {
                 Metrics::inc(&self.metrics.rate_limited);
                 RateLimited { retry_after }

@@ -507,6 +507,11 @@ async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
                 node.lookup_limit.sweep(now);
                 node.new_peer_limit.sweep(now);
                 node.deliver_limit.sweep(now);
+                if node.store.keeps_limits()
+                    && let Err(e) = node.store.sweep_limits(crate::basics::clock::now_ms() * 1000).await
+                {
+                    tracing::warn!(error = %e, "could not forget full rate-limit buckets");
+                }
             }
             _ = expire.tick() => {
                 let retention = node.config.devices.retention.get().as_secs();

@@ -4,7 +4,9 @@
 //! load loses and doubles nothing that was acknowledged (the survivor takes its queue over);
 //! the database crashing under load gives clear 503s while it is down, and everything
 //! acknowledged arrives once after it is back; a device signed in at one process works at
-//! the other, and removing it at one ends its token in both.
+//! the other, and removing it at one ends its token in both. Limits hold for both together:
+//! a per-minute rate limit (with and without leased tokens), a mailbox's quota and a
+//! user's share of the outbound queue.
 
 mod common;
 
@@ -36,6 +38,11 @@ struct Cluster {
 
 impl Cluster {
     fn new(pg: &PgServer, db: &str) -> Cluster {
+        Cluster::with(pg, db, &[])
+    }
+
+    /// A cluster whose processes also get `extra` settings (`key=value`, after the rest).
+    fn with(pg: &PgServer, db: &str, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         init(Path::new(BIN), dir.path()).expect("init");
         let args = [
@@ -56,6 +63,7 @@ impl Cluster {
             "limits.outbound_hops_per_ip=100000".into(),
         ]
         .into_iter()
+        .chain(extra.iter().map(|a| a.to_string()))
         .flat_map(|a| ["--set".to_string(), a])
         .collect();
         Cluster { dir, args }
@@ -479,5 +487,249 @@ async fn a_device_signed_in_at_one_process_works_at_the_other_until_removed_ther
     assert!(
         listed(&api, &ua, &p.bob_mb, &t2).await.is_empty(),
         "the last device's ack deleted it"
+    );
+}
+
+/// Record lookups (limited per client address) sent alternately to `a` and `b`, `n` in
+/// all, two at a time: how many were answered other than 429, and the seconds it took.
+/// Every 429 says `rate_limited` and carries a `Retry-After` of at least 1 s.
+async fn lookups(api: &Api, a: &NodeUrl, b: &NodeUrl, n: usize) -> (usize, f64) {
+    let started = Instant::now();
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..2 {
+        let node = if worker == 0 { a.clone() } else { b.clone() };
+        let http = api.http.clone();
+        load.spawn(async move {
+            let mut passed = 0;
+            for _ in 0..n / 2 {
+                let resp = http
+                    .get(node.join("/v1/records/nobody%40sealpost.test"))
+                    .send()
+                    .await
+                    .expect("lookup");
+                if resp.status() != StatusCode::TOO_MANY_REQUESTS {
+                    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+                    passed += 1;
+                    continue;
+                }
+                let retry: u64 = resp.headers()["retry-after"]
+                    .to_str()
+                    .expect("Retry-After")
+                    .parse()
+                    .expect("Retry-After seconds");
+                assert!((1..=60).contains(&retry), "Retry-After {retry}");
+                let body: serde_json::Value =
+                    serde_json::from_slice(&resp.bytes().await.unwrap()).expect("error json");
+                assert_eq!(body["error"]["code"], "rate_limited", "{body}");
+            }
+            passed
+        });
+    }
+    let mut passed = 0;
+    while let Some(r) = load.join_next().await {
+        passed += r.unwrap();
+    }
+    (passed, started.elapsed().as_secs_f64())
+}
+
+/// A per-minute limit L (burst L) holds for two processes together: over T seconds they
+/// admit at most L + L·T/60 + 2·(k − 1) (spec/node.md §Storage on PostgreSQL: k tokens
+/// leased at a time), not 2·L as two in-memory buckets would; and at least L − 2·(k − 1)
+/// (leased tokens left unspent). With `limit_lease = 1` the bound is exact.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limit_holds_for_both_processes_together() {
+    const L: usize = 40;
+    let pg = PgServer::start().expect("PostgreSQL");
+    for lease in [1usize, 16] {
+        let db = database(&pg, &format!("limit{lease}")).await;
+        let cluster = Cluster::with(
+            &pg,
+            &db,
+            &[
+                &format!("limits.lookups_per_minute_per_ip={L}"),
+                &format!("limits.lookups_burst_per_ip={L}"),
+                &format!("storage.postgres.limit_lease={lease}"),
+            ],
+        );
+        let (a, b) = (cluster.process("a"), cluster.process("b"));
+        let api = Api::default();
+        // k: the lease, at most an eighth of the burst (ratelimit::lease_size).
+        let k = lease.clamp(1, L / 8);
+        let (passed, secs) = lookups(&api, &addr(&a), &addr(&b), 4 * L).await;
+        let refill = (L as f64 * secs / 60.0).ceil() as usize;
+        let most = L + refill + 2 * (k - 1);
+        println!(
+            "LIMIT lease={k} L={L}: {passed} of {} admitted in {secs:.2} s (bound {most})",
+            4 * L
+        );
+        assert!(
+            passed <= most,
+            "lease {k}: {passed} admitted, more than {most}"
+        );
+        assert!(
+            passed >= L - 2 * (k - 1),
+            "lease {k}: only {passed} of the burst {L} admitted"
+        );
+    }
+}
+
+/// Two processes of one node on a fresh database with one `extra` setting, the parties,
+/// and a token of alice's.
+struct Two {
+    _a: NodeProcess,
+    _b: NodeProcess,
+    _cluster: Cluster,
+    ua: NodeUrl,
+    ub: NodeUrl,
+    api: Api,
+    p: Arc<Parties>,
+    token: Arc<String>,
+}
+
+impl Two {
+    fn parts(&self) -> (NodeUrl, NodeUrl, Api, Arc<Parties>, Arc<String>) {
+        let (p, token) = (self.p.clone(), self.token.clone());
+        (self.ua.clone(), self.ub.clone(), self.api.clone(), p, token)
+    }
+
+    async fn start(pg: &PgServer, name: &str, extra: &str) -> Two {
+        let db = database(pg, name).await;
+        let cluster = Cluster::with(pg, &db, &[extra]);
+        let (a, b) = (cluster.process("a"), cluster.process("b"));
+        let (ua, ub) = (addr(&a), addr(&b));
+        let api = Api::default();
+        let p = Arc::new(parties(&api, &ua).await);
+        let token = Arc::new(token_across(&api, &ua, &ub, &p.alice_mb, &p.alice).await);
+        Two {
+            _a: a,
+            _b: b,
+            _cluster: cluster,
+            ua,
+            ub,
+            api,
+            p,
+            token,
+        }
+    }
+}
+
+/// Two processes delivering into one mailbox at once cannot fill it past its quota: the
+/// count is decided under the mailbox's row lock, so the bound is exact (0 over). Letters
+/// beyond it wait in the queue and arrive once room is made.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_filling_one_mailbox_stop_at_its_quota() {
+    const MAX: usize = 5;
+    let pg = PgServer::start().expect("PostgreSQL");
+    let two = Two::start(&pg, "quota", &format!("limits.mailbox_max_envelopes={MAX}")).await;
+    let (ua, ub, api, p, token) = two.parts();
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let (api, p, token) = (api.clone(), p.clone(), token.clone());
+        let node = if worker % 2 == 0 {
+            ua.clone()
+        } else {
+            ub.clone()
+        };
+        load.spawn(async move {
+            let mut ids = Vec::new();
+            for _ in 0..5 {
+                let (status, id) = submit_one(&api, &node, &token, &p).await;
+                assert_eq!(status, StatusCode::ACCEPTED);
+                ids.push(id);
+            }
+            ids
+        });
+    }
+    let mut sent = Vec::new();
+    while let Some(r) = load.join_next().await {
+        sent.extend(r.unwrap());
+    }
+    let bob_token = token_across(&api, &ub, &ua, &p.bob_mb, &p.bob).await;
+    // Both relays retry every 0.1 to 0.5 s: watch for 3 s; the mailbox fills and stays full.
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        for node in [&ua, &ub] {
+            let n = listed(&api, node, &p.bob_mb, &bob_token).await.len();
+            assert!(n <= MAX, "{n} envelopes in a mailbox of {MAX}");
+            most = most.max(n);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(most, MAX, "the mailbox filled up");
+    // Making room lets the rest in, a quota's worth at a time, each letter once.
+    let mut received = std::collections::HashSet::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while received.len() < sent.len() {
+        assert!(
+            Instant::now() < deadline,
+            "{} of {} arrived",
+            received.len(),
+            sent.len()
+        );
+        let items = api.items(&ub, &p.bob_mb, &bob_token).await;
+        assert!(
+            items.len() <= MAX,
+            "{} envelopes in a mailbox of {MAX}",
+            items.len()
+        );
+        for (seq, id) in items {
+            assert!(received.insert(id), "a letter arrived twice");
+            let node = if seq % 2 == 0 { &ua } else { &ub };
+            let acked = api.ack(node, &p.bob_mb, seq, Some(&bob_token)).await;
+            assert!(acked.0.is_success(), "{acked:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let sent: std::collections::HashSet<_> = sent.into_iter().collect();
+    assert_eq!(received, sent);
+}
+
+/// A user's share of the outbound queue (`limits.outbound_hops_per_user`) holds for both
+/// processes together: twenty hops to an unreachable node submitted through both at once,
+/// exactly the limit accepted (they stay queued), the rest `507 quota_exceeded`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_queue_quota_holds_for_both_processes() {
+    const MAX: usize = 6;
+    let pg = PgServer::start().expect("PostgreSQL");
+    let two = Two::start(&pg, "outq", &format!("limits.outbound_hops_per_user={MAX}")).await;
+    let (ua, ub, api, p, token) = two.parts();
+    // Nothing listens on the discard port: the hops wait in the queue.
+    let nowhere = NodeUrl::parse("http://127.0.0.1:9").unwrap();
+    let mut load = tokio::task::JoinSet::new();
+    for worker in 0..4 {
+        let (api, p, token, nowhere) = (api.clone(), p.clone(), token.clone(), nowhere.clone());
+        let node = if worker % 2 == 0 {
+            ua.clone()
+        } else {
+            ub.clone()
+        };
+        load.spawn(async move {
+            let mut statuses = Vec::new();
+            for _ in 0..5 {
+                let env = envelope(&p.alice, &p.bob, p.bob_mb, "queued", "waits");
+                let hop = hop(&env, &nowhere, &p.node_cert);
+                let (status, body) = sealpost_testkit::api::Api::new(api.http.clone())
+                    .submit(&node, Some(&token), hop.encode())
+                    .await
+                    .expect("submit");
+                statuses.push((status, body["error"]["code"].clone()));
+            }
+            statuses
+        });
+    }
+    let mut accepted = 0;
+    while let Some(r) = load.join_next().await {
+        for (status, code) in r.unwrap() {
+            match status {
+                StatusCode::ACCEPTED => accepted += 1,
+                StatusCode::INSUFFICIENT_STORAGE => assert_eq!(code, "quota_exceeded"),
+                other => panic!("unexpected {other} {code}"),
+            }
+        }
+    }
+    assert_eq!(
+        accepted, MAX,
+        "the queue quota holds for both processes together"
     );
 }

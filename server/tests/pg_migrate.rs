@@ -211,6 +211,21 @@ async fn a_rocksdb_node_moves_to_postgres_and_both_stores_answer_alike() {
         3,
         "moved hops are free for the first process to claim"
     );
+    // Each mailbox has one moved hop queued: it counts toward its share of the queue.
+    let extra = |k: u8| outbound_item(200 + k, mailboxes[0].0);
+    assert!(
+        !pg_store
+            .enqueue_within(extra(0), Bytes::new(), 1, 0)
+            .await
+            .unwrap(),
+        "a moved hop counts toward its sender's queue quota"
+    );
+    assert!(
+        pg_store
+            .enqueue_within(extra(1), Bytes::new(), 2, 0)
+            .await
+            .unwrap()
+    );
     rocks.close().await.unwrap();
     pg_store.close().await.unwrap();
 }

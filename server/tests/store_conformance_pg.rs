@@ -27,6 +27,7 @@ fn config(db: &str, lease: Duration) -> PostgresConfig {
         pool_size: 4,
         connect_timeout: Secs(Duration::from_secs(5)),
         queue_lease: Secs(lease),
+        ..PostgresConfig::default()
     }
 }
 
@@ -196,6 +197,66 @@ async fn two_processes_dedupe_and_count_quota_together() {
         25,
         "the envelope quota holds across processes"
     );
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// A sender's share of the queue (`enqueue_within`) is decided in the database: twenty
+/// hops enqueued at once through two handles, five allowed, five queued; a finished hop
+/// makes room for one more; the byte limit counts sizes; another sender is not affected.
+#[tokio::test]
+async fn two_processes_hold_one_senders_queue_quota() {
+    let db = unique_db("outq");
+    let a = open_db(&db, Duration::from_secs(30)).await;
+    let b = open_db(&db, Duration::from_secs(30)).await;
+    let (m, other) = (new_mailbox(&*a, 1).await, new_mailbox(&*a, 2).await);
+    let mut handles = Vec::new();
+    for k in 0..20u8 {
+        let s = if k % 2 == 0 { a.clone() } else { b.clone() };
+        handles.push(tokio::spawn(async move {
+            s.enqueue_within(outbound_item(k, m), Bytes::from_static(b"abc"), 5, 0)
+                .await
+                .unwrap()
+        }));
+    }
+    let mut queued = Vec::new();
+    for (k, h) in handles.into_iter().enumerate() {
+        if h.await.unwrap() {
+            queued.push(k as u8);
+        }
+    }
+    assert_eq!(queued.len(), 5, "five of twenty: {queued:?}");
+    assert_eq!(a.outbound().await.unwrap().len(), 5);
+    let late = outbound_item(50, m);
+    assert!(
+        !b.enqueue_within(late.clone(), Bytes::new(), 5, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        a.enqueue_within(outbound_item(60, other), Bytes::new(), 5, 0)
+            .await
+            .unwrap()
+    );
+    b.finish(QueueId([queued[0]; 16]), None).await.unwrap();
+    assert!(
+        b.enqueue_within(late.clone(), Bytes::new(), 5, 0)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !a.enqueue_within(outbound_item(51, m), Bytes::new(), 5, 0)
+            .await
+            .unwrap()
+    );
+    // Bytes: items are 3 bytes; 10 allows three for a fresh sender.
+    let third = new_mailbox(&*a, 3).await;
+    let mut took = Vec::new();
+    for k in 70..74u8 {
+        let item = outbound_item(k, third);
+        took.push(a.enqueue_within(item, Bytes::new(), 0, 10).await.unwrap());
+    }
+    assert_eq!(took, [true, true, true, false]);
     a.close().await.unwrap();
     b.close().await.unwrap();
 }

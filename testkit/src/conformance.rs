@@ -30,7 +30,9 @@
 //! commands: an account's settings (suspended, its own quota) are kept, listed with its
 //! usage and override the byte quota but not a bounce's; deleting an account removes
 //! everything of it and nothing of another account; a stored invite allows its number of
-//! registrations (also when they race) until it expires or is revoked.
+//! registrations (also when they race) until it expires or is revoked. Rate limits: a
+//! token bucket gives its burst, then a token per interval, whole tokens only, the same to
+//! concurrent takers together, and is forgotten once full.
 
 use std::future::Future;
 use std::path::Path;
@@ -43,6 +45,7 @@ use sealpost_server::store::{
     NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome,
     RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError, StoredInvite,
 };
+use sealpost_server::store::{Bucket, Tokens};
 
 /// A store implementation under test.
 pub trait Backend: Sync {
@@ -1338,6 +1341,71 @@ pub async fn stored_invites_count_uses_expire_and_revoke<B: Backend>(b: &B) {
         3,
         "invites survive reopen"
     );
+/// A shared rate-limit bucket ([`Store::take_tokens`]) follows [`Bucket::take`]: a new
+/// bucket gives its burst (in part when less is left), then one token per interval; keys
+/// are independent; concurrent takes add up to exactly what the bucket held; a full bucket
+/// is swept and behaves like a new one.
+pub async fn rate_limit_buckets_hold<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let bucket = Bucket {
+        interval_us: 1_000_000,
+        burst: 5,
+    };
+    let t0 = 1_700_000_000_000_000u64;
+    let take = |key: u8, at: u64, want: u64| s.take_tokens([key; 32], bucket, at, want);
+    let first = take(1, t0, 3).await.unwrap();
+    assert_eq!(
+        first,
+        Tokens {
+            granted: 3,
+            tat: t0 + 3_000_000
+        }
+    );
+    assert_eq!(
+        take(1, t0, 3).await.unwrap().granted,
+        2,
+        "what is left, not more"
+    );
+    let empty = take(1, t0, 1).await.unwrap();
+    assert_eq!(empty.granted, 0);
+    assert_eq!(
+        bucket.wait_us(empty.tat, t0),
+        1_000_000,
+        "one interval to the next token"
+    );
+    assert_eq!(
+        take(2, t0, 9).await.unwrap().granted,
+        5,
+        "keys are independent"
+    );
+    assert_eq!(
+        take(1, t0 + 999_999, 1).await.unwrap().granted,
+        0,
+        "whole tokens only"
+    );
+    assert_eq!(take(1, t0 + 1_000_000, 2).await.unwrap().granted, 1);
+    assert_eq!(take(1, t0 + 1_000_000, 1).await.unwrap().granted, 0);
+    // Many takers at once, as from several processes: together exactly the burst.
+    let racers: Vec<_> = (0..20)
+        .map(|_| {
+            let s = s.clone();
+            tokio::spawn(async move { s.take_tokens([3; 32], bucket, t0, 1).await.unwrap() })
+        })
+        .collect();
+    let mut granted = 0;
+    for r in racers {
+        granted += r.await.unwrap().granted;
+    }
+    assert_eq!(granted, 5);
+    // Full again 6 s later (5 intervals after its last take): swept, and like new.
+    assert_eq!(
+        s.sweep_limits(t0 + 1_000_000).await.unwrap(),
+        0,
+        "none is full yet"
+    );
+    assert!(s.sweep_limits(t0 + 6_000_000).await.unwrap() >= 3);
+    assert_eq!(take(1, t0 + 6_000_000, 9).await.unwrap().granted, 5);
     s.close().await.unwrap();
 }
 
@@ -1373,6 +1441,7 @@ macro_rules! store_conformance {
             account_settings_are_kept_and_override_the_quota,
             deleting_an_account_removes_all_its_data,
             stored_invites_count_uses_expire_and_revoke,
+            rate_limit_buckets_hold,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -31,7 +31,7 @@ struct RegisterAnswer<'a> {
 }
 
 pub async fn register(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_anonymous(node, &req)?;
+    check_anonymous(node, &req).await?;
     let r: RegisterRequest = json_body(node, req).await?;
     let (status, mailbox, rotated) = match node.register(r.cert.as_bytes(), r.invite).await? {
         Registered::Created(m) => (StatusCode::CREATED, m, false),

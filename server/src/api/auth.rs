@@ -50,7 +50,7 @@ pub fn parse_mailbox(s: &str) -> Result<MailboxId, ApiError> {
 }
 
 pub async fn challenge(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_anonymous(node, &req)?;
+    check_anonymous(node, &req).await?;
     let r: ChallengeRequest = json_body(node, req).await?;
     let mailbox = parse_mailbox(&r.mailbox)?;
     let (nonce, expires) = node.challenge(mailbox).await?;

@@ -177,7 +177,8 @@ pub async fn remove(node: &Arc<Node>, id: &str, req: Request<Incoming>) -> Resul
 pub async fn open(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (mailbox, _) = current_device(node, req.headers()).await?;
     node.link_limit
-        .check(mailbox, std::time::Instant::now())
+        .take(mailbox)
+        .await
         .map_err(|retry_after| ApiError::RateLimited { retry_after })?;
     let (_, _, hello) = read_body(node, req, MAX_LINK_HELLO, "link hello").await?;
     if hello.is_empty() {
@@ -203,12 +204,12 @@ pub async fn link(
     let method = req.method().clone();
     match (method, step) {
         (Method::GET, None) => {
-            check_per_ip(node, &node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req).await?;
             let n = parse_nameplate(nameplate)?;
             Ok(binary(node.links.hello(n, now_secs())?.into()))
         }
         (Method::POST, Some("join")) => {
-            check_per_ip(node, &node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req).await?;
             let n = parse_nameplate(nameplate)?;
             let (_, _, body) = read_body(node, req, MAX_LINK_JOIN, "link join").await?;
             if body.is_empty() {
@@ -223,7 +224,7 @@ pub async fn link(
             ))
         }
         (Method::GET, Some("payload")) => {
-            check_per_ip(node, &node.link_ip_limit, &req)?;
+            check_per_ip(node, &node.link_ip_limit, &req).await?;
             let n = parse_nameplate(nameplate)?;
             let mut secret = [0u8; 32];
             req.headers()

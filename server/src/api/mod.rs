@@ -154,7 +154,7 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
                         Method::GET => (
                             Route::GetRecord,
                             run(
-                                check_per_ip(node, &node.lookup_limit, &req),
+                                check_per_ip(node, &node.lookup_limit, &req).await,
                                 records::get(node, &address),
                             )
                             .await,
@@ -377,20 +377,23 @@ pub async fn read_body_charged(
 }
 
 /// Charges one unauthenticated, costly request to the client's address.
-pub fn check_anonymous(node: &Node, req: &Request<Incoming>) -> Result<(), ApiError> {
-    check_per_ip(node, &node.anonymous_limit, req)
+pub async fn check_anonymous(node: &Node, req: &Request<Incoming>) -> Result<(), ApiError> {
+    check_per_ip(node, &node.anonymous_limit, req).await
 }
 
 /// Takes a token from `limiter` for the request's client address ([`Node::check_ip`]).
-pub fn check_per_ip(
-    node: &Node,
-    limiter: &RateLimiter<std::net::IpAddr>,
+pub fn check_per_ip<'a>(
+    node: &'a Node,
+    limiter: &'a RateLimiter<std::net::IpAddr>,
     req: &Request<Incoming>,
-) -> Result<(), ApiError> {
-    let Some(ClientIp(ip)) = req.extensions().get::<ClientIp>() else {
-        return Ok(());
-    };
-    Ok(node.check_ip(limiter, *ip)?)
+) -> impl Future<Output = Result<(), ApiError>> + Send + 'a {
+    let ip = req.extensions().get::<ClientIp>().map(|c| c.0);
+    async move {
+        match ip {
+            Some(ip) => Ok(node.check_ip(limiter, ip).await?),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The address key (`client_addr::addr_key`) of the client a request came from.

@@ -2,7 +2,6 @@
 //! (a peer node, signing its request per RFC 9421, hands over a hop payload for us).
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use hyper::body::Incoming;
@@ -35,7 +34,7 @@ fn max_payload(node: &Node) -> usize {
 
 pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let sender = bearer(node, req.headers()).await?;
-    if let Err(retry_after) = node.submit_limit.check(sender, Instant::now()) {
+    if let Err(retry_after) = node.submit_limit.take(sender).await {
         Metrics::inc(&node.metrics.rate_limited);
         return Err(ApiError::RateLimited { retry_after });
     }
@@ -74,9 +73,21 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
     if !node.outbound_usage.reserve(&item, client) {
         return Err(ApiError::OutboundFull);
     }
-    if let Err(e) = node.store.enqueue(item.clone(), payload.clone()).await {
+    let l = &node.config.limits;
+    let queued = if node.outbound_usage.senders_in_store {
+        let (hops, bytes) = (l.outbound_hops_per_user, l.outbound_bytes_per_user);
+        (node.store)
+            .enqueue_within(item.clone(), payload.clone(), hops, bytes)
+            .await
+    } else {
+        node.store
+            .enqueue(item.clone(), payload.clone())
+            .await
+            .map(|()| true)
+    };
+    if !matches!(queued, Ok(true)) {
         node.outbound_usage.release(&item);
-        return Err(e.into());
+        return Err(queued.map_or_else(ApiError::from, |_| ApiError::OutboundFull));
     }
     Metrics::inc(&node.metrics.hops_queued);
     node.metrics
@@ -128,9 +139,9 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
         ));
     }
     if !node.peer_has_history(&peer) {
-        check_per_ip(node, &node.new_peer_limit, &req)?;
+        check_per_ip(node, &node.new_peer_limit, &req).await?;
     }
-    if let Err(retry_after) = node.deliver_limit.check(peer, Instant::now()) {
+    if let Err(retry_after) = node.deliver_limit.take(peer).await {
         Metrics::inc(&node.metrics.rate_limited);
         return Err(ApiError::RateLimited { retry_after });
     }

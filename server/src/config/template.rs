@@ -165,6 +165,7 @@ dedupe_retention = {dr}
 # url = "postgres://sealpost:PASSWORD@127.0.0.1:5432/sealpost"   # no TLS: private network
 # pool_size = 16          # connections per node process
 # connect_timeout = 5     # seconds to wait for a connection
+# limit_lease = 16        # rate-limit tokens a process takes from the database at once
 
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.

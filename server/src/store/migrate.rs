@@ -347,12 +347,16 @@ async fn copy(db: &DB, pg: &PgStore) -> Result<Moved, MigrateError> {
             b(json),
             b(item.next_attempt_ms as i64),
             b(payload),
+            b(item.sender.as_bytes().to_vec()),
+            b(item.size as i64),
         ]);
     }
+    // With its sender and size, so that it counts toward the sender's share of the queue.
     moved.outbound = insert(
         pg,
-        "INSERT INTO outbound (id, item, next_attempt_ms, holder, lease_until_ms, payload)
-         VALUES ($1, $2, $3, NULL, 0, $4) ON CONFLICT DO NOTHING",
+        "INSERT INTO outbound
+            (id, item, next_attempt_ms, holder, lease_until_ms, payload, sender, size)
+         VALUES ($1, $2, $3, NULL, 0, $4, $5, $6) ON CONFLICT DO NOTHING",
         outbound,
     )
     .await?;

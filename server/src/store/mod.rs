@@ -382,6 +382,58 @@ pub struct StoreStats {
     pub batch_bytes: u64,
 }
 
+/// A token bucket shared by the node processes of one store ([`Store::take_tokens`]): one
+/// token every `interval_us` microseconds, at most `burst` held (a new bucket is full).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Bucket {
+    pub interval_us: u64,
+    pub burst: u64,
+}
+
+/// What [`Store::take_tokens`] gave.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Tokens {
+    /// Tokens taken, 0 to the number asked for.
+    pub granted: u64,
+    /// The bucket's theoretical arrival time after the take (Unix microseconds): when it
+    /// is full again.
+    pub tat: u64,
+}
+
+impl Bucket {
+    /// The bucket as GCRA (the generic cell rate algorithm) keeps it: a bucket whose
+    /// theoretical arrival time is `tat` holds `burst − max(0, tat − now) / interval`
+    /// tokens. Takes up to `want` of them at `now_us` (as many as there are, whole ones).
+    /// The one rule both backends apply (PostgreSQL in SQL, the same arithmetic).
+    pub fn take(&self, tat: Option<u64>, now_us: u64, want: u64) -> Tokens {
+        let interval = self.interval_us.max(1);
+        let start = tat.unwrap_or(now_us).max(now_us);
+        let limit = now_us.saturating_add(self.burst.saturating_mul(interval));
+        let granted = (limit.saturating_sub(start) / interval).min(want);
+        Tokens {
+            granted,
+            tat: start.saturating_add(granted.saturating_mul(interval)),
+        }
+    }
+
+    /// Microseconds from `now_us` until a bucket at `tat` holds one whole token again.
+    pub fn wait_us(&self, tat: u64, now_us: u64) -> u64 {
+        let full_but_one = self
+            .burst
+            .saturating_sub(1)
+            .saturating_mul(self.interval_us);
+        tat.saturating_sub(now_us)
+            .saturating_sub(full_but_one)
+            .max(1)
+    }
+}
+
+fn no_limits<T: Send + 'static>() -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(Err(StoreError::Unavailable(
+        "this store keeps no rate limits".into(),
+    ))))
+}
+
 fn no_sessions<T: Send + 'static>() -> StoreFuture<'static, T> {
     Box::pin(std::future::ready(Err(StoreError::Unavailable(
         "this store keeps no sessions".into(),
@@ -607,6 +659,45 @@ pub trait Store: Send + Sync {
     /// Forgets nonces and tokens that expired before `now`; returns how many.
     fn sweep_sessions(&self, _now: u64) -> StoreFuture<'_, u64> {
         no_sessions()
+    }
+
+    // --- rate limits, for a store that several node processes share (`keeps_limits`);
+    // otherwise the node counts them in memory (`ratelimit.rs`) and never calls these.
+    // Keys are sha256 of the limit's name and the counted key (no address in the clear).
+
+    /// Whether the node's rate limits are counted here.
+    fn keeps_limits(&self) -> bool {
+        false
+    }
+    /// Takes up to `want` tokens of the bucket `key` at `now_us` (Unix microseconds), by
+    /// [`Bucket::take`], atomically: concurrent takes, from any process, are applied one
+    /// after the other.
+    fn take_tokens(
+        &self,
+        _key: [u8; 32],
+        _bucket: Bucket,
+        _now_us: u64,
+        _want: u64,
+    ) -> StoreFuture<'_, Tokens> {
+        no_limits()
+    }
+    /// [`enqueue`](Store::enqueue), unless the sender would then have more than
+    /// `max_hops` hops or `max_bytes` bytes in the queue (0: no limit); decided inside the
+    /// write, so the limit holds for every process sharing the store. `false`: over it,
+    /// nothing written. Hops are counted from enqueue to `finish`.
+    fn enqueue_within(
+        &self,
+        _item: OutboundItem,
+        _payload: Bytes,
+        _max_hops: u64,
+        _max_bytes: u64,
+    ) -> StoreFuture<'_, bool> {
+        no_limits()
+    }
+    /// Forgets buckets that are full again at `now_us` (they behave like new ones);
+    /// returns how many.
+    fn sweep_limits(&self, _now_us: u64) -> StoreFuture<'_, u64> {
+        no_limits()
     }
 
     fn stats(&self) -> StoreStats;

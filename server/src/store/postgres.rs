@@ -30,6 +30,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::{RwLock, mpsc, oneshot};
 use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::Type;
 
 use super::*;
 use crate::basics::clock::now_ms;
@@ -129,7 +130,38 @@ const MIGRATIONS: &[&str] = &[
         used INTEGER NOT NULL,
         revoked BOOLEAN NOT NULL
     );",
+    // 5: the rate-limit buckets shared by the node processes (`Store::take_tokens`; key =
+    // sha256 of the limit's name and key, tat = the bucket's theoretical arrival time in
+    // Unix microseconds, granted = what the last take gave). UNLOGGED: no WAL, no flush per
+    // take; a database crash forgets the buckets (they are full again), which a rate limit
+    // may. CockroachDB (20.2 on) and YugabyteDB (2024.2 on) accept the word as a no-op.
+    "CREATE UNLOGGED TABLE rate_limits (
+        key BYTEA PRIMARY KEY,
+        tat BIGINT NOT NULL,
+        granted BIGINT NOT NULL
+    );
+    CREATE INDEX rate_limits_tat ON rate_limits (tat);",
+    // 6: each hop's sender and size beside its JSON item, so that a user's share of the
+    // queue is counted in the database (`Store::enqueue_within`). Hops queued before have
+    // none and are not counted.
+    "ALTER TABLE outbound ADD COLUMN sender BYTEA;
+    ALTER TABLE outbound ADD COLUMN size BIGINT NOT NULL DEFAULT 0;
+    CREATE INDEX outbound_sender ON outbound (sender);",
 ];
+
+/// One take of a shared rate-limit bucket (`Bucket::take` in SQL), one atomic statement:
+/// the row is locked by the upsert, so concurrent takes from any process apply in turn.
+/// $1 key, $2 now (µs), $3 tokens wanted, $4 burst, $5 interval (µs). Integer division
+/// truncates (PostgreSQL) or is exact (CockroachDB's `/` gives a DECIMAL) and `FLOOR`
+/// makes both the same; a negative quotient is clamped to 0.
+const TAKE_TOKENS: &str = "INSERT INTO rate_limits AS r (key, tat, granted)
+     VALUES ($1, $2 + $5 * LEAST($3, $4), LEAST($3, $4))
+     ON CONFLICT (key) DO UPDATE SET
+       granted = GREATEST(0, LEAST($3,
+         CAST(FLOOR(($2 + $4 * $5 - GREATEST(r.tat, $2)) / $5) AS BIGINT))),
+       tat = GREATEST(r.tat, $2) + $5 * GREATEST(0, LEAST($3,
+         CAST(FLOOR(($2 + $4 * $5 - GREATEST(r.tat, $2)) / $5) AS BIGINT)))
+     RETURNING granted, tat";
 
 const NONCE: i16 = 0;
 const TOKEN: i16 = 1;
@@ -1073,11 +1105,13 @@ async fn enqueue_tx(
     lease: i64,
 ) -> Result<(), TxError> {
     tx.execute(
-        "INSERT INTO outbound (id, item, next_attempt_ms, holder, lease_until_ms, payload)
-         VALUES ($1, $2, $3, $4, $5, $6)
+        "INSERT INTO outbound
+            (id, item, next_attempt_ms, holder, lease_until_ms, payload, sender, size)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
          ON CONFLICT (id) DO UPDATE SET item = excluded.item,
             next_attempt_ms = excluded.next_attempt_ms, holder = excluded.holder,
-            lease_until_ms = excluded.lease_until_ms, payload = excluded.payload",
+            lease_until_ms = excluded.lease_until_ms, payload = excluded.payload,
+            sender = excluded.sender, size = excluded.size",
         &[
             &item.id.as_slice(),
             &item_json(item),
@@ -1085,6 +1119,8 @@ async fn enqueue_tx(
             &holder.as_slice(),
             &lease,
             &payload.as_ref(),
+            &item.sender.as_bytes().as_slice(),
+            &i(item.size),
         ],
     )
     .await?;
@@ -1253,6 +1289,42 @@ impl Store for PgStore {
             let lease = i(now_ms().saturating_add(self.lease_ms));
             write_tx!(self, 1, |tx| {
                 enqueue_tx(tx, &item, &payload, &self.holder, lease).await
+            })
+        })
+    }
+
+    fn enqueue_within(
+        &self,
+        item: OutboundItem,
+        payload: Bytes,
+        max_hops: u64,
+        max_bytes: u64,
+    ) -> StoreFuture<'_, bool> {
+        Box::pin(async move {
+            let lease = i(now_ms().saturating_add(self.lease_ms));
+            let sender = item.sender.as_bytes().as_slice();
+            write_tx!(self, 1, |tx| {
+                // The sender's row lock puts one user's submits in turn, in any process.
+                tx.execute(
+                    "SELECT 1 FROM accounts WHERE mailbox = $1 FOR UPDATE",
+                    &[&sender],
+                )
+                .await?;
+                let used = tx
+                    .query_one(
+                        "SELECT COUNT(*), CAST(COALESCE(SUM(size), 0) AS BIGINT)
+                         FROM outbound WHERE sender = $1",
+                        &[&sender],
+                    )
+                    .await?;
+                let (hops, bytes) = (u(used.get(0)), u(used.get(1)));
+                if (max_hops > 0 && hops.saturating_add(1) > max_hops)
+                    || (max_bytes > 0 && bytes.saturating_add(item.size) > max_bytes)
+                {
+                    return Ok::<bool, TxError>(false);
+                }
+                enqueue_tx(tx, &item, &payload, &self.holder, lease).await?;
+                Ok(true)
             })
         })
     }
@@ -1979,6 +2051,72 @@ impl Store for PgStore {
             write_tx!(self, 1, |tx| {
                 Ok::<u64, TxError>(
                     tx.execute("DELETE FROM sessions WHERE expires <= $1", &[&now])
+                        .await?,
+                )
+            })
+        })
+    }
+
+    fn keeps_limits(&self) -> bool {
+        true
+    }
+
+    fn take_tokens(
+        &self,
+        key: [u8; 32],
+        bucket: Bucket,
+        now_us: u64,
+        want: u64,
+    ) -> StoreFuture<'_, Tokens> {
+        Box::pin(async move {
+            // Kept below 2^62 so that the SQL's sums cannot overflow a BIGINT.
+            let cap = |v: u64, max: u64| v.min(max) as i64;
+            let params = (
+                cap(now_us, 1 << 60),
+                cap(want, 1 << 20),
+                cap(bucket.burst, 1 << 32),
+                cap(bucket.interval_us.max(1), 1 << 28),
+            );
+            let gate = self.gate.read().await;
+            if *gate {
+                return Err(StoreError::Closed);
+            }
+            let mut tries = 0;
+            let row = loop {
+                tries += 1;
+                let client = self.pool.get().await.map_err(pool_err)?;
+                let stmt = client
+                    .prepare_typed_cached(
+                        TAKE_TOKENS,
+                        &[Type::BYTEA, Type::INT8, Type::INT8, Type::INT8, Type::INT8],
+                    )
+                    .await
+                    .map_err(|e| db_err(&e, false))?;
+                match client
+                    .query_one(
+                        &stmt,
+                        &[&key.as_slice(), &params.0, &params.1, &params.2, &params.3],
+                    )
+                    .await
+                {
+                    Ok(row) => break row,
+                    Err(e) if retryable(&e) && tries < MAX_TRIES => continue,
+                    Err(e) => return Err(db_err(&e, false)),
+                }
+            };
+            Ok(Tokens {
+                granted: u(row.get(0)),
+                tat: u(row.get(1)),
+            })
+        })
+    }
+
+    fn sweep_limits(&self, now_us: u64) -> StoreFuture<'_, u64> {
+        Box::pin(async move {
+            let now = now_us.min(i64::MAX as u64) as i64;
+            write_tx!(self, 1, |tx| {
+                Ok::<u64, TxError>(
+                    tx.execute("DELETE FROM rate_limits WHERE tat <= $1", &[&now])
                         .await?,
                 )
             })

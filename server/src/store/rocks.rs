@@ -141,6 +141,10 @@ pub struct RocksStore {
     /// Hops handed to the relay (claimed or enqueued here): one process holds the whole
     /// queue, so a claim returns only what was not handed out before.
     claimed: Mutex<std::collections::HashSet<[u8; 16]>>,
+    /// Rate-limit buckets of [`Store::take_tokens`], in memory: one process owns a RocksDB
+    /// database, so nothing is shared (and the node counts its limits in `ratelimit.rs`,
+    /// `keeps_limits` being false; these serve the conformance suite and tools).
+    buckets: Mutex<std::collections::HashMap<[u8; 32], u64>>,
 }
 
 fn read_err(e: rocksdb::Error) -> StoreError {
@@ -231,6 +235,7 @@ impl RocksStore {
             stats,
             writer_done: Mutex::new(Some(done_rx)),
             claimed: Mutex::default(),
+            buckets: Mutex::default(),
         }))
     }
 
@@ -772,6 +777,34 @@ impl Store for RocksStore {
             }
             Ok(n)
         })
+    }
+
+    fn take_tokens(
+        &self,
+        key: [u8; 32],
+        bucket: Bucket,
+        now_us: u64,
+        want: u64,
+    ) -> StoreFuture<'_, Tokens> {
+        let taken = self.buckets.lock().map(|mut b| {
+            let t = bucket.take(b.get(&key).copied(), now_us, want);
+            b.insert(key, t.tat);
+            t
+        });
+        Box::pin(std::future::ready(taken.map_err(|_| {
+            StoreError::Unavailable("rate-limit buckets poisoned".into())
+        })))
+    }
+
+    fn sweep_limits(&self, now_us: u64) -> StoreFuture<'_, u64> {
+        let swept = self.buckets.lock().map(|mut b| {
+            let before = b.len();
+            b.retain(|_, tat| *tat > now_us);
+            (before - b.len()) as u64
+        });
+        Box::pin(std::future::ready(swept.map_err(|_| {
+            StoreError::Unavailable("rate-limit buckets poisoned".into())
+        })))
     }
 
     fn stats(&self) -> StoreStats {
