@@ -33,6 +33,17 @@ pub const DELIVER: &str = "/v1/deliver";
 /// `GET {MAILBOX}/{mailbox}` lists, `GET`/`DELETE {MAILBOX}/{mailbox}/{seq}` fetches and
 /// acknowledges ([`mailbox`], [`envelope`]).
 pub const MAILBOX: &str = "/v1/mailbox";
+/// `POST`: the node's Oblivious HTTP gateway (RFC 9458): an encapsulated record or
+/// descriptor lookup in, the encapsulated answer out ([`crate::oblivious`]).
+pub const OHTTP_GATEWAY: &str = "/v1/ohttp";
+/// `POST`: a device asks its home to carry an encapsulated lookup to the gateway of the
+/// node named in [`TARGET_HEADER`].
+pub const RELAY_OHTTP: &str = "/v1/relay/ohttp";
+/// `GET`: a device asks its home for the signed descriptor of the node named in
+/// [`TARGET_HEADER`] (public; the device verifies it).
+pub const RELAY_DESCRIPTOR: &str = "/v1/relay/descriptor";
+/// The header naming the node (its URL) a relayed request is for.
+pub const TARGET_HEADER: &str = "sealpost-target";
 
 /// `{RECORDS}/{address}`.
 pub fn record(address: impl Display) -> String {

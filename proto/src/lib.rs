@@ -14,6 +14,7 @@ pub mod httpsig;
 pub mod identity;
 pub mod letter;
 pub mod limits;
+pub mod oblivious;
 pub mod padding;
 pub mod record;
 pub mod seal;

@@ -190,6 +190,8 @@ impl Node {
             max_envelope: config.limits.max_envelope,
             software: SOFTWARE.into(),
             created: now_secs(),
+            // Published once the node serves oblivious lookups (spec/protocol.md §4.5).
+            ohttp_key: None,
         };
         let descriptor = Bytes::from(SignedDescriptor::sign(&desc, &keys.signing).encode());
         let keyset = |v: &[String]| {
