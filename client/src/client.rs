@@ -43,6 +43,10 @@ pub struct Options {
     /// `--resolve DOMAIN=URL` entries; they override the profile's table.
     pub resolve: Vec<(String, NodeUrl)>,
     pub net: NetConfig,
+    /// Ask every node directly instead of through the user's homes (oblivious lookups,
+    /// `spec/protocol.md` §9). Off in the `sealpost` command; for tests of what is done
+    /// with an answer, whichever way it came.
+    pub direct_lookups: bool,
 }
 
 /// An open profile and the means to talk to nodes: see the module documentation.
@@ -76,8 +80,17 @@ impl Client {
         }
         config.dns_server = config.dns_server.or(profile.config.dns.server);
         let net = Net::new(config)?;
+        let relays = if options.direct_lookups {
+            Vec::new()
+        } else {
+            profile
+                .config
+                .trusted_homes()
+                .map(|h| h.url.clone())
+                .collect()
+        };
         Ok(Client {
-            directory: Directory::open(&dir, net.clone(), resolver)?,
+            directory: Directory::open(&dir, net.clone(), resolver, relays)?,
             mailbox: Mailbox::new(&dir, net.clone()),
             outbox: Outbox::new(&dir, net.clone()),
             net,

@@ -473,6 +473,7 @@ mod tests {
                 ("alpha.test".into(), domains.clone()),
                 ("beta.test".into(), domains),
             ],
+            direct_lookups: true,
             ..Options::default()
         };
         let mut c = Client::open(dir, &options).unwrap();

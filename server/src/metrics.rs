@@ -22,11 +22,15 @@ pub enum Route {
     List,
     GetEnvelope,
     Ack,
+    /// `POST /v1/ohttp`: lookups relayed here.
+    Oblivious,
+    /// `/v1/relay/*`: lookups relayed for this node's devices.
+    Relay,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 14] = [
+    const ALL: [Route; 16] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -40,12 +44,16 @@ impl Route {
         Route::List,
         Route::GetEnvelope,
         Route::Ack,
+        Route::Oblivious,
+        Route::Relay,
         Route::Unknown,
     ];
 
     pub fn label(self) -> &'static str {
         match self {
             Route::Descriptor => "descriptor",
+            Route::Oblivious => "ohttp_gateway",
+            Route::Relay => "ohttp_relay",
             Route::Health => "healthz",
             Route::Metrics => "metrics",
             Route::Register => "register",

@@ -22,6 +22,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "sessions",
             "peers",
             "node",
+            "oblivious",
             "accounts",
             "auth",
             "delivery",

@@ -363,3 +363,123 @@ fn wait_for_envelope_sizes(n: &Node, count: u64) -> BTreeMap<u64, u64> {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// The README's "Who connects to whom" table: row (who connects) → (to the sender's home
+/// nodes, to the recipient's home node).
+fn readme_connections() -> Vec<(String, bool, bool)> {
+    let readme =
+        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
+            .unwrap();
+    let start = readme
+        .find("<!-- connections:begin -->")
+        .expect("README has the connections table");
+    let end = readme
+        .find("<!-- connections:end -->")
+        .expect("README connections table ends");
+    readme[start..end]
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| who") && !l.starts_with("|---"))
+        .map(|l| {
+            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
+            let yes = |c: &str| match c.split_whitespace().next() {
+                Some("yes") => true,
+                Some("no") => false,
+                other => panic!("README connections cell {other:?} in {l}"),
+            };
+            (cells[0].to_string(), yes(cells[1]), yes(cells[2]))
+        })
+        .collect()
+}
+
+/// Every party on a loopback address of its own; each node keeps an access record of who
+/// connected and what they asked for. After alice (homes alpha and beta) writes to bob
+/// (home gamma) for the first time, which needs a lookup of bob's record at gamma, the
+/// README's "Who connects to whom" table is checked cell by cell, and: gamma never saw
+/// alice's device, and neither of alice's homes saw bob's address or mailbox id, in what
+/// was asked of them included.
+#[test]
+fn who_connects_to_whom() {
+    const ALICE_DEVICE: &str = "127.0.0.12";
+    const BOB_DEVICE: &str = "127.0.0.14";
+    let a = Node::start_on("alpha", "127.0.0.2");
+    let b = Node::start_on("beta", "127.0.0.3");
+    let c = Node::start_on("gamma", "127.0.0.4");
+    let mut resolve = Resolve::default();
+    resolve.add("alpha.test", &a.url);
+    resolve.add("beta.test", &b.url);
+    resolve.add("gamma.test", &c.url);
+    let alice = User::init_from("alice@alpha.test", Some(ALICE_DEVICE), &[&a, &b], &resolve);
+    let bob = User::init_from("bob@gamma.test", Some(BOB_DEVICE), &[&c], &resolve);
+
+    alice.ok(
+        &["send", "--to", "bob@gamma.test", "--subject", "first contact"],
+        b"hello bob",
+    );
+    bob.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 1);
+    let list = bob.ok(&["list", "--json"], b"").json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let (fa, fb, fc) = (a.access(), b.access(), c.access());
+    let ip = |n: &Node| n.url.trim_start_matches("http://").split(':').next().unwrap().to_string();
+    let (ia, ib, ic) = (ip(&a), ip(&b), ip(&c));
+    let peers = |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
+    let connected = |from: &[&str], to: &[&Vec<(String, String)>]| {
+        to.iter()
+            .any(|f| peers(f).iter().any(|p| from.contains(&p.as_str())))
+    };
+    let dump = format!("alpha ({ia}):\n{fa:#?}\nbeta ({ib}):\n{fb:#?}\ngamma ({ic}):\n{fc:#?}");
+
+    // The lookup went through alice's home, encrypted: gamma opened it, from alpha or beta.
+    assert!(
+        fc.iter()
+            .any(|(p, w)| p == "-" && w == "oblivious GET /v1/records/bob@gamma.test"),
+        "gamma answered an oblivious lookup of bob's record\n{dump}"
+    );
+    assert!(
+        fa.iter()
+            .chain(&fb)
+            .any(|(p, w)| p == ALICE_DEVICE && w.starts_with("POST /v1/relay/ohttp for ")),
+        "alice's device asked a home to relay\n{dump}"
+    );
+    assert!(
+        !peers(&fc).iter().any(|p| p == ALICE_DEVICE),
+        "gamma (bob's node) must never accept a connection from alice's device\n{dump}"
+    );
+    let who = bob.ok(&["whoami", "--json"], b"").json();
+    let bob_mailbox = who["homes"][0]["mailbox"].as_str().unwrap().to_ascii_lowercase();
+    for (name, f) in [("alpha", &fa), ("beta", &fb)] {
+        for (peer, what) in f.iter() {
+            let what = what.to_ascii_lowercase();
+            assert!(
+                !what.contains("bob") && !what.contains(&bob_mailbox),
+                "{name} saw bob's address or mailbox id: {peer} {what}\n{dump}"
+            );
+            assert_ne!(peer, BOB_DEVICE, "{name} saw bob's device\n{dump}");
+        }
+    }
+
+    let observed = |row: &str| -> (bool, bool) {
+        let from: Vec<&str> = match row {
+            "sender's device" => vec![ALICE_DEVICE],
+            "recipient's device" => vec![BOB_DEVICE],
+            "sender's home nodes" => vec![ia.as_str(), ib.as_str()],
+            "recipient's home node" => vec![ic.as_str()],
+            other => panic!("README connections row {other:?} has no check"),
+        };
+        // A node's connections to itself do not count.
+        let others = |me: &str| -> Vec<&str> { from.iter().copied().filter(|f| *f != me).collect() };
+        (
+            connected(&others(&ia), &[&fa]) || connected(&others(&ib), &[&fb]),
+            connected(&others(&ic), &[&fc]),
+        )
+    };
+    let table = readme_connections();
+    assert_eq!(table.len(), 4, "README connections table has every row: {table:?}");
+    for (row, to_sender, to_recipient) in table {
+        assert_eq!(
+            observed(&row),
+            (to_sender, to_recipient),
+            "README says {row} connects to the sender's nodes: {to_sender}, to the recipient's node: {to_recipient}\n{dump}"
+        );
+    }
+}

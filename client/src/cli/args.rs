@@ -88,6 +88,10 @@ pub struct Global {
         env = "SEALPOST_DNS_SERVER"
     )]
     pub dns_server: Option<std::net::SocketAddr>,
+    /// Connect to nodes from this local IP address (e.g. one of several loopback or
+    /// interface addresses)
+    #[arg(long, global = true, value_name = "IP")]
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Debug, Subcommand)]
