@@ -115,9 +115,9 @@ impl Node {
         let mut args: Vec<&str> = FAST_RELAY.to_vec();
         args.extend([
             "--set",
-            &listen,
+            listen.as_str(),
             "--set",
-            &source,
+            source.as_str(),
             "--set",
             "testing.access_record=access.log",
         ]);

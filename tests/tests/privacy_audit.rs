@@ -423,9 +423,11 @@ fn who_connects_to_whom() {
     let ip = |n: &Node| n.url.trim_start_matches("http://").split(':').next().unwrap().to_string();
     let (ia, ib, ic) = (ip(&a), ip(&b), ip(&c));
     let peers = |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
-    let connected = |from: &[&str], to: &[&Vec<(String, String)>]| {
-        to.iter()
-            .any(|f| peers(f).iter().any(|p| from.contains(&p.as_str())))
+    // Whether one of `from` connected to the node at `me` whose record is `f` (a node's
+    // connections to itself do not count).
+    let connected = |from: &[&str], me: &str, f: &[(String, String)]| {
+        f.iter()
+            .any(|(p, _)| p.as_str() != me && from.contains(&p.as_str()))
     };
     let dump = format!("alpha ({ia}):\n{fa:#?}\nbeta ({ib}):\n{fb:#?}\ngamma ({ic}):\n{fc:#?}");
 
@@ -466,11 +468,9 @@ fn who_connects_to_whom() {
             "recipient's home node" => vec![ic.as_str()],
             other => panic!("README connections row {other:?} has no check"),
         };
-        // A node's connections to itself do not count.
-        let others = |me: &str| -> Vec<&str> { from.iter().copied().filter(|f| *f != me).collect() };
         (
-            connected(&others(&ia), &[&fa]) || connected(&others(&ib), &[&fb]),
-            connected(&others(&ic), &[&fc]),
+            connected(&from, &ia, &fa) || connected(&from, &ib, &fb),
+            connected(&from, &ic, &fc),
         )
     };
     let table = readme_connections();
