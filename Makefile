@@ -4,7 +4,7 @@
 SHELL := /bin/bash
 CARGO ?= cargo
 
-.PHONY: all deps build test demo bench fmt
+.PHONY: all deps build test demo bench fmt deb
 
 all: build
 
@@ -27,6 +27,11 @@ demo: deps
 
 bench: deps
 	scripts/bench.sh
+
+# The Debian package (release build, dpkg-deb): target/debian/sealpost-node_*.deb.
+deb: deps
+	$(CARGO) build --release --locked -p sealpost-server -p sealpost-client --bins
+	scripts/deb.sh
 
 fmt:
 	$(CARGO) fmt --all

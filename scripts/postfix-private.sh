@@ -6,6 +6,10 @@
 #       Postfix listens on 127.0.0.1:SMTP_PORT, receives mail for every user of
 #       legacy.test into the Maildir DIR/mail/maildir/, and relays RELAY_DOMAIN to 127.0.0.1:RELAY_PORT.
 #   postfix-private.sh stop DIR
+#
+# Environment: PF_LISTEN, the loopback address to listen on (default 127.0.0.1; e.g.
+# 127.0.0.2 with SMTP_PORT 25 for Postfix as the MX of legacy.test); PF_MAIN_EXTRA, lines
+# appended to main.cf (e.g. STARTTLS keys, recipient access maps).
 set -euo pipefail
 
 cmd=${1:?usage: postfix-private.sh start|stop DIR ...}
@@ -14,6 +18,7 @@ dir=$(realpath -m "${2:?DIR}")
 case "$cmd" in
 start)
   port=${3:?SMTP_PORT}
+  listen=${PF_LISTEN:-127.0.0.1}
   relay_domain=${4:-}
   relay_port=${5:-}
   mkdir -p "$dir/conf" "$dir/queue" "$dir/data" "$dir/mail"
@@ -74,10 +79,11 @@ smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 default_process_limit = 100
 in_flow_delay = 0
+${PF_MAIN_EXTRA:-}
 CONF
   # master.cf: the system one, chroot off, smtpd on our port only.
-  awk -v port="$port" '
-    /^smtp[ \t]+inet/ { print "127.0.0.1:" port " inet n - n - - smtpd"; next }
+  awk -v port="$port" -v listen="$listen" '
+    /^smtp[ \t]+inet/ { print listen ":" port " inet n - n - - smtpd"; next }
     /^#?submission[ \t]+inet|^#?smtps[ \t]+inet/ { next }
     /^[a-z]/ && NF >= 8 { $5 = "n"; print; next }
     { print }

@@ -2,6 +2,7 @@
 //! (Postfix for ingest, gpg and raw sequoia for crypto) and prints a table of ratios, plus
 //! JSON. `make bench` runs it in release mode; `--quick` is the smoke run `make test` uses.
 
+mod bridge;
 mod crypto;
 mod fetch;
 mod gateway;
@@ -34,7 +35,11 @@ struct Args {
     /// Concurrent senders for the ingest runs.
     #[arg(long, default_value_t = 20)]
     clients: usize,
-    /// Which sections to run (default: all): ingest, gateway, fetch, latency, crypto.
+    /// Rounds of each rate measurement (ingest, gateway), ours and the peer's interleaved;
+    /// the table shows the median and the range.
+    #[arg(long, default_value_t = 3)]
+    repeats: usize,
+    /// Which sections to run (default: all): ingest, gateway, fetch, bridge, latency, crypto.
     #[arg(long = "only")]
     only: Vec<String>,
 }
@@ -49,6 +54,8 @@ fn main() -> Result<()> {
         .tempdir()?;
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let mut rows = Vec::new();
+    let repeats = if args.quick { 1 } else { args.repeats.max(1) };
+    eprintln!("bench: load before the run {}", ingest::load());
 
     if want("ingest") {
         let p = if args.quick {
@@ -58,8 +65,9 @@ fn main() -> Result<()> {
                 clients: 4,
             }
         } else {
+            // 20,000 messages: about 4 s of our load and 20 s of Postfix's per round.
             ingest::Params {
-                count: 5000,
+                count: 20_000,
                 size: 10 * 1024,
                 clients: args.clients,
             }
@@ -68,7 +76,7 @@ fn main() -> Result<()> {
             "bench: durable ingest ({} messages, {} clients) ...",
             p.count, p.clients
         );
-        rows.extend(rt.block_on(ingest::run(&args.repo, work.path(), &p))?);
+        rows.extend(rt.block_on(ingest::run(&args.repo, work.path(), &p, repeats))?);
     }
     if want("gateway") {
         let p = if args.quick {
@@ -79,7 +87,7 @@ fn main() -> Result<()> {
             }
         } else {
             gateway::Params {
-                count: 2000,
+                count: 20_000,
                 size: 10 * 1024,
                 sessions: args.clients,
             }
@@ -88,12 +96,17 @@ fn main() -> Result<()> {
             "bench: gateway ingest ({} messages, {} sessions) ...",
             p.count, p.sessions
         );
-        rows.extend(rt.block_on(gateway::run(&args.repo, work.path(), &p))?);
+        rows.extend(rt.block_on(gateway::run(&args.repo, work.path(), &p, repeats))?);
     }
     if want("fetch") {
         let n = if args.quick { 20 } else { 10_000 };
         eprintln!("bench: client fetch of {n} letters ...");
         rows.extend(rt.block_on(fetch::run(work.path(), n))?);
+    }
+    if want("bridge") {
+        let n = if args.quick { 50 } else { 10_000 };
+        eprintln!("bench: bridge vs Dovecot, mbsync of {n} letters ...");
+        rows.extend(rt.block_on(bridge::run(work.path(), n))?);
     }
     if want("latency") {
         let p = if args.quick {
@@ -119,18 +132,21 @@ fn main() -> Result<()> {
                 small_iters: 5,
                 large_iters: 1,
                 gpg_iters: 1,
+                repeats,
             }
         } else {
             crypto::Params {
-                small_iters: 500,
-                large_iters: 20,
+                small_iters: 5000,
+                large_iters: 300,
                 gpg_iters: 20,
+                repeats,
             }
         };
         eprintln!("bench: crypto ...");
         rows.extend(crypto::run(&p)?);
     }
 
+    eprintln!("bench: load after the run {}", ingest::load());
     println!("{}", report::markdown(&rows));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;

@@ -36,15 +36,21 @@ pub struct NodeProc {
 impl NodeProc {
     /// `init` a node in `dir` and run it on a free loopback port with `sets` overrides.
     pub fn start(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
-        let spec = NodeSpec {
-            args: sets
-                .iter()
-                .flat_map(|s| ["--set".to_string(), s.to_string()])
-                .collect(),
-            stderr: Stderr::Inherit,
-            ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)
-        };
-        let process = NodeProcess::init_and_start(spec, START_DEADLINE)?;
+        Self::from(NodeProcess::init_and_start(
+            spec(dir, sets, &[]),
+            START_DEADLINE,
+        )?)
+    }
+
+    /// Another process of the node initialised in `dir` (same keys and config), on its own
+    /// free loopback port: for a node that runs as several processes on one database. The
+    /// first process holds the directory's admin socket; this one serves none.
+    pub fn start_another(dir: &Path, sets: &[&str]) -> Result<NodeProc> {
+        let spec = spec(dir, sets, &["admin.socket=\"\""]);
+        Self::from(NodeProcess::start(spec, START_DEADLINE)?)
+    }
+
+    fn from(process: NodeProcess) -> Result<NodeProc> {
         Ok(NodeProc {
             url: process.url().clone(),
             process,
@@ -108,4 +114,17 @@ pub async fn deliver(
 
 pub fn ed25519_random() -> SigningKey {
     sealpost_testkit::api::peer_key()
+}
+
+/// The spec of a node process in `dir`: `sets` and then `extra` as `--set` overrides.
+fn spec(dir: &Path, sets: &[&str], extra: &[&str]) -> NodeSpec {
+    NodeSpec {
+        args: sets
+            .iter()
+            .chain(extra)
+            .flat_map(|s| ["--set".to_string(), s.to_string()])
+            .collect(),
+        stderr: Stderr::Inherit,
+        ..NodeSpec::new(bin_dir().join("sealpost-node"), dir)
+    }
 }

@@ -27,6 +27,8 @@ fn quick_run_produces_every_row() {
         "end-to-end latency p99",
         "seal+sign 4 KiB letters/s vs gpg",
         "open+verify 1 MiB letters/s vs raw sequoia",
+        "mbsync full sync of",
+        "mbsync incremental sync",
     ] {
         assert!(
             names.iter().any(|n| n.starts_with(want)),

@@ -172,6 +172,9 @@ pub struct Net {
     config: NetConfig,
     dns: Dns,
     tokens: Arc<TokenCache>,
+    /// The device key this profile signs in with (`spec/api.md` §Devices); `None`: the
+    /// account key (a profile from before devices). Shared by every clone.
+    device: Arc<std::sync::RwLock<Option<Arc<ed25519_dalek::SigningKey>>>>,
 }
 
 fn now() -> u64 {
@@ -287,7 +290,38 @@ impl Net {
             config,
             dns,
             tokens: Arc::new(Mutex::new(HashMap::new())),
+            device: Arc::default(),
         })
+    }
+
+    /// Signs in with `key` from now on (every clone of this `Net`); tokens of the account
+    /// key are forgotten.
+    pub fn set_device(&self, key: ed25519_dalek::SigningKey) {
+        *self
+            .device
+            .write()
+            .expect("invariant: device lock not poisoned") = Some(Arc::new(key));
+        self.tokens
+            .lock()
+            .expect("invariant: token cache lock not poisoned")
+            .clear();
+    }
+
+    /// The device this run signs in as.
+    pub fn device(&self) -> Option<sealpost_proto::DeviceId> {
+        self.device_key()
+            .map(|k| sealpost_proto::DeviceId::of_key(&k.verifying_key().to_bytes()))
+    }
+
+    fn device_key(&self) -> Option<Arc<ed25519_dalek::SigningKey>> {
+        self.device
+            .read()
+            .expect("invariant: device lock not poisoned")
+            .clone()
+    }
+
+    pub(crate) fn http_client(&self) -> &reqwest::Client {
+        &self.http
     }
 
     pub fn config(&self) -> &NetConfig {
@@ -358,7 +392,11 @@ impl Net {
     }
 
     /// Turns a non-success answer into [`Error::Node`].
-    pub(crate) async fn check(&self, node: &NodeUrl, resp: reqwest::Response) -> Result<reqwest::Response> {
+    pub(crate) async fn check(
+        &self,
+        node: &NodeUrl,
+        resp: reqwest::Response,
+    ) -> Result<reqwest::Response> {
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
@@ -382,7 +420,7 @@ impl Net {
         })
     }
 
-    async fn json<T: for<'de> Deserialize<'de>>(
+    pub(crate) async fn json<T: for<'de> Deserialize<'de>>(
         &self,
         node: &NodeUrl,
         resp: reqwest::Response,
@@ -487,20 +525,33 @@ impl Net {
         let mut nonce = [0u8; NONCE_BYTES];
         hex::decode_to_slice(&challenge.nonce, &mut nonce)
             .map_err(|_| Error::protocol(node, "challenge nonce is not 64 hex digits"))?;
-        let statement = challenge_statement(node, &mailbox, &nonce);
-        let signature = sign_detached(&statement, keys)?;
-        let req = self
-            .http
-            .post(node.join(api::TOKEN))
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .body(
+        let body = match self.device_key() {
+            None => {
+                let statement = challenge_statement(node, &mailbox, &nonce);
+                let signature = sign_detached(&statement, keys)?;
                 json!({
                     "mailbox": mailbox.to_hex(),
                     "nonce": challenge.nonce,
                     "signature": base64::engine::general_purpose::STANDARD.encode(signature),
                 })
-                .to_string(),
-            )
+            }
+            Some(key) => {
+                use sealpost_proto::device::{device_statement, sign};
+                let id = sealpost_proto::DeviceId::of_key(&key.verifying_key().to_bytes());
+                let signature = sign(&key, &device_statement(node, &mailbox, &id, &nonce));
+                json!({
+                    "mailbox": mailbox.to_hex(),
+                    "nonce": challenge.nonce,
+                    "signature": base64::engine::general_purpose::STANDARD.encode(signature),
+                    "device": id.to_hex(),
+                })
+            }
+        };
+        let req = self
+            .http
+            .post(node.join(api::TOKEN))
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body.to_string())
             .timeout(self.config.timeout);
         let resp = self.check(node, self.send(node, req).await?).await?;
         let token: Token = self.json(node, resp).await?;
@@ -515,12 +566,12 @@ impl Net {
     }
 
     /// Sends an authenticated request built by `build`; on `401` renews the token once.
-    async fn authed(
+    pub(crate) async fn authed(
         &self,
         node: &NodeUrl,
         mailbox: MailboxId,
         keys: &Keyring,
-        build: &dyn Fn(&str) -> reqwest::RequestBuilder,
+        build: &(dyn Fn(&str) -> reqwest::RequestBuilder + Sync),
     ) -> Result<reqwest::Response> {
         for attempt in 0..2 {
             let token = self.token(node, mailbox, keys).await?;
@@ -537,7 +588,12 @@ impl Net {
         unreachable!("the loop returns on its second attempt")
     }
 
-    fn request(&self, method: Method, url: String, token: &str) -> reqwest::RequestBuilder {
+    pub(crate) fn request(
+        &self,
+        method: Method,
+        url: String,
+        token: &str,
+    ) -> reqwest::RequestBuilder {
         self.http.request(method, url).bearer_auth(token)
     }
 

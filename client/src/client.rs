@@ -68,6 +68,10 @@ impl Client {
         Self::with_profile(profile, options)
     }
 
+    pub(crate) fn from_profile(profile: Profile, options: &Options) -> Result<Client> {
+        Self::with_profile(profile, options)
+    }
+
     fn with_profile(profile: Profile, options: &Options) -> Result<Client> {
         let resolver = Resolver::new(&profile.config.resolve, &options.resolve);
         let dir = profile.dir().to_path_buf();
@@ -80,6 +84,10 @@ impl Client {
         }
         config.dns_server = config.dns_server.or(profile.config.dns.server);
         let net = Net::new(config)?;
+        // A profile with a device key signs in as that device (`crate::devices`).
+        if let Some(key) = crate::devices::load_key(&dir)? {
+            net.set_device(key);
+        }
         let relays = if options.direct_lookups {
             Vec::new()
         } else {
@@ -352,13 +360,42 @@ impl Client {
     /// ([`Mailbox::fetch`]).
     pub async fn fetch(&self, keys: &Keyring, progress: &dyn Progress) -> Result<FetchReport> {
         let homes = mailbox::trusted_homes(&self.profile)?;
+        // Letters read here since the last fetch: one state letter to our own mailbox.
+        let pending = crate::readstate::pending(self.profile.dir())?;
+        let mut warnings = Vec::new();
+        if !pending.is_empty() {
+            match self.announce_read(keys, &pending).await {
+                Ok(n) => crate::readstate::announced(self.profile.dir(), n)?,
+                Err(e) => warnings.push(format!(
+                    "the read state is not shared with your other devices yet: {e}"
+                )),
+            }
+        }
         let flush = self.outbox.flush(&homes, keys, progress).await?;
         let mut report = self
             .mailbox
             .fetch(&self.profile, &self.directory, &homes, keys, progress)
             .await?;
         report.flush = flush;
+        report.warnings.extend(warnings);
         Ok(report)
+    }
+
+    /// Queues one state letter for the user's own mailbox naming (up to
+    /// [`crate::readstate::MAX_IDS`] of) `ids`; answers how many it names.
+    async fn announce_read(&self, keys: &Keyring, ids: &[EnvelopeId]) -> Result<usize> {
+        let me = self
+            .directory
+            .resolve_recipient(&self.profile, self.profile.address())
+            .await?;
+        let now = crate::now();
+        let letter = crate::readstate::state_letter(self.profile.address(), ids, now as i64);
+        let mut entries = Vec::new();
+        send::queue_copy(&self.directory, &letter, &me, keys, now, &mut entries).await?;
+        for e in &entries {
+            self.outbox.put_copy(e)?;
+        }
+        Ok(ids.len().min(crate::readstate::MAX_IDS))
     }
 
     /// Opens a stored message again (no network) and marks it seen ([`Mailbox::read`]).

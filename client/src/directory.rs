@@ -205,7 +205,10 @@ impl Directory {
             let answer = match self.net.descriptor_via(relay, node).await {
                 Ok(target) if &target.descriptor.url != node => Err(Error::protocol(
                     node,
-                    format!("its descriptor names another URL ({})", target.descriptor.url),
+                    format!(
+                        "its descriptor names another URL ({})",
+                        target.descriptor.url
+                    ),
                 )),
                 Ok(target) => self.net.get_record_via(relay, &target, address).await,
                 Err(e) => Err(e),

@@ -28,7 +28,7 @@ use crate::profile::{HomeEntry, Profile};
 use crate::progress::Progress;
 use crate::store::{Folder, Header, MessageStore, StoredMessage, Trust};
 use crate::verify::{Certs, judge, judge_legacy, legacy_view};
-use crate::{join_all, now};
+use crate::{join_all, now, readstate};
 
 #[derive(Clone, Debug)]
 pub struct NodeReport {
@@ -52,6 +52,9 @@ pub struct FetchReport {
     pub nodes: Vec<NodeReport>,
     /// Contacts pinned on first use while opening letters.
     pub new_contacts: Vec<Address>,
+    /// Letters marked read because another device of the user read them
+    /// ([`crate::readstate`]).
+    pub read_elsewhere: usize,
     /// Things the user should know: key changes, failed downloads or sender lookups.
     pub warnings: Vec<String>,
     pub flush: FlushReport,
@@ -335,6 +338,24 @@ impl Mailbox {
                     nodes.push(homes[*j].url.clone());
                 }
             }
+            if let Some(ids) = readstate::state_ids(me.address(), &trust, header.as_ref()) {
+                // Another device (or this one) read these: a state letter is applied, not
+                // stored, and acked like any letter.
+                for seen in &ids {
+                    if self.messages.contains(seen) {
+                        let mut m = self.messages.get(seen)?;
+                        if !m.seen {
+                            m.seen = true;
+                            self.messages.update(&m)?;
+                            report.read_elsewhere += 1;
+                        }
+                    }
+                }
+                for (i, item) in places {
+                    acks[*i].push(item.seq);
+                }
+                continue;
+            }
             let folder = folder_of(me, &trust, header.as_ref());
             let meta = StoredMessage {
                 id,
@@ -452,6 +473,10 @@ impl Mailbox {
         if !meta.seen {
             meta.seen = true;
             self.messages.update(&meta)?;
+            // With several devices, the others learn it at the next fetch.
+            if meta.folder == Folder::Inbox && me.dir().join(crate::devices::DEVICE_FILE).exists() {
+                readstate::note_read(me.dir(), id)?;
+            }
         }
         let mut letter = opened.letter;
         if letter.legacy.is_some() {
@@ -506,8 +531,9 @@ impl Opener<'_> {
             {
                 status = again;
             }
+            let trust = judge_legacy(&status, opened.letter.legacy.as_deref(), &from);
             let shown = legacy_view(opened.letter, keys, &|h| self.judge.certs.lookup(h));
-            return (judge_legacy(&status), Some(Header::of(&shown)));
+            return (trust, Some(Header::of(&shown)));
         }
         if matches!(status, SignatureStatus::UnknownSigner { .. })
             && !self.judge.nodes.contains_key(&from)

@@ -101,7 +101,9 @@ impl Net {
             }
             Err(e) => return Err(e),
         };
-        let bytes = self.body(target, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
+        let bytes = self
+            .body(target, resp, MAX_SIGNED_BYTES, &NoTransfer)
+            .await?;
         VerifiedNode::from_bytes(target, &bytes)
     }
 
@@ -190,7 +192,9 @@ mod tests {
             ("target_unreachable", NetFailure::Other),
         ] {
             match blame_target(&home, &target, node_error(&home, code)) {
-                Error::Unreachable { url, failure: f, .. } => {
+                Error::Unreachable {
+                    url, failure: f, ..
+                } => {
                     assert_eq!(url, target.to_string());
                     assert_eq!(f, failure, "{code}");
                 }

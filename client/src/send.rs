@@ -362,7 +362,7 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
 /// the report and the sealed letter. The user's own homes are wrapped for from the node
 /// cache (verified when they became homes) without asking them: nothing reaches our own
 /// nodes before the letter is in the outbox.
-async fn queue_copy(
+pub(crate) async fn queue_copy(
     directory: &Directory,
     letter: &Letter,
     r: &Recipient,

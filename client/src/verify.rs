@@ -85,8 +85,31 @@ pub fn judge(status: &SignatureStatus, from: &Address, pinned: Option<&str>) -> 
 
 /// The verdict on a letter that came through an SMTP gateway: never verified (its From is
 /// a legacy address nobody signed for); the reason names the gateway that sealed it.
-pub fn judge_legacy(status: &SignatureStatus) -> Trust {
-    let tail = "the legacy sender is not proven";
+///
+/// `label` is the gateway's label of the letter and `from` its From: when a gateway sealed
+/// it and its label says DMARC passed with a DKIM signature aligned with From's domain
+/// (`from-verified=dkim:DOMAIN`), the reason says "From verified by DKIM for DOMAIN"; a
+/// label that calls the letter suspicious is repeated first. Never `Verified`: the legacy
+/// sender holds no Sealpost key.
+pub fn judge_legacy(status: &SignatureStatus, label: Option<&str>, from: &Address) -> Trust {
+    let sealed_by_gateway = matches!(
+        status,
+        SignatureStatus::Good { .. } | SignatureStatus::SenderMismatch { .. }
+    );
+    let dkim_domain = label
+        .filter(|_| sealed_by_gateway)
+        .and_then(|l| {
+            l.split("; ")
+                .find_map(|p| p.strip_prefix("from-verified=dkim:"))
+        })
+        .filter(|d| d.eq_ignore_ascii_case(from.domain()));
+    let tail = match dkim_domain {
+        Some(d) => format!("From verified by DKIM for {d}"),
+        None => "the legacy sender is not proven".to_string(),
+    };
+    let suspicious = label
+        .filter(|_| sealed_by_gateway)
+        .and_then(|l| l.split("; ").find(|p| p.starts_with("SUSPICIOUS")));
     let reason = match status {
         SignatureStatus::Good { signer } | SignatureStatus::SenderMismatch { signer, .. } => {
             let names = match status {
@@ -107,6 +130,10 @@ pub fn judge_legacy(status: &SignatureStatus) -> Trust {
         SignatureStatus::Bad => {
             "legacy e-mail whose gateway signature does not verify (forged or damaged)".into()
         }
+    };
+    let reason = match suspicious {
+        Some(s) => format!("{s}; {reason}"),
+        None => reason,
     };
     Trust::Unverified { reason }
 }
@@ -213,10 +240,15 @@ mod tests {
     fn legacy_mail_names_its_gateway_and_is_never_verified() {
         let gw = SecretIdentity::generate(&addr("gateway@gw.test"), None).unwrap();
         let fp = gw.fingerprint();
-        let t = judge_legacy(&SignatureStatus::SenderMismatch {
-            signer: fp.clone(),
-            signer_addresses: vec!["gateway@gw.test".into()],
-        });
+        let carol = addr("carol@legacy.test");
+        let t = judge_legacy(
+            &SignatureStatus::SenderMismatch {
+                signer: fp.clone(),
+                signer_addresses: vec!["gateway@gw.test".into()],
+            },
+            None,
+            &carol,
+        );
         let Trust::Unverified { reason } = t else {
             panic!("{t:?}")
         };
@@ -226,10 +258,41 @@ mod tests {
         );
         assert!(!reason.contains("postmaster@"), "{reason}");
         assert!(
-            !judge_legacy(&SignatureStatus::Good { signer: fp }).is_verified(),
+            !judge_legacy(&SignatureStatus::Good { signer: fp.clone() }, None, &carol)
+                .is_verified(),
             "even a good signature does not prove a legacy From"
         );
-        assert!(!judge_legacy(&SignatureStatus::Missing).is_verified());
+        assert!(!judge_legacy(&SignatureStatus::Missing, None, &carol).is_verified());
+        // DKIM aligned with From, as the gateway found it: said, still not Verified.
+        let label = "arrived via legacy SMTP, not end-to-end; spf=pass (legacy.test); dkim=pass (legacy.test); dmarc=pass (legacy.test, p=reject); from-verified=dkim:legacy.test";
+        let good = SignatureStatus::Good { signer: fp.clone() };
+        let t = judge_legacy(&good, Some(label), &carol);
+        assert!(!t.is_verified());
+        let Trust::Unverified { reason } = t else {
+            panic!("{t:?}")
+        };
+        assert!(
+            reason.ends_with("From verified by DKIM for legacy.test"),
+            "{reason}"
+        );
+        // Not for another From domain, nor when no gateway sealed the label.
+        for t in [
+            judge_legacy(&good, Some(label), &addr("carol@other.test")),
+            judge_legacy(&SignatureStatus::Missing, Some(label), &carol),
+        ] {
+            let Trust::Unverified { reason } = t else {
+                panic!("{t:?}")
+            };
+            assert!(!reason.contains("From verified"), "{reason}");
+        }
+        let q = "arrived via legacy SMTP, not end-to-end; dmarc=fail (legacy.test, p=quarantine); SUSPICIOUS: fails the DMARC policy of legacy.test (p=quarantine)";
+        let Trust::Unverified { reason } = judge_legacy(&good, Some(q), &carol) else {
+            panic!()
+        };
+        assert!(
+            reason.starts_with("SUSPICIOUS: fails the DMARC policy"),
+            "{reason}"
+        );
     }
 
     #[test]

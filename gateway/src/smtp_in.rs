@@ -5,6 +5,9 @@
 //! the [`Backend`] about recipients, and storing each message before its `250`.
 //! Mail to `postmaster` (bare, any case, or `postmaster@DOMAIN`) is always taken (RFC 5321
 //! §4.5.1) and goes to the configured postmaster, a user of the node.
+//! At end of data the sender is checked ([`crate::auth`], off the session's runtime) before
+//! the message is labelled and stored: a DMARC `p=reject` failure is answered 550 5.7.1,
+//! a DNS failure 451 4.4.3.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -19,6 +22,7 @@ use tokio::sync::Semaphore;
 use tokio::time::{Instant, timeout_at};
 use tokio_rustls::TlsAcceptor;
 
+use crate::auth::{Action, Verifier};
 use crate::label::{Arrival, labelled};
 
 #[derive(Clone, Debug)]
@@ -34,6 +38,8 @@ pub struct InboundConfig {
     pub max_connections: usize,
     /// The user that mail to `postmaster` and `postmaster@DOMAIN` is delivered to.
     pub postmaster: Address,
+    /// SPF/DKIM/DMARC checks of each message; `None`: not checked (the label says so).
+    pub verifier: Option<Arc<Verifier>>,
 }
 
 /// Where a recipient of an SMTP transaction goes.
@@ -267,7 +273,23 @@ impl<B: Backend> Ctx<'_, B> {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
         };
-        let message = match labelled(&arrival, &tx.data) {
+        let data = Arc::new(tx.data);
+        let verdict = match &self.cfg.verifier {
+            Some(v) => Some(v.check(&arrival, data.clone()).await),
+            None => None,
+        };
+        match verdict.as_ref().map(|v| v.action()) {
+            Some(Action::Reject(why)) => {
+                tracing::info!(client = %self.peer.ip(), reason = %why, "refused by DMARC policy");
+                return DeliveryResult::PolicyRejected(why);
+            }
+            Some(Action::TempFail(why)) => {
+                tracing::warn!(client = %self.peer.ip(), reason = %why, "sender checks deferred");
+                return DeliveryResult::DnsTempFail;
+            }
+            Some(Action::Accept | Action::Quarantine) | None => {}
+        }
+        let message = match labelled(&arrival, &data, verdict.as_ref(), &self.cfg.domain) {
             Ok(m) => m,
             Err(why) => return DeliveryResult::Rejected(format!("cannot read the message: {why}")),
         };

@@ -11,12 +11,15 @@
 //! end of data smuggled out under the gateway's name). Control characters in the subject
 //! and file names are replaced. [`check_wire`] refuses anything else before it is sent.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use lettre::Message;
 use lettre::message::header::{ContentTransferEncoding, ContentType};
 use lettre::message::{Attachment, Body, Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::client::AsyncSmtpConnection;
+use lettre::transport::smtp::client::{AsyncSmtpConnection, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
 use lettre::transport::smtp::extension::ClientId;
 use sealpost_proto::letter::Letter;
@@ -134,17 +137,24 @@ pub fn check_wire(wire: &[u8]) -> Result<(), OutError> {
 /// Longest remote reply kept (in the queue entry and the bounce), in characters.
 pub const MAX_REPLY_CHARS: usize = 512;
 
-/// Where one SMTP transaction goes.
-#[derive(Clone, Debug)]
-pub struct Target {
-    pub host: String,
-    pub port: u16,
-    /// The name in EHLO: the gateway's domain.
-    pub helo: String,
+/// Where outbound mail goes.
+#[derive(Clone)]
+pub enum Route {
+    /// Everything to one relay on a trusted network.
+    Smarthost { host: String, port: u16 },
+    /// Each recipient domain's MX hosts (by preference, or its A/AAAA), on `port` (25),
+    /// under the domain's MTA-STS policy when `sts` is given.
+    Mx {
+        resolver: Arc<crate::mx::Resolver>,
+        port: u16,
+        sts: Option<Arc<crate::mta_sts::Sts>>,
+        /// Extra trusted CA certificates (PEM) for MX hosts an `enforce` policy names.
+        extra_ca: Option<Vec<u8>>,
+    },
 }
 
-/// How a transaction ended for its recipients, when the server took part of it or all
-/// (the message was sent to `accepted`, answered `250` after the data).
+/// How a transaction ended for its recipients: the message was sent to `accepted` (when
+/// any: answered `250` after the data); the others were refused or deferred at `RCPT TO`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Delivery {
     pub accepted: Vec<String>,
@@ -154,56 +164,285 @@ pub struct Delivery {
     pub deferred: Vec<(String, String)>,
     /// The reply to the end of data.
     pub reply: String,
+    /// The host that took it, and whether the session was encrypted (STARTTLS).
+    pub host: String,
+    pub tls: bool,
 }
 
-/// Sends `msg` (from [`build`]) from `from` to exactly `rcpts` (the SMTP envelope: the
-/// headers keep every recipient the sender wrote) in one transaction at `target`. Plain
-/// SMTP: the smarthost is on a trusted network, loopback in tests.
-///
-/// Returns as soon as the server has answered the end of data, so that the caller can
-/// record the delivery at once; the `QUIT` goes on in the background. `Err` when no
-/// recipient got the message: `Permanent` when the server refused it for good (every
-/// recipient, the sender, or the data), `Transient` otherwise (no connection, 4xx, time-out).
-pub async fn send(
-    target: &Target,
-    from: &str,
-    rcpts: &[String],
-    msg: &[u8],
+/// An open session kept for the next message to the same destination.
+struct Idle {
+    conn: AsyncSmtpConnection,
+    host: String,
+    since: Instant,
+}
+
+/// How long an idle session is kept, and how many per destination.
+const IDLE_FOR: Duration = Duration::from_secs(20);
+const MAX_IDLE_PER_DESTINATION: usize = 4;
+/// Most destinations with idle sessions.
+const MAX_IDLE_DESTINATIONS: usize = 1000;
+
+/// Sends outbound legacy mail, one transaction per call; sessions are reused per
+/// destination (the smarthost, or a recipient domain). STARTTLS is used whenever the
+/// server offers it (opportunistic, RFC 3207/7435: the certificate is not checked, as no
+/// policy says which one to expect).
+pub struct Sender {
+    route: Route,
+    /// The name in EHLO: the gateway's domain.
+    helo: String,
     timeout: Duration,
-) -> Result<Delivery, OutError> {
-    let addr = |a: &str| {
-        a.parse::<lettre::Address>()
-            .map_err(|e| OutError::Build(format!("{a:?}: {e}")))
-    };
-    let sender = addr(from)?;
-    let rcpt_addrs = rcpts
-        .iter()
-        .map(|r| addr(r))
-        .collect::<Result<Vec<_>, _>>()?;
-    let hello = ClientId::Domain(target.helo.clone());
-    let connect = AsyncSmtpConnection::connect_tokio1(
-        (target.host.as_str(), target.port),
-        Some(timeout),
-        &hello,
-        None,
-        None,
-    );
-    let mut conn = match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(c)) => c,
-        Ok(Err(e)) => return Err(classify(&e, "connecting")),
-        Err(_) => return Err(OutError::Transient("connecting: timed out".into())),
-    };
-    let result = tokio::time::timeout(
-        timeout,
-        transaction(&mut conn, sender, rcpts, rcpt_addrs, msg),
-    )
-    .await
-    .unwrap_or_else(|_| Err(OutError::Transient("timed out".into())));
-    // The answer counts now; the goodbye is no part of it.
-    tokio::spawn(async move {
-        let _ = tokio::time::timeout(Duration::from_secs(10), conn.abort()).await;
-    });
-    result
+    idle: Mutex<HashMap<String, Vec<Idle>>>,
+}
+
+impl Sender {
+    pub fn new(route: Route, helo: &str, timeout: Duration) -> Sender {
+        Sender {
+            route,
+            helo: helo.to_string(),
+            timeout,
+            idle: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Sends `msg` (from [`build`]) from `from` to exactly `rcpts` (the SMTP envelope: the
+    /// headers keep every recipient the sender wrote) in one transaction. In MX mode every
+    /// recipient must be of one domain (the queue makes one job per domain).
+    ///
+    /// Returns as soon as the server has answered the end of data, so that the caller can
+    /// record the delivery at once; `Ok` also when every recipient was refused or deferred
+    /// at `RCPT TO` (then nothing was sent, and `accepted` is empty). `Err` when the
+    /// transaction failed as a whole: `Permanent` when refused for good (the sender, the
+    /// data, or a domain without mail), `Transient` otherwise (no connection, 4xx, time-out,
+    /// DNS failure).
+    pub async fn send(
+        &self,
+        from: &str,
+        rcpts: &[String],
+        msg: &[u8],
+    ) -> Result<Delivery, OutError> {
+        let addr = |a: &str| {
+            a.parse::<lettre::Address>()
+                .map_err(|e| OutError::Build(format!("{a:?}: {e}")))
+        };
+        let sender = addr(from)?;
+        let rcpt_addrs = rcpts
+            .iter()
+            .map(|r| addr(r))
+            .collect::<Result<Vec<_>, _>>()?;
+        let key = match &self.route {
+            Route::Smarthost { .. } => String::new(),
+            Route::Mx { .. } => {
+                let domain = rcpt_addrs
+                    .first()
+                    .map(|a| a.domain().to_ascii_lowercase())
+                    .ok_or_else(|| OutError::Build("no recipient".into()))?;
+                if rcpt_addrs
+                    .iter()
+                    .any(|a| !a.domain().eq_ignore_ascii_case(&domain))
+                {
+                    return Err(OutError::Build("recipients of more than one domain".into()));
+                }
+                domain
+            }
+        };
+        let (mut conn, host) = match self.reuse(&key).await {
+            Some(c) => c,
+            None => self.open(&key).await?,
+        };
+        let result = tokio::time::timeout(
+            self.timeout,
+            transaction(&mut conn, sender, rcpts, rcpt_addrs, msg),
+        )
+        .await
+        .unwrap_or_else(|_| Err(OutError::Transient("timed out".into())));
+        match result {
+            Ok(mut d) => {
+                d.tls = conn.is_encrypted();
+                d.host = host.clone();
+                // The answer counts now; the session waits for the next message.
+                self.keep(key, conn, host);
+                Ok(d)
+            }
+            Err(e) => {
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(10), conn.abort()).await;
+                });
+                Err(e)
+            }
+        }
+    }
+
+    /// An idle session to `key` that still answers.
+    async fn reuse(&self, key: &str) -> Option<(AsyncSmtpConnection, String)> {
+        loop {
+            let idle = self.idle.lock().ok()?.get_mut(key).and_then(|v| v.pop())?;
+            let mut conn = idle.conn;
+            if idle.since.elapsed() < IDLE_FOR
+                && tokio::time::timeout(Duration::from_secs(5), conn.test_connected())
+                    .await
+                    .unwrap_or(false)
+            {
+                return Some((conn, idle.host));
+            }
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), conn.abort()).await;
+            });
+        }
+    }
+
+    fn keep(&self, key: String, mut conn: AsyncSmtpConnection, host: String) {
+        let Ok(mut idle) = self.idle.lock() else {
+            return;
+        };
+        idle.retain(|_, v| {
+            v.retain(|i| i.since.elapsed() < IDLE_FOR);
+            !v.is_empty()
+        });
+        let room = idle.len() < MAX_IDLE_DESTINATIONS || idle.contains_key(&key);
+        let list = idle.entry(key).or_default();
+        if room && list.len() < MAX_IDLE_PER_DESTINATION && !conn.has_broken() {
+            list.push(Idle {
+                conn,
+                host,
+                since: Instant::now(),
+            });
+        } else {
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(10), conn.abort()).await;
+            });
+        }
+    }
+
+    /// A new session: the smarthost, or the first MX host (by preference) and address that
+    /// answers, with STARTTLS when offered.
+    async fn open(&self, domain: &str) -> Result<(AsyncSmtpConnection, String), OutError> {
+        // Under an MTA-STS "enforce" policy: only the MX hosts it names, only over TLS with
+        // a certificate valid for the host.
+        let mut verify: Option<&[u8]> = None;
+        let candidates: Vec<(String, SocketAddr)> = match &self.route {
+            Route::Smarthost { host, port } => {
+                let addrs = tokio::net::lookup_host((host.as_str(), *port))
+                    .await
+                    .map_err(|e| OutError::Transient(short(&format!("resolving {host}: {e}"))))?;
+                addrs.map(|a| (host.clone(), a)).collect()
+            }
+            Route::Mx {
+                resolver,
+                port,
+                sts,
+                extra_ca,
+            } => {
+                let mut hosts = resolver.mail_hosts(domain).await.map_err(route_error)?;
+                let policy = match sts {
+                    Some(sts) => sts.policy(domain).await,
+                    None => None,
+                };
+                if let Some(p) = policy.filter(|p| p.mode == crate::mta_sts::Mode::Enforce) {
+                    hosts.retain(|h| p.allows(h));
+                    if hosts.is_empty() {
+                        return Err(OutError::Transient(format!(
+                            "MTA-STS: no MX host of {domain} is named by its enforced policy"
+                        )));
+                    }
+                    verify = Some(extra_ca.as_deref().unwrap_or(&[]));
+                }
+                let mut out = Vec::new();
+                let mut last = None;
+                for h in hosts {
+                    match resolver.addrs(&h).await {
+                        Ok(ips) => {
+                            out.extend(ips.into_iter().map(|ip| (h.clone(), (ip, *port).into())))
+                        }
+                        Err(e) => last = Some(e),
+                    }
+                }
+                if out.is_empty() {
+                    return Err(match last {
+                        Some(e) => route_error(e),
+                        None => OutError::Transient(format!(
+                            "no address for the mail hosts of {domain}"
+                        )),
+                    });
+                }
+                out
+            }
+        };
+        let hello = ClientId::Domain(self.helo.clone());
+        let mut errors = Vec::new();
+        for (host, addr) in candidates {
+            let connect =
+                AsyncSmtpConnection::connect_tokio1(addr, Some(self.timeout), &hello, None, None);
+            let mut conn = match tokio::time::timeout(self.timeout, connect).await {
+                Ok(Ok(c)) => c,
+                Ok(Err(e)) => {
+                    errors.push(format!("{host} [{}]: {}", addr.ip(), text(&e)));
+                    continue;
+                }
+                Err(_) => {
+                    errors.push(format!("{host} [{}]: connecting timed out", addr.ip()));
+                    continue;
+                }
+            };
+            let upgraded = if conn.can_starttls() {
+                let tls = match verify {
+                    Some(ca) => verified_tls(&host, ca),
+                    None => opportunistic_tls(&host),
+                };
+                match tls {
+                    Ok(tls) => {
+                        match tokio::time::timeout(self.timeout, conn.starttls(tls, &hello)).await {
+                            Ok(r) => r.map_err(|e| text(&e)),
+                            Err(_) => Err("timed out".to_string()),
+                        }
+                    }
+                    Err(e) => Err(text(&e)),
+                }
+            } else if verify.is_some() {
+                Err("not offered, and the domain's MTA-STS policy enforces TLS".to_string())
+            } else {
+                Ok(())
+            };
+            if let Err(e) = upgraded {
+                errors.push(format!("{host} [{}]: STARTTLS: {e}", addr.ip()));
+                tokio::spawn(async move {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), conn.abort()).await;
+                });
+                continue;
+            }
+            return Ok((conn, host));
+        }
+        Err(OutError::Transient(short(&errors.join("; "))))
+    }
+}
+
+/// TLS with the certificate checked for `host` (webpki roots and `extra_ca`): MTA-STS.
+fn verified_tls(
+    host: &str,
+    extra_ca: &[u8],
+) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+    let mut b = TlsParameters::builder(host.to_string());
+    if !extra_ca.is_empty() {
+        b = b.add_root_certificate(lettre::transport::smtp::client::Certificate::from_pem(
+            extra_ca,
+        )?);
+    }
+    b.build_rustls()
+}
+
+/// TLS that encrypts without checking the certificate: opportunistic STARTTLS.
+fn opportunistic_tls(host: &str) -> Result<TlsParameters, lettre::transport::smtp::Error> {
+    TlsParameters::builder(host.to_string())
+        .dangerous_accept_invalid_certs(true)
+        .dangerous_accept_invalid_hostnames(true)
+        .build_rustls()
+}
+
+fn route_error(e: crate::mx::RouteError) -> OutError {
+    if e.is_permanent() {
+        OutError::Permanent(short(&e.to_string()))
+    } else {
+        OutError::Transient(short(&e.to_string()))
+    }
 }
 
 async fn transaction(
@@ -229,12 +468,9 @@ async fn transaction(
         }
     }
     if d.accepted.is_empty() {
-        let _ = conn.command(Rset).await;
-        return Err(if d.deferred.is_empty() {
-            OutError::Permanent(summary(&d.refused))
-        } else {
-            OutError::Transient(summary(&d.deferred))
-        });
+        // Nobody to send to: each recipient's reply is in `refused` or `deferred`.
+        conn.command(Rset).await.map_err(|e| classify(&e, "RSET"))?;
+        return Ok(d);
     }
     conn.command(Data).await.map_err(|e| classify(&e, "DATA"))?;
     let reply = conn
@@ -249,31 +485,25 @@ async fn transaction(
     Ok(d)
 }
 
-/// The replies to several recipients, in one line.
-fn summary(replies: &[(String, String)]) -> String {
-    short(
-        &replies
-            .iter()
-            .map(|(r, why)| format!("<{r}>: {why}"))
-            .collect::<Vec<_>>()
-            .join("; "),
-    )
-}
-
 /// A reply as kept: one line of printable text, at most [`MAX_REPLY_CHARS`].
 fn short(s: &str) -> String {
     no_controls(s).chars().take(MAX_REPLY_CHARS).collect()
 }
 
+/// An error as text: the server's reply when there is one.
+fn text(e: &lettre::transport::smtp::Error) -> String {
+    use std::error::Error as _;
+    match (e.status(), e.source()) {
+        (Some(code), Some(reply)) => format!("{code} {reply}"),
+        (None, Some(source)) => format!("{e}: {source}"),
+        _ => e.to_string(),
+    }
+}
+
 /// Permanent for a 5xx reply, transient for anything else; the text names the step and
 /// quotes the server's reply.
 fn classify(e: &lettre::transport::smtp::Error, step: &str) -> OutError {
-    use std::error::Error as _;
-    let text = match (e.status(), e.source()) {
-        (Some(code), Some(reply)) => format!("{code} {reply}"),
-        _ => e.to_string(),
-    };
-    let why = short(&format!("{text} (in reply to {step})"));
+    let why = short(&format!("{} (in reply to {step})", text(e)));
     if e.is_permanent() {
         OutError::Permanent(why)
     } else {

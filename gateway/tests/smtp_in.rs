@@ -61,6 +61,7 @@ fn start_with_tls(
         session_timeout: Duration::from_secs(60),
         max_connections,
         postmaster: Address::parse("dave@gw.test").unwrap(),
+        verifier: None,
     });
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();
@@ -429,6 +430,7 @@ fn postmaster_without_a_mailbox_is_deferred_not_refused() {
         session_timeout: Duration::from_secs(60),
         max_connections: 2,
         postmaster: Address::parse("postmaster@gw.test").unwrap(),
+        verifier: None,
     });
     let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).unwrap();
     let addr = listener.local_addr().unwrap();

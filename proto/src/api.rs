@@ -45,6 +45,29 @@ pub const RELAY_DESCRIPTOR: &str = "/v1/relay/descriptor";
 /// The header naming the node (its URL) a relayed request is for.
 pub const TARGET_HEADER: &str = "sealpost-target";
 
+/// `GET` lists the account's devices, `POST` registers one, `DELETE {DEVICES}/{id}` removes
+/// one ([`device`]).
+pub const DEVICES: &str = "/v1/devices";
+/// `POST` opens a link drop; `{LINKS}/{nameplate}` and its steps ([`link`], [`link_step`]).
+pub const LINKS: &str = "/v1/links";
+/// The header with which a new device collects a link payload (the secret its join got).
+pub const LINK_SECRET_HEADER: &str = "x-sealpost-link-secret";
+
+/// `{DEVICES}/{id}`.
+pub fn device(id: impl Display) -> String {
+    format!("{DEVICES}/{id}")
+}
+
+/// `{LINKS}/{nameplate}`: `GET` the first message, `DELETE` abort.
+pub fn link(nameplate: impl Display) -> String {
+    format!("{LINKS}/{nameplate}")
+}
+
+/// `{LINKS}/{nameplate}/{step}`: `join`, `reply`, `payload`.
+pub fn link_step(nameplate: impl Display, step: &str) -> String {
+    format!("{LINKS}/{nameplate}/{step}")
+}
+
 /// `{RECORDS}/{address}`.
 pub fn record(address: impl Display) -> String {
     format!("{RECORDS}/{address}")

@@ -7,8 +7,8 @@ use sequoia_openpgp::Cert;
 use crate::codec::{Codec, Reader, Writer, tag};
 use crate::error::Error;
 use crate::identity::cert_from_bytes;
-use crate::oblivious::MAX_KEY_CONFIG_BYTES;
 use crate::limits::{MAX_CERT_BYTES, MAX_SIGNED_BODY_BYTES, MAX_SOFTWARE_BYTES, MAX_URL_BYTES};
+use crate::oblivious::MAX_KEY_CONFIG_BYTES;
 use crate::types::NodeUrl;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -179,6 +179,9 @@ mod tests {
         assert_eq!(&new[..old.len()], &old[..], "the key is appended");
         assert_eq!(NodeDescriptor::decode(&new).unwrap(), desc);
         desc.ohttp_key = Some(vec![0xff; 8]);
-        assert!(NodeDescriptor::decode(&desc.encode()).is_err(), "unusable key");
+        assert!(
+            NodeDescriptor::decode(&desc.encode()).is_err(),
+            "unusable key"
+        );
     }
 }

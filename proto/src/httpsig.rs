@@ -301,6 +301,22 @@ mod tests {
     }
 
     #[test]
+    fn the_clock_window_is_300_seconds_either_way() {
+        let h = sign_request(&key(), "POST", "b.test", "/v1/deliver", b"x", 1000);
+        let at = |now| verify(&h, "POST", "b.test", "/v1/deliver", b"x", now);
+        for now in [700, 999, 1000, 1001, 1300] {
+            assert_eq!(at(now), Ok(key().verifying_key().to_bytes()), "now {now}");
+        }
+        for now in [699, 1301] {
+            assert_eq!(
+                at(now),
+                Err(SigError::Stale { created: 1000, now }),
+                "now {now}"
+            );
+        }
+    }
+
+    #[test]
     fn headers_verify_before_the_body_and_the_digest_parses() {
         let h = sign_request(&key(), "POST", "b.test", "/v1/deliver", b"body", 1000);
         let ok = verify_signature(

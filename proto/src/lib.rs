@@ -8,12 +8,14 @@ pub mod api;
 pub mod auth;
 pub mod codec;
 pub mod descriptor;
+pub mod device;
 pub mod envelope;
 pub mod error;
 pub mod httpsig;
 pub mod identity;
 pub mod letter;
 pub mod limits;
+pub mod link;
 pub mod oblivious;
 pub mod padding;
 pub mod record;
@@ -22,7 +24,7 @@ pub mod smtp;
 pub mod types;
 
 pub use error::Error;
-pub use types::{Address, EnvelopeId, MailboxId, NodeUrl};
+pub use types::{Address, DeviceId, EnvelopeId, MailboxId, NodeUrl};
 
 /// Re-exported so that callers use the same OpenPGP types as this crate.
 pub use sequoia_openpgp as openpgp;

@@ -101,6 +101,10 @@ pub enum DeliveryResult {
     TempFail,
     /// Refused for good, with a reason for the 554 reply (one line, no CR/LF).
     Rejected(String),
+    /// Refused by the sender domain's policy (DMARC `p=reject`): 550 5.7.1 with the reason.
+    PolicyRejected(String),
+    /// The sender checks could not finish (DNS down or slow): 451 4.4.3.
+    DnsTempFail,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -138,6 +142,28 @@ pub struct Session {
     oversize: Option<DummyDataReceiver>,
     errors: usize,
     tls_active: bool,
+    /// Submission mode (RFC 6409 with RFC 4954 AUTH): `None` for the gateway.
+    auth: Option<Auth>,
+}
+
+/// Checks a user name and password (submission mode). Synchronous: the driver delays the
+/// `535` reply against guessing.
+pub type CredentialCheck = Box<dyn Fn(&[u8], &[u8]) -> bool + Send + Sync>;
+
+struct Auth {
+    check: CredentialCheck,
+    done: bool,
+    step: AuthStep,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum AuthStep {
+    None,
+    /// `AUTH PLAIN` without an initial response: the next line is the response.
+    Plain,
+    /// `AUTH LOGIN`: the next line is the user name, then the password.
+    LoginUser,
+    LoginPass(Vec<u8>),
 }
 
 fn reply(code: u16, text: &str) -> Output {
@@ -163,8 +189,124 @@ impl Session {
             oversize: None,
             errors: 0,
             tls_active: false,
+            auth: None,
         };
         (s, greeting)
+    }
+
+    /// A submission session (RFC 6409): `AUTH PLAIN` and `AUTH LOGIN` (RFC 4954) are
+    /// offered and required before `MAIL`; `check` decides the credentials.
+    pub fn new_submission(cfg: SmtpConfig, check: CredentialCheck) -> (Session, Output) {
+        let greeting = reply(220, &format!("{} ESMTP Sealpost submission", cfg.hostname));
+        let (mut s, _) = Session::new(cfg);
+        s.auth = Some(Auth {
+            check,
+            done: false,
+            step: AuthStep::None,
+        });
+        (s, greeting)
+    }
+
+    /// Whether AUTH succeeded (always false outside submission mode).
+    pub fn is_authenticated(&self) -> bool {
+        self.auth.as_ref().is_some_and(|a| a.done)
+    }
+
+    /// One line of an AUTH exchange (base64, or `*` to cancel).
+    fn auth_line(&mut self, line: &[u8]) -> Output {
+        use base64::Engine as _;
+        let Some(auth) = self.auth.as_mut() else {
+            return reply(503, "5.5.1 No AUTH in progress");
+        };
+        let step = std::mem::replace(&mut auth.step, AuthStep::None);
+        let text = trim_crlf(line);
+        if text == b"*" {
+            return self.error(501, "5.7.0 AUTH cancelled");
+        }
+        let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(text) else {
+            return self.error(501, "5.5.2 Cannot decode the AUTH response");
+        };
+        match step {
+            AuthStep::Plain => self.auth_plain(&decoded),
+            AuthStep::LoginUser => {
+                if let Some(a) = self.auth.as_mut() {
+                    a.step = AuthStep::LoginPass(decoded);
+                }
+                reply(334, "UGFzc3dvcmQ6")
+            }
+            AuthStep::LoginPass(user) => self.auth_check(&user, &decoded),
+            AuthStep::None => reply(503, "5.5.1 No AUTH in progress"),
+        }
+    }
+
+    fn auth_plain(&mut self, msg: &[u8]) -> Output {
+        let mut parts = msg.splitn(3, |b| *b == 0);
+        match (parts.next(), parts.next(), parts.next()) {
+            // Acting for another user (authzid) is not offered.
+            (Some(authz), Some(user), Some(pass)) if authz.is_empty() || authz == user => {
+                self.auth_check(user, pass)
+            }
+            _ => self.error(501, "5.5.2 Malformed AUTH PLAIN response"),
+        }
+    }
+
+    fn auth_check(&mut self, user: &[u8], pass: &[u8]) -> Output {
+        let ok = self.auth.as_ref().is_some_and(|a| (a.check)(user, pass));
+        if ok {
+            if let Some(a) = self.auth.as_mut() {
+                a.done = true;
+            }
+            reply(235, "2.7.0 Authentication successful")
+        } else {
+            self.error(535, "5.7.8 Authentication credentials invalid")
+        }
+    }
+
+    fn auth_command(&mut self, mechanism: u64, initial: &str) -> Output {
+        use base64::Engine as _;
+        let Some(auth) = self.auth.as_mut() else {
+            return self.error(
+                502,
+                "5.5.1 AUTH not available: this gateway only receives mail for its users",
+            );
+        };
+        if auth.done {
+            return self.error(503, "5.5.1 Already authenticated");
+        }
+        if self.state == State::Fresh {
+            return self.error(503, "5.5.1 Say EHLO first");
+        }
+        if self.state == State::Mail {
+            return self.error(503, "5.5.1 AUTH not allowed inside a transaction");
+        }
+        let initial = initial.trim();
+        let decoded = if initial.is_empty() || initial == "=" {
+            None
+        } else {
+            match base64::engine::general_purpose::STANDARD.decode(initial) {
+                Ok(d) => Some(d),
+                Err(_) => return self.error(501, "5.5.2 Cannot decode the initial response"),
+            }
+        };
+        match (mechanism, decoded) {
+            (smtp_proto::AUTH_PLAIN, Some(d)) => self.auth_plain(&d),
+            (smtp_proto::AUTH_PLAIN, None) => {
+                auth.step = AuthStep::Plain;
+                reply(334, "")
+            }
+            (smtp_proto::AUTH_LOGIN, Some(user)) => {
+                auth.step = AuthStep::LoginPass(user);
+                reply(334, "UGFzc3dvcmQ6")
+            }
+            (smtp_proto::AUTH_LOGIN, None) => {
+                auth.step = AuthStep::LoginUser;
+                reply(334, "VXNlcm5hbWU6")
+            }
+            _ => self.error(
+                504,
+                "5.5.4 Unrecognized authentication type: use PLAIN or LOGIN",
+            ),
+        }
     }
 
     pub fn is_closed(&self) -> bool {
@@ -232,6 +374,13 @@ impl Session {
             DeliveryResult::Rejected(why) => {
                 reply(554, &format!("5.6.0 Message refused: {}", sanitize(&why)))
             }
+            DeliveryResult::PolicyRejected(why) => {
+                reply(550, &format!("5.7.1 Message refused: {}", sanitize(&why)))
+            }
+            DeliveryResult::DnsTempFail => reply(
+                451,
+                "4.4.3 Sender checks failed for a DNS error, try again later",
+            ),
         });
         self.process(&mut out);
         out
@@ -368,6 +517,11 @@ impl Session {
             out.push(self.error(500, "5.5.2 Line too long"));
             return true;
         }
+        if self.auth.as_ref().is_some_and(|a| a.step != AuthStep::None) {
+            let o = self.auth_line(&line);
+            out.push(o);
+            return true;
+        }
         if line.contains(&0) {
             out.push(self.error(501, "5.5.2 Syntax error: NUL character in command"));
             return true;
@@ -439,6 +593,9 @@ impl Session {
                 if self.cfg.starttls && !self.tls_active {
                     lines.push("STARTTLS".into());
                 }
+                if self.auth.as_ref().is_some_and(|a| !a.done) {
+                    lines.push("AUTH PLAIN LOGIN".into());
+                }
                 let mut text = String::new();
                 for (i, l) in lines.iter().enumerate() {
                     let sep = if i + 1 == lines.len() { ' ' } else { '-' };
@@ -459,6 +616,9 @@ impl Session {
                 }
                 if self.state == State::Mail {
                     return self.error(503, "5.5.1 Nested MAIL command");
+                }
+                if self.auth.as_ref().is_some_and(|a| !a.done) {
+                    return self.error(530, "5.7.0 Authentication required");
                 }
                 if let Some(param) = unsupported_mail_param(&from) {
                     return self.error(555, &format!("5.5.4 Unsupported option: {param}"));
@@ -550,10 +710,10 @@ impl Session {
                 out.push(reply(220, "2.0.0 Ready to start TLS"));
                 Output::StartTls
             }
-            Request::Auth { .. } => self.error(
-                502,
-                "5.5.1 AUTH not available: this gateway only receives mail for its users",
-            ),
+            Request::Auth {
+                mechanism,
+                initial_response,
+            } => self.auth_command(mechanism, &initial_response),
             Request::Bdat { .. } => self.error(502, "5.5.1 CHUNKING not available"),
             _ => self.error(502, "5.5.1 Command not implemented"),
         }
@@ -580,7 +740,8 @@ fn declared_size(line: &[u8]) -> Result<Option<u128>, ()> {
     let Some(param) = text
         .split_ascii_whitespace()
         .skip(1)
-        .find(|p| p.len() >= 5 && p[..5].eq_ignore_ascii_case("SIZE="))
+        // Bytes, not `&str` slicing: a multi-byte character may straddle byte 5.
+        .find(|p| p.len() >= 5 && p.as_bytes()[..5].eq_ignore_ascii_case(b"SIZE="))
     else {
         return Ok(None);
     };
@@ -677,6 +838,11 @@ fn check_line_endings(data: &[u8], max_line: usize) -> Option<(u16, &'static str
 }
 
 /// Text from the client, made safe to echo in a reply or log: printable ASCII, bounded.
+fn trim_crlf(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
 fn sanitize(s: &str) -> String {
     s.chars()
         .filter(|c| c.is_ascii_graphic() || *c == ' ')

@@ -178,6 +178,7 @@ macro_rules! id16 {
 
 id16!(MailboxId, "mailbox id");
 id16!(EnvelopeId, "envelope id");
+id16!(DeviceId, "device id");
 
 /// The base URL of a node: `http` or `https`, a host, an optional port, an optional path
 /// prefix; no query, fragment or user info. Stored without a trailing slash.

@@ -2,11 +2,13 @@
 //! signs it with the account's key ([`sealpost_proto::auth::challenge_statement`]) and gets
 //! a bearer token. `sessions` holds the challenges and tokens; a key rotation revokes them.
 
-use sealpost_proto::MailboxId;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
+use sealpost_proto::device::{device_statement, verify};
 use sealpost_proto::record::verify_detached;
+use sealpost_proto::{DeviceId, MailboxId};
 
 use crate::basics::clock::now_secs;
+use crate::devices::{DeviceError, check_session_device};
 use crate::node::Node;
 use crate::sessions::TokenError;
 use crate::store::StoreError;
@@ -32,6 +34,11 @@ pub enum AuthError {
     /// The key rotated between the challenge and its answer.
     #[error("the account's key changed during sign-in; ask for a new challenge")]
     KeyChanged,
+    /// The device is not the account's, or the account key signed in once devices exist.
+    #[error(transparent)]
+    Device(#[from] DeviceError),
+    #[error("challenge signature does not verify with the device key")]
+    BadDeviceSignature,
     #[error(transparent)]
     Storage(#[from] StoreError),
 }
@@ -46,33 +53,55 @@ impl Node {
             return Err(AuthError::UnknownMailbox);
         }
         self.sessions
-            .challenge(mailbox, now_secs())
+            .challenge_any(mailbox, now_secs())
+            .await?
             .ok_or(AuthError::Busy {
                 retry_after: FULL_RETRY_SECS,
             })
     }
 
     /// A bearer token for `mailbox` and when it expires, for a challenge `nonce` signed
-    /// (`signature`, detached) by the account's current key. The challenge is spent either
-    /// way.
+    /// (`signature`, detached) by the account's current key, or with `device` by that
+    /// device's key (`spec/api.md` §Devices). The account key signs in only while the
+    /// account has no registered device. The challenge is spent either way.
     pub async fn sign_in(
         &self,
         mailbox: MailboxId,
         nonce: &[u8; NONCE_BYTES],
         signature: &[u8],
+        device: Option<DeviceId>,
     ) -> Result<([u8; 32], u64), AuthError> {
         let now = now_secs();
         self.sessions
-            .take_nonce(nonce, mailbox, now)
+            .take_nonce_any(nonce, mailbox, now)
+            .await?
             .map_err(|_| AuthError::BadChallenge)?;
         // Read before the key is: a rotation committing after this point revokes the token.
-        let epoch = self.sessions.epoch(mailbox);
+        let epoch = self.sessions.epoch_any(mailbox).await?;
         let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
-        let statement = challenge_statement(&self.url, &mailbox, nonce);
-        verify_detached(&statement, signature, &account.cert)
-            .map_err(|_| AuthError::BadSignature)?;
+        let devices = self.store.devices(mailbox).await?;
+        let device = match device {
+            None => {
+                let statement = challenge_statement(&self.url, &mailbox, nonce);
+                verify_detached(&statement, signature, &account.cert)
+                    .map_err(|_| AuthError::BadSignature)?;
+                DeviceId::ACCOUNT
+            }
+            Some(id) => {
+                let d = devices
+                    .iter()
+                    .find(|d| d.id == id)
+                    .ok_or(DeviceError::UnknownDevice)?;
+                let statement = device_statement(&self.url, &mailbox, &id, nonce);
+                verify(&d.key, &statement, signature).map_err(|_| AuthError::BadDeviceSignature)?;
+                id
+            }
+        };
+        let ids: Vec<DeviceId> = devices.iter().map(|d| d.id).collect();
+        check_session_device(&ids, device)?;
         self.sessions
-            .issue_token(mailbox, epoch, now)
+            .issue_device_token_any(mailbox, device, epoch, now)
+            .await?
             .map_err(|e| match e {
                 TokenError::Full => AuthError::Busy {
                     retry_after: FULL_RETRY_SECS,

@@ -128,6 +128,8 @@ pub struct Config {
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
     pub testing: TestingConfig,
+    pub devices: DevicesConfig,
+    pub admin: AdminConfig,
     /// Directory that relative paths resolve against: the config file's directory.
     #[serde(skip)]
     pub base_dir: PathBuf,
@@ -149,7 +151,39 @@ pub struct TlsConfig {
     pub cert: Option<PathBuf>,
     /// PEM private key.
     pub key: Option<PathBuf>,
+    /// Obtain and renew the certificate from an ACME CA instead (`[tls.acme]`).
+    pub acme: Option<AcmeConfig>,
 }
+
+/// Automatic certificates (RFC 8555) with the TLS-ALPN-01 challenge on the node's own port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AcmeConfig {
+    /// The CA's ACME directory URL (https).
+    pub directory: String,
+    /// Account contacts, e.g. `mailto:ops@example.org`.
+    #[serde(default)]
+    pub contact: Vec<String>,
+    /// DNS names the certificate covers (the node's and the gateway's MX host); empty: the
+    /// host of `public_url`.
+    #[serde(default)]
+    pub names: Vec<String>,
+    /// Where the account key, certificate and its key are kept (mode 0600).
+    #[serde(default = "default_acme_dir")]
+    pub dir: PathBuf,
+    /// Extra PEM CA certificates to trust for the ACME server's own HTTPS (a test CA);
+    /// empty: the system's roots.
+    #[serde(default)]
+    pub directory_ca: Option<PathBuf>,
+}
+
+fn default_acme_dir() -> PathBuf {
+    PathBuf::from("acme")
+}
+
+/// Longest DNS name (RFC 1035), and most names on one certificate.
+pub const MAX_ACME_NAME: usize = 253;
+pub const MAX_ACME_NAMES: usize = 100;
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -266,6 +300,10 @@ pub struct PinnedPeer {
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct StorageConfig {
+    /// Where the node keeps its data: `rocksdb` (in `data_dir`, one process) or `postgres`
+    /// (`[storage.postgres]`, shared by several node processes).
+    pub backend: StorageBackend,
+    pub postgres: PostgresConfig,
     /// RocksDB block cache, MiB.
     pub cache_mb: usize,
     /// Memtable budget for all column families together, MiB.
@@ -284,11 +322,84 @@ pub struct TestingConfig {
     pub access_record: Option<PathBuf>,
 }
 
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StorageBackend {
+    #[default]
+    Rocksdb,
+    Postgres,
+}
+
+/// `[storage.postgres]`: the shared database of a node that runs as several processes.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PostgresConfig {
+    /// `postgres://user:password@host:port/database` or a key=value connection string.
+    /// TLS is not spoken: reach the database over a private network or a local socket.
+    pub url: String,
+    /// Connections each node process keeps at most.
+    pub pool_size: usize,
+    /// How long a request waits for a connection (and a connection attempt may take).
+    pub connect_timeout: Secs,
+    /// How long a hop of the outbound queue stays with the process that claimed it without
+    /// a renewal (renewed every third of it): after a process dies, the others take its
+    /// hops over within this time.
+    pub queue_lease: Secs,
+}
+
+impl fmt::Debug for PostgresConfig {
+    // The URL may carry a password: never printed.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresConfig")
+            .field("url", &if self.url.is_empty() { "" } else { "<set>" })
+            .field("pool_size", &self.pool_size)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("queue_lease", &self.queue_lease)
+            .finish()
+    }
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        PostgresConfig {
+            url: String::new(),
+            pool_size: 16,
+            connect_timeout: Secs::from_secs(5),
+            queue_lease: Secs::from_secs(30),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// `tracing` filter (`RUST_LOG` syntax); the `RUST_LOG` variable overrides it.
     pub filter: String,
+}
+
+/// The operator's side door: `sealpost-node admin` and `/metrics`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Unix socket of `sealpost-node admin` (mode 0600; only the node's user and root may
+    /// use it); empty: no admin socket.
+    pub socket: PathBuf,
+    /// When set, `GET /metrics` answers only with `Authorization: Bearer TOKEN` (404
+    /// otherwise); `sealpost-node admin metrics` always works.
+    pub metrics_token: String,
+    /// Peer node keys blocked with `sealpost-node admin peers block` (one hex key a line,
+    /// mode 0600), besides `peers.blocked`.
+    pub blocked_peers: PathBuf,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            socket: PathBuf::from("admin.sock"),
+            metrics_token: String::new(),
+            blocked_peers: PathBuf::from("blocked-peers.txt"),
+        }
+    }
 }
 
 /// Mailbox-owner authentication (`spec/api.md` §Authentication).
@@ -306,6 +417,44 @@ impl Default for AuthConfig {
         AuthConfig {
             nonce_ttl: Secs::from_secs(60),
             token_ttl: Secs::from_secs(600),
+        }
+    }
+}
+
+/// Devices of an account and linking them (`spec/api.md` §Devices).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DevicesConfig {
+    /// Devices one account may register (1 to 100).
+    pub max_per_account: usize,
+    /// Seconds an envelope is kept when not every device has acknowledged it.
+    pub retention: Secs,
+    /// Seconds between retention sweeps.
+    pub retention_check: Secs,
+    /// Seconds a link code may be used (10 to 3600).
+    pub link_ttl: Secs,
+    /// Largest encrypted link payload (account key, contacts, settings), bytes.
+    pub link_max_bytes: usize,
+    /// Link drops created per account, per minute and burst.
+    pub links_per_minute: u32,
+    pub links_burst: u32,
+    /// Anonymous link requests (a new device's) per client address, per minute and burst.
+    pub link_requests_per_minute_per_ip: u32,
+    pub link_requests_burst_per_ip: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            max_per_account: 10,
+            retention: Secs::from_secs(30 * 24 * 3600),
+            retention_check: Secs::from_secs(3600),
+            link_ttl: Secs::from_secs(600),
+            link_max_bytes: 1 << 20,
+            links_per_minute: 2,
+            links_burst: 5,
+            link_requests_per_minute_per_ip: 30,
+            link_requests_burst_per_ip: 20,
         }
     }
 }
@@ -330,8 +479,12 @@ pub struct GatewayConfig {
     pub command_timeout: Secs,
     /// Longest SMTP session.
     pub session_timeout: Secs,
-    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: no outbound.
+    /// `host:port` of the smarthost that outbound legacy mail goes to; empty: each
+    /// recipient domain's MX hosts (direct delivery).
     pub smarthost: String,
+    /// CA certificates (PEM) trusted for outbound TLS besides the webpki roots: MTA-STS
+    /// policy fetches and the MX hosts of domains that enforce it; empty: none.
+    pub tls_ca: PathBuf,
     /// DKIM selector for outbound mail (publish `SELECTOR._domainkey.DOMAIN`).
     pub dkim_selector: String,
     /// Ed25519 DKIM key (base64 seed), made on first start when missing.
@@ -350,6 +503,16 @@ pub struct GatewayConfig {
     pub give_up_after: Secs,
     pub retry_base: Secs,
     pub retry_max: Secs,
+    /// Check SPF, DKIM and DMARC of inbound mail (the label and `Authentication-Results`
+    /// say the outcome; DMARC `p=reject` failures are refused).
+    pub verify: bool,
+    /// The DNS server the gateway asks (inbound checks, and MX lookups and MTA-STS of
+    /// direct delivery): "system" (or empty) for `/etc/resolv.conf`, else `IP` or `IP:PORT`.
+    pub dns: String,
+    /// Longest wait for one DNS answer (each question is asked twice).
+    pub dns_timeout: Secs,
+    /// Longest time the sender checks of one message may take; then 451 4.4.3.
+    pub verify_timeout: Secs,
 }
 
 impl Default for GatewayConfig {
@@ -366,6 +529,7 @@ impl Default for GatewayConfig {
             command_timeout: Secs::from_secs(60),
             session_timeout: Secs::from_secs(600),
             smarthost: String::new(),
+            tls_ca: PathBuf::new(),
             dkim_selector: "sealpost".into(),
             dkim_key: PathBuf::from("keys/dkim.ed25519"),
             dkim_rsa_key: PathBuf::from("keys/dkim.rsa.pem"),
@@ -374,6 +538,10 @@ impl Default for GatewayConfig {
             give_up_after: Secs::from_secs(5 * 24 * 3600),
             retry_base: Secs::from_secs(60),
             retry_max: Secs::from_secs(3600),
+            verify: true,
+            dns: "system".into(),
+            dns_timeout: Secs::from_secs(5),
+            verify_timeout: Secs::from_secs(30),
         }
     }
 }
@@ -407,6 +575,8 @@ impl Default for Config {
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
             testing: TestingConfig::default(),
+            devices: DevicesConfig::default(),
+            admin: AdminConfig::default(),
             base_dir: PathBuf::from("."),
         }
     }
@@ -495,6 +665,8 @@ impl Default for PeersConfig {
 impl Default for StorageConfig {
     fn default() -> Self {
         StorageConfig {
+            backend: StorageBackend::Rocksdb,
+            postgres: PostgresConfig::default(),
             cache_mb: 32,
             write_buffer_mb: 32,
             dedupe_retention: Secs::from_secs(30 * 24 * 3600),
@@ -605,6 +777,44 @@ impl Config {
         if self.tls.cert.is_some() != self.tls.key.is_some() {
             return bad("tls.cert and tls.key must be set together".into());
         }
+        if let Some(acme) = &self.tls.acme {
+            if self.tls.cert.is_some() {
+                return bad("set either tls.cert/tls.key or [tls.acme], not both".into());
+            }
+            if !acme.directory.starts_with("https://") {
+                return bad("tls.acme.directory must be an https:// URL".into());
+            }
+            let names = self.acme_names();
+            if names.is_empty() {
+                return bad(
+                    "tls.acme.names is empty and public_url has no DNS name to cover".into(),
+                );
+            }
+            if names.len() > MAX_ACME_NAMES {
+                return bad(format!("tls.acme.names: at most {MAX_ACME_NAMES} names"));
+            }
+            if let Some(n) = names.iter().find(|n| !is_dns_name(n)) {
+                return bad(format!(
+                    "tls.acme.names: {n:?} is not a DNS name (no IP addresses or wildcards: \
+                     TLS-ALPN-01 validates one host at a time)"
+                ));
+            }
+        }
+        let pg = &self.storage.postgres;
+        if self.storage.backend == StorageBackend::Postgres {
+            if pg.url.is_empty() {
+                return bad("storage.backend = \"postgres\" needs storage.postgres.url".into());
+            }
+            if pg.pool_size == 0 || pg.pool_size > 1024 {
+                return bad("storage.postgres.pool_size must be 1 to 1024".into());
+            }
+            if pg.connect_timeout.get().is_zero() {
+                return bad("storage.postgres.connect_timeout must be above 0".into());
+            }
+            if pg.queue_lease.get() < Duration::from_millis(300) {
+                return bad("storage.postgres.queue_lease must be at least 0.3 seconds".into());
+            }
+        }
         for (name, ttl) in [
             ("auth.nonce_ttl", self.auth.nonce_ttl),
             ("auth.token_ttl", self.auth.token_ttl),
@@ -612,6 +822,19 @@ impl Config {
             if ttl.get().as_secs() < 1 || ttl.get().as_secs() > 86_400 {
                 return bad(format!("{name} must be 1 to 86400 seconds"));
             }
+        }
+        let d = &self.devices;
+        if d.max_per_account == 0 || d.max_per_account > 100 {
+            return bad("devices.max_per_account must be 1 to 100".into());
+        }
+        if d.link_ttl.get().as_secs() < 1 || d.link_ttl.get().as_secs() > 3600 {
+            return bad("devices.link_ttl must be 1 to 3600 seconds".into());
+        }
+        if d.retention.get().is_zero() || d.retention_check.get().is_zero() {
+            return bad("devices.retention and devices.retention_check must be above 0".into());
+        }
+        if d.link_max_bytes < 1024 || d.link_max_bytes > 16 << 20 {
+            return bad("devices.link_max_bytes must be 1024 to 16777216".into());
         }
         let g = &self.gateway;
         if g.enabled {
@@ -645,6 +868,14 @@ impl Config {
                     Err(e) => return bad(format!("gateway.postmaster {:?}: {e}", g.postmaster)),
                 }
             }
+            if let Err(e) = sealpost_gateway::auth::DnsServer::parse(&g.dns) {
+                return bad(format!("gateway.dns {e}"));
+            }
+            if g.dns_timeout.get().is_zero() || g.verify_timeout < g.dns_timeout {
+                return bad(
+                    "gateway.dns_timeout must be above 0 and at most gateway.verify_timeout".into(),
+                );
+            }
             if !g.smarthost.is_empty() && smarthost_parts(&g.smarthost).is_none() {
                 return bad(format!(
                     "gateway.smarthost {:?}: expected host:port",
@@ -672,7 +903,23 @@ impl Config {
     }
 
     pub fn tls_enabled(&self) -> bool {
-        self.tls.cert.is_some()
+        self.tls.cert.is_some() || self.tls.acme.is_some()
+    }
+
+    /// The names an ACME certificate covers: `tls.acme.names`, or the host of `public_url`.
+    pub fn acme_names(&self) -> Vec<String> {
+        let Some(acme) = &self.tls.acme else {
+            return Vec::new();
+        };
+        if !acme.names.is_empty() {
+            return acme.names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        }
+        self.public_url
+            .as_ref()
+            .and_then(|u| url_host(u.as_str()))
+            .filter(|h| is_dns_name(h))
+            .into_iter()
+            .collect()
     }
 }
 
@@ -735,3 +982,32 @@ fn apply_override(table: &mut toml::Table, o: &str) -> Result<(), ConfigError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The host of an `http(s)://host[:port]/...` URL, lowercased.
+fn url_host(url: &str) -> Option<String> {
+    let rest = url.split_once("://")?.1;
+    let authority = rest.split(['/', '?', '#']).next()?;
+    if authority.starts_with('[') {
+        return None;
+    }
+    let host = authority.rsplit_once(':').map_or(authority, |(h, _)| h);
+    Some(host.to_ascii_lowercase())
+}
+
+/// A DNS host name of two or more labels (letters, digits, hyphens), not an IP address.
+fn is_dns_name(n: &str) -> bool {
+    let labels: Vec<&str> = n.split('.').collect();
+    n.len() <= MAX_ACME_NAME
+        && labels.len() >= 2
+        && n.parse::<std::net::IpAddr>().is_err()
+        && labels.iter().all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && !l.starts_with('-')
+                && !l.ends_with('-')
+                && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+        && !labels
+            .last()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
+}

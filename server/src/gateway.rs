@@ -25,9 +25,16 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use bytes::Bytes;
+use sealpost_gateway::auth::{AuthConfig, AuthError, DnsServer, Verifier};
 use sealpost_gateway::dkim::{DkimError, DkimKeys, new_rsa_pem};
 use sealpost_gateway::smtp_out;
 use sealpost_gateway::{Backend, Inbound, InboundConfig};
+
+/// Entries in each of the sender checks' DNS caches (SPF/DKIM/DMARC records, addresses).
+const VERIFY_CACHE_ENTRIES: usize = 10_000;
+/// Threads that run the sender checks (DNS waits and signature checks), apart from the
+/// node's runtime.
+const VERIFY_THREADS: usize = 2;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, SecretIdentity, cert_to_bytes};
@@ -45,7 +52,7 @@ use tokio::task::JoinHandle;
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, postmaster_letter};
-use crate::config::{GatewayConfig, smarthost_parts};
+use crate::config::Config;
 use crate::delivery::{DeliveryError, TryLater};
 use crate::keys::{KeyError, read_secret, write_secret};
 use crate::node::{Job, Node};
@@ -107,6 +114,10 @@ pub enum GatewayError {
         address: Address,
         source: StoreError,
     },
+    #[error("gateway.dns {0}")]
+    Dns(String),
+    #[error("setting up the sender checks")]
+    Verifier(#[source] AuthError),
     #[error("binding gateway.listen {addr}")]
     Bind {
         addr: SocketAddr,
@@ -153,7 +164,7 @@ pub async fn start(
         }
     };
     let keyring = Arc::new(identity.unlock(None).map_err(GatewayError::Unlock)?);
-    let dkim = load_or_make_dkim(&node, &g)?;
+    let dkim = load_or_make_dkim(&node.config)?;
     let mailbox = register_and_publish(&node, &address, &identity, &keyring).await?;
 
     let postmaster = if g.postmaster.is_empty() {
@@ -172,6 +183,20 @@ pub async fn start(
         addr: g.listen,
         source,
     })?;
+    let verifier = if g.verify {
+        let auth = AuthConfig {
+            dns: DnsServer::parse(&g.dns).map_err(GatewayError::Dns)?,
+            dns_timeout: g.dns_timeout.get(),
+            deadline: g.verify_timeout.get(),
+            cache_entries: VERIFY_CACHE_ENTRIES,
+            threads: VERIFY_THREADS,
+        };
+        Some(Arc::new(
+            Verifier::new(&auth, &g.domain).map_err(GatewayError::Verifier)?,
+        ))
+    } else {
+        None
+    };
     let cfg = Arc::new(InboundConfig {
         smtp: SmtpConfig {
             hostname: g.domain.clone(),
@@ -184,6 +209,7 @@ pub async fn start(
         session_timeout: g.session_timeout.get(),
         max_connections: g.max_connections,
         postmaster,
+        verifier,
     });
     let backend = Arc::new(InboundBackend {
         node: node.clone(),
@@ -198,21 +224,22 @@ pub async fn start(
         backend,
         async move { stopped(&mut inbound_stop).await },
     ))];
-    if smarthost_parts(&g.smarthost).is_some() {
-        let outbox = Outbox { keyring, mailbox };
-        tasks.push(tokio::spawn(outbound_worker(
-            node.clone(),
-            outbox,
-            dkim,
-            stop,
-        )));
-    }
-    tracing::info!(%smtp_addr, domain = %g.domain, outbound = !g.smarthost.is_empty(), "gateway listening");
+    // Outbound: to the smarthost, or (none set) to each recipient domain's MX.
+    let outbox = Outbox { keyring, mailbox };
+    tasks.push(tokio::spawn(outbound_worker(
+        node.clone(),
+        outbox,
+        dkim,
+        stop,
+    )));
+    tracing::info!(%smtp_addr, domain = %g.domain, outbound = if g.smarthost.is_empty() { "mx" } else { "smarthost" }, "gateway listening");
     Ok(Gateway { smtp_addr, tasks })
 }
 
-fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, GatewayError> {
-    let path = node.config.resolve(&g.dkim_key);
+/// The gateway's DKIM keys, made (and saved) when missing.
+fn load_or_make_dkim(config: &Config) -> Result<DkimKeys, GatewayError> {
+    let g = &config.gateway;
+    let path = config.resolve(&g.dkim_key);
     let seed_b64 = match read_secret(&path) {
         Ok(b) => String::from_utf8(b)
             .map_err(|source| GatewayError::DkimNotText {
@@ -228,7 +255,7 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
             text
         }
     };
-    let rsa_path = node.config.resolve(&g.dkim_rsa_key);
+    let rsa_path = config.resolve(&g.dkim_rsa_key);
     let rsa_pem = match read_secret(&rsa_path) {
         Ok(b) => String::from_utf8(b).map_err(|source| GatewayError::DkimNotText {
             path: rsa_path.clone(),
@@ -253,6 +280,101 @@ fn load_or_make_dkim(node: &Node, g: &GatewayConfig) -> Result<DkimKeys, Gateway
         tracing::info!(%name, txt = %value, "publish this DKIM record for outbound legacy mail");
     }
     Ok(keys)
+}
+
+/// Every DNS record the operator of `config`'s node publishes, as zone-file text: how
+/// clients and nodes find the node, and for the gateway's domain MX, SPF, both DKIM keys
+/// (made when missing, as the first start would) and DMARC. `sealpost-node dns-records`.
+pub fn dns_records(config: &Config) -> Result<String, GatewayError> {
+    let g = &config.gateway;
+    let url = config.public_url.as_ref().map_or_else(
+        || format!("http://{}", config.listen),
+        |u| u.as_str().to_string(),
+    );
+    let host = url
+        .split_once("://")
+        .map_or(url.as_str(), |(_, rest)| rest)
+        .split(['/', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim_start_matches('[')
+        .to_string();
+    let host_is_ip = host.parse::<std::net::IpAddr>().is_ok() || url.contains("://[");
+    let mut out = String::new();
+    let mut line = |l: &str| {
+        out.push_str(l);
+        out.push('\n');
+    };
+    line(&format!("; DNS records for the Sealpost node at {url}"));
+    line(";");
+    line("; How clients and other nodes find the node of an address's domain: they fetch");
+    line("; https://DOMAIN/.well-known/sealpost/node, so the A/AAAA records of every domain whose");
+    line(&format!(
+        "; addresses live here must lead to this node ({url}) or to a proxy that forwards there."
+    ));
+    if host_is_ip {
+        line("; (public_url names an IP address: set public_url to the host name you publish.)");
+    }
+    if !g.enabled {
+        line(";");
+        line("; The SMTP gateway is off ([gateway] enabled = false): no mail records to publish.");
+        return Ok(out);
+    }
+    let d = &g.domain;
+    let keys = load_or_make_dkim(config)?;
+    let mx_host = if host_is_ip || host.is_empty() {
+        format!("mail.{d}")
+    } else {
+        host.clone()
+    };
+    line(";");
+    line(&format!(
+        "; Legacy e-mail for {d} arrives at the gateway: SMTP on port 25 of {mx_host}"
+    ));
+    line(&format!(
+        "; (gateway.listen is {}; forward port 25 to it when it is another port).",
+        g.listen
+    ));
+    if host_is_ip || host.is_empty() {
+        line(&format!(
+            "; {mx_host} needs an A/AAAA record for this machine's address."
+        ));
+    }
+    line(&format!("{d}.\tIN\tMX\t10 {mx_host}."));
+    line(";");
+    line("; SPF (RFC 7208): only the hosts of the MX send mail for the domain. Outbound mail");
+    line("; goes through gateway.smarthost when one is set: add its addresses (ip4:/include:).");
+    line(&format!("{d}.\tIN\tTXT\t\"v=spf1 mx -all\""));
+    line(";");
+    line(
+        "; DKIM (RFC 6376, RFC 8463): outbound mail is signed twice, RSA-SHA256 and Ed25519-SHA256.",
+    );
+    for (name, value) in keys.records() {
+        line(&format!("{name}.\tIN\tTXT\t{}", txt_strings(&value)));
+    }
+    line(";");
+    line("; DMARC (RFC 7489): receivers refuse mail that claims the domain without an aligned");
+    line("; SPF or DKIM pass, and report to the postmaster.");
+    let postmaster = if g.postmaster.is_empty() {
+        format!("postmaster@{d}")
+    } else {
+        g.postmaster.clone()
+    };
+    line(&format!(
+        "_dmarc.{d}.\tIN\tTXT\t\"v=DMARC1; p=reject; adkim=s; aspf=r; rua=mailto:{postmaster}\""
+    ));
+    Ok(out)
+}
+
+/// A TXT value as zone-file strings of at most 255 bytes each (RFC 1035 §3.3.14); a
+/// resolver joins them into one (RFC 7208 §3.3, RFC 6376 §3.6.2.2).
+fn txt_strings(value: &str) -> String {
+    value
+        .as_bytes()
+        .chunks(255)
+        .map(|c| format!("\"{}\"", String::from_utf8_lossy(c)))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 async fn register_and_publish(
@@ -464,13 +586,15 @@ async fn outbound_worker(
 
 /// Turns the letter at `seq` into a queued SMTP job, a bounce, or nothing.
 async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
-    let (handoff, job) = match prepare(node, outbox, dkim, seq).await {
-        Ok((item, wire)) => (
-            Handoff::Enqueue(item.clone(), wire.clone()),
-            Some(Job {
-                item,
-                payload: Some(wire),
-            }),
+    let (handoff, jobs) = match prepare(node, outbox, dkim, seq).await {
+        Ok(jobs) => (
+            Handoff::Enqueue(jobs.clone()),
+            jobs.into_iter()
+                .map(|(item, wire)| Job {
+                    item,
+                    payload: Some(wire),
+                })
+                .collect(),
         ),
         Err(Failure::Later(why)) => {
             tracing::warn!(reason = %why, "gateway outbox: trying this letter again later");
@@ -478,19 +602,19 @@ async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
         }
         Err(Failure::Drop(why)) => {
             tracing::warn!(reason = %why, "gateway dropped an outbound letter it cannot accept");
-            (Handoff::Drop, None)
+            (Handoff::Drop, Vec::new())
         }
         Err(Failure::Permanent { sender, why }) => match bounce_letter(node, sender, &why).await {
-            Ok(env) => (Handoff::Bounce(env), None),
+            Ok(env) => (Handoff::Bounce(env), Vec::new()),
             Err(e) => {
                 tracing::warn!(error = %e, reason = %why, "could not seal a gateway bounce; dropping the letter without one");
-                (Handoff::Drop, None)
+                (Handoff::Drop, Vec::new())
             }
         },
     };
     match node.store.take(outbox.mailbox, seq, handoff).await {
         Ok(true) => {
-            if let Some(job) = job {
+            for job in jobs {
                 node.outbound_usage.add(job.item.sender, job.item.size);
                 node.metrics
                     .outbound_queue
@@ -518,14 +642,15 @@ enum Failure {
 /// Longest Message-ID kept in a queue entry.
 const MAX_MESSAGE_ID: usize = 256;
 
-/// Opens the letter at `seq`, checks it, builds and signs the message: the SMTP job and its
-/// payload. The job's id follows from the envelope's, so the same letter is the same job.
+/// Opens the letter at `seq`, checks it, builds and signs the message: the SMTP jobs (one
+/// for the smarthost, or one per recipient domain for direct delivery) and their payload.
+/// Job ids follow from the envelope's, so the same letter makes the same jobs.
 async fn prepare(
     node: &Arc<Node>,
     outbox: &Outbox,
     dkim: &DkimKeys,
     seq: u64,
-) -> Result<(OutboundItem, Bytes), Failure> {
+) -> Result<Vec<(OutboundItem, Bytes)>, Failure> {
     let bytes = match node.store.envelope(outbox.mailbox, seq).await {
         Ok(Some(b)) => b,
         Ok(None) => return Err(Failure::Drop("gone from the outbox".into())),
@@ -542,43 +667,68 @@ async fn prepare(
     }
     // The headers keep every recipient the sender wrote; the SMTP envelope names only the
     // legacy ones (the others got their own end-to-end copies).
-    let msg = smtp_out::build(&letter, Some(dkim)).map_err(|e| Failure::Permanent {
-        sender,
-        why: e.to_string(),
-    })?;
-    let mut h = Sha256::new();
-    h.update(b"sealpost gateway smtp job\0");
-    h.update(envelope_id.0);
-    let id: [u8; 16] = h.finalize()[..16]
-        .try_into()
-        .expect("invariant: sha256 is 32 bytes");
-    let now = crate::basics::clock::now_ms();
-    let item = OutboundItem {
-        id,
-        destination: node.url.clone(),
-        sender,
-        submitted_ms: now,
-        attempts: 0,
-        next_attempt_ms: now,
-        size: msg.len() as u64,
-        last_error: String::new(),
-        smtp: Some(SmtpJob {
-            from: letter.from.as_str().to_string(),
-            rcpts: letter
-                .legacy_to
-                .iter()
-                .map(|a| a.as_str().to_string())
-                .collect(),
-            message_id: letter
-                .message_id
-                .chars()
-                .filter(|c| !c.is_control())
-                .take(MAX_MESSAGE_ID)
-                .collect(),
-            failed: Vec::new(),
-        }),
+    let msg =
+        Bytes::from(
+            smtp_out::build(&letter, Some(dkim)).map_err(|e| Failure::Permanent {
+                sender,
+                why: e.to_string(),
+            })?,
+        );
+    let rcpts: Vec<String> = letter
+        .legacy_to
+        .iter()
+        .map(|a| a.as_str().to_string())
+        .collect();
+    let groups: Vec<Vec<String>> = if node.config.gateway.smarthost.is_empty() {
+        let mut by_domain: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for (r, a) in rcpts.iter().zip(&letter.legacy_to) {
+            by_domain
+                .entry(a.domain().to_ascii_lowercase())
+                .or_default()
+                .push(r.clone());
+        }
+        by_domain.into_values().collect()
+    } else {
+        vec![rcpts]
     };
-    Ok((item, Bytes::from(msg)))
+    let message_id: String = letter
+        .message_id
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_MESSAGE_ID)
+        .collect();
+    let now = crate::basics::clock::now_ms();
+    let jobs = groups
+        .into_iter()
+        .enumerate()
+        .map(|(n, rcpts)| {
+            let mut h = Sha256::new();
+            h.update(b"sealpost gateway smtp job\0");
+            h.update(envelope_id.0);
+            h.update((n as u64).to_be_bytes());
+            let id: [u8; 16] = h.finalize()[..16]
+                .try_into()
+                .expect("invariant: sha256 is 32 bytes");
+            let item = OutboundItem {
+                id,
+                destination: node.url.clone(),
+                sender,
+                submitted_ms: now,
+                attempts: 0,
+                next_attempt_ms: now,
+                size: msg.len() as u64,
+                last_error: String::new(),
+                smtp: Some(SmtpJob {
+                    from: letter.from.as_str().to_string(),
+                    rcpts,
+                    message_id: message_id.clone(),
+                    failed: Vec::new(),
+                }),
+            };
+            (item, msg.clone())
+        })
+        .collect();
+    Ok(jobs)
 }
 
 /// Opens an outbound letter and checks that a user of this node signed it.

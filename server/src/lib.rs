@@ -6,12 +6,16 @@
 //! (node.toml), [`init`] (`sealpost-node init`), [`keys`] (node keys), [`server`] (accept
 //! loop, shutdown), [`api`] (endpoints; `ApiError`, the one place domain errors become
 //! HTTP), [`accounts`] (registration), [`auth`] (sign-in), [`delivery`] (local delivery),
-//! [`store`] (storage trait and RocksDB), [`relay`] (outbound queue worker), `bounce`
+//! [`store`] (storage trait and RocksDB), [`relay`] (outbound queue worker), [`acme`]
+//! (automatic certificates), [`admin`] (the admin socket), `bounce`
 //! (bounces, postmaster letters), [`peers`] (descriptor cache, key pins), [`sessions`]
-//! (challenges and tokens), [`ratelimit`], [`metrics`].
+//! (challenges and tokens), [`devices`] (devices of an account, link drops),
+//! [`ratelimit`], [`metrics`].
 //! The modules sit in layers (README.md, "Layers of `server/src`"; `tests/layering.rs`).
 
 pub mod accounts;
+pub mod acme;
+pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod basics;
@@ -19,6 +23,7 @@ pub(crate) mod bounce;
 pub mod budget;
 pub mod config;
 pub mod delivery;
+pub mod devices;
 pub mod gateway;
 pub mod init;
 pub mod keys;

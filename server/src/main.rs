@@ -1,4 +1,5 @@
-//! The `sealpost-node` command: `init` a node directory, `run` a node.
+//! The `sealpost-node` command: `init` a node directory, `run` a node, `backup` and
+//! `restore` its database.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -51,6 +52,13 @@ enum Command {
         #[arg(long = "set", value_name = "KEY=VALUE")]
         set: Vec<String>,
     },
+    /// Print every DNS record the operator publishes for this node (zone-file text): how
+    /// nodes are found, and for the gateway MX, SPF, both DKIM keys (made when missing) and
+    /// DMARC.
+    DnsRecords {
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Read the node's database (read-only; the node may be running) and say what it holds:
     /// counts per column family, the outbound queue's destinations, and whether each
     /// --find string occurs anywhere in it.
@@ -64,6 +72,44 @@ enum Command {
         #[arg(long = "find-hex", value_name = "HEX")]
         find_hex: Vec<String>,
     },
+    /// Administer the running node through its admin socket (`[admin] socket`; run as the
+    /// node's user or root).
+    Admin {
+        #[arg(long)]
+        config: PathBuf,
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+    /// Copy the node's database into DIR, a new or empty directory, while the node serves:
+    /// a consistent copy holding every write the node answered before the backup began.
+    Backup {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        to: PathBuf,
+    },
+    /// Put a backup in place as the node's database (node stopped; its data directory must
+    /// be missing or empty). The node's keys and node.toml are not in the backup.
+    Restore {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long, value_name = "DIR")]
+        from: PathBuf,
+    },
+    /// Move the node's data from one storage backend to another (every node process
+    /// stopped): `--from rocksdb --to postgres` copies data_dir into [storage.postgres].
+    /// Rows already there are kept, so an interrupted move can be run again.
+    Migrate {
+        #[arg(long)]
+        config: PathBuf,
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// Override any field, as for `run`.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+    },
     /// Free ADDRESS (node stopped): forget which account owns it and drop its record, so
     /// that it can be registered anew.
     ResetAddress {
@@ -71,6 +117,68 @@ enum Command {
         config: PathBuf,
         address: String,
     },
+}
+
+#[derive(Subcommand)]
+enum AdminCommand {
+    /// Peer nodes: pins, blocks, rotated keys.
+    Peers {
+        #[command(subcommand)]
+        command: PeersCommand,
+    },
+    /// The outbound queue.
+    Queue {
+        #[command(subcommand)]
+        command: QueueCommand,
+    },
+    /// Print /metrics (whatever admin.metrics_token says).
+    Metrics,
+}
+
+#[derive(Subcommand)]
+enum PeersCommand {
+    /// Pinned peers (URL, node key, from node.toml or first contact) and blocked keys.
+    List,
+    /// Refuse deliveries signed by KEY (64 hex digits), also after restarts.
+    Block { key: String },
+    /// Lift a block made with `block`.
+    Unblock { key: String },
+    /// Pin the key the peer at URL presents now (after it rotated its key).
+    Accept { url: String },
+}
+
+#[derive(Subcommand)]
+enum QueueCommand {
+    /// The hops waiting for delivery.
+    List,
+}
+
+fn admin(path: &std::path::Path, command: AdminCommand) -> anyhow::Result<()> {
+    use sealpost_server::admin::proto::Request;
+    let config = Config::load(path)?;
+    let socket = sealpost_server::admin::socket_path(&config)
+        .context("admin.socket is empty in the config: the node has no admin socket")?;
+    let req = match command {
+        AdminCommand::Peers { command } => match command {
+            PeersCommand::List => Request::PeersList,
+            PeersCommand::Block { key } => Request::PeersBlock { key },
+            PeersCommand::Unblock { key } => Request::PeersUnblock { key },
+            PeersCommand::Accept { url } => Request::PeersAccept { url },
+        },
+        AdminCommand::Queue {
+            command: QueueCommand::List,
+        } => Request::QueueList,
+        AdminCommand::Metrics => Request::Metrics,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reply = runtime.block_on(sealpost_server::admin::call(&socket, &req))?;
+    if !reply.ok {
+        anyhow::bail!("{}", reply.text.trim_end());
+    }
+    let _ = std::io::stdout().write_all(reply.text.as_bytes());
+    Ok(())
 }
 
 fn parse_policy(s: &str) -> Result<RegistrationPolicy, String> {
@@ -112,6 +220,16 @@ fn main() -> std::process::ExitCode {
             find_hex,
         } => inspect(&config, &find, &find_hex),
         Command::ResetAddress { config, address } => reset_address(&config, &address),
+        Command::Admin { config, command } => admin(&config, command),
+        Command::Backup { config, to } => backup(&config, &to),
+        Command::Restore { config, from } => restore(&config, &from),
+        Command::DnsRecords { config } => dns_records(&config),
+        Command::Migrate {
+            config,
+            from,
+            to,
+            set,
+        } => migrate(&config, &from, &to, &set),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -121,6 +239,13 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+fn dns_records(path: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let text = sealpost_server::gateway::dns_records(&config)?;
+    std::io::stdout().write_all(text.as_bytes())?;
+    Ok(())
 }
 
 fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyhow::Result<()> {
@@ -190,6 +315,22 @@ fn inspect(path: &std::path::Path, find: &[String], find_hex: &[String]) -> anyh
     Ok(())
 }
 
+fn migrate(path: &std::path::Path, from: &str, to: &str, set: &[String]) -> anyhow::Result<()> {
+    use sealpost_server::store::migrate::{MigrateError, rocks_to_postgres};
+    if (from, to) != ("rocksdb", "postgres") {
+        return Err(MigrateError::Direction.into());
+    }
+    let config = Config::load_with(path, set)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    let moved = runtime.block_on(rocks_to_postgres(&config))?;
+    println!("moved to PostgreSQL: {moved}");
+    println!("now set [storage] backend = \"postgres\" and start the node processes");
+    Ok(())
+}
+
 fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     let config = Config::load(path)?;
     if sealpost_server::store::reset::reset_address(&config, address)? {
@@ -197,6 +338,35 @@ fn reset_address(path: &std::path::Path, address: &str) -> anyhow::Result<()> {
     } else {
         println!("{} was not claimed and had no record", address.trim());
     }
+    Ok(())
+}
+
+fn backup(path: &std::path::Path, to: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::backup_node(&config, to)?;
+    let retried = match copied.attempts {
+        0 | 1 => String::new(),
+        n => format!(" (copy {n}: the node retired files under the earlier ones)"),
+    };
+    println!(
+        "backed up {} entries ({} bytes) into {}{retried}",
+        copied.entries,
+        copied.bytes,
+        to.display()
+    );
+    Ok(())
+}
+
+fn restore(path: &std::path::Path, from: &std::path::Path) -> anyhow::Result<()> {
+    let config = Config::load(path)?;
+    let copied = sealpost_server::store::backup::restore_node(&config, from)?;
+    println!(
+        "restored {} files ({} bytes) from {} into {}",
+        copied.entries,
+        copied.bytes,
+        from.display(),
+        config.resolve(&config.data_dir).display()
+    );
     Ok(())
 }
 

@@ -26,11 +26,13 @@ pub enum Route {
     Oblivious,
     /// `/v1/relay/*`: lookups relayed for this node's devices.
     Relay,
+    Devices,
+    Links,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 16] = [
+    const ALL: [Route; 18] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -46,6 +48,8 @@ impl Route {
         Route::Ack,
         Route::Oblivious,
         Route::Relay,
+        Route::Devices,
+        Route::Links,
         Route::Unknown,
     ];
 
@@ -66,6 +70,8 @@ impl Route {
             Route::List => "list",
             Route::GetEnvelope => "get_envelope",
             Route::Ack => "ack",
+            Route::Devices => "devices",
+            Route::Links => "links",
             Route::Unknown => "unknown",
         }
     }
@@ -84,7 +90,7 @@ pub enum RelayOutcome {
 
 #[derive(Default)]
 pub struct Metrics {
-    requests: [[AtomicU64; 5]; 14],
+    requests: [[AtomicU64; 5]; Route::ALL.len()],
     pub envelopes_stored: AtomicU64,
     pub envelopes_duplicate: AtomicU64,
     pub envelopes_acked: AtomicU64,

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use bytes::Bytes;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
-use sealpost_proto::oblivious::GatewayKey;
 use sealpost_proto::identity::{cert_from_bytes, cert_to_bytes};
+use sealpost_proto::oblivious::GatewayKey;
 use sealpost_proto::openpgp::{Cert, Fingerprint};
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use crate::basics::client_addr::TrustedProxies;
 use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
 use crate::config::{Config, parse_node_key};
+use crate::devices::LinkDrops;
 use crate::keys::NodeKeys;
 use crate::metrics::Metrics;
 use crate::peers::{PeerError, Peers};
@@ -158,6 +159,12 @@ pub struct Node {
     pub access: Option<AccessRecord>,
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
+    /// Link drops for new devices (`devices.link_*`).
+    pub links: LinkDrops,
+    /// Link drops created per account.
+    pub link_limit: RateLimiter<MailboxId>,
+    /// A new device's (anonymous) link requests per client address key.
+    pub link_ip_limit: RateLimiter<IpAddr>,
     pub submit_limit: RateLimiter<MailboxId>,
     pub deliver_limit: RateLimiter<[u8; 32]>,
     /// Registrations and challenges per client address key.
@@ -181,7 +188,8 @@ pub struct Node {
     accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
     /// Bumped by every key rotation, so that a certificate read before it is not cached.
     account_generation: std::sync::atomic::AtomicU64,
-    blocked: HashSet<[u8; 32]>,
+    /// `peers.blocked` and what `sealpost-node admin peers block` added.
+    blocked: RwLock<HashSet<[u8; 32]>>,
     listed: HashSet<[u8; 32]>,
     invites: HashSet<String>,
 }
@@ -233,10 +241,23 @@ impl Node {
                 l.lookups_per_minute_per_ip.saturating_mul(10),
                 l.lookups_burst_per_ip.saturating_mul(10),
             ),
-            store,
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),
+            )
+            .in_store(&store),
+            store,
+            links: LinkDrops::new(
+                config.devices.link_ttl.get().as_secs(),
+                config.devices.link_max_bytes,
+            ),
+            link_limit: RateLimiter::new(
+                config.devices.links_per_minute,
+                config.devices.links_burst,
+            ),
+            link_ip_limit: RateLimiter::new(
+                config.devices.link_requests_per_minute_per_ip,
+                config.devices.link_requests_burst_per_ip,
             ),
             submit_limit: RateLimiter::new(l.submit_per_minute, l.submit_burst),
             deliver_limit: RateLimiter::new(l.deliver_per_minute, l.deliver_burst),
@@ -269,7 +290,7 @@ impl Node {
             relay_tx,
             accounts: RwLock::new(HashMap::new()),
             account_generation: Default::default(),
-            blocked: keyset(&config.peers.blocked),
+            blocked: RwLock::new(keyset(&config.peers.blocked)),
             listed,
             invites: config.registration.invites.iter().cloned().collect(),
             keys,
@@ -333,9 +354,43 @@ impl Node {
         self.invites.contains(code)
     }
 
+    /// Refuses deliveries signed by `key` from now on; false when it was blocked already.
+    pub fn block_peer(&self, key: [u8; 32]) -> bool {
+        self.blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key)
+    }
+
+    /// Lifts a block; false when `key` was not blocked.
+    pub fn unblock_peer(&self, key: &[u8; 32]) -> bool {
+        self.blocked
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key)
+    }
+
+    /// The blocked peer keys, sorted.
+    pub fn blocked_peers(&self) -> Vec<[u8; 32]> {
+        let mut v: Vec<_> = self
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .copied()
+            .collect();
+        v.sort();
+        v
+    }
+
     /// Whether a peer with this key may deliver here.
     pub fn peer_allowed(&self, key: &[u8; 32]) -> bool {
-        if self.blocked.contains(key) {
+        if self
+            .blocked
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(key)
+        {
             return false;
         }
         match self.config.peers.accept {

@@ -207,16 +207,18 @@ async fn answer_lookup(node: &Node, path: &str) -> Result<LookupResponse, StoreE
             body: error_body("bad_request", "not an address"),
         });
     };
-    Ok(match node.store.record(address.as_str().to_string()).await? {
-        Some(bytes) => LookupResponse {
-            status: 200,
-            body: bytes.to_vec(),
+    Ok(
+        match node.store.record(address.as_str().to_string()).await? {
+            Some(bytes) => LookupResponse {
+                status: 200,
+                body: bytes.to_vec(),
+            },
+            None => LookupResponse {
+                status: 404,
+                body: error_body("unknown_address", "no record for this address"),
+            },
         },
-        None => LookupResponse {
-            status: 404,
-            body: error_body("unknown_address", "no record for this address"),
-        },
-    })
+    )
 }
 
 /// Opens an encapsulated lookup relayed to this node and returns the encapsulated answer.

@@ -152,6 +152,47 @@ impl Peers {
 }
 
 impl Peers {
+    /// Every pinned peer: URL, node key, and whether it comes from `[[peers.pinned]]`.
+    pub fn pins(&self) -> Vec<(NodeUrl, [u8; 32], bool)> {
+        let mut v: Vec<_> = self
+            .state
+            .lock()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|(u, s)| {
+                        s.pinned
+                            .map(|k| (u.clone(), k, self.configured.contains_key(u)))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by(|a, b| a.0.as_str().cmp(b.0.as_str()));
+        v
+    }
+
+    /// The operator accepts the key `url` presents now (after a rotation the node refused
+    /// under `key_change = "refuse"`): fetches its signed descriptor and pins that key.
+    /// Returns the old pin and the new key. Peers in `[[peers.pinned]]` are changed there.
+    pub async fn accept_current(
+        &self,
+        url: &NodeUrl,
+        store: &dyn Store,
+    ) -> Result<(Option<[u8; 32]>, [u8; 32]), PeerError> {
+        if let Some(k) = self.configured.get(url) {
+            return Err(PeerError::KeyMismatch {
+                pinned: hex::encode(k),
+                seen: "(edit [[peers.pinned]] in node.toml)".into(),
+            });
+        }
+        let seen = self.fetch(url).await?;
+        let old = self.pinned(url);
+        Self::pin(store, url, seen).await;
+        self.set(url, seen, Instant::now());
+        tracing::info!(peer = %url, old = ?old.map(hex::encode), new = %hex::encode(seen),
+            "operator accepted the peer's current key");
+        Ok((old, seen))
+    }
+
     /// Makes sure the peer at `url` is who it was: fetches its descriptor when the cached
     /// one is older than the TTL, pins its key on first contact (in `store`), and handles a
     /// changed key (counted in `metrics`).

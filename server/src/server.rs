@@ -23,10 +23,12 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
 
+use crate::acme::Acme;
 use crate::api;
 use crate::basics::client_addr::{ClientIp, addr_key};
 use crate::basics::clock::now_secs;
 use crate::basics::shutdown::stopped;
+use crate::config::StorageBackend;
 use crate::config::{Config, ConfigError};
 use crate::gateway::GatewayError;
 use crate::keys::{KeyError, NodeKeys};
@@ -34,7 +36,7 @@ use crate::metrics::Metrics;
 use crate::node::{Node, SOFTWARE};
 use crate::peers::Peers;
 use crate::relay;
-use crate::store::{RocksStore, Store, StoreError};
+use crate::store::{PgStore, RocksStore, Store, StoreError};
 
 /// Why a node did not start, or stopped serving other than by its shutdown future.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +82,8 @@ pub enum StartError {
     Keys(#[source] KeyError),
     #[error("opening {}", path.display())]
     OpenStore { path: PathBuf, source: StoreError },
+    #[error("opening the PostgreSQL store (storage.postgres.url)")]
+    OpenPostgres { source: StoreError },
     /// Reading what the store holds for the relay at start (`what`: its queue, its pins).
     #[error("reading the {what} from the store")]
     ReadStore {
@@ -100,6 +104,8 @@ pub enum StartError {
     HttpClient(#[source] reqwest::Error),
     #[error("starting the SMTP gateway")]
     Gateway(#[from] GatewayError),
+    #[error("the admin socket")]
+    Admin(#[from] crate::admin::AdminError),
     /// Cannot happen: the node never closes its connection semaphore.
     #[error("connection semaphore closed")]
     SemaphoreClosed,
@@ -135,7 +141,14 @@ pub async fn run_with(
 ) -> Result<(), StartError> {
     config.validate()?;
     let addr = listener.local_addr().map_err(StartError::LocalAddr)?;
-    let tls = tls_acceptor(&config)?;
+    let (tls, acme) = match &config.tls.acme {
+        Some(a) => {
+            let acme = Acme::new(&config, a);
+            let acceptor = acme.resolver.acceptor().map_err(StartError::TlsProtocols)?;
+            (Some(acceptor), Some(acme))
+        }
+        None => (tls_acceptor(&config)?, None),
+    };
     let url = match &config.public_url {
         Some(u) => u.clone(),
         None => derived_url(addr, tls.is_some())?,
@@ -148,12 +161,18 @@ pub async fn run_with(
         &config.resolve(&config.keys.identity),
     )
     .map_err(StartError::Keys)?;
-    let data = config.resolve(&config.data_dir);
-    let store =
-        RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
-            path: data.clone(),
-            source,
-        })?;
+    let store: Arc<dyn Store> = match config.storage.backend {
+        StorageBackend::Rocksdb => {
+            let data = config.resolve(&config.data_dir);
+            RocksStore::open(&data, &config.storage).map_err(|source| StartError::OpenStore {
+                path: data.clone(),
+                source,
+            })?
+        }
+        StorageBackend::Postgres => PgStore::open(&config.storage.postgres)
+            .await
+            .map_err(|source| StartError::OpenPostgres { source })?,
+    };
     let result = serve(
         listener,
         config,
@@ -161,13 +180,14 @@ pub async fn run_with(
         keys,
         store.clone(),
         tls,
+        acme,
         shutdown,
         on_ready,
     )
     .await;
     let _ = store.close().await;
     // Everything that held the store has finished; dropping the last handle closes RocksDB.
-    if Arc::try_unwrap(store).is_err() {
+    if Arc::strong_count(&store) > 1 {
         tracing::warn!("store still referenced at shutdown; it closes when the last user ends");
     }
     tracing::info!("stopped");
@@ -190,15 +210,19 @@ async fn serve(
     config: Config,
     url: NodeUrl,
     keys: NodeKeys,
-    store: Arc<RocksStore>,
+    store: Arc<dyn Store>,
     tls: Option<TlsAcceptor>,
+    acme: Option<Acme>,
     shutdown: impl Future<Output = ()>,
     on_ready: impl FnOnce(&Ready),
 ) -> Result<(), StartError> {
     let http = http_client(&config)?;
     let read = |what| move |source| StartError::ReadStore { what, source };
     let pins = store.peer_pins().await.map_err(read("peer pins"))?;
-    let queued = store.outbound().await.map_err(read("outbound queue"))?;
+    let queued = store
+        .claim_outbound(usize::MAX)
+        .await
+        .map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
     let access = match &config.testing.access_record {
@@ -211,19 +235,29 @@ async fn serve(
         }
         None => None,
     };
-    let mut node = Node::new(
-        config,
-        url,
-        keys,
-        store as Arc<dyn Store>,
-        peers,
-        relay_tx,
-    );
+    let mut node = Node::new(config, url, keys, store, peers, relay_tx);
     node.access = access;
     let node = Arc::new(node);
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
+    let acme = acme.map(|a| a.spawn(stop_rx.clone()));
+    let blocked = crate::admin::load_blocked(&node)?;
+    if blocked > 0 {
+        tracing::info!(blocked, "peer keys blocked by the operator");
+    }
+    let admin = match crate::admin::socket_path(&node.config) {
+        Some(path) => {
+            let listener = crate::admin::bind(&path)?;
+            Some(crate::admin::spawn(
+                node.clone(),
+                listener,
+                path,
+                stop_rx.clone(),
+            ))
+        }
+        None => None,
+    };
     let gateway = if node.config.gateway.enabled {
         Some(crate::gateway::start(node.clone(), tls.clone(), stop_rx.clone()).await?)
     } else {
@@ -315,6 +349,12 @@ async fn serve(
     }
     let _ = relay.await;
     let _ = janitor.await;
+    if let Some(a) = acme {
+        let _ = a.await;
+    }
+    if let Some(a) = admin {
+        let _ = a.await;
+    }
     for task in gateway.map(|g| g.tasks).unwrap_or_default() {
         let _ = task.await;
     }
@@ -335,6 +375,10 @@ async fn serve_connection(
         Some(acceptor) => {
             let timeout = node.config.limits.header_timeout.get();
             match tokio::time::timeout(timeout, acceptor.accept(stream)).await {
+                // A TLS-ALPN-01 validation (RFC 8737) ends with the handshake.
+                Ok(Ok(s))
+                    if s.get_ref().1.alpn_protocol()
+                        == Some(crate::acme::resolver::ACME_TLS_ALPN) => {}
                 Ok(Ok(s)) => serve_io(node, TokioIo::new(s), client, stop).await,
                 Ok(Err(e)) => tracing::debug!(error = %e, "TLS handshake failed"),
                 Err(_) => tracing::debug!("TLS handshake timed out"),
@@ -470,21 +514,37 @@ fn refuse(stream: TcpStream, tls: bool) {
 }
 
 /// Periodically forgets expired sessions and refilled rate-limit buckets, and (hourly)
-/// dedupe entries past `storage.dedupe_retention`.
+/// dedupe entries past `storage.dedupe_retention`; every `devices.retention_check`, envelopes
+/// past `devices.retention` whatever their devices acknowledged.
 async fn janitor(node: Arc<Node>, mut stop: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(30));
     let mut prune = tokio::time::interval(std::time::Duration::from_secs(3600));
+    let mut expire = tokio::time::interval(node.config.devices.retention_check.get());
     loop {
         tokio::select! {
             _ = stopped(&mut stop) => return,
             _ = tick.tick() => {
-                node.sessions.sweep(now_secs());
+                if let Err(e) = node.sessions.sweep_any(now_secs()).await {
+                    tracing::warn!(error = %e, "could not forget expired sessions");
+                }
+                node.links.sweep(now_secs());
+                node.link_limit.sweep(std::time::Instant::now());
+                node.link_ip_limit.sweep(std::time::Instant::now());
                 let now = std::time::Instant::now();
                 node.submit_limit.sweep(now);
                 node.anonymous_limit.sweep(now);
                 node.lookup_limit.sweep(now);
                 node.new_peer_limit.sweep(now);
                 node.deliver_limit.sweep(now);
+            }
+            _ = expire.tick() => {
+                let retention = node.config.devices.retention.get().as_secs();
+                let before = now_secs().saturating_sub(retention);
+                match node.store.expire(before).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(envelopes = n, "deleted envelopes past devices.retention"),
+                    Err(e) => tracing::warn!(error = %e, "expiring old envelopes failed"),
+                }
             }
             _ = prune.tick() => {
                 let retention = node.config.storage.dedupe_retention.get().as_secs();

@@ -1,6 +1,9 @@
 //! Mailbox-owner authentication state: single-use challenge nonces (60 s; at most
 //! [`MAX_NONCES_PER_MAILBOX`] per mailbox, the oldest replaced) and bearer tokens (600 s),
-//! kept in memory. A restart forgets them; clients then ask for a new challenge.
+//! kept in memory. A restart forgets them; clients then ask for a new challenge. With a
+//! store that keeps sessions (PostgreSQL, shared by several node processes) the `*_any`
+//! methods keep them there instead (hashed), so that any process honours them; a key
+//! rotation then advances the epoch and drops the sessions in its own write.
 //! `[auth] nonce_ttl` and `token_ttl` in node.toml change the lifetimes (`spec/node.md`).
 //!
 //! A key rotation [`revoke`](Sessions::revoke)s every nonce and token of the mailbox. Each
@@ -9,10 +12,19 @@
 //! while the rotation committed gets no token either.
 
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
-use sealpost_proto::MailboxId;
 use sealpost_proto::auth::NONCE_BYTES;
+use sealpost_proto::{DeviceId, MailboxId};
+use sha2::{Digest, Sha256};
+
+use crate::store::{Store, StoreError};
+
+/// What the store keeps of a nonce or token: its hash, so that the database holds no
+/// usable credential.
+fn secret_key(secret: &[u8]) -> [u8; 32] {
+    Sha256::digest(secret).into()
+}
 
 /// How long a nonce may be answered.
 pub const NONCE_TTL_SECS: u64 = 60;
@@ -30,17 +42,28 @@ struct Entry {
     expires: u64,
 }
 
+/// A live token: the mailbox and the device that signed in.
+#[derive(Clone, Copy)]
+struct TokenEntry {
+    mailbox: MailboxId,
+    device: DeviceId,
+    expires: u64,
+}
+
 pub struct Sessions {
     nonce_ttl: u64,
     token_ttl: u64,
     nonces: Mutex<Nonces>,
     tokens: Mutex<Tokens>,
+    /// A store that keeps the sessions (several node processes on one database): then the
+    /// `*_any` methods use it instead of the tables above.
+    shared: Option<Arc<dyn Store>>,
 }
 
 /// Live tokens, and the epoch of each mailbox whose sessions were ever revoked (absent: 0).
 #[derive(Default)]
 struct Tokens {
-    by_token: HashMap<[u8; 32], Entry>,
+    by_token: HashMap<[u8; 32], TokenEntry>,
     epochs: HashMap<MailboxId, u64>,
 }
 
@@ -110,7 +133,144 @@ impl Sessions {
             token_ttl: token_ttl.max(1),
             nonces: Mutex::default(),
             tokens: Mutex::default(),
+            shared: None,
         }
+    }
+
+    /// Keeps the sessions in `store` when it [keeps sessions](Store::keeps_sessions), so
+    /// that a token or challenge from one node process is valid in the others.
+    pub fn in_store(mut self, store: &Arc<dyn Store>) -> Self {
+        if store.keeps_sessions() {
+            self.shared = Some(store.clone());
+        }
+        self
+    }
+
+    /// [`challenge`](Self::challenge), in the store when it keeps the sessions.
+    pub async fn challenge_any(
+        &self,
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Option<([u8; NONCE_BYTES], u64)>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.challenge(mailbox, now));
+        };
+        let nonce: [u8; NONCE_BYTES] = rand::random();
+        let expires = now + self.nonce_ttl;
+        store
+            .put_nonce(secret_key(&nonce), mailbox, expires, MAX_NONCES_PER_MAILBOX)
+            .await?;
+        Ok(Some((nonce, expires)))
+    }
+
+    /// [`take_nonce`](Self::take_nonce), in the store when it keeps the sessions.
+    pub async fn take_nonce_any(
+        &self,
+        nonce: &[u8; NONCE_BYTES],
+        mailbox: MailboxId,
+        now: u64,
+    ) -> Result<Result<(), NonceError>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.take_nonce(nonce, mailbox, now));
+        };
+        Ok(match store.take_nonce(secret_key(nonce)).await? {
+            None => Err(NonceError::Unknown),
+            Some((_, expires)) if expires <= now => Err(NonceError::Expired),
+            Some((m, _)) if m != mailbox => Err(NonceError::OtherMailbox),
+            Some(_) => Ok(()),
+        })
+    }
+
+    /// [`epoch`](Self::epoch), in the store when it keeps the sessions.
+    pub async fn epoch_any(&self, mailbox: MailboxId) -> Result<u64, StoreError> {
+        match &self.shared {
+            None => Ok(self.epoch(mailbox)),
+            Some(store) => store.session_epoch(mailbox).await,
+        }
+    }
+
+    /// [`issue_token`](Self::issue_token), in the store when it keeps the sessions.
+    pub async fn issue_token_any(
+        &self,
+        mailbox: MailboxId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<Result<([u8; 32], u64), TokenError>, StoreError> {
+        self.issue_device_token_any(mailbox, DeviceId::ACCOUNT, epoch, now)
+            .await
+    }
+
+    /// [`issue_device_token`](Self::issue_device_token), in the store when it keeps the
+    /// sessions (the stored token names the device, so every process knows it).
+    pub async fn issue_device_token_any(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<Result<([u8; 32], u64), TokenError>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.issue_device_token(mailbox, device, epoch, now));
+        };
+        let token: [u8; 32] = rand::random();
+        let expires = now + self.token_ttl;
+        Ok(
+            match store
+                .put_token(secret_key(&token), mailbox, device, expires, epoch)
+                .await?
+            {
+                true => Ok((token, expires)),
+                false => Err(TokenError::Revoked),
+            },
+        )
+    }
+
+    /// [`token_mailbox`](Self::token_mailbox), in the store when it keeps the sessions.
+    pub async fn token_mailbox_any(
+        &self,
+        token: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<MailboxId>, StoreError> {
+        Ok(self.token_device_any(token, now).await?.map(|(m, _)| m))
+    }
+
+    /// [`token_device`](Self::token_device), in the store when it keeps the sessions.
+    pub async fn token_device_any(
+        &self,
+        token: &[u8; 32],
+        now: u64,
+    ) -> Result<Option<(MailboxId, DeviceId)>, StoreError> {
+        let Some(store) = &self.shared else {
+            return Ok(self.token_device(token, now));
+        };
+        Ok(store
+            .token(secret_key(token))
+            .await?
+            .filter(|t| t.expires > now)
+            .map(|t| (t.mailbox, t.device)))
+    }
+
+    /// [`revoke_device`](Self::revoke_device), and the device's tokens in the store when
+    /// it keeps the sessions: the device's tokens end in every node process.
+    pub async fn revoke_device_any(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+    ) -> Result<(), StoreError> {
+        self.revoke_device(mailbox, device);
+        if let Some(store) = &self.shared {
+            store.revoke_tokens(mailbox, device).await?;
+        }
+        Ok(())
+    }
+
+    /// [`sweep`](Self::sweep), and the store's expired sessions when it keeps them.
+    pub async fn sweep_any(&self, now: u64) -> Result<(), StoreError> {
+        self.sweep(now);
+        if let Some(store) = &self.shared {
+            store.sweep_sessions(now).await?;
+        }
+        Ok(())
     }
 
     /// A fresh nonce for `mailbox`; `None` when too many are outstanding.
@@ -165,10 +325,23 @@ impl Sessions {
         self.tokens.lock().map(|t| t.epoch(&mailbox)).unwrap_or(0)
     }
 
-    /// Issues a token for `mailbox` if its sessions were not revoked since `epoch`.
+    /// Issues a token for `mailbox` (its account key) if its sessions were not revoked
+    /// since `epoch`.
     pub fn issue_token(
         &self,
         mailbox: MailboxId,
+        epoch: u64,
+        now: u64,
+    ) -> Result<([u8; 32], u64), TokenError> {
+        self.issue_device_token(mailbox, DeviceId::ACCOUNT, epoch, now)
+    }
+
+    /// Issues a token for `device` of `mailbox` if the mailbox's sessions were not revoked
+    /// since `epoch`.
+    pub fn issue_device_token(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
         epoch: u64,
         now: u64,
     ) -> Result<([u8; 32], u64), TokenError> {
@@ -184,17 +357,38 @@ impl Sessions {
                 return Err(TokenError::Full);
             }
         }
-        t.by_token.insert(token, Entry { mailbox, expires });
+        t.by_token.insert(
+            token,
+            TokenEntry {
+                mailbox,
+                device,
+                expires,
+            },
+        );
         Ok((token, expires))
     }
 
     /// The mailbox a live token is for.
     pub fn token_mailbox(&self, token: &[u8; 32], now: u64) -> Option<MailboxId> {
+        self.token_device(token, now).map(|(m, _)| m)
+    }
+
+    /// The mailbox and device a live token is for.
+    pub fn token_device(&self, token: &[u8; 32], now: u64) -> Option<(MailboxId, DeviceId)> {
         let t = self.tokens.lock().ok()?;
         t.by_token
             .get(token)
             .filter(|e| e.expires > now)
-            .map(|e| e.mailbox)
+            .map(|e| (e.mailbox, e.device))
+    }
+
+    /// Ends the sessions of one device of `mailbox` (removed, or replaced by the account's
+    /// first device key).
+    pub fn revoke_device(&self, mailbox: MailboxId, device: DeviceId) {
+        if let Ok(mut t) = self.tokens.lock() {
+            t.by_token
+                .retain(|_, e| e.mailbox != mailbox || e.device != device);
+        }
     }
 
     /// Ends every session of `mailbox` (its key was replaced): its tokens and outstanding
@@ -272,6 +466,22 @@ mod tests {
         s.sweep(1000);
         let n = s.nonces.lock().unwrap();
         assert!(n.by_nonce.is_empty() && n.by_mailbox.is_empty());
+    }
+
+    #[test]
+    fn revoking_a_device_ends_its_tokens_only() {
+        let s = Sessions::default();
+        let m = MailboxId([1; 16]);
+        let (d1, d2) = (DeviceId([1; 16]), DeviceId([2; 16]));
+        let (t1, _) = s.issue_device_token(m, d1, 0, 100).unwrap();
+        let (t2, _) = s.issue_device_token(m, d2, 0, 100).unwrap();
+        let (ta, _) = s.issue_token(m, 0, 100).unwrap();
+        assert_eq!(s.token_device(&t1, 101), Some((m, d1)));
+        assert_eq!(s.token_device(&ta, 101), Some((m, DeviceId::ACCOUNT)));
+        s.revoke_device(m, d1);
+        assert_eq!(s.token_device(&t1, 101), None);
+        assert_eq!(s.token_device(&t2, 101), Some((m, d2)));
+        assert_eq!(s.token_mailbox(&ta, 101), Some(m));
     }
 
     #[test]

@@ -134,6 +134,9 @@ async fn acknowledged_writes_survive_sigkill_at_random_moments() {
             "--set",
             "gateway.enabled=true",
             "--set",
+            // No DNS in this test: sender checks are tests/tests/gateway_auth_e2e.rs's.
+            "gateway.verify=false",
+            "--set",
             &format!("gateway.domain=\"{GATEWAY_DOMAIN}\""),
             "--set",
             "gateway.listen=\"127.0.0.1:0\"",

@@ -198,6 +198,9 @@ async fn gateway_answers_452_on_a_full_disk_and_250_after() {
             "--set",
             "gateway.enabled=true",
             "--set",
+            // No DNS in this test: sender checks are tests/tests/gateway_auth_e2e.rs's.
+            "gateway.verify=false",
+            "--set",
             "gateway.domain=\"gw.test\"",
             "--set",
             "gateway.listen=\"127.0.0.1:0\"",

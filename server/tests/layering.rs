@@ -20,6 +20,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "ratelimit",
             "ssrf",
             "sessions",
+            "devices",
             "peers",
             "node",
             "oblivious",
@@ -29,7 +30,10 @@ const LAYERS: &[(&str, &[&str])] = &[
             "bounce",
         ],
     ),
-    ("workers and edge", &["relay", "gateway", "api"]),
+    (
+        "workers and edge",
+        &["relay", "gateway", "api", "acme", "admin"],
+    ),
     ("start-up", &["server", "init", "main", "lib"]),
 ];
 

@@ -21,7 +21,11 @@ async fn relayed(
     target: &NodeUrl,
     key: &[u8],
     path: &str,
-) -> (StatusCode, Vec<u8>, sealpost_proto::oblivious::ResponseOpener) {
+) -> (
+    StatusCode,
+    Vec<u8>,
+    sealpost_proto::oblivious::ResponseOpener,
+) {
     let (enc, opener) = seal_request(
         key,
         target.authority(),
@@ -44,8 +48,8 @@ async fn relayed(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
     let api = Api::default();
-    let alpha = TestNode::start(|_| {}).await;
-    let beta = TestNode::start(|_| {}).await;
+    let mut alpha = TestNode::start(|_| {}).await;
+    let mut beta = TestNode::start(|_| {}).await;
     let bob = User::new("bob@beta.test");
     let bob_mb = api.mailbox(&beta.url, &bob).await;
     let rec = record(&bob, &[(&beta.url, beta.node_key, bob_mb)], 1);
@@ -91,8 +95,14 @@ async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
     assert_eq!(answer.body, rec);
 
     // Unknown addresses and anything but records and the descriptor.
-    let (_, body, opener) =
-        relayed(&api, &alpha.url, &beta.url, &key, &api::record("nobody@beta.test")).await;
+    let (_, body, opener) = relayed(
+        &api,
+        &alpha.url,
+        &beta.url,
+        &key,
+        &api::record("nobody@beta.test"),
+    )
+    .await;
     let answer = opener.open(&body).unwrap();
     assert_eq!(answer.status, 404);
     assert!(String::from_utf8_lossy(&answer.body).contains("unknown_address"));
@@ -105,7 +115,9 @@ async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
     assert_eq!((answer.status, answer.body), (200, bytes.to_vec()));
 
     // Every answer has one of the fixed sizes.
-    assert_eq!(body.len(), RESPONSE_SIZES[0] + 32);
+    // Every answer has one of the fixed sizes: nonce (32 bytes with ChaCha20-Poly1305),
+    // padded message, tag.
+    assert_eq!(body.len(), 32 + RESPONSE_SIZES[0] + 16);
 
     // Sealed to another key (alpha's), beta cannot open it.
     let (alpha_desc, _) = api.descriptor(&alpha.url).await;
@@ -137,19 +149,32 @@ async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    alpha.stop().await;
+    beta.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_relay_guards_its_targets_and_reports_unreachable_ones() {
     let api = Api::default();
-    let strict = TestNode::start(|c| c.relay.allow_private_destinations = false).await;
-    let beta = TestNode::start(|_| {}).await;
+    let mut strict = TestNode::start(|c| c.relay.allow_private_destinations = false).await;
+    let mut beta = TestNode::start(|_| {}).await;
     let (desc, _) = api.descriptor(&beta.url).await;
     let key = desc.ohttp_key.unwrap();
     // A node that may only reach public addresses asks no loopback target.
-    let (status, body, _) =
-        relayed(&api, &strict.url, &beta.url, &key, &api::record("a@beta.test")).await;
-    assert_eq!(status, StatusCode::FORBIDDEN, "{}", String::from_utf8_lossy(&body));
+    let (status, body, _) = relayed(
+        &api,
+        &strict.url,
+        &beta.url,
+        &key,
+        &api::record("a@beta.test"),
+    )
+    .await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
     let resp = api
         .http
         .get(strict.url.join(api::RELAY_DESCRIPTOR))
@@ -160,7 +185,7 @@ async fn the_relay_guards_its_targets_and_reports_unreachable_ones() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
 
     // Nothing listens: refused, said so.
-    let open = TestNode::start(|_| {}).await;
+    let mut open = TestNode::start(|_| {}).await;
     let dead = {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = l.local_addr().unwrap().port();
@@ -192,23 +217,32 @@ async fn the_relay_guards_its_targets_and_reports_unreachable_ones() {
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    strict.stop().await;
+    beta.stop().await;
+    open.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relayed_lookups_are_rate_limited_per_client_address() {
     let api = Api::default();
-    let relay = TestNode::start(|c| {
+    let mut relay = TestNode::start(|c| {
         c.limits.lookups_per_minute_per_ip = 1;
         c.limits.lookups_burst_per_ip = 2;
     })
     .await;
-    let beta = TestNode::start(|_| {}).await;
+    let mut beta = TestNode::start(|_| {}).await;
     let (desc, _) = api.descriptor(&beta.url).await;
     let key = desc.ohttp_key.unwrap();
     let mut statuses = Vec::new();
     for _ in 0..6 {
-        let (status, _, _) =
-            relayed(&api, &relay.url, &beta.url, &key, &api::record("a@beta.test")).await;
+        let (status, _, _) = relayed(
+            &api,
+            &relay.url,
+            &beta.url,
+            &key,
+            &api::record("a@beta.test"),
+        )
+        .await;
         statuses.push(status);
     }
     // Twice the lookup burst passes, then the client address is refused.
@@ -223,4 +257,6 @@ async fn relayed_lookups_are_rate_limited_per_client_address() {
             StatusCode::TOO_MANY_REQUESTS
         ]
     );
+    relay.stop().await;
+    beta.stop().await;
 }

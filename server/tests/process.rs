@@ -245,6 +245,9 @@ fn start_up_errors_name_what_where_and_why() {
             "--set",
             "gateway.enabled=true",
             "--set",
+            // No DNS in this test: sender checks are tests/tests/gateway_auth_e2e.rs's.
+            "gateway.verify=false",
+            "--set",
             "gateway.domain=\"gw.test\"",
             "--set",
             &listen,

@@ -2,7 +2,8 @@
 //! scripted SMTP server on loopback (`smtp_sink`). A job deferred with a 4xx keeps its retry
 //! state on disk (attempts, next try, the remote reply) through a SIGKILL and is sent after
 //! the restart, once; recipients refused with a 5xx, and a job that runs out of time, end in
-//! exactly one bounce that names the recipient and the remote reply.
+//! exactly one bounce that names the recipient and the remote reply. Letters one after
+//! another to the same destination share one SMTP session.
 
 mod common;
 mod procnode;
@@ -100,6 +101,20 @@ impl Sender {
 
     async fn letters(&self, api: &Api) -> Vec<(String, String)> {
         self.letters_with(api, &self.token).await
+    }
+
+    /// Waits for a letter in the sender's mailbox, then a while longer: there must be
+    /// exactly one. Returns it.
+    async fn the_one_bounce(&self, api: &Api) -> (String, String) {
+        eventually("a bounce", || async {
+            (!self.letters(api).await.is_empty()).then_some(())
+        })
+        .await;
+        // Time for a wrong second bounce to show.
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let mut letters = self.letters(api).await;
+        assert_eq!(letters.len(), 1, "exactly one bounce: {letters:?}");
+        letters.remove(0)
     }
 }
 
@@ -214,19 +229,7 @@ async fn a_refused_recipient_gets_one_bounce_naming_it_and_the_remote_reply() {
             "partly refused",
         )
         .await;
-    let bounces = eventually("a bounce", || {
-        let (api, alice) = (&api, &alice);
-        async move {
-            let l = alice.letters(api).await;
-            (!l.is_empty()).then_some(l)
-        }
-    })
-    .await;
-    // Time for a wrong second bounce or send to show.
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let letters = alice.letters(&api).await;
-    assert_eq!(letters.len(), 1, "exactly one bounce: {letters:?}");
-    let (subject, body) = &bounces[0];
+    let (subject, body) = alice.the_one_bounce(&api).await;
     assert!(subject.starts_with("Undeliverable"), "{subject}");
     assert!(body.contains("Recipient: carol@legacy.test"), "{body}");
     assert!(body.contains(refusal), "the remote reply: {body}");
@@ -253,20 +256,30 @@ async fn a_job_deferred_past_its_deadline_ends_in_one_bounce_with_the_last_reply
     alice
         .send(&api, &["carol@legacy.test"], "never taken")
         .await;
-    let bounces = eventually("a bounce", || {
-        let (api, alice) = (&api, &alice);
-        async move {
-            let l = alice.letters(api).await;
-            (!l.is_empty()).then_some(l)
-        }
-    })
-    .await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(alice.letters(&api).await.len(), 1, "exactly one bounce");
-    let (_, body) = &bounces[0];
+    let (_, body) = alice.the_one_bounce(&api).await;
     assert!(body.contains("Recipient: carol@legacy.test"), "{body}");
     assert!(body.contains(deferral), "the last remote reply: {body}");
     assert!(sink.accepted().is_empty());
     node.kill();
     assert!(queued_smtp_jobs(&node).is_empty(), "the job is done");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn consecutive_letters_share_one_smtp_session() {
+    let sink = Sink::start(Script::default()).await;
+    let mut node = start(&sink, &[]);
+    let api = Api::default();
+    let alice = Sender::new(&api, &node.url).await;
+    for n in 1..=3 {
+        let mid = alice
+            .send(&api, &["carol@legacy.test"], &format!("letter {n}"))
+            .await;
+        wait_for("the letter at the sink", || {
+            sink.counts().contains_key(&mid).then_some(())
+        })
+        .await;
+    }
+    assert_eq!(sink.accepted().len(), 3);
+    assert_eq!(sink.sessions(), 1, "the session is reused");
+    node.kill();
 }

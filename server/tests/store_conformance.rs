@@ -27,7 +27,7 @@ mod mutants {
     use std::sync::Arc;
 
     use bytes::Bytes;
-    use sealpost_proto::{MailboxId, NodeUrl};
+    use sealpost_proto::{DeviceId, MailboxId, NodeUrl};
     use sealpost_server::config::StorageConfig;
     use sealpost_server::store::*;
     use sealpost_testkit::conformance::{self, BIG};
@@ -42,6 +42,8 @@ mod mutants {
         NoQuota,
         /// `close` leaves the store writable.
         CloseDoesNothing,
+        /// `ack_device` deletes at the first device's ack (one device takes the letter).
+        FirstAckDeletes,
     }
 
     struct Mutant {
@@ -104,6 +106,52 @@ mod mutants {
         fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
             self.inner.pin_peer(url, pin)
         }
+        fn add_device(
+            &self,
+            mailbox: MailboxId,
+            device: Device,
+            max: usize,
+        ) -> StoreFuture<'_, AddDeviceOutcome> {
+            self.inner.add_device(mailbox, device, max)
+        }
+        fn remove_device(
+            &self,
+            mailbox: MailboxId,
+            device: DeviceId,
+        ) -> StoreFuture<'_, RemoveDeviceOutcome> {
+            self.inner.remove_device(mailbox, device)
+        }
+        fn ack_device(
+            &self,
+            mailbox: MailboxId,
+            seq: u64,
+            device: DeviceId,
+        ) -> StoreFuture<'_, DeviceAck> {
+            if self.mutation == Mutation::FirstAckDeletes {
+                return Box::pin(async move {
+                    Ok(match self.inner.ack(mailbox, seq).await? {
+                        true => DeviceAck::Deleted,
+                        false => DeviceAck::Missing,
+                    })
+                });
+            }
+            self.inner.ack_device(mailbox, seq, device)
+        }
+        fn expire(&self, received_before: u64) -> StoreFuture<'_, u64> {
+            self.inner.expire(received_before)
+        }
+        fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>> {
+            self.inner.devices(mailbox)
+        }
+        fn list_for(
+            &self,
+            mailbox: MailboxId,
+            device: DeviceId,
+            after: u64,
+            limit: usize,
+        ) -> StoreFuture<'_, Vec<ListItem>> {
+            self.inner.list_for(mailbox, device, after, limit)
+        }
         fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>> {
             self.inner.account(mailbox)
         }
@@ -131,6 +179,12 @@ mod mutants {
         }
         fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
             self.inner.outbound()
+        }
+        fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>> {
+            self.inner.claim_outbound(limit)
+        }
+        fn renew_outbound(&self) -> StoreFuture<'_, u64> {
+            self.inner.renew_outbound()
         }
         fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
             self.inner.outbound_payload(id)
@@ -171,9 +225,16 @@ mod mutants {
     }
 
     #[tokio::test]
+    #[should_panic(expected = "Deleted")]
+    async fn a_store_where_the_first_device_takes_the_letter_fails() {
+        conformance::every_device_acks_every_envelope(&Mutation::FirstAckDeletes).await;
+    }
+
+    #[tokio::test]
     async fn the_wrapper_alone_passes() {
         conformance::list_pages_from_a_cursor(&Mutation::Nothing).await;
         conformance::quotas_count_bytes_and_envelopes(&Mutation::Nothing).await;
         conformance::writes_after_close_are_refused(&Mutation::Nothing).await;
+        conformance::every_device_acks_every_envelope(&Mutation::Nothing).await;
     }
 }

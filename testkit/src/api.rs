@@ -16,10 +16,11 @@ use sealpost_proto::api;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
+use sealpost_proto::device;
 use sealpost_proto::identity::{Keyring, cert_to_armored};
 use sealpost_proto::openpgp::Cert;
 use sealpost_proto::record::sign_detached;
-use sealpost_proto::{MailboxId, NodeUrl};
+use sealpost_proto::{DeviceId, MailboxId, NodeUrl};
 use serde_json::Value;
 
 /// Status and parsed JSON body (`Value::Null` when the body is not JSON).
@@ -322,6 +323,104 @@ impl Api {
             token,
         );
         self.send("ack", req).await
+    }
+
+    /// A bearer token for device `key` of `mailbox` (`spec/api.md` §Devices): challenge,
+    /// the device statement signed with the device's Ed25519 key, token.
+    pub async fn device_token(
+        &self,
+        node: &NodeUrl,
+        mailbox: &MailboxId,
+        key: &SigningKey,
+    ) -> Result<Answer, ApiError> {
+        let (status, body) = self.challenge(node, mailbox).await?;
+        if status != StatusCode::OK {
+            return Ok((status, body));
+        }
+        let nonce_hex = body["nonce"]
+            .as_str()
+            .ok_or_else(|| bad("challenge", &body))?;
+        let mut nonce = [0u8; NONCE_BYTES];
+        hex::decode_to_slice(nonce_hex, &mut nonce).map_err(|e| bad("challenge", e))?;
+        let id = DeviceId::of_key(&key.verifying_key().to_bytes());
+        let sig = device::sign(key, &device::device_statement(node, mailbox, &id, &nonce));
+        let body = serde_json::json!({
+            "mailbox": mailbox.to_hex(),
+            "nonce": nonce_hex,
+            "signature": B64.encode(sig),
+            "device": id.to_hex(),
+        });
+        let req = self
+            .http
+            .post(node.join("/v1/auth/token"))
+            .body(body.to_string());
+        self.send("device token", req).await
+    }
+
+    /// `POST /v1/devices`: registers device `key` named `name`.
+    pub async fn add_device(
+        &self,
+        node: &NodeUrl,
+        token: Option<&str>,
+        key: &SigningKey,
+        name: &str,
+    ) -> Result<Answer, ApiError> {
+        let body = serde_json::json!({
+            "key": hex::encode(key.verifying_key().to_bytes()),
+            "name": name,
+        });
+        let req = bearer(
+            self.http
+                .post(node.join("/v1/devices"))
+                .body(body.to_string()),
+            token,
+        );
+        self.send("add device", req).await
+    }
+
+    /// `GET /v1/devices`.
+    pub async fn devices(&self, node: &NodeUrl, token: Option<&str>) -> Result<Answer, ApiError> {
+        let req = bearer(self.http.get(node.join("/v1/devices")), token);
+        self.send("devices", req).await
+    }
+
+    /// `DELETE /v1/devices/ID`.
+    pub async fn remove_device(
+        &self,
+        node: &NodeUrl,
+        token: Option<&str>,
+        id: &DeviceId,
+    ) -> Result<Answer, ApiError> {
+        let req = bearer(
+            self.http.delete(node.join(&format!("/v1/devices/{id}"))),
+            token,
+        );
+        self.send("remove device", req).await
+    }
+
+    /// A request under `/v1/links` with a binary body; answers status and raw body.
+    pub async fn link(
+        &self,
+        method: reqwest::Method,
+        node: &NodeUrl,
+        path: &str,
+        token: Option<&str>,
+        secret: Option<&str>,
+        body: Vec<u8>,
+    ) -> Result<(StatusCode, bytes::Bytes), ApiError> {
+        let mut req = bearer(
+            self.http
+                .request(method, node.join(&format!("/v1/links{path}")))
+                .body(body),
+            token,
+        );
+        if let Some(s) = secret {
+            req = req.header("x-sealpost-link-secret", s);
+        }
+        let resp = req.send().await.map_err(http("link"))?;
+        let status = resp.status();
+        let bytes = resp.bytes().await.map_err(http("link"))?;
+        Ok((status, bytes))
     }
 
     /// `POST /v1/deliver` with `payload`, signed by `key` as a peer node would (RFC 9421).

@@ -18,19 +18,25 @@
 //! forward; each mailbox numbers its envelopes from 1 without reuse, dedupes by envelope id
 //! (also after an ack) and enforces its quota inside the write; listing pages from a
 //! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
-//! the outbound queue round-trips and a finished hop can leave a bounce; peer pins are kept
+//! the outbound queue round-trips, each stored hop is claimed once, and a finished hop can
+//! leave a bounce; peer pins are kept
 //! per URL; an address belongs to its first account (claims, rotation, operator reset);
-//! everything survives close and reopen; a closed store refuses writes.
+//! everything survives close and reopen; a closed store refuses writes. Devices: each
+//! device lists what it has not acknowledged, an envelope goes when every device has
+//! acknowledged it, removing a device releases what only it still owed, the retention
+//! period deletes old envelopes whatever their acknowledgements, and all of it survives a
+//! reopen.
 
 use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
-    DeliverOutcome, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota,
-    RecordOutcome, RegisterOutcome, Rotation, SmtpJob, Store, StoreError,
+    AddDeviceOutcome, DeliverOutcome, Device, DeviceAck, Handoff, NewAccount, NewEnvelope,
+    OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome, RemoveDeviceOutcome,
+    Rotation, SmtpJob, Store, StoreError,
 };
 
 /// A store implementation under test.
@@ -482,6 +488,39 @@ pub async fn outbound_queue_round_trips<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// The relay's claim: a hop this handle enqueued is its own (no claim returns it); after a
+/// reopen every stored hop is claimed exactly once; a finished hop is gone from the claims.
+pub async fn the_queue_is_claimed_once<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let sender = MailboxId([1; 16]);
+    for id in [4, 5, 6] {
+        s.enqueue(outbound_item(id, sender), Bytes::from_static(b"abc"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        s.claim_outbound(10).await.unwrap(),
+        vec![],
+        "hops enqueued by this handle are held by it already"
+    );
+    assert_eq!(s.renew_outbound().await.unwrap(), 3, "it holds all three");
+    s.close().await.unwrap();
+    drop(s);
+
+    let s = b.open(dir.path()).await;
+    let first = s.claim_outbound(2).await.unwrap();
+    assert_eq!(first.len(), 2, "a claim takes at most `limit` hops");
+    let second = s.claim_outbound(10).await.unwrap();
+    let mut ids: Vec<u8> = first.iter().chain(&second).map(|i| i.id[0]).collect();
+    ids.sort();
+    assert_eq!(ids, vec![4, 5, 6], "each hop is claimed exactly once");
+    assert!(s.claim_outbound(10).await.unwrap().is_empty());
+    s.finish(QueueId([5; 16]), None).await.unwrap();
+    assert_eq!(s.renew_outbound().await.unwrap(), 2);
+    s.close().await.unwrap();
+}
+
 pub async fn finish_stores_a_bounce_beyond_quota<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -541,7 +580,7 @@ pub async fn take_hands_a_letter_on_once<B: Backend>(b: &B) {
         failed: vec![("eve@legacy.test".into(), "550 5.1.1 no such user".into())],
     });
     let payload = Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n");
-    let handoff = || Handoff::Enqueue(job.clone(), payload.clone());
+    let handoff = || Handoff::Enqueue(vec![(job.clone(), payload.clone())]);
     assert!(s.take(outbox, first, handoff()).await.unwrap());
     assert!(
         !s.take(outbox, first, handoff()).await.unwrap(),
@@ -705,6 +744,243 @@ pub async fn writes_after_close_are_refused<B: Backend>(b: &B) {
     ));
 }
 
+/// Device `n`: id `[n; 16]`, key `[n; 32]`, named `dn`.
+pub fn device(n: u8) -> Device {
+    Device {
+        id: DeviceId([n; 16]),
+        key: [n; 32],
+        name: format!("d{n}"),
+        created: 1_700_000_000 + n as u64,
+    }
+}
+
+async fn seqs_for(s: &dyn Store, m: MailboxId, d: DeviceId) -> Vec<u64> {
+    let items = s.list_for(m, d, 0, 100).await.expect("list_for");
+    items.iter().map(|i| i.seq).collect()
+}
+
+async fn seqs(s: &dyn Store, m: MailboxId) -> Vec<u64> {
+    let items = s.list(m, 0, 100).await.expect("list");
+    items.iter().map(|i| i.seq).collect()
+}
+
+pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let account = DeviceId::ACCOUNT;
+    // Without devices, the account key is the only device: its ack deletes.
+    let one = stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+    assert_eq!(s.devices(m).await.unwrap(), vec![]);
+    assert_eq!(
+        s.ack_device(m, one, account).await.unwrap(),
+        DeviceAck::Deleted
+    );
+    assert_eq!(seqs(&*s, m).await, Vec::<u64>::new());
+    let (d1, d2, d3) = (device(1), device(2), device(3));
+    assert_eq!(
+        s.add_device(m, d1.clone(), 2).await.unwrap(),
+        AddDeviceOutcome::Added
+    );
+    assert_eq!(
+        s.add_device(m, d1.clone(), 2).await.unwrap(),
+        AddDeviceOutcome::Existing
+    );
+    assert_eq!(
+        s.add_device(m, d2.clone(), 2).await.unwrap(),
+        AddDeviceOutcome::Added
+    );
+    assert_eq!(
+        s.add_device(m, d3.clone(), 2).await.unwrap(),
+        AddDeviceOutcome::TooMany
+    );
+    assert_eq!(
+        s.add_device(MailboxId([0xee; 16]), d3.clone(), 2)
+            .await
+            .unwrap(),
+        AddDeviceOutcome::UnknownMailbox
+    );
+    assert_eq!(s.devices(m).await.unwrap(), vec![d1.clone(), d2.clone()]);
+    let a = stored_seq(&*s, envelope(m, 2, 10), BIG).await;
+    let b2 = stored_seq(&*s, envelope(m, 3, 10), BIG).await;
+    let c = stored_seq(&*s, envelope(m, 4, 10), BIG).await;
+    assert_eq!(seqs_for(&*s, m, d1.id).await, vec![a, b2, c]);
+    assert_eq!(
+        s.ack_device(m, a, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    assert_eq!(
+        s.ack_device(m, a, d1.id).await.unwrap(),
+        DeviceAck::Missing,
+        "a second ack by the same device does nothing"
+    );
+    assert_eq!(seqs_for(&*s, m, d1.id).await, vec![b2, c]);
+    assert_eq!(seqs_for(&*s, m, d2.id).await, vec![a, b2, c]);
+    assert_eq!(
+        s.list_for(m, d1.id, a, 1).await.unwrap().len(),
+        1,
+        "pages from a cursor"
+    );
+    assert_eq!(
+        seqs(&*s, m).await,
+        vec![a, b2, c],
+        "kept for the other device"
+    );
+    assert_eq!(s.ack_device(m, a, d2.id).await.unwrap(), DeviceAck::Deleted);
+    assert_eq!(seqs(&*s, m).await, vec![b2, c]);
+    assert_eq!(s.envelope(m, a).await.unwrap(), None);
+    assert_eq!(s.ack_device(m, a, d1.id).await.unwrap(), DeviceAck::Missing);
+    assert_eq!(
+        s.ack_device(m, b2, account).await.unwrap(),
+        DeviceAck::UnknownDevice,
+        "once devices are registered the account key is none of them"
+    );
+    assert_eq!(
+        s.ack_device(m, b2, d3.id).await.unwrap(),
+        DeviceAck::UnknownDevice
+    );
+    // Acks of one batch see each other: both devices at once delete the envelope.
+    let (x, y) = tokio::join!(s.ack_device(m, b2, d1.id), s.ack_device(m, b2, d2.id));
+    let mut both = [x.unwrap(), y.unwrap()];
+    both.sort_by_key(|o| *o == DeviceAck::Deleted);
+    assert_eq!(both, [DeviceAck::Recorded, DeviceAck::Deleted]);
+    assert_eq!(seqs(&*s, m).await, vec![c]);
+    // A plain ack (internal mailboxes) deletes whatever the devices did.
+    assert_eq!(
+        s.ack_device(m, c, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    assert!(s.ack(m, c).await.unwrap());
+    assert_eq!(seqs_for(&*s, m, d2.id).await, Vec::<u64>::new());
+    s.close().await.unwrap();
+}
+
+pub async fn removing_a_device_releases_what_only_it_owed<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let (d1, d2, d3) = (device(1), device(2), device(3));
+    for d in [&d1, &d2, &d3] {
+        assert_eq!(
+            s.add_device(m, d.clone(), 10).await.unwrap(),
+            AddDeviceOutcome::Added
+        );
+    }
+    let a = stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+    let c = stored_seq(&*s, envelope(m, 2, 10), BIG).await;
+    for d in [&d1, &d2] {
+        assert_eq!(s.ack_device(m, a, d.id).await.unwrap(), DeviceAck::Recorded);
+    }
+    assert_eq!(
+        s.ack_device(m, c, d3.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    assert_eq!(
+        s.remove_device(m, d3.id).await.unwrap(),
+        RemoveDeviceOutcome::Removed { released: 1 }
+    );
+    assert_eq!(seqs(&*s, m).await, vec![c]);
+    assert_eq!(
+        s.ack_device(m, c, d3.id).await.unwrap(),
+        DeviceAck::UnknownDevice,
+        "a removed device acknowledges nothing"
+    );
+    assert_eq!(
+        s.remove_device(m, d3.id).await.unwrap(),
+        RemoveDeviceOutcome::Unknown
+    );
+    assert_eq!(
+        s.remove_device(m, DeviceId::ACCOUNT).await.unwrap(),
+        RemoveDeviceOutcome::Unknown
+    );
+    assert_eq!(
+        s.remove_device(m, d2.id).await.unwrap(),
+        RemoveDeviceOutcome::Removed { released: 0 }
+    );
+    assert_eq!(
+        s.remove_device(m, d1.id).await.unwrap(),
+        RemoveDeviceOutcome::Last
+    );
+    assert_eq!(s.devices(m).await.unwrap(), vec![d1.clone()]);
+    assert_eq!(s.ack_device(m, c, d1.id).await.unwrap(), DeviceAck::Deleted);
+    // A device added again later starts with what is stored, not with old acks.
+    assert_eq!(
+        s.add_device(m, d3.clone(), 10).await.unwrap(),
+        AddDeviceOutcome::Added
+    );
+    let e = stored_seq(&*s, envelope(m, 3, 10), BIG).await;
+    assert_eq!(seqs_for(&*s, m, d3.id).await, vec![e]);
+    s.close().await.unwrap();
+}
+
+pub async fn retention_expires_envelopes_whatever_their_acks<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let (d1, d2) = (device(1), device(2));
+    s.add_device(m, d1.clone(), 10).await.unwrap();
+    s.add_device(m, d2.clone(), 10).await.unwrap();
+    let old = stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+    let new = stored_seq(
+        &*s,
+        NewEnvelope {
+            received: 100,
+            ..envelope(m, 2, 10)
+        },
+        BIG,
+    )
+    .await;
+    assert_eq!(
+        s.ack_device(m, old, d1.id).await.unwrap(),
+        DeviceAck::Recorded
+    );
+    assert_eq!(
+        s.expire(5).await.unwrap(),
+        0,
+        "received at 5 is not before 5"
+    );
+    assert_eq!(s.expire(50).await.unwrap(), 1);
+    assert_eq!(s.expire(50).await.unwrap(), 0);
+    assert_eq!(seqs(&*s, m).await, vec![new]);
+    assert_eq!(seqs_for(&*s, m, d2.id).await, vec![new]);
+    assert_eq!(
+        s.ack_device(m, old, d2.id).await.unwrap(),
+        DeviceAck::Missing
+    );
+    assert_eq!(
+        s.deliver(envelope(m, 1, 10), BIG).await.unwrap(),
+        DeliverOutcome::Duplicate { seq: old },
+        "an expired envelope's id is still known: a redelivery is not stored again"
+    );
+    s.close().await.unwrap();
+}
+
+pub async fn devices_and_their_acks_survive_reopen<B: Backend>(b: &B) {
+    let dir = place();
+    let (m, a) = {
+        let s = b.open(dir.path()).await;
+        let m = new_mailbox(&*s, 1).await;
+        s.add_device(m, device(1), 10).await.unwrap();
+        s.add_device(m, device(2), 10).await.unwrap();
+        let a = stored_seq(&*s, envelope(m, 1, 10), BIG).await;
+        assert_eq!(
+            s.ack_device(m, a, device(1).id).await.unwrap(),
+            DeviceAck::Recorded
+        );
+        s.close().await.unwrap();
+        (m, a)
+    };
+    let s = b.open(dir.path()).await;
+    assert_eq!(s.devices(m).await.unwrap(), vec![device(1), device(2)]);
+    assert_eq!(seqs_for(&*s, m, device(1).id).await, Vec::<u64>::new());
+    assert_eq!(seqs_for(&*s, m, device(2).id).await, vec![a]);
+    assert_eq!(
+        s.ack_device(m, a, device(2).id).await.unwrap(),
+        DeviceAck::Deleted
+    );
+    s.close().await.unwrap();
+}
+
 /// One `#[tokio::test]` per conformance case for `$backend` (an expression of a type that
 /// implements [`Backend`]). Put it in its own test file or module: the tests are named
 /// after the cases. Every case of this module is listed here.
@@ -723,11 +999,16 @@ macro_rules! store_conformance {
             quotas_count_bytes_and_envelopes,
             prune_forgets_only_acked_old_ids,
             outbound_queue_round_trips,
+            the_queue_is_claimed_once,
             finish_stores_a_bounce_beyond_quota,
             take_hands_a_letter_on_once,
             peer_pins_are_kept_per_url,
             everything_survives_reopen,
             writes_after_close_are_refused,
+            every_device_acks_every_envelope,
+            removing_a_device_releases_what_only_it_owed,
+            retention_expires_envelopes_whatever_their_acks,
+            devices_and_their_acks_survive_reopen,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -39,3 +39,30 @@ pub fn certificates(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
         dir.join("leaf.key"),
     )
 }
+
+/// Another server certificate signed by the CA that [`certificates`] made in `dir`, for
+/// the DNS names `names`: (leaf.pem, leaf.key), named after `stem`.
+pub fn leaf_for_names(dir: &Path, stem: &str, names: &[&str]) -> (PathBuf, PathBuf) {
+    let ec = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    let run = |line: String| openssl(dir, &line.split_whitespace().collect::<Vec<_>>());
+    run(format!(
+        "req {ec} -keyout {stem}.key -out {stem}.csr -subj /CN={}",
+        names[0]
+    ));
+    let sans: Vec<String> = names.iter().map(|n| format!("DNS:{n}")).collect();
+    std::fs::write(
+        dir.join(format!("{stem}.ext")),
+        format!(
+            "subjectAltName={}\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+            sans.join(",")
+        ),
+    )
+    .unwrap();
+    run(format!(
+        "x509 -req -in {stem}.csr -CA ca.pem -CAkey ca.key -CAcreateserial -out {stem}.pem -days 2 -extfile {stem}.ext"
+    ));
+    (
+        dir.join(format!("{stem}.pem")),
+        dir.join(format!("{stem}.key")),
+    )
+}

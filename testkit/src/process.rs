@@ -155,6 +155,11 @@ impl NodeProcess {
         &self.spec
     }
 
+    /// Replaces the `run` arguments for the next [`NodeProcess::restart`].
+    pub fn set_args(&mut self, args: Vec<String>) {
+        self.spec.args = args;
+    }
+
     /// `http://127.0.0.1:PORT`, the same after a restart.
     pub fn url(&self) -> &NodeUrl {
         &self.url

@@ -11,7 +11,9 @@
 //! with `PR_SET_PDEATHSIG`, and an `atexit` handler kills what is left and removes the
 //! temporary directories of fixtures kept in statics (which are never dropped).
 
-pub mod dns;
+/// The private dnsmasq of the harness (moved to the testkit so the benchmarks share it).
+pub use sealpost_testkit::dns;
+pub mod pebble;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -127,8 +129,7 @@ impl Node {
     /// The node's access record (`testing.access_record`, see [`Node::start_on`]): one
     /// (peer address or `-`, what was asked) per line.
     pub fn access(&self) -> Vec<(String, String)> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
         text.lines()
             .filter_map(|l| l.split_once(' '))
             .map(|(a, b)| (a.to_string(), b.to_string()))
@@ -137,6 +138,33 @@ impl Node {
 
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("node.toml")
+    }
+
+    /// The node's directory (config, keys, data).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Restarts the node on the same port and data with other `run` arguments (after the
+    /// suite's defaults), which may change its scheme (e.g. turn TLS on).
+    pub fn restart_with(&mut self, args: &[String]) {
+        let mut all: Vec<String> = FAST_RELAY.iter().map(|s| s.to_string()).collect();
+        all.extend_from_slice(args);
+        self.process.set_args(all);
+        self.relaunch();
+    }
+
+    fn relaunch(&mut self) {
+        self.stop();
+        if let Err(e) = self.process.restart(START_DEADLINE) {
+            panic!(
+                "node {} did not start: {e}\n--- log ---\n{}",
+                self.name,
+                self.log()
+            );
+        }
+        self.url = self.process.url().to_string();
+        self.port = self.process.port();
     }
 
     pub fn log_path(&self) -> PathBuf {
@@ -155,17 +183,8 @@ impl Node {
 
     /// Starts the node again on the same port, data and keys.
     pub fn restart(&mut self) {
-        self.stop();
         let url = self.url.clone();
-        if let Err(e) = self.process.restart(START_DEADLINE) {
-            panic!(
-                "node {} did not start: {e}\n--- log ---\n{}",
-                self.name,
-                self.log()
-            );
-        }
-        self.url = self.process.url().to_string();
-        self.port = self.process.port();
+        self.relaunch();
         assert_eq!(self.url, url, "restarted node must keep its URL");
     }
 

@@ -138,30 +138,37 @@ fn new_count(seen: &[serde_json::Value]) -> usize {
         .sum()
 }
 
-/// The README's audit table: row name → (sender's home nodes, recipient's home node).
-fn readme_table() -> Vec<(String, bool, bool)> {
+/// A yes/no table of the README between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
+/// row name → (first column, second column), each cell starting with `yes` or `no`.
+fn readme_yes_no_table(name: &str) -> Vec<(String, bool, bool)> {
     let readme =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     let start = readme
-        .find("<!-- audit:begin -->")
-        .expect("README has the audit table");
+        .find(&format!("<!-- {name}:begin -->"))
+        .unwrap_or_else(|| panic!("README has the {name} table"));
     let end = readme
-        .find("<!-- audit:end -->")
-        .expect("README audit table ends");
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("README {name} table ends"));
     readme[start..end]
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| what") && !l.starts_with("|---"))
+        .filter(|l| l.starts_with("| "))
+        .skip(1) // the header row; the `|---|` row does not start with "| "
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
             let yes = |c: &str| match c.split_whitespace().next() {
                 Some("yes") => true,
                 Some("no") => false,
-                other => panic!("README audit cell {other:?} in {l}"),
+                other => panic!("README {name} cell {other:?} in {l}"),
             };
             (cells[0].to_string(), yes(cells[1]), yes(cells[2]))
         })
         .collect()
+}
+
+/// The README's audit table: row name → (sender's home nodes, recipient's home node).
+fn readme_table() -> Vec<(String, bool, bool)> {
+    readme_yes_no_table("audit")
 }
 
 #[test]
@@ -367,28 +374,7 @@ fn wait_for_envelope_sizes(n: &Node, count: u64) -> BTreeMap<u64, u64> {
 /// The README's "Who connects to whom" table: row (who connects) → (to the sender's home
 /// nodes, to the recipient's home node).
 fn readme_connections() -> Vec<(String, bool, bool)> {
-    let readme =
-        std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
-            .unwrap();
-    let start = readme
-        .find("<!-- connections:begin -->")
-        .expect("README has the connections table");
-    let end = readme
-        .find("<!-- connections:end -->")
-        .expect("README connections table ends");
-    readme[start..end]
-        .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| who") && !l.starts_with("|---"))
-        .map(|l| {
-            let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
-            let yes = |c: &str| match c.split_whitespace().next() {
-                Some("yes") => true,
-                Some("no") => false,
-                other => panic!("README connections cell {other:?} in {l}"),
-            };
-            (cells[0].to_string(), yes(cells[1]), yes(cells[2]))
-        })
-        .collect()
+    readme_yes_no_table("connections")
 }
 
 /// Every party on a loopback address of its own; each node keeps an access record of who
@@ -412,7 +398,13 @@ fn who_connects_to_whom() {
     let bob = User::init_from("bob@gamma.test", Some(BOB_DEVICE), &[&c], &resolve);
 
     alice.ok(
-        &["send", "--to", "bob@gamma.test", "--subject", "first contact"],
+        &[
+            "send",
+            "--to",
+            "bob@gamma.test",
+            "--subject",
+            "first contact",
+        ],
         b"hello bob",
     );
     bob.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 1);
@@ -420,9 +412,17 @@ fn who_connects_to_whom() {
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
     let (fa, fb, fc) = (a.access(), b.access(), c.access());
-    let ip = |n: &Node| n.url.trim_start_matches("http://").split(':').next().unwrap().to_string();
+    let ip = |n: &Node| {
+        n.url
+            .trim_start_matches("http://")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
     let (ia, ib, ic) = (ip(&a), ip(&b), ip(&c));
-    let peers = |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
+    let peers =
+        |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
     // Whether one of `from` connected to the node at `me` whose record is `f` (a node's
     // connections to itself do not count).
     let connected = |from: &[&str], me: &str, f: &[(String, String)]| {
@@ -448,7 +448,10 @@ fn who_connects_to_whom() {
         "gamma (bob's node) must never accept a connection from alice's device\n{dump}"
     );
     let who = bob.ok(&["whoami", "--json"], b"").json();
-    let bob_mailbox = who["homes"][0]["mailbox"].as_str().unwrap().to_ascii_lowercase();
+    let bob_mailbox = who["homes"][0]["mailbox"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
     for (name, f) in [("alpha", &fa), ("beta", &fb)] {
         for (peer, what) in f.iter() {
             let what = what.to_ascii_lowercase();
@@ -474,7 +477,11 @@ fn who_connects_to_whom() {
         )
     };
     let table = readme_connections();
-    assert_eq!(table.len(), 4, "README connections table has every row: {table:?}");
+    assert_eq!(
+        table.len(),
+        4,
+        "README connections table has every row: {table:?}"
+    );
     for (row, to_sender, to_recipient) in table {
         assert_eq!(
             observed(&row),

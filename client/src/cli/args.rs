@@ -192,6 +192,35 @@ pub enum Command {
     /// Passphrase-encrypted backups: key, contacts and pins, settings (letters optional)
     #[command(subcommand)]
     Backup(BackupCommand),
+    /// Your devices: link a new one with a one-time code, list them, remove one
+    #[command(subcommand)]
+    Device(DeviceCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeviceCommand {
+    /// Show a one-time code (and a URI for a QR code) for a new device, and wait for it
+    Add {
+        /// This device's name, if it has no device key yet
+        #[arg(long, default_value = "first device")]
+        name: String,
+    },
+    /// Join your account from a new device with the code `device add` shows; the profile
+    /// (--profile) must not exist yet
+    Join {
+        /// The code (123456-abcd-efgh) or the URI (sealpost:link?node=...&code=...)
+        code: String,
+        /// The node `device add` named (not needed with the URI)
+        #[arg(long, value_name = "URL")]
+        node: Option<String>,
+        /// This device's name
+        #[arg(long, default_value = "new device")]
+        name: String,
+    },
+    /// The devices of your account on each home
+    List,
+    /// Remove a device (its id or a unique prefix) on every home: it can fetch no more
+    Remove { id: String },
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 
 pub mod args;
 pub mod bars;
+pub mod devices;
 pub mod input;
 pub mod keys;
 pub mod mail;

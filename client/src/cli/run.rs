@@ -15,7 +15,7 @@ use sealpost_proto::identity::Keyring;
 use super::args::*;
 use super::input;
 use super::output;
-use super::{keys, mail, manage};
+use super::{devices, keys, mail, manage};
 
 pub(super) struct Ctx {
     pub(super) global: Global,
@@ -171,5 +171,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(cmd) => manage::gateway(&ctx, cmd).await,
         Command::Legacy(cmd) => manage::legacy_cmd(&ctx, cmd),
         Command::Backup(cmd) => keys::backup(&ctx, cmd),
+        Command::Device(cmd) => devices::device(&ctx, cmd).await,
     }
 }

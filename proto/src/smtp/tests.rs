@@ -473,3 +473,94 @@ fn the_error_that_reaches_the_limit_is_followed_by_421_at_once() {
         "{wire}"
     );
 }
+
+/// A submission session (user `me`, password `pw`): the replies to each chunk, in order.
+fn submission(chunks: &[&[u8]]) -> (String, Vec<Transaction>) {
+    let check: CredentialCheck = Box::new(|u, p| u == b"me" && p == b"pw");
+    let (mut s, greeting) = Session::new_submission(cfg(), check);
+    let mut wire = Vec::new();
+    let mut stored = Vec::new();
+    let mut pending = vec![greeting];
+    let mut chunks = chunks.iter();
+    loop {
+        while let Some(o) = (!pending.is_empty()).then(|| pending.remove(0)) {
+            match o {
+                Output::Reply(b) => wire.extend_from_slice(&b),
+                Output::CheckRecipient(_) => {
+                    pending.splice(0..0, s.recipient_verdict(RcptVerdict::Accept));
+                }
+                Output::Deliver(tx) => {
+                    stored.push(tx);
+                    pending.splice(0..0, s.delivery_result(DeliveryResult::Stored("q1".into())));
+                }
+                Output::StartTls | Output::Close => {}
+            }
+        }
+        match chunks.next() {
+            Some(c) => pending = s.feed(c),
+            None => break,
+        }
+    }
+    (String::from_utf8(wire).unwrap(), stored)
+}
+
+#[test]
+fn submission_requires_auth_before_mail() {
+    let (wire, stored) = submission(&[b"EHLO app\r\n", b"MAIL FROM:<me@x.test>\r\n"]);
+    assert!(
+        wire.contains("250-AUTH PLAIN LOGIN\r\n") || wire.contains("250 AUTH PLAIN LOGIN\r\n"),
+        "{wire}"
+    );
+    assert_eq!(codes(&wire).last(), Some(&"530"));
+    assert!(stored.is_empty());
+}
+
+#[test]
+fn submission_auth_plain_and_login() {
+    // PLAIN with an initial response ("\0me\0pw"), then a message.
+    let (wire, stored) = submission(&[
+        b"EHLO app\r\nAUTH PLAIN AG1lAHB3\r\n",
+        b"MAIL FROM:<me@x.test>\r\nRCPT TO:<a@y.test>\r\nDATA\r\n",
+        b"Subject: s\r\n\r\nhi\r\n.\r\n",
+    ]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "235", "250", "250", "354", "250"],
+        "{wire}"
+    );
+    assert_eq!(stored.len(), 1);
+    // LOGIN in two steps ("me", "pw").
+    let (wire, _) = submission(&[b"EHLO app\r\n", b"AUTH LOGIN\r\n", b"bWU=\r\n", b"cHc=\r\n"]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "334", "235"],
+        "{wire}"
+    );
+    // PLAIN without an initial response, wrong password.
+    let (wire, _) = submission(&[
+        b"EHLO app\r\n",
+        b"AUTH PLAIN\r\n",
+        b"AG1lAHh4\r\n",
+        b"MAIL FROM:<me@x.test>\r\n",
+    ]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "535", "530"],
+        "{wire}"
+    );
+    // Cancel, garbage, unknown mechanism.
+    let (wire, _) =
+        submission(&[b"EHLO app\r\nAUTH LOGIN\r\n*\r\nAUTH PLAIN !!!\r\nAUTH CRAM-MD5\r\n"]);
+    assert_eq!(
+        codes(&wire),
+        vec!["220", "250", "334", "501", "501", "504"],
+        "{wire}"
+    );
+}
+
+#[test]
+fn gateway_sessions_still_refuse_auth() {
+    let (wire, _, _) = drive(&[b"EHLO x\r\nAUTH PLAIN AG1lAHB3\r\n"], false);
+    assert!(!wire.contains("AUTH PLAIN LOGIN"));
+    assert_eq!(codes(&wire).last(), Some(&"502"));
+}

@@ -8,6 +8,7 @@ use sealpost_proto::Error as ProtoError;
 use crate::accounts::RegisterError;
 use crate::auth::AuthError;
 use crate::delivery::{DeliveryError, Refused, TryLater};
+use crate::devices::DeviceError;
 use crate::ratelimit::RateLimited;
 use crate::store::StoreError;
 
@@ -75,6 +76,38 @@ pub enum ApiError {
     /// Details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
+    /// A device or link refusal; [`device_status`] and [`device_code`] name it.
+    #[error("{0}")]
+    Device(#[from] DeviceError),
+}
+
+fn device_status(e: &DeviceError) -> StatusCode {
+    use DeviceError::*;
+    match e {
+        LinkUnknown | UnknownDevice => StatusCode::NOT_FOUND,
+        LinkExpired | LinkUsed | LinkAborted => StatusCode::GONE,
+        LinkOutOfOrder | TooManyDevices { .. } | LastDevice => StatusCode::CONFLICT,
+        LinkNotYours => StatusCode::FORBIDDEN,
+        TooManyLinks => StatusCode::TOO_MANY_REQUESTS,
+        DeviceKeyRequired => StatusCode::UNAUTHORIZED,
+    }
+}
+
+fn device_code(e: &DeviceError) -> &'static str {
+    use DeviceError::*;
+    match e {
+        LinkUnknown => "link_unknown",
+        LinkExpired => "link_expired",
+        LinkUsed => "link_used",
+        LinkAborted => "link_aborted",
+        LinkOutOfOrder => "link_out_of_order",
+        LinkNotYours => "link_not_yours",
+        TooManyLinks => "too_many_links",
+        TooManyDevices { .. } => "too_many_devices",
+        UnknownDevice => "unknown_device",
+        LastDevice => "last_device",
+        DeviceKeyRequired => "device_key_required",
+    }
 }
 
 impl ApiError {
@@ -98,6 +131,7 @@ impl ApiError {
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Upstream { failure, .. } if *failure == "timed_out" => StatusCode::GATEWAY_TIMEOUT,
             Upstream { .. } => StatusCode::BAD_GATEWAY,
+            Device(e) => device_status(e),
         }
     }
 
@@ -133,6 +167,7 @@ impl ApiError {
                 "bad_answer" => "target_bad_answer",
                 _ => "target_unreachable",
             },
+            Device(e) => device_code(e),
         }
     }
 
@@ -191,6 +226,11 @@ impl From<AuthError> for ApiError {
             | AuthError::NoAccount
             | AuthError::BadSignature
             | AuthError::KeyChanged => ApiError::Unauthorized(e.to_string()),
+            AuthError::Device(DeviceError::UnknownDevice) => {
+                ApiError::Unauthorized("no such device in this account".into())
+            }
+            AuthError::Device(d) => ApiError::Device(d),
+            AuthError::BadDeviceSignature => ApiError::Unauthorized(e.to_string()),
             AuthError::Storage(s) => s.into(),
         }
     }

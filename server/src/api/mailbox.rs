@@ -1,5 +1,6 @@
 //! `GET /v1/mailbox/{mailbox}` (list from a cursor), `GET`/`DELETE /v1/mailbox/{mailbox}/{seq}`:
-//! for the mailbox's owner only.
+//! for the mailbox's owner only. Each device lists what it has not acknowledged; an ack is
+//! that device's, and the envelope goes once every device of the account has acked it.
 
 use std::sync::Arc;
 
@@ -8,11 +9,11 @@ use hyper::{Request, StatusCode};
 use serde::Serialize;
 
 use super::ApiError;
-use super::auth::bearer_for;
+use super::auth::device_for;
 use super::{Resp, binary, empty, json};
 use crate::metrics::Metrics;
 use crate::node::Node;
-use crate::store::ListItem;
+use crate::store::{DeviceAck, ListItem};
 
 /// Items per page unless the request says otherwise, and at most.
 const DEFAULT_LIMIT: usize = 100;
@@ -34,7 +35,7 @@ pub async fn list(
     mailbox: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let (mailbox, device) = device_for(node, req.headers(), mailbox).await?;
     let (mut after, mut limit) = (0u64, DEFAULT_LIMIT);
     for pair in req
         .uri()
@@ -62,7 +63,7 @@ pub async fn list(
             }
         }
     }
-    let items = node.store.list(mailbox, after, limit).await?;
+    let items = node.store.list_for(mailbox, device, after, limit).await?;
     let next = items.last().map(|i| i.seq).unwrap_or(after);
     Ok(json(StatusCode::OK, &Listing { items, next }))
 }
@@ -73,7 +74,7 @@ pub async fn get(
     seq: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let (mailbox, _) = device_for(node, req.headers(), mailbox).await?;
     let seq = parse_seq(seq)?;
     let bytes = node
         .store
@@ -89,10 +90,16 @@ pub async fn ack(
     seq: &str,
     req: Request<Incoming>,
 ) -> Result<Resp, ApiError> {
-    let mailbox = bearer_for(node, req.headers(), mailbox)?;
+    let (mailbox, device) = device_for(node, req.headers(), mailbox).await?;
     let seq = parse_seq(seq)?;
-    if node.store.ack(mailbox, seq).await? {
-        Metrics::inc(&node.metrics.envelopes_acked);
+    match node.store.ack_device(mailbox, seq, device).await? {
+        DeviceAck::Deleted => Metrics::inc(&node.metrics.envelopes_acked),
+        DeviceAck::Recorded | DeviceAck::Missing => {}
+        DeviceAck::UnknownDevice => {
+            return Err(ApiError::Unauthorized(
+                "this device was removed from the account".into(),
+            ));
+        }
     }
     Ok(empty(StatusCode::NO_CONTENT))
 }

@@ -3,6 +3,7 @@
 
 mod accounts;
 mod auth;
+mod devices;
 pub mod error;
 mod mailbox;
 mod ohttp;
@@ -38,6 +39,20 @@ const MAX_JSON_BODY: usize = 256 * 1024;
 /// (`MAX_HOP_PAYLOAD_BYTES - MAX_ENVELOPE_BYTES` in the protocol limits).
 pub const HOP_OVERHEAD: usize =
     sealpost_proto::limits::MAX_HOP_PAYLOAD_BYTES - sealpost_proto::limits::MAX_ENVELOPE_BYTES;
+
+/// Whether `/metrics` may be read: no `admin.metrics_token`, or the request bears it.
+fn metrics_allowed(node: &Node, headers: &HeaderMap) -> bool {
+    let token = node.config.admin.metrics_token.as_bytes();
+    if token.is_empty() {
+        return true;
+    }
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .unwrap_or_default();
+    // Compare in constant time: the token is a secret.
+    given.len() == token.len() && given.iter().zip(token).fold(0u8, |d, (a, b)| d | (a ^ b)) == 0
+}
 
 /// Answers one request. Never fails: errors become their JSON body.
 pub async fn handle(node: Arc<Node>, req: Request<Incoming>) -> Resp {
@@ -79,6 +94,10 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
             Route::Health,
             only(Method::GET).map(|_| text(StatusCode::OK, "ok\n".into())),
         ),
+        // With admin.metrics_token set, only a bearer of it learns that /metrics exists.
+        api::METRICS if !metrics_allowed(node, req.headers()) => {
+            (Route::Metrics, Err(ApiError::NotFound))
+        }
         api::METRICS => (
             Route::Metrics,
             only(Method::GET).map(|_| {
@@ -122,6 +141,21 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
             Route::Relay,
             run(only(Method::GET), ohttp::relay_descriptor(node, req)).await,
         ),
+        api::DEVICES => (
+            Route::Devices,
+            match method {
+                Method::GET => devices::list(node, req).await,
+                Method::POST => devices::add(node, req).await,
+                _ => Err(ApiError::MethodNotAllowed),
+            },
+        ),
+        api::LINKS => (
+            Route::Links,
+            run(only(Method::POST), devices::open(node, req)).await,
+        ),
+        p if p.starts_with(api::DEVICES) || p.starts_with(api::LINKS) => {
+            devices::route(node, p, req).await
+        }
         p => {
             let under_records = api::segments_under(p, api::RECORDS);
             let under_mailbox = api::segments_under(p, api::MAILBOX);

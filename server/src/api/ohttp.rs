@@ -11,7 +11,9 @@ use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
 use sealpost_proto::NodeUrl;
 use sealpost_proto::api::TARGET_HEADER;
-use sealpost_proto::oblivious::{MAX_ENCAPSULATED_REQUEST, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE};
+use sealpost_proto::oblivious::{
+    MAX_ENCAPSULATED_REQUEST, REQUEST_MEDIA_TYPE, RESPONSE_MEDIA_TYPE,
+};
 
 use super::{ApiError, Resp, binary, check_per_ip, read_body};
 use crate::node::Node;
@@ -60,8 +62,8 @@ pub async fn relay_descriptor(node: &Arc<Node>, req: Request<Incoming>) -> Resul
     let target = target(&req)?;
     let answer = oblivious::relay_descriptor(node, &target).await?;
     let mut r = binary(answer.body);
-    *r.status_mut() = hyper::StatusCode::from_u16(answer.status)
-        .map_err(|_| ApiError::Upstream {
+    *r.status_mut() =
+        hyper::StatusCode::from_u16(answer.status).map_err(|_| ApiError::Upstream {
             failure: "bad_answer",
             message: format!("{target} answered status {}", answer.status),
         })?;
@@ -82,12 +84,18 @@ pub async fn relay(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
 /// `POST /v1/ohttp`.
 pub async fn gateway(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
     check_per_ip(node, &node.gateway_limit, &req)?;
-    let media = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok());
+    let media = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok());
     if media != Some(REQUEST_MEDIA_TYPE) {
         return Err(ApiError::BadRequest(format!(
             "Content-Type must be {REQUEST_MEDIA_TYPE}"
         )));
     }
     let (_, _, body) = read_body(node, req, MAX_ENCAPSULATED_REQUEST, "oblivious request").await?;
-    Ok(typed(oblivious::answer(node, &body).await?, RESPONSE_MEDIA_TYPE))
+    Ok(typed(
+        oblivious::answer(node, &body).await?,
+        RESPONSE_MEDIA_TYPE,
+    ))
 }

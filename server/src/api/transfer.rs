@@ -34,7 +34,7 @@ fn max_payload(node: &Node) -> usize {
 }
 
 pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let sender = bearer(node, req.headers())?;
+    let sender = bearer(node, req.headers()).await?;
     if let Err(retry_after) = node.submit_limit.check(sender, Instant::now()) {
         Metrics::inc(&node.metrics.rate_limited);
         return Err(ApiError::RateLimited { retry_after });

@@ -55,6 +55,15 @@ identity = "keys/node-identity.asc"
 # PEM certificate chain and private key. When both are set the node speaks HTTPS only.
 # cert = "tls/cert.pem"
 # key = "tls/key.pem"
+# Or obtain and renew the certificate automatically from an ACME CA (RFC 8555), validated
+# with TLS-ALPN-01 on this node's own HTTPS port (which must be reachable as port 443 of
+# every name). Renewed after two thirds of its lifetime, without a restart.
+# [tls.acme]
+# directory = "https://acme-v02.api.letsencrypt.org/directory"
+# contact = ["mailto:ops@example.org"]
+# names = ["alpha.example", "mx.alpha.example"]   # default: the host of public_url
+# dir = "acme"                                    # account, certificate, key (mode 0600)
+# directory_ca = "acme-ca.pem"                    # extra root for the CA's own HTTPS (tests)
 
 [registration]
 # Who may create an account: "open", "invite" (a code from `invites`, each usable once)
@@ -142,6 +151,9 @@ blocked = []
 # node_key = "<64 hex digits>"
 
 [storage]
+# "rocksdb": the database in data_dir, for one node process. "postgres": the database of
+# [storage.postgres], which several node processes with these same keys and settings share.
+backend = "rocksdb"
 # RocksDB block cache and total memtable budget, MiB.
 cache_mb = {cache}
 write_buffer_mb = {wb}
@@ -149,19 +161,49 @@ write_buffer_mb = {wb}
 # retrying after a crash) is not stored again. Keep it above peers' relay.give_up_after.
 dedupe_retention = {dr}
 
+# [storage.postgres]
+# url = "postgres://sealpost:PASSWORD@127.0.0.1:5432/sealpost"   # no TLS: private network
+# pool_size = 16          # connections per node process
+# connect_timeout = 5     # seconds to wait for a connection
+
 [log]
 # tracing filter; the RUST_LOG environment variable overrides it.
 filter = "info"
+
+[admin]
+# Unix socket for `sealpost-node admin` (mode 0600: this user and root); "" turns it off.
+socket = "admin.sock"
+# Set a token to keep /metrics private: then only `Authorization: Bearer <token>` reads it
+# (`sealpost-node admin metrics` always can).
+metrics_token = ""
+# Peer keys blocked with `sealpost-node admin peers block` (besides peers.blocked).
+blocked_peers = "blocked-peers.txt"
 
 [auth]
 # Seconds a challenge nonce may be answered, and a bearer token is valid.
 nonce_ttl = 60
 token_ttl = 600
 
+[devices]
+# Each device of an account signs in with its own key and gets every letter: an envelope
+# is kept until every device has acknowledged it, or for `retention` seconds.
+max_per_account = 10
+retention = 2592000
+retention_check = 3600
+# A link code (`sealpost device add`) works once, for link_ttl seconds; its encrypted
+# payload is at most link_max_bytes. Links created per account, and a new device's
+# requests per client address, are rate limited.
+link_ttl = 600
+link_max_bytes = 1048576
+links_per_minute = 2
+links_burst = 5
+link_requests_per_minute_per_ip = 30
+link_requests_burst_per_ip = 20
+
 [gateway]
 # The bridge to legacy SMTP. Inbound: mail for users of this node whose address ends in
 # @domain is sealed to them on arrival and labelled "not end-to-end". Outbound: letters
-# users seal to gateway@domain go to the smarthost, DKIM-signed.
+# users seal to gateway@domain go, DKIM-signed, to the smarthost or each domain's MX.
 enabled = false
 domain = ""
 listen = "127.0.0.1:2525"
@@ -170,8 +212,10 @@ max_recipients = {g_rcpt}
 max_connections = {g_conn}
 command_timeout = {g_ct}
 session_timeout = {g_st}
-# host:port; empty: no outbound legacy mail.
+# host:port; empty: direct delivery to each recipient domain's MX hosts (port 25).
 smarthost = ""
+# CA certificates (PEM) trusted for outbound TLS besides the webpki roots (MTA-STS).
+tls_ca = ""
 # Outbound mail is DKIM-signed twice (RFC 8463): Ed25519 under dkim_selector, RSA under
 # "<dkim_selector>-rsa". The keys are made on first start; the node logs both DNS records.
 dkim_selector = "sealpost"
@@ -184,6 +228,13 @@ identity = "keys/gateway-identity.asc"
 give_up_after = {g_gua}
 retry_base = {g_rb}
 retry_max = {g_rm}
+# Inbound sender checks: SPF, DKIM and DMARC, answered by the DNS server `dns` ("system":
+# /etc/resolv.conf; or "IP" / "IP:PORT"), which also answers direct delivery's MX lookups. DMARC p=reject failures are refused (550 5.7.1),
+# p=quarantine ones labelled suspicious; a DNS failure or timeout defers the mail (451).
+verify = true
+dns = "system"
+dns_timeout = {g_dt}
+verify_timeout = {g_vt}
 "#,
         listen = v.listen,
         allow_private = v.listen.ip().is_loopback(),
@@ -233,5 +284,7 @@ retry_max = {g_rm}
         g_gua = d.gateway.give_up_after.get().as_secs(),
         g_rb = d.gateway.retry_base.get().as_secs(),
         g_rm = d.gateway.retry_max.get().as_secs(),
+        g_dt = d.gateway.dns_timeout.get().as_secs(),
+        g_vt = d.gateway.verify_timeout.get().as_secs(),
     )
 }

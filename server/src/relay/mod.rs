@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
+use sealpost_gateway::smtp_out;
 use sealpost_proto::NodeUrl;
 use sealpost_proto::api::DELIVER;
 use sealpost_proto::httpsig::sign_request;
@@ -34,6 +35,9 @@ use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node};
 use crate::store::OutboundItem;
+
+/// Most hops taken over from the shared queue at one lease tick.
+const CLAIM_BATCH: usize = 1000;
 
 /// How an attempt ended.
 enum Attempt {
@@ -105,6 +109,14 @@ async fn run(
         );
     }
     let concurrency = node.config.relay.concurrency;
+    // A shared store (several node processes): renew the leases of the hops held here and
+    // take over those of a process that died (`Store::claim_outbound`).
+    let shared = node.config.storage.backend == crate::config::StorageBackend::Postgres;
+    let renew_every =
+        (node.config.storage.postgres.queue_lease.get() / 3).max(Duration::from_millis(100));
+    let mut leases = tokio::time::interval(renew_every);
+    leases.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let smtp = Arc::new(smtp::sender(&node));
     loop {
         let now = now_ms();
         while inflight.len() < concurrency {
@@ -116,7 +128,7 @@ async fn run(
                 break;
             };
             if let Some(job) = waiting.remove(&id) {
-                inflight.spawn(attempt(node.clone(), job));
+                inflight.spawn(attempt(node.clone(), job, smtp.clone()));
             }
         }
         let next_due = schedule.peek().map(|Reverse((due, _))| *due);
@@ -142,6 +154,28 @@ async fn run(
                     Err(e) => tracing::error!(error = %e, "relay attempt panicked; the hop is retried at the next start"),
                 }
             }
+            _ = leases.tick(), if shared => {
+                if let Err(e) = node.store.renew_outbound().await {
+                    tracing::warn!(error = %e, "could not renew the outbound queue leases");
+                }
+                match node.store.claim_outbound(CLAIM_BATCH).await {
+                    Ok(items) => {
+                        if !items.is_empty() {
+                            tracing::info!(hops = items.len(), "took over outbound hops");
+                        }
+                        for item in items {
+                            if waiting.contains_key(&item.id) {
+                                continue;
+                            }
+                            node.metrics.outbound_queue.fetch_add(1, Ordering::Relaxed);
+                            node.outbound_usage.add(item.sender, item.size);
+                            schedule.push(Reverse((item.next_attempt_ms, item.id)));
+                            waiting.insert(item.id, Job { item, payload: None });
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "could not claim outbound hops"),
+                }
+            }
             _ = tokio::time::sleep(sleep_for) => {}
         }
     }
@@ -159,7 +193,7 @@ async fn run(
     }
 }
 
-async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
+async fn attempt(node: Arc<Node>, mut job: Job, smtp: Arc<smtp_out::Sender>) -> Option<Job> {
     let id = job.item.queue_id();
     let payload = match job.payload.take() {
         Some(p) => p,
@@ -177,7 +211,7 @@ async fn attempt(node: Arc<Node>, mut job: Job) -> Option<Job> {
     };
     let destination = job.item.destination.clone();
     let result = if job.item.smtp.is_some() {
-        smtp::attempt(&node, &mut job.item, payload).await
+        smtp::attempt(&smtp, &mut job.item, payload).await
     } else if destination == node.url {
         deliver_local(&node, payload).await
     } else {

@@ -1,13 +1,17 @@
 //! The SMTP transport of the outbound queue: legacy mail that the gateway built (and
 //! DKIM-signed) from a user's letter, queued as a job whose payload is the finished message.
-//! One attempt is one SMTP transaction at the smarthost; recipients refused for good are
+//! One attempt is one SMTP transaction at the smarthost or the recipient domain's MX (one
+//! job per domain); recipients refused for good are
 //! kept in the job and named, with the remote reply, in the one bounce the job ends with.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use sealpost_gateway::smtp_out::{self, OutError, Target};
+use sealpost_gateway::auth::DnsServer;
+use sealpost_gateway::mta_sts::Sts;
+use sealpost_gateway::mx::Resolver;
+use sealpost_gateway::smtp_out::{OutError, Route, Sender};
 
 use super::Attempt;
 use crate::bounce::{BOUNCE_SUBJECT_PREFIX, BounceError, postmaster_letter};
@@ -17,34 +21,70 @@ use crate::store::{NewEnvelope, OutboundItem, SmtpJob};
 
 /// The shortest time an SMTP transaction may take before it counts as failed for now.
 const MIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// The port of MX hosts (RFC 5321 §4.5.4: 25).
+const MX_PORT: u16 = 25;
+
+/// The SMTP client of the relay: to `gateway.smarthost`, or else to each recipient
+/// domain's MX hosts (asking `gateway.dns`); sessions are reused per destination.
+pub(super) fn sender(node: &Node) -> Sender {
+    let g = &node.config.gateway;
+    let route = match smarthost_parts(&g.smarthost) {
+        Some((host, port)) => Route::Smarthost { host, port },
+        None => {
+            // Checked at start (`Config::validate`); a bad value means the system's.
+            let server = match DnsServer::parse(&g.dns) {
+                Ok(DnsServer::At(addr)) => Some(addr),
+                _ => None,
+            };
+            let resolver = Arc::new(Resolver::new(server));
+            let extra_ca = if g.tls_ca.as_os_str().is_empty() {
+                None
+            } else {
+                match std::fs::read(node.config.resolve(&g.tls_ca)) {
+                    Ok(pem) => Some(pem),
+                    Err(e) => {
+                        tracing::error!(path = %g.tls_ca.display(), error = %e, "gateway.tls_ca unreadable; trusting the webpki roots only");
+                        None
+                    }
+                }
+            };
+            let sts = match Sts::new(resolver.clone(), extra_ca.as_deref()) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::error!(error = %e, "no MTA-STS client; outbound TLS stays opportunistic");
+                    None
+                }
+            };
+            Route::Mx {
+                resolver,
+                port: MX_PORT,
+                sts,
+                extra_ca,
+            }
+        }
+    };
+    Sender::new(route, &g.domain, g.command_timeout.get().max(MIN_TIMEOUT))
+}
 
 /// One transaction for the recipients still to do. Updates the job's recipients (those
 /// deferred stay, refused ones move to `failed`). `Delivered` when nobody is left and
 /// nobody failed; `Permanent` when nobody is left but somebody failed (the bounce names
 /// them); `Temporary` while recipients are left.
-pub(super) async fn attempt(node: &Node, item: &mut OutboundItem, payload: Bytes) -> Attempt {
+pub(super) async fn attempt(sender: &Sender, item: &mut OutboundItem, payload: Bytes) -> Attempt {
     let Some(job) = item.smtp.as_mut() else {
         return Attempt::Permanent("not an SMTP job".into());
     };
-    let g = &node.config.gateway;
-    let Some((host, port)) = smarthost_parts(&g.smarthost) else {
-        return Attempt::Temporary("no smarthost configured (gateway.smarthost)".into());
-    };
-    let target = Target {
-        host,
-        port,
-        helo: g.domain.clone(),
-    };
-    let timeout = g.command_timeout.get().max(MIN_TIMEOUT);
-    match smtp_out::send(&target, &job.from, &job.rcpts, &payload, timeout).await {
+    match sender.send(&job.from, &job.rcpts, &payload).await {
         Ok(d) => {
             tracing::info!(
                 message_id = %job.message_id,
+                host = %d.host,
+                tls = d.tls,
                 accepted = d.accepted.len(),
                 refused = d.refused.len(),
                 deferred = d.deferred.len(),
                 reply = %d.reply,
-                "legacy mail sent"
+                "SMTP transaction done"
             );
             job.failed.extend(d.refused);
             job.rcpts = d.deferred.iter().map(|(r, _)| r.clone()).collect();

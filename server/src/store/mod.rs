@@ -1,12 +1,16 @@
-//! Storage behind a trait, so that a SQL backend can come later. The default is
-//! [`rocks::RocksStore`]: RocksDB with column families, one writer thread that
-//! group-commits every write with a synced WAL (see `spec/node.md` §Storage).
+//! Storage behind a trait. The default is [`rocks::RocksStore`]: RocksDB with column
+//! families, one writer thread that group-commits every write with a synced WAL (see
+//! `spec/node.md` §Storage). [`postgres::PgStore`] keeps the same data in PostgreSQL, so
+//! that several node processes can share it (`[storage] backend = "postgres"`).
 //!
 //! Every write future resolves only once the write is durable. The store makes the
 //! decisions that need a consistent view (per-mailbox sequence numbers, envelope-id dedupe,
 //! quotas, record sequence, invite use, who owns an address) inside the write, so callers
 //! hold no locks.
 
+pub mod backup;
+pub mod migrate;
+pub mod postgres;
 pub mod reset;
 pub mod rocks;
 mod writer;
@@ -15,9 +19,10 @@ use std::future::Future;
 use std::pin::Pin;
 
 use bytes::Bytes;
-use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use serde::{Deserialize, Serialize};
 
+pub use postgres::PgStore;
 pub use rocks::RocksStore;
 
 /// A boxed future, so that `Store` is object safe.
@@ -187,8 +192,8 @@ pub struct SmtpJob {
 /// What [`Store::take`] does with the envelope it takes out of a mailbox, in the same write.
 #[derive(Clone, Debug)]
 pub enum Handoff {
-    /// Queue an outbound job with this payload.
-    Enqueue(OutboundItem, Bytes),
+    /// Queue these outbound jobs, each with its payload.
+    Enqueue(Vec<(OutboundItem, Bytes)>),
     /// Store this bounce (to the letter's sender; no quota).
     Bounce(NewEnvelope),
     /// Nothing: the letter is dropped.
@@ -221,6 +226,66 @@ pub struct PeerPin {
     pub pinned_at: u64,
 }
 
+/// A device registered under an account (`spec/api.md` §Devices): it signs in with its own
+/// Ed25519 key and has its own cursor. An account without devices has one implicit device,
+/// [`DeviceId::ACCOUNT`] (its OpenPGP key signing in); the first registered device takes
+/// its place.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Device {
+    /// `DeviceId::of_key(&key)`.
+    pub id: DeviceId,
+    /// Ed25519 public key.
+    pub key: [u8; 32],
+    /// Chosen by the user, at most `sealpost_proto::device::MAX_DEVICE_NAME` bytes.
+    pub name: String,
+    /// Unix seconds.
+    pub created: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AddDeviceOutcome {
+    Added,
+    /// The device was registered before (same id); nothing was written.
+    Existing,
+    /// The account has `max` devices already; nothing was written.
+    TooMany,
+    UnknownMailbox,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RemoveDeviceOutcome {
+    /// The device, its acknowledgements and its claim on envelopes are gone; `released`
+    /// envelopes that only it still owed were deleted.
+    Removed { released: u64 },
+    /// No such device in this account.
+    Unknown,
+    /// It is the account's last device: an account keeps at least one.
+    Last,
+}
+
+/// What a device's acknowledgement did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceAck {
+    /// Every device has acknowledged the envelope now: it was deleted.
+    Deleted,
+    /// Recorded; other devices still owe an acknowledgement.
+    Recorded,
+    /// No envelope at that sequence, or this device acknowledged it before.
+    Missing,
+    /// The device is not (or no longer) one of the account's.
+    UnknownDevice,
+}
+
+/// A sign-in token kept in the store (`Store::keeps_sessions`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoredToken {
+    pub mailbox: MailboxId,
+    /// The device that signed in ([`DeviceId::ACCOUNT`]: the account key).
+    pub device: DeviceId,
+    /// Unix seconds.
+    pub expires: u64,
+}
+
 /// Counters of the write path, for `/metrics`.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct StoreStats {
@@ -228,6 +293,12 @@ pub struct StoreStats {
     pub ops: u64,
     pub failed_batches: u64,
     pub batch_bytes: u64,
+}
+
+fn no_sessions<T: Send + 'static>() -> StoreFuture<'static, T> {
+    Box::pin(std::future::ready(Err(StoreError::Unavailable(
+        "this store keeps no sessions".into(),
+    ))))
 }
 
 pub trait Store: Send + Sync {
@@ -246,7 +317,8 @@ pub trait Store: Send + Sync {
     /// registered anew. Returns whether there was a claim or a record.
     fn reset_address(&self, address: String) -> StoreFuture<'_, bool>;
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome>;
-    /// Deletes an envelope; `false` when there was none at `seq`.
+    /// Deletes an envelope whatever its devices acknowledged (an internal mailbox); `false`
+    /// when there was none at `seq`.
     fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool>;
     fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()>;
     fn reschedule(&self, item: OutboundItem) -> StoreFuture<'_, ()>;
@@ -258,6 +330,32 @@ pub trait Store: Send + Sync {
     /// handed on once, also when its taker crashes and tries again.
     fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool>;
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()>;
+    /// Registers a device under `mailbox`, unless it has `max` devices already.
+    fn add_device(
+        &self,
+        mailbox: MailboxId,
+        device: Device,
+        max: usize,
+    ) -> StoreFuture<'_, AddDeviceOutcome>;
+    /// Removes a device: its acknowledgements go, and envelopes that every remaining device
+    /// has acknowledged are deleted in the same write.
+    fn remove_device(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+    ) -> StoreFuture<'_, RemoveDeviceOutcome>;
+    /// Records `device`'s acknowledgement of the envelope at `seq`; the envelope is
+    /// deleted once every device of the account has acknowledged it. Without registered
+    /// devices, [`DeviceId::ACCOUNT`] is the only device (and its ack deletes at once).
+    fn ack_device(
+        &self,
+        mailbox: MailboxId,
+        seq: u64,
+        device: DeviceId,
+    ) -> StoreFuture<'_, DeviceAck>;
+    /// Deletes every envelope received before `received_before` (Unix seconds), whether
+    /// acknowledged or not (the retention period); returns how many.
+    fn expire(&self, received_before: u64) -> StoreFuture<'_, u64>;
 
     // --- reads ---
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>>;
@@ -269,7 +367,29 @@ pub trait Store: Send + Sync {
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
     fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    /// The registered devices of `mailbox`, by id (empty: only the account key).
+    fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>>;
+    /// [`list`](Store::list) for one device: the envelopes after `after` that `device` has
+    /// not acknowledged.
+    fn list_for(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<ListItem>>;
+    /// Every hop in the outbound queue, whoever works it.
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Claims up to `limit` hops of the queue that no live store handle holds (never
+    /// claimed, or their holder's lease ran out) for this handle, and returns them. Several
+    /// node processes on one database thus work disjoint parts of the queue; a hop of a
+    /// process that died is claimed by another once its lease has run out. A hop this
+    /// handle enqueued is its own from the start. One process (RocksDB) holds every hop:
+    /// each is returned once.
+    fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>>;
+    /// Extends the lease of every hop this handle holds (call it well within the lease);
+    /// returns how many it holds.
+    fn renew_outbound(&self) -> StoreFuture<'_, u64>;
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>>;
     fn peer_pins(&self) -> StoreFuture<'_, Vec<(NodeUrl, PeerPin)>>;
 
@@ -277,6 +397,59 @@ pub trait Store: Send + Sync {
     /// and no longer in their mailbox; returns how many. Entries of envelopes still stored
     /// are kept.
     fn prune_dedupe(&self, received_before: u64) -> StoreFuture<'_, u64>;
+
+    // --- sessions, for a store that several node processes share (`keeps_sessions`);
+    // otherwise the node keeps them in memory (`sessions.rs`) and these are never called.
+    // Keys are sha256 of the nonce or token, so the database holds no usable credential.
+
+    /// Whether sign-in challenges and tokens are kept here.
+    fn keeps_sessions(&self) -> bool {
+        false
+    }
+    /// Stores a challenge nonce of `mailbox`; beyond `per_mailbox` outstanding ones, the
+    /// oldest go.
+    fn put_nonce(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _expires: u64,
+        _per_mailbox: usize,
+    ) -> StoreFuture<'_, ()> {
+        no_sessions()
+    }
+    /// Removes a nonce and returns its mailbox and expiry: only one caller gets it.
+    fn take_nonce(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<(MailboxId, u64)>> {
+        no_sessions()
+    }
+    /// The mailbox's session epoch, advanced by every key rotation (in the rotation's write).
+    fn session_epoch(&self, _mailbox: MailboxId) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
+    /// Stores a token of `device` of `mailbox` ([`DeviceId::ACCOUNT`]: the account key) if
+    /// the mailbox's epoch is still `epoch`; `false` otherwise.
+    fn put_token(
+        &self,
+        _key: [u8; 32],
+        _mailbox: MailboxId,
+        _device: DeviceId,
+        _expires: u64,
+        _epoch: u64,
+    ) -> StoreFuture<'_, bool> {
+        no_sessions()
+    }
+    /// The mailbox, device and expiry of a token.
+    fn token(&self, _key: [u8; 32]) -> StoreFuture<'_, Option<StoredToken>> {
+        no_sessions()
+    }
+    /// Forgets every token of `device` of `mailbox` (the device was removed, or replaced
+    /// the account key); returns how many.
+    fn revoke_tokens(&self, _mailbox: MailboxId, _device: DeviceId) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
+    /// Forgets nonces and tokens that expired before `now`; returns how many.
+    fn sweep_sessions(&self, _now: u64) -> StoreFuture<'_, u64> {
+        no_sessions()
+    }
 
     fn stats(&self) -> StoreStats;
     /// Stops accepting writes, finishes those already queued, and waits for the writer.

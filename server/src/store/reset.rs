@@ -26,6 +26,18 @@ pub enum ResetError {
 /// was claimed or had a record.
 pub fn reset_address(config: &Config, address: &str) -> Result<bool, ResetError> {
     let address = Address::parse(address.trim())?;
+    if config.storage.backend == crate::config::StorageBackend::Postgres {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
+        return runtime.block_on(async {
+            let store = super::PgStore::open(&config.storage.postgres).await?;
+            let freed = store.reset_address(address.as_str().to_string()).await;
+            store.close().await?;
+            Ok(freed?)
+        });
+    }
     let dir = config.resolve(&config.data_dir);
     if !dir.join("CURRENT").exists() {
         return Err(ResetError::Open {

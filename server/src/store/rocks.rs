@@ -12,9 +12,11 @@
 //! | | `f` ‖ cert fingerprint | mailbox |
 //! | | `s` ‖ mailbox | next seq ‖ bytes ‖ count |
 //! | | `c` ‖ address | mailbox (the account that owns the address) |
+//! | | `d` ‖ mailbox ‖ device id | created ‖ device key (32) ‖ name |
 //! | `records` | address | sequence ‖ signed record |
 //! | `outbound` | `m` ‖ queue id | JSON [`OutboundItem`] |
 //! | | `p` ‖ queue id | hop payload |
+//! | `acks` | mailbox ‖ seq ‖ device id | (empty): that device acknowledged the envelope |
 //! | `peers` | node URL | node key ‖ pinned at |
 //! | `meta` | `schema` | version |
 //! | | `i` ‖ sha256(invite) | used at ‖ mailbox |
@@ -28,7 +30,7 @@ use rocksdb::{
     BlockBasedOptions, Cache, ColumnFamily, ColumnFamilyDescriptor, DB, DBCompressionType,
     Direction, IteratorMode, Options,
 };
-use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use tokio::sync::{mpsc, oneshot};
 
 use super::writer::{Op, Reply, Writer};
@@ -43,8 +45,11 @@ pub const CF_RECORDS: &str = "records";
 pub const CF_OUTBOUND: &str = "outbound";
 pub const CF_PEERS: &str = "peers";
 pub const CF_META: &str = "meta";
+/// Per-device acknowledgements of envelopes still kept for other devices. Added after
+/// schema 2 without a version change: a database without it gets it, empty, at open.
+pub const CF_ACKS: &str = "acks";
 /// Every column family, in creation order.
-pub const COLUMN_FAMILIES: [&str; 8] = [
+pub const COLUMN_FAMILIES: [&str; 9] = [
     CF_ENVELOPES,
     CF_INDEX,
     CF_DEDUPE,
@@ -53,6 +58,7 @@ pub const COLUMN_FAMILIES: [&str; 8] = [
     CF_OUTBOUND,
     CF_PEERS,
     CF_META,
+    CF_ACKS,
 ];
 
 /// Version of the key layout above. Version 1 had no address claims; opening such a
@@ -77,6 +83,17 @@ pub(super) mod key {
         k[16..].copy_from_slice(id.as_bytes());
         k
     }
+    pub fn device_ack(mailbox: &MailboxId, seq: u64, device: &DeviceId) -> [u8; 40] {
+        let mut k = [0u8; 40];
+        k[..24].copy_from_slice(&mailbox_seq(mailbox, seq));
+        k[24..].copy_from_slice(device.as_bytes());
+        k
+    }
+    pub fn device(mailbox: &MailboxId, device: &DeviceId) -> Vec<u8> {
+        let mut k = prefixed(DEVICE, mailbox.as_bytes());
+        k.extend_from_slice(device.as_bytes());
+        k
+    }
     pub fn prefixed(prefix: u8, rest: &[u8]) -> Vec<u8> {
         let mut k = Vec::with_capacity(1 + rest.len());
         k.push(prefix);
@@ -90,6 +107,7 @@ pub(super) mod key {
     pub const QUEUE_PAYLOAD: u8 = b'p';
     pub const INVITE: u8 = b'i';
     pub const CLAIM: u8 = b'c';
+    pub const DEVICE: u8 = b'd';
     pub const SCHEMA: &[u8] = b"schema";
 }
 
@@ -118,6 +136,9 @@ pub struct RocksStore {
     tx: RwLock<Option<mpsc::Sender<Op>>>,
     stats: Arc<SharedStats>,
     writer_done: Mutex<Option<oneshot::Receiver<()>>>,
+    /// Hops handed to the relay (claimed or enqueued here): one process holds the whole
+    /// queue, so a claim returns only what was not handed out before.
+    claimed: Mutex<std::collections::HashSet<[u8; 16]>>,
 }
 
 fn read_err(e: rocksdb::Error) -> StoreError {
@@ -207,6 +228,7 @@ impl RocksStore {
             tx: RwLock::new(Some(tx)),
             stats,
             writer_done: Mutex::new(Some(done_rx)),
+            claimed: Mutex::default(),
         }))
     }
 
@@ -283,6 +305,40 @@ impl RocksStore {
             });
         }
         Ok(out)
+    }
+
+    fn read_list_for(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+        mut after: u64,
+        limit: usize,
+    ) -> Result<Vec<ListItem>, StoreError> {
+        let mut out = Vec::new();
+        // Pages of the index, skipping what this device acknowledged.
+        while out.len() < limit {
+            let page = self.read_list(mailbox, after, limit)?;
+            let Some(last) = page.last() else { break };
+            after = last.seq;
+            for item in page {
+                let acked = self
+                    .db
+                    .get_pinned_cf(
+                        cf(&self.db, CF_ACKS),
+                        key::device_ack(&mailbox, item.seq, &device),
+                    )
+                    .map_err(read_err)?
+                    .is_some();
+                if !acked && out.len() < limit {
+                    out.push(item);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn read_devices(&self, mailbox: MailboxId) -> Result<Vec<Device>, StoreError> {
+        read_devices(&self.db, &mailbox)
     }
 
     fn read_outbound(&self) -> Result<Vec<OutboundItem>, StoreError> {
@@ -368,6 +424,9 @@ impl Store for RocksStore {
         })
     }
     fn enqueue(&self, item: OutboundItem, payload: Bytes) -> StoreFuture<'_, ()> {
+        if let Ok(mut c) = self.claimed.lock() {
+            c.insert(item.id);
+        }
         self.submit(|reply| Op::Enqueue {
             item,
             payload,
@@ -378,9 +437,15 @@ impl Store for RocksStore {
         self.submit(|reply| Op::Reschedule { item, reply })
     }
     fn finish(&self, id: QueueId, bounce: Option<NewEnvelope>) -> StoreFuture<'_, ()> {
+        if let Ok(mut c) = self.claimed.lock() {
+            c.remove(&id.0);
+        }
         self.submit(|reply| Op::Finish { id, bounce, reply })
     }
     fn take(&self, mailbox: MailboxId, seq: u64, then: Handoff) -> StoreFuture<'_, bool> {
+        if let (Handoff::Enqueue(jobs), Ok(mut c)) = (&then, self.claimed.lock()) {
+            c.extend(jobs.iter().map(|(item, _)| item.id));
+        }
         self.submit(|reply| Op::Take {
             mailbox,
             seq,
@@ -390,6 +455,72 @@ impl Store for RocksStore {
     }
     fn pin_peer(&self, url: NodeUrl, pin: PeerPin) -> StoreFuture<'_, ()> {
         self.submit(|reply| Op::PinPeer { url, pin, reply })
+    }
+
+    fn add_device(
+        &self,
+        mailbox: MailboxId,
+        device: Device,
+        max: usize,
+    ) -> StoreFuture<'_, AddDeviceOutcome> {
+        self.submit(|reply| Op::AddDevice {
+            mailbox,
+            device,
+            max,
+            reply,
+        })
+    }
+    fn remove_device(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+    ) -> StoreFuture<'_, RemoveDeviceOutcome> {
+        self.submit(|reply| Op::RemoveDevice {
+            mailbox,
+            device,
+            reply,
+        })
+    }
+    fn ack_device(
+        &self,
+        mailbox: MailboxId,
+        seq: u64,
+        device: DeviceId,
+    ) -> StoreFuture<'_, DeviceAck> {
+        self.submit(|reply| Op::AckDevice {
+            mailbox,
+            seq,
+            device,
+            reply,
+        })
+    }
+    fn expire(&self, received_before: u64) -> StoreFuture<'_, u64> {
+        let db = self.db.clone();
+        Box::pin(async move {
+            // Scanned off the writer, like `prune_dedupe`; the writer skips what is gone.
+            let items = tokio::task::spawn_blocking(move || expired(&db, received_before))
+                .await
+                .map_err(|e| StoreError::Read(e.to_string()))??;
+            let mut n = 0;
+            for chunk in items.chunks(10_000) {
+                let items = chunk.to_vec();
+                n += self.submit(|reply| Op::Expire { items, reply }).await?;
+            }
+            Ok(n)
+        })
+    }
+
+    fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>> {
+        Self::ready(self.read_devices(mailbox))
+    }
+    fn list_for(
+        &self,
+        mailbox: MailboxId,
+        device: DeviceId,
+        after: u64,
+        limit: usize,
+    ) -> StoreFuture<'_, Vec<ListItem>> {
+        Self::ready(self.read_list_for(mailbox, device, after, limit))
     }
 
     fn account(&self, mailbox: MailboxId) -> StoreFuture<'_, Option<Account>> {
@@ -433,6 +564,24 @@ impl Store for RocksStore {
     }
     fn outbound(&self) -> StoreFuture<'_, Vec<OutboundItem>> {
         Self::ready(self.read_outbound())
+    }
+    fn claim_outbound(&self, limit: usize) -> StoreFuture<'_, Vec<OutboundItem>> {
+        Self::ready(self.read_outbound().and_then(|all| {
+            let mut claimed = self
+                .claimed
+                .lock()
+                .map_err(|_| StoreError::Read("claim set poisoned".into()))?;
+            let fresh: Vec<OutboundItem> = all
+                .into_iter()
+                .filter(|i| !claimed.contains(&i.id))
+                .take(limit)
+                .collect();
+            claimed.extend(fresh.iter().map(|i| i.id));
+            Ok(fresh)
+        }))
+    }
+    fn renew_outbound(&self) -> StoreFuture<'_, u64> {
+        Self::ready(Ok(self.claimed.lock().map(|c| c.len() as u64).unwrap_or(0)))
     }
     fn outbound_payload(&self, id: QueueId) -> StoreFuture<'_, Option<Bytes>> {
         Self::ready(self.get(CF_OUTBOUND, &key::prefixed(key::QUEUE_PAYLOAD, &id.0)))
@@ -538,6 +687,63 @@ fn migrate_claims(db: &DB) -> Result<(), StoreError> {
         "database upgraded to schema 2: addresses belong to their first account"
     );
     Ok(())
+}
+
+/// The devices of `mailbox` as stored (committed state).
+pub(super) fn read_devices(db: &DB, mailbox: &MailboxId) -> Result<Vec<Device>, StoreError> {
+    let prefix = key::prefixed(key::DEVICE, mailbox.as_bytes());
+    let mut out = Vec::new();
+    for kv in db.iterator_cf(
+        cf(db, CF_ACCOUNTS),
+        IteratorMode::From(&prefix, Direction::Forward),
+    ) {
+        let (k, v) = kv.map_err(read_err)?;
+        if !k.starts_with(&prefix) {
+            break;
+        }
+        out.push(decode_device(&k[prefix.len()..], &v)?);
+    }
+    Ok(out)
+}
+
+pub(super) fn decode_device(id: &[u8], v: &[u8]) -> Result<Device, StoreError> {
+    let corrupt = || StoreError::Corrupt("device entry".into());
+    let id: [u8; 16] = id.try_into().map_err(|_| corrupt())?;
+    let created = u64_at(v, 0).ok_or_else(corrupt)?;
+    let key: [u8; 32] = v
+        .get(8..40)
+        .and_then(|s| s.try_into().ok())
+        .ok_or_else(corrupt)?;
+    let name = std::str::from_utf8(&v[40..]).map_err(|_| corrupt())?;
+    Ok(Device {
+        id: DeviceId(id),
+        key,
+        name: name.to_string(),
+        created,
+    })
+}
+
+pub(super) fn encode_device(d: &Device) -> Vec<u8> {
+    let mut v = Vec::with_capacity(40 + d.name.len());
+    v.extend_from_slice(&d.created.to_be_bytes());
+    v.extend_from_slice(&d.key);
+    v.extend_from_slice(d.name.as_bytes());
+    v
+}
+
+/// Envelopes (mailbox, seq) received before `received_before`.
+fn expired(db: &DB, received_before: u64) -> Result<Vec<(MailboxId, u64)>, StoreError> {
+    let mut out = Vec::new();
+    for kv in db.iterator_cf(cf(db, CF_INDEX), IteratorMode::Start) {
+        let (k, v) = kv.map_err(read_err)?;
+        let (Some(seq), Some(received)) = (u64_at(&k, 16), u64_at(&v, 24)) else {
+            continue;
+        };
+        if received < received_before && k.len() == 24 {
+            out.push((mailbox_value(&k[..16])?, seq));
+        }
+    }
+    Ok(out)
 }
 
 /// Dedupe keys older than `received_before` whose envelope has been acked.

@@ -12,13 +12,14 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use rocksdb::{DB, WriteBatch, WriteOptions};
-use sealpost_proto::{EnvelopeId, MailboxId, NodeUrl};
+use rocksdb::{Direction, IteratorMode};
+use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sha2::{Digest, Sha256};
 use tokio::sync::{mpsc, oneshot};
 
 use super::rocks::{
-    CF_ACCOUNTS, CF_DEDUPE, CF_ENVELOPES, CF_INDEX, CF_META, CF_OUTBOUND, CF_PEERS, CF_RECORDS,
-    SharedStats, cf, key, mailbox_value, u64_at,
+    CF_ACCOUNTS, CF_ACKS, CF_DEDUPE, CF_ENVELOPES, CF_INDEX, CF_META, CF_OUTBOUND, CF_PEERS,
+    CF_RECORDS, SharedStats, cf, encode_device, key, mailbox_value, read_devices, u64_at,
 };
 use super::*;
 
@@ -87,6 +88,27 @@ pub(super) enum Op {
         pin: PeerPin,
         reply: Reply<()>,
     },
+    AddDevice {
+        mailbox: MailboxId,
+        device: Device,
+        max: usize,
+        reply: Reply<AddDeviceOutcome>,
+    },
+    RemoveDevice {
+        mailbox: MailboxId,
+        device: DeviceId,
+        reply: Reply<RemoveDeviceOutcome>,
+    },
+    AckDevice {
+        mailbox: MailboxId,
+        seq: u64,
+        device: DeviceId,
+        reply: Reply<DeviceAck>,
+    },
+    Expire {
+        items: Vec<(MailboxId, u64)>,
+        reply: Reply<u64>,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -130,6 +152,10 @@ struct Batch {
     invites: HashSet<[u8; 32]>,
     /// Record sequences written (`Some`) or deleted (`None`) by this batch.
     records: HashMap<String, Option<u64>>,
+    /// Devices registered (`true`) or removed (`false`) by this batch.
+    devices: HashMap<(MailboxId, DeviceId), bool>,
+    /// Device acknowledgements written (`true`) or deleted (`false`) by this batch.
+    device_acks: HashMap<(MailboxId, u64, DeviceId), bool>,
     answers: Vec<Answer>,
 }
 
@@ -305,7 +331,11 @@ impl Writer {
                 };
                 if taken {
                     match then {
-                        Handoff::Enqueue(item, payload) => self.put_queued(b, &item, &payload),
+                        Handoff::Enqueue(jobs) => {
+                            for (item, payload) in &jobs {
+                                self.put_queued(b, item, payload)
+                            }
+                        }
                         Handoff::Bounce(env) => {
                             if let Err(e) = self.store_bounce(b, &env) {
                                 drop(reply.send(Err(e)));
@@ -322,6 +352,46 @@ impl Writer {
                     b.wb.delete_cf(cf(&self.db, CF_DEDUPE), k);
                 }
                 b.answer(reply, ());
+            }
+            Op::AddDevice {
+                mailbox,
+                device,
+                max,
+                reply,
+            } => match self.add_device(b, mailbox, &device, max) {
+                Ok(o) => b.answer(reply, o),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Op::RemoveDevice {
+                mailbox,
+                device,
+                reply,
+            } => match self.remove_device(b, mailbox, device) {
+                Ok(o) => b.answer(reply, o),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Op::AckDevice {
+                mailbox,
+                seq,
+                device,
+                reply,
+            } => match self.ack_device(b, mailbox, seq, device) {
+                Ok(o) => b.answer(reply, o),
+                Err(e) => drop(reply.send(Err(e))),
+            },
+            Op::Expire { items, reply } => {
+                let mut n = 0;
+                for (mailbox, seq) in items {
+                    match self.ack(b, mailbox, seq) {
+                        Ok(true) => n += 1,
+                        Ok(false) => {}
+                        Err(e) => {
+                            drop(reply.send(Err(e)));
+                            return;
+                        }
+                    }
+                }
+                b.answer(reply, n);
             }
             Op::PinPeer { url, pin, reply } => {
                 let mut v = Vec::with_capacity(40);
@@ -648,6 +718,13 @@ impl Writer {
         };
         b.wb.delete_cf(cf(&self.db, CF_ENVELOPES), k);
         b.wb.delete_cf(cf(&self.db, CF_INDEX), k);
+        // Devices' acknowledgements of it go with it (keys `k ‖ device`, all below the
+        // next sequence's).
+        b.wb.delete_range_cf(
+            cf(&self.db, CF_ACKS),
+            k,
+            key::mailbox_seq(&mailbox, seq.saturating_add(1)),
+        );
         // The dedupe entry stays: a late redelivery of an acked envelope is not stored again.
         let next = MailboxState {
             next_seq: state.next_seq,
@@ -657,6 +734,190 @@ impl Writer {
         self.set_state(b, mailbox, next);
         b.acked.insert((mailbox, seq));
         Ok(true)
+    }
+}
+
+/// Devices and per-device acknowledgements.
+impl Writer {
+    /// The ids of `mailbox`'s devices as this batch sees them; `[ACCOUNT]` without any.
+    fn device_ids(&self, b: &Batch, mailbox: MailboxId) -> Result<Vec<DeviceId>, StoreError> {
+        let mut ids: Vec<DeviceId> = read_devices(&self.db, &mailbox)?
+            .into_iter()
+            .map(|d| d.id)
+            .filter(|id| b.devices.get(&(mailbox, *id)) != Some(&false))
+            .collect();
+        for ((m, id), present) in &b.devices {
+            if *m == mailbox && *present && !ids.contains(id) {
+                ids.push(*id);
+            }
+        }
+        if ids.is_empty() {
+            ids.push(DeviceId::ACCOUNT);
+        }
+        Ok(ids)
+    }
+
+    /// The devices that acknowledged the envelope at `seq`, as this batch sees them.
+    fn acked_by(
+        &self,
+        b: &Batch,
+        mailbox: MailboxId,
+        seq: u64,
+    ) -> Result<HashSet<DeviceId>, StoreError> {
+        let prefix = key::mailbox_seq(&mailbox, seq);
+        let mut out = HashSet::new();
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_ACKS),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = kv.map_err(read_err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let id: [u8; 16] = k[24..]
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("device ack key".into()))?;
+            out.insert(DeviceId(id));
+        }
+        for ((m, s, id), present) in &b.device_acks {
+            if *m == mailbox && *s == seq {
+                if *present {
+                    out.insert(*id);
+                } else {
+                    out.remove(id);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether an envelope is stored at `seq`, as this batch sees it.
+    fn has_envelope(&self, b: &Batch, mailbox: MailboxId, seq: u64) -> Result<bool, StoreError> {
+        if b.acked.contains(&(mailbox, seq)) {
+            return Ok(false);
+        }
+        if b.index.contains_key(&(mailbox, seq)) {
+            return Ok(true);
+        }
+        Ok(self
+            .get(CF_INDEX, &key::mailbox_seq(&mailbox, seq))?
+            .is_some())
+    }
+
+    fn add_device(
+        &mut self,
+        b: &mut Batch,
+        mailbox: MailboxId,
+        d: &Device,
+        max: usize,
+    ) -> Result<AddDeviceOutcome, StoreError> {
+        if self.state(b, mailbox)?.is_none() {
+            return Ok(AddDeviceOutcome::UnknownMailbox);
+        }
+        let ids = self.device_ids(b, mailbox)?;
+        if ids.contains(&d.id) {
+            return Ok(AddDeviceOutcome::Existing);
+        }
+        let registered = ids.iter().filter(|i| **i != DeviceId::ACCOUNT).count();
+        if registered >= max {
+            return Ok(AddDeviceOutcome::TooMany);
+        }
+        b.wb.put_cf(
+            cf(&self.db, CF_ACCOUNTS),
+            key::device(&mailbox, &d.id),
+            encode_device(d),
+        );
+        b.devices.insert((mailbox, d.id), true);
+        Ok(AddDeviceOutcome::Added)
+    }
+
+    fn remove_device(
+        &mut self,
+        b: &mut Batch,
+        mailbox: MailboxId,
+        device: DeviceId,
+    ) -> Result<RemoveDeviceOutcome, StoreError> {
+        let ids = self.device_ids(b, mailbox)?;
+        if device == DeviceId::ACCOUNT || !ids.contains(&device) {
+            return Ok(RemoveDeviceOutcome::Unknown);
+        }
+        if ids.len() == 1 {
+            return Ok(RemoveDeviceOutcome::Last);
+        }
+        b.wb.delete_cf(cf(&self.db, CF_ACCOUNTS), key::device(&mailbox, &device));
+        b.devices.insert((mailbox, device), false);
+        let remaining: Vec<DeviceId> = ids.into_iter().filter(|i| *i != device).collect();
+        // Every stored envelope of the mailbox: drop the device's ack, and delete what the
+        // remaining devices have all acknowledged.
+        let mut seqs = Vec::new();
+        let prefix = *mailbox.as_bytes();
+        for kv in self.db.iterator_cf(
+            cf(&self.db, CF_INDEX),
+            IteratorMode::From(&prefix, Direction::Forward),
+        ) {
+            let (k, _) = kv.map_err(read_err)?;
+            if k.len() != 24 || k[..16] != prefix {
+                break;
+            }
+            seqs.push(u64_at(&k, 16).ok_or_else(|| StoreError::Corrupt("index key".into()))?);
+        }
+        seqs.extend(
+            b.index
+                .keys()
+                .filter(|(m, _)| *m == mailbox)
+                .map(|(_, s)| *s),
+        );
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut released = 0;
+        for seq in seqs {
+            if !self.has_envelope(b, mailbox, seq)? {
+                continue;
+            }
+            let acked = self.acked_by(b, mailbox, seq)?;
+            if acked.contains(&device) {
+                b.wb.delete_cf(
+                    cf(&self.db, CF_ACKS),
+                    key::device_ack(&mailbox, seq, &device),
+                );
+                b.device_acks.insert((mailbox, seq, device), false);
+            }
+            if remaining.iter().all(|d| acked.contains(d)) && self.ack(b, mailbox, seq)? {
+                released += 1;
+            }
+        }
+        Ok(RemoveDeviceOutcome::Removed { released })
+    }
+
+    fn ack_device(
+        &mut self,
+        b: &mut Batch,
+        mailbox: MailboxId,
+        seq: u64,
+        device: DeviceId,
+    ) -> Result<DeviceAck, StoreError> {
+        let ids = self.device_ids(b, mailbox)?;
+        if !ids.contains(&device) {
+            return Ok(DeviceAck::UnknownDevice);
+        }
+        if !self.has_envelope(b, mailbox, seq)? {
+            return Ok(DeviceAck::Missing);
+        }
+        let mut acked = self.acked_by(b, mailbox, seq)?;
+        if !acked.insert(device) {
+            return Ok(DeviceAck::Missing);
+        }
+        if ids.iter().all(|d| acked.contains(d)) {
+            self.ack(b, mailbox, seq)?;
+            return Ok(DeviceAck::Deleted);
+        }
+        b.wb.put_cf(
+            cf(&self.db, CF_ACKS),
+            key::device_ack(&mailbox, seq, &device),
+            [],
+        );
+        b.device_acks.insert((mailbox, seq, device), true);
+        Ok(DeviceAck::Recorded)
     }
 }
 

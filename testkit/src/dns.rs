@@ -17,7 +17,7 @@ use std::net::{SocketAddr, UdpSocket};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use sealpost_testkit::hygiene::{kill_and_reap, spawn_tied};
+use crate::hygiene::{kill_and_reap, spawn_tied};
 
 /// Where Debian installs it (package `dnsmasq-base`).
 pub const DNSMASQ: &str = "/usr/sbin/dnsmasq";
@@ -38,9 +38,25 @@ impl Record {
     pub fn a(name: &str, ip: &str) -> Record {
         Record(format!("--host-record={name},{ip}"))
     }
-    /// A TXT record (e.g. SPF, DKIM keys). `text` may not contain a double quote.
+    /// Not a record: the TTL of every answer, in seconds (dnsmasq's default is 0, which
+    /// resolvers do not cache).
+    pub fn ttl(secs: u32) -> Record {
+        Record(format!("--local-ttl={secs}"))
+    }
+    /// A TXT record (e.g. SPF, DKIM keys), as strings of at most 255 bytes that resolvers
+    /// join. dnsmasq takes the option's text as is (quotes would be part of the record) and
+    /// splits strings at commas, so `text` may not contain a comma.
     pub fn txt(name: &str, text: &str) -> Record {
-        Record(format!("--txt-record={name},\"{text}\""))
+        assert!(
+            !text.contains(','),
+            "a TXT record for dnsmasq without commas: {text}"
+        );
+        let strings: Vec<&str> = text
+            .as_bytes()
+            .chunks(255)
+            .map(|c| std::str::from_utf8(c).expect("TXT text is ASCII"))
+            .collect();
+        Record(format!("--txt-record={name},{}", strings.join(",")))
     }
 }
 
