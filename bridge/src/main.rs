@@ -110,8 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_certs: cli.cacert.clone(),
             ..NetConfig::default()
         },
-        // The bridge's lookups go through the user's homes, as the `sealpost` command's.
-        direct_lookups: false,
+        // As the `sealpost` command by default (`spec/client.md` §3): oblivious lookups are
+        // opt-in until a letter can be queued before its recipient is looked up.
+        direct_lookups: true,
     };
     let client = Client::open(&dir, &options)
         .with_context(|| format!("opening the profile {}", dir.display()))?;

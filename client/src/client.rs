@@ -44,8 +44,8 @@ pub struct Options {
     pub resolve: Vec<(String, NodeUrl)>,
     pub net: NetConfig,
     /// Ask every node directly instead of through the user's homes (oblivious lookups,
-    /// `spec/protocol.md` §9). Off in the `sealpost` command; for tests of what is done
-    /// with an answer, whichever way it came.
+    /// `spec/protocol.md` §11). The `sealpost` command and the bridge ask directly unless
+    /// told otherwise (`--oblivious-lookups`): see `spec/client.md` §3.
     pub direct_lookups: bool,
 }
 
@@ -291,6 +291,7 @@ impl Client {
         plan.check_agreed(&self.profile, agreed)?;
         let consented: Vec<Address> = plan.consented().cloned().collect();
         let sealed = send::seal_plan(&self.directory, plan, keys).await?;
+        let direct_lookups = self.directory.take_direct_fallbacks();
         // Durable first: once queued, the letter survives whatever happens next (a crash,
         // Ctrl-C); everything after this point only submits what the outbox holds.
         for e in &sealed.entries {
@@ -326,6 +327,7 @@ impl Client {
             queued: sealed.entries.into_iter().map(|e| e.id).collect(),
             sent_copy,
             flush,
+            direct_lookups,
         })
     }
 

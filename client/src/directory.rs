@@ -126,6 +126,8 @@ pub struct Directory {
     /// The user's homes, through which lookups at any other node go (oblivious lookups,
     /// [`crate::ohttp`]); empty: every node is asked directly.
     relays: Vec<NodeUrl>,
+    /// Nodes asked directly in this run because none of the homes could be reached.
+    direct: Mutex<Vec<NodeUrl>>,
     resolver: Resolver,
     contacts: ContactStore,
     nodes: Mutex<NodeCache>,
@@ -144,6 +146,7 @@ impl Directory {
         Ok(Directory {
             net,
             relays,
+            direct: Mutex::new(Vec::new()),
             resolver,
             contacts: ContactStore::new(profile_dir),
             nodes: Mutex::new(NodeCache::load(profile_dir)?),
@@ -177,30 +180,55 @@ impl Directory {
     }
 
     /// The verified descriptor of `node`: from the node itself when it is one of the
-    /// user's homes (or no home is known), else fetched by the first home that answers.
+    /// user's homes (or no home is known), else fetched by the first home that answers;
+    /// when none does, from the node itself ([`Directory::direct_fallback`]).
     /// The caller compares URL and node key.
     pub async fn fetch_descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
         if !self.relayed(node) {
             return self.net.descriptor(node).await;
         }
-        let mut last = None;
         for relay in &self.relays {
             match self.net.descriptor_via(relay, node).await {
-                Err(e) if Self::home_down(relay, &e) => last = Some(e),
+                Err(e) if Self::home_down(relay, &e) => {}
                 other => return other,
             }
         }
-        Err(last.expect("invariant: relays is not empty"))
+        self.direct_fallback(node);
+        self.net.descriptor(node).await
+    }
+
+    /// Every home is down: `node` is asked directly, so that a letter can still be sealed
+    /// and queued in the outbox (it is submitted when a home is back). That node then sees
+    /// this device's address (`spec/client.md` §3, "Oblivious lookups"); the run reports it
+    /// ([`Directory::take_direct_fallbacks`]).
+    fn direct_fallback(&self, node: &NodeUrl) {
+        let mut seen = self
+            .direct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !seen.contains(node) {
+            seen.push(node.clone());
+        }
+    }
+
+    /// The nodes asked directly in this run because no home could be reached.
+    pub fn take_direct_fallbacks(&self) -> Vec<NodeUrl> {
+        std::mem::take(
+            &mut *self
+                .direct
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// The signed record of `address` at `node`: directly from one of the user's homes,
     /// else obliviously through the first home that answers (`node`'s OHTTP key from its
-    /// descriptor, fetched through that home).
+    /// descriptor, fetched through that home); when none does, directly
+    /// ([`Directory::direct_fallback`]).
     async fn fetch_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
         if !self.relayed(node) {
             return self.net.get_record(node, address).await;
         }
-        let mut last = None;
         for relay in &self.relays {
             let answer = match self.net.descriptor_via(relay, node).await {
                 Ok(target) if &target.descriptor.url != node => Err(Error::protocol(
@@ -214,11 +242,12 @@ impl Directory {
                 Err(e) => Err(e),
             };
             match answer {
-                Err(e) if Self::home_down(relay, &e) => last = Some(e),
+                Err(e) if Self::home_down(relay, &e) => {}
                 other => return other,
             }
         }
-        Err(last.expect("invariant: relays is not empty"))
+        self.direct_fallback(node);
+        self.net.get_record(node, address).await
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {

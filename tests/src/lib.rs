@@ -309,7 +309,8 @@ impl User {
     }
 
     /// [`User::init`] for a user whose device connects from `source` (a loopback address
-    /// of its own), then and in every later run.
+    /// of its own) and looks other nodes up obliviously (`--oblivious-lookups`), then and in
+    /// every later run.
     pub fn init_from(
         address: &str,
         source: Option<&str>,
@@ -318,6 +319,8 @@ impl User {
     ) -> User {
         let mut u = User::new(address, resolve);
         u.source = source.map(str::to_string);
+        u.env
+            .push(("SEALPOST_OBLIVIOUS_LOOKUPS".into(), "true".into()));
         let mut args = vec!["init".to_string(), address.to_string()];
         for n in nodes {
             args.push("--node".into());
