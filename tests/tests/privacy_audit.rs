@@ -490,3 +490,59 @@ fn who_connects_to_whom() {
         );
     }
 }
+
+/// With oblivious lookups on and the sender's only home down, a letter to a new contact is
+/// still sealed and queued: the device asks the recipient's node directly and says so, and
+/// that node's access record shows the device's address, as the warning says. Nothing else
+/// is asked directly.
+#[test]
+fn with_every_home_down_the_device_asks_directly_and_says_so() {
+    const CAROL_DEVICE: &str = "127.0.0.22";
+    let mut d = Node::start_on("down-delta", "127.0.0.5");
+    let e = Node::start_on("down-epsilon", "127.0.0.6");
+    let mut resolve = Resolve::default();
+    resolve.add("delta.test", &d.url);
+    resolve.add("epsilon.test", &e.url);
+    let carol = User::init_from("carol@delta.test", Some(CAROL_DEVICE), &[&d], &resolve);
+    let _dave = User::init_from("dave@epsilon.test", Some("127.0.0.23"), &[&e], &resolve);
+    assert!(
+        !e.access().iter().any(|(p, _)| p == CAROL_DEVICE),
+        "{:#?}",
+        e.access()
+    );
+
+    d.stop();
+    let out = carol.run(
+        &["send", "--to", "dave@epsilon.test", "--subject", "Queued"],
+        b"Patience.\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.error_line().contains("outbox"), "{out:?}");
+    let host = e.url.trim_start_matches("http://").trim_end_matches('/');
+    assert!(
+        out.stderr.lines().any(|l| l.contains(host)
+            && l.contains("none of your homes answered")
+            && l.contains("asked directly")),
+        "{out:?}"
+    );
+    let waiting = carol.ok(&["outbox", "list", "--json"], b"").json();
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting:#}");
+    let direct: Vec<String> = e
+        .access()
+        .into_iter()
+        .filter(|(p, _)| p == CAROL_DEVICE)
+        .map(|(_, what)| what)
+        .collect();
+    assert!(
+        direct
+            .iter()
+            .any(|w| w == "GET /v1/records/dave@epsilon.test"),
+        "{direct:#?}"
+    );
+    assert!(
+        direct
+            .iter()
+            .all(|w| w.starts_with("GET /v1/records/") || w == "GET /.well-known/sealpost/node"),
+        "only lookups: {direct:#?}"
+    );
+}
