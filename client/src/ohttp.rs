@@ -1,4 +1,4 @@
-//! Oblivious lookups (`spec/protocol.md` §9) from the client's side: a record or descriptor
+//! Oblivious lookups (`spec/protocol.md` §11) from the client's side: a record or descriptor
 //! of a node that is not one of the user's homes is asked for through one of those homes,
 //! so that the device connects to its own homes only. Descriptors come through the home's
 //! `GET /v1/relay/descriptor` (public; verified here as always); records are encrypted to

@@ -1,6 +1,6 @@
 //! Oblivious lookups: record and descriptor `GET`s to another node, carried as Binary HTTP
 //! (RFC 9292) inside Oblivious HTTP (RFC 9458), so that the device's own home relays them
-//! and the node asked never sees the device's address (`spec/protocol.md` §9).
+//! and the node asked never sees the device's address (`spec/protocol.md` §11).
 //!
 //! The node's OHTTP key configuration (DHKEM(X25519, HKDF-SHA256), HKDF-SHA256,
 //! ChaCha20-Poly1305) is derived from its Ed25519 seed and published in its signed

@@ -1,4 +1,4 @@
-//! Oblivious lookups (`spec/protocol.md` §9): as a relay, this node carries a device's
+//! Oblivious lookups (`spec/protocol.md` §11): as a relay, this node carries a device's
 //! encrypted lookup to another node's gateway (and fetches that node's public descriptor for
 //! it); as a gateway, it opens lookups relayed by other nodes and answers record and
 //! descriptor `GET`s only. The relay sees which node is asked, never what; the gateway sees

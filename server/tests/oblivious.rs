@@ -45,6 +45,21 @@ async fn relayed(
     (status, resp.bytes().await.unwrap().to_vec(), opener)
 }
 
+/// A raw `POST` of `body` to `path` at `node` with `headers`: the status.
+async fn post(
+    api: &Api,
+    node: &NodeUrl,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> StatusCode {
+    let mut req = api.http.post(node.join(path)).body(body);
+    for (name, value) in headers {
+        req = req.header(*name, *value);
+    }
+    req.send().await.unwrap().status()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
     let api = Api::default();
@@ -132,23 +147,17 @@ async fn a_record_is_looked_up_through_a_relay_that_sees_nothing_of_it() {
     assert_eq!(status, StatusCode::BAD_GATEWAY, "the target refused it");
 
     // The gateway itself: only message/ohttp-req, bounded.
-    let resp = api
-        .http
-        .post(beta.url.join(api::OHTTP_GATEWAY))
-        .body(vec![0u8; 100])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let resp = api
-        .http
-        .post(beta.url.join(api::OHTTP_GATEWAY))
-        .header("content-type", REQUEST_MEDIA_TYPE)
-        .body(vec![0u8; MAX_ENCAPSULATED_REQUEST + 1])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let status = post(&api, &beta.url, api::OHTTP_GATEWAY, &[], vec![0u8; 100]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let status = post(
+        &api,
+        &beta.url,
+        api::OHTTP_GATEWAY,
+        &[("content-type", REQUEST_MEDIA_TYPE)],
+        vec![0u8; MAX_ENCAPSULATED_REQUEST + 1],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     alpha.stop().await;
     beta.stop().await;
 }
@@ -200,23 +209,17 @@ async fn the_relay_guards_its_targets_and_reports_unreachable_ones() {
         String::from_utf8_lossy(&body)
     );
     // No target, a bad one, an oversized request.
-    let resp = api
-        .http
-        .post(open.url.join(api::RELAY_OHTTP))
-        .body(vec![1u8; 10])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
-    let resp = api
-        .http
-        .post(open.url.join(api::RELAY_OHTTP))
-        .header(api::TARGET_HEADER, beta.url.as_str())
-        .body(vec![1u8; MAX_ENCAPSULATED_REQUEST + 1])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let status = post(&api, &open.url, api::RELAY_OHTTP, &[], vec![1u8; 10]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    let status = post(
+        &api,
+        &open.url,
+        api::RELAY_OHTTP,
+        &[(api::TARGET_HEADER, beta.url.as_str())],
+        vec![1u8; MAX_ENCAPSULATED_REQUEST + 1],
+    )
+    .await;
+    assert_eq!(status, StatusCode::PAYLOAD_TOO_LARGE);
     strict.stop().await;
     beta.stop().await;
     open.stop().await;
