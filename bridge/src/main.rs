@@ -110,9 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_certs: cli.cacert.clone(),
             ..NetConfig::default()
         },
-        // As the `sealpost` command by default (`spec/client.md` §3): oblivious lookups are
-        // opt-in until a letter can be queued before its recipient is looked up.
-        direct_lookups: true,
+        // Oblivious lookups stay off, as in the `sealpost` command by default
+        // (`spec/client.md` §3).
+        ..Options::default()
     };
     let client = Client::open(&dir, &options)
         .with_context(|| format!("opening the profile {}", dir.display()))?;

@@ -43,10 +43,10 @@ pub struct Options {
     /// `--resolve DOMAIN=URL` entries; they override the profile's table.
     pub resolve: Vec<(String, NodeUrl)>,
     pub net: NetConfig,
-    /// Ask every node directly instead of through the user's homes (oblivious lookups,
-    /// `spec/protocol.md` §11). The `sealpost` command and the bridge ask directly unless
-    /// told otherwise (`--oblivious-lookups`): see `spec/client.md` §3.
-    pub direct_lookups: bool,
+    /// Ask nodes other than the user's homes through those homes (oblivious lookups,
+    /// `spec/protocol.md` §11) instead of directly. Off unless asked for (the `sealpost`
+    /// command's `--oblivious-lookups`): see `spec/client.md` §3.
+    pub oblivious_lookups: bool,
 }
 
 /// An open profile and the means to talk to nodes: see the module documentation.
@@ -88,14 +88,14 @@ impl Client {
         if let Some(key) = crate::devices::load_key(&dir)? {
             net.set_device(key);
         }
-        let relays = if options.direct_lookups {
-            Vec::new()
-        } else {
+        let relays = if options.oblivious_lookups {
             profile
                 .config
                 .trusted_homes()
                 .map(|h| h.url.clone())
                 .collect()
+        } else {
+            Vec::new()
         };
         Ok(Client {
             directory: Directory::open(&dir, net.clone(), resolver, relays)?,

@@ -456,7 +456,6 @@ mod tests {
         drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
         let options = Options {
             resolve: vec![("beta.test".into(), domain_node.clone())],
-            direct_lookups: true,
             ..Options::default()
         };
         Client::open(dir, &options).unwrap()
@@ -495,7 +494,6 @@ mod tests {
         drop(c);
         let options = Options {
             resolve: vec![("beta.test".into(), dead())],
-            direct_lookups: true,
             ..Options::default()
         };
         let c = Client::open(tmp.path(), &options).unwrap();

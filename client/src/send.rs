@@ -476,7 +476,6 @@ mod tests {
                 ("alpha.test".into(), domains.clone()),
                 ("beta.test".into(), domains),
             ],
-            direct_lookups: true,
             ..Options::default()
         };
         let mut c = Client::open(dir, &options).unwrap();

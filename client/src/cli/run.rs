@@ -112,7 +112,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             dns_server: cli.global.dns_server,
             source_address: cli.global.source_address,
         },
-        direct_lookups: !cli.global.oblivious_lookups,
+        oblivious_lookups: cli.global.oblivious_lookups,
     };
     let ctx = Ctx {
         global: cli.global,
