@@ -46,6 +46,15 @@ fn blame_target(home: &NodeUrl, target: &NodeUrl, e: Error) -> Error {
                 reason: message,
                 failure,
             },
+            // The target answered, but not with an encapsulated answer: the target's
+            // failure, not the home's (so no other home, and never the target directly, is
+            // tried because of it).
+            None if code == "target_bad_answer" => Error::Node {
+                url: target.to_string(),
+                status,
+                code,
+                message,
+            },
             None => Error::Node {
                 url,
                 status,
@@ -201,6 +210,10 @@ mod tests {
                 other => panic!("{code}: {other}"),
             }
         }
+        assert!(matches!(
+            blame_target(&home, &target, node_error(&home, "target_bad_answer")),
+            Error::Node { url, .. } if url == target.to_string()
+        ));
         // The home's own refusals stay the home's.
         assert!(matches!(
             blame_target(&home, &target, node_error(&home, "rate_limited")),
