@@ -101,7 +101,7 @@ fn main() -> Result<()> {
     if want("fetch") {
         let n = if args.quick { 20 } else { 10_000 };
         eprintln!("bench: client fetch of {n} letters ...");
-        rows.extend(rt.block_on(fetch::run(work.path(), n))?);
+        rows.extend(rt.block_on(fetch::run(work.path(), n, repeats))?);
     }
     if want("bridge") {
         let n = if args.quick { 50 } else { 10_000 };

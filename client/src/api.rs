@@ -16,6 +16,7 @@ use serde_json::json;
 
 use sealpost_proto::api;
 use sealpost_proto::auth::{NONCE_BYTES, challenge_statement};
+use sealpost_proto::batch::{BatchEntry, EnvelopeBatch, MAX_BATCH_ANSWER_BYTES};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::identity::Keyring;
@@ -36,6 +37,26 @@ pub(crate) const MAX_SIGNED_BYTES: usize = MAX_SIGNED_BODY_BYTES + MAX_SIGNATURE
 const TOKEN_MARGIN_SECS: u64 = 30;
 /// Page size of mailbox listings (the spec's maximum).
 pub const LIST_LIMIT: u32 = 1000;
+
+/// Largest answer of a batched fetch: the node's budget, or one envelope of the largest
+/// size with its framing.
+const MAX_BATCH_ANSWER: usize = if MAX_BATCH_ANSWER_BYTES > MAX_ENVELOPE_BYTES + 64 {
+    MAX_BATCH_ANSWER_BYTES
+} else {
+    MAX_ENVELOPE_BYTES + 64
+};
+
+/// Whether a node's refusal says it has no batched mailbox endpoints: a node from before
+/// them answers `404`, or `405` (it routes `POST .../fetch` as a sequence number).
+fn no_batches(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Node {
+            status: 404 | 405,
+            ..
+        }
+    )
+}
 
 /// Largest CA certificate file read.
 const MAX_CA_FILE_BYTES: u64 = 1024 * 1024;
@@ -675,6 +696,72 @@ impl Net {
         let build = |token: &str| self.request(Method::GET, url.clone(), token);
         let resp = self.authed(node, mailbox, keys, &build).await?;
         self.body(node, resp, MAX_ENVELOPE_BYTES, transfer).await
+    }
+
+    /// `POST /v1/mailbox/{mailbox}/fetch`: the envelopes at `seqs` (at most
+    /// [`MAX_BATCH_SEQS`](sealpost_proto::limits::MAX_BATCH_SEQS)), answered for a prefix of them in their order (`None` where the
+    /// node has none). `Ok(None)` when the node has no batched fetch (an older node: `404`,
+    /// or `405` for a POST to what it takes for a sequence number).
+    pub async fn fetch_batch(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        seqs: &[u64],
+        transfer: &dyn Transfer,
+    ) -> Result<Option<Vec<BatchEntry>>> {
+        let url = node.join(&api::mailbox_fetch(mailbox));
+        let body = json!({ "seqs": seqs }).to_string();
+        let build = |token: &str| {
+            self.request(Method::POST, url.clone(), token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+        };
+        let resp = match self.authed(node, mailbox, keys, &build).await {
+            Ok(r) => r,
+            Err(e) if no_batches(&e) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let bytes = self.body(node, resp, MAX_BATCH_ANSWER, transfer).await?;
+        let batch = EnvelopeBatch::decode(&bytes)
+            .map_err(|e| Error::protocol(node, format!("batched fetch answer: {e}")))?;
+        // A prefix of what we asked, in order, and never nothing: otherwise we would ask
+        // again for ever, or take an envelope for another sequence number.
+        if batch.entries.is_empty()
+            || batch.entries.len() > seqs.len()
+            || batch.entries.iter().zip(seqs).any(|(e, s)| e.seq != *s)
+        {
+            return Err(Error::protocol(
+                node,
+                "batched fetch answer is not a prefix of the sequence numbers asked for",
+            ));
+        }
+        Ok(Some(batch.entries))
+    }
+
+    /// `POST /v1/mailbox/{mailbox}/ack`: acknowledges `seqs` (at most [`MAX_BATCH_SEQS`](sealpost_proto::limits::MAX_BATCH_SEQS)) in
+    /// one request. `Ok(None)` when the node has no batched ack (as for [`Net::fetch_batch`]).
+    pub async fn ack_batch(
+        &self,
+        node: &NodeUrl,
+        mailbox: MailboxId,
+        keys: &Keyring,
+        seqs: &[u64],
+    ) -> Result<Option<()>> {
+        let url = node.join(&api::mailbox_ack(mailbox));
+        let body = json!({ "seqs": seqs }).to_string();
+        let timeout = self.config.timeout;
+        let build = |token: &str| {
+            self.request(Method::POST, url.clone(), token)
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone())
+                .timeout(timeout)
+        };
+        match self.authed(node, mailbox, keys, &build).await {
+            Ok(_) => Ok(Some(())),
+            Err(e) if no_batches(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// `DELETE /v1/mailbox/{mailbox}/{seq}`: the ack.

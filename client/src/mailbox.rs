@@ -1,9 +1,10 @@
 //! [`Mailbox`], the part of a [`crate::Client`] that holds the user's letters: the local
 //! letter store ([`MessageStore`]) and the fetching that fills it.
 //!
-//! Fetching: list every trusted home in parallel (each with a timeout), download each new
-//! envelope id once, open it and decide who sent it, store it durably, and only then ack
-//! (delete) it on every home that holds it. A node that does not answer is reported and
+//! Fetching: list every trusted home in parallel (each with a timeout), then, in batches of
+//! letters, download each new envelope id once (one batched request per home), open them on
+//! every core and decide who sent each, store the batch durably, and only then ack (delete)
+//! its letters on every home that holds them (one batched request per home). A node that does not answer is reported and
 //! asked again next time; what it holds is still there. Who sent a letter is judged against
 //! the pins of the [`Directory`] (a new sender is looked up there) and the user's own
 //! [`Profile`].
@@ -14,9 +15,9 @@ use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, cert_addresses};
 use sealpost_proto::letter::Letter;
-use sealpost_proto::limits::MAX_ENVELOPE_BYTES;
-use sealpost_proto::seal::{SignatureStatus, open};
-use sealpost_proto::{Address, EnvelopeId, NodeUrl};
+use sealpost_proto::limits::{MAX_BATCH_SEQS, MAX_ENVELOPE_BYTES};
+use sealpost_proto::seal::{Opened, SignatureStatus, open};
+use sealpost_proto::{Address, EnvelopeId, MailboxId, NodeUrl};
 
 use crate::api::{ListItem, Net};
 use crate::contacts::PinOutcome;
@@ -274,69 +275,87 @@ impl Mailbox {
             keys,
             judge: judge_state(me, directory)?,
         };
+        let groups = group_by_envelope(answered);
+        let mut run = Run {
+            homes,
+            keys,
+            progress,
+            batched: vec![true; homes.len()],
+        };
+        for batch in batches(&groups) {
+            self.fetch_batch(batch, &mut run, &mut opener, &mut report)
+                .await?;
+        }
+        directory.save_nodes()?;
+        Ok(report)
+    }
+
+    /// Fetches, opens, stores and acknowledges one batch of letters: downloaded in one
+    /// request per home where the home can, opened on every core, stored with one flush of
+    /// the letter store, and only then acknowledged, in one request per home. A crash
+    /// before the acknowledgement leaves the letters on the nodes: the next fetch finds
+    /// them stored, counts them as duplicates and acknowledges them.
+    async fn fetch_batch(
+        &self,
+        batch: &[(EnvelopeId, Places)],
+        run: &mut Run<'_>,
+        opener: &mut Opener<'_>,
+        report: &mut FetchReport,
+    ) -> Result<()> {
+        let (me, homes) = (opener.me, run.homes);
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
-        for (id, places) in &group_by_envelope(answered) {
-            let id = *id;
-            if self.messages.contains(&id) {
+        let mut wanted: Vec<(EnvelopeId, &Places)> = Vec::new();
+        for (id, places) in batch {
+            if self.messages.contains(id) {
                 report.duplicates += 1;
-                self.note_nodes(&id, places.iter().map(|(i, _)| &homes[*i].url))?;
+                self.note_nodes(id, places.iter().map(|(i, _)| &homes[*i].url))?;
                 for (i, item) in places {
                     acks[*i].push(item.seq);
                 }
+            } else {
+                wanted.push((*id, places));
+            }
+        }
+        let got = self.download(&wanted, run, report).await;
+        let certs_known = opener.judge.certs.len();
+        let unsealed = open_all(
+            got.iter()
+                .zip(&wanted)
+                .filter_map(|(g, (id, _))| {
+                    g.as_ref()
+                        .map(|(i, bytes)| (*id, homes[*i].mailbox, bytes.as_slice()))
+                })
+                .collect(),
+            run.keys,
+            &opener.judge.certs,
+        );
+        let mut unsealed = unsealed.into_iter();
+        let mut store = Vec::new();
+        for ((id, places), got) in wanted.iter().zip(got) {
+            // Not downloaded from anywhere: left on the nodes for the next fetch.
+            if got.is_none() {
                 continue;
             }
-            let mut got = None;
-            for (i, item) in places {
-                let h = &homes[*i];
-                if item.size > MAX_ENVELOPE_BYTES as u64 {
-                    report.warnings.push(format!(
-                        "{}: envelope {id} is {} bytes, over the limit; left there",
-                        h.url, item.size
-                    ));
-                    continue;
+            let Some(u) = unsealed.next() else { break };
+            let (sealed, trust, header) = match u {
+                Unsealed::Opened { sealed, opened } => {
+                    let (trust, header) = opener
+                        .judge_opened(&sealed, opened.map(|o| *o), certs_known, report)
+                        .await;
+                    (sealed, trust, header)
                 }
-                let t = progress.transfer(&format!("from {}", h.url.authority()), item.size);
-                match self
-                    .net
-                    .get_envelope(&h.url, h.mailbox, keys, item.seq, &*t)
-                    .await
-                {
-                    Ok(bytes) => {
-                        got = Some((*i, bytes));
-                        break;
-                    }
-                    Err(e) => report
-                        .warnings
-                        .push(format!("download of {id} failed: {e}")),
+                Unsealed::Unreadable { bytes, reason } => {
+                    (bytes, Trust::Unreadable { reason }, None)
                 }
-            }
-            // Not downloaded from anywhere: left on the nodes for the next fetch.
-            let Some((i, bytes)) = got else { continue };
-            let (sealed, trust, header) = match Envelope::decode(&bytes) {
-                Ok(env) if env.id == id && env.mailbox == homes[i].mailbox => {
-                    let (trust, header) = opener.open_and_judge(&env.sealed, &mut report).await;
-                    (env.sealed, trust, header)
-                }
-                Ok(_) => (
-                    bytes,
-                    Trust::Unreadable {
-                        reason: "envelope does not match its listing (id or mailbox)".into(),
-                    },
-                    None,
-                ),
-                Err(e) => (
-                    bytes,
-                    Trust::Unreadable {
-                        reason: format!("not an envelope: {e}"),
-                    },
-                    None,
-                ),
             };
             let mut nodes: Vec<NodeUrl> = Vec::new();
-            for (j, _) in places {
+            for (j, _) in *places {
                 if !nodes.contains(&homes[*j].url) {
                     nodes.push(homes[*j].url.clone());
                 }
+            }
+            for (i, item) in *places {
+                acks[*i].push(item.seq);
             }
             if let Some(ids) = readstate::state_ids(me.address(), &trust, header.as_ref()) {
                 // Another device (or this one) read these: a state letter is applied, not
@@ -351,14 +370,11 @@ impl Mailbox {
                         }
                     }
                 }
-                for (i, item) in places {
-                    acks[*i].push(item.seq);
-                }
                 continue;
             }
             let folder = folder_of(me, &trust, header.as_ref());
             let meta = StoredMessage {
-                id,
+                id: *id,
                 received_at: now(),
                 nodes,
                 size: sealed.len() as u64,
@@ -368,25 +384,171 @@ impl Mailbox {
                 header,
                 folder,
             };
-            // Durable (fsync) before any ack.
-            self.messages.put(&meta, &sealed)?;
             match folder {
-                Folder::Inbox => report.new.push(meta),
-                Folder::Sent => report.sent.push(meta),
+                Folder::Inbox => report.new.push(meta.clone()),
+                Folder::Sent => report.sent.push(meta.clone()),
             }
-            for (i, item) in places {
-                acks[*i].push(item.seq);
+            store.push((meta, sealed));
+        }
+        // Durable (one flush for the batch) before any ack.
+        self.messages.put_batch(&store)?;
+        self.ack(acks, run, report).await;
+        Ok(())
+    }
+
+    /// Downloads each of `wanted` from the first of its places that gives it: per home, in
+    /// batched requests, or one request per letter from a home without them. The answer
+    /// has the home and the envelope's bytes, or `None`, for each of `wanted`.
+    async fn download(
+        &self,
+        wanted: &[(EnvelopeId, &Places)],
+        run: &mut Run<'_>,
+        report: &mut FetchReport,
+    ) -> Vec<Option<(usize, Vec<u8>)>> {
+        let homes = run.homes;
+        let mut got: Vec<Option<(usize, Vec<u8>)>> = wanted.iter().map(|_| None).collect();
+        let mut places: Vec<Vec<(usize, ListItem)>> = Vec::with_capacity(wanted.len());
+        for (id, p) in wanted {
+            let mut usable = Vec::new();
+            for (i, item) in p.iter() {
+                if item.size > MAX_ENVELOPE_BYTES as u64 {
+                    report.warnings.push(format!(
+                        "{}: envelope {id} is {} bytes, over the limit; left there",
+                        homes[*i].url, item.size
+                    ));
+                } else {
+                    usable.push((*i, item.clone()));
+                }
+            }
+            places.push(usable);
+        }
+        let rounds = places.iter().map(Vec::len).max().unwrap_or(0);
+        // Round r asks each letter not downloaded yet from its r-th place.
+        for round in 0..rounds {
+            let mut ask: Vec<Vec<(usize, ListItem)>> = vec![Vec::new(); homes.len()];
+            for (k, p) in places.iter().enumerate() {
+                if got[k].is_none()
+                    && let Some((i, item)) = p.get(round)
+                {
+                    ask[*i].push((k, item.clone()));
+                }
+            }
+            let keys = run.keys;
+            let progress = run.progress;
+            let answers = join_all(
+                ask.iter()
+                    .zip(&run.batched)
+                    .enumerate()
+                    .filter(|(_, (list, _))| !list.is_empty())
+                    .map(|(i, (list, batched))| async move {
+                        let (batched, out) = self
+                            .download_from(&homes[i], list, keys, progress, *batched)
+                            .await;
+                        (i, batched, out)
+                    })
+                    .collect(),
+            )
+            .await;
+            for (i, batched, out) in answers {
+                run.batched[i] = batched;
+                for (k, r) in out {
+                    match r {
+                        Ok(bytes) => got[k] = Some((i, bytes)),
+                        Err(e) => report
+                            .warnings
+                            .push(format!("download of {} failed: {e}", wanted[k].0)),
+                    }
+                }
             }
         }
+        got
+    }
 
+    /// Downloads `list` (index in the batch, listing item) from `home`: batched while
+    /// `batched`, one by one once the home says it has no batched fetch. Answers whether it
+    /// still may be asked for batches, and each download's bytes or why it failed.
+    async fn download_from(
+        &self,
+        home: &HomeEntry,
+        list: &[(usize, ListItem)],
+        keys: &Keyring,
+        progress: &dyn Progress,
+        mut batched: bool,
+    ) -> (bool, Vec<(usize, std::result::Result<Vec<u8>, String>)>) {
+        let label = format!("from {}", home.url.authority());
+        let mut out = Vec::with_capacity(list.len());
+        let mut rest = list;
+        while batched && !rest.is_empty() {
+            let ask = &rest[..rest.len().min(MAX_BATCH_SEQS)];
+            let seqs: Vec<u64> = ask.iter().map(|(_, item)| item.seq).collect();
+            let t = progress.transfer(&label, ask.iter().map(|(_, item)| item.size).sum());
+            match self
+                .net
+                .fetch_batch(&home.url, home.mailbox, keys, &seqs, &*t)
+                .await
+            {
+                Ok(Some(entries)) => {
+                    let n = entries.len();
+                    for (e, (k, _)) in entries.into_iter().zip(ask) {
+                        out.push((
+                            *k,
+                            e.envelope
+                                .ok_or_else(|| format!("{} no longer holds it", home.url)),
+                        ));
+                    }
+                    rest = &rest[n..];
+                }
+                Ok(None) => batched = false,
+                Err(e) => {
+                    let e = e.to_string();
+                    out.extend(rest.iter().map(|(k, _)| (*k, Err(e.clone()))));
+                    rest = &[];
+                }
+            }
+        }
+        for (k, item) in rest {
+            let t = progress.transfer(&label, item.size);
+            let r = self
+                .net
+                .get_envelope(&home.url, home.mailbox, keys, item.seq, &*t)
+                .await
+                .map_err(|e| e.to_string());
+            out.push((*k, r));
+        }
+        (batched, out)
+    }
+
+    /// Acknowledges `acks` (per home, the sequence numbers stored or applied) on every
+    /// home: batched where the home can, else one by one.
+    async fn ack(&self, acks: Vec<Vec<u64>>, run: &mut Run<'_>, report: &mut FetchReport) {
+        let keys = run.keys;
         let results = join_all(
-            homes
+            run.homes
                 .iter()
                 .zip(&acks)
-                .map(|(h, seqs)| async move {
-                    let mut ok = 0;
-                    let mut errors = Vec::new();
-                    for seq in seqs {
+                .zip(&run.batched)
+                .map(|((h, seqs), batched)| async move {
+                    let (mut ok, mut errors, mut batched) = (0, Vec::new(), *batched);
+                    let mut rest = &seqs[..];
+                    while batched && !rest.is_empty() {
+                        let chunk = &rest[..rest.len().min(MAX_BATCH_SEQS)];
+                        match self.net.ack_batch(&h.url, h.mailbox, keys, chunk).await {
+                            Ok(Some(())) => ok += chunk.len(),
+                            Ok(None) => {
+                                batched = false;
+                                break;
+                            }
+                            Err(e) => {
+                                let unreachable = matches!(e, Error::Unreachable { .. });
+                                errors.push(e.to_string());
+                                if unreachable {
+                                    return (ok, errors, batched);
+                                }
+                            }
+                        }
+                        rest = &rest[chunk.len()..];
+                    }
+                    for seq in rest {
                         match self.net.delete(&h.url, h.mailbox, keys, *seq).await {
                             Ok(()) => ok += 1,
                             Err(e) => {
@@ -397,17 +559,18 @@ impl Mailbox {
                             }
                         }
                     }
-                    (ok, errors)
+                    (ok, errors, batched)
                 })
                 .collect(),
         )
         .await;
-        for (nr, (ok, errors)) in report.nodes.iter_mut().zip(results) {
-            nr.acked = ok;
-            nr.ack_errors = errors;
+        for (i, (ok, errors, batched)) in results.into_iter().enumerate() {
+            run.batched[i] = batched;
+            if let Some(nr) = report.nodes.get_mut(i) {
+                nr.acked += ok;
+                nr.ack_errors.extend(errors);
+            }
         }
-        directory.save_nodes()?;
-        Ok(report)
     }
 
     /// Stores the sent copy of a letter this device has just sent: `sealed`, sealed to the
@@ -501,25 +664,29 @@ struct Opener<'a> {
 }
 
 impl Opener<'_> {
-    /// Opens a sealed letter and decides who sent it. A signer we have no certificate for
-    /// makes us look up the From address's record once per run (TOFU for a new sender).
-    async fn open_and_judge(
+    /// Decides who sent a letter that [`open_all`] opened (or could not open) when
+    /// `certs_known` certificates were known. A signer we have no certificate for makes us
+    /// look up the From address's record once per run (TOFU for a new sender).
+    async fn judge_opened(
         &mut self,
         sealed: &[u8],
+        opened: std::result::Result<Opened, String>,
+        certs_known: usize,
         report: &mut FetchReport,
     ) -> (Trust, Option<Header>) {
         let (me, directory, keys) = (self.me, self.directory, self.keys);
-        let opened = match open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
+        let mut opened = match opened {
             Ok(o) => o,
-            Err(e) => {
-                return (
-                    Trust::Unreadable {
-                        reason: e.to_string(),
-                    },
-                    None,
-                );
-            }
+            Err(reason) => return (Trust::Unreadable { reason }, None),
         };
+        // A sender learned since (for an earlier letter of the batch): check again with
+        // every certificate known now.
+        if matches!(opened.signature, SignatureStatus::UnknownSigner { .. })
+            && self.judge.certs.len() > certs_known
+            && let Ok(again) = open(sealed, keys, &|h| self.judge.certs.lookup(h))
+        {
+            opened = again;
+        }
         let from = opened.letter.from.clone();
         let mut status = opened.signature.clone();
         if opened.letter.legacy.is_some() {
@@ -609,6 +776,105 @@ impl Opener<'_> {
     }
 }
 
+/// Letters fetched, opened, stored and acknowledged together ([`Mailbox::fetch_batch`]).
+const BATCH_LETTERS: usize = 500;
+/// ... and at most this many bytes of them (as listed), so that a batch's envelopes, held
+/// in memory, stay bounded.
+const BATCH_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The letters of a fetch in batches of at most [`BATCH_LETTERS`] and [`BATCH_BYTES`] (a
+/// larger letter is a batch of its own).
+fn batches(groups: &[(EnvelopeId, Places)]) -> Vec<&[(EnvelopeId, Places)]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0u64);
+    for (k, (_, places)) in groups.iter().enumerate() {
+        let size = places.first().map_or(0, |(_, item)| item.size);
+        if k > start && (k - start >= BATCH_LETTERS || bytes.saturating_add(size) > BATCH_BYTES) {
+            out.push(&groups[start..k]);
+            (start, bytes) = (k, 0);
+        }
+        bytes = bytes.saturating_add(size);
+    }
+    if start < groups.len() {
+        out.push(&groups[start..]);
+    }
+    out
+}
+
+/// What the batches of one fetch share: the homes, keys and progress, and which homes
+/// still take batched requests (a home that answers that it has none is asked one letter
+/// at a time for the rest of the fetch).
+struct Run<'a> {
+    homes: &'a [HomeEntry],
+    keys: &'a Keyring,
+    progress: &'a dyn Progress,
+    batched: Vec<bool>,
+}
+
+/// A downloaded envelope, decoded and opened.
+enum Unsealed {
+    /// The envelope's sealed letter, and the letter opened or why it could not be.
+    Opened {
+        sealed: Vec<u8>,
+        opened: std::result::Result<Box<Opened>, String>,
+    },
+    /// Not an envelope of ours: stored as it came, unreadable.
+    Unreadable { bytes: Vec<u8>, reason: String },
+}
+
+/// Decodes and opens `items` (the envelope id and mailbox each was listed under, and its
+/// bytes) on every core, in their order. Decryption and signature checks are most of a
+/// fetch's work; this runs them on scoped threads, so that the caller's thread waits for
+/// all of them as it used to wait for one.
+fn open_all(
+    items: Vec<(EnvelopeId, MailboxId, &[u8])>,
+    keys: &Keyring,
+    certs: &Certs,
+) -> Vec<Unsealed> {
+    let unseal =
+        |(id, mailbox, bytes): (EnvelopeId, MailboxId, &[u8])| match Envelope::decode(bytes) {
+            Ok(env) if env.id == id && env.mailbox == mailbox => {
+                let opened = open(&env.sealed, keys, &|h| certs.lookup(h))
+                    .map(Box::new)
+                    .map_err(|e| e.to_string());
+                Unsealed::Opened {
+                    sealed: env.sealed,
+                    opened,
+                }
+            }
+            Ok(_) => Unsealed::Unreadable {
+                bytes: bytes.to_vec(),
+                reason: "envelope does not match its listing (id or mailbox)".into(),
+            },
+            Err(e) => Unsealed::Unreadable {
+                bytes: bytes.to_vec(),
+                reason: format!("not an envelope: {e}"),
+            },
+        };
+    let workers = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(items.len());
+    if workers <= 1 {
+        return items.into_iter().map(unseal).collect();
+    }
+    let per = items.len().div_ceil(workers);
+    let mut chunks: Vec<Vec<(EnvelopeId, MailboxId, &[u8])>> = Vec::with_capacity(workers);
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        chunks.push(items.by_ref().take(per).collect());
+    }
+    std::thread::scope(|s| {
+        let running: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| s.spawn(move || chunk.into_iter().map(unseal).collect::<Vec<_>>()))
+            .collect();
+        running
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -633,6 +899,296 @@ mod tests {
         assert_eq!(groups[1].1, vec![(0, item(2, 0xb)), (2, item(7, 0xb))]);
         assert_eq!(groups[2].1, vec![(2, item(8, 0xc))]);
         assert!(group_by_envelope(vec![(0, vec![]), (1, vec![])]).is_empty());
+    }
+
+    #[test]
+    fn batches_are_bounded_by_count_and_bytes() {
+        let group = |id: u16, size: u64| {
+            let mut b = [0u8; 16];
+            b[..2].copy_from_slice(&id.to_be_bytes());
+            let item = ListItem {
+                seq: id as u64,
+                id: EnvelopeId(b),
+                size,
+            };
+            (item.id, vec![(0, item)])
+        };
+        let many: Vec<_> = (0..1201).map(|i| group(i, 4096)).collect();
+        let lens: Vec<usize> = batches(&many).iter().map(|b| b.len()).collect();
+        assert_eq!(lens, vec![BATCH_LETTERS, BATCH_LETTERS, 201]);
+        let big = vec![
+            group(1, BATCH_BYTES / 2),
+            group(2, BATCH_BYTES / 2),
+            group(3, 1),
+            group(4, BATCH_BYTES * 3),
+            group(5, 1),
+        ];
+        let lens: Vec<usize> = batches(&big).iter().map(|b| b.len()).collect();
+        assert_eq!(
+            lens,
+            vec![2, 1, 1, 1],
+            "a letter over the budget goes alone"
+        );
+        assert!(batches(&[]).is_empty());
+    }
+
+    mod over_the_wire {
+        use super::*;
+        use crate::client::{Client, Options};
+        use crate::progress::NoProgress;
+        use crate::testutil::{Log, Routes, stub_logged};
+        use sealpost_proto::batch::{BatchEntry, EnvelopeBatch};
+        use sealpost_proto::identity::SecretIdentity;
+        use sealpost_proto::seal::seal;
+
+        const MAILBOX: MailboxId = MailboxId([5; 16]);
+
+        /// Bob's client with one trusted home, a stub node that holds `n` letters from
+        /// Alice for him and answers their listing and the sign-in; the envelopes, by seq.
+        async fn world(
+            dir: &std::path::Path,
+            n: usize,
+        ) -> (Client, HomeEntry, Routes, Log, Vec<Vec<u8>>) {
+            drop(crate::profile::tests::sample(dir, "bob@beta.test", None));
+            let (url, routes, log) = stub_logged().await;
+            let options = Options {
+                resolve: vec![
+                    ("alpha.test".into(), url.clone()),
+                    ("beta.test".into(), url.clone()),
+                ],
+                ..Options::default()
+            };
+            let c = Client::open(dir, &options).unwrap();
+            let home = HomeEntry {
+                url,
+                node_key: hex::encode([7u8; 32]),
+                mailbox: MAILBOX,
+                trusted: true,
+            };
+            let alice =
+                SecretIdentity::generate(&Address::parse("alice@alpha.test").unwrap(), None)
+                    .unwrap()
+                    .unlock(None)
+                    .unwrap();
+            let bob = c.profile.cert();
+            let mut items = Vec::new();
+            let mut envelopes = Vec::new();
+            for i in 0..n {
+                let letter = Letter::new(
+                    Address::parse("alice@alpha.test").unwrap(),
+                    vec![Address::parse("bob@beta.test").unwrap()],
+                    format!("letter {i}"),
+                    "body",
+                    1_700_000_000 + i as i64,
+                );
+                let env = Envelope {
+                    id: EnvelopeId::random(),
+                    mailbox: MAILBOX,
+                    sealed: seal(&letter, &alice, &bob).unwrap(),
+                    token: vec![],
+                };
+                let bytes = env.encode();
+                items.push(serde_json::json!({
+                    "seq": i + 1, "id": env.id.to_hex(), "size": bytes.len()
+                }));
+                envelopes.push(bytes);
+            }
+            let mut r = routes.lock().unwrap();
+            r.insert(
+                "POST /v1/auth/challenge".into(),
+                (
+                    200,
+                    serde_json::json!({"nonce": hex::encode([1u8; 32])})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            );
+            r.insert(
+                "POST /v1/auth/token".into(),
+                (
+                    200,
+                    serde_json::json!({"token": "t", "expires": now() + 3600})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            );
+            r.insert(
+                format!("GET /v1/mailbox/{MAILBOX}?after=0&limit=1000"),
+                (
+                    200,
+                    serde_json::json!({"items": items, "next": n})
+                        .to_string()
+                        .into_bytes(),
+                ),
+            );
+            drop(r);
+            (c, home, routes, log, envelopes)
+        }
+
+        fn batch_of(envelopes: &[Vec<u8>]) -> Vec<u8> {
+            EnvelopeBatch {
+                entries: envelopes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| BatchEntry {
+                        seq: i as u64 + 1,
+                        envelope: Some(e.clone()),
+                    })
+                    .collect(),
+            }
+            .encode()
+        }
+
+        async fn fetch(c: &Client, homes: &[HomeEntry], keys: &Keyring) -> FetchReport {
+            c.mailbox
+                .fetch(&c.profile, &c.directory, homes, keys, &NoProgress)
+                .await
+                .unwrap()
+        }
+
+        /// Makes the stub answer `METHOD path`.
+        fn answer(routes: &Routes, method: &str, path: String, status: u16, body: Vec<u8>) {
+            routes
+                .lock()
+                .unwrap()
+                .insert(format!("{method} {path}"), (status, body));
+        }
+
+        fn requests(log: &Log, method: &str, suffix: &str) -> Vec<Vec<u8>> {
+            log.lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, p, _)| m == method && p.ends_with(suffix))
+                .map(|(_, _, b)| b.clone())
+                .collect()
+        }
+
+        #[tokio::test]
+        async fn a_crash_between_storing_and_acking_loses_and_duplicates_nothing() {
+            let tmp = tempfile::tempdir().unwrap();
+            let n = 40;
+            let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
+            let keys = c.unlock(None).unwrap();
+            let (fetch_path, ack_path) = (
+                format!("/v1/mailbox/{MAILBOX}/fetch"),
+                format!("/v1/mailbox/{MAILBOX}/ack"),
+            );
+            answer(&routes, "POST", fetch_path, 200, batch_of(&envelopes));
+            // The ack never lands: as if the client died right after storing the batch.
+            answer(&routes, "POST", ack_path.clone(), 500, b"{}".to_vec());
+            let homes = vec![home];
+            let r = fetch(&c, &homes, &keys).await;
+            assert_eq!(r.new.len(), n);
+            assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (0, 1));
+            assert_eq!(
+                requests(&log, "POST", "/fetch").len(),
+                1,
+                "one batched fetch"
+            );
+            let stored = c.mailbox.messages().list().unwrap();
+            assert_eq!(stored.len(), n, "stored before the ack was tried");
+            drop(c);
+
+            // The next run finds every letter stored, stores none again, and acks them all.
+            let c = Client::open(
+                tmp.path(),
+                &Options {
+                    resolve: vec![("alpha.test".into(), homes[0].url.clone())],
+                    ..Options::default()
+                },
+            )
+            .unwrap();
+            let counts = b"{\"deleted\":40,\"recorded\":0,\"missing\":0}";
+            answer(&routes, "POST", ack_path, 200, counts.to_vec());
+            let r = fetch(&c, &homes, &keys).await;
+            assert_eq!((r.new.len(), r.duplicates), (0, n));
+            assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
+            assert_eq!(
+                requests(&log, "POST", "/fetch").len(),
+                1,
+                "nothing downloaded again"
+            );
+            let acks = requests(&log, "POST", "/ack");
+            let last: serde_json::Value = serde_json::from_slice(acks.last().unwrap()).unwrap();
+            let want: Vec<u64> = (1..=n as u64).collect();
+            assert_eq!(last, serde_json::json!({ "seqs": want }));
+            let again = c.mailbox.messages().list().unwrap();
+            assert_eq!(again.len(), n, "no letter stored twice, none lost");
+            for (m, env) in again.iter().zip(&envelopes) {
+                let env = Envelope::decode(env).unwrap();
+                assert_eq!(c.mailbox.messages().sealed(&env.id).unwrap(), env.sealed);
+                assert_eq!(
+                    m.header.as_ref().unwrap().from.to_string(),
+                    "alice@alpha.test"
+                );
+            }
+        }
+
+        #[tokio::test]
+        async fn a_node_that_refuses_the_batched_ack_as_unknown_is_acked_one_by_one() {
+            let tmp = tempfile::tempdir().unwrap();
+            let n = 3;
+            let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
+            let keys = c.unlock(None).unwrap();
+            let fetch_path = format!("/v1/mailbox/{MAILBOX}/fetch");
+            answer(&routes, "POST", fetch_path, 200, batch_of(&envelopes));
+            // No route for the batched ack: the stub's 404.
+            for i in 1..=n {
+                answer(
+                    &routes,
+                    "DELETE",
+                    format!("/v1/mailbox/{MAILBOX}/{i}"),
+                    204,
+                    vec![],
+                );
+            }
+            let r = fetch(&c, &[home], &keys).await;
+            assert_eq!(r.new.len(), n);
+            assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
+            assert_eq!(requests(&log, "POST", "/ack").len(), 1);
+            let deleted: Vec<String> = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, _, _)| m == "DELETE")
+                .map(|(_, p, _)| p.rsplit('/').next().unwrap().to_string())
+                .collect();
+            assert_eq!(deleted, vec!["1", "2", "3"]);
+        }
+
+        #[tokio::test]
+        async fn a_node_without_batches_is_fetched_and_acked_one_by_one() {
+            let tmp = tempfile::tempdir().unwrap();
+            let n = 5;
+            let (c, home, routes, log, envelopes) = world(tmp.path(), n).await;
+            let keys = c.unlock(None).unwrap();
+            // An older node routes POST .../fetch as a sequence number: 405.
+            let fetch_path = format!("/v1/mailbox/{MAILBOX}/fetch");
+            answer(&routes, "POST", fetch_path, 405, b"{}".to_vec());
+            for (i, e) in envelopes.iter().enumerate() {
+                let path = format!("/v1/mailbox/{MAILBOX}/{}", i + 1);
+                answer(&routes, "GET", path.clone(), 200, e.clone());
+                answer(&routes, "DELETE", path, 204, vec![]);
+            }
+            let r = fetch(&c, &[home], &keys).await;
+            assert_eq!(r.new.len(), n);
+            assert_eq!((r.nodes[0].acked, r.nodes[0].ack_errors.len()), (n, 0));
+            assert_eq!(requests(&log, "POST", "/fetch").len(), 1, "asked once");
+            assert_eq!(
+                requests(&log, "POST", "/ack").len(),
+                0,
+                "a node without batched fetch is not asked for a batched ack"
+            );
+            let gets = log
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(m, p, _)| m == "GET" && p.contains("/v1/mailbox/") && !p.contains('?'))
+                .count();
+            assert_eq!(gets, n);
+            assert_eq!(requests(&log, "DELETE", "").len(), n);
+            assert_eq!(c.mailbox.messages().list().unwrap().len(), n);
+        }
     }
 
     #[test]

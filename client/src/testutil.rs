@@ -26,28 +26,70 @@ pub type Routes = Arc<Mutex<HashMap<String, (u16, Vec<u8>)>>>;
 /// A loopback HTTP/1.1 server answering GETs from a table (path → status, body); other
 /// paths get a node's `404 unknown_address`.
 pub async fn stub() -> (NodeUrl, Routes) {
+    let (url, routes, _) = stub_logged().await;
+    (url, routes)
+}
+
+/// Requests a [`stub_logged`] received: method, path (with query) and body.
+pub type Log = Arc<Mutex<Vec<(String, String, Vec<u8>)>>>;
+
+/// [`stub`] that also keeps every request in a [`Log`]; a route named `"METHOD path"` is
+/// answered before one named by its path alone.
+pub async fn stub_logged() -> (NodeUrl, Routes, Log) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = NodeUrl::parse(&format!("http://{}", listener.local_addr().unwrap())).unwrap();
     let routes: Routes = Arc::default();
-    let table = routes.clone();
+    let log: Log = Arc::default();
+    let (table, requests) = (routes.clone(), log.clone());
     tokio::spawn(async move {
         while let Ok((mut sock, _)) = listener.accept().await {
-            let table = table.clone();
+            let (table, requests) = (table.clone(), requests.clone());
             tokio::spawn(async move {
                 let mut buf = Vec::new();
                 let mut chunk = [0u8; 1024];
-                while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                let end = loop {
+                    if let Some(at) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                        break at + 4;
+                    }
+                    match sock.read(&mut chunk).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                };
+                let head = String::from_utf8_lossy(&buf[..end]).to_string();
+                let length = head
+                    .lines()
+                    .find_map(|l| {
+                        let (k, v) = l.split_once(':')?;
+                        k.eq_ignore_ascii_case("content-length")
+                            .then(|| v.trim().parse::<usize>().ok())?
+                    })
+                    .unwrap_or(0);
+                while buf.len() < end + length {
                     match sock.read(&mut chunk).await {
                         Ok(0) | Err(_) => return,
                         Ok(n) => buf.extend_from_slice(&chunk[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&buf).to_string();
-                let path = head.split_whitespace().nth(1).unwrap_or("").to_string();
-                let (status, body) = table.lock().unwrap().get(&path).cloned().unwrap_or((
-                    404,
-                    b"{\"error\":{\"code\":\"unknown_address\",\"message\":\"no\"}}".to_vec(),
+                let mut words = head.split_whitespace();
+                let method = words.next().unwrap_or("").to_string();
+                let path = words.next().unwrap_or("").to_string();
+                requests.lock().unwrap().push((
+                    method.clone(),
+                    path.clone(),
+                    buf[end..end + length].to_vec(),
                 ));
+                let (status, body) = {
+                    let t = table.lock().unwrap();
+                    t.get(&format!("{method} {path}"))
+                        .or_else(|| t.get(&path))
+                        .cloned()
+                        .unwrap_or((
+                            404,
+                            b"{\"error\":{\"code\":\"unknown_address\",\"message\":\"no\"}}"
+                                .to_vec(),
+                        ))
+                };
                 let head = format!(
                     "HTTP/1.1 {status} X\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
                     body.len()
@@ -58,7 +100,7 @@ pub async fn stub() -> (NodeUrl, Routes) {
             });
         }
     });
-    (url, routes)
+    (url, routes, log)
 }
 
 /// A record of `address` listing `homes` (node key `[1; 32]`, mailbox `[2; 16]`).

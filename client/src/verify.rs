@@ -36,6 +36,15 @@ impl Certs {
         }
     }
 
+    /// How many certificates are known: it grows as senders are learned.
+    pub fn len(&self) -> usize {
+        self.certs.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.certs.is_empty()
+    }
+
     pub fn lookup(&self, handle: &KeyHandle) -> Option<Cert> {
         self.certs.iter().find(|c| cert_has_key(c, handle)).cloned()
     }

@@ -31,7 +31,9 @@ pub const SUBMIT: &str = "/v1/submit";
 /// the destination URL's path prefix).
 pub const DELIVER: &str = "/v1/deliver";
 /// `GET {MAILBOX}/{mailbox}` lists, `GET`/`DELETE {MAILBOX}/{mailbox}/{seq}` fetches and
-/// acknowledges ([`mailbox`], [`envelope`]).
+/// acknowledges ([`mailbox`], [`envelope`]); `POST` to [`mailbox_fetch`] and
+/// [`mailbox_ack`] does either for up to [`MAX_BATCH_SEQS`](crate::limits::MAX_BATCH_SEQS)
+/// sequence numbers at once.
 pub const MAILBOX: &str = "/v1/mailbox";
 /// `POST`: the node's Oblivious HTTP gateway (RFC 9458): an encapsulated record or
 /// descriptor lookup in, the encapsulated answer out ([`crate::oblivious`]).
@@ -44,6 +46,10 @@ pub const RELAY_OHTTP: &str = "/v1/relay/ohttp";
 pub const RELAY_DESCRIPTOR: &str = "/v1/relay/descriptor";
 /// The header naming the node (its URL) a relayed request is for.
 pub const TARGET_HEADER: &str = "sealpost-target";
+/// The last segment of [`mailbox_fetch`].
+pub const FETCH_STEP: &str = "fetch";
+/// The last segment of [`mailbox_ack`].
+pub const ACK_STEP: &str = "ack";
 
 /// `GET` lists the account's devices, `POST` registers one, `DELETE {DEVICES}/{id}` removes
 /// one ([`device`]).
@@ -78,6 +84,17 @@ pub fn mailbox(mailbox: impl Display) -> String {
     format!("{MAILBOX}/{mailbox}")
 }
 
+/// `{MAILBOX}/{mailbox}/fetch`: `POST` a JSON `{"seqs": [...]}`, get an
+/// [`EnvelopeBatch`](crate::batch::EnvelopeBatch).
+pub fn mailbox_fetch(mailbox: impl Display) -> String {
+    format!("{MAILBOX}/{mailbox}/{FETCH_STEP}")
+}
+
+/// `{MAILBOX}/{mailbox}/ack`: `POST` a JSON `{"seqs": [...]}` to acknowledge them at once.
+pub fn mailbox_ack(mailbox: impl Display) -> String {
+    format!("{MAILBOX}/{mailbox}/{ACK_STEP}")
+}
+
 /// `{MAILBOX}/{mailbox}/{seq}`.
 pub fn envelope(mailbox: impl Display, seq: u64) -> String {
     format!("{MAILBOX}/{mailbox}/{seq}")
@@ -98,6 +115,8 @@ mod tests {
     fn parameterised_paths_and_their_segments() {
         assert_eq!(record("a@b.test"), "/v1/records/a@b.test");
         assert_eq!(envelope("ab", 7), "/v1/mailbox/ab/7");
+        assert_eq!(mailbox_fetch("ab"), "/v1/mailbox/ab/fetch");
+        assert_eq!(mailbox_ack("ab"), "/v1/mailbox/ab/ack");
         assert_eq!(segments_under(&mailbox("ab"), MAILBOX), Some(vec!["ab"]));
         assert_eq!(
             segments_under(&envelope("ab", 7), MAILBOX),

@@ -14,6 +14,7 @@ pub mod tag {
     pub const SIGNED_RECORD: u8 = 0x04;
     pub const DESCRIPTOR_BODY: u8 = 0x05;
     pub const SIGNED_DESCRIPTOR: u8 = 0x06;
+    pub const ENVELOPE_BATCH: u8 = 0x07;
 }
 
 /// The only version this implementation speaks.

@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod batch;
 pub mod codec;
 pub mod descriptor;
 pub mod device;

@@ -8,6 +8,12 @@ pub const MAX_SEALED_BYTES: usize = 32 * 1024 * 1024;
 pub const MAX_ENVELOPE_BYTES: usize = MAX_SEALED_BYTES + 4096;
 /// Largest hop payload (the envelope encrypted to the destination node).
 pub const MAX_HOP_PAYLOAD_BYTES: usize = MAX_ENVELOPE_BYTES + 4096;
+/// Most sequence numbers in one batched fetch or acknowledgement of a mailbox.
+pub const MAX_BATCH_SEQS: usize = 1000;
+/// A node stops adding envelopes to a batched fetch's answer before it would pass this
+/// many bytes; a first envelope is answered whatever its size (up to
+/// [`MAX_ENVELOPE_BYTES`]), so that every envelope can be fetched.
+pub const MAX_BATCH_ANSWER_BYTES: usize = 16 * 1024 * 1024;
 /// Largest postage / delivery token.
 pub const MAX_TOKEN_BYTES: usize = 1024;
 /// Largest node URL, in bytes.

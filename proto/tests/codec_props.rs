@@ -2,6 +2,7 @@
 //! bytes never panics and never succeeds on a strict prefix.
 
 use proptest::prelude::*;
+use sealpost_proto::batch::{BatchEntry, EnvelopeBatch};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::envelope::{Envelope, HopWrapper};
@@ -146,6 +147,19 @@ proptest! {
     }
 
     #[test]
+    fn envelope_batch_round_trips(entries in proptest::collection::vec(
+        (any::<u64>(), proptest::option::of(bytes(64))), 0..20)
+    ) {
+        let b = EnvelopeBatch {
+            entries: entries
+                .into_iter()
+                .map(|(seq, envelope)| BatchEntry { seq, envelope })
+                .collect(),
+        };
+        check_round_trip(&b)?;
+    }
+
+    #[test]
     fn decoders_never_panic(data in bytes(512)) {
         let _ = Envelope::decode(&data);
         let _ = HopWrapper::decode(&data);
@@ -154,6 +168,7 @@ proptest! {
         let _ = NodeDescriptor::decode(&data);
         let _ = SignedDescriptor::decode(&data);
         let _ = Envelope::peek_ids(&data);
+        let _ = EnvelopeBatch::decode(&data);
     }
 
     #[test]

@@ -26,13 +26,15 @@ pub enum Route {
     Oblivious,
     /// `/v1/relay/*`: lookups relayed for this node's devices.
     Relay,
+    FetchBatch,
+    AckBatch,
     Devices,
     Links,
     Unknown,
 }
 
 impl Route {
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 20] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -48,6 +50,8 @@ impl Route {
         Route::Ack,
         Route::Oblivious,
         Route::Relay,
+        Route::FetchBatch,
+        Route::AckBatch,
         Route::Devices,
         Route::Links,
         Route::Unknown,
@@ -70,6 +74,8 @@ impl Route {
             Route::List => "list",
             Route::GetEnvelope => "get_envelope",
             Route::Ack => "ack",
+            Route::FetchBatch => "fetch_batch",
+            Route::AckBatch => "ack_batch",
             Route::Devices => "devices",
             Route::Links => "links",
             Route::Unknown => "unknown",

@@ -44,6 +44,8 @@ mod mutants {
         CloseDoesNothing,
         /// `ack_device` deletes at the first device's ack (one device takes the letter).
         FirstAckDeletes,
+        /// `envelopes` answers every sequence number asked, whatever the byte budget.
+        FetchIgnoresBudget,
     }
 
     struct Mutant {
@@ -136,6 +138,27 @@ mod mutants {
                 });
             }
             self.inner.ack_device(mailbox, seq, device)
+        }
+        fn ack_devices(
+            &self,
+            mailbox: MailboxId,
+            seqs: Vec<u64>,
+            device: DeviceId,
+        ) -> StoreFuture<'_, Vec<DeviceAck>> {
+            self.inner.ack_devices(mailbox, seqs, device)
+        }
+        fn envelopes(
+            &self,
+            mailbox: MailboxId,
+            seqs: Vec<u64>,
+            max_bytes: usize,
+        ) -> StoreFuture<'_, Vec<(u64, Option<Bytes>)>> {
+            let max_bytes = if self.mutation == Mutation::FetchIgnoresBudget {
+                usize::MAX
+            } else {
+                max_bytes
+            };
+            self.inner.envelopes(mailbox, seqs, max_bytes)
         }
         fn expire(&self, received_before: u64) -> StoreFuture<'_, u64> {
             self.inner.expire(received_before)
@@ -231,10 +254,17 @@ mod mutants {
     }
 
     #[tokio::test]
+    #[should_panic(expected = "a byte budget of 250")]
+    async fn a_store_whose_batched_fetch_ignores_its_budget_fails() {
+        conformance::batched_fetch_and_ack(&Mutation::FetchIgnoresBudget).await;
+    }
+
+    #[tokio::test]
     async fn the_wrapper_alone_passes() {
         conformance::list_pages_from_a_cursor(&Mutation::Nothing).await;
         conformance::quotas_count_bytes_and_envelopes(&Mutation::Nothing).await;
         conformance::writes_after_close_are_refused(&Mutation::Nothing).await;
         conformance::every_device_acks_every_envelope(&Mutation::Nothing).await;
+        conformance::batched_fetch_and_ack(&Mutation::Nothing).await;
     }
 }

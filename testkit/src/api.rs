@@ -1,6 +1,6 @@
 //! One client of the node's HTTP API (`spec/api.md`) for tests and benchmarks, built on
 //! the `proto` types: descriptor, register, challenge and token, records, submit, list, get,
-//! ack, peer delivery signed with RFC 9421, metrics.
+//! ack, their batched forms, peer delivery signed with RFC 9421, metrics.
 //!
 //! A call that reaches the node returns its status and JSON body ([`Answer`]), so that a
 //! test can check refusals; only a failed transport (or, for the helpers that return a
@@ -323,6 +323,43 @@ impl Api {
             token,
         );
         self.send("ack", req).await
+    }
+
+    /// `POST /v1/mailbox/MAILBOX/fetch` with the JSON `body` (`{"seqs": [...]}`, or
+    /// anything else to test refusals): the raw response (an `EnvelopeBatch` on success).
+    pub async fn fetch_batch(
+        &self,
+        node: &NodeUrl,
+        mailbox: &MailboxId,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<reqwest::Response, ApiError> {
+        let req = bearer(
+            self.http
+                .post(node.join(&api::mailbox_fetch(mailbox)))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+            token,
+        );
+        req.send().await.map_err(http("fetch batch"))
+    }
+
+    /// `POST /v1/mailbox/MAILBOX/ack` with the JSON `body` (`{"seqs": [...]}`).
+    pub async fn ack_batch(
+        &self,
+        node: &NodeUrl,
+        mailbox: &MailboxId,
+        body: &Value,
+        token: Option<&str>,
+    ) -> Result<Answer, ApiError> {
+        let req = bearer(
+            self.http
+                .post(node.join(&api::mailbox_ack(mailbox)))
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.to_string()),
+            token,
+        );
+        self.send("ack batch", req).await
     }
 
     /// A bearer token for device `key` of `mailbox` (`spec/api.md` §Devices): challenge,

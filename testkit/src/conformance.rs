@@ -25,7 +25,8 @@
 //! device lists what it has not acknowledged, an envelope goes when every device has
 //! acknowledged it, removing a device releases what only it still owed, the retention
 //! period deletes old envelopes whatever their acknowledgements, and all of it survives a
-//! reopen.
+//! reopen. Batches: a batched fetch answers a prefix of the sequence numbers asked for
+//! within its byte budget, and a batched ack is each device's ack in turn.
 
 use std::future::Future;
 use std::path::Path;
@@ -855,6 +856,91 @@ pub async fn every_device_acks_every_envelope<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+pub async fn batched_fetch_and_ack<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(&*s, 1).await;
+    let mut at = Vec::new();
+    for id in 1..=5u8 {
+        at.push(stored_seq(&*s, envelope(m, id, 100), BIG).await);
+    }
+    let (a, b2, c, d, e) = (at[0], at[1], at[2], at[3], at[4]);
+    let body = |id: u8| Some(Bytes::from(vec![id; 100]));
+    // In the order asked, with a gap where there is nothing.
+    assert_eq!(
+        s.envelopes(m, vec![c, a, 999, e], 1 << 20).await.unwrap(),
+        vec![(c, body(3)), (a, body(1)), (999, None), (e, body(5))]
+    );
+    // The byte budget cuts the answer to a prefix; a first envelope always fits.
+    assert_eq!(
+        s.envelopes(m, vec![a, b2, c], 250).await.unwrap(),
+        vec![(a, body(1)), (b2, body(2))],
+        "a byte budget of 250 answers two envelopes of 100"
+    );
+    assert_eq!(
+        s.envelopes(m, vec![b2, c], 0).await.unwrap(),
+        vec![(b2, body(2))]
+    );
+    assert_eq!(
+        s.envelopes(MailboxId([0xee; 16]), vec![a], 1 << 20)
+            .await
+            .unwrap(),
+        vec![(a, None)],
+        "another mailbox's sequence numbers name nothing here"
+    );
+    // Without devices the account's acks delete; each ack sees the ones before it.
+    let account = DeviceId::ACCOUNT;
+    assert_eq!(
+        s.ack_devices(m, vec![a, a, 999, b2], account)
+            .await
+            .unwrap(),
+        vec![
+            DeviceAck::Deleted,
+            DeviceAck::Missing,
+            DeviceAck::Missing,
+            DeviceAck::Deleted
+        ]
+    );
+    assert_eq!(seqs(&*s, m).await, vec![c, d, e]);
+    assert_eq!(
+        s.envelopes(m, vec![a, c], 1 << 20).await.unwrap(),
+        vec![(a, None), (c, body(3))]
+    );
+    // With devices, each one's batch is recorded until the last device's deletes.
+    let (d1, d2) = (device(1), device(2));
+    s.add_device(m, d1.clone(), 4).await.unwrap();
+    s.add_device(m, d2.clone(), 4).await.unwrap();
+    assert_eq!(
+        s.ack_devices(m, vec![c, d], d1.id).await.unwrap(),
+        vec![DeviceAck::Recorded, DeviceAck::Recorded]
+    );
+    assert_eq!(seqs_for(&*s, m, d1.id).await, vec![e]);
+    assert_eq!(seqs_for(&*s, m, d2.id).await, vec![c, d, e]);
+    assert_eq!(
+        s.ack_devices(m, vec![d, c, d], d2.id).await.unwrap(),
+        vec![DeviceAck::Deleted, DeviceAck::Deleted, DeviceAck::Missing]
+    );
+    assert_eq!(seqs(&*s, m).await, vec![e]);
+    assert_eq!(
+        s.ack_devices(m, vec![e], account).await.unwrap(),
+        vec![DeviceAck::UnknownDevice]
+    );
+    // Quota freed by batched acks: the mailbox counts one envelope.
+    assert_eq!(
+        s.deliver(
+            envelope(m, 9, 100),
+            Quota {
+                max_bytes: 1 << 20,
+                max_envelopes: 2
+            }
+        )
+        .await
+        .unwrap(),
+        DeliverOutcome::Stored { seq: e + 1 }
+    );
+    s.close().await.unwrap();
+}
+
 pub async fn removing_a_device_releases_what_only_it_owed<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -1009,6 +1095,7 @@ macro_rules! store_conformance {
             removing_a_device_releases_what_only_it_owed,
             retention_expires_envelopes_whatever_their_acks,
             devices_and_their_acks_survive_reopen,
+            batched_fetch_and_ack,
         );
     };
     (@cases $backend:expr; $($case:ident),* $(,)?) => {

@@ -10,6 +10,7 @@
 
 #![allow(dead_code)]
 
+use sealpost_proto::batch::EnvelopeBatch;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::envelope::{Envelope, HopWrapper};
@@ -31,6 +32,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("httpsig", httpsig),
     ("payload", payload),
     ("oblivious", oblivious),
+    ("batch", batch),
 ];
 
 pub fn envelope(data: &[u8]) {
@@ -53,6 +55,12 @@ pub fn record(data: &[u8]) {
     }
     if let Ok(s) = SignedRecord::decode(data) {
         let _ = s.verify(1_800_000_000);
+    }
+}
+
+pub fn batch(data: &[u8]) {
+    if let Ok(b) = EnvelopeBatch::decode(data) {
+        assert_eq!(b.encode(), data, "an envelope batch has one encoding");
     }
 }
 

@@ -182,6 +182,22 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
                         run(only(Method::GET), mailbox::list(node, &mailbox, req)).await,
                     )
                 }
+                (_, Some([mailbox, step]))
+                    if method == Method::POST && *step == api::FETCH_STEP =>
+                {
+                    let mailbox = mailbox.to_string();
+                    (
+                        Route::FetchBatch,
+                        mailbox::fetch_batch(node, &mailbox, req).await,
+                    )
+                }
+                (_, Some([mailbox, step])) if method == Method::POST && *step == api::ACK_STEP => {
+                    let mailbox = mailbox.to_string();
+                    (
+                        Route::AckBatch,
+                        mailbox::ack_batch(node, &mailbox, req).await,
+                    )
+                }
                 (_, Some([mailbox, seq])) => {
                     let (mailbox, seq) = (mailbox.to_string(), seq.to_string());
                     match method {

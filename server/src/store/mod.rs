@@ -353,6 +353,23 @@ pub trait Store: Send + Sync {
         seq: u64,
         device: DeviceId,
     ) -> StoreFuture<'_, DeviceAck>;
+    /// [`ack_device`](Store::ack_device) of each of `seqs`, in order, in one write: each
+    /// sees the ones before it (a sequence number twice is `Missing` the second time). The
+    /// answer has one outcome per sequence number.
+    fn ack_devices(
+        &self,
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        device: DeviceId,
+    ) -> StoreFuture<'_, Vec<DeviceAck>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(seqs.len());
+            for seq in seqs {
+                out.push(self.ack_device(mailbox, seq, device).await?);
+            }
+            Ok(out)
+        })
+    }
     /// Deletes every envelope received before `received_before` (Unix seconds), whether
     /// acknowledged or not (the retention period); returns how many.
     fn expire(&self, received_before: u64) -> StoreFuture<'_, u64>;
@@ -367,6 +384,31 @@ pub trait Store: Send + Sync {
     fn record(&self, address: String) -> StoreFuture<'_, Option<Bytes>>;
     fn list(&self, mailbox: MailboxId, after: u64, limit: usize) -> StoreFuture<'_, Vec<ListItem>>;
     fn envelope(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, Option<Bytes>>;
+    /// The envelopes at `seqs` of `mailbox` for a batched fetch, in that order: each with
+    /// its bytes, or `None` where there is none. The answer is a prefix of `seqs`: it stops
+    /// before the envelopes' bytes together would pass `max_bytes` (the first is answered
+    /// whatever its size).
+    fn envelopes(
+        &self,
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        max_bytes: usize,
+    ) -> StoreFuture<'_, Vec<(u64, Option<Bytes>)>> {
+        Box::pin(async move {
+            let mut out = Vec::with_capacity(seqs.len());
+            let mut total = 0usize;
+            for seq in seqs {
+                let bytes = self.envelope(mailbox, seq).await?;
+                let len = bytes.as_ref().map_or(0, Bytes::len);
+                if !out.is_empty() && total.saturating_add(len) > max_bytes {
+                    break;
+                }
+                total = total.saturating_add(len);
+                out.push((seq, bytes));
+            }
+            Ok(out)
+        })
+    }
     /// The registered devices of `mailbox`, by id (empty: only the account key).
     fn devices(&self, mailbox: MailboxId) -> StoreFuture<'_, Vec<Device>>;
     /// [`list`](Store::list) for one device: the envelopes after `after` that `device` has

@@ -18,6 +18,7 @@
 //! Unsigned 64-bit values are stored in `BIGINT` by their bit pattern (`u64 as i64`), and
 //! compared in Rust where they can exceed `i64::MAX` (record sequences, quotas).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -915,6 +916,38 @@ async fn ack_device_tx(
     let m = mailbox.as_bytes().as_slice();
     let known = lock_account(tx, m).await?;
     let ids = device_ids_tx(tx, m).await?;
+    ack_locked_tx(tx, mailbox, seq, device, known, &ids).await
+}
+
+/// [`ack_device_tx`] of each of `seqs` in one transaction: the account is locked and its
+/// devices read once.
+async fn ack_devices_tx(
+    tx: &Transaction<'_>,
+    mailbox: &MailboxId,
+    seqs: &[u64],
+    device: DeviceId,
+) -> Result<Vec<DeviceAck>, TxError> {
+    let m = mailbox.as_bytes().as_slice();
+    let known = lock_account(tx, m).await?;
+    let ids = device_ids_tx(tx, m).await?;
+    let mut out = Vec::with_capacity(seqs.len());
+    for seq in seqs {
+        out.push(ack_locked_tx(tx, mailbox, *seq, device, known, &ids).await?);
+    }
+    Ok(out)
+}
+
+/// The ack of one envelope, with the account locked (`known`: it exists) and its devices
+/// `ids` read.
+async fn ack_locked_tx(
+    tx: &Transaction<'_>,
+    mailbox: &MailboxId,
+    seq: u64,
+    device: DeviceId,
+    known: bool,
+    ids: &[DeviceId],
+) -> Result<DeviceAck, TxError> {
+    let m = mailbox.as_bytes().as_slice();
     if !ids.contains(&device) {
         return Ok(DeviceAck::UnknownDevice);
     }
@@ -1185,6 +1218,20 @@ impl Store for PgStore {
         )
     }
 
+    fn ack_devices(
+        &self,
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        device: DeviceId,
+    ) -> StoreFuture<'_, Vec<DeviceAck>> {
+        Box::pin(async move {
+            write_tx!(self, seqs.len() as u64, |tx| ack_devices_tx(
+                tx, &mailbox, &seqs, device
+            )
+            .await)
+        })
+    }
+
     fn expire(&self, received_before: u64) -> StoreFuture<'_, u64> {
         Box::pin(async move {
             // Received times are Unix seconds, far below 2^63.
@@ -1294,6 +1341,59 @@ impl Store for PgStore {
                 )
                 .await?
                 .map(|r| Bytes::from(r.get::<_, Vec<u8>>(0))))
+        })
+    }
+
+    fn envelopes(
+        &self,
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        max_bytes: usize,
+    ) -> StoreFuture<'_, Vec<(u64, Option<Bytes>)>> {
+        Box::pin(async move {
+            let m = mailbox.as_bytes().as_slice();
+            // Sequences are below 2^63: one beyond names no envelope.
+            let asked: Vec<i64> = seqs
+                .iter()
+                .filter(|s| **s < i64::MAX as u64)
+                .map(|s| *s as i64)
+                .collect();
+            // Sizes first, so that bodies beyond the budget are never read.
+            let sizes: HashMap<u64, u64> = self
+                .query(
+                    "SELECT seq, size FROM envelopes WHERE mailbox = $1 AND seq = ANY($2)",
+                    &[&m, &asked],
+                )
+                .await?
+                .iter()
+                .map(|r| (u(r.get(0)), u(r.get(1))))
+                .collect();
+            let mut take: Vec<u64> = Vec::new();
+            let mut total = 0u64;
+            for seq in &seqs {
+                let len = sizes.get(seq).copied().unwrap_or(0);
+                if !take.is_empty() && total.saturating_add(len) > max_bytes as u64 {
+                    break;
+                }
+                total = total.saturating_add(len);
+                take.push(*seq);
+            }
+            let wanted: Vec<i64> = take
+                .iter()
+                .filter(|s| sizes.contains_key(s))
+                .map(|s| *s as i64)
+                .collect();
+            let mut bodies: HashMap<u64, Bytes> = self
+                .query(
+                    "SELECT seq, body FROM envelopes WHERE mailbox = $1 AND seq = ANY($2)",
+                    &[&m, &wanted],
+                )
+                .await?
+                .into_iter()
+                .map(|r| (u(r.get(0)), Bytes::from(r.get::<_, Vec<u8>>(1))))
+                .collect();
+            // An envelope acknowledged between the two reads is answered as none.
+            Ok(take.into_iter().map(|s| (s, bodies.remove(&s))).collect())
         })
     }
 

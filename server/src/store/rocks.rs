@@ -494,6 +494,19 @@ impl Store for RocksStore {
             reply,
         })
     }
+    fn ack_devices(
+        &self,
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        device: DeviceId,
+    ) -> StoreFuture<'_, Vec<DeviceAck>> {
+        self.submit(|reply| Op::AckDevices {
+            mailbox,
+            seqs,
+            device,
+            reply,
+        })
+    }
     fn expire(&self, received_before: u64) -> StoreFuture<'_, u64> {
         let db = self.db.clone();
         Box::pin(async move {

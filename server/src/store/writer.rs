@@ -105,6 +105,12 @@ pub(super) enum Op {
         device: DeviceId,
         reply: Reply<DeviceAck>,
     },
+    AckDevices {
+        mailbox: MailboxId,
+        seqs: Vec<u64>,
+        device: DeviceId,
+        reply: Reply<Vec<DeviceAck>>,
+    },
     Expire {
         items: Vec<(MailboxId, u64)>,
         reply: Reply<u64>,
@@ -379,6 +385,24 @@ impl Writer {
                 Ok(o) => b.answer(reply, o),
                 Err(e) => drop(reply.send(Err(e))),
             },
+            Op::AckDevices {
+                mailbox,
+                seqs,
+                device,
+                reply,
+            } => {
+                let mut out = Vec::with_capacity(seqs.len());
+                for seq in seqs {
+                    match self.ack_device(b, mailbox, seq, device) {
+                        Ok(o) => out.push(o),
+                        Err(e) => {
+                            drop(reply.send(Err(e)));
+                            return;
+                        }
+                    }
+                }
+                b.answer(reply, out);
+            }
             Op::Expire { items, reply } => {
                 let mut n = 0;
                 for (mailbox, seq) in items {
