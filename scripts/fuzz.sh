@@ -14,7 +14,7 @@ cd "$(dirname "$0")/.."
 secs=${1:-90}
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names httpsig payload batch config bridge_imap bridge_smtp)
+[ ${#targets[@]} -gt 0 ] || targets=(envelope hop record descriptor letter smtp names httpsig payload batch oblivious config bridge_imap bridge_smtp)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 
 seed() { # target dir

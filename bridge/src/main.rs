@@ -110,6 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_certs: cli.cacert.clone(),
             ..NetConfig::default()
         },
+        // Oblivious lookups stay off, as in the `sealpost` command by default
+        // (`spec/client.md` §3).
+        ..Options::default()
     };
     let client = Client::open(&dir, &options)
         .with_context(|| format!("opening the profile {}", dir.display()))?;

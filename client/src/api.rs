@@ -32,7 +32,7 @@ use crate::progress::{NoTransfer, ProgressBody, Transfer};
 /// Largest JSON answer we read from a node.
 const MAX_JSON_BYTES: usize = 256 * 1024;
 /// Largest signed record or descriptor answer.
-const MAX_SIGNED_BYTES: usize = MAX_SIGNED_BODY_BYTES + MAX_SIGNATURE_BYTES + 64;
+pub(crate) const MAX_SIGNED_BYTES: usize = MAX_SIGNED_BODY_BYTES + MAX_SIGNATURE_BYTES + 64;
 /// A token is renewed this long before the node says it expires.
 const TOKEN_MARGIN_SECS: u64 = 30;
 /// Page size of mailbox listings (the spec's maximum).
@@ -72,6 +72,9 @@ pub struct NetConfig {
     /// The DNS server to ask instead of the system's (`--dns-server`, profile
     /// `dns.server`); it then also resolves node host names.
     pub dns_server: Option<SocketAddr>,
+    /// The local address connections are made from (`--source-address`); unset: the
+    /// system picks.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 impl Default for NetConfig {
@@ -80,6 +83,7 @@ impl Default for NetConfig {
             timeout: Duration::from_secs(30),
             ca_certs: Vec::new(),
             dns_server: None,
+            source_address: None,
         }
     }
 }
@@ -161,6 +165,22 @@ pub struct VerifiedNode {
     pub signed: SignedDescriptor,
 }
 
+impl VerifiedNode {
+    /// Decodes and verifies the descriptor `node` answered with.
+    pub(crate) fn from_bytes(node: &NodeUrl, bytes: &[u8]) -> Result<VerifiedNode> {
+        let signed = SignedDescriptor::decode(bytes)
+            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
+        let (descriptor, cert) = signed
+            .verify()
+            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
+        Ok(VerifiedNode {
+            descriptor,
+            cert,
+            signed,
+        })
+    }
+}
+
 /// Bearer tokens of the run by (node, mailbox), with when each expires.
 type TokenCache = Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>;
 
@@ -169,7 +189,7 @@ type TokenCache = Mutex<HashMap<(NodeUrl, MailboxId), (String, u64)>>;
 /// holds one.
 #[derive(Clone)]
 pub struct Net {
-    http: reqwest::Client,
+    pub(crate) http: reqwest::Client,
     config: NetConfig,
     dns: Dns,
     tokens: Arc<TokenCache>,
@@ -265,6 +285,7 @@ impl Net {
         let mut builder = reqwest::Client::builder()
             .connect_timeout(config.timeout)
             .read_timeout(config.timeout)
+            .local_address(config.source_address)
             .user_agent(concat!("sealpost/", env!("CARGO_PKG_VERSION")));
         for path in &config.ca_certs {
             for cert in load_ca_certs(path)? {
@@ -438,16 +459,7 @@ impl Net {
             .timeout(self.config.timeout);
         let resp = self.check(node, self.send(node, req).await?).await?;
         let bytes = self.body(node, resp, MAX_SIGNED_BYTES, &NoTransfer).await?;
-        let signed = SignedDescriptor::decode(&bytes)
-            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
-        let (descriptor, cert) = signed
-            .verify()
-            .map_err(|e| Error::protocol(node, format!("descriptor: {e}")))?;
-        Ok(VerifiedNode {
-            descriptor,
-            cert,
-            signed,
-        })
+        VerifiedNode::from_bytes(node, &bytes)
     }
 
     /// `POST /v1/accounts`.

@@ -43,6 +43,10 @@ pub struct Options {
     /// `--resolve DOMAIN=URL` entries; they override the profile's table.
     pub resolve: Vec<(String, NodeUrl)>,
     pub net: NetConfig,
+    /// Ask nodes other than the user's homes through those homes (oblivious lookups,
+    /// `spec/protocol.md` §11) instead of directly. Off unless asked for (the `sealpost`
+    /// command's `--oblivious-lookups`): see `spec/client.md` §3.
+    pub oblivious_lookups: bool,
 }
 
 /// An open profile and the means to talk to nodes: see the module documentation.
@@ -84,8 +88,17 @@ impl Client {
         if let Some(key) = crate::devices::load_key(&dir)? {
             net.set_device(key);
         }
+        let relays = if options.oblivious_lookups {
+            profile
+                .config
+                .trusted_homes()
+                .map(|h| h.url.clone())
+                .collect()
+        } else {
+            Vec::new()
+        };
         Ok(Client {
-            directory: Directory::open(&dir, net.clone(), resolver)?,
+            directory: Directory::open(&dir, net.clone(), resolver, relays)?,
             mailbox: Mailbox::new(&dir, net.clone()),
             outbox: Outbox::new(&dir, net.clone()),
             net,
@@ -278,6 +291,7 @@ impl Client {
         plan.check_agreed(&self.profile, agreed)?;
         let consented: Vec<Address> = plan.consented().cloned().collect();
         let sealed = send::seal_plan(&self.directory, plan, keys).await?;
+        let direct_lookups = self.directory.take_direct_fallbacks();
         // Durable first: once queued, the letter survives whatever happens next (a crash,
         // Ctrl-C); everything after this point only submits what the outbox holds.
         for e in &sealed.entries {
@@ -313,6 +327,7 @@ impl Client {
             queued: sealed.entries.into_iter().map(|e| e.id).collect(),
             sent_copy,
             flush,
+            direct_lookups,
         })
     }
 

@@ -123,6 +123,11 @@ fn check_record(
 /// Records, pins and node descriptors: see the module documentation.
 pub struct Directory {
     net: Net,
+    /// The user's homes, through which lookups at any other node go (oblivious lookups,
+    /// [`crate::ohttp`]); empty: every node is asked directly.
+    relays: Vec<NodeUrl>,
+    /// Nodes asked directly in this run because none of the homes could be reached.
+    direct: Mutex<Vec<NodeUrl>>,
     resolver: Resolver,
     contacts: ContactStore,
     nodes: Mutex<NodeCache>,
@@ -131,9 +136,17 @@ pub struct Directory {
 impl Directory {
     /// The directory of the profile in `profile_dir` (its contacts and node cache), looking
     /// domains up with `resolver` and nodes through `net`.
-    pub fn open(profile_dir: &Path, net: Net, resolver: Resolver) -> Result<Directory> {
+    /// `relays`: the user's homes (see [`Directory::fetch_descriptor`]).
+    pub fn open(
+        profile_dir: &Path,
+        net: Net,
+        resolver: Resolver,
+        relays: Vec<NodeUrl>,
+    ) -> Result<Directory> {
         Ok(Directory {
             net,
+            relays,
+            direct: Mutex::new(Vec::new()),
             resolver,
             contacts: ContactStore::new(profile_dir),
             nodes: Mutex::new(NodeCache::load(profile_dir)?),
@@ -152,6 +165,89 @@ impl Directory {
 
     pub(crate) fn net(&self) -> &Net {
         &self.net
+    }
+
+    /// Whether `node` is asked through a home rather than directly.
+    fn relayed(&self, node: &NodeUrl) -> bool {
+        !self.relays.is_empty() && !self.relays.contains(node)
+    }
+
+    /// Whether `e` says that the home `relay` itself could not be reached (so the next home
+    /// is tried).
+    fn home_down(relay: &NodeUrl, e: &Error) -> bool {
+        matches!(e, Error::Unreachable { url, .. } if url == relay.as_str())
+            || matches!(e, Error::Node { url, status, .. } if url == relay.as_str() && *status >= 500)
+    }
+
+    /// The verified descriptor of `node`: from the node itself when it is one of the
+    /// user's homes (or no home is known), else fetched by the first home that answers;
+    /// when none does, from the node itself ([`Directory::direct_fallback`]).
+    /// The caller compares URL and node key.
+    pub async fn fetch_descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
+        if !self.relayed(node) {
+            return self.net.descriptor(node).await;
+        }
+        for relay in &self.relays {
+            match self.net.descriptor_via(relay, node).await {
+                Err(e) if Self::home_down(relay, &e) => {}
+                other => return other,
+            }
+        }
+        self.direct_fallback(node);
+        self.net.descriptor(node).await
+    }
+
+    /// Every home is down: `node` is asked directly, so that a letter can still be sealed
+    /// and queued in the outbox (it is submitted when a home is back). That node then sees
+    /// this device's address (`spec/client.md` §3, "Oblivious lookups"); the run reports it
+    /// ([`Directory::take_direct_fallbacks`]).
+    fn direct_fallback(&self, node: &NodeUrl) {
+        let mut seen = self
+            .direct
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if !seen.contains(node) {
+            seen.push(node.clone());
+        }
+    }
+
+    /// The nodes asked directly in this run because no home could be reached.
+    pub fn take_direct_fallbacks(&self) -> Vec<NodeUrl> {
+        std::mem::take(
+            &mut *self
+                .direct
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+
+    /// The signed record of `address` at `node`: directly from one of the user's homes,
+    /// else obliviously through the first home that answers (`node`'s OHTTP key from its
+    /// descriptor, fetched through that home); when none does, directly
+    /// ([`Directory::direct_fallback`]).
+    async fn fetch_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
+        if !self.relayed(node) {
+            return self.net.get_record(node, address).await;
+        }
+        for relay in &self.relays {
+            let answer = match self.net.descriptor_via(relay, node).await {
+                Ok(target) if &target.descriptor.url != node => Err(Error::protocol(
+                    node,
+                    format!(
+                        "its descriptor names another URL ({})",
+                        target.descriptor.url
+                    ),
+                )),
+                Ok(target) => self.net.get_record_via(relay, &target, address).await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Err(e) if Self::home_down(relay, &e) => {}
+                other => return other,
+            }
+        }
+        self.direct_fallback(node);
+        self.net.get_record(node, address).await
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
@@ -190,7 +286,7 @@ impl Directory {
         }
         let mut first_err: Option<Error> = None;
         for src in &sources {
-            let found = match self.net.get_record(src, address).await {
+            let found = match self.fetch_record(src, address).await {
                 Ok(signed) => check_record(address, signed, now),
                 Err(e) => Err(e),
             };
@@ -304,7 +400,7 @@ impl Directory {
     /// record names. When the node cannot be reached, the cached descriptor serves (the
     /// hop is then queued by our node until that node is back).
     pub async fn home_node(&self, home: &Home) -> Result<VerifiedNode> {
-        let fresh = self.net.descriptor(&home.url).await;
+        let fresh = self.fetch_descriptor(&home.url).await;
         let node = match fresh {
             Ok(n) => n,
             Err(e @ (Error::Unreachable { .. } | Error::Node { .. })) => {

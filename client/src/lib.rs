@@ -33,6 +33,7 @@ pub mod error;
 pub mod fsutil;
 pub mod gateway;
 pub mod mailbox;
+pub mod ohttp;
 pub mod outbox;
 pub mod profile;
 pub mod progress;

@@ -181,7 +181,7 @@ pub(crate) async fn judge_failure(
     }
     let mut judgement = judge_lookup_failure(&err);
     if judgement == Judgement::AskDescriptor {
-        judgement = judge_descriptor(url, &directory.net().descriptor(url).await);
+        judgement = judge_descriptor(url, &directory.fetch_descriptor(url).await);
     }
     match judgement {
         Judgement::Sealpost | Judgement::AskDescriptor => Err(err),

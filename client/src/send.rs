@@ -66,6 +66,9 @@ pub struct SendReport {
     /// none was made. `None` when the user is a recipient (that copy serves).
     pub sent_copy: Option<std::result::Result<EnvelopeId, String>>,
     pub flush: FlushReport,
+    /// Nodes this device asked directly, not through a home, because none of its homes
+    /// could be reached (`spec/client.md` §3, "Oblivious lookups"): they saw its address.
+    pub direct_lookups: Vec<sealpost_proto::NodeUrl>,
 }
 
 impl SendReport {

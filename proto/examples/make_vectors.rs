@@ -77,6 +77,7 @@ fn main() {
         max_envelope: 33_554_432,
         software: "sealpost-node/0.1.0".into(),
         created: 1_700_000_000,
+        ohttp_key: None,
     };
     let signed_descriptor = SignedDescriptor::sign(&descriptor, &node_key);
 

@@ -35,6 +35,17 @@ pub const DELIVER: &str = "/v1/deliver";
 /// [`mailbox_ack`] does either for up to [`MAX_BATCH_SEQS`](crate::limits::MAX_BATCH_SEQS)
 /// sequence numbers at once.
 pub const MAILBOX: &str = "/v1/mailbox";
+/// `POST`: the node's Oblivious HTTP gateway (RFC 9458): an encapsulated record or
+/// descriptor lookup in, the encapsulated answer out ([`crate::oblivious`]).
+pub const OHTTP_GATEWAY: &str = "/v1/ohttp";
+/// `POST`: a device asks its home to carry an encapsulated lookup to the gateway of the
+/// node named in [`TARGET_HEADER`].
+pub const RELAY_OHTTP: &str = "/v1/relay/ohttp";
+/// `GET`: a device asks its home for the signed descriptor of the node named in
+/// [`TARGET_HEADER`] (public; the device verifies it).
+pub const RELAY_DESCRIPTOR: &str = "/v1/relay/descriptor";
+/// The header naming the node (its URL) a relayed request is for.
+pub const TARGET_HEADER: &str = "sealpost-target";
 /// The last segment of [`mailbox_fetch`].
 pub const FETCH_STEP: &str = "fetch";
 /// The last segment of [`mailbox_ack`].

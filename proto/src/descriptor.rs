@@ -8,6 +8,7 @@ use crate::codec::{Codec, Reader, Writer, tag};
 use crate::error::Error;
 use crate::identity::cert_from_bytes;
 use crate::limits::{MAX_CERT_BYTES, MAX_SIGNED_BODY_BYTES, MAX_SOFTWARE_BYTES, MAX_URL_BYTES};
+use crate::oblivious::MAX_KEY_CONFIG_BYTES;
 use crate::types::NodeUrl;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +24,11 @@ pub struct NodeDescriptor {
     pub software: String,
     /// Unix seconds.
     pub created: u64,
+    /// The node's Oblivious HTTP key configuration (RFC 9458 §3,
+    /// [`crate::oblivious`]): lookups sent to this node through another node's relay are
+    /// encrypted to it. Absent in descriptors of older nodes (the field is then not
+    /// encoded, so their signatures still verify).
+    pub ohttp_key: Option<Vec<u8>>,
 }
 
 impl Codec for NodeDescriptor {
@@ -36,6 +42,9 @@ impl Codec for NodeDescriptor {
         w.u32(self.max_envelope);
         w.bytes16(self.software.as_bytes());
         w.u64(self.created);
+        if let Some(key) = &self.ohttp_key {
+            w.bytes16(key);
+        }
     }
 
     fn decode_from(r: &mut Reader<'_>) -> Result<Self, Error> {
@@ -48,6 +57,13 @@ impl Codec for NodeDescriptor {
         let max_envelope = r.u32()?;
         let software = r.str16("software", MAX_SOFTWARE_BYTES)?.to_string();
         let created = r.u64()?;
+        let ohttp_key = if r.remaining() > 0 {
+            let key = r.bytes16("OHTTP key configuration", MAX_KEY_CONFIG_BYTES)?;
+            crate::oblivious::check_key_config(key)?;
+            Some(key.to_vec())
+        } else {
+            None
+        };
         Ok(NodeDescriptor {
             url,
             node_key,
@@ -55,6 +71,7 @@ impl Codec for NodeDescriptor {
             max_envelope,
             software,
             created,
+            ohttp_key,
         })
     }
 }
@@ -129,6 +146,7 @@ mod tests {
             max_envelope: 4096,
             software: "x".into(),
             created: 1,
+            ohttp_key: None,
         };
         let mut signature = [0u8; 64];
         signature[0] = 1;
@@ -140,5 +158,30 @@ mod tests {
             signed.verify(),
             Err(Error::BadObjectSignature("node descriptor"))
         ));
+    }
+
+    #[test]
+    fn the_ohttp_key_is_optional_so_old_descriptors_still_parse() {
+        let mut desc = NodeDescriptor {
+            url: NodeUrl::parse("http://n.test").unwrap(),
+            node_key: [3; 32],
+            encryption_cert: vec![0x99],
+            max_envelope: 4096,
+            software: "x".into(),
+            created: 1,
+            ohttp_key: None,
+        };
+        let old = desc.encode();
+        assert_eq!(NodeDescriptor::decode(&old).unwrap(), desc);
+        let key = crate::oblivious::GatewayKey::derive(&[1; 32]).unwrap();
+        desc.ohttp_key = Some(key.config().to_vec());
+        let new = desc.encode();
+        assert_eq!(&new[..old.len()], &old[..], "the key is appended");
+        assert_eq!(NodeDescriptor::decode(&new).unwrap(), desc);
+        desc.ohttp_key = Some(vec![0xff; 8]);
+        assert!(
+            NodeDescriptor::decode(&desc.encode()).is_err(),
+            "unusable key"
+        );
     }
 }

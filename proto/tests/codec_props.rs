@@ -101,6 +101,7 @@ fn descriptor() -> impl Strategy<Value = NodeDescriptor> {
                 max_envelope,
                 software,
                 created,
+                ohttp_key: None,
             },
         )
 }

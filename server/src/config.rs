@@ -127,6 +127,7 @@ pub struct Config {
     pub log: LogConfig,
     pub gateway: GatewayConfig,
     pub auth: AuthConfig,
+    pub testing: TestingConfig,
     pub devices: DevicesConfig,
     pub admin: AdminConfig,
     /// Directory that relative paths resolve against: the config file's directory.
@@ -271,6 +272,8 @@ pub struct RelayConfig {
     /// user cannot point the node at the operator's own network (SSRF); `init` turns it on
     /// for a node that listens on loopback (tests, the demo, private deployments).
     pub allow_private_destinations: bool,
+    /// The local address outgoing connections are made from; unset: the system picks.
+    pub source_address: Option<std::net::IpAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -308,6 +311,15 @@ pub struct StorageConfig {
     /// How long the id of an acked envelope is remembered, so that a late redelivery is not
     /// stored again. Must exceed every peer's `relay.give_up_after`.
     pub dedupe_retention: Secs,
+}
+
+/// Test hooks; all off by default.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TestingConfig {
+    /// Append who connected and what they asked for to this file
+    /// (`basics::access`): for the privacy audit, never for a node in service.
+    pub access_record: Option<PathBuf>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -568,6 +580,7 @@ impl Default for Config {
             log: LogConfig::default(),
             gateway: GatewayConfig::default(),
             auth: AuthConfig::default(),
+            testing: TestingConfig::default(),
             devices: DevicesConfig::default(),
             admin: AdminConfig::default(),
             base_dir: PathBuf::from("."),
@@ -638,6 +651,7 @@ impl Default for RelayConfig {
             connect_timeout: Secs::from_secs(10),
             ca_certs: Vec::new(),
             allow_private_destinations: false,
+            source_address: None,
         }
     }
 }

@@ -29,6 +29,7 @@ pub mod init;
 pub mod keys;
 pub mod metrics;
 pub mod node;
+pub mod oblivious;
 pub mod peers;
 pub mod ratelimit;
 pub mod relay;

@@ -22,6 +22,10 @@ pub enum Route {
     List,
     GetEnvelope,
     Ack,
+    /// `POST /v1/ohttp`: lookups relayed here.
+    Oblivious,
+    /// `/v1/relay/*`: lookups relayed for this node's devices.
+    Relay,
     FetchBatch,
     AckBatch,
     Devices,
@@ -30,7 +34,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 18] = [
+    const ALL: [Route; 20] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -44,6 +48,8 @@ impl Route {
         Route::List,
         Route::GetEnvelope,
         Route::Ack,
+        Route::Oblivious,
+        Route::Relay,
         Route::FetchBatch,
         Route::AckBatch,
         Route::Devices,
@@ -54,6 +60,8 @@ impl Route {
     pub fn label(self) -> &'static str {
         match self {
             Route::Descriptor => "descriptor",
+            Route::Oblivious => "ohttp_gateway",
+            Route::Relay => "ohttp_relay",
             Route::Health => "healthz",
             Route::Metrics => "metrics",
             Route::Register => "register",

@@ -9,10 +9,12 @@ use bytes::Bytes;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::identity::{cert_from_bytes, cert_to_bytes};
+use sealpost_proto::oblivious::GatewayKey;
 use sealpost_proto::openpgp::{Cert, Fingerprint};
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
+use crate::basics::access::AccessRecord;
 use crate::basics::client_addr::TrustedProxies;
 use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
@@ -170,6 +172,16 @@ pub struct Node {
     pub keys: NodeKeys,
     /// The encoded, signed descriptor served at `/.well-known/sealpost/node`.
     pub descriptor: Bytes,
+    /// The Oblivious HTTP gateway key, derived from the signing key; its public half is in
+    /// the descriptor.
+    pub gateway_key: GatewayKey,
+    /// Relayed lookups per client address key (`POST /v1/relay/ohttp`, descriptors).
+    pub relay_limit: RateLimiter<IpAddr>,
+    /// Lookups relayed to this node's gateway, per relaying node's address key: one node
+    /// relays for many devices.
+    pub gateway_limit: RateLimiter<IpAddr>,
+    /// The access record (a test hook, `testing.access_record`), set at start-up.
+    pub access: Option<AccessRecord>,
     pub store: Arc<dyn Store>,
     pub sessions: Sessions,
     /// Link drops for new devices (`devices.link_*`).
@@ -218,6 +230,8 @@ impl Node {
         peers: Peers,
         relay_tx: mpsc::UnboundedSender<Job>,
     ) -> Node {
+        let gateway_key = GatewayKey::derive(&keys.signing.to_bytes())
+            .expect("invariant: a fixed OHTTP suite derives from any 32-byte seed");
         let desc = NodeDescriptor {
             url: url.clone(),
             node_key: keys.node_key(),
@@ -225,6 +239,7 @@ impl Node {
             max_envelope: config.limits.max_envelope,
             software: SOFTWARE.into(),
             created: now_secs(),
+            ohttp_key: Some(gateway_key.config().to_vec()),
         };
         let descriptor = Bytes::from(SignedDescriptor::sign(&desc, &keys.signing).encode());
         let keyset = |v: &[String]| {
@@ -244,6 +259,17 @@ impl Node {
         Node {
             url: url.clone(),
             descriptor,
+            gateway_key,
+            // A device's lookups (each a record and perhaps a descriptor) through its home.
+            relay_limit: RateLimiter::new(
+                l.lookups_per_minute_per_ip.saturating_mul(2),
+                l.lookups_burst_per_ip.saturating_mul(2),
+            ),
+            access: None,
+            gateway_limit: RateLimiter::new(
+                l.lookups_per_minute_per_ip.saturating_mul(10),
+                l.lookups_burst_per_ip.saturating_mul(10),
+            ),
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),

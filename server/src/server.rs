@@ -43,6 +43,11 @@ use crate::store::{PgStore, RocksStore, Store, StoreError};
 pub enum StartError {
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error("opening the access record {}", path.display())]
+    AccessRecord {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("reading the address of the listener")]
     LocalAddr(#[source] std::io::Error),
     #[error("making the node URL from {addr} (set public_url)")]
@@ -220,7 +225,19 @@ async fn serve(
         .map_err(read("outbound queue"))?;
     let peers = Peers::new(http, &config.peers, pins);
     let (relay_tx, relay_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node::new(config, url, keys, store, peers, relay_tx));
+    let access = match &config.testing.access_record {
+        Some(p) => {
+            let path = config.resolve(p);
+            Some(
+                crate::basics::access::AccessRecord::open(&path)
+                    .map_err(|source| StartError::AccessRecord { path, source })?,
+            )
+        }
+        None => None,
+    };
+    let mut node = Node::new(config, url, keys, store, peers, relay_tx);
+    node.access = access;
+    let node = Arc::new(node);
     let (stop_tx, stop_rx) = watch::channel(false);
     let relay = relay::spawn(node.clone(), queued, relay_rx, stop_rx.clone());
     let janitor = tokio::spawn(janitor(node.clone(), stop_rx.clone()));
@@ -385,6 +402,18 @@ async fn serve_io<I>(
         let node = svc_node.clone();
         let ip = node.trusted_proxies.client(client, req.headers());
         req.extensions_mut().insert(ClientIp(ip));
+        if let Some(access) = &node.access {
+            let target = req
+                .headers()
+                .get(sealpost_proto::api::TARGET_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(|t| format!(" for {t}"))
+                .unwrap_or_default();
+            access.record(
+                Some(client),
+                &format!("{} {}{target}", req.method(), req.uri().path()),
+            );
+        }
         let last = served.fetch_add(1, Ordering::Relaxed).saturating_add(1) >= max_requests;
         async move {
             let mut resp = api::handle(node, req).await;
@@ -584,6 +613,9 @@ fn http_client(config: &Config) -> Result<reqwest::Client, StartError> {
         // Below the default header timeout, which also closes idle connections on the peer.
         .pool_idle_timeout(std::time::Duration::from_secs(5))
         .tcp_nodelay(true)
+        // A redirect could point past the SSRF guard (an IP literal is never resolved).
+        .redirect(reqwest::redirect::Policy::none())
+        .local_address(r.source_address)
         .no_proxy();
     if !r.allow_private_destinations {
         b = b.dns_resolver(Arc::new(crate::ssrf::PublicOnly));

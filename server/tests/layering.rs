@@ -23,6 +23,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "devices",
             "peers",
             "node",
+            "oblivious",
             "accounts",
             "auth",
             "delivery",

@@ -109,6 +109,33 @@ impl Node {
         }
     }
 
+    /// Starts a node that listens on `ip` (a loopback address of its own, `127.0.0.X`),
+    /// connects to other nodes from it, and keeps an access record ([`Node::access`]).
+    pub fn start_on(name: &str, ip: &str) -> Node {
+        let listen = format!("listen={ip}:0");
+        let source = format!("relay.source_address={ip}");
+        let mut args: Vec<&str> = FAST_RELAY.to_vec();
+        args.extend([
+            "--set",
+            listen.as_str(),
+            "--set",
+            source.as_str(),
+            "--set",
+            "testing.access_record=access.log",
+        ]);
+        Self::start_with(name, &args)
+    }
+
+    /// The node's access record (`testing.access_record`, see [`Node::start_on`]): one
+    /// (peer address or `-`, what was asked) per line.
+    pub fn access(&self) -> Vec<(String, String)> {
+        let text = std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default();
+        text.lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
+    }
+
     pub fn config_path(&self) -> PathBuf {
         self.dir.path().join("node.toml")
     }
@@ -259,6 +286,8 @@ pub struct User {
     pub resolve: Resolve,
     /// Extra environment, e.g. SEALPOST_PASSPHRASE.
     pub env: Vec<(String, String)>,
+    /// The local address the `sealpost` runs connect from (`--source-address`).
+    pub source: Option<String>,
 }
 
 impl User {
@@ -270,12 +299,28 @@ impl User {
             home: TempDir::new(&format!("user-{local}")),
             resolve: resolve.clone(),
             env: Vec::new(),
+            source: None,
         }
     }
 
     /// `init ADDRESS --node URL...`; panics unless it succeeds.
     pub fn init(address: &str, nodes: &[&Node], resolve: &Resolve) -> User {
-        let u = User::new(address, resolve);
+        Self::init_from(address, None, nodes, resolve)
+    }
+
+    /// [`User::init`] for a user whose device connects from `source` (a loopback address
+    /// of its own) and looks other nodes up obliviously (`--oblivious-lookups`), then and in
+    /// every later run.
+    pub fn init_from(
+        address: &str,
+        source: Option<&str>,
+        nodes: &[&Node],
+        resolve: &Resolve,
+    ) -> User {
+        let mut u = User::new(address, resolve);
+        u.source = source.map(str::to_string);
+        u.env
+            .push(("SEALPOST_OBLIVIOUS_LOOKUPS".into(), "true".into()));
         let mut args = vec!["init".to_string(), address.to_string()];
         for n in nodes {
             args.push("--node".into());
@@ -303,7 +348,12 @@ impl User {
     }
 
     pub fn run_owned(&self, args: &[String], stdin: &[u8]) -> Out {
-        run_cli(&self.profile(), &self.resolve, &self.env, args, stdin)
+        let mut all = Vec::new();
+        if let Some(ip) = &self.source {
+            all.extend(["--source-address".to_string(), ip.clone()]);
+        }
+        all.extend(args.iter().cloned());
+        run_cli(&self.profile(), &self.resolve, &self.env, &all, stdin)
     }
 
     /// Runs and asserts success.

@@ -138,30 +138,37 @@ fn new_count(seen: &[serde_json::Value]) -> usize {
         .sum()
 }
 
-/// The README's audit table: row name → (sender's home nodes, recipient's home node).
-fn readme_table() -> Vec<(String, bool, bool)> {
+/// A yes/no table of the README between `<!-- NAME:begin -->` and `<!-- NAME:end -->`:
+/// row name → (first column, second column), each cell starting with `yes` or `no`.
+fn readme_yes_no_table(name: &str) -> Vec<(String, bool, bool)> {
     let readme =
         std::fs::read_to_string(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../README.md"))
             .unwrap();
     let start = readme
-        .find("<!-- audit:begin -->")
-        .expect("README has the audit table");
+        .find(&format!("<!-- {name}:begin -->"))
+        .unwrap_or_else(|| panic!("README has the {name} table"));
     let end = readme
-        .find("<!-- audit:end -->")
-        .expect("README audit table ends");
+        .find(&format!("<!-- {name}:end -->"))
+        .unwrap_or_else(|| panic!("README {name} table ends"));
     readme[start..end]
         .lines()
-        .filter(|l| l.starts_with("| ") && !l.starts_with("| what") && !l.starts_with("|---"))
+        .filter(|l| l.starts_with("| "))
+        .skip(1) // the header row; the `|---|` row does not start with "| "
         .map(|l| {
             let cells: Vec<&str> = l.trim_matches('|').split('|').map(str::trim).collect();
             let yes = |c: &str| match c.split_whitespace().next() {
                 Some("yes") => true,
                 Some("no") => false,
-                other => panic!("README audit cell {other:?} in {l}"),
+                other => panic!("README {name} cell {other:?} in {l}"),
             };
             (cells[0].to_string(), yes(cells[1]), yes(cells[2]))
         })
         .collect()
+}
+
+/// The README's audit table: row name → (sender's home nodes, recipient's home node).
+fn readme_table() -> Vec<(String, bool, bool)> {
+    readme_yes_no_table("audit")
 }
 
 #[test]
@@ -362,4 +369,180 @@ fn wait_for_envelope_sizes(n: &Node, count: u64) -> BTreeMap<u64, u64> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The README's "Who connects to whom" table: row (who connects) → (to the sender's home
+/// nodes, to the recipient's home node).
+fn readme_connections() -> Vec<(String, bool, bool)> {
+    readme_yes_no_table("connections")
+}
+
+/// Every party on a loopback address of its own; each node keeps an access record of who
+/// connected and what they asked for. After alice (homes alpha and beta) writes to bob
+/// (home gamma) for the first time, which needs a lookup of bob's record at gamma, the
+/// README's "Who connects to whom" table is checked cell by cell, and: gamma never saw
+/// alice's device, and neither of alice's homes saw bob's address or mailbox id, in what
+/// was asked of them included.
+#[test]
+fn who_connects_to_whom() {
+    const ALICE_DEVICE: &str = "127.0.0.12";
+    const BOB_DEVICE: &str = "127.0.0.14";
+    let a = Node::start_on("alpha", "127.0.0.2");
+    let b = Node::start_on("beta", "127.0.0.3");
+    let c = Node::start_on("gamma", "127.0.0.4");
+    let mut resolve = Resolve::default();
+    resolve.add("alpha.test", &a.url);
+    resolve.add("beta.test", &b.url);
+    resolve.add("gamma.test", &c.url);
+    let alice = User::init_from("alice@alpha.test", Some(ALICE_DEVICE), &[&a, &b], &resolve);
+    let bob = User::init_from("bob@gamma.test", Some(BOB_DEVICE), &[&c], &resolve);
+
+    alice.ok(
+        &[
+            "send",
+            "--to",
+            "bob@gamma.test",
+            "--subject",
+            "first contact",
+        ],
+        b"hello bob",
+    );
+    bob.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 1);
+    let list = bob.ok(&["list", "--json"], b"").json();
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+
+    let (fa, fb, fc) = (a.access(), b.access(), c.access());
+    let ip = |n: &Node| {
+        n.url
+            .trim_start_matches("http://")
+            .split(':')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let (ia, ib, ic) = (ip(&a), ip(&b), ip(&c));
+    let peers =
+        |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
+    // Whether one of `from` connected to the node at `me` whose record is `f` (a node's
+    // connections to itself do not count).
+    let connected = |from: &[&str], me: &str, f: &[(String, String)]| {
+        f.iter()
+            .any(|(p, _)| p.as_str() != me && from.contains(&p.as_str()))
+    };
+    let dump = format!("alpha ({ia}):\n{fa:#?}\nbeta ({ib}):\n{fb:#?}\ngamma ({ic}):\n{fc:#?}");
+
+    // The lookup went through alice's home, encrypted: gamma opened it, from alpha or beta.
+    assert!(
+        fc.iter()
+            .any(|(p, w)| p == "-" && w == "oblivious GET /v1/records/bob@gamma.test"),
+        "gamma answered an oblivious lookup of bob's record\n{dump}"
+    );
+    assert!(
+        fa.iter()
+            .chain(&fb)
+            .any(|(p, w)| p == ALICE_DEVICE && w.starts_with("POST /v1/relay/ohttp for ")),
+        "alice's device asked a home to relay\n{dump}"
+    );
+    assert!(
+        !peers(&fc).iter().any(|p| p == ALICE_DEVICE),
+        "gamma (bob's node) must never accept a connection from alice's device\n{dump}"
+    );
+    let who = bob.ok(&["whoami", "--json"], b"").json();
+    let bob_mailbox = who["homes"][0]["mailbox"]
+        .as_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    for (name, f) in [("alpha", &fa), ("beta", &fb)] {
+        for (peer, what) in f.iter() {
+            let what = what.to_ascii_lowercase();
+            assert!(
+                !what.contains("bob") && !what.contains(&bob_mailbox),
+                "{name} saw bob's address or mailbox id: {peer} {what}\n{dump}"
+            );
+            assert_ne!(peer, BOB_DEVICE, "{name} saw bob's device\n{dump}");
+        }
+    }
+
+    let observed = |row: &str| -> (bool, bool) {
+        let from: Vec<&str> = match row {
+            "sender's device" => vec![ALICE_DEVICE],
+            "recipient's device" => vec![BOB_DEVICE],
+            "sender's home nodes" => vec![ia.as_str(), ib.as_str()],
+            "recipient's home node" => vec![ic.as_str()],
+            other => panic!("README connections row {other:?} has no check"),
+        };
+        (
+            connected(&from, &ia, &fa) || connected(&from, &ib, &fb),
+            connected(&from, &ic, &fc),
+        )
+    };
+    let table = readme_connections();
+    assert_eq!(
+        table.len(),
+        4,
+        "README connections table has every row: {table:?}"
+    );
+    for (row, to_sender, to_recipient) in table {
+        assert_eq!(
+            observed(&row),
+            (to_sender, to_recipient),
+            "README says {row} connects to the sender's nodes: {to_sender}, to the recipient's node: {to_recipient}\n{dump}"
+        );
+    }
+}
+
+/// With oblivious lookups on and the sender's only home down, a letter to a new contact is
+/// still sealed and queued: the device asks the recipient's node directly and says so, and
+/// that node's access record shows the device's address, as the warning says. Nothing else
+/// is asked directly.
+#[test]
+fn with_every_home_down_the_device_asks_directly_and_says_so() {
+    const CAROL_DEVICE: &str = "127.0.0.22";
+    let mut d = Node::start_on("down-delta", "127.0.0.5");
+    let e = Node::start_on("down-epsilon", "127.0.0.6");
+    let mut resolve = Resolve::default();
+    resolve.add("delta.test", &d.url);
+    resolve.add("epsilon.test", &e.url);
+    let carol = User::init_from("carol@delta.test", Some(CAROL_DEVICE), &[&d], &resolve);
+    let _dave = User::init_from("dave@epsilon.test", Some("127.0.0.23"), &[&e], &resolve);
+    assert!(
+        !e.access().iter().any(|(p, _)| p == CAROL_DEVICE),
+        "{:#?}",
+        e.access()
+    );
+
+    d.stop();
+    let out = carol.run(
+        &["send", "--to", "dave@epsilon.test", "--subject", "Queued"],
+        b"Patience.\n",
+    );
+    assert_eq!(out.code, 2, "{out:?}");
+    assert!(out.error_line().contains("outbox"), "{out:?}");
+    let host = e.url.trim_start_matches("http://").trim_end_matches('/');
+    assert!(
+        out.stderr.lines().any(|l| l.contains(host)
+            && l.contains("none of your homes answered")
+            && l.contains("asked directly")),
+        "{out:?}"
+    );
+    let waiting = carol.ok(&["outbox", "list", "--json"], b"").json();
+    assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting:#}");
+    let direct: Vec<String> = e
+        .access()
+        .into_iter()
+        .filter(|(p, _)| p == CAROL_DEVICE)
+        .map(|(_, what)| what)
+        .collect();
+    assert!(
+        direct
+            .iter()
+            .any(|w| w == "GET /v1/records/dave@epsilon.test"),
+        "{direct:#?}"
+    );
+    assert!(
+        direct
+            .iter()
+            .all(|w| w.starts_with("GET /v1/records/") || w == "GET /.well-known/sealpost/node"),
+        "only lookups: {direct:#?}"
+    );
 }

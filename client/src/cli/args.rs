@@ -88,6 +88,16 @@ pub struct Global {
         env = "SEALPOST_DNS_SERVER"
     )]
     pub dns_server: Option<std::net::SocketAddr>,
+    /// Connect to nodes from this local IP address (e.g. one of several loopback or
+    /// interface addresses)
+    #[arg(long, global = true, value_name = "IP")]
+    pub source_address: Option<std::net::IpAddr>,
+    /// Look records and descriptors of other nodes up through your own homes, encrypted to
+    /// the node asked (Oblivious HTTP), so that node never sees this device's address. Off
+    /// by default for now: a letter is only queued once its recipient has been looked up,
+    /// so with a home that hangs or is down the lookup, not the outbox, waits
+    #[arg(long, global = true, env = "SEALPOST_OBLIVIOUS_LOOKUPS")]
+    pub oblivious_lookups: bool,
 }
 
 #[derive(Debug, Subcommand)]

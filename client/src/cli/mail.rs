@@ -230,6 +230,11 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
     if let Some(Err(why)) = &report.sent_copy {
         warn(format!("no sent copy of this letter is kept: {why}"));
     }
+    for url in &report.direct_lookups {
+        warn(format!(
+            "none of your homes answered, so {url} was asked directly and saw this device's address"
+        ));
+    }
     let pending = report.unsubmitted();
     if pending > 0 {
         return Err(Error::Unsubmitted {

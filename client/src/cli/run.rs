@@ -110,7 +110,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             timeout: Duration::from_secs(cli.global.timeout),
             ca_certs: cli.global.cacert.clone(),
             dns_server: cli.global.dns_server,
+            source_address: cli.global.source_address,
         },
+        oblivious_lookups: cli.global.oblivious_lookups,
     };
     let ctx = Ctx {
         global: cli.global,

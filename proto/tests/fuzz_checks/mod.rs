@@ -31,6 +31,7 @@ pub const TARGETS: &[(&str, fn(&[u8]))] = &[
     ("names", names),
     ("httpsig", httpsig),
     ("payload", payload),
+    ("oblivious", oblivious),
     ("batch", batch),
 ];
 
@@ -70,6 +71,25 @@ pub fn descriptor(data: &[u8]) {
     if let Ok(s) = SignedDescriptor::decode(data) {
         let _ = s.verify();
     }
+}
+
+/// The decoders of oblivious lookups (what a gateway opens and a client reads): never a
+/// panic; a padded request or answer that decodes re-encodes to one that decodes the same.
+pub fn oblivious(data: &[u8]) {
+    use sealpost_proto::oblivious::{GatewayKey, LookupRequest, LookupResponse, check_key_config};
+    let _ = sealpost_proto::oblivious::bhttp::decode(data);
+    if let Ok(r) = LookupRequest::decode(data) {
+        // The authority is not kept; an empty one keeps the re-encoding no larger.
+        let again = r.encode("").expect("a decoded request re-encodes");
+        assert_eq!(LookupRequest::decode(&again).as_ref(), Ok(&r));
+    }
+    if let Ok(r) = LookupResponse::decode(data) {
+        let again = r.encode().expect("a decoded answer re-encodes");
+        assert_eq!(LookupResponse::decode(&again).as_ref(), Ok(&r));
+    }
+    let key = GatewayKey::derive(&[7; 32]).expect("a fixed key derives");
+    let _ = key.open(data);
+    let _ = check_key_config(data);
 }
 
 pub fn letter(data: &[u8]) {

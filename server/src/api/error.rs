@@ -66,6 +66,13 @@ pub enum ApiError {
     /// Too many request bodies in memory, node-wide or from this client address.
     #[error("the node is busy receiving other requests; retry after {retry_after} s")]
     Busy { retry_after: u64 },
+    /// A node this one asked on the client's behalf failed (`failure`: `refused`,
+    /// `no_such_host`, `timed_out`, `other`, `bad_answer`).
+    #[error("{message}")]
+    Upstream {
+        failure: &'static str,
+        message: String,
+    },
     /// Details go to the log, not to the client.
     #[error("internal error")]
     Internal(String),
@@ -122,6 +129,8 @@ impl ApiError {
             QuotaExceeded | OutboundFull => StatusCode::INSUFFICIENT_STORAGE,
             Unavailable | Busy { .. } => StatusCode::SERVICE_UNAVAILABLE,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Upstream { failure, .. } if *failure == "timed_out" => StatusCode::GATEWAY_TIMEOUT,
+            Upstream { .. } => StatusCode::BAD_GATEWAY,
             Device(e) => device_status(e),
         }
     }
@@ -151,6 +160,13 @@ impl ApiError {
             Unavailable => "unavailable",
             Busy { .. } => "busy",
             Internal(_) => "internal",
+            Upstream { failure, .. } => match *failure {
+                "refused" => "target_refused",
+                "no_such_host" => "target_no_such_host",
+                "timed_out" => "target_timed_out",
+                "bad_answer" => "target_bad_answer",
+                _ => "target_unreachable",
+            },
             Device(e) => device_code(e),
         }
     }

@@ -6,6 +6,7 @@ mod auth;
 mod devices;
 pub mod error;
 mod mailbox;
+mod ohttp;
 mod records;
 mod transfer;
 
@@ -127,6 +128,18 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
         api::DELIVER => (
             Route::Deliver,
             run(only(Method::POST), transfer::deliver(node, req)).await,
+        ),
+        api::OHTTP_GATEWAY => (
+            Route::Oblivious,
+            run(only(Method::POST), ohttp::gateway(node, req)).await,
+        ),
+        api::RELAY_OHTTP => (
+            Route::Relay,
+            run(only(Method::POST), ohttp::relay(node, req)).await,
+        ),
+        api::RELAY_DESCRIPTOR => (
+            Route::Relay,
+            run(only(Method::GET), ohttp::relay_descriptor(node, req)).await,
         ),
         api::DEVICES => (
             Route::Devices,
