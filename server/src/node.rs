@@ -264,12 +264,14 @@ impl Node {
             relay_limit: RateLimiter::new(
                 l.lookups_per_minute_per_ip.saturating_mul(2),
                 l.lookups_burst_per_ip.saturating_mul(2),
-            ),
+            )
+            .in_store("relay_ip", &shared, lease),
             access: None,
             gateway_limit: RateLimiter::new(
                 l.lookups_per_minute_per_ip.saturating_mul(10),
                 l.lookups_burst_per_ip.saturating_mul(10),
-            ),
+            )
+            .in_store("oblivious_gateway_ip", &shared, lease),
             sessions: Sessions::new(
                 config.auth.nonce_ttl.get().as_secs(),
                 config.auth.token_ttl.get().as_secs(),

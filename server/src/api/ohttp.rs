@@ -58,7 +58,7 @@ fn typed(body: Vec<u8>, media_type: &'static str) -> Resp {
 
 /// `GET /v1/relay/descriptor`.
 pub async fn relay_descriptor(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_per_ip(node, &node.relay_limit, &req)?;
+    check_per_ip(node, &node.relay_limit, &req).await?;
     let target = target(&req)?;
     let answer = oblivious::relay_descriptor(node, &target).await?;
     let mut r = binary(answer.body);
@@ -74,7 +74,7 @@ pub async fn relay_descriptor(node: &Arc<Node>, req: Request<Incoming>) -> Resul
 
 /// `POST /v1/relay/ohttp`.
 pub async fn relay(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_per_ip(node, &node.relay_limit, &req)?;
+    check_per_ip(node, &node.relay_limit, &req).await?;
     let target = target(&req)?;
     let (_, _, body) = read_body(node, req, MAX_ENCAPSULATED_REQUEST, "oblivious request").await?;
     let answer = oblivious::relay_request(node, &target, body).await?;
@@ -83,7 +83,7 @@ pub async fn relay(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Api
 
 /// `POST /v1/ohttp`.
 pub async fn gateway(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    check_per_ip(node, &node.gateway_limit, &req)?;
+    check_per_ip(node, &node.gateway_limit, &req).await?;
     let media = req
         .headers()
         .get(header::CONTENT_TYPE)
