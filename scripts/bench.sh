@@ -6,7 +6,9 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked --workspace --bins
 json=$(mktemp)
 load_before=$(cut -d' ' -f1-3 /proc/loadavg)
-./target/release/sealpost-bench --repo . --json "$json" "$@" | tee /tmp/sealpost-bench-table.md
+# A failed section is a row of the table: the file is written, then the status is returned.
+status=0
+./target/release/sealpost-bench --repo . --json "$json" "$@" | tee /tmp/sealpost-bench-table.md || status=$?
 {
   echo "# Benchmarks"
   echo
@@ -25,3 +27,4 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
   if [ -f bench/NOTES.md ]; then echo; cat bench/NOTES.md; fi
 } > BENCHMARKS.md
 echo "wrote BENCHMARKS.md"
+exit "$status"

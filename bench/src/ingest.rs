@@ -49,20 +49,25 @@ pub async fn sealpost(work: &Path, p: &Params) -> Result<(f64, f64)> {
 pub async fn paced(work: &Path, p: &Params, rate: f64, seconds: f64) -> Result<(f64, f64)> {
     let node = NodeProc::start(&work.join("ingest-paced"), BENCH_SETS)?;
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(p.clients * 4)
+        .pool_max_idle_per_host(p.clients)
         .build()?;
     let (mailbox, cert) = recipient(&http, &node.url).await?;
     let count = (rate * seconds).ceil() as usize;
     let payloads = payloads(mailbox, &cert, p.size, count)?;
     let peer = Arc::new(node::ed25519_random());
     let interval = Duration::from_secs_f64(1.0 / rate);
+    // As many connections as the throughput runs use (the node limits connections per
+    // address): a delivery due while all are busy waits for one, and that wait counts.
+    let connections = Arc::new(tokio::sync::Semaphore::new(p.clients));
     let start = tokio::time::Instant::now();
     let mut tasks = Vec::with_capacity(count);
     for (i, payload) in payloads.into_iter().enumerate() {
         tokio::time::sleep_until(start + interval.mul_f64(i as f64)).await;
         let (http, url, peer) = (http.clone(), node.url.clone(), peer.clone());
+        let connections = connections.clone();
         tasks.push(tokio::spawn(async move {
             let t = Instant::now();
+            let _connection = connections.acquire_owned().await?;
             if !node::deliver(&http, &url, &peer, payload).await? {
                 bail!("envelope {i} was not stored");
             }

@@ -39,6 +39,9 @@ struct Args {
     /// the table shows the median and the range.
     #[arg(long, default_value_t = 3)]
     repeats: usize,
+    /// Messages per ingest and gateway run (default 20,000).
+    #[arg(long, default_value_t = 20_000)]
+    messages: usize,
     /// Which sections to run (default: all): ingest, gateway, fetch, bridge, latency, crypto.
     #[arg(long = "only")]
     only: Vec<String>,
@@ -54,6 +57,27 @@ fn main() -> Result<()> {
         .tempdir()?;
     let want = |s: &str| args.only.is_empty() || args.only.iter().any(|o| o == s);
     let mut rows = Vec::new();
+    let mut failed = false;
+    // A section that fails is a row saying so, and the run goes on to the others (the exit
+    // status is still a failure); in the smoke run (`--quick`) it stops the run.
+    let quick = args.quick;
+    let section = |rows: &mut Vec<report::Row>,
+                   failed: &mut bool,
+                   name: &str,
+                   result: Result<Vec<report::Row>>| {
+        match result {
+            Ok(r) => rows.extend(r),
+            Err(e) if quick => return Err(e.context(format!("section {name}"))),
+            Err(e) => {
+                eprintln!("bench: section {name} FAILED: {e:#}");
+                *failed = true;
+                rows.push(
+                    report::Row::single(format!("{name}: FAILED"), 0.0, "–").note(format!("{e:#}")),
+                );
+            }
+        }
+        Ok::<(), anyhow::Error>(())
+    };
     let repeats = if args.quick { 1 } else { args.repeats.max(1) };
     eprintln!("bench: load before the run {}", ingest::load());
 
@@ -67,7 +91,7 @@ fn main() -> Result<()> {
         } else {
             // 20,000 messages: about 4 s of our load and 20 s of Postfix's per round.
             ingest::Params {
-                count: 20_000,
+                count: args.messages,
                 size: 10 * 1024,
                 clients: args.clients,
             }
@@ -76,7 +100,12 @@ fn main() -> Result<()> {
             "bench: durable ingest ({} messages, {} clients) ...",
             p.count, p.clients
         );
-        rows.extend(rt.block_on(ingest::run(&args.repo, work.path(), &p, repeats))?);
+        section(
+            &mut rows,
+            &mut failed,
+            "ingest",
+            rt.block_on(ingest::run(&args.repo, work.path(), &p, repeats)),
+        )?;
     }
     if want("gateway") {
         let p = if args.quick {
@@ -87,7 +116,7 @@ fn main() -> Result<()> {
             }
         } else {
             gateway::Params {
-                count: 20_000,
+                count: args.messages,
                 size: 10 * 1024,
                 sessions: args.clients,
             }
@@ -96,17 +125,32 @@ fn main() -> Result<()> {
             "bench: gateway ingest ({} messages, {} sessions) ...",
             p.count, p.sessions
         );
-        rows.extend(rt.block_on(gateway::run(&args.repo, work.path(), &p, repeats))?);
+        section(
+            &mut rows,
+            &mut failed,
+            "gateway",
+            rt.block_on(gateway::run(&args.repo, work.path(), &p, repeats)),
+        )?;
     }
     if want("fetch") {
         let n = if args.quick { 20 } else { 10_000 };
         eprintln!("bench: client fetch of {n} letters ...");
-        rows.extend(rt.block_on(fetch::run(work.path(), n, repeats))?);
+        section(
+            &mut rows,
+            &mut failed,
+            "fetch",
+            rt.block_on(fetch::run(work.path(), n, repeats)),
+        )?;
     }
     if want("bridge") {
         let n = if args.quick { 50 } else { 10_000 };
         eprintln!("bench: bridge vs Dovecot, mbsync of {n} letters ...");
-        rows.extend(rt.block_on(bridge::run(work.path(), n))?);
+        section(
+            &mut rows,
+            &mut failed,
+            "bridge",
+            rt.block_on(bridge::run(work.path(), n)),
+        )?;
     }
     if want("latency") {
         let p = if args.quick {
@@ -124,7 +168,12 @@ fn main() -> Result<()> {
             "bench: end-to-end latency ({} letters/s for {} s) ...",
             p.rate, p.seconds
         );
-        rows.extend(rt.block_on(latency::run(work.path(), &p))?);
+        section(
+            &mut rows,
+            &mut failed,
+            "latency",
+            rt.block_on(latency::run(work.path(), &p)),
+        )?;
     }
     if want("crypto") {
         let p = if args.quick {
@@ -143,13 +192,16 @@ fn main() -> Result<()> {
             }
         };
         eprintln!("bench: crypto ...");
-        rows.extend(crypto::run(&p)?);
+        section(&mut rows, &mut failed, "crypto", crypto::run(&p))?;
     }
 
     eprintln!("bench: load after the run {}", ingest::load());
     println!("{}", report::markdown(&rows));
     if let Some(path) = &args.json {
         std::fs::write(path, serde_json::to_string_pretty(&rows)? + "\n")?;
+    }
+    if failed {
+        anyhow::bail!("a section failed (see its row)");
     }
     Ok(())
 }
