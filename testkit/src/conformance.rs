@@ -1341,6 +1341,9 @@ pub async fn stored_invites_count_uses_expire_and_revoke<B: Backend>(b: &B) {
         3,
         "invites survive reopen"
     );
+    s.close().await.unwrap();
+}
+
 /// A shared rate-limit bucket ([`Store::take_tokens`]) follows [`Bucket::take`]: a new
 /// bucket gives its burst (in part when less is left), then one token per interval; keys
 /// are independent; concurrent takes add up to exactly what the bucket held; a full bucket
