@@ -646,7 +646,15 @@ async fn the_operator_retries_and_drops_queued_hops() {
         async move { (api.items(&url, &bob_mb, &t).await.len() == 1).then_some(()) }
     })
     .await;
-    let q = admin(&alpha, Request::QueueList).await;
+    // Beta stores the hop before alpha hears its answer and takes the hop off its queue.
+    let q = eventually("the delivered hop to leave alpha's queue", || {
+        let alpha = &alpha;
+        async move {
+            let q = admin(alpha, Request::QueueList).await;
+            (!q.text.starts_with("2 hop(s) queued")).then_some(q)
+        }
+    })
+    .await;
     assert!(
         q.text.starts_with("1 hop(s) queued") && q.text.contains(&second),
         "{q:?}"
