@@ -41,12 +41,7 @@ impl Row {
     /// that a slow moment of the machine weighs on both sides of one round alike.
     pub fn repeated(name: String, ours: &[f64], peer: &[f64], unit: &str) -> Row {
         assert_eq!(ours.len(), peer.len(), "one peer figure per round");
-        let ratios: Vec<f64> = ours
-            .iter()
-            .zip(peer)
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(o, p)| o / p)
-            .collect();
+        let ratios = round_ratios(ours, peer);
         Row {
             name,
             sealpost: median(ours),
@@ -89,10 +84,26 @@ pub fn median(v: &[f64]) -> f64 {
     }
 }
 
+/// Each round's ratio, ours ÷ the peer's (rounds where the peer measured 0 left out).
+fn round_ratios(ours: &[f64], peer: &[f64]) -> Vec<f64> {
+    ours.iter()
+        .zip(peer)
+        .filter(|(_, p)| **p > 0.0)
+        .map(|(o, p)| o / p)
+        .collect()
+}
+
+/// The smallest and the largest figure.
+fn extent(v: &[f64]) -> (f64, f64) {
+    v.iter()
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        })
+}
+
 /// A median with its runs' range: "5765 (5210–5980)"; just the figure for one run.
 fn with_range(median: f64, runs: &[f64]) -> String {
-    let min = runs.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let (min, max) = extent(runs);
     if runs.len() < 2 || min == max {
         return fmt(median);
     }
@@ -104,19 +115,12 @@ pub fn markdown(rows: &[Row]) -> String {
         "| measurement | Sealpost | peer | ratio | unit | note |\n|---|---:|---:|---:|---|---|\n",
     );
     for r in rows {
-        let ratios: Vec<f64> = r
-            .runs
-            .iter()
-            .zip(&r.peer_runs)
-            .filter(|(_, p)| **p > 0.0)
-            .map(|(o, p)| o / p)
-            .collect();
+        let ratios = round_ratios(&r.runs, &r.peer_runs);
         let ratio = match (r.ratio, ratios.len()) {
             (None, _) => "–".into(),
             (Some(x), n) if n < 2 => format!("{x:.2}×"),
             (Some(x), _) => {
-                let min = ratios.iter().copied().fold(f64::INFINITY, f64::min);
-                let max = ratios.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+                let (min, max) = extent(&ratios);
                 format!("{x:.2}× ({min:.2}–{max:.2})")
             }
         };
