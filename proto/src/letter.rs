@@ -44,6 +44,31 @@ pub struct Letter {
     pub legacy_to: Vec<Address>,
 }
 
+/// A letter's MIME encoding before it is written: see [`Letter::compose`].
+pub(crate) struct Composed<'a> {
+    /// mail-builder's message with a placeholder body.
+    skeleton: Vec<u8>,
+    /// The placeholder (its 7bit header line and text) is `skeleton[body_at..body_end]`.
+    body_at: usize,
+    body_end: usize,
+    body: crate::mime::EncodedBody<'a>,
+    len: usize,
+}
+
+impl Composed<'_> {
+    /// Length of the encoding in bytes.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Writes the encoding; the body goes in pieces of at most 64 KiB.
+    pub(crate) fn write_to(&self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        w.write_all(&self.skeleton[..self.body_at])?;
+        self.body.write_to(w)?;
+        w.write_all(&self.skeleton[self.body_end..])
+    }
+}
+
 impl Letter {
     /// A new letter with a fresh message id.
     pub fn new(
@@ -153,7 +178,51 @@ impl Letter {
 
     /// The RFC 5322/MIME encoding of the letter.
     pub fn to_rfc5322(&self) -> Result<Vec<u8>, Error> {
+        let composed = self.compose()?;
+        let mut out = Vec::with_capacity(composed.len());
+        composed
+            .write_to(&mut out)
+            .map_err(|e| Error::LetterParse(e.to_string()))?;
+        Ok(out)
+    }
+
+    /// The letter's MIME encoding, ready to be written, its length known. mail-builder
+    /// writes the headers and structure around a placeholder body; the body's transfer
+    /// encoding is then written in its place by [`crate::mime`] (the same bytes
+    /// mail-builder would write, made much faster), so that a sealed letter streams it
+    /// into the signer without building the message first.
+    pub(crate) fn compose(&self) -> Result<Composed<'_>, Error> {
         self.validate()?;
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let skeleton = self
+            .builder(&token)
+            .write_to_vec()
+            .map_err(|e| Error::LetterParse(e.to_string()))?;
+        // A 32-character line of hex is written as 7bit, exactly once (the token is fresh).
+        let needle = [crate::mime::Cte::SevenBit.header(), token.as_bytes()].concat();
+        let at = skeleton
+            .windows(needle.len())
+            .position(|w| w == needle.as_slice())
+            .ok_or_else(|| Error::LetterParse("body placeholder not found".into()))?;
+        let body = crate::mime::EncodedBody::new(self.body.as_bytes())
+            .map_err(|e| Error::LetterParse(e.to_string()))?;
+        let composed = Composed {
+            len: skeleton.len() - needle.len() + body.len,
+            body_at: at,
+            body_end: at + needle.len(),
+            skeleton,
+            body,
+        };
+        if composed.len > MAX_LETTER_BYTES {
+            return Err(Error::LetterTooLarge {
+                len: composed.len,
+                max: MAX_LETTER_BYTES,
+            });
+        }
+        Ok(composed)
+    }
+
+    fn builder<'a>(&'a self, body: &'a str) -> MessageBuilder<'a> {
         fn addrs(v: &[Address]) -> MbAddress<'_> {
             MbAddress::new_list(
                 v.iter()
@@ -166,7 +235,7 @@ impl Letter {
             .subject(self.subject.as_str())
             .date(self.date)
             .message_id(self.message_id.as_str())
-            .text_body(self.body.as_str());
+            .text_body(body);
         if !self.to.is_empty() {
             b = b.to(addrs(&self.to));
         }
@@ -191,16 +260,7 @@ impl Letter {
         for a in &self.attachments {
             b = b.attachment(a.media_type.as_str(), a.name.as_str(), a.data.as_slice());
         }
-        let out = b
-            .write_to_vec()
-            .map_err(|e| Error::LetterParse(e.to_string()))?;
-        if out.len() > MAX_LETTER_BYTES {
-            return Err(Error::LetterTooLarge {
-                len: out.len(),
-                max: MAX_LETTER_BYTES,
-            });
-        }
-        Ok(out)
+        b
     }
 
     /// Parses an RFC 5322/MIME message. The padding header of a sealed letter is ignored.
@@ -211,9 +271,23 @@ impl Letter {
                 max: MAX_LETTER_BYTES,
             });
         }
+        // A single-part quoted-printable text letter (a long body without attachments):
+        // mail-parser reads its headers only, the body is decoded here in runs.
+        if let Some(head) = header_block(bytes)
+            && let Some(msg) = MessageParser::default().parse(&bytes[..head])
+            && is_single_qp_text(&msg)
+            && let Some(body) = crate::mime::decode_qp_strict(&bytes[head..])
+            && let Ok(body) = String::from_utf8(body)
+        {
+            return Self::from_parsed(msg, Some(body));
+        }
         let msg = MessageParser::default()
             .parse(bytes)
             .ok_or_else(|| Error::LetterParse("no message found".into()))?;
+        Self::from_parsed(msg, None)
+    }
+
+    fn from_parsed(msg: mail_parser::Message<'_>, body: Option<String>) -> Result<Self, Error> {
         if msg.headers().is_empty() || msg.from().is_none() {
             return Err(Error::LetterParse("missing From header".into()));
         }
@@ -296,12 +370,47 @@ impl Letter {
             date: msg.date().map(|d| d.to_timestamp()).unwrap_or(0),
             message_id: msg.message_id().unwrap_or("").to_string(),
             in_reply_to: msg.in_reply_to().as_text().map(str::to_string),
-            body: msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+            body: match body {
+                Some(b) => b,
+                None => msg.body_text(0).map(|b| b.into_owned()).unwrap_or_default(),
+            },
             attachments,
             legacy,
             legacy_to,
         })
     }
+}
+
+/// Where the header block ends (after its blank line), when its lines end in CRLF.
+fn header_block(bytes: &[u8]) -> Option<usize> {
+    let head = bytes.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    // A bare LF would end the header block elsewhere for mail-parser.
+    let bare_lf = bytes[..head]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || bytes[i - 1] != b'\r'));
+    (!bare_lf).then_some(head)
+}
+
+/// Whether a message is one `text/plain; charset=utf-8` part in quoted-printable, not an
+/// attachment: then its body is all of the text and mail-parser would decode it as
+/// [`crate::mime::decode_qp_strict`] does.
+fn is_single_qp_text(msg: &mail_parser::Message<'_>) -> bool {
+    let Some(ct) = msg.content_type() else {
+        return false;
+    };
+    ct.ctype().eq_ignore_ascii_case("text")
+        && ct
+            .subtype()
+            .is_some_and(|s| s.eq_ignore_ascii_case("plain"))
+        && ct.attributes().unwrap_or_default().iter().all(|a| {
+            a.name.eq_ignore_ascii_case("charset") && a.value.eq_ignore_ascii_case("utf-8")
+        })
+        && ct.attribute("charset").is_some()
+        && msg
+            .content_transfer_encoding()
+            .is_some_and(|e| e.eq_ignore_ascii_case("quoted-printable"))
+        && msg.content_disposition().is_none()
 }
 
 #[cfg(test)]
@@ -362,6 +471,31 @@ mod tests {
         let mut l = sample();
         l.attachments[0].name = "../../etc/passwd".into();
         assert!(l.to_rfc5322().is_err());
+    }
+
+    #[test]
+    fn long_bodies_read_the_same_on_the_fast_path() {
+        let line = "x".repeat(100);
+        for body in [
+            format!("{line}\r\nsecond line {line} = sign\r\n"),
+            format!("caf\u{e9} {line}\t\r\n trailing space \r\n{line} "),
+            "y".repeat(70_000),
+        ] {
+            let mut l = sample();
+            l.attachments.clear();
+            l.body = body;
+            let bytes = l.to_rfc5322().unwrap();
+            let text = String::from_utf8_lossy(&bytes);
+            assert!(text.contains("quoted-printable"), "{text}");
+            let head = header_block(&bytes).unwrap();
+            let msg = MessageParser::default().parse(&bytes[..head]).unwrap();
+            assert!(is_single_qp_text(&msg), "takes the fast path");
+            let full =
+                Letter::from_parsed(MessageParser::default().parse(&bytes).unwrap(), None).unwrap();
+            let fast = Letter::from_rfc5322(&bytes).unwrap();
+            assert_eq!(fast, full);
+            assert_eq!(fast, l);
+        }
     }
 
     #[test]

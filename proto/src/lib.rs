@@ -17,6 +17,7 @@ pub mod identity;
 pub mod letter;
 pub mod limits;
 pub mod link;
+mod mime;
 pub mod oblivious;
 pub mod padding;
 pub mod record;

@@ -63,15 +63,31 @@ static OVERHEAD_BY_SIZE_CLASS: [AtomicUsize; 65] = [const { AtomicUsize::new(0) 
 const PAD_ATTEMPTS: usize = 16;
 
 /// Seals `letter` from `sender` to `recipient`. The result is exactly a bucket size long.
+///
+/// The letter's MIME encoding is streamed into the signer and encryptor (its length is
+/// known before it is written, so the padding that leads it can be chosen first).
 pub fn seal(letter: &Letter, sender: &Keyring, recipient: &Cert) -> Result<Vec<u8>, Error> {
-    seal_rfc5322(&letter.to_rfc5322()?, sender, recipient)
+    let composed = letter.compose()?;
+    seal_with(composed.len(), &|w| composed.write_to(w), sender, recipient)
 }
 
 /// Seals an already encoded RFC 5322 message (the gateway seals what arrived over SMTP).
 pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Result<Vec<u8>, Error> {
-    if message.len() > MAX_LETTER_BYTES {
+    seal_with(message.len(), &|w| w.write_all(message), sender, recipient)
+}
+
+/// Writes the message (of `len` bytes) into the signing and encrypting stack.
+type Source<'a> = &'a dyn Fn(&mut dyn Write) -> std::io::Result<()>;
+
+fn seal_with(
+    len: usize,
+    message: Source<'_>,
+    sender: &Keyring,
+    recipient: &Cert,
+) -> Result<Vec<u8>, Error> {
+    if len > MAX_LETTER_BYTES {
         return Err(Error::LetterTooLarge {
-            len: message.len(),
+            len,
             max: MAX_LETTER_BYTES,
         });
     }
@@ -79,11 +95,11 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
     // The OpenPGP overhead (PKESK, framing, signature) is nearly constant for a size class,
     // so the first attempt uses the overhead measured last time and normally lands exactly.
     // Without a measurement, seal once with the least padding to learn it.
-    let class = (usize::BITS - message.len().leading_zeros()) as usize;
+    let class = (usize::BITS - len.leading_zeros()) as usize;
     let cached = OVERHEAD_BY_SIZE_CLASS[class].load(Ordering::Relaxed);
     let (mut pad, mut target) = if cached > 0 {
-        let t = bucket(message.len() + MIN_PAD + cached);
-        (t - message.len() - cached, t)
+        let t = bucket(len + MIN_PAD + cached);
+        (t - len - cached, t)
     } else {
         (MIN_PAD, 0)
     };
@@ -91,18 +107,17 @@ pub fn seal_rfc5322(message: &[u8], sender: &Keyring, recipient: &Cert) -> Resul
     for attempt in 0..PAD_ATTEMPTS {
         let sealed = sign_encrypt(
             &pad_header(pad),
+            len,
             message,
             &sender.signer,
             &recipients,
-            target,
+            target.max(len + pad + 1024),
         )?;
         if target == 0 {
             target = bucket(sealed.len());
         }
-        OVERHEAD_BY_SIZE_CLASS[class].store(
-            sealed.len().saturating_sub(message.len() + pad),
-            Ordering::Relaxed,
-        );
+        OVERHEAD_BY_SIZE_CLASS[class]
+            .store(sealed.len().saturating_sub(len + pad), Ordering::Relaxed);
         if sealed.len() == target {
             return Ok(sealed);
         }
@@ -171,7 +186,8 @@ fn recipients_of<'a>(
 
 fn sign_encrypt(
     pad: &[u8],
-    message: &[u8],
+    len: usize,
+    message: Source<'_>,
     signer: &KeyPair,
     keys: &[openpgp::packet::Key<
         openpgp::packet::key::PublicParts,
@@ -192,11 +208,35 @@ fn sign_encrypt(
             .map_err(internal)?;
         let mut m = LiteralWriter::new(m).build().map_err(internal)?;
         m.write_all(pad).map_err(|e| Error::Key(e.to_string()))?;
-        m.write_all(message)
-            .map_err(|e| Error::Key(e.to_string()))?;
+        let mut counted = Counted {
+            inner: &mut m,
+            n: 0,
+        };
+        message(&mut counted).map_err(|e| Error::Key(e.to_string()))?;
+        if counted.n != len {
+            // The padding was chosen for `len` bytes: the result would miss its bucket.
+            return Err(Error::Padding);
+        }
         m.finalize().map_err(internal)?;
     }
     Ok(sink)
+}
+
+/// Counts what passes through, to check a streamed message against its announced length.
+struct Counted<'a, W: Write> {
+    inner: &'a mut W,
+    n: usize,
+}
+
+impl<W: Write> Write for Counted<'_, W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let k = self.inner.write(buf)?;
+        self.n += k;
+        Ok(k)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// Encrypts `data` to `cert` without signing (hop wrappers: the envelope for a node).
@@ -363,7 +403,8 @@ fn decrypt_inner(
         .map_err(classify)?
         .with_policy(policy(), None, helper)
         .map_err(classify)?;
-    let mut plain = Vec::new();
+    // Sealed data is the plaintext plus a small overhead: one allocation, no regrowing.
+    let mut plain = Vec::with_capacity(data.len().min(max) + 1);
     (&mut dec)
         .take(max as u64 + 1)
         .read_to_end(&mut plain)
