@@ -338,6 +338,68 @@ pub async fn concurrent_deliveries_get_distinct_sequences<B: Backend>(b: &B) {
     s.close().await.unwrap();
 }
 
+/// Deliveries to several mailboxes at once (so a backend that stores them in batches gets
+/// mixed batches): each is decided as if alone in its order, whatever it shares a batch
+/// with: unknown mailboxes refused, repeated ids named as duplicates of their first, a
+/// quota counting the deliveries stored before it.
+pub async fn mixed_concurrent_deliveries_are_decided_one_by_one<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let open = new_mailbox(&*s, 1).await;
+    let small = new_mailbox(&*s, 2).await;
+    let unknown = MailboxId([0xee; 16]);
+    let four = Quota {
+        max_bytes: 1 << 40,
+        max_envelopes: 4,
+    };
+    let mut tasks = Vec::new();
+    for i in 0..30u8 {
+        for (m, id, q) in [
+            (open, i % 15, BIG),
+            (small, 100 + i % 10, four),
+            (unknown, i, BIG),
+        ] {
+            if m == small && i >= 10 {
+                continue;
+            }
+            let s = s.clone();
+            tasks.push((
+                m,
+                tokio::spawn(async move { s.deliver(envelope(m, id, 10), q).await.unwrap() }),
+            ));
+        }
+    }
+    let (mut stored, mut duplicates, mut small_stored, mut small_over) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
+    for (m, t) in tasks {
+        match (t.await.unwrap(), m) {
+            (DeliverOutcome::UnknownMailbox, m) if m == unknown => {}
+            (DeliverOutcome::Stored { seq }, m) if m == open => stored.push(seq),
+            (DeliverOutcome::Duplicate { seq }, m) if m == open => duplicates.push(seq),
+            (DeliverOutcome::Stored { seq }, m) if m == small => small_stored.push(seq),
+            (DeliverOutcome::QuotaExceeded, m) if m == small => small_over += 1,
+            (other, m) => panic!("unexpected {other:?} for {m:?}"),
+        }
+    }
+    stored.sort();
+    assert_eq!(stored, (1..=15).collect::<Vec<_>>());
+    duplicates.sort();
+    assert_eq!(
+        duplicates, stored,
+        "each duplicate names its original's sequence"
+    );
+    small_stored.sort();
+    assert_eq!(
+        small_stored,
+        vec![1, 2, 3, 4],
+        "the quota counts the earlier deliveries"
+    );
+    assert_eq!(small_over, 6);
+    assert_eq!(s.list(open, 0, 100).await.unwrap().len(), 15);
+    assert_eq!(s.list(small, 0, 100).await.unwrap().len(), 4);
+    s.close().await.unwrap();
+}
+
 pub async fn list_pages_from_a_cursor<B: Backend>(b: &B) {
     let dir = place();
     let s = b.open(dir.path()).await;
@@ -1425,6 +1487,7 @@ macro_rules! store_conformance {
             addresses_belong_to_their_first_account,
             deliveries_get_sequences_and_dedupe,
             concurrent_deliveries_get_distinct_sequences,
+            mixed_concurrent_deliveries_are_decided_one_by_one,
             list_pages_from_a_cursor,
             ack_deletes_once_and_never_reuses_a_sequence,
             quotas_count_bytes_and_envelopes,

@@ -382,16 +382,7 @@ impl PgStore {
         mailboxes.dedup();
         let result: Result<Vec<DeliverOutcome>, StoreError> = async {
             write_tx!(self, ops.len() as u64, |tx| {
-                tx.query(
-                    "SELECT mailbox FROM accounts WHERE mailbox = ANY($1) ORDER BY mailbox FOR UPDATE",
-                    &[&mailboxes],
-                )
-                .await?;
-                let mut outcomes = Vec::with_capacity(ops.len());
-                for op in &ops {
-                    outcomes.push(deliver_tx(tx, &op.envelope, op.quota).await?);
-                }
-                Ok::<_, TxError>(outcomes)
+                deliver_many_tx(tx, &mailboxes, &ops).await
             })
         }
         .await;
@@ -841,6 +832,158 @@ async fn deliver_tx(
     )
     .await?;
     Ok(DeliverOutcome::Stored { seq })
+}
+
+/// Stores a batch of deliveries in five statements whatever its size (the batch's
+/// accounts locked and read in sorted order, its ids looked up in `dedupe`, then the new
+/// rows of `dedupe` and `envelopes` and the accounts' counters written from arrays), where
+/// one statement per delivery and step cost a round trip each. The outcomes are decided
+/// here one delivery after the other, exactly as [`deliver_tx`] would in that order: each
+/// sees the ones before it (a repeated id is a duplicate of the first, quotas count the
+/// earlier ones).
+async fn deliver_many_tx(
+    tx: &Transaction<'_>,
+    mailboxes: &[&[u8]],
+    ops: &[DeliverOp],
+) -> Result<Vec<DeliverOutcome>, TxError> {
+    struct Account {
+        next_seq: u64,
+        bytes: u64,
+        envelopes: u64,
+        quota_bytes: Option<i64>,
+        changed: bool,
+    }
+    let lock = tx
+        .prepare_cached(
+            "SELECT mailbox, next_seq, bytes, envelopes, quota_bytes FROM accounts
+             WHERE mailbox = ANY($1) ORDER BY mailbox FOR UPDATE",
+        )
+        .await?;
+    let mut accounts: HashMap<Vec<u8>, Account> = HashMap::new();
+    for row in tx.query(&lock, &[&mailboxes]).await? {
+        accounts.insert(
+            row.get(0),
+            Account {
+                next_seq: u(row.get(1)),
+                bytes: u(row.get(2)),
+                envelopes: u(row.get(3)),
+                quota_bytes: row.get(4),
+                changed: false,
+            },
+        );
+    }
+    let keys: (Vec<&[u8]>, Vec<&[u8]>) = ops
+        .iter()
+        .filter(|o| accounts.contains_key(o.envelope.mailbox.as_bytes().as_slice()))
+        .map(|o| {
+            (
+                o.envelope.mailbox.as_bytes().as_slice(),
+                o.envelope.id.as_bytes().as_slice(),
+            )
+        })
+        .unzip();
+    let mut seen: HashMap<(Vec<u8>, Vec<u8>), u64> = HashMap::new();
+    if !keys.0.is_empty() {
+        let dupes = tx
+            .prepare_cached(
+                "SELECT d.mailbox, d.id, d.seq FROM dedupe d
+                 JOIN unnest($1::bytea[], $2::bytea[]) AS k(mailbox, id)
+                   ON d.mailbox = k.mailbox AND d.id = k.id",
+            )
+            .await?;
+        for row in tx.query(&dupes, &[&keys.0, &keys.1]).await? {
+            seen.insert((row.get(0), row.get(1)), u(row.get(2)));
+        }
+    }
+    let mut outcomes = Vec::with_capacity(ops.len());
+    let (mut new_mailbox, mut new_id, mut new_seq, mut new_size, mut new_received, mut new_body) =
+        (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for op in ops {
+        let e = &op.envelope;
+        let mailbox = e.mailbox.as_bytes().as_slice();
+        let Some(account) = accounts.get_mut(mailbox) else {
+            outcomes.push(DeliverOutcome::UnknownMailbox);
+            continue;
+        };
+        let key = (mailbox.to_vec(), e.id.as_bytes().to_vec());
+        if let Some(&seq) = seen.get(&key) {
+            outcomes.push(DeliverOutcome::Duplicate { seq });
+            continue;
+        }
+        let quota = op.quota.for_account(&AccountSettings {
+            suspended: false,
+            quota_bytes: account.quota_bytes.map(u),
+        });
+        let size = e.bytes.len() as u64;
+        if account.bytes.saturating_add(size) > quota.max_bytes
+            || account.envelopes.saturating_add(1) > quota.max_envelopes
+        {
+            outcomes.push(DeliverOutcome::QuotaExceeded);
+            continue;
+        }
+        let seq = account.next_seq;
+        account.next_seq += 1;
+        account.bytes += size;
+        account.envelopes += 1;
+        account.changed = true;
+        seen.insert(key, seq);
+        new_mailbox.push(mailbox);
+        new_id.push(e.id.as_bytes().as_slice());
+        new_seq.push(i(seq));
+        new_size.push(i(size));
+        new_received.push(i(e.received));
+        new_body.push(e.bytes.as_ref());
+        outcomes.push(DeliverOutcome::Stored { seq });
+    }
+    if new_mailbox.is_empty() {
+        return Ok(outcomes);
+    }
+    let dedupe = tx
+        .prepare_cached(
+            "INSERT INTO dedupe (mailbox, id, seq, received)
+             SELECT * FROM unnest($1::bytea[], $2::bytea[], $3::int8[], $4::int8[])",
+        )
+        .await?;
+    tx.execute(&dedupe, &[&new_mailbox, &new_id, &new_seq, &new_received])
+        .await?;
+    let store = tx
+        .prepare_cached(
+            "INSERT INTO envelopes (mailbox, seq, id, size, received, body)
+             SELECT * FROM unnest($1::bytea[], $2::int8[], $3::bytea[], $4::int8[], $5::int8[],
+                                  $6::bytea[])",
+        )
+        .await?;
+    tx.execute(
+        &store,
+        &[
+            &new_mailbox,
+            &new_seq,
+            &new_id,
+            &new_size,
+            &new_received,
+            &new_body,
+        ],
+    )
+    .await?;
+    let (mut up_mailbox, mut up_next, mut up_bytes, mut up_count) =
+        (vec![], vec![], vec![], vec![]);
+    for (mailbox, a) in accounts.iter().filter(|(_, a)| a.changed) {
+        up_mailbox.push(mailbox.as_slice());
+        up_next.push(i(a.next_seq));
+        up_bytes.push(i(a.bytes));
+        up_count.push(i(a.envelopes));
+    }
+    let update = tx
+        .prepare_cached(
+            "UPDATE accounts SET next_seq = v.next_seq, bytes = v.bytes, envelopes = v.envelopes
+             FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[])
+               AS v(mailbox, next_seq, bytes, envelopes)
+             WHERE accounts.mailbox = v.mailbox",
+        )
+        .await?;
+    tx.execute(&update, &[&up_mailbox, &up_next, &up_bytes, &up_count])
+        .await?;
+    Ok(outcomes)
 }
 
 async fn ack_tx(tx: &Transaction<'_>, mailbox: &MailboxId, seq: u64) -> Result<bool, TxError> {
