@@ -14,8 +14,8 @@ use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::{Envelope, HopWrapper};
 use sealpost_proto::identity::Keyring;
 use sealpost_proto::letter::Letter;
-use sealpost_proto::seal::seal;
 use sealpost_proto::record::Home;
+use sealpost_proto::seal::seal;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
 use crate::api::VerifiedNode;

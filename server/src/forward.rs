@@ -152,10 +152,7 @@ impl Node {
         {
             return Err(DeliveryError::NotOurs);
         }
-        let homes = self
-            .other_homes(mailbox)
-            .await
-            .map_err(TryLater::Storage)?;
+        let homes = self.other_homes(mailbox).await.map_err(TryLater::Storage)?;
         if !homes.iter().any(|h| &h.node_key == peer) {
             return Err(Refused::NotAHome.into());
         }

@@ -82,7 +82,11 @@ async fn a_letter_delivered_to_one_home_reaches_the_other_and_is_forwarded_once(
     let (_, beta_cert) = api.descriptor(&beta.url).await;
     let token = api.token(&alpha.url, &alice_mb, &alice.keys).await;
     let a = api
-        .submit(&alpha.url, Some(&token), hop(&env, &beta.url, &beta_cert).encode())
+        .submit(
+            &alpha.url,
+            Some(&token),
+            hop(&env, &beta.url, &beta_cert).encode(),
+        )
         .await;
     assert_eq!(a.0, StatusCode::ACCEPTED, "{a:?}");
 
@@ -105,13 +109,28 @@ async fn a_letter_delivered_to_one_home_reaches_the_other_and_is_forwarded_once(
     // got a forwarded copy, forwarded nothing back.
     let delivered = "sealpost_relay_attempts_total{result=\"delivered\"}";
     assert_eq!(api.metric(&alpha.url, delivered).await, 1.0);
-    assert_eq!(api.metric(&alpha.url, "sealpost_forwards_queued_total").await, 0.0);
-    assert_eq!(api.metric(&beta.url, "sealpost_forwards_queued_total").await, 1.0);
-    assert_eq!(api.metric(&beta.url, delivered).await, 1.0);
-    assert_eq!(api.metric(&gamma.url, "sealpost_forwards_queued_total").await, 0.0);
     assert_eq!(
-        api.metric(&gamma.url, "sealpost_http_requests_total{route=\"forward\",status=\"2xx\"}")
+        api.metric(&alpha.url, "sealpost_forwards_queued_total")
             .await,
+        0.0
+    );
+    assert_eq!(
+        api.metric(&beta.url, "sealpost_forwards_queued_total")
+            .await,
+        1.0
+    );
+    assert_eq!(api.metric(&beta.url, delivered).await, 1.0);
+    assert_eq!(
+        api.metric(&gamma.url, "sealpost_forwards_queued_total")
+            .await,
+        0.0
+    );
+    assert_eq!(
+        api.metric(
+            &gamma.url,
+            "sealpost_http_requests_total{route=\"forward\",status=\"2xx\"}"
+        )
+        .await,
         1.0
     );
     assert_eq!(api.metric(&gamma.url, "sealpost_outbound_queue").await, 0.0);
@@ -119,10 +138,18 @@ async fn a_letter_delivered_to_one_home_reaches_the_other_and_is_forwarded_once(
 
     // The same hop again (a retried delivery) is a duplicate at beta: no second forward.
     let again = api
-        .deliver(&beta.url, &peer_key(), hop(&env, &beta.url, &beta_cert).payload)
+        .deliver(
+            &beta.url,
+            &peer_key(),
+            hop(&env, &beta.url, &beta_cert).payload,
+        )
         .await;
     assert_eq!(again, (StatusCode::OK, json!({ "stored": false })));
-    assert_eq!(api.metric(&beta.url, "sealpost_forwards_queued_total").await, 1.0);
+    assert_eq!(
+        api.metric(&beta.url, "sealpost_forwards_queued_total")
+            .await,
+        1.0
+    );
 
     alpha.stop().await;
     beta.stop().await;
@@ -142,7 +169,11 @@ async fn a_home_that_was_down_gets_its_copy_when_it_is_back() {
     gamma.stop().await;
     let env = envelope(&alice, &bob, bob_mb[0], "while gamma sleeps", "hello");
     let a = api
-        .deliver(&beta.url, &peer_key(), hop(&env, &beta.url, &beta_cert).payload)
+        .deliver(
+            &beta.url,
+            &peer_key(),
+            hop(&env, &beta.url, &beta_cert).payload,
+        )
         .await;
     assert_eq!(a, (StatusCode::OK, json!({ "stored": true })));
     eventually("beta to retry the forward", || {
@@ -163,8 +194,14 @@ async fn a_home_that_was_down_gets_its_copy_when_it_is_back() {
     gamma.restart().await;
     wait_for_ids(&api, &gamma, bob_mb[1], &bob, 1).await;
     wait_for_empty_queue(&api, &beta).await;
-    assert_eq!(ids(&api, &gamma, bob_mb[1], &bob).await, vec![env.id.to_hex()]);
-    assert_eq!(ids(&api, &beta, bob_mb[0], &bob).await, vec![env.id.to_hex()]);
+    assert_eq!(
+        ids(&api, &gamma, bob_mb[1], &bob).await,
+        vec![env.id.to_hex()]
+    );
+    assert_eq!(
+        ids(&api, &beta, bob_mb[0], &bob).await,
+        vec![env.id.to_hex()]
+    );
     assert_eq!(api.metric(&beta.url, "sealpost_bounces_total").await, 0.0);
     beta.stop().await;
     gamma.stop().await;
@@ -185,7 +222,11 @@ async fn forwards_are_taken_only_from_a_home_once_and_never_forwarded_again() {
         &bob,
         &[
             (&beta.url, beta.node_key, bob_beta),
-            (&home_url, home.verifying_key().to_bytes(), MailboxId::random()),
+            (
+                &home_url,
+                home.verifying_key().to_bytes(),
+                MailboxId::random(),
+            ),
         ],
         1,
     );
@@ -198,7 +239,11 @@ async fn forwards_are_taken_only_from_a_home_once_and_never_forwarded_again() {
     assert_eq!(stranger.0, StatusCode::FORBIDDEN, "{stranger:?}");
     assert_eq!(code(&stranger), "not_a_home");
     assert!(ids(&api, &beta, bob_beta, &bob).await.is_empty());
-    assert_eq!(api.metric(&beta.url, "sealpost_envelopes_stored_total").await, 0.0);
+    assert_eq!(
+        api.metric(&beta.url, "sealpost_envelopes_stored_total")
+            .await,
+        0.0
+    );
     // Unsigned: refused.
     let unsigned = api
         .http
@@ -214,10 +259,17 @@ async fn forwards_are_taken_only_from_a_home_once_and_never_forwarded_again() {
     assert_eq!(first, (StatusCode::OK, json!({ "stored": true })));
     let second = api.forward(&beta.url, &home, env.encode()).await;
     assert_eq!(second, (StatusCode::OK, json!({ "stored": false })));
-    assert_eq!(ids(&api, &beta, bob_beta, &bob).await, vec![env.id.to_hex()]);
+    assert_eq!(
+        ids(&api, &beta, bob_beta, &bob).await,
+        vec![env.id.to_hex()]
+    );
 
     // A forwarded copy is not forwarded again (not even back to the home it came from).
-    assert_eq!(api.metric(&beta.url, "sealpost_forwards_queued_total").await, 0.0);
+    assert_eq!(
+        api.metric(&beta.url, "sealpost_forwards_queued_total")
+            .await,
+        0.0
+    );
     assert_eq!(api.metric(&beta.url, "sealpost_outbound_queue").await, 0.0);
 
     // A mailbox the node does not have, and bytes that are no envelope.
@@ -237,10 +289,18 @@ async fn forwards_are_taken_only_from_a_home_once_and_never_forwarded_again() {
     let (_, beta_cert) = api.descriptor(&beta.url).await;
     let env2 = envelope(&alice, &bob, bob_beta, "delivered", "hello");
     let a = api
-        .deliver(&beta.url, &peer_key(), hop(&env2, &beta.url, &beta_cert).payload)
+        .deliver(
+            &beta.url,
+            &peer_key(),
+            hop(&env2, &beta.url, &beta_cert).payload,
+        )
         .await;
     assert_eq!(a, (StatusCode::OK, json!({ "stored": true })));
-    assert_eq!(api.metric(&beta.url, "sealpost_forwards_queued_total").await, 1.0);
+    assert_eq!(
+        api.metric(&beta.url, "sealpost_forwards_queued_total")
+            .await,
+        1.0
+    );
     assert_eq!(api.metric(&beta.url, "sealpost_outbound_queue").await, 1.0);
     beta.stop().await;
 }

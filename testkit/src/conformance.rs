@@ -43,8 +43,9 @@ use bytes::Bytes;
 use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
     AccountSettings, AddDeviceOutcome, DeletedAccount, DeliverOutcome, Device, DeviceAck,
-    ForwardJob, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome,
-    RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError, StoredInvite,
+    ForwardJob, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota,
+    RecordOutcome, RegisterOutcome, RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError,
+    StoredInvite,
 };
 use sealpost_server::store::{Bucket, Tokens};
 
@@ -582,12 +583,20 @@ pub async fn a_delivery_queues_its_forwards_only_when_stored<B: Backend>(b: &B) 
             .unwrap(),
         DeliverOutcome::QuotaExceeded
     );
-    assert_eq!(s.outbound().await.unwrap(), vec![f.0.clone()], "only the first");
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![f.0.clone()],
+        "only the first"
+    );
     s.close().await.unwrap();
     drop(s);
 
     let s = b.open(dir.path()).await;
-    assert_eq!(s.outbound().await.unwrap(), vec![f.0.clone()], "kept, forward and all");
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![f.0.clone()],
+        "kept, forward and all"
+    );
     if s.keeps_limits() {
         assert!(
             s.enqueue_within(outbound_item(11, m), Bytes::from_static(b"abc"), 1, 0)
@@ -598,7 +607,10 @@ pub async fn a_delivery_queues_its_forwards_only_when_stored<B: Backend>(b: &B) 
     }
     let deleted = s.delete_account(m).await.unwrap().expect("the account");
     assert!(deleted.queued >= 1);
-    assert!(s.outbound().await.unwrap().is_empty(), "the forward went with its account");
+    assert!(
+        s.outbound().await.unwrap().is_empty(),
+        "the forward went with its account"
+    );
     s.close().await.unwrap();
 }
 

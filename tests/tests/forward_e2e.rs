@@ -43,7 +43,11 @@ fn listed_on(fetches: &[Value], url: &str) -> u64 {
     fetches
         .iter()
         .flat_map(|f| f["nodes"].as_array().cloned().unwrap_or_default())
-        .filter(|n| n["url"].as_str().is_some_and(|u| u.trim_end_matches('/') == url))
+        .filter(|n| {
+            n["url"]
+                .as_str()
+                .is_some_and(|u| u.trim_end_matches('/') == url)
+        })
         .map(|n| n["listed"].as_u64().unwrap_or(0))
         .sum()
 }
@@ -71,7 +75,10 @@ fn the_sender_node_delivers_once_and_the_first_home_forwards_to_the_other() {
         &["send", "--to", "bob@beta.test", "--subject", "two homes"],
         b"one hop\n",
     );
-    assert!(sent.stdout.contains("sent to bob@beta.test (1 home)"), "{sent:?}");
+    assert!(
+        sent.stdout.contains("sent to bob@beta.test (1 home)"),
+        "{sent:?}"
+    );
 
     // Bob's device sees the letter once, found on both homes.
     let fetches = bob.fetch_until(ARRIVAL, |f| {
@@ -88,7 +95,7 @@ fn the_sender_node_delivers_once_and_the_first_home_forwards_to_the_other() {
     );
     // Fetching again brings nothing new (each home's copy was acked).
     let again = bob.ok(&["fetch", "--json"], b"").json();
-    assert_eq!(count_new(&[again.clone()]), 0, "{again:#}");
+    assert_eq!(count_new(std::slice::from_ref(&again)), 0, "{again:#}");
 
     // Alice's node made one delivery, to bob's first home; that home forwarded it to the
     // other; alice's node never asked the second home for anything.
@@ -119,7 +126,13 @@ fn with_the_first_home_down_the_client_picks_the_next_and_the_first_gets_its_cop
 
     b1.stop();
     alice.ok(
-        &["send", "--to", "bob@beta.test", "--subject", "first home down"],
+        &[
+            "send",
+            "--to",
+            "bob@beta.test",
+            "--subject",
+            "first home down",
+        ],
         b"via the second\n",
     );
     let fetches = bob.fetch_until(ARRIVAL, |f| count_new(f) >= 1);
