@@ -625,6 +625,56 @@ mod tests {
         assert_eq!(c.outbox.copies().unwrap().len(), 1, "no second copy");
     }
 
+    /// One home per copy: the first that answers; when none does, the first whose
+    /// descriptor is cached; too large for it, or never seen and down, an error.
+    #[tokio::test]
+    async fn one_home_is_chosen_the_first_that_answers_else_the_first_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, _routes, node_url, node_key) = world(tmp.path()).await;
+        let bob = addr("bob@beta.test");
+        let id = SecretIdentity::generate(&bob, None).unwrap();
+        let gone = Home {
+            url: crate::testutil::dead(),
+            node_key: [3; 32],
+            mailbox: MailboxId([1; 16]),
+        };
+        let cached = Home {
+            url: node_url.clone(),
+            node_key,
+            mailbox: MailboxId([7; 16]),
+        };
+        let signed = record_with_homes(&id, &bob, vec![gone.clone(), cached.clone()], 1);
+        let (record, cert) = signed.verify(now()).unwrap();
+        let pin = crate::contacts::pin(
+            None,
+            &bob,
+            &cert,
+            None,
+            crate::contacts::PinSource::Record,
+            now(),
+        );
+        let mut r = Recipient {
+            address: bob.clone(),
+            cert,
+            record,
+            pin: Some(pin),
+            from_cache: false,
+        };
+        let (home, node, skipped) = choose_home(&c.directory, &r, 1000).await.unwrap();
+        assert_eq!(home, &cached);
+        assert_eq!(node.descriptor.url, node_url);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, gone.url);
+
+        let big = node.descriptor.max_envelope as usize + 1;
+        let e = choose_home(&c.directory, &r, big).await.err().unwrap();
+        assert!(e.to_string().contains("too large"), "{e}");
+
+        r.record.homes = vec![gone];
+        let e = choose_home(&c.directory, &r, 1000).await.err().unwrap();
+        assert!(matches!(e, Error::Unreachable { .. }), "{e}");
+    }
+
     #[tokio::test]
     async fn legacy_recipients_share_one_copy_sealed_to_the_gateway_that_names_them() {
         let tmp = tempfile::tempdir().unwrap();
