@@ -429,6 +429,30 @@ impl Directory {
         Ok(node)
     }
 
+    /// The verified descriptor of a recipient's home, fetched now (through a home of ours
+    /// when lookups are oblivious); it must carry the node key and URL the record names.
+    /// Unlike [`Directory::home_node`], a node that cannot be reached now is an error, not
+    /// its cached descriptor: one-home delivery then picks the next home
+    /// ([`crate::send::choose_home`]).
+    pub async fn reachable_home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        let node = self.fetch_descriptor(&home.url).await?;
+        if node.descriptor.node_key != home.node_key {
+            return Err(Error::NodeKeyMismatch {
+                url: home.url.to_string(),
+                expected: hex::encode(home.node_key),
+                found: hex::encode(node.descriptor.node_key),
+            });
+        }
+        if node.descriptor.url != home.url {
+            return Err(Error::protocol(
+                &home.url,
+                format!("its descriptor names another URL ({})", node.descriptor.url),
+            ));
+        }
+        self.remember_node(&node);
+        Ok(node)
+    }
+
     /// The descriptor of one of the user's own homes: the cached one when it carries the
     /// node key and URL the record names (it was verified when the node became a home),
     /// else [`Directory::home_node`].

@@ -1,6 +1,7 @@
 //! Sending: one sealed letter per recipient, one random envelope id per recipient letter
-//! (shared by all of that recipient's homes, so they can be deduped), one hop per home,
-//! wrapped for that home's node. Legacy e-mail recipients share one copy, sealed to the
+//! (kept by the homes that forward it to each other, so they can be deduped), one hop, for
+//! one of the recipient's homes ([`choose_home`]): that home forwards the envelope to the
+//! others, so our node sees one destination. Legacy e-mail recipients share one copy, sealed to the
 //! gateway ([`crate::gateway`], [`crate::route`]). Every hop goes to the outbox first, then
 //! is submitted through the first of our own trusted nodes that takes it.
 //!
@@ -13,9 +14,11 @@ use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::{Envelope, HopWrapper};
 use sealpost_proto::identity::Keyring;
 use sealpost_proto::letter::Letter;
+use sealpost_proto::record::Home;
 use sealpost_proto::seal::seal;
 use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 
+use crate::api::VerifiedNode;
 use crate::compose::Draft;
 use crate::contacts::PinOutcome;
 use crate::directory::{Directory, Recipient};
@@ -30,9 +33,9 @@ use crate::route::{self, LegacyReason, Route};
 pub struct RecipientReport {
     pub address: Address,
     pub envelope_id: EnvelopeId,
-    /// Homes a hop was made for.
+    /// The home the hop was made for (one: it forwards to the others).
     pub homes: Vec<NodeUrl>,
-    /// Homes left out, and why (node key mismatch, too large, unknown and unreachable).
+    /// Homes passed over before it, and why (node key mismatch, too large, unreachable).
     pub skipped: Vec<(NodeUrl, String)>,
     /// The contact was pinned by this send (trust on first use).
     pub newly_pinned: bool,
@@ -273,8 +276,8 @@ pub struct Sealed {
     pins: Vec<Recipient>,
 }
 
-/// The copy of a letter for the user's own mailbox: its hops (one per home of theirs), and
-/// the letter sealed to their key, to store here at once.
+/// The copy of a letter for the user's own mailbox: its hop (for one home of theirs, which
+/// forwards it to the others), and the letter sealed to their key, to store here at once.
 pub struct SentCopy {
     pub envelope_id: EnvelopeId,
     pub entries: Vec<OutboxEntry>,
@@ -294,7 +297,7 @@ impl Sealed {
 }
 
 /// Seals the letter of `plan` for each recipient (and once for the gateway) with `keys`,
-/// and makes a hop per usable recipient home.
+/// and makes one hop per copy, for one home of its recipient ([`choose_home`]).
 pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) -> Result<Sealed> {
     let SendPlan {
         letter,
@@ -361,10 +364,11 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
     })
 }
 
-/// Seals `letter` to `r` and adds a hop per usable home of theirs to `entries`; returns
-/// the report and the sealed letter. The user's own homes are wrapped for from the node
-/// cache (verified when they became homes) without asking them: nothing reaches our own
-/// nodes before the letter is in the outbox.
+/// Seals `letter` to `r` and adds one hop, for one home of theirs ([`choose_home`]), to
+/// `entries`; returns the report and the sealed letter. That home forwards the envelope to
+/// the others (`spec/node.md` §Forwarding). The user's own homes are wrapped for from the
+/// node cache (verified when they became homes) without asking them: nothing reaches our
+/// own nodes before the letter is in the outbox.
 pub(crate) async fn queue_copy(
     directory: &Directory,
     letter: &Letter,
@@ -373,78 +377,108 @@ pub(crate) async fn queue_copy(
     now: u64,
     entries: &mut Vec<OutboxEntry>,
 ) -> Result<(RecipientReport, Vec<u8>)> {
-    let mut nodes = Vec::new();
-    let mut skipped = Vec::new();
-    for home in &r.record.homes {
-        let node = match r.pin {
-            None => directory.own_home_node(home).await,
-            Some(_) => directory.home_node(home).await,
-        };
-        match node {
-            Ok(n) => nodes.push((home, n)),
-            Err(e) => skipped.push((home.url.clone(), e)),
-        }
-    }
-    if nodes.is_empty() {
-        let (_, first) = skipped
-            .into_iter()
-            .next()
-            .expect("invariant: a verified record has at least one home");
-        return Err(first);
-    }
-    let sealed = seal(letter, keys, &r.cert)?;
-    let id = EnvelopeId::random();
-    let mut homes = Vec::new();
-    let mut skipped: Vec<(NodeUrl, String)> = skipped
-        .into_iter()
-        .map(|(u, e)| (u, e.to_string()))
-        .collect();
-    for (home, node) in nodes {
-        let envelope = Envelope {
-            id,
-            mailbox: home.mailbox,
-            sealed: sealed.clone(),
-            token: Vec::new(),
-        };
-        let size = envelope.encode().len();
-        if size > node.descriptor.max_envelope as usize {
-            skipped.push((
-                home.url.clone(),
-                format!(
-                    "envelope of {size} bytes is larger than the {} the node accepts",
-                    node.descriptor.max_envelope
-                ),
-            ));
-            continue;
-        }
-        let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
-        entries.push(OutboxEntry::new(
-            &r.address,
-            id,
-            &letter.message_id,
-            &letter.subject,
-            &hop,
-            now,
-        ));
-        homes.push(home.url.clone());
-    }
-    if homes.is_empty() {
-        return Err(Error::input(
-            "letter",
-            format!("too large for every home of {}", r.address),
-        ));
-    }
+    let first = r
+        .record
+        .homes
+        .first()
+        .expect("invariant: a verified record has at least one home");
+    let mut envelope = Envelope {
+        id: EnvelopeId::random(),
+        mailbox: first.mailbox,
+        sealed: seal(letter, keys, &r.cert)?,
+        token: Vec::new(),
+    };
+    // Every home's mailbox id has the same length: the size does not depend on the home.
+    let size = envelope.encode().len();
+    let (home, node, skipped) = choose_home(directory, r, size).await?;
+    envelope.mailbox = home.mailbox;
+    let hop = HopWrapper::wrap(&envelope, home.url.clone(), &node.cert)?;
+    entries.push(OutboxEntry::new(
+        &r.address,
+        envelope.id,
+        &letter.message_id,
+        &letter.subject,
+        &hop,
+        now,
+    ));
     Ok((
         RecipientReport {
             address: r.address.clone(),
-            envelope_id: id,
-            homes,
+            envelope_id: envelope.id,
+            homes: vec![home.url.clone()],
             skipped,
             newly_pinned: matches!(r.pin, Some(PinOutcome::New(_))),
             record_from_cache: r.from_cache,
         },
-        sealed,
+        envelope.sealed,
     ))
+}
+
+/// The home of `r` that a copy of `size` bytes (the encoded envelope) is wrapped for, with
+/// its verified descriptor: the first home the record names whose descriptor can be had
+/// and verified now ([`Directory::reachable_home_node`]) and that takes envelopes of that
+/// size, so the sender's node sees one destination. When none of them answers, the first
+/// whose cached descriptor serves (the hop then waits in our node's queue until that node
+/// is back). The user's own homes come from the node cache, without asking them
+/// ([`Directory::own_home_node`]). Also returns the homes passed over, and why.
+pub(crate) async fn choose_home<'r>(
+    directory: &Directory,
+    r: &'r Recipient,
+    size: usize,
+) -> Result<(&'r Home, VerifiedNode, Vec<(NodeUrl, String)>)> {
+    let takes = |node: &VerifiedNode| {
+        let max = u64::from(node.descriptor.max_envelope);
+        (size as u64 <= max).then_some(()).ok_or_else(|| {
+            format!("envelope of {size} bytes is larger than the {max} the node accepts")
+        })
+    };
+    let mut skipped = Vec::new();
+    let mut first_err = None;
+    let mut too_large = false;
+    let mut down = Vec::new();
+    for home in &r.record.homes {
+        let node = match r.pin {
+            None => directory.own_home_node(home).await,
+            Some(_) => directory.reachable_home_node(home).await,
+        };
+        match node {
+            Ok(n) => match takes(&n) {
+                Ok(()) => return Ok((home, n, skipped)),
+                Err(why) => {
+                    too_large = true;
+                    skipped.push((home.url.clone(), why));
+                }
+            },
+            Err(e) => {
+                if matches!(e, Error::Unreachable { .. } | Error::Node { .. }) {
+                    down.push(home);
+                }
+                skipped.push((home.url.clone(), e.to_string()));
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    // No home answers now: the first one down whose descriptor we verified before.
+    for home in down {
+        if let Some(n) = directory.cached_node(&home.url)
+            && n.descriptor.node_key == home.node_key
+        {
+            match takes(&n) {
+                Ok(()) => {
+                    skipped.retain(|(url, _)| url != &home.url);
+                    return Ok((home, n, skipped));
+                }
+                Err(_) => too_large = true,
+            }
+        }
+    }
+    match first_err {
+        Some(e) if !too_large => Err(e),
+        _ => Err(Error::input(
+            "letter",
+            format!("too large for every home of {}", r.address),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -589,6 +623,56 @@ mod tests {
             .unwrap();
         assert!(report.sent_copy.is_none());
         assert_eq!(c.outbox.copies().unwrap().len(), 1, "no second copy");
+    }
+
+    /// One home per copy: the first that answers; when none does, the first whose
+    /// descriptor is cached; too large for it, or never seen and down, an error.
+    #[tokio::test]
+    async fn one_home_is_chosen_the_first_that_answers_else_the_first_cached() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (c, _routes, node_url, node_key) = world(tmp.path()).await;
+        let bob = addr("bob@beta.test");
+        let id = SecretIdentity::generate(&bob, None).unwrap();
+        let gone = Home {
+            url: crate::testutil::dead(),
+            node_key: [3; 32],
+            mailbox: MailboxId([1; 16]),
+        };
+        let cached = Home {
+            url: node_url.clone(),
+            node_key,
+            mailbox: MailboxId([7; 16]),
+        };
+        let signed = record_with_homes(&id, &bob, vec![gone.clone(), cached.clone()], 1);
+        let (record, cert) = signed.verify(now()).unwrap();
+        let pin = crate::contacts::pin(
+            None,
+            &bob,
+            &cert,
+            None,
+            crate::contacts::PinSource::Record,
+            now(),
+        );
+        let mut r = Recipient {
+            address: bob.clone(),
+            cert,
+            record,
+            pin: Some(pin),
+            from_cache: false,
+        };
+        let (home, node, skipped) = choose_home(&c.directory, &r, 1000).await.unwrap();
+        assert_eq!(home, &cached);
+        assert_eq!(node.descriptor.url, node_url);
+        assert_eq!(skipped.len(), 1, "{skipped:?}");
+        assert_eq!(skipped[0].0, gone.url);
+
+        let big = node.descriptor.max_envelope as usize + 1;
+        let e = choose_home(&c.directory, &r, big).await.err().unwrap();
+        assert!(e.to_string().contains("too large"), "{e}");
+
+        r.record.homes = vec![gone];
+        let e = choose_home(&c.directory, &r, 1000).await.err().unwrap();
+        assert!(matches!(e, Error::Unreachable { .. }), "{e}");
     }
 
     #[tokio::test]

@@ -30,6 +30,9 @@ pub const SUBMIT: &str = "/v1/submit";
 /// `POST`: a peer node delivers a hop payload, signed per RFC 9421 over this path (after
 /// the destination URL's path prefix).
 pub const DELIVER: &str = "/v1/deliver";
+/// `POST`: another home of a mailbox forwards an encoded
+/// [`Envelope`](crate::envelope::Envelope) for it, signed like [`DELIVER`] over this path.
+pub const FORWARD: &str = "/v1/forward";
 /// `GET {MAILBOX}/{mailbox}` lists, `GET`/`DELETE {MAILBOX}/{mailbox}/{seq}` fetches and
 /// acknowledges ([`mailbox`], [`envelope`]); `POST` to [`mailbox_fetch`] and
 /// [`mailbox_ack`] does either for up to [`MAX_BATCH_SEQS`](crate::limits::MAX_BATCH_SEQS)

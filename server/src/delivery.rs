@@ -62,6 +62,9 @@ pub enum Refused {
     /// `429`); `reason` names the status and the peer's error.
     #[error("{reason}")]
     ByPeer { status: u16, reason: String },
+    /// A forward (`forward`) from a node that the mailbox's record does not name as a home.
+    #[error("the forwarding node is not a home of this mailbox")]
+    NotAHome,
 }
 
 /// Why a delivery did not happen now.
@@ -104,6 +107,7 @@ impl DeliveryError {
                 Refused::UnknownVersion(m) => format!("unknown_version: {m}"),
                 Refused::Malformed(m) => format!("malformed_body: body does not decode: {m}"),
                 Refused::Destination(m) | Refused::ByPeer { reason: m, .. } => m.clone(),
+                Refused::NotAHome => format!("not_a_home: {r}"),
             },
             DeliveryError::TryLater(t) => match t {
                 TryLater::MailboxFull => format!("quota_exceeded: {t}"),
@@ -174,18 +178,43 @@ impl Node {
         Ok(delivered)
     }
 
-    /// Stores an envelope (already checked) in its mailbox here, within the mailbox quota.
+    /// Stores an envelope (already checked) in its mailbox here, within the mailbox quota,
+    /// and, in the same write, queues its copies for the mailbox's other homes
+    /// (`forward`): a hop's payload and the gateway's legacy mail.
     pub async fn store_envelope(&self, envelope: NewEnvelope) -> Result<Delivered, DeliveryError> {
-        match self
+        let forwards = self.forwards_for(&envelope).await?;
+        if forwards.is_empty() {
+            return self.store_copy(envelope).await;
+        }
+        let outcome = self
+            .store
+            .deliver_forwarding(envelope, self.quota, forwards.clone())
+            .await
+            .map_err(TryLater::Storage)?;
+        let delivered = delivered(outcome)?;
+        if delivered == Delivered::Stored {
+            self.schedule_forwards(forwards);
+        }
+        Ok(delivered)
+    }
+
+    /// Stores an envelope (already checked) in its mailbox here, within the mailbox quota,
+    /// and forwards it nowhere: a copy another home forwarded.
+    pub async fn store_copy(&self, envelope: NewEnvelope) -> Result<Delivered, DeliveryError> {
+        let outcome = self
             .store
             .deliver(envelope, self.quota)
             .await
-            .map_err(TryLater::Storage)?
-        {
-            DeliverOutcome::Stored { .. } => Ok(Delivered::Stored),
-            DeliverOutcome::Duplicate { .. } => Ok(Delivered::Duplicate),
-            DeliverOutcome::UnknownMailbox => Err(DeliveryError::NotOurs),
-            DeliverOutcome::QuotaExceeded => Err(TryLater::MailboxFull.into()),
-        }
+            .map_err(TryLater::Storage)?;
+        delivered(outcome)
+    }
+}
+
+fn delivered(outcome: DeliverOutcome) -> Result<Delivered, DeliveryError> {
+    match outcome {
+        DeliverOutcome::Stored { .. } => Ok(Delivered::Stored),
+        DeliverOutcome::Duplicate { .. } => Ok(Delivered::Duplicate),
+        DeliverOutcome::UnknownMailbox => Err(DeliveryError::NotOurs),
+        DeliverOutcome::QuotaExceeded => Err(TryLater::MailboxFull.into()),
     }
 }

@@ -615,7 +615,7 @@ async fn hand_on(node: &Arc<Node>, outbox: &Outbox, dkim: &DkimKeys, seq: u64) {
     match node.store.take(outbox.mailbox, seq, handoff).await {
         Ok(true) => {
             for job in jobs {
-                node.outbound_usage.add(job.item.sender, job.item.size);
+                node.outbound_usage.add(&job.item);
                 node.metrics
                     .outbound_queue
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -724,6 +724,7 @@ async fn prepare(
                     message_id: message_id.clone(),
                     failed: Vec::new(),
                 }),
+                forward: None,
             };
             (item, msg.clone())
         })

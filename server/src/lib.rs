@@ -24,6 +24,7 @@ pub mod budget;
 pub mod config;
 pub mod delivery;
 pub mod devices;
+pub mod forward;
 pub mod gateway;
 pub mod init;
 pub mod keys;

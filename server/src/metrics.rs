@@ -19,6 +19,8 @@ pub enum Route {
     Token,
     Submit,
     Deliver,
+    /// `POST /v1/forward`: another home of a mailbox forwards an envelope.
+    Forward,
     List,
     GetEnvelope,
     Ack,
@@ -34,7 +36,7 @@ pub enum Route {
 }
 
 impl Route {
-    const ALL: [Route; 20] = [
+    const ALL: [Route; 21] = [
         Route::Descriptor,
         Route::Health,
         Route::Metrics,
@@ -45,6 +47,7 @@ impl Route {
         Route::Token,
         Route::Submit,
         Route::Deliver,
+        Route::Forward,
         Route::List,
         Route::GetEnvelope,
         Route::Ack,
@@ -71,6 +74,7 @@ impl Route {
             Route::Token => "token",
             Route::Submit => "submit",
             Route::Deliver => "deliver",
+            Route::Forward => "forward",
             Route::List => "list",
             Route::GetEnvelope => "get_envelope",
             Route::Ack => "ack",
@@ -101,6 +105,8 @@ pub struct Metrics {
     pub envelopes_duplicate: AtomicU64,
     pub envelopes_acked: AtomicU64,
     pub hops_queued: AtomicU64,
+    /// Copies of stored envelopes queued for the mailbox's other homes (`forward`).
+    pub forwards_queued: AtomicU64,
     relay: [AtomicU64; 4],
     pub bounces: AtomicU64,
     pub rate_limited: AtomicU64,
@@ -176,6 +182,11 @@ impl Metrics {
             "sealpost_hops_queued_total",
             "Hops accepted for relay.",
             get(&self.hops_queued),
+        );
+        counter(
+            "sealpost_forwards_queued_total",
+            "Copies of stored envelopes queued for the mailbox's other homes.",
+            get(&self.forwards_queued),
         );
         counter(
             "sealpost_bounces_total",

@@ -134,12 +134,15 @@ impl OutboundUsage {
         true
     }
 
-    /// Counts a hop already queued (at start).
-    pub fn add(&self, sender: MailboxId, size: u64) {
+    /// Counts a hop already queued (at start). A forward is not its sender's.
+    pub fn add(&self, item: &OutboundItem) {
+        if !item.counts_for_sender() {
+            return;
+        }
         if let Ok(mut u) = self.usage.lock() {
-            let e = u.by_sender.entry(sender).or_default();
+            let e = u.by_sender.entry(item.sender).or_default();
             e.0 += 1;
-            e.1 += size;
+            e.1 += item.size;
         }
     }
 
@@ -148,7 +151,9 @@ impl OutboundUsage {
             return;
         };
         let u = &mut *u;
-        give_back(&mut u.by_sender, item.sender, item.size);
+        if item.counts_for_sender() {
+            give_back(&mut u.by_sender, item.sender, item.size);
+        }
         if let Some(ip) = u.ip_of.remove(&item.id) {
             give_back(&mut u.by_ip, ip, item.size);
         }

@@ -96,6 +96,11 @@ impl Peers {
             .is_some_and(|t| now.saturating_duration_since(t) < self.ttl)
     }
 
+    /// The key pinned for the node at `url` (after [`Peers::check`], the key it presents).
+    pub fn pinned_key(&self, url: &NodeUrl) -> Option<[u8; 32]> {
+        self.pinned(url)
+    }
+
     fn pinned(&self, url: &NodeUrl) -> Option<[u8; 32]> {
         self.state
             .lock()

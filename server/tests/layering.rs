@@ -27,6 +27,7 @@ const LAYERS: &[(&str, &[&str])] = &[
             "accounts",
             "auth",
             "delivery",
+            "forward",
             "bounce",
         ],
     ),

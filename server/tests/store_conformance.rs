@@ -90,6 +90,14 @@ mod mutants {
             };
             self.inner.deliver(envelope, quota)
         }
+        fn deliver_forwarding(
+            &self,
+            envelope: NewEnvelope,
+            quota: Quota,
+            forwards: Vec<(OutboundItem, Bytes)>,
+        ) -> StoreFuture<'_, DeliverOutcome> {
+            self.inner.deliver_forwarding(envelope, quota, forwards)
+        }
         fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool> {
             self.inner.ack(mailbox, seq)
         }

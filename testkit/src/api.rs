@@ -485,6 +485,32 @@ impl Api {
         self.send("deliver", req).await
     }
 
+    /// `POST /v1/forward` with an encoded envelope, signed by `key` as another home of its
+    /// mailbox would (RFC 9421).
+    pub async fn forward(
+        &self,
+        node: &NodeUrl,
+        key: &SigningKey,
+        envelope: Vec<u8>,
+    ) -> Result<Answer, ApiError> {
+        let h = sealpost_proto::httpsig::sign_request(
+            key,
+            "POST",
+            node.authority(),
+            api::FORWARD,
+            &envelope,
+            now(),
+        );
+        let req = self
+            .http
+            .post(node.join(api::FORWARD))
+            .header("content-digest", h.content_digest)
+            .header("signature-input", h.signature_input)
+            .header("signature", h.signature)
+            .body(envelope);
+        self.send("forward", req).await
+    }
+
     /// The value of one sample line of `/metrics` (0 when the series is absent).
     pub async fn metric(&self, node: &NodeUrl, series: &str) -> Result<f64, ApiError> {
         const WHAT: &str = "metrics";

@@ -19,7 +19,8 @@
 //! (also after an ack) and enforces its quota inside the write; listing pages from a
 //! cursor; an ack deletes once and frees quota; old ids of acked envelopes can be pruned;
 //! the outbound queue round-trips, each stored hop is claimed once, and a finished hop can
-//! leave a bounce; peer pins are kept
+//! leave a bounce; a delivery queues its forwards (copies for the mailbox's other homes) in
+//! its own write, and only when it stored the envelope; peer pins are kept
 //! per URL; an address belongs to its first account (claims, rotation, operator reset);
 //! everything survives close and reopen; a closed store refuses writes. Devices: each
 //! device lists what it has not acknowledged, an envelope goes when every device has
@@ -41,9 +42,10 @@ use std::sync::Arc;
 use bytes::Bytes;
 use sealpost_proto::{DeviceId, EnvelopeId, MailboxId, NodeUrl};
 use sealpost_server::store::{
-    AccountSettings, AddDeviceOutcome, DeletedAccount, DeliverOutcome, Device, DeviceAck, Handoff,
-    NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota, RecordOutcome, RegisterOutcome,
-    RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError, StoredInvite,
+    AccountSettings, AddDeviceOutcome, DeletedAccount, DeliverOutcome, Device, DeviceAck,
+    ForwardJob, Handoff, NewAccount, NewEnvelope, OutboundItem, PeerPin, QueueId, Quota,
+    RecordOutcome, RegisterOutcome, RemoveDeviceOutcome, Rotation, SmtpJob, Store, StoreError,
+    StoredInvite,
 };
 use sealpost_server::store::{Bucket, Tokens};
 
@@ -96,6 +98,7 @@ pub fn outbound_item(id: u8, sender: MailboxId) -> OutboundItem {
         size: 3,
         last_error: String::new(),
         smtp: None,
+        forward: None,
     }
 }
 
@@ -588,6 +591,88 @@ pub async fn the_queue_is_claimed_once<B: Backend>(b: &B) {
     assert!(s.claim_outbound(10).await.unwrap().is_empty());
     s.finish(QueueId([5; 16]), None).await.unwrap();
     assert_eq!(s.renew_outbound().await.unwrap(), 2);
+    s.close().await.unwrap();
+}
+
+/// `deliver_forwarding`: the forwards are queued with a stored envelope, in its write, and
+/// not at all for a duplicate, an unknown mailbox or a full one; they survive a reopen, do
+/// not count in their mailbox's outbound limits (a store that keeps limits), and go with
+/// the account.
+pub async fn a_delivery_queues_its_forwards_only_when_stored<B: Backend>(b: &B) {
+    let dir = place();
+    let s = b.open(dir.path()).await;
+    let m = new_mailbox(s.as_ref(), 1).await;
+    let forward = |id: u8| {
+        let mut item = outbound_item(id, m);
+        item.forward = Some(ForwardJob {
+            node_key: [id; 32],
+            envelope: EnvelopeId([1; 16]),
+        });
+        (item, Bytes::from(vec![id; 5]))
+    };
+    let f = forward(7);
+    assert_eq!(
+        s.deliver_forwarding(envelope(m, 1, 10), BIG, vec![f.clone()])
+            .await
+            .unwrap(),
+        DeliverOutcome::Stored { seq: 1 }
+    );
+    assert_eq!(s.outbound().await.unwrap(), vec![f.0.clone()]);
+    assert_eq!(
+        s.outbound_payload(QueueId([7; 16])).await.unwrap(),
+        Some(f.1.clone())
+    );
+    assert_eq!(
+        s.deliver_forwarding(envelope(m, 1, 10), BIG, vec![forward(8)])
+            .await
+            .unwrap(),
+        DeliverOutcome::Duplicate { seq: 1 },
+        "a duplicate queues no forward"
+    );
+    assert_eq!(
+        s.deliver_forwarding(envelope(MailboxId([9; 16]), 2, 10), BIG, vec![forward(9)])
+            .await
+            .unwrap(),
+        DeliverOutcome::UnknownMailbox
+    );
+    let full = Quota {
+        max_bytes: 15,
+        max_envelopes: 10,
+    };
+    assert_eq!(
+        s.deliver_forwarding(envelope(m, 3, 10), full, vec![forward(10)])
+            .await
+            .unwrap(),
+        DeliverOutcome::QuotaExceeded
+    );
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![f.0.clone()],
+        "only the first"
+    );
+    s.close().await.unwrap();
+    drop(s);
+
+    let s = b.open(dir.path()).await;
+    assert_eq!(
+        s.outbound().await.unwrap(),
+        vec![f.0.clone()],
+        "kept, forward and all"
+    );
+    if s.keeps_limits() {
+        assert!(
+            s.enqueue_within(outbound_item(11, m), Bytes::from_static(b"abc"), 1, 0)
+                .await
+                .unwrap(),
+            "a forward is not its mailbox's own hop"
+        );
+    }
+    let deleted = s.delete_account(m).await.unwrap().expect("the account");
+    assert!(deleted.queued >= 1);
+    assert!(
+        s.outbound().await.unwrap().is_empty(),
+        "the forward went with its account"
+    );
     s.close().await.unwrap();
 }
 
@@ -1495,6 +1580,7 @@ macro_rules! store_conformance {
             outbound_queue_round_trips,
             the_queue_is_claimed_once,
             finish_stores_a_bounce_beyond_quota,
+            a_delivery_queues_its_forwards_only_when_stored,
             take_hands_a_letter_on_once,
             peer_pins_are_kept_per_url,
             everything_survives_reopen,

@@ -216,7 +216,16 @@ impl NodeProcess {
             .args(&spec.args);
         let gateway = spec.waits_for_gateway();
         if same_ports {
-            cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+            // The address it listened on: a node started on a loopback address of its own
+            // (`127.0.0.X`) comes back there.
+            let host = self
+                .url
+                .authority()
+                .rsplit_once(':')
+                .map(|(h, _)| h)
+                .filter(|h| h.parse::<std::net::Ipv4Addr>().is_ok())
+                .unwrap_or("127.0.0.1");
+            cmd.args(["--listen", &format!("{host}:{}", self.port)]);
             if let Some(smtp) = self.smtp.filter(|_| gateway) {
                 cmd.args(["--set", &format!("gateway.listen=\"{smtp}\"")]);
             }

@@ -113,8 +113,8 @@ fn letter_with_2mib_attachment_verifies_and_the_reply_arrives_once() {
     let message_id = s(&m["header"]["message_id"]).to_string();
 
     bob.ok(&["reply", &id[..8]], b"Thanks, got them.\n");
-    // The reply goes to both of alice's homes; she sees it once, and each home hands its
-    // copy in (the second one is recognised as a duplicate).
+    // The reply goes to one of alice's homes, which forwards it to the other; she sees it
+    // once, and each home hands its copy in (the second one is recognised as a duplicate).
     let fetches = alice.fetch_until(ARRIVAL, |f| {
         let listed: u64 = f
             .iter()
@@ -150,8 +150,8 @@ fn multi_home_failover_delivers_via_the_other_home_and_never_twice() {
     bob.ok(&["contact", "add", "alice@alpha.test"], b"");
 
     a.stop();
-    // alpha.test's node is down: the record comes from her other home, and the hop for A
-    // is queued on Bob's node until A is back.
+    // alpha.test's node is down: the record comes from her other home, the letter is
+    // wrapped for that home (one-home delivery), which forwards it to A once A is back.
     bob.ok(
         &[
             "send",
@@ -178,8 +178,8 @@ fn multi_home_failover_delivers_via_the_other_home_and_never_twice() {
     assert_eq!(new[0]["header"]["subject"], "While A is down");
 
     a.restart();
-    // Bob's node retries A; once A has it, alice's fetch finds it there, acks it, and
-    // does not show it again.
+    // B retries its forward to A; once A has it, alice's fetch finds it there, acks it,
+    // and does not show it again.
     let later = alice.fetch_until(ARRIVAL, |f| {
         f.iter().any(|x| x["duplicates"].as_u64() >= Some(1))
     });

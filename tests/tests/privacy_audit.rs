@@ -372,17 +372,18 @@ fn wait_for_envelope_sizes(n: &Node, count: u64) -> BTreeMap<u64, u64> {
 }
 
 /// The README's "Who connects to whom" table: row (who connects) → (to the sender's home
-/// nodes, to the recipient's home node).
+/// nodes, to the recipient's home nodes).
 fn readme_connections() -> Vec<(String, bool, bool)> {
     readme_yes_no_table("connections")
 }
 
 /// Every party on a loopback address of its own; each node keeps an access record of who
 /// connected and what they asked for. After alice (homes alpha and beta) writes to bob
-/// (home gamma) for the first time, which needs a lookup of bob's record at gamma, the
-/// README's "Who connects to whom" table is checked cell by cell, and: gamma never saw
-/// alice's device, and neither of alice's homes saw bob's address or mailbox id, in what
-/// was asked of them included.
+/// (homes gamma and delta) for the first time, which needs a lookup of bob's record at
+/// gamma, the README's "Who connects to whom" table is checked cell by cell, and: neither
+/// of bob's nodes saw alice's device, neither of alice's homes saw bob's address or mailbox
+/// id, in what was asked of them included, and alice's homes delivered once, to one of bob's
+/// homes, which forwarded the envelope to the other (one-home delivery).
 #[test]
 fn who_connects_to_whom() {
     const ALICE_DEVICE: &str = "127.0.0.12";
@@ -390,12 +391,13 @@ fn who_connects_to_whom() {
     let a = Node::start_on("alpha", "127.0.0.2");
     let b = Node::start_on("beta", "127.0.0.3");
     let c = Node::start_on("gamma", "127.0.0.4");
+    let d = Node::start_on("delta", "127.0.0.8");
     let mut resolve = Resolve::default();
     resolve.add("alpha.test", &a.url);
     resolve.add("beta.test", &b.url);
     resolve.add("gamma.test", &c.url);
     let alice = User::init_from("alice@alpha.test", Some(ALICE_DEVICE), &[&a, &b], &resolve);
-    let bob = User::init_from("bob@gamma.test", Some(BOB_DEVICE), &[&c], &resolve);
+    let bob = User::init_from("bob@gamma.test", Some(BOB_DEVICE), &[&c, &d], &resolve);
 
     alice.ok(
         &[
@@ -407,11 +409,22 @@ fn who_connects_to_whom() {
         ],
         b"hello bob",
     );
-    bob.fetch_until(Duration::from_secs(90), |s| new_count(s) >= 1);
+    // Until both of bob's homes have it (one of them by forwarding).
+    let listed = |f: &[serde_json::Value]| -> usize {
+        f.iter()
+            .flat_map(|x| x["nodes"].as_array().cloned().unwrap_or_default())
+            .filter(|n| n["listed"].as_u64().unwrap_or(0) > 0)
+            .filter_map(|n| n["url"].as_str().map(str::to_string))
+            .collect::<std::collections::BTreeSet<_>>()
+            .len()
+    };
+    bob.fetch_until(Duration::from_secs(90), |s| {
+        new_count(s) >= 1 && listed(s) >= 2
+    });
     let list = bob.ok(&["list", "--json"], b"").json();
     assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
 
-    let (fa, fb, fc) = (a.access(), b.access(), c.access());
+    let (fa, fb, fc, fd) = (a.access(), b.access(), c.access(), d.access());
     let ip = |n: &Node| {
         n.url
             .trim_start_matches("http://")
@@ -420,7 +433,7 @@ fn who_connects_to_whom() {
             .unwrap()
             .to_string()
     };
-    let (ia, ib, ic) = (ip(&a), ip(&b), ip(&c));
+    let (ia, ib, ic, id) = (ip(&a), ip(&b), ip(&c), ip(&d));
     let peers =
         |f: &[(String, String)]| -> Vec<String> { f.iter().map(|(p, _)| p.clone()).collect() };
     // Whether one of `from` connected to the node at `me` whose record is `f` (a node's
@@ -429,7 +442,9 @@ fn who_connects_to_whom() {
         f.iter()
             .any(|(p, _)| p.as_str() != me && from.contains(&p.as_str()))
     };
-    let dump = format!("alpha ({ia}):\n{fa:#?}\nbeta ({ib}):\n{fb:#?}\ngamma ({ic}):\n{fc:#?}");
+    let dump = format!(
+        "alpha ({ia}):\n{fa:#?}\nbeta ({ib}):\n{fb:#?}\ngamma ({ic}):\n{fc:#?}\ndelta ({id}):\n{fd:#?}"
+    );
 
     // The lookup went through alice's home, encrypted: gamma opened it, from alpha or beta.
     assert!(
@@ -443,20 +458,51 @@ fn who_connects_to_whom() {
             .any(|(p, w)| p == ALICE_DEVICE && w.starts_with("POST /v1/relay/ohttp for ")),
         "alice's device asked a home to relay\n{dump}"
     );
+    for (name, f) in [("gamma", &fc), ("delta", &fd)] {
+        assert!(
+            !peers(f).iter().any(|p| p == ALICE_DEVICE),
+            "{name} (bob's node) must never accept a connection from alice's device\n{dump}"
+        );
+    }
+    // One delivery from alice's homes, to one of bob's: her nodes see one destination node.
+    let from_alice_homes = |f: &[(String, String)], what: &str| {
+        f.iter()
+            .filter(|(p, w)| (p == &ia || p == &ib) && w == what)
+            .count()
+    };
+    let deliveries = (
+        from_alice_homes(&fc, "POST /v1/deliver"),
+        from_alice_homes(&fd, "POST /v1/deliver"),
+    );
     assert!(
-        !peers(&fc).iter().any(|p| p == ALICE_DEVICE),
-        "gamma (bob's node) must never accept a connection from alice's device\n{dump}"
+        deliveries == (1, 0) || deliveries == (0, 1),
+        "alice's homes delivered once, to one of bob's homes: {deliveries:?}\n{dump}"
+    );
+    for f in [&fc, &fd] {
+        assert_eq!(
+            from_alice_homes(f, "POST /v1/forward"),
+            0,
+            "alice's homes never forward to bob's\n{dump}"
+        );
+    }
+    assert!(
+        fc.iter().any(|(p, w)| p == &id && w == "POST /v1/forward")
+            || fd.iter().any(|(p, w)| p == &ic && w == "POST /v1/forward"),
+        "one of bob's homes forwarded the envelope to the other\n{dump}"
     );
     let who = bob.ok(&["whoami", "--json"], b"").json();
-    let bob_mailbox = who["homes"][0]["mailbox"]
-        .as_str()
+    let bob_mailboxes: Vec<String> = who["homes"]
+        .as_array()
         .unwrap()
-        .to_ascii_lowercase();
+        .iter()
+        .map(|h| h["mailbox"].as_str().unwrap().to_ascii_lowercase())
+        .collect();
+    assert_eq!(bob_mailboxes.len(), 2, "{who:#}");
     for (name, f) in [("alpha", &fa), ("beta", &fb)] {
         for (peer, what) in f.iter() {
             let what = what.to_ascii_lowercase();
             assert!(
-                !what.contains("bob") && !what.contains(&bob_mailbox),
+                !what.contains("bob") && !bob_mailboxes.iter().any(|m| what.contains(m)),
                 "{name} saw bob's address or mailbox id: {peer} {what}\n{dump}"
             );
             assert_ne!(peer, BOB_DEVICE, "{name} saw bob's device\n{dump}");
@@ -468,12 +514,12 @@ fn who_connects_to_whom() {
             "sender's device" => vec![ALICE_DEVICE],
             "recipient's device" => vec![BOB_DEVICE],
             "sender's home nodes" => vec![ia.as_str(), ib.as_str()],
-            "recipient's home node" => vec![ic.as_str()],
+            "recipient's home nodes" => vec![ic.as_str(), id.as_str()],
             other => panic!("README connections row {other:?} has no check"),
         };
         (
             connected(&from, &ia, &fa) || connected(&from, &ib, &fb),
-            connected(&from, &ic, &fc),
+            connected(&from, &ic, &fc) || connected(&from, &id, &fd),
         )
     };
     let table = readme_connections();
@@ -486,7 +532,7 @@ fn who_connects_to_whom() {
         assert_eq!(
             observed(&row),
             (to_sender, to_recipient),
-            "README says {row} connects to the sender's nodes: {to_sender}, to the recipient's node: {to_recipient}\n{dump}"
+            "README says {row} connects to the sender's nodes: {to_sender}, to the recipient's nodes: {to_recipient}\n{dump}"
         );
     }
 }

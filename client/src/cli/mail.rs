@@ -213,7 +213,7 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
         }
         for (url, why) in &r.skipped {
             warn(format!(
-                "not delivering to {}'s home {url}: {why}",
+                "not delivering to {}'s home {url} directly ({why}); the home chosen forwards it there",
                 r.address
             ));
         }

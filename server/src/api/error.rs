@@ -31,6 +31,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("invite code is unknown or used")]
     BadInvite,
+    /// A forward from a node that the mailbox's record does not name as a home.
+    #[error("the forwarding node is not a home of this mailbox")]
+    NotAHome,
     #[error("no such resource")]
     NotFound,
     #[error("no such mailbox on this node")]
@@ -118,7 +121,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Forbidden(_) | BadInvite => StatusCode::FORBIDDEN,
+            Forbidden(_) | BadInvite | NotAHome => StatusCode::FORBIDDEN,
             NotFound | UnknownMailbox | UnknownAddress => StatusCode::NOT_FOUND,
             MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Timeout => StatusCode::REQUEST_TIMEOUT,
@@ -147,6 +150,7 @@ impl ApiError {
             Unauthorized(_) => "unauthorized",
             Forbidden(_) => "forbidden",
             BadInvite => "bad_invite",
+            NotAHome => "not_a_home",
             NotFound => "not_found",
             UnknownMailbox => "unknown_mailbox",
             UnknownAddress => "unknown_address",
@@ -245,6 +249,7 @@ impl From<DeliveryError> for ApiError {
                 Refused::TooLarge { what, len, max } => ApiError::TooLarge { what, len, max },
                 Refused::UnknownVersion(m) => ApiError::UnknownVersion(m),
                 Refused::Malformed(m) => ApiError::MalformedBody(m),
+                Refused::NotAHome => ApiError::NotAHome,
                 // A relay's verdict on another node: no request of a client ends with it.
                 r @ (Refused::Destination(_) | Refused::ByPeer { .. }) => {
                     ApiError::Internal(r.to_string())

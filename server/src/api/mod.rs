@@ -129,6 +129,10 @@ async fn dispatch(node: &Arc<Node>, req: Request<Incoming>) -> (Route, Result<Re
             Route::Deliver,
             run(only(Method::POST), transfer::deliver(node, req)).await,
         ),
+        api::FORWARD => (
+            Route::Forward,
+            run(only(Method::POST), transfer::forward(node, req)).await,
+        ),
         api::OHTTP_GATEWAY => (
             Route::Oblivious,
             run(only(Method::POST), ohttp::gateway(node, req)).await,

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Request, StatusCode};
-use sealpost_proto::api::DELIVER;
+use sealpost_proto::api::{DELIVER, FORWARD};
 use sealpost_proto::codec::Codec;
 use sealpost_proto::envelope::HopWrapper;
 use sealpost_proto::httpsig::{SigError, parse_content_digest, verify_signature};
@@ -68,6 +68,7 @@ pub async fn submit(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, Ap
         size: hop.payload.len() as u64,
         last_error: String::new(),
         smtp: None,
+        forward: None,
     };
     let payload = Bytes::from(hop.payload);
     if !node.outbound_usage.reserve(&item, client) {
@@ -105,9 +106,39 @@ fn header<'a>(h: &'a HeaderMap, name: &str) -> Option<&'a str> {
 }
 
 pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    // Everything that can refuse the request is decided from its headers, before a byte of
-    // the body is read: the signature over the Content-Digest, the signer's standing and
-    // its limits. Then the body is hashed as it streams in, within the body budget.
+    let (peer, body) = signed_body(node, req, DELIVER, max_payload(node), "hop payload").await?;
+    node.peer_delivered(peer);
+    let delivered = node.accept_hop_payload(body.bytes).await?;
+    drop(body.charge);
+    let stored = delivered == Delivered::Stored;
+    Ok(json(StatusCode::OK, &j!({ "stored": stored })))
+}
+
+/// `POST /v1/forward`: another home of a mailbox forwards an envelope it stored (signed as
+/// a delivery is). Only a node that the mailbox's record names as a home may; a duplicate
+/// is `200` with `"stored": false`.
+pub async fn forward(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let max = node.config.limits.max_envelope as usize;
+    let (peer, body) = signed_body(node, req, FORWARD, max, "envelope").await?;
+    let delivered = node.accept_forward(&peer, body.bytes).await?;
+    node.peer_delivered(peer);
+    drop(body.charge);
+    let stored = delivered == Delivered::Stored;
+    Ok(json(StatusCode::OK, &j!({ "stored": stored })))
+}
+
+/// The body of a request that a peer node signed per RFC 9421 over `endpoint` (after our
+/// URL's path prefix), with the signer's key. Everything that can refuse the request is
+/// decided from its headers, before a byte of the body is read: the signature over the
+/// Content-Digest, the signer's standing and its limits. Then the body is hashed as it
+/// streams in, within the body budget.
+async fn signed_body(
+    node: &Arc<Node>,
+    req: Request<Incoming>,
+    endpoint: &str,
+    max: usize,
+    what: &'static str,
+) -> Result<([u8; 32], super::Body), ApiError> {
     let h = req.headers();
     let (Some(digest), Some(input), Some(signature)) = (
         header(h, "content-digest"),
@@ -121,7 +152,7 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
     let unauthorized = |e: SigError| ApiError::Unauthorized(format!("request signature: {e}"));
     let expected = parse_content_digest(digest).map_err(unauthorized)?;
     // The signature covers our public authority and path, as the sender addressed us.
-    let path = format!("{}{DELIVER}", path_prefix(&node.url));
+    let path = format!("{}{endpoint}", path_prefix(&node.url));
     let peer = verify_signature(
         "POST",
         node.url.authority(),
@@ -146,16 +177,9 @@ pub async fn deliver(node: &Arc<Node>, req: Request<Incoming>) -> Result<Resp, A
         return Err(ApiError::RateLimited { retry_after });
     }
     let mut hasher = Sha256::new();
-    let body = read_body_charged(node, req, max_payload(node), "hop payload", |chunk| {
-        hasher.update(chunk)
-    })
-    .await?;
+    let body = read_body_charged(node, req, max, what, |chunk| hasher.update(chunk)).await?;
     if hasher.finalize().as_slice() != expected {
         return Err(unauthorized(SigError::DigestMismatch));
     }
-    node.peer_delivered(peer);
-    let delivered = node.accept_hop_payload(body.bytes).await?;
-    drop(body.charge);
-    let stored = delivered == Delivered::Stored;
-    Ok(json(StatusCode::OK, &j!({ "stored": stored })))
+    Ok((peer, body))
 }

@@ -1,6 +1,8 @@
 //! The relay: works through the persistent outbound queue, the one queue of everything
 //! that leaves the node. A hop to a node is POSTed to `{destination}/v1/deliver`, signed
-//! per RFC 9421 (or stored here when the destination is this node); `2xx` finishes it,
+//! per RFC 9421 (or stored here when the destination is this node), and a forward (a copy
+//! of an envelope stored here for another home of its mailbox, [`crate::forward`]) to
+//! `{destination}/v1/forward`, never bounced; `2xx` finishes it,
 //! another `4xx` than `429` fails it for good. Legacy mail (an [`SmtpJob`](crate::store::SmtpJob), queued by the
 //! gateway) goes over SMTP ([`smtp`]): `250` finishes it, `5xx` fails it. Anything else is
 //! retried with the one backoff policy ([`backoff`]) until the deadline; a failed job
@@ -22,7 +24,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use sealpost_gateway::smtp_out;
 use sealpost_proto::NodeUrl;
-use sealpost_proto::api::DELIVER;
+use sealpost_proto::api::{DELIVER, FORWARD};
 use sealpost_proto::httpsig::sign_request;
 use tokio::sync::{mpsc, watch};
 use tokio::task::{JoinHandle, JoinSet};
@@ -34,6 +36,7 @@ use crate::bounce;
 use crate::delivery::{Delivered, DeliveryError, Refused, TryLater};
 use crate::metrics::{Metrics, RelayOutcome};
 use crate::node::{Job, Node, QueueControl};
+use crate::peers::PeerError;
 use crate::store::OutboundItem;
 
 /// Most hops taken over from the shared queue at one lease tick.
@@ -100,7 +103,7 @@ async fn run(
         .outbound_queue
         .fetch_add(queued.len() as i64, Ordering::Relaxed);
     for item in queued {
-        node.outbound_usage.add(item.sender, item.size);
+        node.outbound_usage.add(&item);
         schedule.push(Reverse((item.next_attempt_ms, item.id)));
         waiting.insert(
             item.id,
@@ -214,7 +217,7 @@ async fn run(
                                 continue;
                             }
                             node.metrics.outbound_queue.fetch_add(1, Ordering::Relaxed);
-                            node.outbound_usage.add(item.sender, item.size);
+                            node.outbound_usage.add(&item);
                             schedule.push(Reverse((item.next_attempt_ms, item.id)));
                             waiting.insert(item.id, Job { item, payload: None });
                         }
@@ -258,6 +261,8 @@ async fn attempt(node: Arc<Node>, mut job: Job, smtp: Arc<smtp_out::Sender>) -> 
     let destination = job.item.destination.clone();
     let result = if job.item.smtp.is_some() {
         smtp::attempt(&smtp, &mut job.item, payload).await
+    } else if let Some(forward) = &job.item.forward {
+        forward_remote(&node, &destination, forward.node_key, payload).await
     } else if destination == node.url {
         deliver_local(&node, payload).await
     } else {
@@ -346,19 +351,30 @@ impl Schedule {
 
 async fn give_up(node: &Arc<Node>, mut item: OutboundItem) -> Option<Job> {
     let id = item.queue_id();
-    tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
-        reason = %item.last_error, smtp = item.smtp.is_some(), "giving up on hop; bouncing to its sender");
-    let envelope = if item.smtp.is_some() {
-        smtp::give_up_rest(&mut item);
-        smtp::bounce_envelope(node, &item).await
+    if let Some(f) = &item.forward {
+        // A copy for another home: the mailbox has the envelope here, and nobody here sent
+        // it, so there is no bounce.
+        tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
+            reason = %item.last_error, envelope = %f.envelope.to_hex(), "giving up on forwarding a copy to another home");
     } else {
-        bounce::bounce_envelope(node, &item).await
-    };
-    let envelope = match envelope {
-        Ok(e) => Some(e),
-        Err(e) => {
-            tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not seal a bounce; dropping the hop without one");
-            None
+        tracing::info!(queue_id = %id.to_hex(), destination = %item.destination, attempts = item.attempts,
+            reason = %item.last_error, smtp = item.smtp.is_some(), "giving up on hop; bouncing to its sender");
+    }
+    let envelope = if item.forward.is_some() {
+        None
+    } else {
+        let sealed = if item.smtp.is_some() {
+            smtp::give_up_rest(&mut item);
+            smtp::bounce_envelope(node, &item).await
+        } else {
+            bounce::bounce_envelope(node, &item).await
+        };
+        match sealed {
+            Ok(e) => Some(e),
+            Err(e) => {
+                tracing::warn!(queue_id = %id.to_hex(), error = %e, "could not seal a bounce; dropping the hop without one");
+                None
+            }
         }
     };
     let bounced = envelope.is_some();
@@ -392,7 +408,18 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     if let Err(e) = node.check_peer(destination).await {
         return DeliveryError::from(TryLater::Peer(e)).into();
     }
-    let path = format!("{}{DELIVER}", path_prefix(destination));
+    post_signed(node, destination, DELIVER, payload).await
+}
+
+/// POSTs `payload` to `endpoint` of the node at `destination`, signed per RFC 9421 with
+/// this node's key, and reads its answer into the domain's verdict.
+async fn post_signed(
+    node: &Node,
+    destination: &NodeUrl,
+    endpoint: &str,
+    payload: Bytes,
+) -> Attempt {
+    let path = format!("{}{endpoint}", path_prefix(destination));
     let sig = sign_request(
         &node.keys.signing,
         "POST",
@@ -404,7 +431,7 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
     let resp = node
         .peers
         .http()
-        .post(destination.join(DELIVER))
+        .post(destination.join(endpoint))
         .header("content-type", "application/octet-stream")
         .header("content-digest", sig.content_digest)
         .header("signature-input", sig.signature_input)
@@ -449,6 +476,36 @@ async fn deliver_remote(node: &Node, destination: &NodeUrl, payload: Bytes) -> A
         TryLater::ByPeer { status, reason }.into()
     };
     e.into()
+}
+
+/// Posts a copy of an envelope stored here to another home of its mailbox
+/// (`/v1/forward`), once that node presents the key the user's record names for it.
+async fn forward_remote(
+    node: &Node,
+    destination: &NodeUrl,
+    node_key: [u8; 32],
+    payload: Bytes,
+) -> Attempt {
+    if let Err(why) =
+        crate::ssrf::check_destination(destination, node.config.relay.allow_private_destinations)
+    {
+        return DeliveryError::from(Refused::Destination(why)).into();
+    }
+    if let Err(e) = node.check_peer(destination).await {
+        return DeliveryError::from(TryLater::Peer(e)).into();
+    }
+    if let Some(seen) = node.peers.pinned_key(destination)
+        && seen != node_key
+    {
+        // The record may be older than the node's key (a rotation): retried until the user
+        // publishes a new one or the forward gives up.
+        return DeliveryError::from(TryLater::Peer(PeerError::KeyMismatch {
+            pinned: hex::encode(node_key),
+            seen: hex::encode(seen),
+        }))
+        .into();
+    }
+    post_signed(node, destination, FORWARD, payload).await
 }
 
 #[cfg(test)]

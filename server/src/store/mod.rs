@@ -175,6 +175,24 @@ pub struct OutboundItem {
     /// mailboxes). Absent in entries written before SMTP jobs shared the queue.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smtp: Option<SmtpJob>,
+    /// A copy of an envelope stored here, for another home of its mailbox (`forward`);
+    /// `None` otherwise. Absent in entries written before homes forwarded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forward: Option<ForwardJob>,
+}
+
+/// A forward: the payload is the envelope as the other home stores it (its mailbox id
+/// there), POSTed to its `/v1/forward`. `sender` of the item is the local mailbox, whose
+/// account's deletion drops the job; it is never bounced, and it does not count in the
+/// mailbox's outbound limits (its owner did not send it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ForwardJob {
+    /// The node key the user's record names for that home: the relay forwards only to a
+    /// node that presents it.
+    #[serde(with = "hex32")]
+    pub node_key: [u8; 32],
+    /// The envelope id, for logs.
+    pub envelope: EnvelopeId,
 }
 
 /// An SMTP job: the payload is the finished (DKIM-signed) RFC 5322 message.
@@ -205,6 +223,24 @@ pub enum Handoff {
 impl OutboundItem {
     pub fn queue_id(&self) -> QueueId {
         QueueId(self.id)
+    }
+
+    /// Whether the hop counts in its sender's outbound limits: everything but forwards.
+    pub fn counts_for_sender(&self) -> bool {
+        self.forward.is_none()
+    }
+}
+
+mod hex32 {
+    use serde::{Deserialize, Deserializer, Serializer};
+    pub fn serialize<S: Serializer>(v: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(v))
+    }
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out).map_err(serde::de::Error::custom)?;
+        Ok(out)
     }
 }
 
@@ -456,6 +492,15 @@ pub trait Store: Send + Sync {
     /// registered anew. Returns whether there was a claim or a record.
     fn reset_address(&self, address: String) -> StoreFuture<'_, bool>;
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome>;
+    /// [`deliver`](Store::deliver), and when the envelope is stored (not a duplicate, not
+    /// refused) queue `forwards` in the same write: a stored envelope and its copies for
+    /// the mailbox's other homes are durable together, a duplicate queues none.
+    fn deliver_forwarding(
+        &self,
+        envelope: NewEnvelope,
+        quota: Quota,
+        forwards: Vec<(OutboundItem, Bytes)>,
+    ) -> StoreFuture<'_, DeliverOutcome>;
     /// Deletes an envelope whatever its devices acknowledged (an internal mailbox); `false`
     /// when there was none at `seq`.
     fn ack(&self, mailbox: MailboxId, seq: u64) -> StoreFuture<'_, bool>;

@@ -188,6 +188,8 @@ pub struct PgStore {
 struct DeliverOp {
     envelope: NewEnvelope,
     quota: Quota,
+    /// Queued with the envelope when it is stored ([`Store::deliver_forwarding`]).
+    forwards: Vec<(OutboundItem, Bytes)>,
     reply: oneshot::Sender<Result<DeliverOutcome, StoreError>>,
 }
 
@@ -382,7 +384,16 @@ impl PgStore {
         mailboxes.dedup();
         let result: Result<Vec<DeliverOutcome>, StoreError> = async {
             write_tx!(self, ops.len() as u64, |tx| {
-                deliver_many_tx(tx, &mailboxes, &ops).await
+                let outcomes = deliver_many_tx(tx, &mailboxes, &ops).await?;
+                let lease = i(now_ms().saturating_add(self.lease_ms));
+                for (op, outcome) in ops.iter().zip(&outcomes) {
+                    if matches!(outcome, DeliverOutcome::Stored { .. }) {
+                        for (item, payload) in &op.forwards {
+                            enqueue_tx(tx, item, payload, &self.holder, lease).await?;
+                        }
+                    }
+                }
+                Ok::<_, TxError>(outcomes)
             })
         }
         .await;
@@ -1262,7 +1273,10 @@ async fn enqueue_tx(
             &holder.as_slice(),
             &lease,
             &payload.as_ref(),
-            &item.sender.as_bytes().as_slice(),
+            // The column counts a sender's hops (`enqueue_within`): a forward is not theirs.
+            &item
+                .counts_for_sender()
+                .then_some(item.sender.as_bytes().as_slice()),
             &i(item.size),
         ],
     )
@@ -1406,6 +1420,15 @@ impl Store for PgStore {
     }
 
     fn deliver(&self, envelope: NewEnvelope, quota: Quota) -> StoreFuture<'_, DeliverOutcome> {
+        self.deliver_forwarding(envelope, quota, Vec::new())
+    }
+
+    fn deliver_forwarding(
+        &self,
+        envelope: NewEnvelope,
+        quota: Quota,
+        forwards: Vec<(OutboundItem, Bytes)>,
+    ) -> StoreFuture<'_, DeliverOutcome> {
         let sender = self.deliveries.lock().ok().and_then(|d| d.clone());
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
@@ -1414,6 +1437,7 @@ impl Store for PgStore {
                 .send(DeliverOp {
                     envelope,
                     quota,
+                    forwards,
                     reply,
                 })
                 .await

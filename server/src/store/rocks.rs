@@ -493,6 +493,20 @@ impl Store for RocksStore {
         self.submit(|reply| Op::Deliver {
             envelope,
             quota,
+            forwards: Vec::new(),
+            reply,
+        })
+    }
+    fn deliver_forwarding(
+        &self,
+        envelope: NewEnvelope,
+        quota: Quota,
+        forwards: Vec<(OutboundItem, Bytes)>,
+    ) -> StoreFuture<'_, DeliverOutcome> {
+        self.submit(|reply| Op::Deliver {
+            envelope,
+            quota,
+            forwards,
             reply,
         })
     }

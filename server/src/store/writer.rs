@@ -53,6 +53,8 @@ pub(super) enum Op {
     Deliver {
         envelope: NewEnvelope,
         quota: Quota,
+        /// Queued with the envelope when it is stored ([`Store::deliver_forwarding`]).
+        forwards: Vec<(OutboundItem, Bytes)>,
         reply: Reply<DeliverOutcome>,
     },
     Ack {
@@ -318,9 +320,17 @@ impl Writer {
             Op::Deliver {
                 envelope,
                 quota,
+                forwards,
                 reply,
             } => match self.deliver(b, &envelope, quota) {
-                Ok(o) => b.answer(reply, o),
+                Ok(o) => {
+                    if matches!(o, DeliverOutcome::Stored { .. }) {
+                        for (item, payload) in &forwards {
+                            self.put_queued(b, item, payload);
+                        }
+                    }
+                    b.answer(reply, o)
+                }
                 Err(e) => drop(reply.send(Err(e))),
             },
             Op::Ack {

@@ -238,6 +238,15 @@ impl Api {
             .expect("deliver")
     }
 
+    /// POSTs an encoded envelope to `node`'s `/v1/forward`, signed by `key` as another home
+    /// of its mailbox would.
+    pub async fn forward(&self, node: &NodeUrl, key: &SigningKey, envelope: Vec<u8>) -> Answer {
+        self.kit()
+            .forward(node, key, envelope)
+            .await
+            .expect("forward")
+    }
+
     /// The value of one sample line of `/metrics`.
     pub async fn metric(&self, node: &NodeUrl, series: &str) -> f64 {
         self.kit().metric(node, series).await.expect("metrics")

@@ -231,6 +231,7 @@ async fn outbound_queue_round_trips() {
         size: 3,
         last_error: String::new(),
         smtp: None,
+        forward: None,
     };
     s.enqueue(item.clone(), Bytes::from_static(b"abc"))
         .await
