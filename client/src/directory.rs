@@ -126,8 +126,6 @@ pub struct Directory {
     /// The user's homes, through which lookups at any other node go (oblivious lookups,
     /// [`crate::ohttp`]); empty: every node is asked directly.
     relays: Vec<NodeUrl>,
-    /// Nodes asked directly in this run because none of the homes could be reached.
-    direct: Mutex<Vec<NodeUrl>>,
     resolver: Resolver,
     contacts: ContactStore,
     nodes: Mutex<NodeCache>,
@@ -146,7 +144,6 @@ impl Directory {
         Ok(Directory {
             net,
             relays,
-            direct: Mutex::new(Vec::new()),
             resolver,
             contacts: ContactStore::new(profile_dir),
             nodes: Mutex::new(NodeCache::load(profile_dir)?),
@@ -180,55 +177,34 @@ impl Directory {
     }
 
     /// The verified descriptor of `node`: from the node itself when it is one of the
-    /// user's homes (or no home is known), else fetched by the first home that answers;
-    /// when none does, from the node itself ([`Directory::direct_fallback`]).
-    /// The caller compares URL and node key.
+    /// user's homes (or lookups are direct), else fetched by the first home that answers;
+    /// when none does, [`Error::HomesDown`]: the node is never asked directly, a letter
+    /// waits in the outbox instead ([`crate::letters`]). The caller compares URL and node key.
     pub async fn fetch_descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
         if !self.relayed(node) {
             return self.net.descriptor(node).await;
         }
+        let mut down = Vec::new();
         for relay in &self.relays {
             match self.net.descriptor_via(relay, node).await {
-                Err(e) if Self::home_down(relay, &e) => {}
+                Err(e) if Self::home_down(relay, &e) => down.push(e.to_string()),
                 other => return other,
             }
         }
-        self.direct_fallback(node);
-        self.net.descriptor(node).await
+        Err(Error::HomesDown {
+            details: down.join("; "),
+        })
     }
 
-    /// Every home is down: `node` is asked directly, so that a letter can still be sealed
-    /// and queued in the outbox (it is submitted when a home is back). That node then sees
-    /// this device's address (`spec/client.md` §3, "Oblivious lookups"); the run reports it
-    /// ([`Directory::take_direct_fallbacks`]).
-    fn direct_fallback(&self, node: &NodeUrl) {
-        let mut seen = self
-            .direct
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !seen.contains(node) {
-            seen.push(node.clone());
-        }
-    }
-
-    /// The nodes asked directly in this run because no home could be reached.
-    pub fn take_direct_fallbacks(&self) -> Vec<NodeUrl> {
-        std::mem::take(
-            &mut *self
-                .direct
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// The signed record of `address` at `node`: directly from one of the user's homes,
-    /// else obliviously through the first home that answers (`node`'s OHTTP key from its
-    /// descriptor, fetched through that home); when none does, directly
-    /// ([`Directory::direct_fallback`]).
+    /// The signed record of `address` at `node`: directly from one of the user's homes
+    /// (or when lookups are direct), else obliviously through the first home that answers
+    /// (`node`'s OHTTP key from its descriptor, fetched through that home); when none
+    /// does, [`Error::HomesDown`].
     async fn fetch_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
         if !self.relayed(node) {
             return self.net.get_record(node, address).await;
         }
+        let mut down = Vec::new();
         for relay in &self.relays {
             let answer = match self.net.descriptor_via(relay, node).await {
                 Ok(target) if &target.descriptor.url != node => Err(Error::protocol(
@@ -242,12 +218,13 @@ impl Directory {
                 Err(e) => Err(e),
             };
             match answer {
-                Err(e) if Self::home_down(relay, &e) => {}
+                Err(e) if Self::home_down(relay, &e) => down.push(e.to_string()),
                 other => return other,
             }
         }
-        self.direct_fallback(node);
-        self.net.get_record(node, address).await
+        Err(Error::HomesDown {
+            details: down.join("; "),
+        })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
@@ -309,6 +286,11 @@ impl Directory {
                         cert,
                         from_cache: false,
                     });
+                }
+                // Every other source would be asked through the same homes.
+                Err(e @ Error::HomesDown { .. }) => {
+                    first_err.get_or_insert(e);
+                    break;
                 }
                 Err(e) => {
                     first_err.get_or_insert(e);
@@ -403,7 +385,7 @@ impl Directory {
         let fresh = self.fetch_descriptor(&home.url).await;
         let node = match fresh {
             Ok(n) => n,
-            Err(e @ (Error::Unreachable { .. } | Error::Node { .. })) => {
+            Err(e @ (Error::Unreachable { .. } | Error::Node { .. } | Error::HomesDown { .. })) => {
                 let cached = self.cached_node(&home.url);
                 match cached {
                     Some(n) if n.descriptor.node_key == home.node_key => n,
@@ -456,6 +438,7 @@ mod tests {
         drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
         let options = Options {
             resolve: vec![("beta.test".into(), domain_node.clone())],
+            direct_lookups: true,
             ..Options::default()
         };
         Client::open(dir, &options).unwrap()
@@ -494,6 +477,7 @@ mod tests {
         drop(c);
         let options = Options {
             resolve: vec![("beta.test".into(), dead())],
+            direct_lookups: true,
             ..Options::default()
         };
         let c = Client::open(tmp.path(), &options).unwrap();

@@ -391,6 +391,7 @@ mod tests {
                 .iter()
                 .map(|(d, u)| (d.to_string(), (*u).clone()))
                 .collect(),
+            direct_lookups: true,
             ..Options::default()
         };
         options.net.dns_server = dns;

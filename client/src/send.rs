@@ -66,9 +66,6 @@ pub struct SendReport {
     /// none was made. `None` when the user is a recipient (that copy serves).
     pub sent_copy: Option<std::result::Result<EnvelopeId, String>>,
     pub flush: FlushReport,
-    /// Nodes this device asked directly, not through a home, because none of its homes
-    /// could be reached (`spec/client.md` §3, "Oblivious lookups"): they saw its address.
-    pub direct_lookups: Vec<sealpost_proto::NodeUrl>,
 }
 
 impl SendReport {
@@ -105,6 +102,9 @@ pub struct SendPlan {
     gateway: Option<Recipient>,
     /// The user, for the sent copy; `None` when they are a recipient.
     me: Option<Recipient>,
+    /// The id of the letter waiting in the outbox for this plan ([`crate::letters`]),
+    /// removed once the plan's hops are queued.
+    held: Option<String>,
 }
 
 impl SendPlan {
@@ -116,6 +116,17 @@ impl SendPlan {
     /// The gateway the legacy copy goes through.
     pub fn gateway(&self) -> Option<&Address> {
         self.gateway.as_ref().map(|g| &g.address)
+    }
+
+    /// The waiting letter this plan is for ([`SendPlan::held`]).
+    pub fn held(&self) -> Option<&str> {
+        self.held.as_deref()
+    }
+
+    /// This plan is for the letter `id` waiting in the outbox.
+    pub(crate) fn with_held(mut self, id: &str) -> SendPlan {
+        self.held = Some(id.to_string());
+        self
     }
 }
 
@@ -161,9 +172,25 @@ pub async fn plan(
     draft: &Draft,
     choice: &LegacyChoice,
 ) -> Result<SendPlan> {
+    let letter = draft.to_letter(me.address(), now() as i64)?;
+    plan_letter(directory, me, letter, choice).await
+}
+
+/// [`plan`] for a letter already made (e.g. one that waited for its lookups,
+/// [`crate::letters`]).
+pub async fn plan_letter(
+    directory: &Directory,
+    me: &Profile,
+    letter: Letter,
+    choice: &LegacyChoice,
+) -> Result<SendPlan> {
     let now = now();
-    let letter = draft.to_letter(me.address(), now as i64)?;
-    let all = draft.recipients();
+    let mut all: Vec<Address> = Vec::new();
+    for a in letter.to.iter().chain(&letter.cc) {
+        if !all.contains(a) {
+            all.push(a.clone());
+        }
+    }
     if let Some(a) = choice.forced.iter().find(|a| !all.contains(a)) {
         return Err(Error::input(
             "--legacy",
@@ -214,6 +241,7 @@ pub async fn plan(
         legacy_to,
         gateway,
         me: own,
+        held: None,
     })
 }
 
@@ -303,6 +331,7 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
         legacy_to,
         gateway,
         me,
+        held: _,
     } = plan;
     let mut entries = Vec::new();
     let mut reports = Vec::new();
@@ -476,6 +505,7 @@ mod tests {
                 ("alpha.test".into(), domains.clone()),
                 ("beta.test".into(), domains),
             ],
+            direct_lookups: true,
             ..Options::default()
         };
         let mut c = Client::open(dir, &options).unwrap();
