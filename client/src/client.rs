@@ -50,6 +50,10 @@ pub struct Options {
     /// in the outbox while no home answers (`spec/client.md` §3, §4); the `sealpost`
     /// command's `--direct-lookups` turns it on.
     pub direct_lookups: bool,
+    /// Contacts' records fetched this many seconds ago are due to be fetched again by
+    /// [`Client::fetch`], whatever their schedule ([`crate::refresh`]); the `sealpost`
+    /// command's hidden `--refresh-after SECS` (tests use 0).
+    pub refresh_after: Option<u64>,
 }
 
 /// An open profile and the means to talk to nodes: see the module documentation.
@@ -104,8 +108,10 @@ impl Client {
                 .map(|h| h.url.clone())
                 .collect()
         };
+        let mut directory = Directory::open(&dir, net.clone(), resolver, relays)?;
+        directory.set_refresh_after(options.refresh_after);
         Ok(Client {
-            directory: Directory::open(&dir, net.clone(), resolver, relays)?,
+            directory,
             mailbox: Mailbox::new(&dir, net.clone()),
             outbox: Outbox::new(&dir, net.clone()),
             net,
@@ -531,8 +537,10 @@ impl Client {
 
     // Fetching and reading: [`Mailbox`].
 
-    /// Flushes the outbox, then fetches from every trusted home that answers
-    /// ([`Mailbox::fetch`]).
+    /// Fetches again the contacts' records that are due ([`Directory::refresh_due`]),
+    /// flushes the outbox, then fetches from every trusted home that answers
+    /// ([`Mailbox::fetch`]). A bounce of one of our letters makes its recipient's record
+    /// due at once.
     pub async fn fetch(&self, keys: &Keyring, progress: &dyn Progress) -> Result<FetchReport> {
         let homes = mailbox::trusted_homes(&self.profile)?;
         // Letters read here since the last fetch: one state letter to our own mailbox.
@@ -546,6 +554,12 @@ impl Client {
                 )),
             }
         }
+        // Before the flush: a waiting letter then meets a key change seen now.
+        let refresh = self.directory.refresh_due(crate::now()).await?;
+        warnings.extend(refresh.changed);
+        for (a, e) in refresh.failed {
+            warnings.push(format!("could not refresh the record of {a}: {e}"));
+        }
         let flush = self.flush_outbox(keys, progress).await?;
         let mut report = self
             .mailbox
@@ -553,7 +567,37 @@ impl Client {
             .await?;
         report.flush = flush;
         report.warnings.extend(warnings);
+        for m in &report.new {
+            if let Err(e) = self.refresh_after_bounce(m, keys) {
+                report.warnings.push(e.to_string());
+            }
+        }
         Ok(report)
+    }
+
+    /// A verified bounce names the queue id of a hop of ours a node gave up on (its
+    /// recipient's node refused it, or never answered): that recipient's record is due at
+    /// once, so that the next fetch learns of a new home or key.
+    fn refresh_after_bounce(&self, m: &crate::store::StoredMessage, keys: &Keyring) -> Result<()> {
+        let is_bounce = m.trust.is_verified()
+            && m.header.as_ref().is_some_and(|h| {
+                h.from.as_str().starts_with("postmaster@")
+                    && h.subject.starts_with("Undeliverable: ")
+            });
+        if !is_bounce {
+            return Ok(());
+        }
+        // Verified when it was fetched: opened here only for its body.
+        let sealed = self.messages().sealed(&m.id)?;
+        let Ok(opened) = sealpost_proto::seal::open(&sealed, keys, &|_| None) else {
+            return Ok(());
+        };
+        if let Some(q) = crate::sent::bounce_queue_id(&opened.letter.body)
+            && let Some(hop) = self.outbox.sent().get(q)?
+        {
+            self.directory.refresh_soon(&hop.recipient)?;
+        }
+        Ok(())
     }
 
     /// Queues one state letter for the user's own mailbox naming (up to

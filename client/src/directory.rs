@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::now;
 use crate::profile::{Profile, to_json};
+use crate::refresh;
 use crate::resolve::Resolver;
 
 pub const NODES_FILE: &str = "nodes.json";
@@ -129,6 +130,19 @@ pub struct Directory {
     resolver: Resolver,
     contacts: ContactStore,
     nodes: Mutex<NodeCache>,
+    /// `--refresh-after SECS` (hidden): see [`Directory::set_refresh_after`].
+    refresh_after: Option<u64>,
+}
+
+/// What [`Directory::refresh_due`] did.
+#[derive(Debug, Default)]
+pub struct RefreshReport {
+    /// Contacts whose record was fetched again, with the pinned key.
+    pub refreshed: Vec<Address>,
+    /// Key changes seen (now pending), as the refusal a send would give.
+    pub changed: Vec<String>,
+    /// Contacts that could not be looked up, and why.
+    pub failed: Vec<(Address, String)>,
 }
 
 impl Directory {
@@ -147,6 +161,7 @@ impl Directory {
             resolver,
             contacts: ContactStore::new(profile_dir),
             nodes: Mutex::new(NodeCache::load(profile_dir)?),
+            refresh_after: None,
         })
     }
 
@@ -251,6 +266,27 @@ impl Directory {
         address: &Address,
         cached: Option<&SignedRecord>,
     ) -> Result<FoundRecord> {
+        match self.fetch_fresh_record(address, cached).await {
+            Ok(found) => Ok(found),
+            Err(e) => match cached.and_then(|c| check_record(address, c.clone(), now()).ok()) {
+                Some((signed, record, cert)) => Ok(FoundRecord {
+                    signed,
+                    record,
+                    cert,
+                    from_cache: true,
+                }),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// [`Directory::lookup_record`] without its last resort: when no node answers, the
+    /// error of the first one.
+    async fn fetch_fresh_record(
+        &self,
+        address: &Address,
+        cached: Option<&SignedRecord>,
+    ) -> Result<FoundRecord> {
         let now = now();
         let cached = cached.and_then(|c| check_record(address, c.clone(), now).ok());
         let mut sources = vec![self.resolver.node_for(address.domain())?];
@@ -297,14 +333,6 @@ impl Directory {
                 }
             }
         }
-        if let Some((signed, record, cert)) = cached {
-            return Ok(FoundRecord {
-                signed,
-                record,
-                cert,
-                from_cache: true,
-            });
-        }
         Err(first_err.expect("invariant: at least one source was asked"))
     }
 
@@ -324,14 +352,19 @@ impl Directory {
         let existing = self.contacts.get(address)?;
         let cached = existing.as_ref().and_then(Contact::cached_record);
         let found = self.lookup_record(address, cached.as_ref()).await?;
-        let outcome = pin(
+        let now = now();
+        let mut outcome = pin(
             existing,
             address,
             &found.cert,
             Some((&found.signed, found.record.sequence)),
             PinSource::Record,
-            now(),
+            now,
         );
+        if !found.from_cache {
+            let next = refresh::next_refresh(now, refresh::REFRESH_INTERVAL, &mut rand::rng());
+            outcome.contact_mut().fetched(now, next);
+        }
         if let PinOutcome::Changed(c) = &outcome {
             self.contacts.save(c)?;
             return Err(key_changed(c));
@@ -344,6 +377,115 @@ impl Directory {
             pin: Some(outcome),
             from_cache: found.from_cache,
         })
+    }
+
+    /// A recipient of a letter: a known contact from the record kept with its pin, with
+    /// no lookup at all (`spec/client.md` §3, "Known contacts"; [`crate::refresh`] keeps
+    /// it fresh); anyone else (no pin, no kept record, or one that expired) is looked up
+    /// ([`Directory::resolve_recipient`]). A key change held pending is refused until
+    /// accepted, as a lookup would refuse it.
+    pub async fn recipient(&self, me: &Profile, address: &Address) -> Result<Recipient> {
+        if address != me.address()
+            && let Some(r) = self.known_recipient(address)?
+        {
+            return Ok(r);
+        }
+        self.resolve_recipient(me, address).await
+    }
+
+    fn known_recipient(&self, address: &Address) -> Result<Option<Recipient>> {
+        let Some(c) = self.contacts.get(address)? else {
+            return Ok(None);
+        };
+        if c.pending.is_some() {
+            return Err(key_changed(&c));
+        }
+        let Some(signed) = c.cached_record() else {
+            return Ok(None);
+        };
+        let Ok((_, record, cert)) = check_record(address, signed, now()) else {
+            return Ok(None);
+        };
+        if cert.fingerprint().to_hex() != c.fingerprint {
+            return Ok(None);
+        }
+        Ok(Some(Recipient {
+            address: address.clone(),
+            cert: c.parsed_cert()?,
+            record,
+            pin: Some(PinOutcome::Same(c)),
+            from_cache: false,
+        }))
+    }
+
+    /// `--refresh-after SECS` (hidden): a record fetched that long ago is due
+    /// ([`refresh::due_at`]).
+    pub fn set_refresh_after(&mut self, secs: Option<u64>) {
+        self.refresh_after = secs;
+    }
+
+    /// Fetches again the records of the contacts due at `now` ([`refresh::due`]), through
+    /// the same lookups as a first contact, and applies trust on first use: the same key
+    /// refreshes the record (and its homes' descriptors), another key is held pending (as
+    /// a lookup at send time did). A contact whose lookup fails is tried again after a
+    /// quarter of the interval; when no home answers, the rest wait for the next run.
+    pub async fn refresh_due(&self, now: u64) -> Result<RefreshReport> {
+        let mut report = RefreshReport::default();
+        for address in refresh::due(&self.contacts.all()?, now, self.refresh_after) {
+            let Some(mut existing) = self.contacts.get(&address)? else {
+                continue;
+            };
+            let cached = existing.cached_record();
+            let found = match self.fetch_fresh_record(&address, cached.as_ref()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let down = matches!(e, Error::HomesDown { .. });
+                    existing.refresh_at = Some(refresh::next_refresh(
+                        now,
+                        refresh::REFRESH_INTERVAL / 4,
+                        &mut rand::rng(),
+                    ));
+                    self.contacts.save(&existing)?;
+                    report.failed.push((address, e.to_string()));
+                    if down {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut outcome = pin(
+                Some(existing),
+                &address,
+                &found.cert,
+                Some((&found.signed, found.record.sequence)),
+                PinSource::Record,
+                now,
+            );
+            let next = refresh::next_refresh(now, refresh::REFRESH_INTERVAL, &mut rand::rng());
+            outcome.contact_mut().fetched(now, next);
+            self.contacts.save(outcome.contact())?;
+            if let PinOutcome::Changed(c) = &outcome {
+                report.changed.push(key_changed(c).to_string());
+                continue;
+            }
+            // The homes' descriptors too: hops are wrapped for what the homes publish now.
+            for home in &found.record.homes {
+                let _ = self.fetch_home_node(home).await;
+            }
+            report.refreshed.push(address);
+        }
+        self.save_nodes()?;
+        Ok(report)
+    }
+
+    /// Makes the record of `address` due at once (a delivery reported a change), if it is
+    /// a contact.
+    pub fn refresh_soon(&self, address: &Address) -> Result<()> {
+        if let Some(mut c) = self.contacts.get(address)? {
+            c.refresh_at = Some(0);
+            self.contacts.save(&c)?;
+        }
+        Ok(())
     }
 
     /// Saves the pin a [`Recipient`] carries.
@@ -369,7 +511,7 @@ impl Directory {
         // for a home that is down later. A home that does not answer is not an error here.
         let mut unchecked = Vec::new();
         for home in &r.record.homes {
-            if let Err(e) = self.home_node(home).await {
+            if let Err(e) = self.fetch_home_node(home).await {
                 unchecked.push((home.url.clone(), e.to_string()));
             }
         }
@@ -378,10 +520,21 @@ impl Directory {
         Ok((r, unchecked))
     }
 
-    /// The verified descriptor of a recipient's home; it must carry the node key the
-    /// record names. When the node cannot be reached, the cached descriptor serves (the
-    /// hop is then queued by our node until that node is back).
+    /// The descriptor of a recipient's home: the cached one when it carries the node key
+    /// and URL the record names (a known contact's homes are not asked again when a
+    /// letter goes to them; [`Directory::refresh_due`] fetches them anew), else
+    /// [`Directory::fetch_home_node`].
     pub async fn home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        match self.cached_node(&home.url) {
+            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
+            _ => self.fetch_home_node(home).await,
+        }
+    }
+
+    /// The verified descriptor of a recipient's home, fetched; it must carry the node key
+    /// the record names. When the node cannot be reached, the cached descriptor serves
+    /// (the hop is then queued by our node until that node is back).
+    pub async fn fetch_home_node(&self, home: &Home) -> Result<VerifiedNode> {
         let fresh = self.fetch_descriptor(&home.url).await;
         let node = match fresh {
             Ok(n) => n,
@@ -411,14 +564,10 @@ impl Directory {
         Ok(node)
     }
 
-    /// The descriptor of one of the user's own homes: the cached one when it carries the
-    /// node key and URL the record names (it was verified when the node became a home),
-    /// else [`Directory::home_node`].
+    /// The descriptor of one of the user's own homes, as [`Directory::home_node`] (the
+    /// cached one was verified when the node became a home).
     pub async fn own_home_node(&self, home: &Home) -> Result<VerifiedNode> {
-        match self.cached_node(&home.url) {
-            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
-            _ => self.home_node(home).await,
-        }
+        self.home_node(home).await
     }
 
     /// Writes the node cache if it changed.

@@ -40,6 +40,7 @@ pub mod outbox;
 pub mod profile;
 pub mod progress;
 pub mod readstate;
+pub mod refresh;
 pub mod resolve;
 pub mod route;
 pub mod send;

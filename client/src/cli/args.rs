@@ -101,6 +101,10 @@ pub struct Global {
     /// Accepted for older scripts: oblivious lookups are the default now
     #[arg(long, global = true, hide = true, env = "SEALPOST_OBLIVIOUS_LOOKUPS")]
     pub oblivious_lookups: bool,
+    /// `fetch` looks contacts' records up again once they are this old, whatever their
+    /// schedule (about every 6 hours; for tests)
+    #[arg(long, global = true, hide = true, value_name = "SECS")]
+    pub refresh_after: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -500,7 +504,12 @@ mod tests {
     fn lookups_are_oblivious_unless_direct_is_asked_for() {
         let g = parse(&["fetch"]).unwrap().global;
         assert!(!g.direct_lookups);
-        assert!(parse(&["--direct-lookups", "fetch"]).unwrap().global.direct_lookups);
+        assert!(
+            parse(&["--direct-lookups", "fetch"])
+                .unwrap()
+                .global
+                .direct_lookups
+        );
         // The old opt-in is still accepted, and hidden: it is the default now.
         assert!(parse(&["--oblivious-lookups", "fetch"]).is_ok());
         let help = Cli::command().render_long_help().to_string();

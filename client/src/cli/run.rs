@@ -114,6 +114,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         },
         // `--oblivious-lookups` is the default; it changes nothing.
         direct_lookups: cli.global.direct_lookups,
+        refresh_after: cli.global.refresh_after,
     };
     let ctx = Ctx {
         global: cli.global,
