@@ -216,7 +216,15 @@ impl NodeProcess {
             .args(&spec.args);
         let gateway = spec.waits_for_gateway();
         if same_ports {
-            cmd.args(["--listen", &format!("127.0.0.1:{}", self.port)]);
+            // The same address too: a node started on a loopback address of its own
+            // (`listen=127.0.0.X:0`) keeps it.
+            let host = self
+                .url
+                .authority()
+                .rsplit_once(':')
+                .map_or("127.0.0.1", |(h, _)| h)
+                .to_string();
+            cmd.args(["--listen", &format!("{host}:{}", self.port)]);
             if let Some(smtp) = self.smtp.filter(|_| gateway) {
                 cmd.args(["--set", &format!("gateway.listen=\"{smtp}\"")]);
             }
