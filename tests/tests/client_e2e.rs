@@ -750,7 +750,10 @@ fn bad_input_gives_one_error_line_and_changes_nothing() {
     assert_eq!(waiting.as_array().unwrap().len(), 1, "{waiting:#}");
     let id = waiting[0]["id"].as_str().unwrap().to_string();
     ivan.ok(&["outbox", "drop", &id[..8]], b"");
-    assert!(ivan.snapshot() == before, "the dropped letter leaves nothing");
+    assert!(
+        ivan.snapshot() == before,
+        "the dropped letter leaves nothing"
+    );
 
     // init with a node that does not answer, or a bad address: no profile appears.
     let nobody = User::new("judy@alpha.test", &w.resolve);
