@@ -110,8 +110,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ca_certs: cli.cacert.clone(),
             ..NetConfig::default()
         },
-        // Oblivious lookups stay off, as in the `sealpost` command by default
-        // (`spec/client.md` §3).
+        // Lookups go through the user's homes (oblivious), as in the `sealpost` command
+        // by default (`spec/client.md` §3); while no home answers, a submission is
+        // answered 451 and the app retries.
         ..Options::default()
     };
     let client = Client::open(&dir, &options)

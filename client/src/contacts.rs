@@ -79,6 +79,13 @@ pub struct Contact {
     pub record_sequence: Option<u64>,
     #[serde(default)]
     pub pending: Option<PendingKey>,
+    /// When the record was last fetched and verified, and when it is due to be fetched
+    /// again ([`crate::refresh`]; 0: at once). Absent in contacts pinned before records
+    /// were refreshed: due at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fetched_at: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refresh_at: Option<u64>,
 }
 
 fn b64() -> &'static base64::engine::GeneralPurpose {
@@ -113,7 +120,15 @@ impl Contact {
             record: None,
             record_sequence: None,
             pending: None,
+            fetched_at: None,
+            refresh_at: None,
         }
+    }
+
+    /// Notes that the record was fetched at `now`; the next refresh is due at `next`.
+    pub fn fetched(&mut self, now: u64, next: u64) {
+        self.fetched_at = Some(now);
+        self.refresh_at = Some(next);
     }
 
     pub fn parsed_cert(&self) -> Result<Cert> {
@@ -152,6 +167,12 @@ pub enum PinOutcome {
 
 impl PinOutcome {
     pub fn contact(&self) -> &Contact {
+        match self {
+            PinOutcome::New(c) | PinOutcome::Same(c) | PinOutcome::Changed(c) => c,
+        }
+    }
+
+    pub fn contact_mut(&mut self) -> &mut Contact {
         match self {
             PinOutcome::New(c) | PinOutcome::Same(c) | PinOutcome::Changed(c) => c,
         }

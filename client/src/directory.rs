@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::fsutil;
 use crate::now;
 use crate::profile::{Profile, to_json};
+use crate::refresh;
 use crate::resolve::Resolver;
 
 pub const NODES_FILE: &str = "nodes.json";
@@ -92,6 +93,10 @@ pub struct Recipient {
     pub pin: Option<PinOutcome>,
     /// The record came from the local cache because no node that serves it answered.
     pub from_cache: bool,
+    /// The contact's saved record, not looked up for this letter (spec/client.md §3): the
+    /// home a copy goes to is then picked from its homes' cached descriptors without
+    /// asking anyone ([`crate::send::choose_home`]).
+    pub known: bool,
 }
 
 /// A looked-up record: the signed bytes, the body, its certificate, and whether it is the
@@ -126,11 +131,22 @@ pub struct Directory {
     /// The user's homes, through which lookups at any other node go (oblivious lookups,
     /// [`crate::ohttp`]); empty: every node is asked directly.
     relays: Vec<NodeUrl>,
-    /// Nodes asked directly in this run because none of the homes could be reached.
-    direct: Mutex<Vec<NodeUrl>>,
     resolver: Resolver,
     contacts: ContactStore,
     nodes: Mutex<NodeCache>,
+    /// `--refresh-after SECS` (hidden): see [`Directory::set_refresh_after`].
+    refresh_after: Option<u64>,
+}
+
+/// What [`Directory::refresh_due`] did.
+#[derive(Debug, Default)]
+pub struct RefreshReport {
+    /// Contacts whose record was fetched again, with the pinned key.
+    pub refreshed: Vec<Address>,
+    /// Key changes seen (now pending), as the refusal a send would give.
+    pub changed: Vec<String>,
+    /// Contacts that could not be looked up, and why.
+    pub failed: Vec<(Address, String)>,
 }
 
 impl Directory {
@@ -146,10 +162,10 @@ impl Directory {
         Ok(Directory {
             net,
             relays,
-            direct: Mutex::new(Vec::new()),
             resolver,
             contacts: ContactStore::new(profile_dir),
             nodes: Mutex::new(NodeCache::load(profile_dir)?),
+            refresh_after: None,
         })
     }
 
@@ -180,55 +196,34 @@ impl Directory {
     }
 
     /// The verified descriptor of `node`: from the node itself when it is one of the
-    /// user's homes (or no home is known), else fetched by the first home that answers;
-    /// when none does, from the node itself ([`Directory::direct_fallback`]).
-    /// The caller compares URL and node key.
+    /// user's homes (or lookups are direct), else fetched by the first home that answers;
+    /// when none does, [`Error::HomesDown`]: the node is never asked directly, a letter
+    /// waits in the outbox instead ([`crate::letters`]). The caller compares URL and node key.
     pub async fn fetch_descriptor(&self, node: &NodeUrl) -> Result<VerifiedNode> {
         if !self.relayed(node) {
             return self.net.descriptor(node).await;
         }
+        let mut down = Vec::new();
         for relay in &self.relays {
             match self.net.descriptor_via(relay, node).await {
-                Err(e) if Self::home_down(relay, &e) => {}
+                Err(e) if Self::home_down(relay, &e) => down.push(e.to_string()),
                 other => return other,
             }
         }
-        self.direct_fallback(node);
-        self.net.descriptor(node).await
+        Err(Error::HomesDown {
+            details: down.join("; "),
+        })
     }
 
-    /// Every home is down: `node` is asked directly, so that a letter can still be sealed
-    /// and queued in the outbox (it is submitted when a home is back). That node then sees
-    /// this device's address (`spec/client.md` §3, "Oblivious lookups"); the run reports it
-    /// ([`Directory::take_direct_fallbacks`]).
-    fn direct_fallback(&self, node: &NodeUrl) {
-        let mut seen = self
-            .direct
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if !seen.contains(node) {
-            seen.push(node.clone());
-        }
-    }
-
-    /// The nodes asked directly in this run because no home could be reached.
-    pub fn take_direct_fallbacks(&self) -> Vec<NodeUrl> {
-        std::mem::take(
-            &mut *self
-                .direct
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
-    }
-
-    /// The signed record of `address` at `node`: directly from one of the user's homes,
-    /// else obliviously through the first home that answers (`node`'s OHTTP key from its
-    /// descriptor, fetched through that home); when none does, directly
-    /// ([`Directory::direct_fallback`]).
+    /// The signed record of `address` at `node`: directly from one of the user's homes
+    /// (or when lookups are direct), else obliviously through the first home that answers
+    /// (`node`'s OHTTP key from its descriptor, fetched through that home); when none
+    /// does, [`Error::HomesDown`].
     async fn fetch_record(&self, node: &NodeUrl, address: &Address) -> Result<SignedRecord> {
         if !self.relayed(node) {
             return self.net.get_record(node, address).await;
         }
+        let mut down = Vec::new();
         for relay in &self.relays {
             let answer = match self.net.descriptor_via(relay, node).await {
                 Ok(target) if &target.descriptor.url != node => Err(Error::protocol(
@@ -242,12 +237,13 @@ impl Directory {
                 Err(e) => Err(e),
             };
             match answer {
-                Err(e) if Self::home_down(relay, &e) => {}
+                Err(e) if Self::home_down(relay, &e) => down.push(e.to_string()),
                 other => return other,
             }
         }
-        self.direct_fallback(node);
-        self.net.get_record(node, address).await
+        Err(Error::HomesDown {
+            details: down.join("; "),
+        })
     }
 
     fn cache(&self) -> std::sync::MutexGuard<'_, NodeCache> {
@@ -270,6 +266,27 @@ impl Directory {
     /// else from the homes listed in `cached`, else `cached` itself while it is valid. A
     /// fetched record older than `cached` (same key) loses to it: no rollback.
     pub async fn lookup_record(
+        &self,
+        address: &Address,
+        cached: Option<&SignedRecord>,
+    ) -> Result<FoundRecord> {
+        match self.fetch_fresh_record(address, cached).await {
+            Ok(found) => Ok(found),
+            Err(e) => match cached.and_then(|c| check_record(address, c.clone(), now()).ok()) {
+                Some((signed, record, cert)) => Ok(FoundRecord {
+                    signed,
+                    record,
+                    cert,
+                    from_cache: true,
+                }),
+                None => Err(e),
+            },
+        }
+    }
+
+    /// [`Directory::lookup_record`] without its last resort: when no node answers, the
+    /// error of the first one.
+    async fn fetch_fresh_record(
         &self,
         address: &Address,
         cached: Option<&SignedRecord>,
@@ -310,18 +327,15 @@ impl Directory {
                         from_cache: false,
                     });
                 }
+                // Every other source would be asked through the same homes.
+                Err(e @ Error::HomesDown { .. }) => {
+                    first_err.get_or_insert(e);
+                    break;
+                }
                 Err(e) => {
                     first_err.get_or_insert(e);
                 }
             }
-        }
-        if let Some((signed, record, cert)) = cached {
-            return Ok(FoundRecord {
-                signed,
-                record,
-                cert,
-                from_cache: true,
-            });
         }
         Err(first_err.expect("invariant: at least one source was asked"))
     }
@@ -337,19 +351,25 @@ impl Directory {
                 record: me.record_body()?,
                 pin: None,
                 from_cache: false,
+                known: false,
             });
         }
         let existing = self.contacts.get(address)?;
         let cached = existing.as_ref().and_then(Contact::cached_record);
         let found = self.lookup_record(address, cached.as_ref()).await?;
-        let outcome = pin(
+        let now = now();
+        let mut outcome = pin(
             existing,
             address,
             &found.cert,
             Some((&found.signed, found.record.sequence)),
             PinSource::Record,
-            now(),
+            now,
         );
+        if !found.from_cache {
+            let next = refresh::next_refresh(now, refresh::REFRESH_INTERVAL, &mut rand::rng());
+            outcome.contact_mut().fetched(now, next);
+        }
         if let PinOutcome::Changed(c) = &outcome {
             self.contacts.save(c)?;
             return Err(key_changed(c));
@@ -361,7 +381,118 @@ impl Directory {
             record: found.record,
             pin: Some(outcome),
             from_cache: found.from_cache,
+            known: false,
         })
+    }
+
+    /// A recipient of a letter: a known contact from the record kept with its pin, with
+    /// no lookup at all (`spec/client.md` §3, "Known contacts"; [`crate::refresh`] keeps
+    /// it fresh); anyone else (no pin, no kept record, or one that expired) is looked up
+    /// ([`Directory::resolve_recipient`]). A key change held pending is refused until
+    /// accepted, as a lookup would refuse it.
+    pub async fn recipient(&self, me: &Profile, address: &Address) -> Result<Recipient> {
+        if address != me.address()
+            && let Some(r) = self.known_recipient(address)?
+        {
+            return Ok(r);
+        }
+        self.resolve_recipient(me, address).await
+    }
+
+    fn known_recipient(&self, address: &Address) -> Result<Option<Recipient>> {
+        let Some(c) = self.contacts.get(address)? else {
+            return Ok(None);
+        };
+        if c.pending.is_some() {
+            return Err(key_changed(&c));
+        }
+        let Some(signed) = c.cached_record() else {
+            return Ok(None);
+        };
+        let Ok((_, record, cert)) = check_record(address, signed, now()) else {
+            return Ok(None);
+        };
+        if cert.fingerprint().to_hex() != c.fingerprint {
+            return Ok(None);
+        }
+        Ok(Some(Recipient {
+            address: address.clone(),
+            cert: c.parsed_cert()?,
+            record,
+            pin: Some(PinOutcome::Same(c)),
+            from_cache: false,
+            known: true,
+        }))
+    }
+
+    /// `--refresh-after SECS` (hidden): a record fetched that long ago is due
+    /// ([`refresh::due_at`]).
+    pub fn set_refresh_after(&mut self, secs: Option<u64>) {
+        self.refresh_after = secs;
+    }
+
+    /// Fetches again the records of the contacts due at `now` ([`refresh::due`]), through
+    /// the same lookups as a first contact, and applies trust on first use: the same key
+    /// refreshes the record (and its homes' descriptors), another key is held pending (as
+    /// a lookup at send time did). A contact whose lookup fails is tried again after a
+    /// quarter of the interval; when no home answers, the rest wait for the next run.
+    pub async fn refresh_due(&self, now: u64) -> Result<RefreshReport> {
+        let mut report = RefreshReport::default();
+        for address in refresh::due(&self.contacts.all()?, now, self.refresh_after) {
+            let Some(mut existing) = self.contacts.get(&address)? else {
+                continue;
+            };
+            let cached = existing.cached_record();
+            let found = match self.fetch_fresh_record(&address, cached.as_ref()).await {
+                Ok(f) => f,
+                Err(e) => {
+                    let down = matches!(e, Error::HomesDown { .. });
+                    existing.refresh_at = Some(refresh::next_refresh(
+                        now,
+                        refresh::REFRESH_INTERVAL / 4,
+                        &mut rand::rng(),
+                    ));
+                    self.contacts.save(&existing)?;
+                    report.failed.push((address, e.to_string()));
+                    if down {
+                        break;
+                    }
+                    continue;
+                }
+            };
+            let mut outcome = pin(
+                Some(existing),
+                &address,
+                &found.cert,
+                Some((&found.signed, found.record.sequence)),
+                PinSource::Record,
+                now,
+            );
+            let next = refresh::next_refresh(now, refresh::REFRESH_INTERVAL, &mut rand::rng());
+            outcome.contact_mut().fetched(now, next);
+            self.contacts.save(outcome.contact())?;
+            if let PinOutcome::Changed(c) = &outcome {
+                report.changed.push(key_changed(c).to_string());
+                continue;
+            }
+            // The homes' descriptors too: hops are wrapped for what the homes publish now.
+            for home in &found.record.homes {
+                let _ = self.fetch_home_node(home).await;
+            }
+            report.refreshed.push(address);
+        }
+        self.save_nodes()?;
+        Ok(report)
+    }
+
+    /// Makes the record of `address` due at once (a delivery reported a change), if it is
+    /// a contact.
+    pub fn refresh_soon(&self, address: &Address) -> Result<()> {
+        if let Some(mut c) = self.contacts.get(address)? {
+            c.refresh_at = Some(0);
+            self.contacts.save(&c)?;
+        }
+        Ok(())
     }
 
     /// Saves the pin a [`Recipient`] carries.
@@ -387,7 +518,7 @@ impl Directory {
         // for a home that is down later. A home that does not answer is not an error here.
         let mut unchecked = Vec::new();
         for home in &r.record.homes {
-            if let Err(e) = self.home_node(home).await {
+            if let Err(e) = self.fetch_home_node(home).await {
                 unchecked.push((home.url.clone(), e.to_string()));
             }
         }
@@ -396,14 +527,25 @@ impl Directory {
         Ok((r, unchecked))
     }
 
-    /// The verified descriptor of a recipient's home; it must carry the node key the
-    /// record names. When the node cannot be reached, the cached descriptor serves (the
-    /// hop is then queued by our node until that node is back).
+    /// The descriptor of a recipient's home: the cached one when it carries the node key
+    /// and URL the record names (a known contact's homes are not asked again when a
+    /// letter goes to them; [`Directory::refresh_due`] fetches them anew), else
+    /// [`Directory::fetch_home_node`].
     pub async fn home_node(&self, home: &Home) -> Result<VerifiedNode> {
+        match self.cached_node(&home.url) {
+            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
+            _ => self.fetch_home_node(home).await,
+        }
+    }
+
+    /// The verified descriptor of a recipient's home, fetched; it must carry the node key
+    /// the record names. When the node cannot be reached, the cached descriptor serves
+    /// (the hop is then queued by our node until that node is back).
+    pub async fn fetch_home_node(&self, home: &Home) -> Result<VerifiedNode> {
         let fresh = self.fetch_descriptor(&home.url).await;
         let node = match fresh {
             Ok(n) => n,
-            Err(e @ (Error::Unreachable { .. } | Error::Node { .. })) => {
+            Err(e @ (Error::Unreachable { .. } | Error::Node { .. } | Error::HomesDown { .. })) => {
                 let cached = self.cached_node(&home.url);
                 match cached {
                     Some(n) if n.descriptor.node_key == home.node_key => n,
@@ -453,14 +595,10 @@ impl Directory {
         Ok(node)
     }
 
-    /// The descriptor of one of the user's own homes: the cached one when it carries the
-    /// node key and URL the record names (it was verified when the node became a home),
-    /// else [`Directory::home_node`].
+    /// The descriptor of one of the user's own homes, as [`Directory::home_node`] (the
+    /// cached one was verified when the node became a home).
     pub async fn own_home_node(&self, home: &Home) -> Result<VerifiedNode> {
-        match self.cached_node(&home.url) {
-            Some(n) if n.descriptor.node_key == home.node_key => Ok(n),
-            _ => self.home_node(home).await,
-        }
+        self.home_node(home).await
     }
 
     /// Writes the node cache if it changed.
@@ -480,6 +618,7 @@ mod tests {
         drop(crate::profile::tests::sample(dir, "alice@alpha.test", None));
         let options = Options {
             resolve: vec![("beta.test".into(), domain_node.clone())],
+            direct_lookups: true,
             ..Options::default()
         };
         Client::open(dir, &options).unwrap()
@@ -518,6 +657,7 @@ mod tests {
         drop(c);
         let options = Options {
             resolve: vec![("beta.test".into(), dead())],
+            direct_lookups: true,
             ..Options::default()
         };
         let c = Client::open(tmp.path(), &options).unwrap();

@@ -162,6 +162,14 @@ pub enum Error {
     #[error("no node answered: {details}")]
     NoNodeAnswered { details: String },
     #[error(
+        "none of your home nodes answered ({details}); other nodes are only asked through them, so nothing was looked up"
+    )]
+    HomesDown { details: String },
+    #[error(
+        "letter saved, will be sent when its recipients can be looked up ({reason}); it is kept in the outbox and the next send or fetch, or `sealpost outbox flush`, sends it (`sealpost outbox drop {id}` gives it up)"
+    )]
+    LetterWaiting { id: String, reason: String },
+    #[error(
         "{pending} of {total} deliveries could not be submitted (last error: {last}); they stay in the outbox and are retried by the next send or fetch, or by `sealpost outbox flush`"
     )]
     Unsubmitted {
@@ -239,6 +247,8 @@ impl Error {
             | DnsFailure { .. }
             | DnsSetup { .. }
             | NoNodeAnswered { .. }
+            | HomesDown { .. }
+            | LetterWaiting { .. }
             | Unsubmitted { .. } => ErrorKind::Network,
             KeyChanged { .. }
             | BadRecord { .. }
@@ -257,6 +267,20 @@ impl Error {
         Error::InvalidInput {
             what,
             reason: reason.into(),
+        }
+    }
+
+    /// Whether a lookup that failed this way may well succeed later (a node or the way to
+    /// it is down, or answered that it is busy): a letter waiting for that lookup stays
+    /// waiting ([`crate::letters`]), where any other failure gives it up.
+    pub fn is_transient(&self) -> bool {
+        use Error::*;
+        match self {
+            Unreachable { .. } | NodeProtocol { .. } | NoNodeAnswered { .. } | HomesDown { .. } => {
+                true
+            }
+            Node { status, .. } => *status >= 500 || matches!(*status, 408 | 429),
+            _ => false,
         }
     }
 

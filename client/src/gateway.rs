@@ -107,6 +107,7 @@ mod tests {
                 .iter()
                 .map(|(d, u)| (d.to_string(), (*u).clone()))
                 .collect(),
+            direct_lookups: true,
             ..Options::default()
         };
         Client::open(dir, &options).unwrap()

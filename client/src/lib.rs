@@ -8,7 +8,8 @@
 //! table): the profile ([`profile::Profile`]: secret key, config, record), the node API
 //! ([`api::Net`]), the directory ([`directory::Directory`]: resolve table, contacts and
 //! their pins, node cache), the mailbox ([`mailbox::Mailbox`]: the letter store and
-//! fetching) and the outbox ([`outbox::Outbox`]: hops waiting, the sent log, flushing).
+//! fetching) and the outbox ([`outbox::Outbox`]: letters waiting for lookups
+//! ([`letters`]), hops waiting, the sent log, flushing).
 //! Operations that span parts are functions over them: [`account`] (init, publish,
 //! rotate-key, home nodes), [`route`] (Sealpost or legacy e-mail), [`gateway`] (where legacy
 //! e-mail leaves Sealpost), [`send`] (plan, seal, queue).
@@ -32,12 +33,14 @@ pub mod dns;
 pub mod error;
 pub mod fsutil;
 pub mod gateway;
+pub mod letters;
 pub mod mailbox;
 pub mod ohttp;
 pub mod outbox;
 pub mod profile;
 pub mod progress;
 pub mod readstate;
+pub mod refresh;
 pub mod resolve;
 pub mod route;
 pub mod send;

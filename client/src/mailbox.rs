@@ -956,6 +956,7 @@ mod tests {
                     ("alpha.test".into(), url.clone()),
                     ("beta.test".into(), url.clone()),
                 ],
+                direct_lookups: true,
                 ..Options::default()
             };
             let c = Client::open(dir, &options).unwrap();
@@ -1094,6 +1095,7 @@ mod tests {
                 tmp.path(),
                 &Options {
                     resolve: vec![("alpha.test".into(), homes[0].url.clone())],
+                    direct_lookups: true,
                     ..Options::default()
                 },
             )

@@ -40,7 +40,7 @@ fn blame_target(home: &NodeUrl, target: &NodeUrl, e: Error) -> Error {
             status,
             code,
             message,
-        } if &url == home.as_str() => match relayed_failure(&code) {
+        } if url == home.as_str() => match relayed_failure(&code) {
             Some(failure) => Error::Unreachable {
                 url: target.to_string(),
                 reason: message,

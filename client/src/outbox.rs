@@ -4,8 +4,9 @@
 //! `fetch` or `outbox flush` retries it. Resubmitting is harmless: nodes dedupe by
 //! envelope id.
 //!
-//! [`Outbox`] is the part of a [`crate::Client`] that owns this queue and the sent log
-//! ([`SentLog`]: the queue id each accepted hop got), and submits what waits
+//! [`Outbox`] is the part of a [`crate::Client`] that owns this queue, the letters waiting
+//! for their recipients to be looked up before they become hops ([`WaitingLetters`]), and
+//! the sent log ([`SentLog`]: the queue id each accepted hop got), and submits what waits
 //! ([`Outbox::flush`]) through the user's trusted homes.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use sealpost_proto::{Address, EnvelopeId, NodeUrl};
 use crate::api::Net;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::letters::WaitingLetters;
 use crate::now;
 use crate::profile::{HomeEntry, to_json};
 use crate::progress::Progress;
@@ -96,6 +98,18 @@ pub struct FlushReport {
     /// Hops of sent copies submitted, and those still waiting, by id (not counted above).
     pub copies_submitted: usize,
     pub copies_pending: Vec<String>,
+    /// Letters that waited for lookups and are now queued as hops (counted above).
+    pub letters_queued: usize,
+    /// Letters still waiting for lookups, by id, and why each waits.
+    pub letters_waiting: Vec<String>,
+    pub letter_errors: Vec<String>,
+}
+
+impl FlushReport {
+    /// Whether anything (a hop or a letter, sent copies aside) still waits.
+    pub fn anything_waiting(&self) -> bool {
+        !self.pending.is_empty() || !self.letters_waiting.is_empty()
+    }
 }
 
 /// A node that failed this way is skipped for the rest of a flush.
@@ -142,26 +156,28 @@ impl Queue {
         Ok(out)
     }
 
-    /// Removes the entries whose id starts with `prefix`; returns how many.
-    pub fn drop_matching(&self, prefix: &str) -> Result<usize> {
+    /// Removes the entries whose id starts with `prefix` (checked by the caller); returns
+    /// how many.
+    fn drop_matching(&self, prefix: &str) -> Result<usize> {
         let p = prefix.trim().to_ascii_lowercase();
-        if p.len() < 4 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(Error::input(
-                "outbox id",
-                format!("{prefix:?} is not at least 4 hex digits"),
-            ));
-        }
         let hits: Vec<_> = self
             .all()?
             .into_iter()
             .filter(|e| e.id.starts_with(&p))
             .collect();
-        if hits.is_empty() {
-            return Err(Error::NotFound {
-                what: "outbox entry",
-                id: prefix.to_string(),
-            });
+        for e in &hits {
+            self.remove(&e.id)?;
         }
+        Ok(hits.len())
+    }
+
+    /// Removes the entries of the letter `message_id`; returns how many.
+    fn drop_letter(&self, message_id: &str) -> Result<usize> {
+        let hits: Vec<_> = self
+            .all()?
+            .into_iter()
+            .filter(|e| e.message_id == message_id)
+            .collect();
         for e in &hits {
             self.remove(&e.id)?;
         }
@@ -175,6 +191,7 @@ impl Queue {
 pub struct Outbox {
     deliveries: Queue,
     copies: Queue,
+    letters: WaitingLetters,
     sent: SentLog,
     net: Net,
 }
@@ -189,6 +206,7 @@ impl Outbox {
             copies: Queue {
                 dir: profile_dir.join(COPIES_DIR),
             },
+            letters: WaitingLetters::new(profile_dir),
             sent: SentLog::new(profile_dir),
             net,
         }
@@ -218,9 +236,36 @@ impl Outbox {
         self.deliveries.all()
     }
 
-    /// Removes the deliveries whose id starts with `prefix`; returns how many.
+    /// Letters waiting for their recipients to be looked up ([`crate::letters`]).
+    pub fn letters(&self) -> &WaitingLetters {
+        &self.letters
+    }
+
+    /// Removes the deliveries and waiting letters whose id starts with `prefix`; returns
+    /// how many.
     pub fn drop_matching(&self, prefix: &str) -> Result<usize> {
-        self.deliveries.drop_matching(prefix)
+        let p = prefix.trim().to_ascii_lowercase();
+        if p.len() < 4 || !p.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::input(
+                "outbox id",
+                format!("{prefix:?} is not at least 4 hex digits"),
+            ));
+        }
+        let n = self.deliveries.drop_matching(&p)? + self.letters.drop_matching(&p)?;
+        if n == 0 {
+            return Err(Error::NotFound {
+                what: "outbox entry",
+                id: prefix.to_string(),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Removes the hops (deliveries and sent copies) of the letter `message_id`, queued by
+    /// a run that stopped before it removed the letter from [`Outbox::letters`]: nothing
+    /// was submitted yet, and the letter is sealed again. Returns how many.
+    pub fn drop_letter_hops(&self, message_id: &str) -> Result<usize> {
+        Ok(self.deliveries.drop_letter(message_id)? + self.copies.drop_letter(message_id)?)
     }
 
     /// Queues a hop of a sent copy (durably).

@@ -132,8 +132,9 @@ pub(crate) fn judge_descriptor(url: &NodeUrl, answer: &Result<VerifiedNode>) -> 
     }
 }
 
-/// Decides how `address` is reached: as a Sealpost recipient (looked up, trust on first
-/// use, nothing saved: see [`Directory::resolve_recipient`]) or as a legacy address.
+/// Decides how `address` is reached: as a Sealpost recipient (a known contact from its
+/// kept record, anyone else looked up, trust on first use, nothing saved: see
+/// [`Directory::recipient`]) or as a legacy address.
 /// `chosen`: legacy e-mail without a lookup, for this reason (`--legacy`, a reply to
 /// legacy mail).
 pub async fn route(
@@ -156,7 +157,7 @@ pub async fn route(
     if !has_entry && me.config.legacy.contains(domain) {
         return legacy(LegacyReason::Listed(domain.to_string()));
     }
-    match directory.resolve_recipient(me, address).await {
+    match directory.recipient(me, address).await {
         Ok(r) => Ok(Route::Sealpost(Box::new(r))),
         // A resolve entry says that the domain has a node: its failure is an error.
         Err(e) if has_entry => Err(e),
@@ -391,6 +392,7 @@ mod tests {
                 .iter()
                 .map(|(d, u)| (d.to_string(), (*u).clone()))
                 .collect(),
+            direct_lookups: true,
             ..Options::default()
         };
         options.net.dns_server = dns;

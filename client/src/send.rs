@@ -69,9 +69,6 @@ pub struct SendReport {
     /// none was made. `None` when the user is a recipient (that copy serves).
     pub sent_copy: Option<std::result::Result<EnvelopeId, String>>,
     pub flush: FlushReport,
-    /// Nodes this device asked directly, not through a home, because none of its homes
-    /// could be reached (`spec/client.md` §3, "Oblivious lookups"): they saw its address.
-    pub direct_lookups: Vec<sealpost_proto::NodeUrl>,
 }
 
 impl SendReport {
@@ -108,6 +105,9 @@ pub struct SendPlan {
     gateway: Option<Recipient>,
     /// The user, for the sent copy; `None` when they are a recipient.
     me: Option<Recipient>,
+    /// The id of the letter waiting in the outbox for this plan ([`crate::letters`]),
+    /// removed once the plan's hops are queued.
+    held: Option<String>,
 }
 
 impl SendPlan {
@@ -119,6 +119,17 @@ impl SendPlan {
     /// The gateway the legacy copy goes through.
     pub fn gateway(&self) -> Option<&Address> {
         self.gateway.as_ref().map(|g| &g.address)
+    }
+
+    /// The waiting letter this plan is for ([`SendPlan::held`]).
+    pub fn held(&self) -> Option<&str> {
+        self.held.as_deref()
+    }
+
+    /// This plan is for the letter `id` waiting in the outbox.
+    pub(crate) fn with_held(mut self, id: &str) -> SendPlan {
+        self.held = Some(id.to_string());
+        self
     }
 }
 
@@ -164,9 +175,25 @@ pub async fn plan(
     draft: &Draft,
     choice: &LegacyChoice,
 ) -> Result<SendPlan> {
+    let letter = draft.to_letter(me.address(), now() as i64)?;
+    plan_letter(directory, me, letter, choice).await
+}
+
+/// [`plan`] for a letter already made (e.g. one that waited for its lookups,
+/// [`crate::letters`]).
+pub async fn plan_letter(
+    directory: &Directory,
+    me: &Profile,
+    letter: Letter,
+    choice: &LegacyChoice,
+) -> Result<SendPlan> {
     let now = now();
-    let letter = draft.to_letter(me.address(), now as i64)?;
-    let all = draft.recipients();
+    let mut all: Vec<Address> = Vec::new();
+    for a in letter.to.iter().chain(&letter.cc) {
+        if !all.contains(a) {
+            all.push(a.clone());
+        }
+    }
     if let Some(a) = choice.forced.iter().find(|a| !all.contains(a)) {
         return Err(Error::input(
             "--legacy",
@@ -217,6 +244,7 @@ pub async fn plan(
         legacy_to,
         gateway,
         me: own,
+        held: None,
     })
 }
 
@@ -306,6 +334,7 @@ pub async fn seal_plan(directory: &Directory, plan: SendPlan, keys: &Keyring) ->
         legacy_to,
         gateway,
         me,
+        held: _,
     } = plan;
     let mut entries = Vec::new();
     let mut reports = Vec::new();
@@ -419,8 +448,10 @@ pub(crate) async fn queue_copy(
 /// and verified now ([`Directory::reachable_home_node`]) and that takes envelopes of that
 /// size, so the sender's node sees one destination. When none of them answers, the first
 /// whose cached descriptor serves (the hop then waits in our node's queue until that node
-/// is back). The user's own homes come from the node cache, without asking them
-/// ([`Directory::own_home_node`]). Also returns the homes passed over, and why.
+/// is back). The user's own homes, and a known contact's (`r.known`: a send to a known
+/// contact asks no one), come from the node cache when it has them
+/// ([`Directory::home_node`]): the first home named then gets the copy, and if it is down
+/// our node keeps it queued until it is back. Also returns the homes passed over, and why.
 pub(crate) async fn choose_home<'r>(
     directory: &Directory,
     r: &'r Recipient,
@@ -439,6 +470,7 @@ pub(crate) async fn choose_home<'r>(
     for home in &r.record.homes {
         let node = match r.pin {
             None => directory.own_home_node(home).await,
+            Some(_) if r.known => directory.home_node(home).await,
             Some(_) => directory.reachable_home_node(home).await,
         };
         match node {
@@ -510,6 +542,7 @@ mod tests {
                 ("alpha.test".into(), domains.clone()),
                 ("beta.test".into(), domains),
             ],
+            direct_lookups: true,
             ..Options::default()
         };
         let mut c = Client::open(dir, &options).unwrap();
@@ -659,6 +692,7 @@ mod tests {
             record,
             pin: Some(pin),
             from_cache: false,
+            known: false,
         };
         let (home, node, skipped) = choose_home(&c.directory, &r, 1000).await.unwrap();
         assert_eq!(home, &cached);

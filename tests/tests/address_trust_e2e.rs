@@ -125,7 +125,10 @@ fn an_address_belongs_to_its_owner_who_can_rotate_the_key() {
     assert_eq!(letters[0]["header"]["subject"], "before");
     assert_eq!(letters[0]["verified"], true, "{:#}", letters[0]);
 
-    // Alice, who pinned and verified the old key, is stopped and told how the key changed.
+    // Alice, who pinned and verified the old key, is stopped and told how the key changed,
+    // once a fetch has refreshed her record of bob (a send no longer looks a known contact
+    // up, issue 13 item 2).
+    alice.ok(&["--refresh-after", "0", "fetch"], b"");
     let out = alice.run(
         &["send", "--to", "bob@beta.test", "--subject", "after"],
         b"x\n",
@@ -194,6 +197,7 @@ fn an_address_belongs_to_its_owner_who_can_rotate_the_key() {
     );
     beta.restart();
     let newcomer = User::init("bob@beta.test", &[&beta], &resolve);
+    alice.ok(&["--refresh-after", "0", "fetch"], b"");
     let out = alice.run(
         &["send", "--to", "bob@beta.test", "--subject", "who?"],
         b"x\n",

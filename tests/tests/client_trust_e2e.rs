@@ -2,7 +2,7 @@
 //! for domains that really take e-mail (a private dnsmasq answers for the test zone), a
 //! node behind a private CA (certificates made with `openssl`), the passphrase asked at a
 //! real terminal (a pseudo-terminal), Ctrl-C during `send` (a real SIGINT while our home
-//! node hangs), output into a closed pipe, and what `init` keeps and says.
+//! node hangs, holding the lookup), output into a closed pipe, and what `init` keeps and says.
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
@@ -261,6 +261,9 @@ fn the_node_says_the_scheme_it_serves_and_warns_about_an_https_url_without_tls()
 // ---------------------------------------------------------------------------------------
 // Ctrl-C during send
 
+/// Lookups go through the user's own home (oblivious lookups, the default), so a home
+/// that hangs holds the lookup of the recipient: the letter was kept in the outbox before
+/// it, and Ctrl-C leaves it waiting there; it goes out, once, when the home is back.
 #[test]
 fn ctrl_c_while_our_node_hangs_keeps_the_letter_in_the_outbox_and_says_so() {
     let mut alpha = Node::start("alpha");
@@ -310,10 +313,11 @@ fn ctrl_c_while_our_node_hangs_keeps_the_letter_in_the_outbox_and_says_so() {
         .unwrap()
         .write_all(b"Hello Bob\n")
         .unwrap();
-    // The only connection to alpha during a send is the submission, after the outbox.
+    // The first connection to alpha during a send is the lookup of bob relayed through
+    // it; the letter is in the outbox before.
     accepted
         .recv_timeout(DEADLINE)
-        .expect("the CLI connects to its home to submit");
+        .expect("the CLI connects to its home to look bob up");
     // SAFETY: signalling the child we spawned.
     assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
     let out = wait_with_deadline(child);
@@ -327,6 +331,9 @@ fn ctrl_c_while_our_node_hangs_keeps_the_letter_in_the_outbox_and_says_so() {
     );
     assert!(!out.2.contains("panicked"), "{out:?}");
     assert_eq!(outbox_len(&alice), 1, "the letter waits in the outbox");
+    let waiting = alice.ok(&["outbox", "list", "--json"], b"").json();
+    assert_eq!(waiting[0]["waiting_for"], "lookups", "{waiting:#}");
+    assert_eq!(waiting[0]["recipients"][0], "bob@beta.test", "{waiting:#}");
 
     // The node comes back: the outbox delivers it, once.
     release.send(()).unwrap();

@@ -28,18 +28,19 @@ Exit codes:
        a recipient domain that does not exist or takes no e-mail, a first letter to a
        legacy address not agreed to, legacy recipients but no gateway, an address a
        node has for another key, a verified key to replace without a terminal or --yes)
-  2    network or node error (node unreachable or refusing; mail kept in the outbox;
-       DNS not answering)
+  2    network or node error (node unreachable or refusing; mail kept in the outbox,
+       also a letter whose recipients cannot be looked up now; DNS not answering)
   3    crypto or verification problem (changed key, bad signature, wrong passphrase)
   4    profile error (missing, corrupt, locked or unwritable profile)
   130  interrupted (Ctrl-C); `send` first says whether the letter was sent or is kept in
-       the outbox
+       the outbox (where it goes out with the next send, fetch or `outbox flush`)
 
 Environment:
   SEALPOST_PROFILE     profile directory (like --profile)
   SEALPOST_PASSPHRASE  passphrase of the secret key (or use --passphrase-file; at a
                        terminal, sealpost asks)
   SEALPOST_DNS_SERVER  DNS server IP:PORT (like --dns-server)
+  SEALPOST_DIRECT_LOOKUPS  ask other nodes directly (like --direct-lookups)
   SEALPOST_BACKUP_PASSPHRASE  passphrase of `backup create|restore`
   EDITOR, VISUAL       editor for the body when stdin is a terminal";
 
@@ -92,12 +93,18 @@ pub struct Global {
     /// interface addresses)
     #[arg(long, global = true, value_name = "IP")]
     pub source_address: Option<std::net::IpAddr>,
-    /// Look records and descriptors of other nodes up through your own homes, encrypted to
-    /// the node asked (Oblivious HTTP), so that node never sees this device's address. Off
-    /// by default for now: a letter is only queued once its recipient has been looked up,
-    /// so with a home that hangs or is down the lookup, not the outbox, waits
-    #[arg(long, global = true, env = "SEALPOST_OBLIVIOUS_LOOKUPS")]
+    /// Ask other nodes for records and descriptors directly, not through your own homes.
+    /// By default lookups go through your homes, encrypted to the node asked (Oblivious
+    /// HTTP), so that node never sees this device's address; with this flag it does
+    #[arg(long, global = true, env = "SEALPOST_DIRECT_LOOKUPS")]
+    pub direct_lookups: bool,
+    /// Accepted for older scripts: oblivious lookups are the default now
+    #[arg(long, global = true, hide = true, env = "SEALPOST_OBLIVIOUS_LOOKUPS")]
     pub oblivious_lookups: bool,
+    /// `fetch` looks contacts' records up again once they are this old, whatever their
+    /// schedule (about every 6 hours; for tests)
+    #[arg(long, global = true, hide = true, value_name = "SECS")]
+    pub refresh_after: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -491,6 +498,22 @@ mod tests {
                 "{sub}: {help}"
             );
         }
+    }
+
+    #[test]
+    fn lookups_are_oblivious_unless_direct_is_asked_for() {
+        let g = parse(&["fetch"]).unwrap().global;
+        assert!(!g.direct_lookups);
+        assert!(
+            parse(&["--direct-lookups", "fetch"])
+                .unwrap()
+                .global
+                .direct_lookups
+        );
+        // The old opt-in is still accepted, and hidden: it is the default now.
+        assert!(parse(&["--oblivious-lookups", "fetch"]).is_ok());
+        let help = Cli::command().render_long_help().to_string();
+        assert!(help.contains("--direct-lookups") && !help.contains("--oblivious-lookups"));
     }
 
     #[test]

@@ -468,7 +468,7 @@ pub(super) fn backup(ctx: &Ctx, cmd: BackupCommand) -> anyhow::Result<()> {
             backup_passphrase_file,
         } => {
             let c = ctx.open()?;
-            let waiting = c.outbox.all()?.len();
+            let waiting = c.outbox.all()?.len() + c.outbox.letters().all()?.len();
             if waiting > 0 {
                 warn(format!(
                     "{waiting} deliveries wait in the outbox; a backup does not hold them"

@@ -1,7 +1,8 @@
 //! Mail commands: send, reply, fetch, list, read.
 //!
-//! `send` and `reply` keep Ctrl-C to themselves: on SIGINT they stop where they are and say
-//! where the letter is (not queued yet, sent, or kept in the outbox), then exit 130.
+//! `send` and `reply` keep the letter in the outbox before any lookup, and keep Ctrl-C to
+//! themselves: on SIGINT they stop where they are and say where the letter is (waiting in
+//! the outbox for its lookups, sent, or its hops kept in the outbox), then exit 130.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -105,8 +106,12 @@ async fn agree(who: &[Address], interrupt: &mut Interrupt) -> anyhow::Result<boo
     }
 }
 
-/// Routes, asks what must be asked, queues and submits `draft`; Ctrl-C at any point stops
-/// and says where the letter is.
+/// What the user is told when a send stops before the letter's hops are queued, while
+/// the letter itself waits in the outbox for its recipients' lookups.
+const WAITING: &str = "the letter is kept in the outbox, waiting for its recipients to be looked up; the next send or fetch, or `sealpost outbox flush`, sends it (`sealpost outbox list` shows it)";
+
+/// Keeps the letter in the outbox, routes it, asks what must be asked, queues and submits
+/// it; Ctrl-C at any point stops and says where the letter is.
 async fn deliver(
     c: &mut Client,
     draft: &Draft,
@@ -114,17 +119,22 @@ async fn deliver(
     keys: &Keyring,
 ) -> anyhow::Result<()> {
     let mut interrupt = Interrupt::catch();
+    // Before any lookup: a home that hangs, or Ctrl-C, cannot lose the letter.
+    let (held, letter) = c.hold_letter(draft, choice, keys)?;
     let plan = tokio::select! {
-        plan = c.plan_send(draft, choice) => plan?,
-        () = interrupt.next() => {
-            return Err(Interrupted("nothing was sent or queued".into()).into());
-        }
+        plan = c.plan_held(&held, letter) => plan?,
+        () = interrupt.next() => return Err(Interrupted(WAITING.into()).into()),
     };
     warn_legacy(&plan);
     let unconfirmed = c.unconfirmed(&plan);
     let mut agreed = Vec::new();
     if !unconfirmed.is_empty() && tty::interactive() {
-        if !agree(&unconfirmed, &mut interrupt).await? {
+        let answer = agree(&unconfirmed, &mut interrupt).await;
+        if !matches!(answer, Ok(true)) {
+            // No consent: the letter does not wait for one.
+            c.drop_held(&held)?;
+        }
+        if !answer? {
             return Err(Error::input(
                 "legacy recipients",
                 format!(
@@ -144,15 +154,18 @@ async fn deliver(
     };
     match outcome {
         Some(report) => send_report(&report?),
-        None => Err(Interrupted(where_is_the_letter(c, &tracker)).into()),
+        None => Err(Interrupted(where_is_the_letter(c, &held.id, &tracker)).into()),
     }
 }
 
-/// After Ctrl-C during [`Client::send_plan`]: which copies our nodes took and which wait in
-/// the outbox.
-fn where_is_the_letter(c: &Client, tracker: &SendTracker) -> String {
+/// After Ctrl-C during [`Client::send_plan`]: whether the letter still waits for lookups,
+/// which copies our nodes took and which wait in the outbox.
+fn where_is_the_letter(c: &Client, held: &str, tracker: &SendTracker) -> String {
     let queued = tracker.queued();
     if queued.is_empty() {
+        if c.outbox.letters().contains(held).unwrap_or(true) {
+            return WAITING.into();
+        }
         return "the letter was not queued yet: nothing was sent".into();
     }
     let (waiting, sent): (Vec<_>, Vec<_>) = queued
@@ -230,10 +243,8 @@ pub(super) fn send_report(report: &SendReport) -> anyhow::Result<()> {
     if let Some(Err(why)) = &report.sent_copy {
         warn(format!("no sent copy of this letter is kept: {why}"));
     }
-    for url in &report.direct_lookups {
-        warn(format!(
-            "none of your homes answered, so {url} was asked directly and saw this device's address"
-        ));
+    for e in &report.flush.letter_errors {
+        warn(e);
     }
     let pending = report.unsubmitted();
     if pending > 0 {
@@ -354,6 +365,9 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
             report.flush.errors.last().cloned().unwrap_or_default()
         ));
     }
+    for e in &report.flush.letter_errors {
+        warn(e);
+    }
     if ctx.global.json {
         print_json(&json!({
             "new": report.new.iter().map(output::message_json).collect::<Vec<_>>(),
@@ -369,6 +383,8 @@ pub(super) async fn fetch(ctx: &Ctx) -> anyhow::Result<()> {
                 "submitted": report.flush.submitted, "pending": report.flush.pending.len(),
                 "copies_submitted": report.flush.copies_submitted,
                 "copies_pending": report.flush.copies_pending.len(),
+                "letters_queued": report.flush.letters_queued,
+                "letters_waiting": report.flush.letters_waiting.len(),
             },
         }));
         return Ok(());

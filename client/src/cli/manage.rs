@@ -74,17 +74,42 @@ pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> 
     match cmd {
         OutboxCommand::List => {
             let all = c.outbox.all()?;
+            // Letters not sealed for their recipients yet: they wait for lookups.
+            let letters = c.outbox.letters().all()?;
             if ctx.global.json {
-                let v: Vec<_> = all
+                let mut v: Vec<_> = letters
                     .iter()
-                    .map(|e| json!({
-                        "id": e.id, "created": e.created, "recipient": e.recipient, "destination": e.destination,
-                        "envelope_id": e.envelope_id, "message_id": e.message_id, "attempts": e.attempts,
-                        "last_error": e.last_error,
-                    }))
+                    .map(|w| {
+                        json!({
+                            "id": w.id, "created": w.created, "recipients": w.recipients,
+                            "waiting_for": "lookups", "message_id": w.message_id,
+                            "attempts": w.attempts, "last_error": w.last_error,
+                        })
+                    })
                     .collect();
+                v.extend(all.iter().map(|e| json!({
+                    "id": e.id, "created": e.created, "recipient": e.recipient, "destination": e.destination,
+                    "envelope_id": e.envelope_id, "message_id": e.message_id, "attempts": e.attempts,
+                    "last_error": e.last_error,
+                })));
                 print_json(&json!(v));
                 return Ok(());
+            }
+            for w in letters {
+                println!(
+                    "{}  {}  to {}  waiting for lookups  attempts {}{}",
+                    &w.id[..12],
+                    output::date(w.created as i64),
+                    w.recipients
+                        .iter()
+                        .map(|a| a.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    w.attempts,
+                    w.last_error
+                        .map(|l| format!("  last error: {l}"))
+                        .unwrap_or_default()
+                );
             }
             for e in all {
                 println!(
@@ -103,7 +128,11 @@ pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> 
         OutboxCommand::Flush => {
             let keys = ctx.keys(&c)?;
             let r = c.flush_outbox(&keys, &Bars::new()).await?;
-            println!("submitted {}, waiting {}", r.submitted, r.pending.len());
+            println!(
+                "submitted {}, waiting {}",
+                r.submitted,
+                r.pending.len() + r.letters_waiting.len()
+            );
             if r.copies_submitted > 0 || !r.copies_pending.is_empty() {
                 println!(
                     "sent copies: submitted {}, waiting {}",
@@ -111,11 +140,20 @@ pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> 
                     r.copies_pending.len()
                 );
             }
-            if !r.pending.is_empty() {
+            for e in &r.letter_errors {
+                warn(e);
+            }
+            if r.anything_waiting() {
+                let waiting = r.pending.len() + r.letters_waiting.len();
                 return Err(Error::Unsubmitted {
-                    pending: r.pending.len(),
-                    total: r.pending.len() + r.submitted,
-                    last: r.errors.last().cloned().unwrap_or_default(),
+                    pending: waiting,
+                    total: waiting + r.submitted,
+                    last: r
+                        .errors
+                        .last()
+                        .or(r.letter_errors.last())
+                        .cloned()
+                        .unwrap_or_default(),
                 }
                 .into());
             }
@@ -123,7 +161,7 @@ pub(super) async fn outbox(ctx: &Ctx, cmd: OutboxCommand) -> anyhow::Result<()> 
         OutboxCommand::Drop { id } => {
             let n = c.outbox.drop_matching(&id)?;
             println!(
-                "dropped {n} waiting deliver{}",
+                "dropped {n} waiting entr{}",
                 if n == 1 { "y" } else { "ies" }
             );
         }

@@ -112,7 +112,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             dns_server: cli.global.dns_server,
             source_address: cli.global.source_address,
         },
-        oblivious_lookups: cli.global.oblivious_lookups,
+        // `--oblivious-lookups` is the default; it changes nothing.
+        direct_lookups: cli.global.direct_lookups,
+        refresh_after: cli.global.refresh_after,
     };
     let ctx = Ctx {
         global: cli.global,
