@@ -93,10 +93,6 @@ pub struct Recipient {
     pub pin: Option<PinOutcome>,
     /// The record came from the local cache because no node that serves it answered.
     pub from_cache: bool,
-    /// The contact's saved record, not looked up for this letter (spec/client.md §3): the
-    /// home a copy goes to is then picked from its homes' cached descriptors without
-    /// asking anyone ([`crate::send::choose_home`]).
-    pub known: bool,
 }
 
 /// A looked-up record: the signed bytes, the body, its certificate, and whether it is the
@@ -351,7 +347,6 @@ impl Directory {
                 record: me.record_body()?,
                 pin: None,
                 from_cache: false,
-                known: false,
             });
         }
         let existing = self.contacts.get(address)?;
@@ -381,7 +376,6 @@ impl Directory {
             record: found.record,
             pin: Some(outcome),
             from_cache: found.from_cache,
-            known: false,
         })
     }
 
@@ -421,7 +415,6 @@ impl Directory {
             record,
             pin: Some(PinOutcome::Same(c)),
             from_cache: false,
-            known: true,
         }))
     }
 
@@ -527,9 +520,8 @@ impl Directory {
         Ok((r, unchecked))
     }
 
-    /// The descriptor of a recipient's home: the cached one when it carries the node key
-    /// and URL the record names (a known contact's homes are not asked again when a
-    /// letter goes to them; [`Directory::refresh_due`] fetches them anew), else
+    /// The descriptor of a home: the cached one when it carries the node key and URL the
+    /// record names ([`Directory::refresh_due`] fetches a contact's anew), else
     /// [`Directory::fetch_home_node`].
     pub async fn home_node(&self, home: &Home) -> Result<VerifiedNode> {
         match self.cached_node(&home.url) {

@@ -448,10 +448,12 @@ pub(crate) async fn queue_copy(
 /// and verified now ([`Directory::reachable_home_node`]) and that takes envelopes of that
 /// size, so the sender's node sees one destination. When none of them answers, the first
 /// whose cached descriptor serves (the hop then waits in our node's queue until that node
-/// is back). The user's own homes, and a known contact's (`r.known`: a send to a known
-/// contact asks no one), come from the node cache when it has them
-/// ([`Directory::home_node`]): the first home named then gets the copy, and if it is down
-/// our node keeps it queued until it is back. Also returns the homes passed over, and why.
+/// is back). The user's own homes come from the node cache, without asking them
+/// ([`Directory::own_home_node`]). For a known contact too the descriptors are fetched
+/// (through a home of ours with oblivious lookups): a descriptor is public and names no
+/// user, and the node it is fetched from, and the home that relays it, learn nothing the
+/// delivery does not tell them; no record is looked up. Also returns the homes passed
+/// over, and why.
 pub(crate) async fn choose_home<'r>(
     directory: &Directory,
     r: &'r Recipient,
@@ -470,7 +472,6 @@ pub(crate) async fn choose_home<'r>(
     for home in &r.record.homes {
         let node = match r.pin {
             None => directory.own_home_node(home).await,
-            Some(_) if r.known => directory.home_node(home).await,
             Some(_) => directory.reachable_home_node(home).await,
         };
         match node {
@@ -692,7 +693,6 @@ mod tests {
             record,
             pin: Some(pin),
             from_cache: false,
-            known: false,
         };
         let (home, node, skipped) = choose_home(&c.directory, &r, 1000).await.unwrap();
         assert_eq!(home, &cached);

@@ -21,11 +21,13 @@ fn new_letters(fetches: &[Value]) -> Vec<Value> {
         .collect()
 }
 
-/// Whether an access-record line is (part of) a lookup: a device asking its home to relay
-/// one (`/v1/relay/...`), a node answering a relayed one (`/v1/ohttp`, the `oblivious ...`
-/// line of what it opened), or a record asked for directly.
+/// Whether an access-record line is (part of) a record lookup: a device asking its home to
+/// relay one (`/v1/relay/ohttp`), a node answering a relayed one (`/v1/ohttp`, the
+/// `oblivious ...` line of what it opened), or a record asked for directly. A home's
+/// descriptor fetched through the relay (`/v1/relay/descriptor`, public, naming no user)
+/// is how a send picks a home that answers (one-home delivery), not a lookup.
 fn is_lookup(what: &str) -> bool {
-    what.contains("/v1/relay/")
+    what.contains("/v1/relay/ohttp")
         || what.contains("/v1/ohttp")
         || what.starts_with("oblivious ")
         || what.contains("/v1/records/")
