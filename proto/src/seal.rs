@@ -482,12 +482,12 @@ fn decrypt_inner(
     decrypt_kept(data, helper, max).map(|(plain, status, _)| (plain, status))
 }
 
+/// What [`decrypt_kept`] answers: the plaintext, the signature status, and the serialized
+/// signatures of unknown signers when the helper kept them.
+type Decrypted = (Vec<u8>, SignatureStatus, Option<Vec<u8>>);
+
 /// [`decrypt_inner`], also answering the signatures the helper kept.
-fn decrypt_kept(
-    data: &[u8],
-    helper: Helper<'_>,
-    max: usize,
-) -> Result<(Vec<u8>, SignatureStatus, Option<Vec<u8>>), Error> {
+fn decrypt_kept(data: &[u8], helper: Helper<'_>, max: usize) -> Result<Decrypted, Error> {
     // Binary OpenPGP packets start with a byte whose top bit is set; ASCII armor is only
     // accepted where legacy mail brings it (PGP/MIME).
     let armored = data.starts_with(b"-----BEGIN PGP MESSAGE-----");
