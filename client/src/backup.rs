@@ -390,6 +390,7 @@ mod tests {
             seen: false,
             header: None,
             folder: Folder::Inbox,
+            pack: None,
         };
         MessageStore::new(dir).put(&meta, b"abc").unwrap();
         p

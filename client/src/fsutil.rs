@@ -50,61 +50,6 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> Result<()> {
     sync_dir(dir)
 }
 
-/// Writes many files into `dir` with two flushes in all, not one per file: first every
-/// `early` file at its own name and every `late` file at a temporary name, then one
-/// `syncfs` (the data of all of them is on disk), then each `late` file renamed into place
-/// and one fsync of `dir`. After a crash, a `late` file is there whole, with every `early`
-/// file, or not there at all (an `early` file may be there without its `late` one). Names
-/// are file names inside `dir`; every file gets mode 0600.
-pub fn write_batch(dir: &Path, early: &[(&str, &[u8])], late: &[(&str, &[u8])]) -> Result<()> {
-    let write = |path: &Path, data: &[u8], new: bool| -> std::io::Result<()> {
-        let mut o = OpenOptions::new();
-        o.write(true).mode(0o600);
-        if new {
-            o.create_new(true);
-        } else {
-            o.create(true).truncate(true);
-        }
-        o.open(path)?.write_all(data)
-    };
-    for (name, data) in early {
-        let path = dir.join(name);
-        write(&path, data, false).map_err(|e| Error::profile_io(&path, e))?;
-    }
-    let mut staged = Vec::with_capacity(late.len());
-    let suffix = format!(".tmp-{}-{:08x}", std::process::id(), rand::random::<u32>());
-    let result = (|| -> Result<()> {
-        for (name, data) in late {
-            let tmp = dir.join(format!(".{name}{suffix}"));
-            write(&tmp, data, true).map_err(|e| Error::profile_io(&tmp, e))?;
-            staged.push((tmp, dir.join(name)));
-        }
-        sync_fs(dir)?;
-        for (tmp, path) in &staged {
-            fs::rename(tmp, path).map_err(|e| Error::profile_io(path, e))?;
-        }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        for (tmp, _) in &staged {
-            let _ = fs::remove_file(tmp);
-        }
-        return Err(e);
-    }
-    sync_dir(dir)
-}
-
-/// Flushes the whole file system that holds `dir` (`syncfs(2)`): one flush for every file
-/// written before it, where an fsync each would flush once per file.
-fn sync_fs(dir: &Path) -> Result<()> {
-    let d = File::open(dir).map_err(|e| Error::profile_io(dir, e))?;
-    // SAFETY: `d` is an open file descriptor for the duration of the call.
-    if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
-        return Err(Error::profile_io(dir, std::io::Error::last_os_error()));
-    }
-    Ok(())
-}
-
 /// Removes `path` durably; a missing file is fine.
 pub fn remove_durable(path: &Path) -> Result<()> {
     match fs::remove_file(path) {

@@ -16,7 +16,8 @@ use sealpost_proto::envelope::Envelope;
 use sealpost_proto::identity::{Keyring, cert_addresses};
 use sealpost_proto::letter::Letter;
 use sealpost_proto::limits::{MAX_BATCH_SEQS, MAX_ENVELOPE_BYTES};
-use sealpost_proto::seal::{Opened, SignatureStatus, open};
+use sealpost_proto::openpgp::KeyHandle;
+use sealpost_proto::seal::{Deferred, Opened, SignatureStatus, open, open_deferred};
 use sealpost_proto::{Address, EnvelopeId, MailboxId, NodeUrl};
 
 use crate::api::{ListItem, Net};
@@ -282,26 +283,93 @@ impl Mailbox {
             progress,
             batched: vec![true; homes.len()],
         };
+        // Batch N is stored on the store thread and then acked while batch N+1 downloads.
+        let store = StoreThread::start(self.messages.clone())?;
+        let mut stored: Option<StoredBatch> = None;
         for batch in batches(&groups) {
-            self.fetch_batch(batch, &mut run, &mut opener, &mut report)
-                .await?;
+            let previous = stored.take();
+            let batched = run.batched.clone();
+            let (prepared, acked) = tokio::join!(
+                self.prepare_batch(batch, &mut run, &mut opener, &mut report),
+                self.ack_stored(previous, homes, keys, batched),
+            );
+            let acked = acked?;
+            apply_acks(acked, &mut run, &mut report);
+            let mut prepared = prepared?;
+            // After the previous batch is stored: a read state may name its letters.
+            self.apply_read_state(&prepared.seen, &mut prepared.store, &mut report)?;
+            stored = Some(StoredBatch {
+                done: store.put(prepared.store),
+                acks: prepared.acks,
+            });
         }
+        let batched = run.batched.clone();
+        let acked = self.ack_stored(stored, homes, keys, batched).await?;
+        apply_acks(acked, &mut run, &mut report);
+        drop(store);
         directory.save_nodes()?;
         Ok(report)
     }
 
-    /// Fetches, opens, stores and acknowledges one batch of letters: downloaded in one
-    /// request per home where the home can, opened on every core, stored with one flush of
-    /// the letter store, and only then acknowledged, in one request per home. A crash
-    /// before the acknowledgement leaves the letters on the nodes: the next fetch finds
-    /// them stored, counts them as duplicates and acknowledges them.
-    async fn fetch_batch(
+    /// Waits until `batch` is durably stored, then acknowledges its letters (none before:
+    /// a letter acked but not stored would be lost in a crash). Answers what the homes
+    /// said, per home; an error when the batch could not be stored.
+    async fn ack_stored(
+        &self,
+        batch: Option<StoredBatch>,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        batched: Vec<bool>,
+    ) -> Result<Vec<AckOutcome>> {
+        let Some(batch) = batch else {
+            return Ok(Vec::new());
+        };
+        batch.done.await.unwrap_or_else(|_| {
+            Err(Error::input(
+                "message store",
+                "the store thread ended before the batch was stored",
+            ))
+        })?;
+        Ok(self.ack(batch.acks, homes, keys, batched).await)
+    }
+
+    /// Marks the letters `seen` names read (a read state from another device): those of
+    /// `store` (this batch, not stored yet) and those stored before.
+    fn apply_read_state(
+        &self,
+        seen: &[EnvelopeId],
+        store: &mut [(StoredMessage, Vec<u8>)],
+        report: &mut FetchReport,
+    ) -> Result<()> {
+        for id in seen {
+            if let Some((m, _)) = store.iter_mut().find(|(m, _)| &m.id == id) {
+                if !m.seen {
+                    m.seen = true;
+                    report.read_elsewhere += 1;
+                }
+            } else if self.messages.contains(id) {
+                let mut m = self.messages.get(id)?;
+                if !m.seen {
+                    m.seen = true;
+                    self.messages.update(&m)?;
+                    report.read_elsewhere += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Fetches and opens one batch of letters: downloaded in one request per home where the
+    /// home can, opened on every core. Answers what to store and, once stored, to ack (in
+    /// one request per home). A crash before the acknowledgement leaves the letters on the
+    /// nodes: the next fetch finds them stored, counts them as duplicates and acks them.
+    async fn prepare_batch(
         &self,
         batch: &[(EnvelopeId, Places)],
         run: &mut Run<'_>,
         opener: &mut Opener<'_>,
         report: &mut FetchReport,
-    ) -> Result<()> {
+    ) -> Result<Prepared> {
         let (me, homes) = (opener.me, run.homes);
         let mut acks: Vec<Vec<u64>> = vec![Vec::new(); homes.len()];
         let mut wanted: Vec<(EnvelopeId, &Places)> = Vec::new();
@@ -330,7 +398,7 @@ impl Mailbox {
             &opener.judge.certs,
         );
         let mut unsealed = unsealed.into_iter();
-        let mut store = Vec::new();
+        let (mut store, mut seen) = (Vec::new(), Vec::new());
         for ((id, places), got) in wanted.iter().zip(got) {
             // Not downloaded from anywhere: left on the nodes for the next fetch.
             if got.is_none() {
@@ -338,9 +406,19 @@ impl Mailbox {
             }
             let Some(u) = unsealed.next() else { break };
             let (sealed, trust, header) = match u {
-                Unsealed::Opened { sealed, opened } => {
+                Unsealed::Opened {
+                    sealed,
+                    opened,
+                    deferred,
+                } => {
                     let (trust, header) = opener
-                        .judge_opened(&sealed, opened.map(|o| *o), certs_known, report)
+                        .judge_opened(
+                            &sealed,
+                            opened.map(|o| *o),
+                            deferred.as_ref(),
+                            certs_known,
+                            report,
+                        )
                         .await;
                     (sealed, trust, header)
                 }
@@ -360,16 +438,7 @@ impl Mailbox {
             if let Some(ids) = readstate::state_ids(me.address(), &trust, header.as_ref()) {
                 // Another device (or this one) read these: a state letter is applied, not
                 // stored, and acked like any letter.
-                for seen in &ids {
-                    if self.messages.contains(seen) {
-                        let mut m = self.messages.get(seen)?;
-                        if !m.seen {
-                            m.seen = true;
-                            self.messages.update(&m)?;
-                            report.read_elsewhere += 1;
-                        }
-                    }
-                }
+                seen.extend(ids);
                 continue;
             }
             let folder = folder_of(me, &trust, header.as_ref());
@@ -383,6 +452,7 @@ impl Mailbox {
                 seen: folder == Folder::Sent,
                 header,
                 folder,
+                pack: None,
             };
             match folder {
                 Folder::Inbox => report.new.push(meta.clone()),
@@ -390,10 +460,7 @@ impl Mailbox {
             }
             store.push((meta, sealed));
         }
-        // Durable (one flush for the batch) before any ack.
-        self.messages.put_batch(&store)?;
-        self.ack(acks, run, report).await;
-        Ok(())
+        Ok(Prepared { store, acks, seen })
     }
 
     /// Downloads each of `wanted` from the first of its places that gives it: per home, in
@@ -519,14 +586,19 @@ impl Mailbox {
     }
 
     /// Acknowledges `acks` (per home, the sequence numbers stored or applied) on every
-    /// home: batched where the home can, else one by one.
-    async fn ack(&self, acks: Vec<Vec<u64>>, run: &mut Run<'_>, report: &mut FetchReport) {
-        let keys = run.keys;
-        let results = join_all(
-            run.homes
+    /// home: batched where the home can (`batched`), else one by one.
+    async fn ack(
+        &self,
+        acks: Vec<Vec<u64>>,
+        homes: &[HomeEntry],
+        keys: &Keyring,
+        batched: Vec<bool>,
+    ) -> Vec<AckOutcome> {
+        join_all(
+            homes
                 .iter()
                 .zip(&acks)
-                .zip(&run.batched)
+                .zip(&batched)
                 .map(|((h, seqs), batched)| async move {
                     let (mut ok, mut errors, mut batched) = (0, Vec::new(), *batched);
                     let mut rest = &seqs[..];
@@ -563,14 +635,7 @@ impl Mailbox {
                 })
                 .collect(),
         )
-        .await;
-        for (i, (ok, errors, batched)) in results.into_iter().enumerate() {
-            run.batched[i] = batched;
-            if let Some(nr) = report.nodes.get_mut(i) {
-                nr.acked += ok;
-                nr.ack_errors.extend(errors);
-            }
-        }
+        .await
     }
 
     /// Stores the sent copy of a letter this device has just sent: `sealed`, sealed to the
@@ -594,6 +659,7 @@ impl Mailbox {
             seen: true,
             header: Some(Header::of(letter)),
             folder: Folder::Sent,
+            pack: None,
         };
         self.messages.put(&meta, sealed)?;
         Ok(meta)
@@ -667,10 +733,14 @@ impl Opener<'_> {
     /// Decides who sent a letter that [`open_all`] opened (or could not open) when
     /// `certs_known` certificates were known. A signer we have no certificate for makes us
     /// look up the From address's record once per run (TOFU for a new sender).
+    ///
+    /// A letter whose signer was unknown is not decrypted again once the signer is learned:
+    /// its signature is checked with what [`open_deferred`] kept (`deferred`).
     async fn judge_opened(
         &mut self,
         sealed: &[u8],
         opened: std::result::Result<Opened, String>,
+        deferred: Option<&Deferred>,
         certs_known: usize,
         report: &mut FetchReport,
     ) -> (Trust, Option<Header>) {
@@ -683,9 +753,8 @@ impl Opener<'_> {
         // every certificate known now.
         if matches!(opened.signature, SignatureStatus::UnknownSigner { .. })
             && self.judge.certs.len() > certs_known
-            && let Ok(again) = open(sealed, keys, &|h| self.judge.certs.lookup(h))
         {
-            opened = again;
+            opened.signature = self.recheck(sealed, &opened.letter.from, deferred);
         }
         let from = opened.letter.from.clone();
         let mut status = opened.signature.clone();
@@ -694,7 +763,7 @@ impl Opener<'_> {
             // the legacy From is never looked up (it has no Sealpost node, and asking
             // would tell the world whom we hear from).
             if let SignatureStatus::UnknownSigner { .. } = status
-                && let Some(again) = self.learn_gateway(sealed, report).await
+                && let Some(again) = self.learn_gateway(sealed, &from, deferred, report).await
             {
                 status = again;
             }
@@ -722,9 +791,7 @@ impl Opener<'_> {
                             self.judge.certs.push(r.cert.clone());
                         }
                     }
-                    if let Ok(again) = open(sealed, keys, &|h| self.judge.certs.lookup(h)) {
-                        status = again.signature;
-                    }
+                    status = self.recheck(sealed, &from, deferred);
                 }
                 Err(e @ Error::KeyChanged { .. }) => report.warnings.push(e.to_string()),
                 Err(e) => report
@@ -742,9 +809,11 @@ impl Opener<'_> {
     async fn learn_gateway(
         &mut self,
         sealed: &[u8],
+        from: &Address,
+        deferred: Option<&Deferred>,
         report: &mut FetchReport,
     ) -> Option<SignatureStatus> {
-        let (me, directory, keys) = (self.me, self.directory, self.keys);
+        let (me, directory) = (self.me, self.directory);
         let gateway = default_gateway(me.address()).ok()?;
         if !self.judge.looked_up.insert(gateway.clone()) {
             return None;
@@ -770,9 +839,26 @@ impl Opener<'_> {
             self.judge.pinned.insert(gateway, c.fingerprint.clone());
         }
         self.judge.certs.push(r.cert);
-        open(sealed, keys, &|h| self.judge.certs.lookup(h))
-            .ok()
-            .map(|o| o.signature)
+        Some(self.recheck(sealed, from, deferred))
+    }
+
+    /// The signature status of a letter from `from` whose signer was unknown, with every
+    /// certificate known now: from what opening it kept, or (kept nothing) by opening it
+    /// again.
+    fn recheck(
+        &self,
+        sealed: &[u8],
+        from: &Address,
+        deferred: Option<&Deferred>,
+    ) -> SignatureStatus {
+        let lookup = |h: &KeyHandle| self.judge.certs.lookup(h);
+        match deferred {
+            Some(d) => d.verify(from, &lookup),
+            None => match open(sealed, self.keys, &lookup) {
+                Ok(o) => o.signature,
+                Err(_) => SignatureStatus::Bad,
+            },
+        }
     }
 }
 
@@ -811,12 +897,96 @@ struct Run<'a> {
     batched: Vec<bool>,
 }
 
+/// A batch fetched and opened: its letters to store, then, per home, the sequence numbers to
+/// ack (stored, duplicates and read states), and the letters read states mark read.
+struct Prepared {
+    store: Vec<(StoredMessage, Vec<u8>)>,
+    acks: Vec<Vec<u64>>,
+    seen: Vec<EnvelopeId>,
+}
+
+/// A batch handed to the [`StoreThread`]: `done` says when it is durable, then `acks` go.
+struct StoredBatch {
+    done: tokio::sync::oneshot::Receiver<Result<()>>,
+    acks: Vec<Vec<u64>>,
+}
+
+/// What one home said to an ack: how many it took, the errors, and whether it still takes
+/// batched requests.
+type AckOutcome = (usize, Vec<String>, bool);
+
+fn apply_acks(acked: Vec<AckOutcome>, run: &mut Run<'_>, report: &mut FetchReport) {
+    for (i, (ok, errors, batched)) in acked.into_iter().enumerate() {
+        run.batched[i] &= batched;
+        if let Some(nr) = report.nodes.get_mut(i) {
+            nr.acked += ok;
+            nr.ack_errors.extend(errors);
+        }
+    }
+}
+
+/// A thread that stores fetched batches ([`MessageStore::put_batch`]), one at a time in
+/// the order given, so that the disk's sync of one batch overlaps the download and
+/// opening of the next. Dropping it waits for the batch being stored.
+struct StoreThread {
+    jobs: Option<std::sync::mpsc::Sender<StoreJob>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+type StoreJob = (
+    Vec<(StoredMessage, Vec<u8>)>,
+    tokio::sync::oneshot::Sender<Result<()>>,
+);
+
+impl StoreThread {
+    fn start(messages: MessageStore) -> Result<StoreThread> {
+        let (jobs, rx) = std::sync::mpsc::channel::<StoreJob>();
+        let dir = messages.dir().to_path_buf();
+        let thread = std::thread::Builder::new()
+            .name("letter-store".into())
+            .spawn(move || {
+                for (batch, done) in rx {
+                    let _ = done.send(messages.put_batch(&batch));
+                }
+            })
+            .map_err(|e| Error::profile_io(dir, e))?;
+        Ok(StoreThread {
+            jobs: Some(jobs),
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues `batch`; the answer comes when it is durably stored (or failed).
+    fn put(
+        &self,
+        batch: Vec<(StoredMessage, Vec<u8>)>,
+    ) -> tokio::sync::oneshot::Receiver<Result<()>> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        if let Some(jobs) = &self.jobs {
+            // A send fails only when the thread is gone: `rx` then answers that.
+            let _ = jobs.send((batch, done));
+        }
+        rx
+    }
+}
+
+impl Drop for StoreThread {
+    fn drop(&mut self) {
+        drop(self.jobs.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
 /// A downloaded envelope, decoded and opened.
 enum Unsealed {
     /// The envelope's sealed letter, and the letter opened or why it could not be.
     Opened {
         sealed: Vec<u8>,
         opened: std::result::Result<Box<Opened>, String>,
+        /// What [`Deferred::verify`] needs when the signer was unknown.
+        deferred: Option<Deferred>,
     },
     /// Not an envelope of ours: stored as it came, unreadable.
     Unreadable { bytes: Vec<u8>, reason: String },
@@ -834,12 +1004,15 @@ fn open_all(
     let unseal =
         |(id, mailbox, bytes): (EnvelopeId, MailboxId, &[u8])| match Envelope::decode(bytes) {
             Ok(env) if env.id == id && env.mailbox == mailbox => {
-                let opened = open(&env.sealed, keys, &|h| certs.lookup(h))
-                    .map(Box::new)
-                    .map_err(|e| e.to_string());
+                let (opened, deferred) =
+                    match open_deferred(&env.sealed, keys, &|h| certs.lookup(h)) {
+                        Ok((o, d)) => (Ok(Box::new(o)), d),
+                        Err(e) => (Err(e.to_string()), None),
+                    };
                 Unsealed::Opened {
                     sealed: env.sealed,
                     opened,
+                    deferred,
                 }
             }
             Ok(_) => Unsealed::Unreadable {

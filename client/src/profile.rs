@@ -13,7 +13,8 @@
 //!   rotating.key    only while rotate-key is unfinished: the next secret key
 //!   nodes.json      verified node descriptors seen, by URL (used when a node is down)
 //!   contacts/       ADDRESS.json: pinned certificates (TOFU)
-//!   messages/       ID.sealed (the sealed letter as received) + ID.json (what list shows)
+//!   messages/       ID.json (what list shows) + the sealed letter as received: in
+//!                   FIRST-ID.pack with its fetched batch, or ID.sealed (a sent copy)
 //!   outbox/         ID.json: hop wrappers not yet accepted by one of our nodes
 //!   outbox-copies/  ID.json: the same for sent copies (to our own mailbox)
 //!   sent/           QUEUEID.json: the queue id of each hop a node accepted

@@ -12,13 +12,15 @@ use openpgp::crypto::{KeyPair, SessionKey};
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
-    DecryptionHelper, DecryptorBuilder, MessageLayer, MessageStructure, VerificationError,
-    VerificationHelper,
+    DecryptionHelper, DecryptorBuilder, DetachedVerifierBuilder, MessageLayer, MessageStructure,
+    VerificationError, VerificationHelper,
 };
+use openpgp::serialize::Marshal;
 use openpgp::serialize::stream::{Encryptor, LiteralWriter, Message, Recipient, Signer};
 use openpgp::types::{Features, SymmetricAlgorithm};
 use openpgp::{Cert, Fingerprint, KeyHandle};
 
+use crate::Address;
 use crate::error::Error;
 use crate::identity::{Keyring, cert_addresses, policy};
 use crate::letter::Letter;
@@ -263,6 +265,7 @@ pub fn decrypt_with(data: &[u8], keys: &Keyring, max: usize) -> Result<Vec<u8>, 
         lookup: &|_| None,
         status: None,
         encrypted: false,
+        unknown: None,
     };
     let (plain, _) = decrypt_inner(data, helper, max)?;
     Ok(plain)
@@ -275,6 +278,69 @@ pub fn open(
     recipient: &Keyring,
     lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
 ) -> Result<Opened, Error> {
+    open_keeping(sealed, recipient, lookup, false).map(|(opened, _)| opened)
+}
+
+/// A letter's signature by a key that had no certificate when it was opened, with what it
+/// signed: [`Deferred::verify`] checks it once the certificate is known, without
+/// decrypting the letter again (a new sender's first letters are opened once, not twice).
+#[derive(Clone, Debug)]
+pub struct Deferred {
+    /// The signature packets whose signer was unknown.
+    signatures: Vec<u8>,
+    /// The signed literal data (the letter's RFC 5322 bytes).
+    signed: Vec<u8>,
+}
+
+impl Deferred {
+    /// The status [`open`] would give the letter from `from` with the certificates
+    /// `lookup` knows now: the signatures are checked by sequoia's verifier (same policy)
+    /// as detached signatures over the same literal data.
+    pub fn verify(
+        &self,
+        from: &Address,
+        lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+    ) -> SignatureStatus {
+        let helper = Helper {
+            decryptors: &[],
+            lookup,
+            status: None,
+            encrypted: false,
+            unknown: None,
+        };
+        let verified = DetachedVerifierBuilder::from_bytes(&self.signatures)
+            .and_then(|b| b.with_policy(policy(), None, helper))
+            .and_then(|mut v| {
+                v.verify_bytes(&self.signed)?;
+                Ok(v.into_helper())
+            });
+        match verified {
+            Ok(helper) => sender_of(
+                helper.status.unwrap_or(SignatureStatus::Missing),
+                from.as_str(),
+                lookup,
+            ),
+            Err(_) => SignatureStatus::Bad,
+        }
+    }
+}
+
+/// [`open`], keeping, when the signer had no certificate, what [`Deferred::verify`] needs
+/// to check the signature later.
+pub fn open_deferred(
+    sealed: &[u8],
+    recipient: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> Result<(Opened, Option<Deferred>), Error> {
+    open_keeping(sealed, recipient, lookup, true)
+}
+
+fn open_keeping(
+    sealed: &[u8],
+    recipient: &Keyring,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+    keep: bool,
+) -> Result<(Opened, Option<Deferred>), Error> {
     if sealed.len() > MAX_SEALED_BYTES {
         return Err(Error::TooLong {
             what: "sealed letter",
@@ -287,14 +353,34 @@ pub fn open(
         lookup,
         status: None,
         encrypted: false,
+        unknown: keep.then(Vec::new),
     };
-    let (plain, status) = decrypt_inner(sealed, helper, MAX_SEALED_BYTES)?;
+    let (plain, status, unknown) = decrypt_kept(sealed, helper, MAX_SEALED_BYTES)?;
     let letter = Letter::from_rfc5322(&plain)?;
-    let signature = match status {
+    let deferred = match (&status, unknown) {
+        (SignatureStatus::UnknownSigner { .. }, Some(signatures)) if !signatures.is_empty() => {
+            Some(Deferred {
+                signatures,
+                signed: plain,
+            })
+        }
+        _ => None,
+    };
+    let signature = sender_of(status, letter.from.as_str(), lookup);
+    Ok((Opened { letter, signature }, deferred))
+}
+
+/// A good signature stays good only if the signer's certificate names `from`.
+fn sender_of(
+    status: SignatureStatus,
+    from: &str,
+    lookup: &dyn Fn(&KeyHandle) -> Option<Cert>,
+) -> SignatureStatus {
+    match status {
         SignatureStatus::Good { signer } => {
             let cert = lookup(&KeyHandle::from(signer.clone()));
             let addresses = cert.as_ref().map(cert_addresses).unwrap_or_default();
-            if addresses.iter().any(|a| a == letter.from.as_str()) {
+            if addresses.iter().any(|a| a == from) {
                 SignatureStatus::Good { signer }
             } else {
                 SignatureStatus::SenderMismatch {
@@ -304,8 +390,7 @@ pub fn open(
             }
         }
         other => other,
-    };
-    Ok(Opened { letter, signature })
+    }
 }
 
 /// [`open`], turning every signature status but `Good` into its error.
@@ -355,6 +440,7 @@ pub fn open_pgp_mime(
         lookup,
         status: None,
         encrypted: false,
+        unknown: None,
     };
     let (entity, status) = decrypt_inner(&payload.data, helper, MAX_SEALED_BYTES)?;
     // The decrypted entity is a MIME part (Content-Type and body), not a whole message:
@@ -393,6 +479,15 @@ fn decrypt_inner(
     helper: Helper<'_>,
     max: usize,
 ) -> Result<(Vec<u8>, SignatureStatus), Error> {
+    decrypt_kept(data, helper, max).map(|(plain, status, _)| (plain, status))
+}
+
+/// What [`decrypt_kept`] answers: the plaintext, the signature status, and the serialized
+/// signatures of unknown signers when the helper kept them.
+type Decrypted = (Vec<u8>, SignatureStatus, Option<Vec<u8>>);
+
+/// [`decrypt_inner`], also answering the signatures the helper kept.
+fn decrypt_kept(data: &[u8], helper: Helper<'_>, max: usize) -> Result<Decrypted, Error> {
     // Binary OpenPGP packets start with a byte whose top bit is set; ASCII armor is only
     // accepted where legacy mail brings it (PGP/MIME).
     let armored = data.starts_with(b"-----BEGIN PGP MESSAGE-----");
@@ -432,7 +527,11 @@ fn decrypt_inner(
     if !helper.encrypted {
         return Err(Error::Malformed("message is not encrypted".into()));
     }
-    Ok((plain, helper.status.unwrap_or(SignatureStatus::Missing)))
+    Ok((
+        plain,
+        helper.status.unwrap_or(SignatureStatus::Missing),
+        helper.unknown,
+    ))
 }
 
 /// Maps sequoia's errors to ours.
@@ -473,6 +572,9 @@ struct Helper<'a> {
     lookup: &'a dyn Fn(&KeyHandle) -> Option<Cert>,
     status: Option<SignatureStatus>,
     encrypted: bool,
+    /// The serialized signatures whose signer had no certificate, kept when asked for
+    /// ([`open_deferred`]): they can be checked later without decrypting again.
+    unknown: Option<Vec<u8>>,
 }
 
 impl VerificationHelper for Helper<'_> {
@@ -502,6 +604,9 @@ impl VerificationHelper for Helper<'_> {
                                 signer: good.ka.cert().fingerprint(),
                             },
                             Err(VerificationError::MissingKey { sig }) => {
+                                if let Some(keep) = self.unknown.as_mut() {
+                                    openpgp::Packet::from(sig.clone()).serialize(keep)?;
+                                }
                                 SignatureStatus::UnknownSigner {
                                     issuer: sig
                                         .get_issuers()

@@ -239,6 +239,7 @@ mod tests {
             seen: false,
             header: Some(Header::of(&letter)),
             folder: Default::default(),
+            pack: None,
         };
         ReadMessage {
             meta,

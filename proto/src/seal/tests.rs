@@ -311,3 +311,39 @@ fn sealpost_proto_armor(m: Message<'_>) -> Message<'_> {
         .build()
         .unwrap()
 }
+
+#[test]
+fn a_deferred_signature_verifies_later_as_open_would() {
+    let p = people();
+    let bob = p.bob.unlock(None).unwrap();
+    let nobody = |_: &KeyHandle| None;
+    let sealed = sealed_by_alice(&letter("first letter of a new sender"));
+    let (opened, deferred) = open_deferred(&sealed, &bob, &nobody).unwrap();
+    assert!(matches!(
+        opened.signature,
+        SignatureStatus::UnknownSigner { .. }
+    ));
+    let deferred = deferred.expect("kept: the signer was unknown");
+    let from = addr("alice@alpha.test");
+    // Alice's certificate learned since: good, as opening again would say.
+    let again = open(&sealed, &bob, &lookup_alice).unwrap().signature;
+    assert!(again.is_good());
+    assert_eq!(deferred.verify(&from, &lookup_alice), again);
+    // Still unknown; a known key that does not name the From address is a mismatch.
+    assert!(matches!(
+        deferred.verify(&from, &nobody),
+        SignatureStatus::UnknownSigner { .. }
+    ));
+    let lookup_mallory = |_: &KeyHandle| Some(p.mallory.public_cert());
+    assert_eq!(
+        deferred.verify(&from, &lookup_mallory),
+        open(&sealed, &bob, &lookup_mallory).unwrap().signature
+    );
+    // Alice's signature over other bytes does not verify.
+    let mut forged = deferred.clone();
+    forged.signed[0] ^= 1;
+    assert_eq!(forged.verify(&from, &lookup_alice), SignatureStatus::Bad);
+    // Nothing is kept when the signer is known, or by plain `open`.
+    let (opened, none) = open_deferred(&sealed, &bob, &lookup_alice).unwrap();
+    assert!(opened.signature.is_good() && none.is_none());
+}

@@ -18,7 +18,7 @@
 //! Unsigned 64-bit values are stored in `BIGINT` by their bit pattern (`u64 as i64`), and
 //! compared in Rust where they can exceed `i64::MAX` (record sequences, quotas).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -1159,11 +1159,62 @@ async fn ack_devices_tx(
     let m = mailbox.as_bytes().as_slice();
     let known = lock_account(tx, m).await?;
     let ids = device_ids_tx(tx, m).await?;
+    if known && ids == [device] {
+        return ack_only_device_tx(tx, m, seqs, device).await;
+    }
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         out.push(ack_locked_tx(tx, mailbox, *seq, device, known, &ids).await?);
     }
     Ok(out)
+}
+
+/// [`ack_devices_tx`] when `device` is the account's only device (the usual case), with
+/// the account locked: every envelope it has not acknowledged yet is deleted, in two
+/// statements for the whole batch instead of five per envelope. The same outcomes as
+/// [`ack_locked_tx`] one by one: a seq listed twice is deleted once, then missing.
+async fn ack_only_device_tx(
+    tx: &Transaction<'_>,
+    m: &[u8],
+    seqs: &[u64],
+    device: DeviceId,
+) -> Result<Vec<DeviceAck>, TxError> {
+    let wanted: Vec<i64> = seqs.iter().map(|s| i(*s)).collect();
+    let rows = tx
+        .query(
+            "DELETE FROM envelopes e WHERE e.mailbox = $1 AND e.seq = ANY($2)
+               AND NOT EXISTS (SELECT 1 FROM device_acks a
+                               WHERE a.mailbox = e.mailbox AND a.seq = e.seq AND a.device = $3)
+             RETURNING e.seq, e.size",
+            &[&m, &wanted, &device.0.as_slice()],
+        )
+        .await?;
+    let mut deleted: HashSet<u64> = HashSet::with_capacity(rows.len());
+    let mut size = 0u64;
+    for r in &rows {
+        deleted.insert(u(r.get(0)));
+        size = size.saturating_add(u(r.get(1)));
+    }
+    if !rows.is_empty() {
+        // The dedupe rows stay: a late redelivery of an acked envelope is not stored again.
+        tx.execute(
+            "UPDATE accounts SET bytes = GREATEST(bytes - $2, 0),
+                                 envelopes = GREATEST(envelopes - $3, 0)
+             WHERE mailbox = $1",
+            &[&m, &i(size), &(rows.len() as i64)],
+        )
+        .await?;
+    }
+    Ok(seqs
+        .iter()
+        .map(|s| {
+            if deleted.remove(s) {
+                DeviceAck::Deleted
+            } else {
+                DeviceAck::Missing
+            }
+        })
+        .collect())
 }
 
 /// The ack of one envelope, with the account locked (`known`: it exists) and its devices

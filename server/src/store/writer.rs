@@ -873,7 +873,27 @@ impl Writer {
         Ok(DeliverOutcome::Stored { seq })
     }
 
+    /// Deletes the envelope at `seq` with its devices' acknowledgements.
     fn ack(&mut self, b: &mut Batch, mailbox: MailboxId, seq: u64) -> Result<bool, StoreError> {
+        if b.acked.contains(&(mailbox, seq)) {
+            return Ok(false);
+        }
+        let acked = self.acked_by(b, mailbox, seq)?;
+        self.release(b, mailbox, seq, &acked)
+    }
+
+    /// [`ack`](Writer::ack) where the caller has read the devices that acknowledged the
+    /// envelope (`acked`, [`acked_by`](Writer::acked_by)): their keys are deleted one by
+    /// one. Not a range delete: a range tombstone per envelope piles up in `CF_ACKS`, and
+    /// every later `acked_by` seek has to step over them (a fetch of 10,000 letters left
+    /// 10,000 of them, and the acks slowed down as they went).
+    fn release(
+        &mut self,
+        b: &mut Batch,
+        mailbox: MailboxId,
+        seq: u64,
+        acked: &HashSet<DeviceId>,
+    ) -> Result<bool, StoreError> {
         if b.acked.contains(&(mailbox, seq)) {
             return Ok(false);
         }
@@ -892,13 +912,14 @@ impl Writer {
         };
         b.wb.delete_cf(cf(&self.db, CF_ENVELOPES), k);
         b.wb.delete_cf(cf(&self.db, CF_INDEX), k);
-        // Devices' acknowledgements of it go with it (keys `k ‖ device`, all below the
-        // next sequence's).
-        b.wb.delete_range_cf(
-            cf(&self.db, CF_ACKS),
-            k,
-            key::mailbox_seq(&mailbox, seq.saturating_add(1)),
-        );
+        // Devices' acknowledgements of it go with it.
+        for device in acked {
+            b.wb.delete_cf(
+                cf(&self.db, CF_ACKS),
+                key::device_ack(&mailbox, seq, device),
+            );
+            b.device_acks.insert((mailbox, seq, *device), false);
+        }
         // The dedupe entry stays: a late redelivery of an acked envelope is not stored again.
         let next = MailboxState {
             next_seq: state.next_seq,
@@ -1057,7 +1078,9 @@ impl Writer {
                 );
                 b.device_acks.insert((mailbox, seq, device), false);
             }
-            if remaining.iter().all(|d| acked.contains(d)) && self.ack(b, mailbox, seq)? {
+            if remaining.iter().all(|d| acked.contains(d))
+                && self.release(b, mailbox, seq, &acked)?
+            {
                 released += 1;
             }
         }
@@ -1078,12 +1101,13 @@ impl Writer {
         if !self.has_envelope(b, mailbox, seq)? {
             return Ok(DeviceAck::Missing);
         }
-        let mut acked = self.acked_by(b, mailbox, seq)?;
-        if !acked.insert(device) {
+        let acked = self.acked_by(b, mailbox, seq)?;
+        if acked.contains(&device) {
             return Ok(DeviceAck::Missing);
         }
-        if ids.iter().all(|d| acked.contains(d)) {
-            self.ack(b, mailbox, seq)?;
+        if ids.iter().all(|d| *d == device || acked.contains(d)) {
+            // Only the acknowledgements read above are stored: those are deleted.
+            self.release(b, mailbox, seq, &acked)?;
             return Ok(DeviceAck::Deleted);
         }
         b.wb.put_cf(
