@@ -546,21 +546,7 @@ impl Directory {
             }
             Err(e) => return Err(e),
         };
-        if node.descriptor.node_key != home.node_key {
-            return Err(Error::NodeKeyMismatch {
-                url: home.url.to_string(),
-                expected: hex::encode(home.node_key),
-                found: hex::encode(node.descriptor.node_key),
-            });
-        }
-        if node.descriptor.url != home.url {
-            return Err(Error::protocol(
-                &home.url,
-                format!("its descriptor names another URL ({})", node.descriptor.url),
-            ));
-        }
-        self.remember_node(&node);
-        Ok(node)
+        self.accept_home_node(home, node)
     }
 
     /// The verified descriptor of a recipient's home, fetched now (through a home of ours
@@ -570,6 +556,12 @@ impl Directory {
     /// ([`crate::send::choose_home`]).
     pub async fn reachable_home_node(&self, home: &Home) -> Result<VerifiedNode> {
         let node = self.fetch_descriptor(&home.url).await?;
+        self.accept_home_node(home, node)
+    }
+
+    /// `node` as the descriptor of `home` when it carries the node key and URL the record
+    /// names; then remembered in the node cache.
+    fn accept_home_node(&self, home: &Home, node: VerifiedNode) -> Result<VerifiedNode> {
         if node.descriptor.node_key != home.node_key {
             return Err(Error::NodeKeyMismatch {
                 url: home.url.to_string(),
