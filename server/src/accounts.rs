@@ -145,7 +145,7 @@ impl Node {
             let Some(owner) = self.store.owner_of(address.clone()).await? else {
                 continue;
             };
-            let account = self.account(owner).await?.ok_or_else(|| {
+            let account = self.account_fresh(owner).await?.ok_or_else(|| {
                 StoreError::Corrupt(format!("claim of {address} names no account"))
             })?;
             let same_owner = rotation.as_ref().is_none_or(|r| r.mailbox == owner);

@@ -90,7 +90,7 @@ impl Node {
         {
             return Err(AuthError::Suspended);
         }
-        let account = self.account(mailbox).await?.ok_or(AuthError::NoAccount)?;
+        let account = (self.account_fresh(mailbox).await?).ok_or(AuthError::NoAccount)?;
         let devices = self.store.devices(mailbox).await?;
         let device = match device {
             None => {

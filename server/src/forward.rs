@@ -8,6 +8,8 @@
 //! home ([`Refused::NotAHome`] otherwise), stores it once per envelope id, and never
 //! forwards it again: copies do not loop.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use sealpost_proto::MailboxId;
 use sealpost_proto::codec::Codec;
@@ -35,7 +37,23 @@ impl Node {
     /// addresses of its account that name this node as the home of `mailbox`. Empty for an
     /// unknown mailbox or a user who published no record here. A record that no longer
     /// decodes is skipped (and logged): it was verified when it was published.
-    pub async fn other_homes(&self, mailbox: MailboxId) -> Result<Vec<Home>, StoreError> {
+    /// Read at most [`crate::node::CACHE_TTL`] ago (a record stored here is seen at once).
+    pub async fn other_homes(&self, mailbox: MailboxId) -> Result<Arc<[Home]>, StoreError> {
+        if let Some(homes) = self.homes.get(&mailbox) {
+            return Ok(homes);
+        }
+        self.other_homes_fresh(mailbox).await
+    }
+
+    /// [`Node::other_homes`] as the store has them now.
+    async fn other_homes_fresh(&self, mailbox: MailboxId) -> Result<Arc<[Home]>, StoreError> {
+        let generation = self.homes.generation();
+        let homes: Arc<[Home]> = self.read_other_homes(mailbox).await?.into();
+        self.homes.put(generation, mailbox, homes.clone());
+        Ok(homes)
+    }
+
+    async fn read_other_homes(&self, mailbox: MailboxId) -> Result<Vec<Home>, StoreError> {
         let Some(account) = self.account(mailbox).await? else {
             return Ok(Vec::new());
         };
@@ -86,12 +104,12 @@ impl Node {
         let mut copy = Envelope::decode(&envelope.bytes).map_err(Refused::from)?;
         let now = now_ms();
         let mut out = Vec::with_capacity(homes.len());
-        for home in homes {
+        for home in homes.iter() {
             copy.mailbox = home.mailbox;
             let payload = Bytes::from(copy.encode());
             let item = OutboundItem {
                 id: rand::random(),
-                destination: home.url,
+                destination: home.url.clone(),
                 sender: envelope.mailbox,
                 submitted_ms: now,
                 attempts: 0,
@@ -152,8 +170,17 @@ impl Node {
         {
             return Err(DeliveryError::NotOurs);
         }
-        let homes = self.other_homes(mailbox).await.map_err(TryLater::Storage)?;
-        if !homes.iter().any(|h| &h.node_key == peer) {
+        // A home this process has not seen yet (its record was stored by another process
+        // less than the TTL ago) is looked up again before it is refused for good.
+        let names = |homes: &[Home]| homes.iter().any(|h| &h.node_key == peer);
+        if !names(&self.other_homes(mailbox).await.map_err(TryLater::Storage)?)
+            && !names(
+                &self
+                    .other_homes_fresh(mailbox)
+                    .await
+                    .map_err(TryLater::Storage)?,
+            )
+        {
             return Err(Refused::NotAHome.into());
         }
         let delivered = self

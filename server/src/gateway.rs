@@ -441,6 +441,7 @@ async fn register_and_publish(
             address: address.clone(),
             source,
         })?;
+    node.homes.forget(&mailbox);
     Ok(mailbox)
 }
 

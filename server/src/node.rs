@@ -11,10 +11,12 @@ use sealpost_proto::descriptor::{NodeDescriptor, SignedDescriptor};
 use sealpost_proto::identity::{cert_from_bytes, cert_to_bytes};
 use sealpost_proto::oblivious::GatewayKey;
 use sealpost_proto::openpgp::{Cert, Fingerprint};
+use sealpost_proto::record::Home;
 use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
 use crate::basics::access::AccessRecord;
+use crate::basics::memo::Memo;
 use crate::basics::client_addr::TrustedProxies;
 use crate::basics::clock::now_secs;
 use crate::budget::BodyBudget;
@@ -59,8 +61,13 @@ pub const SOFTWARE: &str = concat!("sealpost-node/", env!("CARGO_PKG_VERSION"));
 
 /// Peer keys remembered as having delivered here.
 const MAX_KNOWN_PEERS: usize = 100_000;
-/// Parsed account certificates kept in memory.
+/// Parsed account certificates (and mailboxes' other homes) kept in memory.
 const ACCOUNT_CACHE: usize = 20_000;
+/// How long an account or a mailbox's homes read from the store are used before they are
+/// read again: how long a change made by another node process on the same database
+/// (PostgreSQL) goes unseen by deliveries here. This process's own changes are seen at
+/// once.
+pub const CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// An account with its certificate parsed once.
 pub struct CachedAccount {
@@ -217,9 +224,11 @@ pub struct Node {
     relay_tx: mpsc::UnboundedSender<Job>,
     /// The relay's control channel, set when it starts.
     pub queue_control: std::sync::OnceLock<mpsc::UnboundedSender<QueueControl>>,
-    accounts: RwLock<HashMap<MailboxId, Arc<CachedAccount>>>,
-    /// Bumped by every key rotation, so that a certificate read before it is not cached.
-    account_generation: std::sync::atomic::AtomicU64,
+    /// Parsed account certificates (forgotten here at a key rotation).
+    accounts: Memo<MailboxId, Arc<CachedAccount>>,
+    /// Each mailbox's other homes ([`Node::other_homes`]; forgotten here when a record of
+    /// the mailbox is stored).
+    pub(crate) homes: Memo<MailboxId, Arc<[Home]>>,
     /// `peers.blocked` and what `sealpost-node admin peers block` added.
     blocked: RwLock<HashSet<[u8; 32]>>,
     listed: HashSet<[u8; 32]>,
@@ -335,8 +344,8 @@ impl Node {
             },
             relay_tx,
             queue_control: std::sync::OnceLock::new(),
-            accounts: RwLock::new(HashMap::new()),
-            account_generation: Default::default(),
+            accounts: Memo::new(ACCOUNT_CACHE, CACHE_TTL),
+            homes: Memo::new(ACCOUNT_CACHE, CACHE_TTL),
             blocked: RwLock::new(keyset(&config.peers.blocked)),
             listed,
             invites: config.registration.invites.iter().cloned().collect(),
@@ -345,22 +354,26 @@ impl Node {
         }
     }
 
-    /// The account with its parsed certificate, from memory when possible.
+    /// The account with its parsed certificate, from memory when possible (read at most
+    /// [`CACHE_TTL`] ago): for deliveries and lookups. A decision on who the account's key
+    /// is (signing in, a record, a rotation) takes [`Node::account_fresh`].
     pub async fn account(
         &self,
         mailbox: MailboxId,
     ) -> Result<Option<Arc<CachedAccount>>, StoreError> {
-        if let Some(a) = self
-            .accounts
-            .read()
-            .ok()
-            .and_then(|m| m.get(&mailbox).cloned())
-        {
+        if let Some(a) = self.accounts.get(&mailbox) {
             return Ok(Some(a));
         }
-        let generation = self
-            .account_generation
-            .load(std::sync::atomic::Ordering::Acquire);
+        self.account_fresh(mailbox).await
+    }
+
+    /// The account as the store has it now (another process on the same database may
+    /// have rotated its key since this one cached it); cached for [`Node::account`].
+    pub async fn account_fresh(
+        &self,
+        mailbox: MailboxId,
+    ) -> Result<Option<Arc<CachedAccount>>, StoreError> {
+        let generation = self.accounts.generation();
         let Some(acc) = self.store.account(mailbox).await? else {
             return Ok(None);
         };
@@ -371,30 +384,14 @@ impl Node {
             fingerprint: cert.fingerprint(),
             cert,
         });
-        if let Ok(mut m) = self.accounts.write()
-            && self
-                .account_generation
-                .load(std::sync::atomic::Ordering::Acquire)
-                == generation
-        {
-            if m.len() >= ACCOUNT_CACHE {
-                // Cheap bounded cache: forget an arbitrary entry.
-                if let Some(k) = m.keys().next().copied() {
-                    m.remove(&k);
-                }
-            }
-            m.insert(mailbox, cached.clone());
-        }
+        self.accounts.put(generation, mailbox, cached.clone());
         Ok(Some(cached))
     }
 
-    /// Drops the cached certificate of `mailbox` (after a key rotation).
+    /// Drops the cached certificate and homes of `mailbox` (after a key rotation).
     pub fn forget_account(&self, mailbox: MailboxId) {
-        if let Ok(mut m) = self.accounts.write() {
-            self.account_generation
-                .fetch_add(1, std::sync::atomic::Ordering::AcqRel);
-            m.remove(&mailbox);
-        }
+        self.accounts.forget(&mailbox);
+        self.homes.forget(&mailbox);
     }
 
     pub fn is_invite(&self, code: &str) -> bool {

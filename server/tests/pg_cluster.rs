@@ -733,3 +733,57 @@ async fn a_users_queue_quota_holds_for_both_processes() {
         "the queue quota holds for both processes together"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_rotated_at_one_process_is_the_only_key_the_other_accepts() {
+    let pg = PgServer::start().expect("PostgreSQL");
+    let db = database(&pg, "rotation").await;
+    let cluster = Cluster::new(&pg, &db);
+    let (a, b) = (cluster.process("a"), cluster.process("b"));
+    let (ua, ub) = (addr(&a), addr(&b));
+    let api = Api::default();
+    let bob = User::new("bob@sealpost.test");
+    let mailbox = api.mailbox(&ua, &bob).await;
+    // Process b signs bob in with his key, so it has read (and may keep) his certificate.
+    token_across(&api, &ub, &ub, &mailbox, &bob).await;
+
+    let bob2 = User::with_identity(
+        "bob@sealpost.test",
+        sealpost_proto::record::endorse_identity(
+            &User::new("bob@sealpost.test").identity,
+            &bob.keys,
+            &bob.address,
+        )
+        .unwrap(),
+    );
+    let rotated = api.register(&ua, &bob2, None).await;
+    assert_eq!(
+        (rotated.0, &rotated.1["rotated"]),
+        (StatusCode::OK, &serde_json::json!(true)),
+        "{rotated:?}"
+    );
+
+    // At b, at once: the old key signs in no more and publishes no record; the new one does.
+    let c = api.challenge(&ub, &mailbox).await;
+    let by_old_key = api
+        .answer_challenge(
+            &ub,
+            &public(),
+            &mailbox,
+            c.1["nonce"].as_str().unwrap(),
+            &bob.keys,
+        )
+        .await;
+    assert_eq!(by_old_key.0, StatusCode::UNAUTHORIZED, "{by_old_key:?}");
+    let node_key = api.descriptor(&ub).await.0.node_key;
+    let stale = api
+        .put_record(
+            &ub,
+            "bob@sealpost.test",
+            record(&bob, &[(&public(), node_key, mailbox)], 5),
+        )
+        .await;
+    assert_eq!(stale.0, StatusCode::FORBIDDEN, "{stale:?}");
+    let token = token_across(&api, &ub, &ub, &mailbox, &bob2).await;
+    assert_eq!(api.list(&ub, &mailbox, Some(&token)).await.0, StatusCode::OK);
+}

@@ -9,7 +9,7 @@ use reqwest::StatusCode;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::identity::SecretIdentity;
 use sealpost_proto::record::{SignedRecord, endorse_identity, endorsed_by};
-use sealpost_proto::{Address, MailboxId};
+use sealpost_proto::MailboxId;
 use sealpost_server::config::RegistrationPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -102,17 +102,6 @@ fn with_extra_address(identity: &SecretIdentity, address: &str) -> SecretIdentit
     SecretIdentity::from_bytes(&tsk.as_tsk().to_vec().unwrap()).unwrap()
 }
 
-fn user_with(address: &str, identity: SecretIdentity) -> User {
-    let keys = identity.unlock(None).unwrap();
-    let cert = identity.public_cert();
-    User {
-        address: Address::parse(address).unwrap(),
-        identity,
-        keys,
-        cert,
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
     let api = Api::default();
@@ -148,7 +137,7 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
     );
     // An endorsement by a key that is not the owner's is no rotation.
     let mallory = User::new("mallory@beta.test");
-    let by_mallory = user_with(
+    let by_mallory = User::with_identity(
         "bob@beta.test",
         endorse_identity(
             &User::new("bob@beta.test").identity,
@@ -164,7 +153,7 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
 
     // An account whose key later names bob@beta.test too cannot publish bob's record.
     let mallory_mailbox = api.mailbox(&node.url, &mallory).await;
-    let grown = user_with(
+    let grown = User::with_identity(
         "bob@beta.test",
         with_extra_address(&mallory.identity, "bob@beta.test"),
     );
@@ -193,7 +182,7 @@ async fn an_address_belongs_to_its_first_account_and_moves_only_by_rotation() {
     let pending_nonce = pending.1["nonce"].as_str().unwrap().to_string();
 
     // Rotation: the new certificate carries a certification by Bob's current key.
-    let bob2 = user_with(
+    let bob2 = User::with_identity(
         "bob@beta.test",
         endorse_identity(
             &User::new("bob@beta.test").identity,

@@ -52,7 +52,7 @@ pub async fn put(
         .iter()
         .find(|h| h.url == node.url && h.node_key == node_key)
         .ok_or_else(|| ApiError::Forbidden("the record names no home on this node".into()))?;
-    let account = node.account(home.mailbox).await?.ok_or_else(|| {
+    let account = node.account_fresh(home.mailbox).await?.ok_or_else(|| {
         ApiError::Forbidden("the record's mailbox is not an account on this node".into())
     })?;
     if account.fingerprint != cert.fingerprint() {
@@ -70,7 +70,10 @@ pub async fn put(
         )
         .await?
     {
-        RecordOutcome::Stored => Ok(empty(StatusCode::NO_CONTENT)),
+        RecordOutcome::Stored => {
+            node.homes.forget(&account.mailbox);
+            Ok(empty(StatusCode::NO_CONTENT))
+        }
         RecordOutcome::Stale { stored } => Err(ApiError::StaleRecord { stored }),
         RecordOutcome::NotOwner => Err(ApiError::AddressTaken {
             address: address.as_str().to_string(),

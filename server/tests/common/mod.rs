@@ -33,12 +33,16 @@ pub struct User {
 
 impl User {
     pub fn new(address: &str) -> User {
-        let address = Address::parse(address).unwrap();
-        let identity = SecretIdentity::generate(&address, None).unwrap();
+        let parsed = Address::parse(address).unwrap();
+        User::with_identity(address, SecretIdentity::generate(&parsed, None).unwrap())
+    }
+
+    /// The user of `address` with `identity` (e.g. a new key endorsed by the old one).
+    pub fn with_identity(address: &str, identity: SecretIdentity) -> User {
         let keys = identity.unlock(None).unwrap();
         let cert = identity.public_cert();
         User {
-            address,
+            address: Address::parse(address).unwrap(),
             identity,
             keys,
             cert,
