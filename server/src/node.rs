@@ -16,9 +16,9 @@ use sealpost_proto::{Address, MailboxId, NodeUrl};
 use tokio::sync::mpsc;
 
 use crate::basics::access::AccessRecord;
-use crate::basics::memo::Memo;
 use crate::basics::client_addr::TrustedProxies;
 use crate::basics::clock::now_secs;
+use crate::basics::memo::Memo;
 use crate::budget::BodyBudget;
 use crate::config::{Config, parse_node_key};
 use crate::devices::LinkDrops;

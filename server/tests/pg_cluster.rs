@@ -785,5 +785,8 @@ async fn a_key_rotated_at_one_process_is_the_only_key_the_other_accepts() {
         .await;
     assert_eq!(stale.0, StatusCode::FORBIDDEN, "{stale:?}");
     let token = token_across(&api, &ub, &ub, &mailbox, &bob2).await;
-    assert_eq!(api.list(&ub, &mailbox, Some(&token)).await.0, StatusCode::OK);
+    assert_eq!(
+        api.list(&ub, &mailbox, Some(&token)).await.0,
+        StatusCode::OK
+    );
 }

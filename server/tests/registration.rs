@@ -6,10 +6,10 @@ mod common;
 
 use common::*;
 use reqwest::StatusCode;
+use sealpost_proto::MailboxId;
 use sealpost_proto::codec::Codec;
 use sealpost_proto::identity::SecretIdentity;
 use sealpost_proto::record::{SignedRecord, endorse_identity, endorsed_by};
-use sealpost_proto::MailboxId;
 use sealpost_server::config::RegistrationPolicy;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
