@@ -137,6 +137,7 @@ async fn measure(urls: &[NodeUrl], p: &Params, mailboxes: usize) -> Result<f64> 
     let payloads = Arc::new(std::sync::Mutex::new(payloads));
     let next = Arc::new(AtomicUsize::new(0));
 
+    eprintln!("bench:     clock starts");
     let t = Instant::now();
     let mut tasks = Vec::new();
     for k in 0..p.clients {
@@ -164,7 +165,9 @@ async fn measure(urls: &[NodeUrl], p: &Params, mailboxes: usize) -> Result<f64> 
     for t in tasks {
         t.await??;
     }
-    Ok(p.count as f64 / t.elapsed().as_secs_f64())
+    let rate = p.count as f64 / t.elapsed().as_secs_f64();
+    eprintln!("bench:     clock stops");
+    Ok(rate)
 }
 
 /// A fresh account `bob{k}@bench.test` on the node at `url`: its mailbox.
@@ -220,14 +223,22 @@ pub async fn run(repo: &Path, work: &Path, p: &Params, repeats: usize) -> Result
     for round in 1..=repeats {
         eprintln!("bench: ingest round {round}/{repeats} (load {})", load());
         let dir = work.join(format!("ingest-{round}"));
+        // Each phase is announced, so that a profile of the whole run can be cut by phase.
+        eprintln!("bench:   phase rocksdb");
         let (rate, mib) = sealpost(&dir, p).await?;
         ours.push(rate);
         rss = rss.max(mib);
+        eprintln!("bench:   phase postfix");
         theirs.push(postfix(repo, &dir, p)?);
+        eprintln!("bench:   phase postgres-1");
         pg_one.push(postgres(&dir, p, 1, 1).await?);
+        eprintln!("bench:   phase postgres-2");
         pg_two.push(postgres(&dir, p, 2, 1).await?);
+        eprintln!("bench:   phase postgres-1-spread");
         pg_one_spread.push(postgres(&dir, p, 1, SPREAD).await?);
+        eprintln!("bench:   phase postgres-2-spread");
         pg_two_spread.push(postgres(&dir, p, 2, SPREAD).await?);
+        eprintln!("bench:   phase end");
         eprintln!(
             "bench:   ours {:.0}/s, Postfix {:.0}/s, PostgreSQL 1 process {:.0}/s, 2 processes {:.0}/s; over {SPREAD} mailboxes 1 process {:.0}/s, 2 processes {:.0}/s",
             ours[round - 1],

@@ -95,6 +95,68 @@ async fn migrations_apply_once_and_a_newer_schema_is_refused() {
     }
 }
 
+/// The statements of every delivery batch find their rows by index also in a plan made
+/// without statistics (a new database, or a generic plan cached while the tables were
+/// small): a sequential scan there grows each batch with every envelope ever stored.
+#[tokio::test]
+async fn delivery_batches_find_their_rows_by_index_in_any_plan() {
+    use sealpost_server::store::postgres::{ACCOUNTS_UPDATE, DEDUPE_PROBE};
+    let db = unique_db("plans");
+    let store = open_db(&db, Duration::from_secs(30)).await;
+    let (client, conn) = tokio_postgres::connect(&server().url(&db), tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    client
+        .batch_execute("SET plan_cache_mode = force_generic_plan")
+        .await
+        .unwrap();
+    let plan = |name: &'static str, types: &'static str, sql: &'static str, args: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .batch_execute(&format!("PREPARE {name}({types}) AS {sql}"))
+                .await
+                .unwrap();
+            let mut text = String::new();
+            for m in client
+                .simple_query(&format!("EXPLAIN EXECUTE {name}({args})"))
+                .await
+                .unwrap()
+            {
+                if let tokio_postgres::SimpleQueryMessage::Row(r) = m {
+                    text.push_str(r.get(0).unwrap_or_default());
+                    text.push('\n');
+                }
+            }
+            text
+        }
+    };
+    let probe = plan(
+        "probe",
+        "bytea[], bytea[]",
+        DEDUPE_PROBE,
+        "ARRAY['\\x01'::bytea], ARRAY['\\x02'::bytea]",
+    )
+    .await;
+    assert!(
+        probe.contains("Index") && probe.contains("dedupe_pkey") && !probe.contains("Seq Scan"),
+        "the dedupe probe must use the primary key:\n{probe}"
+    );
+    let update = plan(
+        "counters",
+        "bytea[], int8[], int8[], int8[]",
+        ACCOUNTS_UPDATE,
+        "ARRAY['\\x01'::bytea], ARRAY[1::int8], ARRAY[1::int8], ARRAY[1::int8]",
+    )
+    .await;
+    assert!(
+        update.contains("accounts_pkey") && !update.contains("Seq Scan on accounts"),
+        "the counter update must find accounts by key:\n{update}"
+    );
+    store.close().await.unwrap();
+}
+
 /// Two handles (two node processes) on one queue: a hop is claimed by one only, also when
 /// both claim at once; a handle that stops renewing loses its hops to the other after the
 /// lease; a closed handle gives its hops back at once.

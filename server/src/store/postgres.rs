@@ -179,8 +179,11 @@ pub struct PgStore {
     gate: RwLock<bool>,
     stats: Stats,
     /// Deliveries wait here for a batcher, which stores all that are waiting in one
-    /// transaction (one commit, one WAL flush), as the RocksDB writer does.
-    deliveries: std::sync::Mutex<Option<mpsc::Sender<DeliverOp>>>,
+    /// transaction (one commit, one WAL flush), as the RocksDB writer does. One lane per
+    /// batcher, a mailbox always in the same lane ([`lane`]): a mailbox's deliveries wait
+    /// for its batcher's commit in memory and go into its next batch together, instead of
+    /// several batches queueing for the mailbox's row lock one commit after the other.
+    deliveries: std::sync::Mutex<Option<Vec<mpsc::Sender<DeliverOp>>>>,
     /// One receiver per batcher, answered when it has drained the queue at close.
     batchers_done: std::sync::Mutex<Vec<oneshot::Receiver<()>>>,
 }
@@ -195,8 +198,14 @@ struct DeliverOp {
 
 /// Deliveries in one batch at most.
 const MAX_BATCH: usize = 256;
-/// Deliveries waiting for a batcher before senders wait.
+/// Deliveries waiting for the batchers (all lanes together) before senders wait.
 const DELIVERY_QUEUE: usize = 4096;
+
+/// The batcher lane of `mailbox` among `lanes`.
+fn lane(mailbox: &MailboxId, lanes: usize) -> usize {
+    let [a, b, c, d, e, f, g, h, ..] = *mailbox.as_bytes();
+    (u64::from_le_bytes([a, b, c, d, e, f, g, h]) % lanes.max(1) as u64) as usize
+}
 
 #[derive(Default)]
 struct Stats {
@@ -355,17 +364,19 @@ impl PgStore {
         };
         store.migrate().await?;
         let store = Arc::new(store);
-        // A few batchers, so that one batch's commit overlaps the next one's statements.
-        let (tx, rx) = mpsc::channel(DELIVERY_QUEUE);
-        let rx = Arc::new(tokio::sync::Mutex::new(rx));
+        // A few batchers, so that one batch's commit overlaps another's statements.
+        let lanes = (cfg.pool_size / 4).clamp(1, 4);
+        let mut senders = Vec::with_capacity(lanes);
         let mut done = Vec::new();
-        for _ in 0..(cfg.pool_size / 4).clamp(1, 4) {
+        for _ in 0..lanes {
+            let (tx, rx) = mpsc::channel(DELIVERY_QUEUE / lanes);
+            senders.push(tx);
             let (done_tx, done_rx) = oneshot::channel();
             done.push(done_rx);
-            tokio::spawn(batcher(Arc::downgrade(&store), rx.clone(), done_tx));
+            tokio::spawn(batcher(Arc::downgrade(&store), rx, done_tx));
         }
         if let Ok(mut d) = store.deliveries.lock() {
-            *d = Some(tx);
+            *d = Some(senders);
         }
         if let Ok(mut b) = store.batchers_done.lock() {
             *b = done;
@@ -554,22 +565,18 @@ impl PgStore {
 /// store closes (its sender dropped and the queue drained) or is dropped.
 async fn batcher(
     store: std::sync::Weak<PgStore>,
-    rx: Arc<tokio::sync::Mutex<mpsc::Receiver<DeliverOp>>>,
+    mut rx: mpsc::Receiver<DeliverOp>,
     done: oneshot::Sender<()>,
 ) {
     loop {
-        let ops = {
-            let mut rx = rx.lock().await;
-            let Some(first) = rx.recv().await else { break };
-            let mut ops = vec![first];
-            while ops.len() < MAX_BATCH {
-                match rx.try_recv() {
-                    Ok(op) => ops.push(op),
-                    Err(_) => break,
-                }
+        let Some(first) = rx.recv().await else { break };
+        let mut ops = vec![first];
+        while ops.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => ops.push(op),
+                Err(_) => break,
             }
-            ops
-        };
+        }
         let Some(store) = store.upgrade() else {
             break;
         };
@@ -852,6 +859,24 @@ async fn deliver_tx(
 /// here one delivery after the other, exactly as [`deliver_tx`] would in that order: each
 /// sees the ones before it (a repeated id is a duplicate of the first, quotas count the
 /// earlier ones).
+/// The envelope ids of a batch already stored in their mailboxes: one index probe per
+/// delivery whatever the planner knows of the table. A plain join let a generic plan, made
+/// while the table was small, hash-join a sequential scan of all of `dedupe` into every
+/// batch (LIMIT keeps the lateral subquery from being flattened into such a join). Public
+/// for the test that checks its plan.
+pub const DEDUPE_PROBE: &str = "SELECT k.mailbox, k.id, d.seq
+     FROM unnest($1::bytea[], $2::bytea[]) AS k(mailbox, id)
+     CROSS JOIN LATERAL (SELECT seq FROM dedupe
+       WHERE dedupe.mailbox = k.mailbox AND dedupe.id = k.id LIMIT 1) d";
+
+/// A batch's new counters of its mailboxes; `= ANY($1)` lets the planner find the rows by
+/// index whatever it knows of the table. Public for the test that checks its plan.
+pub const ACCOUNTS_UPDATE: &str =
+    "UPDATE accounts SET next_seq = v.next_seq, bytes = v.bytes, envelopes = v.envelopes
+     FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[])
+       AS v(mailbox, next_seq, bytes, envelopes)
+     WHERE accounts.mailbox = ANY($1) AND accounts.mailbox = v.mailbox";
+
 async fn deliver_many_tx(
     tx: &Transaction<'_>,
     mailboxes: &[&[u8]],
@@ -895,13 +920,7 @@ async fn deliver_many_tx(
         .unzip();
     let mut seen: HashMap<(Vec<u8>, Vec<u8>), u64> = HashMap::new();
     if !keys.0.is_empty() {
-        let dupes = tx
-            .prepare_cached(
-                "SELECT d.mailbox, d.id, d.seq FROM dedupe d
-                 JOIN unnest($1::bytea[], $2::bytea[]) AS k(mailbox, id)
-                   ON d.mailbox = k.mailbox AND d.id = k.id",
-            )
-            .await?;
+        let dupes = tx.prepare_cached(DEDUPE_PROBE).await?;
         for row in tx.query(&dupes, &[&keys.0, &keys.1]).await? {
             seen.insert((row.get(0), row.get(1)), u(row.get(2)));
         }
@@ -984,14 +1003,7 @@ async fn deliver_many_tx(
         up_bytes.push(i(a.bytes));
         up_count.push(i(a.envelopes));
     }
-    let update = tx
-        .prepare_cached(
-            "UPDATE accounts SET next_seq = v.next_seq, bytes = v.bytes, envelopes = v.envelopes
-             FROM unnest($1::bytea[], $2::int8[], $3::int8[], $4::int8[])
-               AS v(mailbox, next_seq, bytes, envelopes)
-             WHERE accounts.mailbox = v.mailbox",
-        )
-        .await?;
+    let update = tx.prepare_cached(ACCOUNTS_UPDATE).await?;
     tx.execute(&update, &[&up_mailbox, &up_next, &up_bytes, &up_count])
         .await?;
     Ok(outcomes)
@@ -1480,7 +1492,10 @@ impl Store for PgStore {
         quota: Quota,
         forwards: Vec<(OutboundItem, Bytes)>,
     ) -> StoreFuture<'_, DeliverOutcome> {
-        let sender = self.deliveries.lock().ok().and_then(|d| d.clone());
+        let sender = self.deliveries.lock().ok().and_then(|d| {
+            d.as_ref()
+                .map(|lanes| lanes[lane(&envelope.mailbox, lanes.len())].clone())
+        });
         Box::pin(async move {
             let sender = sender.ok_or(StoreError::Closed)?;
             let (reply, answer) = oneshot::channel();
