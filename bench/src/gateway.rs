@@ -114,7 +114,9 @@ fn gateway_rate(work: &Path, p: &Params, dns: Option<&Dns>, dir: &str) -> Result
     let client_dir = work.join(format!("{dir}-client"));
     std::fs::create_dir_all(&client_dir)?;
     cli_user(&client_dir, &node, "bob@bench.test")?;
+    eprintln!("bench:     clock starts ({dir})");
     let (rate, _) = smtp_source(smtp_port, p.sessions, p.size, p.count, "bob@bench.test")?;
+    eprintln!("bench:     clock stops");
     drop(node);
     Ok(rate)
 }

@@ -69,6 +69,7 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    sealpost_proto::no_library_backtraces();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),

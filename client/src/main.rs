@@ -109,6 +109,7 @@ fn usage_line(rendered: &str) -> String {
 }
 
 fn main() -> ExitCode {
+    sealpost_proto::no_library_backtraces();
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
         // --help and --version print as clap formats them and succeed.

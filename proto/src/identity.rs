@@ -17,6 +17,7 @@ use openpgp::{Cert, Fingerprint, Profile};
 
 use crate::error::Error;
 use crate::limits::MAX_CERT_BYTES;
+use crate::seal::DecryptKey;
 use crate::types::Address;
 
 /// The policy used for every check in Sealpost.
@@ -115,18 +116,22 @@ impl SecretIdentity {
     pub fn unlock(&self, passphrase: Option<&str>) -> Result<Keyring, Error> {
         let p = policy();
         let password = passphrase.map(Password::from);
-        let unlock_one = |key: openpgp::packet::Key<
+        type SecretKey = openpgp::packet::Key<
             openpgp::packet::key::SecretParts,
             openpgp::packet::key::UnspecifiedRole,
-        >|
-         -> Result<KeyPair, Error> {
-            let key = if key.has_unencrypted_secret() {
-                key
-            } else {
-                let pw = password.as_ref().ok_or(Error::KeyLocked)?;
-                key.decrypt_secret(pw).map_err(|_| Error::WrongPassphrase)?
-            };
-            key.into_keypair().map_err(key_err)
+        >;
+        let unlocked = |key: SecretKey| -> Result<SecretKey, Error> {
+            if key.has_unencrypted_secret() {
+                return Ok(key);
+            }
+            let pw = password.as_ref().ok_or(Error::KeyLocked)?;
+            key.decrypt_secret(pw).map_err(|_| Error::WrongPassphrase)
+        };
+        let unlock_one = |key: SecretKey| -> Result<KeyPair, Error> {
+            unlocked(key)?.into_keypair().map_err(key_err)
+        };
+        let unlock_decryptor = |key: SecretKey| -> Result<DecryptKey, Error> {
+            DecryptKey::new(unlocked(key)?).map_err(key_err)
         };
         let valid = self.tsk.with_policy(p, None).map_err(key_err)?;
         let signer_key = valid
@@ -148,7 +153,7 @@ impl SecretIdentity {
             .for_transport_encryption()
             .for_storage_encryption()
         {
-            decryptors.push(unlock_one(ka.key().clone().role_into_unspecified())?);
+            decryptors.push(unlock_decryptor(ka.key().clone().role_into_unspecified())?);
         }
         if decryptors.is_empty() {
             return Err(Error::NoUsableKey("encryption"));
@@ -165,7 +170,7 @@ impl SecretIdentity {
 pub struct Keyring {
     cert: Cert,
     pub(crate) signer: KeyPair,
-    pub(crate) decryptors: Vec<KeyPair>,
+    pub(crate) decryptors: Vec<DecryptKey>,
 }
 
 impl Keyring {

@@ -33,3 +33,16 @@ pub use sequoia_openpgp as openpgp;
 
 /// Result type of this crate.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Stops `anyhow` and `std::backtrace` from capturing a backtrace for every error created
+/// while `RUST_BACKTRACE` is set, unless `RUST_LIB_BACKTRACE` asks for them: sequoia makes
+/// (and drops) an `anyhow::Error` as each encryption finishes, and capturing its backtrace
+/// cost 2.5 % of the gateway's CPU (`perf`, `bench/NOTES.md`). Panics still print theirs.
+/// Binaries call it first thing in `main`, while the process has one thread.
+pub fn no_library_backtraces() {
+    if std::env::var_os("RUST_LIB_BACKTRACE").is_none() {
+        // SAFETY: called first in `main`, before any thread exists that could read the
+        // environment concurrently.
+        unsafe { std::env::set_var("RUST_LIB_BACKTRACE", "0") };
+    }
+}

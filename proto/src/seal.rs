@@ -27,6 +27,9 @@ use crate::letter::Letter;
 use crate::limits::{MAX_LETTER_BYTES, MAX_SEALED_BYTES};
 use crate::padding::{MIN_PAD, bucket, pad_header};
 
+mod x25519;
+pub(crate) use x25519::DecryptKey;
+
 /// How a letter's signature checked out. Only `Good` means the letter is from its `From`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum SignatureStatus {
@@ -568,7 +571,7 @@ fn classify(e: openpgp::anyhow::Error) -> Error {
 }
 
 struct Helper<'a> {
-    decryptors: &'a [KeyPair],
+    decryptors: &'a [DecryptKey],
     lookup: &'a dyn Fn(&KeyHandle) -> Option<Cert>,
     status: Option<SignatureStatus>,
     encrypted: bool,
@@ -650,9 +653,8 @@ impl DecryptionHelper for Helper<'_> {
     ) -> openpgp::Result<Option<Cert>> {
         // Recipients are hidden: try every key of ours on every PKESK.
         for pkesk in pkesks {
-            for pair in self.decryptors {
-                let mut pair = pair.clone();
-                if let Some((algo, sk)) = pkesk.decrypt(&mut pair, sym_algo)
+            for key in self.decryptors {
+                if let Some((algo, sk)) = pkesk.decrypt(&mut key.decryptor(), sym_algo)
                     && decrypt(algo, &sk)
                 {
                     return Ok(None);

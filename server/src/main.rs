@@ -271,6 +271,7 @@ fn parse_policy(s: &str) -> Result<RegistrationPolicy, String> {
 }
 
 fn main() -> std::process::ExitCode {
+    sealpost_proto::no_library_backtraces();
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Init {
