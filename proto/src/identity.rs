@@ -8,7 +8,7 @@
 use sequoia_openpgp as openpgp;
 
 use openpgp::cert::prelude::*;
-use openpgp::crypto::{KeyPair, Password};
+use openpgp::crypto::Password;
 use openpgp::parse::Parse;
 use openpgp::policy::StandardPolicy;
 use openpgp::serialize::{Serialize, SerializeInto};
@@ -17,7 +17,7 @@ use openpgp::{Cert, Fingerprint, Profile};
 
 use crate::error::Error;
 use crate::limits::MAX_CERT_BYTES;
-use crate::seal::DecryptKey;
+use crate::seal::{DecryptKey, SignKey};
 use crate::types::Address;
 
 /// The policy used for every check in Sealpost.
@@ -127,8 +127,8 @@ impl SecretIdentity {
             let pw = password.as_ref().ok_or(Error::KeyLocked)?;
             key.decrypt_secret(pw).map_err(|_| Error::WrongPassphrase)
         };
-        let unlock_one = |key: SecretKey| -> Result<KeyPair, Error> {
-            unlocked(key)?.into_keypair().map_err(key_err)
+        let unlock_signer = |key: SecretKey| -> Result<SignKey, Error> {
+            SignKey::new(unlocked(key)?).map_err(key_err)
         };
         let unlock_decryptor = |key: SecretKey| -> Result<DecryptKey, Error> {
             DecryptKey::new(unlocked(key)?).map_err(key_err)
@@ -145,7 +145,7 @@ impl SecretIdentity {
             .key()
             .clone()
             .role_into_unspecified();
-        let signer = unlock_one(signer_key)?;
+        let signer = unlock_signer(signer_key)?;
         let mut decryptors = Vec::new();
         for ka in valid
             .keys()
@@ -166,10 +166,27 @@ impl SecretIdentity {
     }
 }
 
+#[cfg(test)]
+impl SecretIdentity {
+    /// Sequoia's own key pair (OpenSSL backend) of the signing or the encryption key: what
+    /// the faster keys of `seal` are checked against.
+    pub(crate) fn backend_keypair(&self, signing: bool) -> openpgp::crypto::KeyPair {
+        let valid = self.tsk.with_policy(policy(), None).unwrap();
+        let keys = valid.keys().secret();
+        let ka = if signing {
+            keys.for_signing().next()
+        } else {
+            keys.for_transport_encryption().next()
+        };
+        let key = ka.unwrap().key().clone().role_into_unspecified();
+        key.into_keypair().unwrap()
+    }
+}
+
 /// Unlocked secret keys, ready to sign and decrypt. Lives only in memory.
 pub struct Keyring {
     cert: Cert,
-    pub(crate) signer: KeyPair,
+    pub(crate) signer: SignKey,
     pub(crate) decryptors: Vec<DecryptKey>,
 }
 

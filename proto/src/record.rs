@@ -213,7 +213,7 @@ impl MailboxRecord {
 /// certificate's User ID for `address`, merged into the returned certificate. `gpg
 /// --check-sigs` shows it like any other certification.
 pub fn endorse(new_cert: &Cert, old: &Keyring, address: &Address) -> Result<Cert, Error> {
-    if old.signer.public().fingerprint() != old.fingerprint() {
+    if openpgp::crypto::Signer::public(&old.signer).fingerprint() != old.fingerprint() {
         return Err(Error::Key(
             "the current key signs with a subkey; only a primary key can endorse a new key".into(),
         ));

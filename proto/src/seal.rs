@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use sequoia_openpgp as openpgp;
 
-use openpgp::crypto::{KeyPair, SessionKey};
+use openpgp::crypto::SessionKey;
 use openpgp::packet::{PKESK, SKESK};
 use openpgp::parse::Parse;
 use openpgp::parse::stream::{
@@ -27,7 +27,9 @@ use crate::letter::Letter;
 use crate::limits::{MAX_LETTER_BYTES, MAX_SEALED_BYTES};
 use crate::padding::{MIN_PAD, bucket, pad_header};
 
+mod ed25519;
 mod x25519;
+pub(crate) use ed25519::SignKey;
 pub(crate) use x25519::DecryptKey;
 
 /// How a letter's signature checked out. Only `Good` means the letter is from its `From`.
@@ -177,23 +179,48 @@ fn encryption_keys(
     Ok(keys)
 }
 
-fn recipients_of<'a>(
+/// The encryption layer of a message to `keys`: SEIPDv1 under a new AES-256 session key,
+/// one PKESK per key with a wildcard recipient (the ciphertext does not say whom it is for).
+/// Cv25519 keys get their PKESK from [`x25519::pkesk`]; if any key is of another algorithm,
+/// sequoia makes them all.
+fn encrypt_layer<'a>(
+    mut m: Message<'a>,
     keys: &'a [openpgp::packet::Key<
         openpgp::packet::key::PublicParts,
         openpgp::packet::key::UnspecifiedRole,
     >],
-) -> Vec<Recipient<'a>> {
-    // No key handle: a wildcard recipient, so the ciphertext does not say whom it is for.
-    keys.iter()
-        .map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k))
-        .collect()
+) -> openpgp::Result<Message<'a>> {
+    let algo = SymmetricAlgorithm::AES256;
+    let mut key = vec![0u8; algo.key_size()?];
+    rand::fill(&mut key[..]);
+    let session_key = SessionKey::from(key);
+    let pkesks: Option<Vec<_>> = keys
+        .iter()
+        .map(|k| x25519::pkesk(k, algo, &session_key))
+        .collect();
+    match pkesks {
+        Some(pkesks) => {
+            for p in pkesks {
+                openpgp::Packet::PKESK(p?.into()).serialize(&mut m)?;
+            }
+            Encryptor::with_session_key(m, algo, session_key)?.build()
+        }
+        None => {
+            let recipients = keys
+                .iter()
+                .map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k));
+            Encryptor::for_recipients(m, recipients)
+                .symmetric_algo(algo)
+                .build()
+        }
+    }
 }
 
 fn sign_encrypt(
     pad: &[u8],
     len: usize,
     message: Source<'_>,
-    signer: &KeyPair,
+    signer: &SignKey,
     keys: &[openpgp::packet::Key<
         openpgp::packet::key::PublicParts,
         openpgp::packet::key::UnspecifiedRole,
@@ -204,9 +231,7 @@ fn sign_encrypt(
     let mut sink = Vec::with_capacity(capacity + 64);
     {
         let m = Message::new(&mut sink);
-        let m = Encryptor::for_recipients(m, recipients_of(keys))
-            .build()
-            .map_err(internal)?;
+        let m = encrypt_layer(m, keys).map_err(internal)?;
         let m = Signer::new(m, signer.clone())
             .map_err(internal)?
             .build()
@@ -251,9 +276,7 @@ pub fn encrypt_to(data: &[u8], cert: &Cert) -> Result<Vec<u8>, Error> {
     let mut sink = Vec::with_capacity(data.len() + 256);
     {
         let m = Message::new(&mut sink);
-        let m = Encryptor::for_recipients(m, recipients_of(&keys))
-            .build()
-            .map_err(internal)?;
+        let m = encrypt_layer(m, &keys).map_err(internal)?;
         let mut m = LiteralWriter::new(m).build().map_err(internal)?;
         m.write_all(data).map_err(|e| Error::Key(e.to_string()))?;
         m.finalize().map_err(internal)?;

@@ -259,9 +259,11 @@ fn pgp_mime_from_legacy_mail_is_decrypted_and_verified() {
     {
         let m = Message::new(&mut sink);
         let m = sealpost_proto_armor(m);
-        let m = Encryptor::for_recipients(m, recipients_of(&bob_keys))
-            .build()
-            .unwrap();
+        // Encrypted by sequoia's own code, as another program would.
+        let recipients = bob_keys
+            .iter()
+            .map(|k| Recipient::new(Features::empty().set_seipdv1(), None, k));
+        let m = Encryptor::for_recipients(m, recipients).build().unwrap();
         let m = Signer::new(m, keys.signer.clone())
             .unwrap()
             .build()

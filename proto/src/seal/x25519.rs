@@ -1,20 +1,24 @@
-//! Decryption keys. A Cv25519 (X25519 ECDH) key does its Diffie-Hellman step with
-//! curve25519-dalek on a scalar read from the secret key once, at unlock: sequoia's OpenSSL
-//! backend imports the secret key into OpenSSL for every message (the import alone derives
-//! the public key, a second scalar multiplication), which was a sixth of a node's CPU per
+//! X25519 (Cv25519 ECDH, RFC 6637) with curve25519-dalek. Decrypting: the Diffie-Hellman
+//! step runs on a scalar read from the secret key once, at unlock; sequoia's OpenSSL backend
+//! imports the secret key into OpenSSL for every message (the import alone derives the
+//! public key, a second scalar multiplication), which was a sixth of a node's CPU per
 //! delivery (`perf`, `bench/NOTES.md`). Everything after the shared secret (the KDF, the key
 //! unwrap, the session key's algorithm and checksum) is still sequoia's
-//! (`ecdh::decrypt_unwrap`, `PKESK::decrypt`). Any other algorithm goes through sequoia's
-//! `KeyPair` as before.
+//! (`ecdh::decrypt_unwrap`, `PKESK::decrypt`). Encrypting ([`pkesk`]): the ephemeral key and
+//! the shared secret come from dalek (OpenSSL imported the recipient's key and generated the
+//! ephemeral key per message); the KDF parameters are RFC 6637's as sequoia writes them and
+//! the wrap is sequoia's `ecdh::aes_key_wrap`. Any other algorithm goes through sequoia.
 
 use curve25519_dalek::montgomery::MontgomeryPoint;
 use sequoia_openpgp as openpgp;
 
 use openpgp::crypto::mem::Protected;
+use openpgp::crypto::mpi::MPI;
 use openpgp::crypto::{Decryptor, KeyPair, SessionKey, ecdh, mpi};
 use openpgp::packet::Key;
 use openpgp::packet::key::{PublicParts, SecretParts, UnspecifiedRole};
-use openpgp::types::{Curve, PublicKeyAlgorithm};
+use openpgp::packet::pkesk::PKESK3;
+use openpgp::types::{Curve, PublicKeyAlgorithm, SymmetricAlgorithm};
 
 /// A key that decrypts session keys (see the module documentation).
 #[derive(Clone)]
@@ -90,27 +94,100 @@ impl Decryptor for Using<'_> {
                     )
                     .into());
                 };
-                let (v, _) = e.decode_point(&Curve::Cv25519)?;
-                let v: [u8; 32] = v.try_into().map_err(|_| {
-                    openpgp::Error::MalformedMPI("X25519 point is not 32 bytes".into())
-                })?;
-                let mut k = [0u8; 32];
-                k.copy_from_slice(scalar);
-                let shared = MontgomeryPoint(v).mul_clamped(k).to_bytes();
-                k.fill(0);
-                // A small-order point gives an all-zero secret: refused, as OpenSSL's
-                // X25519 refuses it.
-                if shared.iter().fold(0u8, |acc, b| acc | b) == 0 {
-                    return Err(openpgp::Error::InvalidArgument(
-                        "X25519 shared secret is zero".into(),
-                    )
-                    .into());
-                }
-                let shared: Protected = shared.to_vec().into();
+                let shared = shared_secret(scalar, point(e)?)?;
                 ecdh::decrypt_unwrap(public, &shared, ciphertext, plaintext_len)
             }
         }
     }
+}
+
+/// X25519 of `scalar` and `point`; an all-zero result (a small-order point) is refused, as
+/// OpenSSL's X25519 refuses it.
+fn shared_secret(scalar: &[u8], point: [u8; 32]) -> openpgp::Result<Protected> {
+    let mut k = [0u8; 32];
+    k.copy_from_slice(scalar);
+    let shared = MontgomeryPoint(point).mul_clamped(k).to_bytes();
+    k.fill(0);
+    if shared.iter().fold(0u8, |acc, b| acc | b) == 0 {
+        return Err(openpgp::Error::InvalidArgument("X25519 shared secret is zero".into()).into());
+    }
+    Ok(shared.to_vec().into())
+}
+
+/// The 32 bytes of a Cv25519 point MPI (0x40-prefixed).
+fn point(mpi: &MPI) -> openpgp::Result<[u8; 32]> {
+    let (v, _) = mpi.decode_point(&Curve::Cv25519)?;
+    Ok(v.try_into()
+        .map_err(|_| openpgp::Error::MalformedMPI("X25519 point is not 32 bytes".into()))?)
+}
+
+/// The PKESK (v3, wildcard recipient, as `Recipient::new(_, None, key)` makes it) that
+/// wraps `session_key` for `algo` to the Cv25519 key `recipient`, made as sequoia's
+/// `PKESK3::for_recipient` makes it; `None` for a key of another algorithm.
+pub(crate) fn pkesk(
+    recipient: &Key<PublicParts, UnspecifiedRole>,
+    algo: SymmetricAlgorithm,
+    session_key: &SessionKey,
+) -> Option<openpgp::Result<PKESK3>> {
+    let mpi::PublicKey::ECDH {
+        curve: Curve::Cv25519,
+        q,
+        hash,
+        sym,
+    } = recipient.mpis()
+    else {
+        return None;
+    };
+    let wrap = || -> openpgp::Result<PKESK3> {
+        let ephemeral: Protected = rand::random::<[u8; 32]>().to_vec().into();
+        let mut e = [0u8; 32];
+        e.copy_from_slice(&ephemeral);
+        let public = MontgomeryPoint::mul_base_clamped(e).to_bytes();
+        e.fill(0);
+        let shared = shared_secret(&ephemeral, point(q)?)?;
+        // m = sym_alg_ID || session key || checksum || PKCS #5 padding to 40 bytes.
+        let checksum = session_key
+            .iter()
+            .map(|&b| u16::from(b))
+            .fold(0u16, u16::wrapping_add);
+        let mut m: Vec<u8> = Vec::with_capacity(40);
+        m.push(algo.into());
+        m.extend_from_slice(session_key);
+        m.extend_from_slice(&checksum.to_be_bytes());
+        let pad = 40usize
+            .checked_sub(m.len())
+            .filter(|p| *p > 0)
+            .ok_or_else(|| openpgp::Error::InvalidArgument("session key too long".into()))?;
+        m.resize(40, pad as u8);
+        let m: Protected = m.into();
+        // Param = curve OID || algorithm 18 || KDF parameters || "Anonymous Sender    " ||
+        // recipient fingerprint (RFC 6637 §8).
+        let oid = Curve::Cv25519.oid();
+        let mut param = Vec::with_capacity(64);
+        param.push(oid.len() as u8);
+        param.extend_from_slice(oid);
+        param.push(PublicKeyAlgorithm::ECDH.into());
+        param.extend_from_slice(&[3, 1, (*hash).into(), (*sym).into()]);
+        param.extend_from_slice(b"Anonymous Sender    ");
+        param.extend_from_slice(recipient.fingerprint().as_bytes());
+        // Z = the first key-size bytes of hash(00 00 00 01 || S || Param).
+        let mut kdf = hash.context()?.for_digest();
+        kdf.update(&[0, 0, 0, 1]);
+        kdf.update(&shared);
+        kdf.update(&param);
+        let mut z: Protected = vec![0; sym.key_size()?].into();
+        kdf.digest(&mut z)?;
+        let c = ecdh::aes_key_wrap(*sym, &z, &m)?;
+        PKESK3::new(
+            None,
+            PublicKeyAlgorithm::ECDH,
+            mpi::Ciphertext::ECDH {
+                e: MPI::new_compressed_point(&public),
+                key: c.into_boxed_slice(),
+            },
+        )
+    };
+    Some(wrap())
 }
 
 #[cfg(test)]
@@ -145,18 +222,7 @@ mod tests {
             matches!(keys.decryptors[0], DecryptKey::Cv25519 { .. }),
             "a Sealpost identity's encryption key takes the X25519 path"
         );
-        let tsk = openpgp::Cert::from_bytes(&id.to_bytes()).unwrap();
-        let secret = tsk
-            .keys()
-            .with_policy(crate::identity::policy(), None)
-            .secret()
-            .for_transport_encryption()
-            .next()
-            .unwrap()
-            .key()
-            .clone()
-            .role_into_unspecified();
-        let mut backend = secret.into_keypair().unwrap();
+        let mut backend = id.backend_keypair(false);
         for n in 0..20 {
             let message = encrypt_to(format!("message {n}").as_bytes(), keys.cert()).unwrap();
             let pkesk = &pkesks(&message)[0];
@@ -170,6 +236,32 @@ mod tests {
             assert_eq!(
                 decrypt_with(&message, &keys, 1 << 20).unwrap(),
                 format!("message {n}").as_bytes()
+            );
+        }
+    }
+
+    #[test]
+    fn sequoias_backend_unwraps_what_dalek_wraps() {
+        let id = SecretIdentity::generate(&Address::parse("x@y.test").unwrap(), None).unwrap();
+        let mut backend = id.backend_keypair(false);
+        let public = backend.public().clone();
+        let mut ephemerals = std::collections::HashSet::new();
+        for _ in 0..20 {
+            let sk = SessionKey::new(32).unwrap();
+            let pkesk: openpgp::packet::PKESK = pkesk(&public, SymmetricAlgorithm::AES256, &sk)
+                .unwrap()
+                .unwrap()
+                .into();
+            assert_eq!(pkesk.recipient(), None, "a wildcard recipient");
+            let (algo, got) = pkesk.decrypt(&mut backend, None).unwrap();
+            assert_eq!(algo, Some(SymmetricAlgorithm::AES256));
+            assert_eq!(got.to_vec(), sk.to_vec());
+            let mpi::Ciphertext::ECDH { e, .. } = pkesk.esk() else {
+                panic!("an ECDH ciphertext")
+            };
+            assert!(
+                ephemerals.insert(e.value().to_vec()),
+                "a new ephemeral key each time"
             );
         }
     }
