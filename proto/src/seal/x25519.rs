@@ -101,12 +101,24 @@ impl Decryptor for Using<'_> {
     }
 }
 
+/// X25519 of the clamped `k` and the u-coordinate `u` (RFC 7748). A point of the curve is
+/// multiplied on its Edwards form, where dalek's constant-time multiplication is vectorised
+/// (AVX2): `perf` put the Montgomery ladder at 19 % of a node's CPU per delivery. The
+/// u-coordinate of the product is the same for either sign of the Edwards point; a point
+/// of the twist (no Edwards form) takes the ladder.
+fn x25519(k: [u8; 32], u: [u8; 32]) -> [u8; 32] {
+    match MontgomeryPoint(u).to_edwards(0) {
+        Some(p) => p.mul_clamped(k).to_montgomery().to_bytes(),
+        None => MontgomeryPoint(u).mul_clamped(k).to_bytes(),
+    }
+}
+
 /// X25519 of `scalar` and `point`; an all-zero result (a small-order point) is refused, as
 /// OpenSSL's X25519 refuses it.
 fn shared_secret(scalar: &[u8], point: [u8; 32]) -> openpgp::Result<Protected> {
     let mut k = [0u8; 32];
     k.copy_from_slice(scalar);
-    let shared = MontgomeryPoint(point).mul_clamped(k).to_bytes();
+    let shared = x25519(k, point);
     k.fill(0);
     if shared.iter().fold(0u8, |acc, b| acc | b) == 0 {
         return Err(openpgp::Error::InvalidArgument("X25519 shared secret is zero".into()).into());
@@ -264,6 +276,27 @@ mod tests {
                 "a new ephemeral key each time"
             );
         }
+    }
+
+    #[test]
+    fn x25519_on_the_edwards_form_is_the_montgomery_ladder() {
+        // Random u-coordinates: about half are points of the twist (the ladder's path).
+        let mut edwards = 0;
+        for _ in 0..300 {
+            let (k, u) = (rand::random::<[u8; 32]>(), rand::random::<[u8; 32]>());
+            edwards += usize::from(MontgomeryPoint(u).to_edwards(0).is_some());
+            assert_eq!(x25519(k, u), MontgomeryPoint(u).mul_clamped(k).to_bytes());
+        }
+        assert!(edwards > 50, "{edwards} of 300 on the curve");
+        // RFC 7748 §5.2, first test vector.
+        let k = hex::decode("a546e36bf0527c9d3b16154b82465edd62144c0ac1fc5a18506a2244ba449ac4")
+            .unwrap();
+        let u = hex::decode("e6db6867583030db3594c1a424b15f7c726624ec26b3353b10a903a6d0ab1c4c")
+            .unwrap();
+        assert_eq!(
+            hex::encode(x25519(k.try_into().unwrap(), u.try_into().unwrap())),
+            "c3da55379de9c6908e94ea4df28d084f32eccf03491c71f754b4075577a28552"
+        );
     }
 
     #[test]
