@@ -49,15 +49,12 @@ impl<K: Eq + Hash + Clone, V: Clone> Memo<K, V> {
         if self.generation.load(Ordering::Acquire) != generation {
             return;
         }
-        if entries.len() >= self.max && !entries.contains_key(&key) {
-            let ttl = self.ttl;
-            entries.retain(|_, (at, _)| at.elapsed() < ttl);
-            if entries.len() >= self.max {
-                // Cheap bound: forget an arbitrary entry.
-                if let Some(k) = entries.keys().next().cloned() {
-                    entries.remove(&k);
-                }
-            }
+        if entries.len() >= self.max
+            && !entries.contains_key(&key)
+            && let Some(k) = entries.keys().next().cloned()
+        {
+            // Cheap bound: forget an arbitrary entry (an expired one is read again anyway).
+            entries.remove(&k);
         }
         entries.insert(key, (Instant::now(), value));
     }
